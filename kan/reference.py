@@ -1,0 +1,311 @@
+"""The reference B-spline KAN, with the semantics of efficient-kan.
+
+A KAN layer maps x (batch, in) to
+
+    y = base_weight @ silu(x) + (spline_weight * spline_scaler) @ b_splines(x)
+
+where ``b_splines(x)`` evaluates all ``grid_size + spline_order`` B-spline bases of
+every input feature by the Cox-de Boor recursion: "basis functions times one matrix
+product". Parameter names, buffer names, shapes and initialisation match
+efficient-kan, so its state dicts load here with ``strict=True`` and the other way
+round, and the same seed gives the same weights.
+
+Known defects of the original are fixed without changing its default numerics:
+
+* ``update_grid`` fitted the new coefficients against the *scaled* spline weights
+  and stored them as unscaled ones, so with the standalone scaler on the layer's
+  function changed; it now refits the unscaled weights, which keeps the function.
+* ``update_grid`` built its uniform grid in float32 whatever the input; it now keeps
+  the input's dtype and device.
+* Rank-deficient least squares (duplicated or constant inputs) went to a solver that
+  assumes full rank on CUDA; every solve now uses LAPACK's ``gelsy`` (rank-revealing
+  QR, the CPU default), on the CPU for devices that have no such driver.
+* Shape checks were ``assert`` statements, which ``python -O`` removes; a wrong
+  input width now raises ``ValueError`` naming the expected and received widths.
+
+This module is the yardstick the faster KANs are measured against: it stays
+deliberately plain.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
+
+
+def check_features(x: torch.Tensor, in_features: int) -> None:
+    """``ValueError`` unless the last dimension of ``x`` is ``in_features`` wide."""
+    if x.dim() == 0 or x.size(-1) != in_features:
+        received = "a scalar" if x.dim() == 0 else f"width {x.size(-1)} (shape {tuple(x.shape)})"
+        raise ValueError(f"expected input of width {in_features} in its last dimension, got {received}")
+
+
+def solve_least_squares(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Batched least squares ``min ||A X - B||`` that copes with rank-deficient ``A``.
+
+    A: (batch, rows, cols), B: (batch, rows, rhs) -> X: (batch, cols, rhs), on A's
+    device and dtype. LAPACK's ``gelsy`` solves rank-deficient systems (duplicated
+    or constant samples); devices whose lstsq has no such driver solve on the CPU.
+    """
+    if A.device.type == "cpu":
+        return torch.linalg.lstsq(A, B, driver="gelsy").solution
+    return torch.linalg.lstsq(A.cpu(), B.cpu(), driver="gelsy").solution.to(A.device)
+
+
+class KANLinear(torch.nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
+        grid_eps: float = 0.02,
+        grid_range: Sequence[float] = (-1, 1),
+    ):
+        super().__init__()
+        if grid_size < 1 or spline_order < 0:
+            raise ValueError(
+                f"grid_size must be >= 1 and spline_order >= 0, got {grid_size} and {spline_order}"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.grid_size = grid_size
+        self.spline_order = spline_order
+
+        # Extended uniform knots: spline_order extra knots beyond each end of grid_range.
+        h = (grid_range[1] - grid_range[0]) / grid_size
+        grid = (
+            torch.arange(-spline_order, grid_size + spline_order + 1) * h + grid_range[0]
+        ).expand(in_features, -1).contiguous()  # (in, grid_size + 2 * spline_order + 1)
+        self.register_buffer("grid", grid)
+
+        self.base_weight = torch.nn.Parameter(torch.empty(out_features, in_features))
+        self.spline_weight = torch.nn.Parameter(
+            torch.empty(out_features, in_features, grid_size + spline_order)
+        )
+        if enable_standalone_scale_spline:
+            self.spline_scaler = torch.nn.Parameter(torch.empty(out_features, in_features))
+
+        self.scale_noise = scale_noise
+        self.scale_base = scale_base
+        self.scale_spline = scale_spline
+        self.enable_standalone_scale_spline = enable_standalone_scale_spline
+        self.base_activation = base_activation()
+        self.grid_eps = grid_eps
+
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """efficient-kan's recipe, in its order of random draws (same seed, same weights)."""
+        torch.nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * self.scale_base)
+        with torch.no_grad():
+            noise = (
+                (torch.rand(self.grid_size + 1, self.in_features, self.out_features) - 1 / 2)
+                * self.scale_noise
+                / self.grid_size
+            )  # (grid_size + 1, in, out)
+            knots = self.grid.T[self.spline_order : -self.spline_order]  # (grid_size + 1, in)
+            self.spline_weight.data.copy_(
+                (self.scale_spline if not self.enable_standalone_scale_spline else 1.0)
+                * self.curve2coeff(knots, noise.to(knots.dtype))
+            )
+            if self.enable_standalone_scale_spline:
+                torch.nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
+
+    def b_splines(self, x: torch.Tensor) -> torch.Tensor:
+        """All B-spline bases of every feature, by the Cox-de Boor recursion.
+
+        x: (batch, in) -> (batch, in, grid_size + spline_order). Intervals are
+        half-open, [t_i, t_(i+1)), so a point on the last knot has no support.
+        """
+        if x.dim() != 2:
+            raise ValueError(f"b_splines expects a 2-D input (batch, in), got shape {tuple(x.shape)}")
+        check_features(x, self.in_features)
+        grid = self.grid  # (in, grid_size + 2 * spline_order + 1)
+        x = x.unsqueeze(-1)  # (batch, in, 1)
+        bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)  # (batch, in, knots - 1)
+        for k in range(1, self.spline_order + 1):
+            bases = (
+                (x - grid[:, : -(k + 1)]) / (grid[:, k:-1] - grid[:, : -(k + 1)]) * bases[:, :, :-1]
+            ) + (
+                (grid[:, k + 1 :] - x) / (grid[:, k + 1 :] - grid[:, 1:(-k)]) * bases[:, :, 1:]
+            )  # (batch, in, knots - 1 - k)
+        return bases.contiguous()
+
+    def curve2coeff(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Spline coefficients whose curves pass closest (least squares) to the points.
+
+        x: (batch, in), y: (batch, in, out) -> (out, in, grid_size + spline_order).
+        """
+        check_features(x, self.in_features)
+        if y.shape != (x.size(0), self.in_features, self.out_features):
+            raise ValueError(
+                f"curve2coeff expects y of shape {(x.size(0), self.in_features, self.out_features)}, "
+                f"got {tuple(y.shape)}"
+            )
+        A = self.b_splines(x).transpose(0, 1)  # (in, batch, coeff)
+        B = y.transpose(0, 1)  # (in, batch, out)
+        solution = solve_least_squares(A, B)  # (in, coeff, out)
+        return solution.permute(2, 0, 1).contiguous()  # (out, in, coeff)
+
+    @property
+    def scaled_spline_weight(self) -> torch.Tensor:
+        """(out, in, coeff): the spline weights times their standalone scaler."""
+        if self.enable_standalone_scale_spline:
+            return self.spline_weight * self.spline_scaler.unsqueeze(-1)
+        return self.spline_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., in) -> (..., out)."""
+        check_features(x, self.in_features)
+        original_shape = x.shape
+        x = x.reshape(-1, self.in_features)  # (batch, in)
+
+        with region(BASE_BRANCH):
+            base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
+        with region(BASIS):
+            bases = self.b_splines(x)  # (batch, in, coeff)
+        with region(SPLINE_PRODUCT):
+            spline_output = F.linear(
+                bases.view(x.size(0), -1),
+                self.scaled_spline_weight.view(self.out_features, -1),
+            )  # (batch, out)
+        output = base_output + spline_output
+        return output.reshape(*original_shape[:-1], self.out_features)
+
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor, margin: float = 0.01) -> None:
+        """Move the knots to the sample quantiles of ``x`` (batch, in), keeping the function.
+
+        The new knots blend the per-feature quantiles with a uniform grid over the
+        sample range (weight ``grid_eps`` on the uniform one), and the spline
+        coefficients are refitted by least squares so the spline part of the layer
+        changes as little as possible on ``x``.
+        """
+        if x.dim() != 2:
+            raise ValueError(f"update_grid expects a 2-D input (batch, in), got shape {tuple(x.shape)}")
+        check_features(x, self.in_features)
+        batch = x.size(0)
+
+        splines = self.b_splines(x).permute(1, 0, 2)  # (in, batch, coeff)
+        coeff = self.spline_weight.permute(1, 2, 0)  # (in, coeff, out)
+        spline_values = torch.bmm(splines, coeff).permute(1, 0, 2)  # (batch, in, out)
+
+        x_sorted = torch.sort(x, dim=0)[0]  # (batch, in)
+        quantile_rows = torch.linspace(0, batch - 1, self.grid_size + 1, dtype=torch.int64, device=x.device)
+        grid_adaptive = x_sorted[quantile_rows]  # (grid_size + 1, in)
+
+        uniform_step = (x_sorted[-1] - x_sorted[0] + 2 * margin) / self.grid_size  # (in,)
+        steps = torch.arange(self.grid_size + 1, dtype=x.dtype, device=x.device).unsqueeze(1)
+        grid_uniform = steps * uniform_step + x_sorted[0] - margin  # (grid_size + 1, in)
+
+        grid = self.grid_eps * grid_uniform + (1 - self.grid_eps) * grid_adaptive
+        below = torch.arange(self.spline_order, 0, -1, dtype=x.dtype, device=x.device).unsqueeze(1)
+        above = torch.arange(1, self.spline_order + 1, dtype=x.dtype, device=x.device).unsqueeze(1)
+        grid = torch.cat(
+            [grid[:1] - uniform_step * below, grid, grid[-1:] + uniform_step * above], dim=0
+        )  # (grid_size + 2 * spline_order + 1, in)
+
+        self.grid.copy_(grid.T)
+        self.spline_weight.data.copy_(self.curve2coeff(x, spline_values))
+
+    def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0):
+        """efficient-kan's L1 + entropy penalty on the mean absolute spline weights."""
+        l1_fake = self.spline_weight.abs().mean(-1)  # (out, in)
+        regularization_loss_activation = l1_fake.sum()
+        p = l1_fake / regularization_loss_activation
+        regularization_loss_entropy = -torch.sum(p * p.log())
+        return (
+            regularize_activation * regularization_loss_activation
+            + regularize_entropy * regularization_loss_entropy
+        )
+
+
+class KAN(torch.nn.Module):
+    def __init__(
+        self,
+        layers_hidden: Sequence[int],
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
+        grid_eps: float = 0.02,
+        grid_range: Sequence[float] = (-1, 1),
+    ):
+        super().__init__()
+        self.grid_size = grid_size
+        self.spline_order = spline_order
+        self.layers = torch.nn.ModuleList(
+            KANLinear(
+                in_features,
+                out_features,
+                grid_size=grid_size,
+                spline_order=spline_order,
+                scale_noise=scale_noise,
+                scale_base=scale_base,
+                scale_spline=scale_spline,
+                enable_standalone_scale_spline=enable_standalone_scale_spline,
+                base_activation=base_activation,
+                grid_eps=grid_eps,
+                grid_range=grid_range,
+            )
+            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
+        )
+
+    def forward(self, x: torch.Tensor, update_grid: bool = False) -> torch.Tensor:
+        for layer in self.layers:
+            if update_grid:
+                layer.update_grid(x)
+            x = layer(x)
+        return x
+
+    def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0):
+        return sum(
+            layer.regularization_loss(regularize_activation, regularize_entropy) for layer in self.layers
+        )
+
+
+def layer_forward_flops(
+    in_features: int, out_features: int, batch: int, grid_size: int, spline_order: int, scaled: bool = True
+) -> int:
+    """FLOPs of one ``KANLinear.forward`` on ``batch`` rows (see kan.zoo for the convention).
+
+    base branch: SiLU as exp, add, divide, multiply (4 per element) and a
+    (batch, in) x (in, out) product; basis: the order-0 indicator (2 comparisons and
+    an and per interval), then per Cox-de Boor level 2 knot differences per basis
+    function and feature plus 7 per element (two subtract-divide pairs, two
+    multiplies, one add); spline: the scaler multiply and a (batch, in * coeff) x
+    (in * coeff, out) product; and the final add.
+    """
+    b, i, o = batch, in_features, out_features
+    coeff = grid_size + spline_order
+    intervals = grid_size + 2 * spline_order
+    base = 4 * b * i + 2 * b * i * o
+    basis = 3 * b * i * intervals
+    for k in range(1, spline_order + 1):
+        functions = intervals - k
+        basis += 2 * i * functions + 7 * b * i * functions
+    spline = (o * i * coeff if scaled else 0) + 2 * b * i * coeff * o
+    return base + basis + spline + b * o
+
+
+def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 5, spline_order: int = 3,
+                  enable_standalone_scale_spline: bool = True, **_unused) -> int:
+    """FLOPs of one ``KAN.forward`` on ``batch`` rows; options that do not change the count are ignored."""
+    return sum(
+        layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline)
+        for i, o in zip(widths, widths[1:])
+    )
