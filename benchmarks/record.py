@@ -1,0 +1,274 @@
+"""The run record: one folder per run, and the one module that reads and writes it.
+
+Every stage (bench, profile, quality, gate, report) writes into a run folder and
+reads other stages' results through this module only:
+
+    results/<run-id>/
+        environment.json      what changes numbers: versions, devices, CPU, threads, commit
+        benchmark.json        pytest-benchmark's own JSON (raw samples kept), valid for
+                              `pytest-benchmark compare`
+        benchmarks.csv        the tidy table: one row per measurement (BENCH_COLUMNS)
+        attribution.csv       share of time per part, per profiler (ATTRIBUTION_COLUMNS)
+        quality.csv           accuracy per model and task
+        gate.json             the speed gate's verdict
+        profiles/             .pstats, speedscope, flamegraph SVG, chrome traces
+        report.html           the rendered page
+
+A run id is ``<UTC time>-<short commit>`` (plus ``-<label>`` when given), created
+with an exclusive mkdir, so no run ever overwrites another. The root folder is
+``results/`` in the working directory, or ``$KAN_RESULTS`` when set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Columns of benchmarks.csv, in order. Times are seconds; memory is bytes.
+BENCH_COLUMNS = [
+    "benchmark",  # pytest-benchmark's test name, the key into benchmark.json
+    "model", "family", "phase", "device", "dtype", "widths", "batch", "grid_size",
+    "status",  # "ok", or "nonfinite" (NaN/inf in the output: not a valid timing), or "error"
+    "median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds",
+    "first_call_s",  # the first, cold call, measured apart from the steady state
+    "throughput",  # samples per second at the median
+    "flops", "gflops",  # analytic FLOPs of the timed work, and GFLOP/s at the median
+    "param_bytes", "saved_bytes", "peak_bytes",
+    "x_mlp", "x_mlp_param",  # median time / the matching MLP's median in this run
+    "threads", "machine",
+]
+
+ATTRIBUTION_COLUMNS = [
+    "profiler",  # "cprofile", "py-spy", "torch"
+    "scenario", "model", "device", "phase", "synchronized",
+    "part",  # "basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"
+    "seconds", "share",
+]
+
+PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("KAN_RESULTS", "results"))
+
+
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def commit_info(cwd: Path | None = None) -> dict[str, Any]:
+    """The git commit, branch and dirty flag of ``cwd`` (the working directory by default)."""
+    commit = _git("rev-parse", "HEAD", cwd=cwd)
+    if commit is None:
+        return {"id": None, "dirty": None, "branch": None}
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd) or ""
+    return {
+        "id": commit,
+        "short": commit[:9],
+        "dirty": bool(status),
+        "branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd),
+        "time": _git("show", "-s", "--format=%cI", "HEAD", cwd=cwd),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where the platform tells it, else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        try:
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """Everything that changes numbers, read now: versions, build, devices, CPU, threads, commit."""
+    import torch  # imported here so that reading records does not need torch
+
+    devices = [{"type": "cpu", "name": cpu_model()}]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            devices.append({"type": "cuda", "index": i, "name": props.name,
+                            "memory_bytes": props.total_memory,
+                            "capability": f"{props.major}.{props.minor}"})
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append({"type": "mps", "name": f"Apple {platform.machine()} GPU"})
+    return {
+        "machine": machine_label(),
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": {
+            "version": torch.__version__,
+            "git": getattr(torch.version, "git_version", None),
+            "cuda": torch.version.cuda,
+            "hip": getattr(torch.version, "hip", None),
+            "debug": bool(torch.version.debug),
+            "mkldnn": torch.backends.mkldnn.is_available(),
+            "config": torch.__config__.show().strip().splitlines()[:3],
+        },
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "devices": devices,
+        "commit": commit_info(),
+    }
+
+
+def machine_label() -> str:
+    """A name for this machine in merged reports: ``$KAN_MACHINE`` or the host name."""
+    return os.environ.get("KAN_MACHINE") or socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    @property
+    def profiles_dir(self) -> Path:
+        d = self.path / "profiles"
+        d.mkdir(exist_ok=True)
+        return d
+
+    # JSON documents: environment.json, gate.json, ...
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.path / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+        tmp.replace(path)  # atomic: an interrupted write never leaves half a file
+        return path
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"run {self.name} has no {name}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+    def environment(self) -> dict[str, Any]:
+        return self.read_json("environment.json") if self.has("environment.json") else {}
+
+    # Tables (pandas DataFrames as CSV): benchmarks, attribution, quality, ...
+    def write_table(self, name: str, frame) -> Path:
+        path = self.path / f"{name}.csv"
+        tmp = path.with_suffix(".csv.tmp")
+        frame.to_csv(tmp, index=False)
+        tmp.replace(path)
+        return path
+
+    def read_table(self, name: str):
+        import pandas as pd
+
+        path = self.path / f"{name}.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"run {self.name} has no {name} table ({path.name})")
+        return pd.read_csv(path)
+
+    # pytest-benchmark's JSON and its raw samples
+    @property
+    def benchmark_json(self) -> Path:
+        return self.path / "benchmark.json"
+
+    def samples(self) -> dict[str, list[float]]:
+        """Raw timing samples (seconds) per benchmark name, from benchmark.json."""
+        doc = self.read_json("benchmark.json")
+        return {b["name"]: list(b["stats"].get("data") or []) for b in doc.get("benchmarks", [])}
+
+
+_RUN_ID = re.compile(r"^\d{8}T\d{6}")
+
+
+def new_run(label: str | None = None, root: Path | None = None) -> Run:
+    """Create a fresh run folder (never an existing one) and write its environment.json."""
+    root = Path(root) if root is not None else results_root()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    commit = (commit_info().get("short") or "nogit")
+    base = f"{stamp}-{commit}" + (f"-{_safe(label)}" if label else "")
+    for n in range(1000):
+        path = root / (base if n == 0 else f"{base}.{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        run = Run(path)
+        run.write_json("environment.json", environment())
+        return run
+    raise RuntimeError(f"could not create a new run folder under {root}")
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "run"
+
+
+def runs(root: Path | None = None) -> list[Run]:
+    """Every run folder under ``root``, oldest first."""
+    root = Path(root) if root is not None else results_root()
+    if not root.is_dir():
+        return []
+    return sorted(
+        (Run(p) for p in root.iterdir() if p.is_dir() and _RUN_ID.match(p.name)), key=lambda r: r.name
+    )
+
+
+def latest(root: Path | None = None, having: str | None = None) -> Run:
+    """The newest run (that has file ``having``, when given); ``FileNotFoundError`` if none."""
+    found = [r for r in runs(root) if having is None or r.has(having)]
+    if not found:
+        where = Path(root) if root is not None else results_root()
+        what = f" with {having}" if having else ""
+        raise FileNotFoundError(f"no run{what} under {where}/; run `nox -s bench` first")
+    return found[-1]
+
+
+def open_run(name: str | os.PathLike, root: Path | None = None) -> Run:
+    """A run by folder path or by run id under ``root``; ``FileNotFoundError`` naming the choices."""
+    path = Path(name)
+    if path.is_dir():
+        return Run(path)
+    root = Path(root) if root is not None else results_root()
+    if (root / str(name)).is_dir():
+        return Run(root / str(name))
+    known = [r.name for r in runs(root)][-10:]
+    raise FileNotFoundError(
+        f"no run {str(name)!r} under {root}/; recent runs: {', '.join(known) or '(none)'}"
+    )

@@ -1,0 +1,54 @@
+"""Entry points: `nox -s tests`, and the harness sessions.
+
+All sessions share one virtual environment, `.nox/harness`, so that torch (hundreds
+of MB to several GB) is installed once, not once per session. It is rebuilt when
+pyproject.toml or the torch requirement changes.
+
+Which torch: `$KAN_TORCH` when set (for example `KAN_TORCH=torch==2.13.0` for a
+CPU-only build where one is at hand), else plain `torch` from the package index.
+To use an environment you already have instead, set `KAN_PYTHON=/path/to/python`
+(that environment needs `pip install -e '.[test]'`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"
+
+ROOT = Path(__file__).parent
+HARNESS_ENV = ROOT / ".nox" / "harness"
+
+
+def harness_python(session: nox.Session) -> str:
+    """The interpreter of the shared environment, created or updated as needed."""
+    if os.environ.get("KAN_PYTHON"):
+        return os.environ["KAN_PYTHON"]
+    torch_spec = os.environ.get("KAN_TORCH", "torch")
+    python = HARNESS_ENV / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    wanted = hashlib.sha256(
+        ((ROOT / "pyproject.toml").read_bytes() + torch_spec.encode())
+    ).hexdigest()
+    stamp = HARNESS_ENV / "installed.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(HARNESS_ENV), external=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    session.run(*pip, torch_spec, external=True)
+    session.run(*pip, "-e", f"{ROOT}[test]", external=True)
+    stamp.write_text(wanted)
+    return str(python)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`)."""
+    python = harness_python(session)
+    session.run(python, "-m", "pytest", *session.posargs, external=True)
