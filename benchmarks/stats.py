@@ -1,0 +1,213 @@
+"""Statistics for comparing timings: the one place that decides "slower", "faster" or "the same".
+
+Everything that compares two sets of raw timing samples (the speed gate, the report's
+run-to-run comparison) goes through :func:`compare`, so that one rule judges them all:
+
+    >>> from benchmarks import stats
+    >>> c = stats.compare(head_samples, base_samples, threshold=1.15, alpha=0.01)
+    >>> c.ratio, c.ci_low, c.ci_high, c.p_slower, c.verdict
+    (1.31, 1.24, 1.38, 1.2e-08, 'regression')
+
+The rule, in the manner of asv and TorchBench: a change is a *regression* only when the
+ratio of medians head/base exceeds ``threshold`` AND a one-sided Mann-Whitney U test on
+the raw samples says head is slower with p < ``alpha``; an *improvement* is the mirror
+image (ratio below ``1 / threshold`` and head significantly faster). Fewer than
+``min_samples`` samples on either side can never be significant: "insufficient samples".
+The ratio also carries a percentile-bootstrap confidence interval, for the reader.
+
+Without raw samples of the base (a committed baseline file holds only ratios), the
+figure that travels between machines is compared instead: :func:`compare_to_reference`
+judges a ratio measured in this run (a KAN's time over the MLP's) against a recorded one,
+with a bootstrap test in place of the rank test.
+
+Samples are times in seconds (any positive unit works: only ratios and ranks are used).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+REGRESSION = "regression"
+IMPROVEMENT = "improvement"
+UNCHANGED = "unchanged"
+INSUFFICIENT = "insufficient samples"
+VERDICTS = (REGRESSION, IMPROVEMENT, UNCHANGED, INSUFFICIENT)
+
+DEFAULT_THRESHOLD = 1.15
+DEFAULT_ALPHA = 0.01
+MIN_SAMPLES = 5
+
+
+def _samples(values: Sequence[float], what: str) -> np.ndarray:
+    """``values`` as a 1-d float64 array of finite positive numbers; ``ValueError`` otherwise."""
+    a = np.asarray(values, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise ValueError(f"{what} has no samples")
+    if not np.all(np.isfinite(a)) or np.any(a <= 0):
+        raise ValueError(f"{what} samples must be finite positive times, got {a.tolist()!r}")
+    return a
+
+
+def median_ratio(head: Sequence[float], base: Sequence[float]) -> float:
+    """median(head) / median(base)."""
+    return float(np.median(_samples(head, "head")) / np.median(_samples(base, "base")))
+
+
+def bootstrap_ratio_ci(
+    head: Sequence[float],
+    base: Sequence[float],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of median(head) / median(base).
+
+    Each side is resampled with replacement on its own (the two sides are independent
+    samples); ``seed`` makes the interval reproducible.
+    """
+    h, b = _samples(head, "head"), _samples(base, "base")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+    ratios = _bootstrap_ratios(h, b, resamples, seed)  # (resamples,)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap_ratios(
+    numerator: np.ndarray, denominator: np.ndarray, resamples: int, seed: int
+) -> np.ndarray:
+    """median(numerator*) / median(denominator*) over ``resamples`` bootstrap resamples -> (resamples,)."""
+    rng = np.random.default_rng(seed)
+    n, d = numerator, denominator
+    n_medians = np.median(n[rng.integers(0, n.size, size=(resamples, n.size))], axis=1)
+    d_medians = np.median(d[rng.integers(0, d.size, size=(resamples, d.size))], axis=1)
+    return n_medians / d_medians
+
+
+def mann_whitney_p(head: Sequence[float], base: Sequence[float], alternative: str = "greater") -> float:
+    """One-sided Mann-Whitney U p-value that head's times are larger ("greater") or smaller ("less").
+
+    Exact for small samples without ties, normal approximation with tie correction
+    otherwise (scipy's choice). Samples that are all tied give p = 1: no evidence.
+    """
+    from scipy.stats import mannwhitneyu  # imported here: reading this module needs only numpy
+
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    h, b = _samples(head, "head"), _samples(base, "base")
+    p = float(mannwhitneyu(h, b, alternative=alternative).pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Head against base for one benchmark: the ratio, its interval, the tests and the verdict."""
+
+    ratio: float  # median(head) / median(base); > 1 means head is slower
+    ci_low: float  # bootstrap interval of the ratio at ``confidence``
+    ci_high: float
+    confidence: float
+    p_slower: float  # one-sided Mann-Whitney p that head is slower
+    p_faster: float  # one-sided Mann-Whitney p that head is faster
+    n_head: int
+    n_base: int
+    median_head: float
+    median_base: float
+    threshold: float
+    alpha: float
+    verdict: str  # one of VERDICTS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide(
+    ratio: float, p_slower: float, p_faster: float, n: int,
+    threshold: float, alpha: float, min_samples: int = MIN_SAMPLES,
+) -> str:
+    """The verdict for a ratio (head/base), its one-sided p-values and the smaller sample size n."""
+    if n < min_samples:
+        return INSUFFICIENT
+    if ratio > threshold and p_slower < alpha:
+        return REGRESSION
+    if ratio < 1 / threshold and p_faster < alpha:
+        return IMPROVEMENT
+    return UNCHANGED
+
+
+def _check_rule(threshold: float, alpha: float) -> None:
+    if not threshold >= 1:
+        raise ValueError(f"threshold must be a ratio >= 1 (for example 1.15), got {threshold!r}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
+
+
+def compare(
+    head: Sequence[float],
+    base: Sequence[float],
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = MIN_SAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Comparison:
+    """Judge head's samples against base's (see the module docstring for the rule)."""
+    _check_rule(threshold, alpha)
+    h, b = _samples(head, "head"), _samples(base, "base")
+    ratio = median_ratio(h, b)
+    low, high = bootstrap_ratio_ci(h, b, confidence=confidence, seed=seed)
+    p_slower = mann_whitney_p(h, b, "greater")
+    p_faster = mann_whitney_p(h, b, "less")
+    verdict = decide(ratio, p_slower, p_faster, min(h.size, b.size), threshold, alpha, min_samples)
+    return Comparison(
+        ratio=ratio, ci_low=low, ci_high=high, confidence=confidence,
+        p_slower=p_slower, p_faster=p_faster, n_head=int(h.size), n_base=int(b.size),
+        median_head=float(np.median(h)), median_base=float(np.median(b)),
+        threshold=float(threshold), alpha=float(alpha), verdict=verdict,
+    )
+
+
+def compare_to_reference(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    reference: float,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    min_samples: int = MIN_SAMPLES,
+    confidence: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> Comparison:
+    """Judge a ratio measured now, median(numerator) / median(denominator), against ``reference``.
+
+    For a committed baseline: numerator = a KAN's samples, denominator = the MLP's samples
+    from the same run, reference = the KAN/MLP ratio recorded in the baseline file. The
+    returned ``ratio`` is measured / reference (> 1: slower relative to the MLP than when
+    the baseline was recorded); ``median_head`` is the measured ratio, ``median_base``
+    the reference; ``n_head`` and ``n_base`` count numerator and denominator samples.
+    The p-values are one-sided bootstrap p-values (the share of resampled ratios on the
+    wrong side of 1), the same rule then applies as in :func:`compare`.
+    """
+    _check_rule(threshold, alpha)
+    if not (isinstance(reference, (int, float)) and math.isfinite(reference) and reference > 0):
+        raise ValueError(f"reference ratio must be a finite positive number, got {reference!r}")
+    n, d = _samples(numerator, "numerator"), _samples(denominator, "denominator")
+    measured = float(np.median(n) / np.median(d))
+    relative = _bootstrap_ratios(n, d, resamples, seed) / reference  # (resamples,)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(relative, [tail, 1 - tail])
+    p_slower = float((np.count_nonzero(relative <= 1) + 1) / (resamples + 1))
+    p_faster = float((np.count_nonzero(relative >= 1) + 1) / (resamples + 1))
+    ratio = measured / reference
+    verdict = decide(ratio, p_slower, p_faster, min(n.size, d.size), threshold, alpha, min_samples)
+    return Comparison(
+        ratio=ratio, ci_low=float(low), ci_high=float(high), confidence=confidence,
+        p_slower=p_slower, p_faster=p_faster, n_head=int(n.size), n_base=int(d.size),
+        median_head=measured, median_base=float(reference),
+        threshold=float(threshold), alpha=float(alpha), verdict=verdict,
+    )
