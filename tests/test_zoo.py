@@ -16,11 +16,12 @@ def test_available_lists_every_family_with_descriptions():
 @pytest.mark.parametrize("name", list(zoo.available()))
 def test_every_entry_builds_runs_and_counts_flops(name):
     torch.manual_seed(0)
-    model = zoo.build(name, [6, 5, 3], grid_size=5)
+    options = {"grid_size": 5} if "grid_size" in zoo.options(name) else {}
+    model = zoo.build(name, [6, 5, 3], **options)
     x = torch.randn(7, 6)
     y = model(x)
     assert y.shape == (7, 3) and torch.isfinite(y).all()
-    assert zoo.flops(name, [6, 5, 3], batch=7, grid_size=5) > 0
+    assert zoo.flops(name, [6, 5, 3], batch=7, **options) > 0
     assert zoo.entry(name).family in {"kan", "mlp"}
 
 
