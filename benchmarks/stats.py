@@ -15,6 +15,12 @@ image (ratio below ``1 / threshold`` and head significantly faster). Fewer than
 ``min_samples`` samples on either side can never be significant: "insufficient samples".
 The ratio also carries a percentile-bootstrap confidence interval, for the reader.
 
+Samples taken in pairs (``paired=True``: head's i-th sample taken right beside base's
+i-th, as the speed gate takes them) are compared pair by pair instead, which cancels
+the slow drifts of a shared machine that both samples of a pair share: the ratio is the
+median of the per-pair ratios, its interval a bootstrap over pairs, and the test a
+one-sided Wilcoxon signed-rank test on the log ratios. The rule is the same.
+
 Without raw samples of the base (a committed baseline file holds only ratios), the
 figure that travels between machines is compared instead: :func:`compare_to_reference`
 judges a ratio measured in this run (a KAN's time over the MLP's) against a recorded one,
@@ -121,9 +127,56 @@ class Comparison:
     threshold: float
     alpha: float
     verdict: str  # one of VERDICTS
+    test: str = "mann-whitney"  # or "wilcoxon" (paired samples), "bootstrap" (against a reference)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def wilcoxon_p(head: Sequence[float], base: Sequence[float], alternative: str = "greater") -> float:
+    """One-sided Wilcoxon signed-rank p-value on the log ratios of paired samples.
+
+    "greater": head's samples are larger than their partners. Exact for small samples
+    without ties (scipy's choice); pairs with equal values carry no evidence, so all
+    pairs equal give p = 1.
+    """
+    from scipy.stats import wilcoxon
+
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+    h, b = _samples(head, "head"), _samples(base, "base")
+    if h.size != b.size:
+        raise ValueError(f"paired samples need as many head as base samples, got {h.size} and {b.size}")
+    log_ratios = np.log(h / b)
+    if not np.any(log_ratios):
+        return 1.0
+    p = float(wilcoxon(log_ratios, alternative=alternative).pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+def paired_ratio(head: Sequence[float], base: Sequence[float]) -> float:
+    """The median of head_i / base_i (taken on logs, so that swapping the sides inverts it)."""
+    h, b = _samples(head, "head"), _samples(base, "base")
+    if h.size != b.size:
+        raise ValueError(f"paired samples need as many head as base samples, got {h.size} and {b.size}")
+    return float(np.exp(np.median(np.log(h / b))))
+
+
+def bootstrap_paired_ci(
+    head: Sequence[float], base: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of :func:`paired_ratio`, resampling whole pairs."""
+    h, b = _samples(head, "head"), _samples(base, "base")
+    if h.size != b.size:
+        raise ValueError(f"paired samples need as many head as base samples, got {h.size} and {b.size}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+    log_ratios = np.log(h / b)  # (pairs,)
+    rng = np.random.default_rng(seed)
+    medians = np.median(log_ratios[rng.integers(0, h.size, size=(resamples, h.size))], axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.exp(np.quantile(medians, [tail, 1 - tail]))
+    return float(low), float(high)
 
 
 def decide(
@@ -155,20 +208,29 @@ def compare(
     min_samples: int = MIN_SAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
+    paired: bool = False,
 ) -> Comparison:
-    """Judge head's samples against base's (see the module docstring for the rule)."""
+    """Judge head's samples against base's (see the module docstring for the rule).
+
+    ``paired``: head[i] and base[i] were taken side by side; compare pair by pair.
+    """
     _check_rule(threshold, alpha)
     h, b = _samples(head, "head"), _samples(base, "base")
-    ratio = median_ratio(h, b)
-    low, high = bootstrap_ratio_ci(h, b, confidence=confidence, seed=seed)
-    p_slower = mann_whitney_p(h, b, "greater")
-    p_faster = mann_whitney_p(h, b, "less")
+    if paired:
+        ratio = paired_ratio(h, b)
+        low, high = bootstrap_paired_ci(h, b, confidence=confidence, seed=seed)
+        p_slower, p_faster = wilcoxon_p(h, b, "greater"), wilcoxon_p(h, b, "less")
+    else:
+        ratio = median_ratio(h, b)
+        low, high = bootstrap_ratio_ci(h, b, confidence=confidence, seed=seed)
+        p_slower, p_faster = mann_whitney_p(h, b, "greater"), mann_whitney_p(h, b, "less")
     verdict = decide(ratio, p_slower, p_faster, min(h.size, b.size), threshold, alpha, min_samples)
     return Comparison(
         ratio=ratio, ci_low=low, ci_high=high, confidence=confidence,
         p_slower=p_slower, p_faster=p_faster, n_head=int(h.size), n_base=int(b.size),
         median_head=float(np.median(h)), median_base=float(np.median(b)),
         threshold=float(threshold), alpha=float(alpha), verdict=verdict,
+        test="wilcoxon" if paired else "mann-whitney",
     )
 
 
@@ -209,5 +271,5 @@ def compare_to_reference(
         ratio=ratio, ci_low=float(low), ci_high=float(high), confidence=confidence,
         p_slower=p_slower, p_faster=p_faster, n_head=int(n.size), n_base=int(d.size),
         median_head=measured, median_base=float(reference),
-        threshold=float(threshold), alpha=float(alpha), verdict=verdict,
+        threshold=float(threshold), alpha=float(alpha), verdict=verdict, test="bootstrap",
     )

