@@ -8,6 +8,8 @@ reads other stages' results through this module only:
         benchmark.json        pytest-benchmark's own JSON (raw samples kept), valid for
                               `pytest-benchmark compare`
         benchmarks.csv        the tidy table: one row per measurement (BENCH_COLUMNS)
+        measurements.jsonl    one JSON line per finished bench case, appended as each ends, so
+                              that an interrupted run keeps what finished; the table is built from it
         attribution.csv       share of time per part, per profiler (ATTRIBUTION_COLUMNS)
         quality.csv           accuracy per model and task
         gate.json             the speed gate's verdict
@@ -35,8 +37,10 @@ from typing import Any
 # Columns of benchmarks.csv, in order. Times are seconds; memory is bytes.
 BENCH_COLUMNS = [
     "benchmark",  # pytest-benchmark's test name, the key into benchmark.json
-    "model", "family", "phase", "device", "dtype", "widths", "batch", "grid_size",
-    "status",  # "ok", or "nonfinite" (NaN/inf in the output: not a valid timing), or "error"
+    "model", "family", "phase", "device", "dtype",
+    "widths", "batch", "grid_size",  # widths as "784x64x10"; grid_size empty for models without a grid
+    "status",  # "ok", or "nonfinite" (NaN/inf in the output: not a valid timing), or "error",
+               # or "skipped" (the model's module cannot be imported here)
     "median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds",
     "first_call_s",  # the first, cold call, measured apart from the steady state
     "throughput",  # samples per second at the median
@@ -44,6 +48,8 @@ BENCH_COLUMNS = [
     "param_bytes", "saved_bytes", "peak_bytes",
     "x_mlp", "x_mlp_param",  # median time / the matching MLP's median in this run
     "threads", "machine",
+    "parameters",  # trainable scalars of the model (kan.zoo.parameter_count)
+    "reason",  # one line saying why a row is not "ok"; empty when it is
 ]
 
 ATTRIBUTION_COLUMNS = [
@@ -52,6 +58,8 @@ ATTRIBUTION_COLUMNS = [
     "part",  # "basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"
     "seconds", "share",
 ]
+
+MEASUREMENTS = "measurements.jsonl"  # the bench stage's rows, one JSON object per finished case
 
 PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
 
@@ -202,6 +210,29 @@ class Run:
         if not path.exists():
             raise FileNotFoundError(f"run {self.name} has no {name} table ({path.name})")
         return pd.read_csv(path)
+
+    # JSON lines: one object per line, appended as results arrive (measurements.jsonl)
+    def append_jsonl(self, name: str, obj: Any) -> Path:
+        """Append ``obj`` as one line to ``name`` and flush it to disk before returning."""
+        path = self.path / name
+        with path.open("a") as f:
+            f.write(json.dumps(obj, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return path
+
+    def read_jsonl(self, name: str) -> list[Any]:
+        """Every complete line of ``name``; a half-written last line (a killed run) is dropped."""
+        path = self.path / name
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
 
     # pytest-benchmark's JSON and its raw samples
     @property

@@ -1,0 +1,94 @@
+"""pytest plumbing of the bench suites: options, parametrisation, the device timer, the record.
+
+Run through ``python -m benchmarks`` (or ``nox -s bench``), which passes these options;
+running pytest on ``benchmarks/`` directly works too::
+
+    pytest benchmarks/test_bench.py --bench-suite smoke --bench-model kan,mlp
+
+Every case gets ``pytest.mark.benchmark(timer=DeviceTimer(device), group=workload)``, so
+pytest-benchmark times it with the device-aware clock and groups the models that share
+a workload in its terminal table. Cases on a device that is not present, or in a dtype
+the device does not support, are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import record
+from benchmarks.cases import device_unavailable, dtype_unsupported
+from benchmarks.suites import SUITES, select
+from benchmarks.timer import DeviceTimer, set_threads
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("kan-bench", "KAN benchmark suites")
+    group.addoption("--bench-suite", default="quick", help=f"one of {', '.join(SUITES)} (default quick)")
+    group.addoption("--bench-model", action="append", default=[],
+                    help="registered model name(s), comma-separated or repeated (default: all)")
+    group.addoption("--bench-device", action="append", default=[],
+                    help="cpu, cuda, mps (default: every one present; the others are skipped)")
+    group.addoption("--bench-dtype", action="append", default=[], help="float32, bfloat16 (default: the suite's)")
+    group.addoption("--bench-threads", type=int, default=None, help="torch intra-op threads")
+    group.addoption("--bench-run", default=None, help="run folder that receives measurements.jsonl")
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.hasplugin("benchmark"):
+        raise pytest.UsageError("the bench suites need pytest-benchmark (pip install pytest-benchmark)")
+    try:
+        config._kan_selection = select(
+            config.getoption("--bench-suite"), config.getoption("--bench-model"),
+            config.getoption("--bench-device"), config.getoption("--bench-dtype"),
+        )
+        set_threads(config.getoption("--bench-threads"))
+    except (ValueError, ImportError) as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+_timers: dict[str, DeviceTimer] = {}
+
+
+def _marks(case) -> list:
+    reason = device_unavailable(case.device) or dtype_unsupported(case.device, case.dtype)
+    if reason:
+        return [pytest.mark.skip(reason=reason)]
+    timer = _timers.setdefault(case.device, DeviceTimer(case.device))
+    return [pytest.mark.benchmark(timer=timer, group=case.workload)]
+
+
+def pytest_generate_tests(metafunc):
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config._kan_selection.cases()
+        metafunc.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in cases])
+
+
+@pytest.fixture
+def suite(request):
+    """The selected :class:`benchmarks.suites.Suite`."""
+    return request.config._kan_selection.suite
+
+
+@pytest.fixture
+def bench_run(request):
+    """The run folder that receives each case's row, or None outside ``python -m benchmarks``."""
+    path = request.config.getoption("--bench-run")
+    return record.Run(Path(path)) if path else None
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add what changes numbers: torch version and build, devices, CPU model, threads."""
+    env = record.environment()
+    machine_info.update(
+        torch=env["torch"], devices=env["devices"], cpu_model=env["cpu"], cpu_count=env["cpu_count"],
+        threads=env["threads"], interop_threads=env["interop_threads"], machine_label=env["machine"],
+    )
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Keep only valid timings: a case cut short (Ctrl-C) or with NaN/inf output is left out."""
+    output_json["benchmarks"] = [
+        b for b in output_json["benchmarks"] if (b.get("extra_info") or {}).get("status") == "ok"
+    ]

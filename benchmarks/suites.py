@@ -1,0 +1,150 @@
+"""The suites (which cases run, and for how long), and the checking of a selection.
+
+``smoke`` checks that the harness works (seconds); ``quick`` is the default, a few minutes
+on a two-core laptop; ``full`` covers every shape, batch size, grid size and dtype.
+A :class:`Selection` narrows a suite to some models, devices and dtypes; :func:`select`
+builds one from user input and raises ``ValueError`` with one line naming a bad value and
+the valid ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from benchmarks.cases import DTYPES, PHASES, Case, device_unavailable, has_grid, zoo
+from benchmarks.timer import DEVICE_TYPES
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    widths: tuple[int, ...]
+    batches: tuple[int, ...]
+
+
+TINY = (2, 5, 1)  # the KAN paper's toy net
+MNIST = (784, 64, 10)
+DEEP = (256, 256, 256, 256)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Which shapes, grid sizes and dtypes run, and how long each case is timed.
+
+    Each case gets ``warmup_rounds`` untimed calls, then as many timed rounds as fill
+    ``max_time`` seconds at its estimated speed, clamped to [min_rounds, max_rounds].
+    """
+
+    name: str
+    description: str
+    shapes: tuple[Shape, ...]
+    grid_sizes: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    max_time: float
+    min_rounds: int
+    max_rounds: int
+    warmup_rounds: int
+    phases: tuple[str, ...] = PHASES
+
+    def rounds(self, estimate_s: float) -> int:
+        """Timed rounds for a case whose one call took about ``estimate_s`` seconds."""
+        wanted = math.ceil(self.max_time / max(estimate_s, 1e-9))
+        return max(self.min_rounds, min(self.max_rounds, wanted))
+
+    def cases(self, models, devices, dtypes=None) -> list[Case]:
+        """Every case of this suite for ``models`` on ``devices`` in ``dtypes`` (the suite's by default)."""
+        out = []
+        for device in devices:
+            for dtype in dtypes or self.dtypes:
+                for shape in self.shapes:
+                    for batch in shape.batches:
+                        for model in models:
+                            grids = self.grid_sizes if has_grid(model) else (None,)
+                            for grid in grids:
+                                for phase in self.phases:
+                                    out.append(Case(model, phase, device, dtype, shape.widths, batch, grid))
+        return out
+
+
+SUITES = {
+    "smoke": Suite(
+        "smoke", "checks the harness works: [2, 5, 1], batch 64, grid 5, float32, 2 rounds (seconds)",
+        shapes=(Shape("tiny", TINY, (64,)),), grid_sizes=(5,), dtypes=("float32",),
+        max_time=0.0, min_rounds=2, max_rounds=2, warmup_rounds=1,
+    ),
+    "quick": Suite(
+        "quick", "the default: [2, 5, 1] batch 1024 and [784, 64, 10] batch 256, grid 5, float32 (minutes)",
+        shapes=(Shape("tiny", TINY, (1024,)), Shape("mnist", MNIST, (256,))), grid_sizes=(5,),
+        dtypes=("float32",), max_time=0.3, min_rounds=5, max_rounds=200, warmup_rounds=2,
+    ),
+    "full": Suite(
+        "full", "every shape ([2, 5, 1], [784, 64, 10], [256, 256, 256, 256]) at several batch sizes, "
+        "grids 5, 20 and 50, float32 and bfloat16 (an hour or more on a laptop CPU)",
+        shapes=(Shape("tiny", TINY, (1, 64, 1024)), Shape("mnist", MNIST, (64, 256, 1024)),
+                Shape("deep", DEEP, (64, 1024))),
+        grid_sizes=(5, 20, 50), dtypes=("float32", "bfloat16"),
+        max_time=1.0, min_rounds=10, max_rounds=1000, warmup_rounds=3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A suite narrowed to models, devices and dtypes (None: the suite's dtypes)."""
+
+    suite: Suite
+    models: tuple[str, ...]
+    devices: tuple[str, ...]
+    dtypes: tuple[str, ...] | None = None
+    explicit_devices: bool = False  # asked for by name: absent ones are an error, not a skip
+
+    def cases(self) -> list[Case]:
+        return self.suite.cases(self.models, self.devices, self.dtypes)
+
+    def present_devices(self) -> list[str]:
+        return [d for d in self.devices if device_unavailable(d) is None]
+
+
+def split(values) -> list[str]:
+    """``["kan,mlp", "rbf-kan"]`` as ``["kan", "mlp", "rbf-kan"]`` (order kept, repeats dropped)."""
+    out: list[str] = []
+    for v in values or ():
+        for part in str(v).split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def _check(kind: str, given: list[str], valid) -> None:
+    for v in given:
+        if v not in valid:
+            raise ValueError(f"unknown {kind} {v!r}; valid {kind}s: {', '.join(valid)}")
+
+
+def select(suite: str = "quick", models=None, devices=None, dtypes=None) -> Selection:
+    """Check user input and build a :class:`Selection`; ``ValueError`` (one line) on a bad value.
+
+    ``models``, ``devices`` and ``dtypes`` are lists of names (comma-separated lists
+    allowed); empty means every model, every device present here, the suite's dtypes.
+    """
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
+    all_models = list(zoo().available())
+    model_list, device_list, dtype_list = split(models), split(devices), split(dtypes)
+    _check("model", model_list, all_models)
+    _check("device", device_list, DEVICE_TYPES)
+    _check("dtype", dtype_list, DTYPES)
+    for d in device_list:
+        reason = device_unavailable(d)
+        if reason:
+            present = [x for x in DEVICE_TYPES if device_unavailable(x) is None]
+            raise ValueError(f"device {d!r} was asked for but {reason}; devices here: {', '.join(present)}")
+    return Selection(
+        SUITES[suite],
+        tuple(model_list or all_models),
+        tuple(device_list or DEVICE_TYPES),
+        tuple(dtype_list) or None,
+        explicit_devices=bool(device_list),
+    )

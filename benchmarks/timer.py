@@ -1,0 +1,139 @@
+"""The device-aware clock that every timing goes through.
+
+On CUDA and MPS a call returns once its kernels are queued, not run, so a host clock read
+right after it measures the launch. :class:`DeviceTimer` waits for the device exactly once
+per measurement, just before the stop reading, so a measurement covers the queued work:
+
+    >>> timer = DeviceTimer("cuda")
+    >>> start = timer()            # a host clock reading; the device must be idle here
+    >>> fn()
+    >>> seconds = timer() - start  # waits for the device once, then reads the clock
+
+It is a pytest-benchmark clock: ``pytest.mark.benchmark(timer=DeviceTimer(device))``.
+pytest-benchmark computes ``end - start`` once per round, so with ``iterations > 1`` the
+device is synchronised after the last call of the round, never between calls. The device
+must be idle when a round starts: the timer's own wait leaves it so after each round, and
+the ``setup`` of :func:`benchmarks.cases.make_step` ends with :func:`synchronize`.
+
+The first, cold call of a benchmark (lazy initialisation, allocator growth, compilation)
+is timed apart with :func:`first_call`, never mixed into the steady-state samples.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def device_type(device: str | torch.device) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` for ``device``; ``ValueError`` naming the valid ones otherwise."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        kind = None
+    if kind not in DEVICE_TYPES:
+        raise ValueError(f"unknown device {str(device)!r}; valid devices: {', '.join(DEVICE_TYPES)}")
+    return kind
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait until all work queued on ``device`` has run (nothing to wait for on the CPU)."""
+    kind = device_type(device)
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+class Reading(float):
+    """A host clock reading (seconds). ``later - earlier`` waits for the device first.
+
+    The subtraction is where a measurement ends, so that is where the timer synchronises:
+    it waits for the device, reads the clock again and returns the seconds since
+    ``earlier``. A reading used as a plain number is just ``time.perf_counter()``.
+    """
+
+    __slots__ = ("_timer",)
+
+    def __sub__(self, other):
+        if isinstance(other, Reading):
+            return self._timer.elapsed_since(other)
+        return float(self) - other
+
+
+class DeviceTimer:
+    """A clock for ``device`` that counts queued device work; see the module docstring.
+
+    ``sync`` replaces :func:`synchronize` (tests pass a counting fake device).
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", sync: Callable[[], None] | None = None):
+        self.device = str(device)
+        if sync is None:
+            kind = device_type(device)  # an unknown device fails here, not in the middle of a run
+            sync = _nothing if kind == "cpu" else (lambda: synchronize(device))
+        self._sync = sync
+        self.__name__ = f"DeviceTimer({self.device})"  # how pytest-benchmark names its timer
+
+    def __call__(self) -> Reading:
+        reading = Reading(time.perf_counter())
+        reading._timer = self
+        return reading
+
+    def elapsed_since(self, start: float) -> float:
+        """Seconds from ``start`` until all work queued on the device so far has run."""
+        self._sync()
+        return time.perf_counter() - float(start)
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+
+def _nothing() -> None:
+    pass
+
+
+def first_call(fn: Callable[[], object], timer: DeviceTimer, setup: Callable[[], object] | None = None) -> float:
+    """Seconds of one call of ``fn`` after ``setup``: use it on the first, cold call."""
+    if setup is not None:
+        setup()
+    start = timer()
+    fn()
+    return timer() - start
+
+
+def sample(
+    fn: Callable[[], object],
+    timer: DeviceTimer,
+    rounds: int,
+    warmup_rounds: int = 1,
+    setup: Callable[[], object] | None = None,
+) -> list[float]:
+    """Seconds per call of ``fn`` over ``rounds`` calls after ``warmup_rounds`` untimed ones.
+
+    The same protocol as the pytest-benchmark suites (``setup`` untimed before every call,
+    one device wait per call), for code that times without pytest (profiles, quick checks).
+    """
+    out = []
+    for i in range(warmup_rounds + rounds):
+        if setup is not None:
+            setup()
+        start = timer()
+        fn()
+        seconds = timer() - start
+        if i >= warmup_rounds:
+            out.append(seconds)
+    return out
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op thread count (``None`` leaves it) and return the count in force."""
+    if n is not None:
+        if int(n) != n or n < 1:
+            raise ValueError(f"threads must be a positive integer, got {n!r}")
+        torch.set_num_threads(int(n))
+    return torch.get_num_threads()

@@ -1,0 +1,97 @@
+"""FLOP counts of the timed work, and the derived figures of the tidy table, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from benchmarks.cases import ADAM_FLOPS_PER_PARAMETER, Case, phase_flops
+from benchmarks.record import BENCH_COLUMNS
+from benchmarks.table import summary, tidy
+
+
+def test_phase_flops_by_hand():
+    assert phase_flops(1000, "forward", parameters=10) == 1000
+    assert phase_flops(1000, "backward", parameters=10) == 2000
+    assert phase_flops(1000, "train", parameters=10) == 3000 + 13 * 10
+    assert ADAM_FLOPS_PER_PARAMETER == 3 + 4 + 3 + 3  # lerp_, mul_+addcmul_, sqrt/div/add, addcdiv_
+    with pytest.raises(ValueError, match="valid phases: forward, backward, train"):
+        phase_flops(1000, "inference", parameters=10)
+
+
+def test_forward_flops_come_from_the_registry():
+    from kan import zoo
+
+    case = Case("kan", "train", widths=(2, 5, 1), batch=8, grid_size=5)
+    assert case.forward_flops() == zoo.flops("kan", [2, 5, 1], batch=8, grid_size=5)
+
+
+def test_case_names_and_fields():
+    case = Case("kan", "backward", "cpu", "float32", [784, 64, 10], batch=256, grid_size=20)
+    assert case.id == "kan-backward-cpu-float32-784x64x10-b256-g20"
+    assert Case("mlp", grid_size=None).id == "mlp-forward-cpu-float32-2x5x1-b64"
+    assert case.record() == {"model": "kan", "phase": "backward", "device": "cpu", "dtype": "float32",
+                             "widths": "784x64x10", "batch": 256, "grid_size": 20}
+    with pytest.raises(ValueError, match="unknown dtype 'float8'; valid dtypes: float32, bfloat16"):
+        Case("kan", dtype="float8")
+    with pytest.raises(ValueError, match="unknown phase"):
+        Case("kan", phase="predict")
+
+
+def _row(model, median, batch=256, grid=5, phase="forward", family="kan", status="ok", flops=1_000_000):
+    return {"benchmark": f"{model}-{phase}-{batch}-{grid}", "model": model, "family": family, "phase": phase,
+            "device": "cpu", "dtype": "float32", "widths": "784x64x10", "batch": batch, "grid_size": grid,
+            "status": status, "median_s": median, "iqr_s": median / 10, "mean_s": median, "min_s": median,
+            "max_s": median, "rounds": 10, "flops": flops, "machine": "m", "threads": 2}
+
+
+ROWS = [
+    _row("kan", 0.004, grid=5),
+    _row("kan", 0.010, grid=20),
+    _row("mlp", 0.001, grid=None, family="mlp"),  # width-matched: no grid, matches every grid size
+    _row("mlp-param", 0.002, grid=5, family="mlp"),
+    _row("mlp-param", 0.005, grid=20, family="mlp"),
+    _row("kan", 0.008, batch=512, grid=5),  # no MLP measured at this batch
+    _row("kan", 0.004, phase="train", grid=5),  # nor in this phase
+    _row("rbf-kan", 0.003, grid=5, status="nonfinite"),
+]
+
+
+def test_throughput_gflops_and_mlp_ratios_by_hand():
+    frame = tidy(ROWS)
+    assert list(frame.columns) == BENCH_COLUMNS
+    kan5, kan20, mlp, mlp_p5, mlp_p20, kan512, kan_train, bad = (frame.iloc[i] for i in range(8))
+    assert kan5["throughput"] == pytest.approx(256 / 0.004)  # samples per second
+    assert kan5["gflops"] == pytest.approx(1e6 / 0.004 / 1e9)
+    assert kan5["x_mlp"] == pytest.approx(4.0)
+    assert kan20["x_mlp"] == pytest.approx(10.0)  # the grid-less MLP serves every grid size
+    assert kan5["x_mlp_param"] == pytest.approx(2.0)
+    assert kan20["x_mlp_param"] == pytest.approx(2.0)  # against mlp-param at grid 20, not grid 5
+    assert mlp["x_mlp"] == pytest.approx(1.0) and math.isnan(mlp["x_mlp_param"])
+    assert mlp_p5["x_mlp"] == pytest.approx(2.0)
+    assert math.isnan(kan512["x_mlp"]) and math.isnan(kan512["x_mlp_param"])
+    assert math.isnan(kan_train["x_mlp"])
+    # a non-finite measurement carries no time and nothing derived from one
+    for column in ["median_s", "iqr_s", "throughput", "gflops", "x_mlp", "x_mlp_param", "rounds"]:
+        assert pd.isna(bad[column]), column
+    assert bad["status"] == "nonfinite"
+
+
+def test_summary_shows_model_by_phase_with_the_mlp_ratio():
+    text = summary(tidy(ROWS))
+    assert "8 measurements: 7 ok, 1 nonfinite" in text
+    assert "cpu float32 [784, 64, 10] batch 256, grid 5" in text
+    line = next(l for l in text.splitlines() if l.startswith("kan ") and "4 ms" in l)
+    assert "x4" in line
+    assert any(l.startswith("rbf-kan") and "nonfinite" in l for l in text.splitlines())
+
+
+def test_summary_of_many_workloads_gives_geometric_means():
+    rows = []
+    for batch, ratio in ((64, 2.0), (128, 8.0)):
+        rows += [_row("kan", 0.001 * ratio, batch=batch), _row("mlp", 0.001, batch=batch, grid=None, family="mlp")]
+    text = summary(tidy(rows), max_blocks=1)
+    line = next(l for l in text.splitlines() if l.startswith("kan "))
+    assert "x4" in line  # sqrt(2 * 8)

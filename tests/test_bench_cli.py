@@ -1,0 +1,62 @@
+"""`python -m benchmarks` on bad input: one line naming the bad value and the valid ones, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.__main__ import main
+
+
+@pytest.fixture(autouse=True)
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, bad, valid",
+    [
+        (["--model", "kan,nope"], "unknown model 'nope'", "valid models: kan, kan-fast, fourier-kan"),
+        (["--device", "tpu"], "unknown device 'tpu'", "valid devices: cpu, cuda, mps"),
+        (["--suite", "huge"], "unknown suite 'huge'", "valid suites: smoke, quick, full"),
+        (["--dtype", "float8"], "unknown dtype 'float8'", "valid dtypes: float32, bfloat16"),
+        (["--threads", "0"], "threads must be a positive integer", ""),
+    ],
+)
+def test_bad_value_is_one_line_and_exit_2(argv, bad, valid, capsys, results):
+    assert main(argv) == 2
+    line = _error(capsys)
+    assert line.startswith("error: ") and bad in line and valid in line
+    assert not results.exists()  # nothing was run, no run folder made
+
+
+def test_unknown_option_and_malformed_number_are_one_line(capsys):
+    for argv in (["--modle", "kan"], ["--threads", "many"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert _error(capsys).startswith("error: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_device_asked_for_but_absent_is_an_error(capsys):
+    assert main(["--device", "cuda"]) == 2
+    line = _error(capsys)
+    assert "device 'cuda' was asked for but cuda is not available" in line and "devices here: cpu" in line
+
+
+def test_help_lists_the_choices(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for word in ["smoke", "quick", "full", "cpu, cuda, mps", "float32, bfloat16", "kan-fast", "mlp-param"]:
+        assert word in out

@@ -1,0 +1,84 @@
+"""`python -m benchmarks` end to end on a tiny suite, and Ctrl-C keeping what finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import record
+
+ROOT = Path(__file__).resolve().parents[1]
+# Python ignores Ctrl-C when started with SIGINT ignored (a background job); restore the default.
+LAUNCH = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "from benchmarks.__main__ import main; sys.exit(main())")
+
+
+def _bench(results: Path, *args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "KAN_RESULTS": str(results), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", LAUNCH, *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_smoke_suite_end_to_end(tmp_path):
+    proc = _bench(tmp_path, "--suite", "smoke", "--model", "kan,mlp,mlp-param", "--device", "cpu",
+                  "--threads", "1", "--label", "e2e")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    (run,) = record.runs(tmp_path)
+    assert run.name.endswith("-e2e") and f"run folder: {run.path}" in out
+
+    table = run.read_table("benchmarks")
+    assert list(table.columns) == record.BENCH_COLUMNS
+    assert len(table) == 9 and set(table["status"]) == {"ok"}
+    assert set(table["rounds"]) == {2} and (table["threads"] == 1).all()
+    assert (table.loc[table["model"] == "mlp", "x_mlp"] == 1.0).all()
+    kan = table[table["model"] == "kan"]
+    assert kan["x_mlp"].notna().all() and kan["x_mlp_param"].notna().all()
+    assert (kan["gflops"] > 0).all() and (kan["saved_bytes"] > 0).all() and (kan["first_call_s"] > 0).all()
+
+    doc = run.read_json("benchmark.json")
+    assert doc["machine_info"]["torch"]["version"] and doc["machine_info"]["threads"] == 1
+    assert doc["machine_info"]["cpu_model"] and "dirty" in doc["commit_info"]
+    assert {b["name"] for b in doc["benchmarks"]} == set(table["benchmark"])
+    assert all(len(b["stats"]["data"]) == 2 for b in doc["benchmarks"])
+    assert all(b["options"]["timer"].endswith("DeviceTimer(cpu)") for b in doc["benchmarks"])
+    assert run.environment()["threads"] == 1
+
+    # the summary: model x phase, median time, x MLP
+    assert "9 measurements: 9 ok" in out
+    assert any(line.startswith("kan ") and " x" in line for line in out.splitlines())
+
+    # still a pytest-benchmark file that its own tools read
+    compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(run.benchmark_json)],
+                             capture_output=True, text=True, timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    assert "test_case[kan-forward-cpu-float32-2x5x1-b64-g5]" in compare.stdout
+
+
+def test_ctrl_c_keeps_what_finished(tmp_path):
+    proc = _bench(tmp_path, "--suite", "quick", "--model", "mlp,kan", "--device", "cpu", "--threads", "1")
+    deadline = time.monotonic() + 240
+    rows = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = record.runs(tmp_path)
+        rows = runs[0].read_jsonl(record.MEASUREMENTS) if runs else []
+        if len(rows) >= 2:
+            break
+        time.sleep(0.2)
+    assert len(rows) >= 2, "no measurement finished in time"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted: kept the" in out
+
+    (run,) = record.runs(tmp_path)
+    table = run.read_table("benchmarks")
+    assert 2 <= len(table) < 12 and set(table["status"]) == {"ok"}
+    if run.has("benchmark.json"):  # pytest-benchmark writes it on Ctrl-C; only finished cases are in it
+        names = {b["name"] for b in json.loads(run.benchmark_json.read_text())["benchmarks"]}
+        assert names <= set(table["benchmark"])

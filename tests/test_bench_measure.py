@@ -1,0 +1,146 @@
+"""Cases, steps, memory figures and the NaN/inf flag of one measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import measure as measure_module
+from benchmarks import memory, record
+from benchmarks.cases import Case, ModelUnavailable, build_model, make_step
+from benchmarks.suites import SUITES
+from benchmarks.table import tidy
+
+
+class FakeBenchmark:
+    """Stands in for pytest-benchmark's fixture: runs pedantic's protocol, keeps stats."""
+
+    def __init__(self):
+        self.pedantic_calls = 0
+        self.extra_info = {}
+        self.skipped = False
+
+    def pedantic(self, fn, setup, rounds, warmup_rounds):
+        self.pedantic_calls += 1
+        data = []
+        for i in range(warmup_rounds + rounds):
+            setup()
+            fn()
+            data.append(0.001)
+
+        class Stats:
+            median = iqr = mean = min = max = 0.001
+
+        Stats.rounds, Stats.data = rounds, data[warmup_rounds:]
+        self.stats = type("Metadata", (), {"stats": Stats})()
+
+
+class NaNAfter(torch.nn.Module):
+    """A linear map whose output turns NaN from call number ``after`` on (never registered)."""
+
+    def __init__(self, widths, after: int = 1):
+        super().__init__()
+        self.linear = torch.nn.Linear(widths[0], widths[-1])
+        self.calls, self.after = 0, after
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.linear(x)
+        return y * float("nan") if self.calls >= self.after else y
+
+
+def test_nonfinite_first_call_is_flagged_and_never_timed():
+    case = Case("mlp", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
+    step = make_step(case, model=NaNAfter(case.widths, after=1))
+    bench = FakeBenchmark()
+    row = measure_module.measure(bench, case, SUITES["smoke"], {}, step=step)
+    assert row["status"] == "nonfinite"
+    assert "NaN in the forward output" in row["reason"]
+    assert bench.pedantic_calls == 0 and "median_s" not in row
+
+
+def test_nonfinite_during_timing_discards_the_timing():
+    case = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
+    step = make_step(case, model=NaNAfter(case.widths, after=5))
+    row = measure_module.measure(FakeBenchmark(), case, SUITES["smoke"], {}, step=step)
+    assert row["status"] == "nonfinite"
+    assert "timing discarded" in row["reason"] and "median_s" not in row
+
+
+def test_nonfinite_is_flagged_in_the_record(tmp_path, monkeypatch):
+    """Through the suite's own test body: the row lands in the run with its status, the test fails."""
+    from benchmarks import test_bench
+
+    case = Case("mlp", "backward", widths=(2, 5, 1), batch=8, grid_size=None)
+    monkeypatch.setattr(measure_module, "make_step", lambda c: make_step(c, model=NaNAfter(c.widths)))
+    run = record.new_run(root=tmp_path)
+    request = type("Request", (), {"node": type("Node", (), {"name": "test_case[nan]"})()})()
+    with pytest.raises(pytest.fail.Exception, match="NaN"):
+        test_bench.test_case(FakeBenchmark(), case, SUITES["smoke"], run, request)
+    rows = run.read_jsonl(record.MEASUREMENTS)
+    assert [r["status"] for r in rows] == ["nonfinite"]
+    frame = tidy(rows)
+    assert frame.loc[0, "status"] == "nonfinite" and pd_isna(frame.loc[0, "median_s"])
+
+
+def pd_isna(v) -> bool:
+    return v is None or v != v
+
+
+def test_a_finite_case_fills_every_figure():
+    case = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
+    row = measure_module.measure(FakeBenchmark(), case, SUITES["smoke"], {})
+    assert row["status"] == "ok" and row["rounds"] == 2 and len(row["samples"]) == 2
+    assert row["first_call_s"] > 0 and row["threads"] == torch.get_num_threads()
+    assert row["param_bytes"] == 4 * row["parameters"] and row["saved_bytes"] > 0
+    assert row["peak_bytes"] is None  # the CPU keeps no peak
+
+
+def test_backward_setup_runs_the_forward_and_fn_only_the_backward():
+    case = Case("mlp", "backward", widths=(2, 5, 1), batch=8, grid_size=None)
+    step = make_step(case)
+    forwards = []
+    step.model.register_forward_hook(lambda *_: forwards.append(1))
+    step.setup()
+    assert len(forwards) == 1 and all(p.grad is None for p in step.model.parameters())
+    step.fn()
+    assert len(forwards) == 1 and all(p.grad is not None for p in step.model.parameters())
+
+
+def test_train_step_changes_the_parameters_and_forward_keeps_the_shape():
+    case = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
+    step = make_step(case)
+    before = [p.detach().clone() for p in step.model.parameters()]
+    step.setup()
+    step.fn()
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.model.parameters()))
+    fwd = make_step(Case("kan", "forward", dtype="bfloat16", widths=(2, 5, 1), batch=8))
+    fwd.setup()
+    fwd.fn()
+    assert fwd.state["output"].shape == (8, 1) and fwd.state["output"].dtype == torch.bfloat16
+    assert fwd.inputs.min() >= -1 and fwd.inputs.max() <= 1
+
+
+def test_saved_bytes_by_hand():
+    x = torch.randn(8, 4)  # 128 bytes
+    lin = torch.nn.Linear(4, 3)
+    # linear saves its input (for the weight's gradient), silu its input (8, 3): 128 + 96
+    assert memory.saved_tensor_bytes(lambda: torch.nn.functional.silu(lin(x)), exclude=lin.parameters()) == 224
+    xg = torch.randn(8, 4, requires_grad=True)
+    # x * x saves x twice: one storage, counted once
+    assert memory.saved_tensor_bytes(lambda: xg * xg) == 128
+    # x @ W^T saves x and a view of W; W, a parameter, is left out
+    assert memory.saved_tensor_bytes(lambda: xg @ lin.weight.t(), exclude=lin.parameters()) == 128
+    assert memory.param_bytes(lin) == (12 + 3) * 4
+    assert memory.param_bytes(lin.to(torch.bfloat16)) == (12 + 3) * 2
+    assert memory.DeviceMemory("cpu").read() is None
+
+
+def test_a_model_that_cannot_be_imported_is_unavailable_not_a_crash(monkeypatch):
+    from kan import zoo
+
+    entry = zoo.REGISTRY["kan"]
+    monkeypatch.setitem(zoo.REGISTRY, "kan", type(entry)(
+        entry.name, entry.description, "kan.no_such_module:KAN", entry.flops, entry.family))
+    with pytest.raises(ModelUnavailable, match="kan.no_such_module:KAN cannot be imported: ModuleNotFoundError"):
+        build_model(Case("kan"))

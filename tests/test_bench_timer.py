@@ -1,0 +1,109 @@
+"""The device-aware timer: it measures queued device work, and waits once per measurement.
+
+A fake asynchronous device stands in for CUDA/MPS: ``launch`` queues work and returns at
+once; ``sync`` runs (sleeps through) the queue and counts how often it was called.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from benchmarks.timer import DeviceTimer, first_call, sample, set_threads, synchronize
+
+
+class FakeDevice:
+    def __init__(self):
+        self.queued = 0.0
+        self.syncs = 0
+        self.launches = 0
+
+    def launch(self, seconds: float) -> None:
+        self.launches += 1
+        self.queued += seconds
+
+    def sync(self) -> None:
+        self.syncs += 1
+        time.sleep(self.queued)
+        self.queued = 0.0
+
+
+def test_queued_work_is_measured_not_its_launch():
+    device = FakeDevice()
+    timer = DeviceTimer("fake", sync=device.sync)
+    start = timer()
+    device.launch(0.03)
+    launch_only = time.perf_counter() - start  # what a host clock alone would report
+    seconds = timer() - start
+    assert launch_only < 0.01
+    assert seconds >= 0.03
+    assert device.syncs == 1
+
+
+def test_a_reading_waits_only_when_a_measurement_ends():
+    device = FakeDevice()
+    timer = DeviceTimer("fake", sync=device.sync)
+    readings = [timer() for _ in range(5)]
+    assert device.syncs == 0
+    assert all(isinstance(r, float) for r in readings)
+    assert readings[-1] - readings[0] >= 0
+    assert device.syncs == 1
+    assert readings[1] - 1.0 == pytest.approx(float(readings[1]) - 1.0)  # a plain number: no wait
+    assert device.syncs == 1
+
+
+FAKE = FakeDevice()
+
+
+@pytest.mark.benchmark(timer=DeviceTimer("fake", sync=FAKE.sync))
+def test_pytest_benchmark_rounds_wait_once_each_not_per_iteration(benchmark):
+    if benchmark.disabled:
+        pytest.skip("pytest-benchmark is disabled in this run")
+    FAKE.syncs = FAKE.launches = 0
+    benchmark.pedantic(FAKE.launch, args=(0.001,), rounds=5, iterations=4, warmup_rounds=2)
+    assert FAKE.syncs == 5 + 2  # one per round, warm-up rounds included; none between iterations
+    assert FAKE.launches == (5 + 2) * 4 + 1  # pytest-benchmark makes one untimed call for the result
+    samples = benchmark.stats.stats.data  # seconds per iteration
+    assert len(samples) == 5
+    assert min(samples) >= 0.001
+
+
+def test_first_call_and_sample_follow_the_protocol():
+    device = FakeDevice()
+    timer = DeviceTimer("fake", sync=device.sync)
+    setups = []
+    seconds = first_call(lambda: device.launch(0.002), timer, setup=lambda: setups.append(1))
+    assert seconds >= 0.002 and device.syncs == 1 and setups == [1]
+
+    out = sample(lambda: device.launch(0.001), timer, rounds=3, warmup_rounds=2, setup=lambda: setups.append(1))
+    assert len(out) == 3 and min(out) >= 0.001
+    assert device.syncs == 1 + 5
+    assert len(setups) == 1 + 5
+
+
+def test_unknown_device_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown device 'tpu'; valid devices: cpu, cuda, mps"):
+        DeviceTimer("tpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        synchronize("tpu")
+
+
+def test_cpu_timer_measures_a_sleep():
+    timer = DeviceTimer("cpu")
+    start = timer()
+    time.sleep(0.01)
+    assert timer() - start >= 0.01
+    assert "DeviceTimer(cpu)" in str(timer)
+
+
+def test_threads_are_settable_and_reported():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        assert set_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="positive integer"):
+        set_threads(0)
