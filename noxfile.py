@@ -52,3 +52,28 @@ def tests(session: nox.Session) -> None:
     """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`)."""
     python = harness_python(session)
     session.run(python, "-m", "pytest", *session.posargs, external=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Time every registered model on every device present, into a new run folder under results/.
+
+    Arguments pass through: `nox -s bench -- --suite full --device cuda --model kan,mlp`;
+    `nox -s bench -- --help` lists the choices. The run is then rendered as a report
+    when reports/ offers `python -m reports`.
+    """
+    python = harness_python(session)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import record  # the standard library only, at import
+
+    before = {r.name for r in record.runs()}
+    session.run(python, "-m", "benchmarks", *session.posargs, external=True, success_codes=[0, 1])
+    new = [r for r in record.runs() if r.name not in before and r.has("benchmarks.csv")]
+    if not new:
+        return
+    run = new[-1]
+    if (ROOT / "reports" / "__main__.py").exists():
+        session.run(python, "-m", "reports", "--run", str(run.path), external=True)
+    failed = [r for r in run.read_jsonl(record.MEASUREMENTS) if r.get("status") in ("error", "nonfinite")]
+    if failed:
+        session.error(f"{len(failed)} measurement(s) failed (error or NaN/inf output); see {run.path}")
