@@ -1,0 +1,48 @@
+"""`python -m reports`: render a run's HTML report (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reports.data import ReportError
+from reports.render import DEFAULT_THRESHOLD
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m reports",
+        description="Render a run folder into one self-contained HTML page (report.html in the run folder).",
+        epilog="Runs are named by folder path or by run id under results/ ($KAN_RESULTS). "
+        "Exit status 2: a run is missing or has no benchmarks.csv.",
+    )
+    p.add_argument("run_id", nargs="?", metavar="RUN", help="the run to render (default: the newest run with benchmarks)")
+    p.add_argument("--run", help="the same as RUN")
+    p.add_argument("--against", metavar="RUN", help="compare with an older run: new/old ratio and verdict per benchmark")
+    p.add_argument("--merge", metavar="RUN", nargs="+", default=[],
+                   help="more runs (from other machines, say) to show on the same page, labelled by machine")
+    p.add_argument("--out", metavar="FILE", help="where to write the page (default: RUN/report.html)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"new/old ratio beyond which a significant change counts (default {DEFAULT_THRESHOLD})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.run and args.run_id and args.run != args.run_id:
+        print(f"report: error: two runs named ({args.run_id}, --run {args.run}); name one", file=sys.stderr)
+        return 2
+    from reports.render import render  # imported here: --help stays quick
+
+    try:
+        page = render(args.run or args.run_id, against=args.against, merge=args.merge, out=args.out,
+                      threshold=args.threshold)
+    except ReportError as e:
+        print(f"report: error: {e}", file=sys.stderr)
+        return 2
+    print(page)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""The report's charts: matplotlib figures, returned as inline SVG data URIs.
+
+Each function takes tidy rows (the benchmark or attribution table, already read by
+:mod:`reports.data`) and returns a :class:`Chart`, or ``None`` when the rows hold
+nothing to draw. Figures are built with ``matplotlib.figure.Figure`` directly: no
+pyplot state, no GUI backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+from benchmarks.record import PARTS
+from reports import tables
+from reports.data import PHASES, SHAPE
+from reports.units import byte_unit, is_missing, shape_label, shape_sort_key, time_unit, width_list
+
+RC = {
+    "svg.fonttype": "none",  # text stays text: smaller files, selectable labels
+    "svg.hashsalt": "kan-report",  # stable element ids: the same run renders the same page
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.axisbelow": True,  # grid lines behind bars
+    "grid.alpha": 0.3,
+}
+WIDTH = 9.0  # inches; the page scales the SVG to its column
+
+PART_COLORS = {
+    "basis": "#4c78a8", "matmul": "#f58518", "autograd": "#54a24b", "optimizer": "#b279a2",
+    "transfer": "#e45756", "python": "#eeca3b", "other": "#9d9d9d",
+}
+
+
+@dataclass
+class Chart:
+    title: str
+    uri: str  # data:image/svg+xml;base64,...
+    alt: str
+    note: str = ""
+    table: tables.Table | None = None  # figures the chart shows, as text (the fitted slopes, say)
+
+
+def styled(chart_function):
+    """Run a chart function under the report's matplotlib style (read as artists are made and saved)."""
+
+    @functools.wraps(chart_function)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(RC):
+            return chart_function(*args, **kwargs)
+
+    return wrapper
+
+
+def _svg(fig: Figure, title: str, alt: str, note: str = "", table: tables.Table | None = None) -> Chart:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # constrained layout keeps labels inside
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return Chart(title, f"data:image/svg+xml;base64,{data}", alt, note, table)
+
+
+def _figure(height: float, width: float = WIDTH) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _subplots(fig: Figure, rows: int, cols: int, **kw):
+    return fig.subplots(rows, cols, squeeze=False, **kw)
+
+
+def label(text: object) -> str:
+    """Text from a record, safe for matplotlib: ``$`` would otherwise start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def model_colors(models: list[str], families: dict[str, str]) -> dict[str, str]:
+    """One stable colour per model: KANs from tab10, MLP baselines in greys."""
+    kans = sorted(m for m in models if families.get(m) != "mlp")
+    mlps = sorted(m for m in models if families.get(m) == "mlp")
+    tab = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+    greys = ["#555555", "#999999", "#bbbbbb"]
+    colors = {m: tab[i % len(tab)] for i, m in enumerate(kans)}
+    colors.update({m: greys[i % len(greys)] for i, m in enumerate(mlps)})
+    return colors
+
+
+def reference_shape(rows: pd.DataFrame) -> tuple | None:
+    """The shape (widths, batch, grid) at which the most models have an ok forward and backward.
+
+    Width-matched MLP rows carry no grid size; they count for every grid. Ties go to
+    the shape with more measurements, then to the larger batch.
+    """
+    ok = rows[rows["status"] == "ok"]
+    phases: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))  # shape -> model -> phases
+    any_grid: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))  # (widths, batch) -> ...
+    for widths, batch, grid, model, phase in ok[SHAPE + ["model", "phase"]].itertuples(index=False):
+        batch = None if is_missing(batch) else batch
+        if is_missing(grid):
+            any_grid[(widths, batch)][model].add(phase)
+        else:
+            phases[(widths, batch, grid)][model].add(phase)
+    if not phases:  # no grid sizes at all
+        phases = {(w, b, None): m for (w, b), m in any_grid.items()}
+        any_grid = {}
+    best, best_score = None, None
+    for shape, by_model in phases.items():
+        merged = {m: p | any_grid.get(shape[:2], {}).get(m, set()) for m, p in by_model.items()}
+        merged.update({m: p for m, p in any_grid.get(shape[:2], {}).items() if m not in merged})
+        both = sum(p >= {"forward", "backward"} for p in merged.values())
+        score = (both, sum(len(p) for p in merged.values()), -1 if shape[1] is None else shape[1])
+        if best_score is None or score > best_score:
+            best, best_score = shape, score
+    return best
+
+
+def at_shape(rows: pd.DataFrame, widths, batch, grid) -> pd.DataFrame:
+    """Rows measured at a shape; rows without a grid size (plain MLPs) match any grid."""
+    match = rows["widths"] == widths
+    match &= rows["batch"].isna() if is_missing(batch) else rows["batch"] == batch
+    if not is_missing(grid):
+        match &= (rows["grid_size"] == grid) | rows["grid_size"].isna()
+    return rows[match]
+
+
+def _families(rows: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(rows["model"], rows["family"]))
+
+
+def _time_axis(ax, scale: float, unit: str, axis: str = "x") -> None:
+    fmt = FuncFormatter(lambda v, _: f"{v * scale:g}")
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(f"median time ({unit})")
+
+
+@styled
+def time_split(rows: pd.DataFrame, where: str) -> Chart | None:
+    """Median forward and backward time per model at the reference shape, stacked; train as a mark."""
+    shape = reference_shape(rows)
+    if shape is None:
+        return None
+    ok = at_shape(rows[rows["status"] == "ok"], *shape)
+    medians = ok.groupby(["model", "phase"])["median_s"].median().unstack()
+    for phase in PHASES:
+        if phase not in medians:
+            medians[phase] = np.nan
+    medians = medians[medians[["forward", "backward"]].notna().any(axis=1)]
+    if medians.empty:
+        return None
+    medians = medians.assign(_total=medians[["forward", "backward"]].sum(axis=1)).sort_values("_total")
+    scale, unit = time_unit(float(np.nanmax(medians[PHASES].to_numpy())))
+    colors = model_colors(list(medians.index), _families(rows))
+    fig = _figure(1.0 + 0.38 * len(medians))
+    ax = _subplots(fig, 1, 1)[0, 0]
+    y = np.arange(len(medians))
+    fwd = medians["forward"].fillna(0).to_numpy()
+    bwd = medians["backward"].fillna(0).to_numpy()
+    ax.barh(y, fwd, color=[colors[m] for m in medians.index], label="forward")
+    ax.barh(y, bwd, left=fwd, color=[colors[m] for m in medians.index], alpha=0.45, hatch="//",
+            edgecolor="white", label="backward")
+    if medians["train"].notna().any():
+        ax.plot(medians["train"], y, "kD", markersize=5, label="train step")
+    ax.set_yticks(y, [label(m) for m in medians.index])
+    ax.grid(axis="y", visible=False)
+    _time_axis(ax, scale, unit)
+    ax.legend(loc="lower right", fontsize=8)
+    title = f"Forward and backward time per model — {where}"
+    note = f"at {shape_label(*shape)}; backward hatched, stacked on forward; ◆ a whole training step"
+    ax.set_title(label(f"{where} · {shape_label(*shape)}"), fontsize=9, loc="left")
+    return _svg(fig, title, f"Stacked bars of forward and backward time per model, {where}", note)
+
+
+@styled
+def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
+    """KAN time / MLP time at every shape, one panel per phase; filled: width-, hollow: parameter-matched."""
+    kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
+    kan = kan[kan["x_mlp"].notna() | kan["x_mlp_param"].notna()]
+    if kan.empty:
+        return None
+    phases = [p for p in PHASES if p in set(kan["phase"])] + sorted(set(kan["phase"]) - set(PHASES))
+    shapes = sorted({tuple(s) for s in kan[SHAPE].itertuples(index=False)}, key=lambda s: shape_sort_key(*s))
+    index = {s: i for i, s in enumerate(shapes)}
+    colors = model_colors(sorted(set(rows["model"])), _families(rows))
+    fig = _figure(2.0 * len(phases) + 0.35 * max(len(s[0]) for s in shapes) / 4 + 0.8)
+    axes = _subplots(fig, len(phases), 1, sharex=True)[:, 0]
+    handles = {}
+    for ax, phase in zip(axes, phases):
+        at = kan[kan["phase"] == phase]
+        for model, g in at.groupby("model"):
+            x = np.array([index[tuple(s)] for s in g[SHAPE].itertuples(index=False)])
+            order = np.argsort(x)
+            for column, marker in (("x_mlp", "o-"), ("x_mlp_param", "s--")):
+                values = g[column].to_numpy()[order]
+                if np.isfinite(values).any():
+                    (line,) = ax.plot(x[order], values, marker, color=colors[model], markersize=4,
+                                      markerfacecolor=colors[model] if marker == "o-" else "white")
+                    handles.setdefault(model, line)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_ylabel(f"{label(phase)}: KAN / MLP")
+    axes[0].set_title(label(where), fontsize=9, loc="left")
+    fig.legend(list(handles.values()), [label(m) for m in handles], loc="outside right upper", fontsize=7)
+    axes[-1].set_xticks(range(len(shapes)), [label(shape_label(*s)) for s in shapes], rotation=30, ha="right")
+    note = "● against the width-matched MLP, ○ (dashed) against the parameter-matched MLP; above 1 the KAN is slower"
+    return _svg(fig, f"KAN / MLP time over shapes and grid sizes — {where}",
+                f"KAN to MLP time ratios over shapes, {where}", note)
+
+
+SCALING = {"batch": "batch size", "grid_size": "grid size", "width": "width"}
+
+
+def scaling_series(rows: pd.DataFrame, variable: str) -> list[dict]:
+    """Per (phase, model), the longest series of ok rows in which only ``variable`` changes.
+
+    ``variable`` is "batch", "grid_size" or "width"; for "width" the series keeps every
+    layer width but one fixed (784-*-10), and x is the one that changes. Each series is a
+    dict: phase, model, x, y (median seconds, the median where a point was measured twice),
+    fixed (what was held fixed, as text) and slope (the least-squares slope of log y on log x).
+    """
+    if variable not in SCALING:
+        raise ValueError(f"unknown scaling variable {variable!r}; expected one of {', '.join(SCALING)}")
+    ok = rows[(rows["status"] == "ok") & (rows["median_s"] > 0)]
+    points: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    columns = ["phase", "model", "dtype", "widths", "batch", "grid_size", "median_s"]
+    for phase, model, dtype, widths, batch, grid, median in ok[columns].itertuples(index=False):
+        batch, grid = (None if is_missing(v) else v for v in (batch, grid))
+        if variable == "batch" and batch is not None:
+            points[(phase, model, dtype, (widths, None, grid))][batch].append(median)
+        elif variable == "grid_size" and grid is not None:
+            points[(phase, model, dtype, (widths, batch, None))][grid].append(median)
+        elif variable == "width" and width_list(widths):
+            w = width_list(widths)
+            for position in range(len(w)):
+                masked = "-".join("*" if i == position else str(v) for i, v in enumerate(w))
+                points[(phase, model, dtype, (masked, batch, grid))][w[position]].append(median)
+    best: dict[tuple, dict] = {}
+    for (phase, model, _, fixed), by_x in points.items():
+        if len(by_x) < 2 or ((phase, model) in best and len(by_x) <= len(best[(phase, model)]["x"])):
+            continue
+        x = np.array(sorted(by_x), dtype=float)
+        y = np.array([np.median(by_x[v]) for v in sorted(by_x)], dtype=float)
+        best[(phase, model)] = {"phase": phase, "model": model, "x": x, "y": y, "fixed": shape_label(*fixed)}
+    for series in best.values():
+        series["slope"] = float(np.polyfit(np.log(series["x"]), np.log(series["y"]), 1)[0])
+    return sorted(best.values(), key=lambda c: (c["phase"], c["model"]))
+
+
+@styled
+def scaling(rows: pd.DataFrame, variable: str, where: str) -> Chart | None:
+    """Median time against ``variable``, log-log, one panel per phase; the fitted slopes as a table."""
+    series = scaling_series(rows, variable)
+    if not series:
+        return None
+    phases = [p for p in PHASES if any(s["phase"] == p for s in series)]
+    phases += sorted({s["phase"] for s in series} - set(phases))
+    colors = model_colors(sorted(set(rows["model"])), _families(rows))
+    fig = _figure(2.9, WIDTH)
+    axes = _subplots(fig, 1, len(phases))[0]
+    scale, unit = time_unit(float(np.min(np.concatenate([s["y"] for s in series]))))
+    fixed = sorted({s["fixed"] for s in series})
+    handles = {}
+    for ax, phase in zip(axes, phases):
+        for s in (s for s in series if s["phase"] == phase):
+            (line,) = ax.plot(s["x"], s["y"], "o-", color=colors.get(s["model"], "black"), markersize=3)
+            handles[s["model"]] = line
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({x for s in series if s["phase"] == phase for x in s["x"]}))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * scale:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_title(label(phase), fontsize=9)
+        ax.set_xlabel(SCALING[variable])
+    axes[0].set_ylabel(f"median time ({unit})")
+    models = sorted(handles, key=lambda m: (_families(rows).get(m) == "mlp", m))
+    fig.legend([handles[m] for m in models], [label(m) for m in models], loc="outside right upper", fontsize=7)
+    fig.suptitle(label(where), fontsize=9, x=0.0, ha="left")
+    slopes = tables.slope_table(series, phases, models)
+    note = ("log-log; the table gives the fitted slope, the exponent of time against " + SCALING[variable]
+            + " (1: proportional); held fixed: " + "; ".join(fixed))
+    return _svg(fig, f"Time against {SCALING[variable]} — {where}",
+                f"Scaling of time with {SCALING[variable]}, {where}", note, slopes)
+
+
+@styled
+def memory(rows: pd.DataFrame, where: str) -> Chart | None:
+    """Parameter, saved-for-backward and peak memory per model at the reference shape."""
+    shape = reference_shape(rows)
+    if shape is None:
+        return None
+    at = at_shape(rows[rows["status"] == "ok"], *shape)
+    bars: dict[str, pd.Series] = {
+        "parameters": at.groupby("model")["param_bytes"].max(),
+        "saved for backward": at.groupby("model")["saved_bytes"].max(),
+    }
+    for phase in PHASES:
+        bars[f"peak, {phase}"] = at[at["phase"] == phase].groupby("model")["peak_bytes"].max()
+    frame = pd.DataFrame(bars).dropna(axis=1, how="all").dropna(axis=0, how="all")
+    if frame.empty:
+        return None
+    frame = frame.sort_values(list(frame.columns)[-1])
+    scale, unit = byte_unit(float(np.nanmax(frame.to_numpy())))
+    fig = _figure(1.0 + 0.22 * len(frame) * len(frame.columns) / 2 + 0.4)
+    ax = _subplots(fig, 1, 1)[0, 0]
+    height = 0.8 / len(frame.columns)
+    y = np.arange(len(frame))
+    palette = ["#4c78a8", "#72b7b2", "#f58518", "#e45756", "#b279a2"]
+    for i, column in enumerate(frame.columns):
+        ax.barh(y + (i - (len(frame.columns) - 1) / 2) * height, frame[column].fillna(0) * scale, height,
+                label=column, color=palette[i % len(palette)])
+    ax.set_yticks(y, [label(m) for m in frame.index])
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(f"memory ({unit})")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(label(f"{where} · {shape_label(*shape)}"), fontsize=9, loc="left")
+    return _svg(fig, f"Memory per model — {where}", f"Memory per model, {where}",
+                f"at {shape_label(*shape)}")
+
+
+@styled
+def attribution(rows: pd.DataFrame, scenario: str) -> Chart | None:
+    """Share of time per part, one stacked bar per profiler, model, device, phase and synchronisation."""
+    rows = rows[rows["scenario"] == scenario]
+    if rows.empty:
+        return None
+    keys = ["machine", "profiler", "model", "device", "phase", "synchronized"]
+    rows = rows.assign(machine=rows["machine"] if "machine" in rows else "")
+    parts = [p for p in PARTS if p in set(rows["part"])] + sorted(set(rows["part"]) - set(PARTS))
+    several_machines = rows["machine"].nunique() > 1
+    bars = []
+    for k, g in rows.groupby(keys, dropna=False, sort=True):
+        seconds = g.groupby("part")["seconds"].sum(min_count=1)
+        share = g.groupby("part")["share"].sum(min_count=1)
+        values = seconds if seconds.notna().any() and seconds.sum() > 0 else share
+        total = values.sum()
+        if not total > 0:
+            continue
+        sync = {True: "synchronized", False: "not synchronized"}.get(k[5], "")
+        shown = (k[0] if several_machines else "", k[1], k[2], k[3], k[4], sync)
+        name = " · ".join(str(v) for v in shown if v not in ("", None) and not is_missing(v))
+        bars.append((name, (values / total).reindex(parts).fillna(0.0), seconds.sum() if seconds.notna().any() else None))
+    if not bars:
+        return None
+    fig = _figure(1.1 + 0.32 * len(bars))
+    ax = _subplots(fig, 1, 1)[0, 0]
+    y = np.arange(len(bars))[::-1]
+    left = np.zeros(len(bars))
+    for part in parts:
+        widths = np.array([b[1][part] for b in bars]) * 100
+        ax.barh(y, widths, left=left, color=PART_COLORS.get(part, "#cccccc"), label=label(part))
+        for yi, li, wi in zip(y, left, widths):
+            if wi >= 7:
+                ax.text(li + wi / 2, yi, f"{wi:.0f}%", ha="center", va="center", fontsize=7, color="white")
+        left += widths
+    for yi, (_, _, total) in zip(y, bars):
+        if total is not None:
+            scale, unit = time_unit(total)
+            ax.text(101, yi, f"{total * scale:.3g} {unit}", va="center", fontsize=7)
+    ax.set_yticks(y, [label(b[0]) for b in bars])
+    ax.set_xlim(0, 112)
+    ax.set_xticks([0, 25, 50, 75, 100])
+    ax.set_xlabel("share of time (%)")
+    ax.grid(axis="y", visible=False)
+    ax.legend(ncol=len(parts), fontsize=7, loc="lower center", bbox_to_anchor=(0.45, 1.0), frameon=False)
+    return _svg(fig, f"Where the time goes — {scenario}", f"Share of time per part, scenario {scenario}",
+                "each bar is one profiler's view; the total measured time is at its right")
+
+
+RATIO_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.5,
+               2, 3, 5, 10, 20, 50, 100]
+
+
+def ratio_ticks(lo: float, hi: float, most: int = 9) -> list[float]:
+    """Round ratios between ``lo`` and ``hi``, spaced evenly enough on a log axis; 1 always among them."""
+    inside = [v for v in RATIO_TICKS if lo / 1.05 <= v <= hi * 1.05]
+    gap = (math.log(hi) - math.log(lo)) / most
+    ticks = [1.0]
+    for v in sorted(inside, key=lambda v: abs(math.log(v))):
+        if all(abs(math.log(v) - math.log(t)) >= gap for t in ticks):
+            ticks.append(v)
+    return sorted(ticks)
+
+
+@styled
+def comparison(table: pd.DataFrame, limit: int = 40) -> Chart | None:
+    """New/old ratio with its interval for the ``limit`` benchmarks that changed most."""
+    t = table[np.isfinite(table["ratio"].to_numpy(float)) & (table["ratio"] > 0)]
+    if t.empty:
+        return None
+    t = t.assign(_size=np.abs(np.log(t["ratio"]))).sort_values("_size", ascending=False).head(limit)
+    t = t.sort_values("ratio")
+    colors = {"slower": "#d62728", "faster": "#2ca02c"}
+    fig = _figure(0.9 + 0.2 * len(t))
+    ax = _subplots(fig, 1, 1)[0, 0]
+    y = np.arange(len(t))
+    low = t["ci_low"].to_numpy(float)
+    high = t["ci_high"].to_numpy(float)
+    ratio = t["ratio"].to_numpy(float)
+    has_ci = np.isfinite(low) & np.isfinite(high)
+    point_colors = [colors.get(v, "#555555") for v in t["verdict"]]
+    ax.hlines(y[has_ci], low[has_ci], high[has_ci], color=np.array(point_colors)[has_ci], linewidth=1.5)
+    ax.scatter(ratio, y, color=point_colors, s=14, zorder=3)
+    threshold = float(t["threshold"].iloc[0])
+    ax.axvspan(1 / threshold, threshold, color="#dddddd", alpha=0.6, linewidth=0)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    lo = np.nanmin(np.concatenate([ratio, low[has_ci], [1 / threshold]]))
+    hi = np.nanmax(np.concatenate([ratio, high[has_ci], [threshold]]))
+    ax.set_xticks(ratio_ticks(lo, hi))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    names = [" · ".join(str(v) for v in (r.model, r.phase, r.device, r.shape)) for r in t.itertuples()]
+    ax.set_yticks(y, [label(n) for n in names], fontsize=7)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("new / old median time (interval: 95%)")
+    note = (f"the {len(t)} benchmarks that changed most; grey band: within ±{(threshold - 1) * 100:.0f}%"
+            "; red slower, green faster, grey no significant change")
+    return _svg(fig, "New / old time per benchmark", "Ratio of new to old time per benchmark", note)
+

@@ -1,0 +1,299 @@
+"""What a report reads: one or more run folders, through the record module only.
+
+A :class:`RunData` holds what one run folder offers (the benchmark table, and where
+present the attribution and quality tables, the gate verdict, the profile files).
+Several runs from different machines merge into one page, labelled by machine.
+Nothing here writes to a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import record
+
+PHASES = ["forward", "backward", "train"]
+
+# The least a benchmarks.csv must have to be reported; every other BENCH_COLUMNS column is optional.
+REQUIRED_BENCH = ["model", "phase", "device", "median_s"]
+REQUIRED_ATTRIBUTION = ["profiler", "part"]
+
+
+class ReportError(Exception):
+    """Bad input, told in one line: a missing run, a run without benchmarks, a malformed table."""
+
+
+@dataclass
+class ProfileFile:
+    kind: str  # "flamegraph", "speedscope", "chrome trace", "cProfile stats", "other"
+    path: Path
+
+
+@dataclass
+class RunData:
+    """One run folder, read: its tables with missing optional columns filled in."""
+
+    run: record.Run
+    machine: str
+    environment: dict[str, Any]
+    benchmarks: pd.DataFrame
+    attribution: pd.DataFrame | None = None
+    quality: pd.DataFrame | None = None
+    gate: Any = None
+    profile_files: list[ProfileFile] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    def samples(self) -> dict[str, list[float]]:
+        """Raw timing samples per benchmark name; empty where the run has no benchmark.json."""
+        if not self.run.has("benchmark.json"):
+            return {}
+        try:
+            return self.run.samples()
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ReportError(f"{self.run.file('benchmark.json')} is not a pytest-benchmark file ({e})") from None
+
+
+def open_run(name: str | None) -> record.Run:
+    """The run named (a folder or a run id), or the newest run that has benchmarks."""
+    try:
+        if name is None:
+            return record.latest(having="benchmarks.csv")
+        return record.open_run(name)
+    except FileNotFoundError as e:
+        raise ReportError(str(e)) from None
+
+
+def load(run: record.Run) -> RunData:
+    """Read one run folder; :class:`ReportError` if it has no usable benchmark table."""
+    if not run.path.is_dir():
+        raise ReportError(f"no run folder at {run.path}")
+    try:
+        environment = run.environment()
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    if not isinstance(environment, dict):
+        raise ReportError(f"{run.file('environment.json')} does not hold a JSON object")
+    machine = str(environment.get("machine") or run.name)
+    if not run.has("benchmarks.csv"):
+        raise ReportError(
+            f"run {run.name} has no benchmarks table (benchmarks.csv); run `nox -s bench` to make one"
+        )
+    bench = _read_table(run, "benchmarks")
+    bench = _tidy_benchmarks(bench, run, machine)
+    attribution = quality = gate = None
+    if run.has("attribution.csv"):
+        attribution = _tidy_attribution(_read_table(run, "attribution"), run)
+    if run.has("quality.csv"):
+        quality = _read_table(run, "quality")
+    if run.has("gate.json"):
+        try:
+            gate = run.read_json("gate.json")
+        except ValueError as e:
+            raise ReportError(str(e)) from None
+    return RunData(run, machine, environment, bench, attribution, quality, gate, profile_files(run))
+
+
+def load_all(runs: list[record.Run]) -> list[RunData]:
+    """Read several runs; where two share a machine label, the run id is added to tell them apart."""
+    data = [load(r) for r in runs]
+    labels = [d.machine for d in data]
+    for d in data:
+        if labels.count(d.machine) > 1:
+            label = f"{d.machine} ({d.name})"
+            d.benchmarks["machine"] = label
+            if d.attribution is not None:
+                d.attribution["machine"] = label
+            d.machine = label
+    return data
+
+
+def _read_table(run: record.Run, name: str) -> pd.DataFrame:
+    try:
+        return run.read_table(name)
+    except FileNotFoundError as e:
+        raise ReportError(str(e)) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ReportError(f"{run.file(name + '.csv')} is not a readable CSV table ({_one_line(e)})") from None
+
+
+def _one_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _tidy_benchmarks(df: pd.DataFrame, run: record.Run, machine: str) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_BENCH if c not in df.columns]
+    if missing:
+        raise ReportError(
+            f"{run.file('benchmarks.csv')} lacks column(s) {', '.join(missing)}; "
+            f"expected the columns of benchmarks.record.BENCH_COLUMNS"
+        )
+    df = df.copy()
+    for column in record.BENCH_COLUMNS:
+        if column not in df.columns:
+            df[column] = np.nan
+    for column in ["model", "phase", "device", "dtype", "widths", "status", "benchmark", "family"]:
+        df[column] = df[column].map(lambda v: None if _blank(v) else str(v))
+    df["status"] = df["status"].fillna("ok")
+    guessed = df["model"].map(lambda m: "mlp" if str(m).startswith("mlp") else "kan")
+    df["family"] = df["family"].fillna(guessed)
+    df["machine"] = df["machine"].map(lambda v: machine if _blank(v) else str(v))
+    numeric = [c for c in record.BENCH_COLUMNS if c.endswith(("_s", "_bytes")) or c in (
+        "batch", "grid_size", "rounds", "throughput", "flops", "gflops", "x_mlp", "x_mlp_param", "threads")]
+    for column in numeric:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    # A timing is valid only when its status says so and its median is a positive number.
+    bad_time = ~(df["median_s"] > 0)
+    df.loc[bad_time & (df["status"] == "ok"), "status"] = "no time"
+    df["benchmark"] = df["benchmark"].fillna(df.apply(_benchmark_key, axis=1))
+    df["run"] = run.name
+    return fill_mlp_ratios(df)
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _benchmark_key(row: pd.Series) -> str:
+    """A stand-in benchmark name for rows without one, from what identifies the measurement."""
+    parts = [row["model"], row["phase"], row["device"], row["dtype"], row["widths"], row["batch"], row["grid_size"]]
+    return "-".join(str(p) for p in parts if not _blank(p))
+
+
+SHAPE = ["widths", "batch", "grid_size"]
+_MATCH = ["machine", "device", "dtype", "phase", "widths", "batch"]
+
+
+def fill_mlp_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill x_mlp / x_mlp_param where the table left them empty, from the MLP rows of the same run.
+
+    The matching MLP is measured on the same machine, device, dtype, phase, widths and
+    batch; for the parameter-matched MLP the grid size must match too (its widths depend
+    on the KAN's parameter count), for the width-matched one any grid size will do.
+    """
+    ok = df["status"] == "ok"
+    for column, baseline, by_grid in (("x_mlp", "mlp", False), ("x_mlp_param", "mlp-param", True)):
+        need = ok & (df["family"] == "kan") & df[column].isna()
+        if not need.any():
+            continue
+        base = df[ok & (df["model"] == baseline)]
+        keys = _MATCH + (["grid_size"] if by_grid else [])
+        base = base.groupby(keys, dropna=False)["median_s"].median().rename("_base").reset_index()
+        merged = df.loc[need, keys + ["median_s"]].merge(base, on=keys, how="left")
+        df.loc[need, column] = (merged["median_s"] / merged["_base"]).to_numpy()
+    return df
+
+
+def _tidy_attribution(df: pd.DataFrame, run: record.Run) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_ATTRIBUTION if c not in df.columns]
+    if "seconds" not in df.columns and "share" not in df.columns:
+        missing.append("seconds or share")
+    if missing:
+        raise ReportError(f"{run.file('attribution.csv')} lacks column(s) {', '.join(missing)}")
+    df = df.copy()
+    for column in record.ATTRIBUTION_COLUMNS:
+        if column not in df.columns:
+            df[column] = np.nan
+    for column in ["profiler", "scenario", "model", "device", "phase", "part"]:
+        df[column] = df[column].map(lambda v: "" if _blank(v) else str(v))
+    df["seconds"] = pd.to_numeric(df["seconds"], errors="coerce")
+    df["share"] = pd.to_numeric(df["share"], errors="coerce")
+    df["synchronized"] = df["synchronized"].map(_truth)
+    return df
+
+
+def _truth(v: Any) -> bool | None:
+    if _blank(v):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "y", "synchronized", "sync"):
+        return True
+    if s in ("false", "0", "no", "n", "unsynchronized", "async"):
+        return False
+    return None
+
+
+def profile_kind(name: str) -> str:
+    lower = name.lower().removesuffix(".gz")
+    if lower.endswith(".speedscope.json"):
+        return "speedscope"
+    if lower.endswith(".svg"):
+        return "flamegraph"
+    if lower.endswith(".json") and "trace" in lower:
+        return "chrome trace"
+    if lower.endswith((".pstats", ".prof")):
+        return "cProfile stats"
+    return "other"
+
+
+def profile_files(run: record.Run) -> list[ProfileFile]:
+    """Files under the run's profiles/ folder, by kind (read only: the folder is not created)."""
+    folder = run.path / "profiles"
+    if not folder.is_dir():
+        return []
+    return [ProfileFile(profile_kind(p.name), p) for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def environment_items(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """The environment as (key, text) pairs, the most telling first; nested objects flattened."""
+    order = ["machine", "time", "commit", "python", "platform", "cpu", "cpu_count", "threads",
+             "interop_threads", "torch", "devices"]
+    items: list[tuple[str, str]] = []
+    for key in order + [k for k in env if k not in order]:
+        if key not in env:
+            continue
+        value = env[key]
+        if key == "commit" and isinstance(value, dict):
+            commit = value.get("id") or "unknown"
+            text = f"{commit}" + (" (dirty tree)" if value.get("dirty") else "")
+            if value.get("branch"):
+                text += f" on {value['branch']}"
+            items.append(("commit", text))
+        elif key == "devices" and isinstance(value, list):
+            for i, device in enumerate(value):
+                items.append((f"device {i}", _device_text(device)))
+        elif isinstance(value, dict):
+            for sub, v in value.items():
+                items.append((f"{key}.{sub}", _text(v)))
+        else:
+            items.append((key, _text(value)))
+    return items
+
+
+def _device_text(device: Any) -> str:
+    if not isinstance(device, dict):
+        return _text(device)
+    kind = str(device.get("type", "?")) + (f":{device['index']}" if "index" in device else "")
+    extra = [f"{k.removesuffix('_bytes')} {_bytes(v)}" if k.endswith("_bytes") else f"{k} {_text(v)}"
+             for k, v in device.items() if k not in ("type", "index", "name")]
+    return f"{kind} {device.get('name', '')}".strip() + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return " ".join(x.strip() for x in v)
+    return json.dumps(v, default=str)
+
+
+def _bytes(v: Any) -> str:
+    try:
+        return f"{float(v) / 2**30:.1f} GiB"
+    except (TypeError, ValueError):
+        return _text(v)

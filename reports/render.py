@@ -1,0 +1,158 @@
+"""Build the page: read the runs, make the tables and charts, fill the template, write one file."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from reports import charts, tables
+from reports.units import is_missing
+from reports.data import ReportError, RunData, environment_items, load, load_all, open_run
+
+TEMPLATES = Path(__file__).parent / "templates"
+DEFAULT_THRESHOLD = 1.05  # a significant change within ±5% reads "no significant change"
+
+SYNC_LESSON = [
+    "On CUDA and MPS the host only queues work for the device, so a host-side profiler (cProfile, "
+    "py-spy) blames whichever call has to wait for the device, a .to() or an .item(), for all the "
+    "work queued before it.",
+    "Synchronising the device after each phase makes the host wait where the work was queued, "
+    "which moves the time back to the parts that did it.",
+]
+
+
+@dataclass
+class Group:
+    """The rows of one machine and device (and dtype, where a run measured several)."""
+
+    where: str
+    rows: pd.DataFrame
+    headline: tables.Table | None = None
+    sentences: list[str] = field(default_factory=list)
+    timings: list[tables.Table] = field(default_factory=list)
+    details: tables.Table | None = None
+
+
+def groups(bench: pd.DataFrame) -> list[Group]:
+    """One group per machine (in the order the runs were named) and device."""
+    keys = ["machine", "device"] + (["dtype"] if bench["dtype"].nunique() > 1 else [])
+    machines = list(dict.fromkeys(bench["machine"]))
+    several_machines = len(machines) > 1
+    out = []
+    for k, rows in sorted(bench.groupby(keys, dropna=False, sort=True), key=lambda kg: machines.index(kg[0][0])):
+        parts = list(k)[0 if several_machines else 1:]
+        out.append(Group(" · ".join(str(p) for p in parts if not is_missing(p)), rows))
+    return out
+
+
+def _link(target: Path, page: Path) -> str:
+    relative = os.path.relpath(target.resolve(), page.parent.resolve())
+    return urllib.parse.quote(Path(relative).as_posix())
+
+
+def context(runs: list[RunData], against: RunData | None, page: Path, threshold: float) -> dict:
+    """Everything the template shows, computed from the runs."""
+    bench = pd.concat([r.benchmarks for r in runs], ignore_index=True)
+    page_groups = groups(bench)
+    for g in page_groups:
+        g.headline = tables.headline(g.rows, g.where)
+        g.sentences = tables.headline_sentences(g.rows, g.where)
+        g.timings = tables.timings(g.rows, g.where)
+        g.details = tables.details(g.rows, g.where)
+
+    figures = {
+        "time": [charts.time_split(g.rows, g.where) for g in page_groups],
+        "ratios": [charts.mlp_ratios(g.rows, g.where) for g in page_groups],
+        "scaling": [charts.scaling(g.rows, v, g.where) for v in charts.SCALING for g in page_groups],
+        "memory": [charts.memory(g.rows, g.where) for g in page_groups],
+    }
+
+    attribution = [r.attribution.assign(machine=r.machine) for r in runs if r.attribution is not None]
+    attribution = pd.concat(attribution, ignore_index=True) if attribution else None
+    lesson, lesson_table = [], None
+    if attribution is not None:
+        # the scenario with the most bars (the training loop, with and without synchronisation) first
+        scenarios = attribution.groupby("scenario").apply(lambda g: len(g.groupby(["profiler", "synchronized"], dropna=False)))
+        scenarios = sorted(scenarios.index, key=lambda s: (-scenarios[s], s))
+        figures["attribution"] = [charts.attribution(attribution, s) for s in scenarios]
+        example, lesson_table = tables.sync_lesson(tables.sync_pairs(attribution))
+        if lesson_table is not None:
+            lesson = SYNC_LESSON + example
+    figures = {k: [c for c in v if c is not None] for k, v in figures.items()}
+
+    comparison = None
+    if against is not None:
+        primary = runs[0]
+        frame = tables.compare_runs(primary, against, threshold)
+        comparison = {
+            "new": primary.name, "old": against.name, "new_machine": primary.machine,
+            "old_machine": against.machine, "threshold": threshold, "counts": tables.verdict_counts(frame),
+            "changed": tables.comparison_table(frame[frame["verdict"] != "no significant change"]),
+            "unchanged": tables.comparison_table(frame[frame["verdict"] == "no significant change"]),
+            "chart": charts.comparison(frame) if len(frame) else None,
+            "only_new": sorted(set(primary.benchmarks["benchmark"]) - set(against.benchmarks["benchmark"])),
+            "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
+        }
+
+    return {
+        "runs": [{
+            "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
+            "profiles": [{"kind": f.kind, "name": f.path.relative_to(r.run.path / "profiles").as_posix(),
+                          "href": _link(f.path, page)} for f in r.profile_files],
+            "quality": tables.frame_table(r.quality) if r.quality is not None else None,
+            "gate": tables.gate_table(r.gate) if r.gate is not None else None,
+            "has_gate": r.gate is not None,
+        } for r in runs],
+        "machines": list(dict.fromkeys(bench["machine"])),
+        "groups": page_groups,
+        "figures": figures,
+        "attribution": attribution is not None,
+        "lesson": lesson,
+        "lesson_table": lesson_table,
+        "comparison": comparison,
+        "failed": int((bench["status"] != "ok").sum()),
+    }
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every string from a record is escaped, whatever the template name
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(
+    run: str | None = None,
+    against: str | None = None,
+    merge: list[str] | tuple[str, ...] = (),
+    out: str | Path | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> Path:
+    """Render ``run`` (the newest run with benchmarks when None) into one HTML file; return its path.
+
+    ``merge`` adds runs (from other machines, say) to the same page; ``against`` compares
+    ``run`` with an older run. The page goes to ``out``, by default ``report.html`` in the
+    run folder; no other file of any run is touched.
+    """
+    if not threshold >= 1:
+        raise ReportError(f"--threshold must be a ratio of at least 1 (1.05 for 5%), got {threshold}")
+    primary = open_run(run)
+    runs = load_all([primary] + [open_run(m) for m in merge])
+    old = load(open_run(against)) if against is not None else None
+    page = Path(out) if out is not None else primary.path / "report.html"
+    if page.exists() and page.is_dir():
+        raise ReportError(f"--out {page} is a folder; give a file name")
+    html = environment().get_template("report.html.j2").render(**context(runs, old, page, threshold))
+    page.parent.mkdir(parents=True, exist_ok=True)
+    tmp = page.with_name(page.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(page)  # atomic: a reader never sees half a page
+    return page

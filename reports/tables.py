@@ -1,0 +1,363 @@
+"""The report's tables: pandas does the grouping, these functions shape it for the page.
+
+A :class:`Table` is plain data (captions, header, cells of text); the template writes
+it out, escaping every string. Times are seconds in the record and get a readable
+unit here; ratios read "3.2× slower" or "1.5× faster".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.record import PARTS
+from reports.data import PHASES, SHAPE, RunData
+from reports.units import byte_unit, is_missing, shape_label, shape_sort_key, time_unit
+
+
+@dataclass
+class Cell:
+    text: str
+    sub: str = ""  # a second, smaller line
+    cls: str = ""  # "slower", "faster", "same", "bad", "num"
+    title: str = ""  # shown on hover
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[Cell]]
+    groups: list[tuple[str, int]] = field(default_factory=list)  # a header row above ``columns``
+    note: str = ""
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "–"
+    scale, unit = time_unit(seconds)
+    return f"{seconds * scale:.3g} {unit}"
+
+
+def fmt_bytes(n: float) -> str:
+    if n is None or not np.isfinite(n):
+        return "–"
+    scale, unit = byte_unit(n)
+    return f"{n * scale:.3g} {unit}"
+
+
+def fmt_number(v: object) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "–" if not np.isfinite(v) else f"{v:.4g}"
+    if v is None:
+        return "–"
+    return str(v)
+
+
+def fmt_ratio(r: float) -> tuple[str, str]:
+    """("3.2× slower", "slower") for 3.2; ("1.5× faster", "faster") for 0.67; ("as fast", "same") near 1."""
+    if r is None or not np.isfinite(r) or r <= 0:
+        return "–", ""
+    if 1 / 1.05 < r < 1.05:
+        return f"as fast ({r:.2f}×)", "same"
+    if r >= 1:
+        return f"{r:.3g}× slower", "slower"
+    return f"{1 / r:.3g}× faster", "faster"
+
+
+def geomean(values) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.mean(np.log(v)))) if v.size else float("nan")
+
+
+def _phases(present) -> list[str]:
+    present = set(present)
+    return [p for p in PHASES if p in present] + sorted(present - set(PHASES))
+
+
+def _models(rows: pd.DataFrame) -> list[str]:
+    """KANs first, then the MLP baselines, each sorted."""
+    families = dict(zip(rows["model"], rows["family"]))
+    return sorted(set(rows["model"]), key=lambda m: (families.get(m) == "mlp", m))
+
+
+def headline(rows: pd.DataFrame, where: str) -> Table | None:
+    """For each KAN: times slower or faster than the width- and parameter-matched MLP, per phase.
+
+    A cell is the geometric mean of the ratio over every shape measured (ratios
+    multiply, so the geometric mean is their fair average), with the range below.
+    KANs come fastest first.
+    """
+    kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
+    if kan.empty or (kan["x_mlp"].isna().all() and kan["x_mlp_param"].isna().all()):
+        return None
+    phases = _phases(kan["phase"])
+    speed = kan.groupby("model")["x_mlp"].apply(geomean)
+    models = sorted(set(kan["model"]), key=lambda m: (not np.isfinite(speed.get(m, np.nan)), speed.get(m, 0), m))
+    table_rows = []
+    for model in models:
+        cells = [Cell(model)]
+        for phase in phases:
+            at = kan[(kan["model"] == model) & (kan["phase"] == phase)]
+            for column in ("x_mlp", "x_mlp_param"):
+                values = at[column].to_numpy(float)
+                values = values[np.isfinite(values) & (values > 0)]
+                if not values.size:
+                    cells.append(Cell("–"))
+                    continue
+                text, cls = fmt_ratio(geomean(values))
+                sub = f"{values.min():.2g}–{values.max():.2g}×, {values.size} shapes" if values.size > 1 else "1 shape"
+                cells.append(Cell(text, sub, cls))
+        table_rows.append(cells)
+    columns = ["KAN"] + ["same widths", "same parameters"] * len(phases)
+    groups = [("", 1)] + [(f"{phase} vs MLP with", 2) for phase in phases]
+    return Table(where, columns, table_rows, groups)
+
+
+def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
+    """One line per phase: the fastest KAN and how it stands against the width-matched MLP."""
+    kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok") & rows["x_mlp"].notna()]
+    lines = []
+    for phase in _phases(kan["phase"]):
+        by_model = kan[kan["phase"] == phase].groupby("model")["x_mlp"].apply(geomean).dropna()
+        if by_model.empty:
+            continue
+        best, worst = by_model.idxmin(), by_model.idxmax()
+        text = f"{where}, {phase}: the fastest KAN is {best}, {fmt_ratio(by_model[best])[0]} than the width-matched MLP"
+        if worst != best:
+            text += f"; the slowest is {worst}, {fmt_ratio(by_model[worst])[0]}"
+        lines.append(text + ".")
+    return lines
+
+
+def timings(rows: pd.DataFrame, where: str) -> list[Table]:
+    """Per phase, median time (IQR below) for every shape and model; KANs carry their ×MLP."""
+    tables = []
+    for phase in _phases(rows["phase"]):
+        at = rows[rows["phase"] == phase]
+        models = _models(at)
+        cell_of: dict[tuple, Cell] = {}
+        for row in at.itertuples(index=False):
+            shape = _shape_key(row.widths, row.batch, row.grid_size)
+            if (shape, row.model) in cell_of:
+                continue
+            if row.status != "ok":
+                cell_of[(shape, row.model)] = Cell(str(row.status), cls="bad", title=str(row.benchmark))
+                continue
+            sub = f"±{fmt_time(row.iqr_s)}" if np.isfinite(row.iqr_s) else ""
+            if row.family == "kan" and np.isfinite(row.x_mlp):
+                sub += f" · {row.x_mlp:.2g}× MLP"
+            cell_of[(shape, row.model)] = Cell(fmt_time(row.median_s), sub.strip(" ·"), "num", str(row.benchmark))
+        shapes = sorted({s for s, _ in cell_of}, key=lambda s: shape_sort_key(*s))
+        table_rows = [[Cell(shape_label(*s))] + [cell_of.get((s, m), Cell("")) for m in models] for s in shapes]
+        tables.append(Table(f"{where} · {phase}", ["shape"] + models, table_rows,
+                            note="median time; ± the interquartile range; × MLP: KAN time / width-matched MLP time"))
+    return tables
+
+
+def _shape_key(widths, batch, grid) -> tuple:
+    """A shape as a hashable key: missing batch or grid size as None (NaN never equals itself)."""
+    return (widths, None if is_missing(batch) else batch, None if is_missing(grid) else grid)
+
+
+DETAIL_COLUMNS = [
+    ("model", "model", str), ("shape", "shape", str), ("median", "median_s", fmt_time),
+    ("IQR", "iqr_s", fmt_time), ("rounds", "rounds", fmt_number), ("first call", "first_call_s", fmt_time),
+    ("samples/s", "throughput", fmt_number), ("GFLOP/s", "gflops", fmt_number),
+    ("parameters", "param_bytes", fmt_bytes), ("saved", "saved_bytes", fmt_bytes),
+    ("peak", "peak_bytes", fmt_bytes), ("× MLP", "x_mlp", fmt_number),
+    ("× param-MLP", "x_mlp_param", fmt_number), ("status", "status", str),
+]
+
+
+def details(rows: pd.DataFrame, where: str) -> Table:
+    """Every measurement of a machine and device, with every figure the record holds."""
+    rows = rows.assign(shape=[shape_label(*s) for s in rows[SHAPE].itertuples(index=False)])
+    rows = rows.assign(_key=[shape_sort_key(*s) for s in rows[SHAPE].itertuples(index=False)])
+    order = {p: i for i, p in enumerate(PHASES)}
+    rows = rows.assign(_phase=rows["phase"].map(lambda p: order.get(p, len(order))))
+    rows = rows.sort_values(["_phase", "phase", "model", "_key"], key=None)
+    table_rows = []
+    for _, row in rows.iterrows():
+        cells = [Cell(str(row["phase"]))]
+        for _, column, fmt in DETAIL_COLUMNS:
+            value = row[column]
+            cls = "bad" if column == "status" and value != "ok" else ("num" if fmt is not str else "")
+            cells.append(Cell(fmt(value) if fmt is not str else ("–" if is_missing(value) else str(value)), cls=cls))
+        table_rows.append(cells)
+    return Table(where, ["phase"] + [c[0] for c in DETAIL_COLUMNS], table_rows)
+
+
+VERDICT_WORDS = {
+    "regression": "slower", "improvement": "faster", "unchanged": "no significant change",
+    "insufficient samples": "too few samples",
+}
+VERDICT_ORDER = ["slower", "faster", "no significant change", "too few samples", "no samples", "failed"]
+
+
+def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
+    """Per benchmark in both runs: new/old ratio of medians, its interval, p-value and verdict.
+
+    The statistics are the speed gate's (:func:`benchmarks.stats.compare`: Mann-Whitney
+    U on the raw samples, a bootstrap interval of the ratio of medians), so the report
+    and the gate judge a change by the same rule; ``threshold`` is the ratio beyond which
+    a significant change counts (1.05: 5%).
+    """
+    from benchmarks import stats
+
+    new_samples, old_samples = new.samples(), old.samples()
+    old_rows = old.benchmarks.drop_duplicates("benchmark").set_index("benchmark")
+    out = []
+    for _, row in new.benchmarks.drop_duplicates("benchmark").iterrows():
+        name = row["benchmark"]
+        if name not in old_rows.index:
+            continue
+        before = old_rows.loc[name]
+        entry = {
+            "benchmark": name, "model": row["model"], "phase": row["phase"], "device": row["device"],
+            "shape": shape_label(row["widths"], row["batch"], row["grid_size"]),
+            "old_s": before["median_s"], "new_s": row["median_s"], "ratio": np.nan, "ci_low": np.nan,
+            "ci_high": np.nan, "p": np.nan, "n_new": 0, "n_old": 0, "threshold": threshold, "verdict": "",
+        }
+        if row["status"] != "ok" or before["status"] != "ok":
+            entry["verdict"] = "failed"
+            entry["note"] = f"status new {row['status']}, old {before['status']}"
+        elif name in new_samples and name in old_samples and new_samples[name] and old_samples[name]:
+            try:
+                c = stats.compare(new_samples[name], old_samples[name], threshold=threshold)
+            except ValueError as e:
+                entry.update(verdict="failed", note=str(e))
+            else:
+                entry.update(
+                    old_s=c.median_base, new_s=c.median_head, ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high,
+                    p=c.p_slower if c.ratio >= 1 else c.p_faster, n_new=c.n_head, n_old=c.n_base,
+                    verdict=VERDICT_WORDS.get(c.verdict, c.verdict),
+                )
+        else:
+            entry["ratio"] = row["median_s"] / before["median_s"]
+            entry["verdict"] = "no samples"
+        out.append(entry)
+    columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "ratio", "ci_low", "ci_high",
+               "p", "n_new", "n_old", "threshold", "verdict", "note"]
+    frame = pd.DataFrame(out, columns=columns)
+    rank = {v: i for i, v in enumerate(VERDICT_ORDER)}
+    frame["_rank"] = frame["verdict"].map(lambda v: rank.get(v, len(rank)))
+    frame["_size"] = -np.abs(np.log(frame["ratio"].astype(float).where(frame["ratio"] > 0)))
+    return frame.sort_values(["_rank", "_size"]).drop(columns=["_rank", "_size"]).reset_index(drop=True)
+
+
+def comparison_table(frame: pd.DataFrame, caption: str = "") -> Table:
+    rows = []
+    for _, r in frame.iterrows():
+        cls = {"slower": "slower", "faster": "faster", "no significant change": "same"}.get(r["verdict"], "bad")
+        interval = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}" if np.isfinite(r["ci_low"]) else "–"
+        p = f"{r['p']:.2g}" if np.isfinite(r["p"]) else "–"
+        rows.append([
+            Cell(str(r["model"]), title=str(r["benchmark"])), Cell(str(r["phase"])), Cell(str(r["device"])),
+            Cell(str(r["shape"]), cls="nowrap"), Cell(fmt_time(r["old_s"]), cls="num"), Cell(fmt_time(r["new_s"]), cls="num"),
+            Cell(f"{r['ratio']:.3f}" if np.isfinite(r["ratio"]) else "–", cls="num"), Cell(interval, cls="num"),
+            Cell(p, cls="num"), Cell(f"{r['n_new']} / {r['n_old']}", cls="num"),
+            Cell(str(r["verdict"]), str(r["note"]) if isinstance(r["note"], str) else "", cls),
+        ])
+    columns = ["model", "phase", "device", "shape", "old median", "new median", "new / old",
+               "95% interval", "p", "n new / old", "verdict"]
+    return Table(caption, columns, rows)
+
+
+def verdict_counts(frame: pd.DataFrame) -> list[tuple[str, int]]:
+    counts = frame["verdict"].value_counts()
+    return [(v, int(counts[v])) for v in VERDICT_ORDER if v in counts] + \
+        [(v, int(n)) for v, n in counts.items() if v not in VERDICT_ORDER]
+
+
+def sync_pairs(attribution: pd.DataFrame) -> pd.DataFrame:
+    """Share per part with and without synchronisation, where a profile has both.
+
+    Rows: machine, scenario, profiler, model, device, phase, part, unsynchronized, synchronized.
+    """
+    a = attribution.assign(machine=attribution["machine"] if "machine" in attribution else "")
+    a = a[a["synchronized"].notna()]
+    keys = ["machine", "scenario", "profiler", "model", "device", "phase"]
+    out = []
+    for k, g in a.groupby(keys, dropna=False):
+        if set(g["synchronized"]) != {True, False}:
+            continue
+        shares = {}
+        for sync, h in g.groupby("synchronized"):
+            values = h.groupby("part")["seconds"].sum(min_count=1)
+            if not (values.notna().any() and values.sum() > 0):
+                values = h.groupby("part")["share"].sum(min_count=1)
+            shares[bool(sync)] = values / values.sum()
+        for part in sorted(set(shares[True].index) | set(shares[False].index)):
+            out.append(dict(zip(keys, k), part=part, unsynchronized=float(shares[False].get(part, 0.0)),
+                            synchronized=float(shares[True].get(part, 0.0))))
+    return pd.DataFrame(out, columns=keys + ["part", "unsynchronized", "synchronized"])
+
+
+def sync_lesson(pairs: pd.DataFrame) -> tuple[list[str], Table | None]:
+    """A sentence with this run's own example of the lesson, and the shares before and after synchronising."""
+    if pairs.empty:
+        return [], None
+    pairs = pairs.assign(moved=pairs["unsynchronized"] - pairs["synchronized"])
+    top = pairs.loc[pairs["moved"].idxmax()]
+    example = (f"In this run {top['profiler']} on {top['device']} ({top['scenario']}) put "
+               f"{top['unsynchronized']:.0%} of the time in {top['part']} without synchronisation "
+               f"and {top['synchronized']:.0%} with it.")
+    several_machines = pairs["machine"].nunique() > 1
+    profile_keys = ["machine", "scenario", "profiler", "model", "device", "phase"]
+    profiles = list(pairs.groupby(profile_keys, dropna=False, sort=True).groups)
+    parts = sorted(set(pairs["part"]), key=lambda p: (p not in PARTS, PARTS.index(p) if p in PARTS else 0, p))
+    rows = []
+    for part in parts:
+        cells = [Cell(part)]
+        for profile in profiles:
+            match = (pairs["part"] == part)
+            for key, value in zip(profile_keys, profile):
+                match &= pairs[key] == value
+            r = pairs[match]
+            if r.empty:
+                cells += [Cell("–", cls="num"), Cell("–", cls="num")]
+                continue
+            r = r.iloc[0]
+            cells += [Cell(f"{r['unsynchronized']:.0%}", cls="num"),
+                      Cell(f"{r['synchronized']:.0%}", cls="num" + (" moved" if abs(r["moved"]) >= 0.1 else ""))]
+        rows.append(cells)
+    names = [" · ".join(str(v) for v in (p[0] if several_machines else "", p[2], p[3], p[4], p[1]) if v)
+             for p in profiles]
+    table = Table("Share of time per part, without and with synchronisation", ["part"] + ["async", "synced"] * len(profiles),
+                  rows, groups=[("", 1)] + [(n, 2) for n in names])
+    return [example], table
+
+
+def slope_table(series: list[dict], phases: list[str], models: list[str]) -> Table:
+    """The fitted log-log slopes of scaling series: one row per model, one column per phase."""
+    slopes = {(s["model"], s["phase"]): s for s in series}
+    rows = []
+    for model in models:
+        cells = [Cell(model)]
+        for phase in phases:
+            s = slopes.get((model, phase))
+            cells.append(Cell(f"{s['slope']:.2f}", cls="num", title=f"{len(s['x'])} points") if s else Cell("–"))
+        rows.append(cells)
+    return Table("", ["slope"] + phases, rows)
+
+
+def frame_table(frame: pd.DataFrame, caption: str = "") -> Table:
+    """Any table as it is: numbers to four significant digits, everything else as text."""
+    rows = [[Cell(fmt_number(v), cls="num" if isinstance(v, (int, float, np.number)) else "")
+             for v in record] for record in frame.itertuples(index=False)]
+    return Table(caption, [str(c) for c in frame.columns], rows)
+
+
+def gate_table(gate: object) -> Table | None:
+    """The speed gate's per-benchmark verdicts, when gate.json holds a list of records."""
+    records = gate.get("benchmarks") if isinstance(gate, dict) else gate
+    if isinstance(records, dict):
+        records = [dict(benchmark=k, **v) if isinstance(v, dict) else {"benchmark": k, "value": v}
+                   for k, v in records.items()]
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        return None
+    return frame_table(pd.DataFrame(records))

@@ -1,0 +1,563 @@
+"""The HTML report, rendered from run folders made here through the record module.
+
+The runs are synthetic but shaped like the real thing: every model in the registry,
+three phases, shapes that vary batch, grid size and width one at a time, raw samples in
+a pytest-benchmark-shaped benchmark.json, attribution from three profilers, profile
+files, a quality table. The expected figures are computed here from the rows written,
+never from the report's own output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+KANS = {"kan": 9.0, "kan-fast": 3.0, "fourier-kan": 5.0, "rbf-kan": 2.5, "chebyshev-kan": 4.0}
+MLPS = {"mlp": 1.0, "mlp-param": 2.2}
+BASE = ("784-64-10", 256, 5)
+SHAPES = [BASE] + [("784-64-10", b, 5) for b in (64, 1024)] + [("784-64-10", 256, g) for g in (3, 10)] + \
+    [("784-%d-10" % w, 256, 5) for w in (32, 128)]
+PHASE_COST = {"forward": 1.0, "backward": 2.1, "train": 3.6}
+
+
+def true_median(model: str, factor: float, phase: str, widths: str, batch: int, grid: int, device: str,
+                speedup: dict) -> float:
+    """A made-up but plausible cost model: MLP FLOPs, times a per-model factor growing with the grid for KANs."""
+    w = [int(x) for x in widths.split("-")]
+    flops = 2 * batch * sum(a * b for a, b in zip(w, w[1:]))
+    if model not in MLPS:
+        factor *= (grid + 3) / 8
+    rate = 4e9 if device == "cpu" else 4e11
+    return (20e-6 + factor * flops / rate) * PHASE_COST[phase] * speedup.get(model, 1.0)
+
+
+def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu", speedup: dict | None = None,
+             rounds: int = 15, attribution: bool = True, quality: bool = True, seed: int = 0,
+             models: dict | None = None, shapes: list | None = None) -> record.Run:
+    """Write a run folder through the record module; return it."""
+    rng = np.random.default_rng(seed)
+    run = record.Run(root / name)
+    run.path.mkdir(parents=True)
+    run.write_json("environment.json", {
+        "machine": machine, "time": "2025-06-01T12:00:00+00:00", "python": "3.11.2",
+        "platform": "Linux-6.1.0-x86_64-with-glibc2.36", "cpu": "Intel(R) Xeon(R) CPU @ 2.20GHz", "cpu_count": 2,
+        "torch": {"version": "2.13.0+cpu", "git": "abc123", "cuda": None, "hip": None, "debug": False,
+                  "mkldnn": True, "config": ["PyTorch built with:", "  - GCC 11.2"]},
+        "threads": 2, "interop_threads": 2,
+        "devices": [{"type": "cpu", "name": "Intel(R) Xeon(R) CPU @ 2.20GHz"}] + (
+            [{"type": "cuda", "index": 0, "name": "NVIDIA H200", "memory_bytes": 150 * 2**30, "capability": "9.0"}]
+            if device == "cuda" else []),
+        "commit": {"id": "0123456789abcdef", "short": "012345678", "dirty": False, "branch": "main"},
+    })
+    rows, benchmarks = [], []
+    models = models or {**KANS, **MLPS}
+    for widths, batch, grid in shapes or SHAPES:
+        for model, factor in models.items():
+            for phase in PHASE_COST:
+                median = true_median(model, factor, phase, widths, batch, grid, device, speedup or {})
+                data = median * np.exp(rng.normal(0, 0.03, rounds))  # (rounds,)
+                q1, q3 = np.percentile(data, [25, 75])
+                name = f"test_{phase}[{model}-{device}-float32-{widths}-b{batch}-g{grid}]"
+                benchmarks.append({
+                    "group": phase, "name": name, "fullname": f"benchmarks/test_speed.py::{name}",
+                    "params": {"model": model}, "param": f"{model}-{device}",
+                    "extra_info": {"device": device, "phase": phase}, "options": {"timer": "device"},
+                    "stats": {"min": data.min(), "max": data.max(), "mean": data.mean(), "stddev": data.std(),
+                              "rounds": rounds, "median": float(np.median(data)), "iqr": q3 - q1, "q1": q1, "q3": q3,
+                              "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": data.min(),
+                              "hd15iqr": data.max(), "ops": 1 / data.mean(), "total": data.sum(),
+                              "data": data.tolist(), "iterations": 1},
+                })
+                is_kan = model not in MLPS
+                params = 4 * (int(widths.split("-")[1]) * 794) * ((grid + 4) if is_kan else 1)
+                rows.append({
+                    "benchmark": name, "model": model, "family": "mlp" if model in MLPS else "kan", "phase": phase,
+                    "device": device, "dtype": "float32", "widths": widths, "batch": batch,
+                    "grid_size": grid, "status": "ok", "median_s": float(np.median(data)), "iqr_s": q3 - q1,
+                    "mean_s": data.mean(), "min_s": data.min(), "max_s": data.max(), "rounds": rounds,
+                    "first_call_s": 5 * median, "throughput": batch / np.median(data), "flops": 1e6,
+                    "gflops": 1e-3 / np.median(data), "param_bytes": params,
+                    "saved_bytes": 4 * batch * 64 * ((grid + 4) if is_kan else 2),
+                    "peak_bytes": params * (3 if phase == "train" else 1) + 4 * batch * 800,
+                    "x_mlp": np.nan, "x_mlp_param": np.nan, "threads": 2, "machine": machine,
+                })
+    bench = pd.DataFrame(rows, columns=record.BENCH_COLUMNS)
+    for column, baseline in (("x_mlp", "mlp"), ("x_mlp_param", "mlp-param")):
+        base = bench[bench["model"] == baseline].set_index(["phase", "widths", "batch", "grid_size"])["median_s"]
+        keys = list(zip(bench["phase"], bench["widths"], bench["batch"], bench["grid_size"]))
+        is_kan = bench["family"] == "kan"
+        bench.loc[is_kan, column] = bench.loc[is_kan, "median_s"].to_numpy() / base.reindex(
+            [k for k, kan in zip(keys, is_kan) if kan]).to_numpy()
+    run.write_table("benchmarks", bench)
+    run.write_json("benchmark.json", {
+        "machine_info": {"node": machine, "processor": "x86_64", "python_version": "3.11.2"},
+        "commit_info": {"id": "0123456789abcdef", "dirty": False}, "benchmarks": benchmarks,
+        "datetime": "2025-06-01T12:00:00", "version": "5.3.1",
+    })
+    if attribution:
+        run.write_table("attribution", attribution_rows(device="mps" if device == "cpu" else device))
+        profiles = run.path / "profiles"
+        profiles.mkdir()
+        (profiles / "kan-train.svg").write_text(
+            '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="20"><rect width="200" height="20"/></svg>')
+        (profiles / "kan-train.speedscope.json").write_text('{"profiles": []}')
+        (profiles / "kan-train.trace.json").write_text('{"traceEvents": []}')
+        (profiles / "kan-train.pstats").write_bytes(b"\x00")
+    if quality:
+        run.write_table("quality", pd.DataFrame({
+            "model": list(KANS) + list(MLPS), "task": "sin(pi x) + y^2",
+            "metric": "test rmse", "value": [0.011, 0.011, 0.02, 0.018, 0.015, 0.04, 0.03],
+        }))
+    return run
+
+
+def attribution_rows(device: str = "mps") -> pd.DataFrame:
+    """A training loop profiled with and without synchronisation: unsynchronised, transfer gets the blame."""
+    shares = {
+        False: {"basis": 0.05, "matmul": 0.04, "autograd": 0.08, "optimizer": 0.03, "transfer": 0.72, "python": 0.05, "other": 0.03},
+        True: {"basis": 0.41, "matmul": 0.18, "autograd": 0.25, "optimizer": 0.06, "transfer": 0.03, "python": 0.04, "other": 0.03},
+    }
+    rows = []
+    for profiler in ("cprofile", "py-spy", "torch"):
+        for sync in (False, True):
+            for part, share in shares[sync].items():
+                rows.append({"profiler": profiler, "scenario": "train-loop", "model": "kan", "device": device,
+                             "phase": "train", "synchronized": sync, "part": part, "seconds": 12.0 * share, "share": share})
+    for part, share in shares[True].items():
+        rows.append({"profiler": "cprofile", "scenario": "forward", "model": "kan", "device": "cpu",
+                     "phase": "forward", "synchronized": True, "part": part, "seconds": 3 * share, "share": share})
+    return pd.DataFrame(rows, columns=record.ATTRIBUTION_COLUMNS)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with a hash of its contents."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+
+# --- reading runs and the figures the report computes -------------------------------------------
+
+from reports import charts, data, tables  # noqa: E402
+from reports.__main__ import main  # noqa: E402
+from reports.render import render  # noqa: E402
+
+SMALL = dict(models={"kan": 9.0, "kan-fast": 3.0, "mlp": 1.0, "mlp-param": 2.2},
+             shapes=[("784-64-10", 256, 5), ("784-64-10", 1024, 5)], attribution=False, quality=False)
+
+
+def test_headline_is_geometric_mean_of_kan_over_mlp(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    table = tables.headline(data.load(run).benchmarks, "cpu")
+    cells = {row[0].text: row for row in table.rows}
+    assert list(cells) == ["kan-fast", "kan"]  # fastest first
+    for model in ("kan", "kan-fast"):
+        for i, phase in enumerate(["forward", "backward", "train"]):
+            kan = bench[(bench.model == model) & (bench.phase == phase)].set_index("batch")["median_s"]
+            mlp = bench[(bench.model == "mlp") & (bench.phase == phase)].set_index("batch")["median_s"]
+            expected = math.exp(np.mean(np.log(kan / mlp)))
+            cell = cells[model][1 + 2 * i]
+            assert cell.text == f"{expected:.3g}× slower"
+            assert cell.cls == "slower"
+            assert cell.sub.endswith("2 shapes")
+
+
+def test_fmt_ratio_reads_slower_faster_and_same():
+    assert tables.fmt_ratio(3.2) == ("3.2× slower", "slower")
+    assert tables.fmt_ratio(0.5) == ("2× faster", "faster")
+    assert tables.fmt_ratio(1.01)[1] == "same"
+    assert tables.fmt_ratio(float("nan")) == ("–", "")
+
+
+def test_missing_mlp_ratios_are_filled_from_the_mlp_rows(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    expected = bench[["x_mlp", "x_mlp_param"]].copy()
+    bench[["x_mlp", "x_mlp_param"]] = np.nan
+    run.write_table("benchmarks", bench)
+    filled = data.load(run).benchmarks
+    np.testing.assert_allclose(filled["x_mlp"], expected["x_mlp"], rtol=1e-12)
+    np.testing.assert_allclose(filled["x_mlp_param"], expected["x_mlp_param"], rtol=1e-12)
+
+
+def test_scaling_slopes_recover_known_exponents():
+    """Time = batch^0.7 * width * (grid + 3)^0.5, measured one variable at a time around a base shape."""
+    shapes = {(64, b, 5) for b in (64, 256, 1024, 4096)} | {(w, 256, 5) for w in (32, 64, 128)} | \
+        {(64, 256, g) for g in (3, 5, 10, 20)}
+    frame = pd.DataFrame([
+        dict(model="kan", phase="forward", widths=f"784-{w}-10", batch=b, grid_size=g,
+             median_s=1e-9 * b**0.7 * w * (g + 3) ** 0.5) for w, b, g in sorted(shapes)
+    ]).assign(status="ok", dtype="float32", family="kan")
+    (batch,) = charts.scaling_series(frame, "batch")
+    assert batch["slope"] == pytest.approx(0.7, abs=1e-9)
+    assert list(batch["x"]) == [64, 256, 1024, 4096] and batch["fixed"] == "784-64-10 · grid 5"
+    (width,) = charts.scaling_series(frame, "width")
+    assert width["slope"] == pytest.approx(1.0, abs=1e-9) and width["fixed"] == "784-*-10 · batch 256 · grid 5"
+    (grid,) = charts.scaling_series(frame, "grid_size")
+    x, y = np.log([3, 5, 10, 20]), 0.5 * np.log([6, 8, 13, 23])  # least squares by hand
+    assert grid["slope"] == pytest.approx(np.cov(x, y)[0, 1] / np.var(x, ddof=1), abs=1e-9)
+
+
+def test_comparison_finds_the_changes_that_were_made(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, **SMALL)
+    new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, **SMALL)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    assert len(frame) == 4 * 2 * 3
+    verdicts = frame.groupby("model")["verdict"].agg(set).to_dict()
+    assert verdicts == {"kan-fast": {"faster"}, "kan": {"slower"}, "mlp": {"no significant change"},
+                        "mlp-param": {"no significant change"}}
+    kan = frame[frame.model == "kan"]
+    assert ((kan.ci_low < 1.3) & (1.3 < kan.ci_high)).mean() >= 0.8  # the intervals hold the true ratio
+    assert (kan.n_new == 15).all() and (kan.n_old == 15).all()
+
+
+def test_comparison_without_raw_samples_says_so(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    new = make_run(tmp_path, "20250602T120000-bbbbbbb", **SMALL)
+    old.benchmark_json.unlink()
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    assert set(frame["verdict"]) == {"no samples"}
+    assert frame["ratio"].notna().all()
+
+
+def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    bench.loc[bench.model == "kan", ["status", "median_s", "x_mlp"]] = ["nonfinite", np.nan, np.nan]
+    run.write_table("benchmarks", bench)
+    rows = data.load(run).benchmarks
+    forward = tables.timings(rows, "cpu")[0]
+    assert forward.columns == ["shape", "kan", "kan-fast", "mlp", "mlp-param"]
+    assert [(r[1].text, r[1].cls) for r in forward.rows] == [("nonfinite", "bad")] * 2
+    assert [r[0].text for r in tables.headline(rows, "cpu").rows] == ["kan-fast"]
+
+
+def test_sync_lesson_compares_shares_with_and_without_synchronisation():
+    attribution = data._tidy_attribution(attribution_rows(), record.Run(Path("x")))
+    pairs = tables.sync_pairs(attribution.assign(machine="m"))
+    transfer = pairs[(pairs.part == "transfer") & (pairs.profiler == "cprofile")].iloc[0]
+    assert transfer.unsynchronized == pytest.approx(0.72) and transfer.synchronized == pytest.approx(0.03)
+    sentences, table = tables.sync_lesson(pairs)
+    assert "72% of the time in transfer without synchronisation and 3% with it" in sentences[0]
+    assert len(table.groups) == 1 + 3  # one column pair per profiler
+
+
+# --- the rendered page ----------------------------------------------------------------------------
+
+XSS = "<script>alert(1)</script>"
+
+
+MEDIUM = dict(models={"kan": 9.0, "kan-fast": 3.0, "rbf-kan": 2.5, "mlp": 1.0, "mlp-param": 2.2},
+              shapes=[("784-64-10", 256, 5), ("784-64-10", 1024, 5), ("784-64-10", 256, 10), ("784-128-10", 256, 5)])
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """A realistic run rendered alone; a smaller one merged with a GPU box's run and compared with an older run."""
+    root = tmp_path_factory.mktemp("results")
+    run = make_run(root, "20250601T110000-aaaaaaa")
+    old = make_run(root, "20250601T120000-aaaaaaa", seed=1, **MEDIUM)
+    new = make_run(root, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, **MEDIUM)
+    gpu = make_run(root, "20250602T130000-bbbbbbb", machine="gpu-box", device="cuda", seed=3, quality=False,
+                   attribution=False,
+                   models={"kan": 9.0, XSS + " $\\frac": 6.0, "mlp": 1.0, "mlp-param": 2.2}, shapes=MEDIUM["shapes"][:2])
+    before = snapshot(root)
+    start = time.perf_counter()
+    single = render(str(run.path))
+    seconds = time.perf_counter() - start
+    full = render(str(new.path), against=str(old.path), merge=[str(gpu.path)], out=root / "merged" / "page.html")
+    print(f"\nrendered a run of {len(pd.read_csv(run.file('benchmarks.csv')))} rows in {seconds:.1f} s")
+    return {"root": root, "before": before, "single": single, "full": full, "run": run}
+
+
+MAIN_HEADINGS = ["Headline: each KAN against the MLPs", "Time per model", "KAN / MLP over shapes and grid sizes",
+                 "Scaling", "Memory", "Where the time goes", "Quality", "Tables", "Environment"]
+
+
+def test_page_has_every_section_and_chart(pages):
+    page = pages["single"].read_text()
+    assert pages["single"] == pages["run"].path / "report.html"
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings == MAIN_HEADINGS
+    titles = re.findall(r"<figcaption><strong>(.*?)</strong>", page)
+    assert titles == [
+        "Forward and backward time per model — cpu", "KAN / MLP time over shapes and grid sizes — cpu",
+        "Time against batch size — cpu", "Time against grid size — cpu", "Time against width — cpu",
+        "Memory per model — cpu", "Where the time goes — train-loop", "Where the time goes — forward",
+    ]
+    assert "blames whichever call has to wait for the device" in page
+    assert "moves the time back to the parts that did it" in page
+    for expected in ["2.13.0+cpu", "Intel(R) Xeon(R) CPU @ 2.20GHz", "0123456789abcdef on main", "test rmse",
+                     "sin(pi x) + y^2"]:
+        assert expected in page
+
+
+def test_page_is_self_contained(pages):
+    for path in (pages["single"], pages["full"]):
+        page = path.read_text()
+        sources = re.findall(r'\bsrc="([^"]*)"', page)
+        assert sources and all(s.startswith("data:image/svg+xml;base64,") for s in sources)
+        assert "<link" not in page and "@import" not in page and "url(" not in page
+        for href in re.findall(r'\bhref="([^"]*)"', page):
+            if not href.startswith("#"):  # links to the run's own profile files, relative to the page
+                assert "://" not in href
+                assert (path.parent / href).resolve().is_file(), href
+
+
+def test_page_links_every_profile_file(pages):
+    page = pages["single"].read_text()
+    for kind, name in [("flamegraph", "kan-train.svg"), ("speedscope", "kan-train.speedscope.json"),
+                       ("chrome trace", "kan-train.trace.json"), ("cProfile stats", "kan-train.pstats")]:
+        assert f'{kind}: <a href="profiles/{name}">{name}</a>' in page
+
+
+def test_record_strings_are_escaped(pages):
+    page = pages["full"].read_text()
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; $\\frac" in page
+
+
+def test_rendering_touches_no_other_file(pages):
+    after = snapshot(pages["root"])
+    added = set(after) - set(pages["before"])
+    assert added == {"20250601T110000-aaaaaaa/report.html", "merged/page.html"}
+    assert {k: after[k] for k in pages["before"]} == pages["before"]
+
+
+def test_merged_page_labels_machines_and_compares(pages):
+    page = pages["full"].read_text()
+    assert re.findall(r"<h2>(.*?)</h2>", page) == MAIN_HEADINGS[:1] + ["What changed"] + MAIN_HEADINGS[1:]
+    for label in ["laptop · cpu", "gpu-box · cuda"]:
+        assert f"<caption>{label}</caption>" in page
+        assert f"Forward and backward time per model — {label}" in page
+    assert re.findall(r"<h3>(\w[\w-]*) · <code>", page) == ["laptop", "gpu-box"]
+    counts = dict((v, int(n)) for n, v in re.findall(r"<span>(\d+) ([a-z ]+)</span>", page))
+    assert counts == {"slower": 12, "faster": 12, "no significant change": 36}
+    assert "New / old time per benchmark" in page
+
+
+def test_two_runs_of_one_machine_are_told_apart(tmp_path):
+    a = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    b = make_run(tmp_path, "20250602T120000-bbbbbbb", **SMALL)
+    labels = [d.machine for d in data.load_all([a, b])]
+    assert labels == ["laptop (20250601T120000-aaaaaaa)", "laptop (20250602T120000-bbbbbbb)"]
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+def test_cli_renders_the_newest_run_with_benchmarks(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    newest = make_run(tmp_path, "20250602T120000-bbbbbbb", **SMALL)
+    record.Run(tmp_path / "20250603T120000-ccccccc").path.mkdir()  # a later run without benchmarks
+    assert main([]) == 0
+    assert capsys.readouterr().out.strip() == str(newest.path / "report.html")
+    assert "<code>20250602T120000-bbbbbbb</code>" in (newest.path / "report.html").read_text()
+
+
+@pytest.mark.parametrize("case", ["unknown run", "no benchmarks.csv", "no runs", "bad columns", "unknown against",
+                                  "bad csv", "bad environment"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "20250601T120000-aaaaaaa", **SMALL)
+    args = [run.name]
+    if case == "unknown run":
+        args = ["20990101T000000-nothere"]
+    elif case == "no benchmarks.csv":
+        run.file("benchmarks.csv").unlink()
+    elif case == "no runs":
+        monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "empty"))
+        args = []
+    elif case == "bad columns":
+        run.file("benchmarks.csv").write_text("a,b\n1,2\n")
+    elif case == "unknown against":
+        args += ["--against", "nothere"]
+    elif case == "bad csv":
+        run.file("benchmarks.csv").write_bytes(b"")
+    elif case == "bad environment":
+        run.file("environment.json").write_text("{not json")
+    before = snapshot(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("report: error: ") and err.count("\n") == 1, err
+    assert snapshot(tmp_path) == before
+
+
+def test_python_m_reports_without_kan(tmp_path):
+    """The real entry point in a fresh interpreter: one clear line on bad input, exit 2, no `kan` imported."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['reports', 'nothere']\n"
+            "try:\n    runpy.run_module('reports', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    status = e.code\n"
+            "assert not [m for m in sys.modules if m == 'kan' or m.startswith('kan.')], 'kan was imported'\n"
+            "sys.exit(status)\n")
+    env = {**os.environ, "KAN_RESULTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("report: error: no run 'nothere'") and done.stderr.count("\n") == 1, done.stderr
+
+
+# --- the page as a user sees it: headless Chromium over the DevTools protocol -----------------------
+
+BROWSERS = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"]
+
+
+def find_browser() -> str | None:
+    """$CHROME, else the first Chromium or Chrome on PATH."""
+    import shutil
+
+    candidates = [os.environ["CHROME"]] if os.environ.get("CHROME") else BROWSERS
+    return next((found for name in candidates if (found := shutil.which(name))), None)
+
+
+class Browser:
+    """Headless Chromium driven over ``--remote-debugging-pipe``: DevTools messages on fds 3 and 4.
+
+    Commands go out as JSON terminated by a NUL byte on fd 3; answers and events come
+    back the same way on fd 4. Every event is kept in ``events`` for the test to inspect.
+    """
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-pipe"]
+
+    def __init__(self, executable: str, profile: Path, log: Path):
+        import fcntl
+
+        to_browser_r, self.to_browser = os.pipe()
+        self.from_browser, from_browser_w = os.pipe()
+        # Lift the child's ends above fd 4 so that placing them on 3 and 4 cannot clobber one another.
+        child_r, child_w = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w))
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+
+        def on_fds_3_and_4():
+            os.dup2(child_r, 3)
+            os.dup2(child_w, 4)
+
+        with open(log, "wb") as err:
+            self.process = subprocess.Popen(
+                [executable, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(3, 4), preexec_fn=on_fds_3_and_4)
+        os.close(child_r)
+        os.close(child_w)
+        self.buffer, self.last_id, self.events = b"", 0, []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 60):
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self.to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self._receive(timeout)
+            if answer.get("id") == self.last_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+            self.events.append(answer)
+
+    def wait_for(self, method: str, timeout: float = 60) -> dict:
+        seen = [e for e in self.events if e.get("method") == method]
+        while not seen:
+            event = self._receive(timeout)
+            self.events.append(event)
+            if event.get("method") == "Page.javascriptDialogOpening":
+                raise AssertionError(f"the page opened a dialog: {event['params'].get('message')!r}")
+            if event.get("method") == method:
+                seen.append(event)
+        return seen[0]
+
+    def _receive(self, timeout: float) -> dict:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.from_browser], [], [], left)[0]:
+                raise TimeoutError(f"the browser did not answer within {timeout} s")
+            chunk = os.read(self.from_browser, 1 << 20)
+            if not chunk:
+                raise EOFError("the browser closed the DevTools pipe (did it start?)")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=10)
+        except (OSError, EOFError, TimeoutError, RuntimeError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.to_browser)
+        os.close(self.from_browser)
+
+
+PAGE_STATE = """JSON.stringify({
+  headings: [...document.querySelectorAll("h1, h2")].map(h => h.textContent.trim()),
+  images: [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth})),
+  escaped: document.body.innerText.includes("<script>alert(1)</script>"),
+  scripts: document.scripts.length,
+})"""
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium or Chrome installed (`apt-get install chromium`, "
+                    "or set $CHROME); .ci/run installs one")
+def test_page_in_headless_chromium(pages, tmp_path):
+    """Open the merged page: no console errors, every image loads, the headings are there, nothing fetched."""
+    import base64
+
+    browser = Browser(find_browser(), tmp_path / "profile", tmp_path / "chromium.log")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send("Page.navigate", {"url": pages["full"].as_uri()}, session=session)
+        browser.wait_for("Page.loadEventFired")
+        state = json.loads(browser.send("Runtime.evaluate", {"expression": PAGE_STATE, "returnByValue": True},
+                                        session=session)["result"]["value"])
+        height = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]["height"]
+        shot = browser.send("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 16000), "scale": 1}}, session=session)
+    finally:
+        browser.close()
+    screenshot = tmp_path / "report.png"
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    print(f"\nscreenshot: {screenshot}")
+
+    errors = [e["params"] for e in browser.events if e.get("method") == "Runtime.exceptionThrown"
+              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    assert errors == []
+    fetched = [e["params"]["request"]["url"][:80] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    assert fetched and all(url.startswith(("file:", "data:")) for url in fetched), fetched
+    assert not [e for e in browser.events if e.get("method") == "Page.javascriptDialogOpening"]
+    assert state["headings"] == ["KAN benchmark report", MAIN_HEADINGS[0], "What changed", *MAIN_HEADINGS[1:]]
+    assert len(state["images"]) >= 10
+    assert [i for i in state["images"] if not (i["complete"] and i["width"] > 0)] == []
+    assert state["escaped"] and state["scripts"] == 0
+    assert screenshot.stat().st_size > 50_000
