@@ -77,3 +77,13 @@ def bench(session: nox.Session) -> None:
     failed = [r for r in run.read_jsonl(record.MEASUREMENTS) if r.get("status") in ("error", "nonfinite")]
     if failed:
         session.error(f"{len(failed)} measurement(s) failed (error or NaN/inf output); see {run.path}")
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """Speed gate: the working tree against a base commit (`nox -s gate -- --base HEAD~1`).
+
+    Exit 1 on a significant slowdown, 2 when the gate cannot run; see benchmarks/gate.py.
+    """
+    python = harness_python(session)
+    session.run(python, "-m", "benchmarks.gate", *session.posargs, external=True)

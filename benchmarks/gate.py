@@ -1,0 +1,581 @@
+"""The speed gate: did this change make it slower?
+
+    nox -s gate -- --base HEAD~1          # the working tree against the previous commit
+    nox -s gate -- --base main --threshold 1.10
+    nox -s gate -- --baseline benchmarks/baseline.json     # against recorded KAN/MLP ratios
+    nox -s gate -- --write-baseline benchmarks/baseline.json
+
+The base commit is checked out into a temporary git worktree, and each side is timed by a
+child process (``benchmarks.gate_suite``) whose import path holds, first, a directory
+containing only a link to that side's ``kan`` package and then the working tree, so that
+``import kan`` gives that side's models and ``import benchmarks`` always gives the working
+tree's harness: the same timer, suite and statistics judge both sides, even when the base
+predates the harness. The children are asked for samples in turn, benchmark by benchmark
+(A B, B A, A B, ...), so that slow drifts of the machine fall on both sides alike, and only
+one side runs at a time.
+
+A sample is the fastest call of one turn (the call least disturbed by other work on the
+machine), and the two sides' samples of one benchmark are taken in pairs, side by side.
+Per benchmark, the verdict is :func:`benchmarks.stats.compare` on those samples, pair by
+pair: the median ratio head/base with a bootstrap interval, a regression only when the
+ratio exceeds the threshold AND a one-sided Wilcoxon signed-rank test on the pairs says
+head is slower (p < alpha). Pairing cancels the slow drifts of a shared machine, which
+pooling the samples would leave in as noise. A model that exists on one side only is
+"new" or "removed", never an error.
+
+With ``--baseline FILE`` (alone, or as the fallback when the base commit does not exist),
+only the working tree is timed and each KAN's time over the MLP's, measured in the same run,
+is judged against the ratio recorded in FILE by :func:`benchmarks.stats.compare_to_reference`.
+
+Exit status: 0 pass (also when there is no base commit to compare with: first commit,
+shallow clone), 1 a regression (or the working tree's model failed to run or gave NaN/inf),
+2 the gate could not run (unknown git ref, unreadable baseline file, bad option, a timing
+process that died).
+
+The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.record``)::
+
+    {"schema": 1, "mode": "base" | "baseline", "verdict": "pass" | "fail", "exit_status": 0 | 1,
+     "summary": "...", "base": {...}, "head": {...}, "settings": {...}, "wall_s": ...,
+     "benchmarks": [{"benchmark": "kan-forward", "model", "phase", "widths", "batch", "grid_size",
+                     "device", "dtype", "status": "regression" | "improvement" | "unchanged" |
+                     "insufficient samples" | "new" | "removed" | "absent" | "error" | "reference",
+                     "ratio", "ci_low", "ci_high", "confidence", "p_slower", "p_faster",
+                     "n_head", "n_base", "median_head", "median_base", "threshold", "alpha",
+                     "test", "reason", "calls_per_sample", "head_samples", "base_samples"}, ...]}
+
+(In baseline mode ``median_head`` is the measured ratio to the MLP, ``median_base`` the
+recorded one, and ``base_samples`` the MLP's samples.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from benchmarks import gate_suite, record, stats
+
+ROOT = Path(__file__).resolve().parents[1]  # the working tree: its harness times both sides
+
+EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+MIN_CALLS, MAX_CALLS = 3, 200  # calls per sample
+SCHEMA = 1
+
+
+class GateError(Exception):
+    """Something the user can fix: reported as one line ``gate: ...``, exit status 2."""
+
+
+# --- git: the base commit and its worktree ---------------------------------------------------
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except OSError as e:
+        raise GateError(f"cannot run git ({e}); the gate needs git to check out the base commit") from None
+
+
+def _commit_of(ref: str) -> str | None:
+    out = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def resolve_base(ref: str) -> str | None:
+    """The commit id ``ref`` names; None when it points before the start of the available history
+    (``HEAD~1`` on the first commit or in a shallow clone); ``GateError`` for an unknown ref."""
+    if _git("rev-parse", "--git-dir").returncode != 0:
+        raise GateError(f"{ROOT} is not a git repository; the gate compares against a git commit")
+    if ref.startswith("-"):
+        raise GateError(f"unknown git ref {ref!r}: a ref cannot start with '-'")
+    commit = _commit_of(ref)
+    if commit is not None:
+        return commit
+    if _commit_of("HEAD") is None:
+        return None  # no commits at all yet
+    stem = re.sub(r"(?:~\d*|\^\d*)+$", "", ref)
+    if stem != ref and stem and _commit_of(stem) is not None:
+        return None  # e.g. HEAD~1 where HEAD has no parent (here)
+    raise GateError(
+        f"unknown git ref {ref!r}: not a branch, tag or commit of {ROOT} "
+        f"(try --base HEAD~1, --base main or a commit id)"
+    )
+
+
+def is_shallow() -> bool:
+    return _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+
+
+@contextlib.contextmanager
+def worktree(commit: str) -> Iterator[Path]:
+    """``commit`` checked out (detached) into a temporary git worktree, removed afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="kan-gate-"))
+    tree = scratch / "base"
+    out = _git("worktree", "add", "--detach", "--quiet", str(tree), commit)
+    if out.returncode != 0:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise GateError(f"cannot check out {commit[:9]} into a worktree: {out.stderr.strip()}")
+    try:
+        yield tree
+    finally:
+        _git("worktree", "remove", "--force", str(tree))
+        shutil.rmtree(scratch, ignore_errors=True)
+        _git("worktree", "prune")
+
+
+@contextlib.contextmanager
+def kan_only(tree: Path) -> Iterator[Path]:
+    """A temporary directory holding only ``kan`` (a link to, or copy of, ``tree/kan``)."""
+    scratch = Path(tempfile.mkdtemp(prefix="kan-gate-path-"))
+    try:
+        try:
+            (scratch / "kan").symlink_to(tree / "kan", target_is_directory=True)
+        except OSError:  # no symlinks here (Windows without the privilege): copy instead
+            shutil.copytree(tree / "kan", scratch / "kan")
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- one side: a child process that times the suite on command --------------------------------
+
+
+class Side:
+    """A child process timing ``cases`` with ``kan`` imported from ``kan_dir`` (it holds ``kan/``)."""
+
+    def __init__(self, label: str, kan_dir: Path, cases: list[gate_suite.GateCase], threads: int,
+                 clock: str = "wall", warmup_s: float = 0.3):
+        self.label = label
+        self.kan_dir = Path(kan_dir)
+        path = [str(self.kan_dir), str(ROOT)]
+        code = (
+            f"import sys; sys.path[:0] = {path!r}; "
+            "from benchmarks.gate_suite import child_main; child_main()"
+        )
+        config = {"cases": [c.to_dict() for c in cases], "threads": threads, "clock": clock, "warmup_s": warmup_s}
+        for c in config["cases"]:
+            c.pop("benchmark")
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        # -I: the child's sys.path is exactly ours (no working directory, no PYTHONPATH).
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code, json.dumps(config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=ROOT,
+        )
+        self.hello: dict = {}
+
+    def receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=30)
+            raise GateError(f"the {self.label} side's timing process stopped (exit {self.proc.returncode})"
+                            + self._stderr_tail())
+        message = json.loads(line)
+        if "error" in message:
+            raise GateError(f"the {self.label} side's timing process: {message['error']}")
+        return message
+
+    def ask(self, command: dict) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.proc.wait(timeout=30)
+            raise GateError(f"the {self.label} side's timing process stopped (exit {self.proc.returncode})"
+                            + self._stderr_tail()) from None
+        return self.receive()
+
+    def greet(self) -> dict:
+        """Wait for the child's greeting, and check it imported ``kan`` from where it should."""
+        self.hello = self.receive()["hello"]
+        expected = (self.kan_dir / "kan").resolve()
+        modules = self.hello.get("kan_modules") or {"kan": self.hello.get("kan_file")}
+        for name, file in modules.items():
+            if file is not None and expected not in Path(file).resolve().parents:
+                raise GateError(f"the {self.label} side imported {name} from {file}, not from {expected}; "
+                                "something on the import path shadows it")
+        if not self.hello.get("kan_file"):
+            raise GateError(f"the {self.label} side found no kan package in {expected}")
+        return self.hello
+
+    def status(self, name: str) -> tuple[str, str]:
+        case = self.hello["cases"].get(name, {"status": "missing", "reason": "not in the suite"})
+        return case["status"], case.get("reason", "")
+
+    def _stderr_tail(self, lines: int = 15) -> str:
+        self._stderr.seek(0)
+        tail = self._stderr.read().strip().splitlines()[-lines:]
+        return (":\n    " + "\n    ".join(tail)) if tail else ""
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+
+
+@contextlib.contextmanager
+def started(sides: list[Side]) -> Iterator[list[Side]]:
+    try:
+        for side in sides:
+            side.greet()
+        yield sides
+    finally:
+        for side in sides:
+            side.close()
+
+
+def measure(sides: list[Side], rounds: int, per_round: int, sample_s: float,
+            progress=None) -> dict[str, dict[str, list[list[float]]]]:
+    """Raw call times per side label and benchmark, in turns: {label: {name: [[seconds, ...], ...]}}.
+
+    The sides take turns benchmark by benchmark (A B, B A, A B, ...), so that the two sides'
+    turns at one benchmark are taken seconds apart at most. A turn is enough calls to last
+    about ``sample_s`` (at least MIN_CALLS, at most MAX_CALLS), the same number on both
+    sides, so that a sample made of a turn means the same thing on both.
+    """
+    estimates: dict[str, float] = {}
+    for side in sides:  # one at a time: a side's warm-up never competes with the other's
+        reply = side.ask({"cmd": "warmup"})
+        side.hello["cases"].update(reply.get("failed", {}))
+        for name, seconds in reply["per_call_s"].items():
+            estimates[name] = min(estimates.get(name, math.inf), seconds)
+    number = {name: min(MAX_CALLS, max(MIN_CALLS, math.ceil(sample_s / max(seconds, 1e-9))))
+              for name, seconds in estimates.items()}
+    turns = {side.label: {} for side in sides}
+    for r in range(rounds):
+        for i, (name, calls) in enumerate(number.items()):
+            for side in (sides if (r + i) % 2 == 0 else sides[::-1]):
+                got = side.ask({"cmd": "round", "samples": per_round, "number": {name: calls}})["samples"]
+                for got_name, values in got.items():
+                    turns[side.label].setdefault(got_name, []).extend(values)
+        if progress:
+            progress(r + 1, rounds)
+    return turns
+
+
+def samples_of(turns: dict[str, dict[str, list[list[float]]]], statistic=min) -> dict[str, dict[str, list[float]]]:
+    """One sample per turn: ``statistic`` of its calls."""
+    return {label: {name: [float(statistic(t)) for t in ts] for name, ts in by_name.items()}
+            for label, by_name in turns.items()}
+
+
+# --- verdicts --------------------------------------------------------------------------------
+
+
+_HEAD_FAILED = ("error", "nonfinite")
+
+
+def judge_against_base(cases, head: Side, base: Side | None, samples, threshold, alpha) -> list[dict]:
+    """One row per benchmark: the comparison, or why there is none ("new", "removed", ...)."""
+    rows = []
+    for case in cases:
+        row = case.to_dict()
+        hs, hreason = head.status(case.name)
+        bs, breason = base.status(case.name) if base else ("missing", "the base has no kan package")
+        h = samples.get("head", {}).get(case.name, [])
+        b = samples.get("base", {}).get(case.name, [])
+        if hs == "ok" and bs == "ok":
+            row.update(status=None, **stats.compare(h, b, threshold, alpha, paired=True).to_dict())
+            row["status"] = row.pop("verdict")
+        elif hs == "ok" and bs == "missing":
+            row.update(status="new", reason=breason)
+        elif hs == "missing" and bs == "ok":
+            row.update(status="removed", reason=hreason)
+        elif hs == "missing" and bs == "missing":
+            row.update(status="absent", reason=hreason)
+        else:
+            side, reason = ("head", hreason) if hs in _HEAD_FAILED else ("base", breason)
+            row.update(status="error", reason=f"{side}: {reason}", failed_side=side)
+        row.update(head_samples=h, base_samples=b)
+        rows.append(row)
+    return rows
+
+
+def judge_against_baseline(cases, head: Side, samples, baseline: dict, threshold, alpha) -> list[dict]:
+    """One row per benchmark: its time over the MLP's (same phase, same run) against the baseline's."""
+    ratios = baseline["ratios"]
+    rows = []
+    measured = samples.get("head", {})
+    for case in cases:
+        row = case.to_dict()
+        hs, hreason = head.status(case.name)
+        reference_name = f"{gate_suite.BASELINE_MODEL}-{case.phase}"
+        h, ref = measured.get(case.name, []), measured.get(reference_name, [])
+        if case.model == gate_suite.BASELINE_MODEL:
+            row.update(status="reference" if hs == "ok" else "error", reason=hreason)
+        elif hs in _HEAD_FAILED:
+            row.update(status="error", reason=f"head: {hreason}", failed_side="head")
+        elif hs == "missing":
+            row.update(status="removed" if case.name in ratios else "absent", reason=hreason)
+        elif case.name not in ratios:
+            row.update(status="new", reason="not in the baseline file")
+        elif not ref:
+            row.update(status="error", reason=f"{reference_name} could not be measured", failed_side="head")
+        else:
+            c = stats.compare_to_reference(h, ref, ratios[case.name], threshold, alpha)
+            row.update(**c.to_dict())
+            row["status"] = row.pop("verdict")
+        row.update(head_samples=h, base_samples=ref)
+        rows.append(row)
+    return rows
+
+
+def overall(rows: list[dict]) -> tuple[str, int, str]:
+    """(verdict, exit status, one-line summary) of a table of rows."""
+    regressions = [r["benchmark"] for r in rows if r["status"] == stats.REGRESSION]
+    failed = [r["benchmark"] for r in rows if r.get("failed_side") == "head"]
+    improvements = [r["benchmark"] for r in rows if r["status"] == stats.IMPROVEMENT]
+    parts = []
+    if regressions:
+        parts.append(f"regression in {', '.join(regressions)}")
+    if failed:
+        parts.append(f"could not measure {', '.join(failed)} in the working tree")
+    if improvements:
+        parts.append(f"faster: {', '.join(improvements)}")
+    if regressions or failed:
+        return "fail", EXIT_REGRESSION, "; ".join(parts)
+    return "pass", EXIT_PASS, "; ".join(["no regression", *parts])
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
+
+
+def format_table(rows: list[dict], baseline_mode: bool = False) -> str:
+    """The verdict table, one line per benchmark, for the terminal."""
+    head_col, base_col = ("x mlp", "baseline") if baseline_mode else ("head median", "base median")
+    lines = [f"{'benchmark':<20} {base_col:>13} {head_col:>13} {'head/base':>9} "
+             f"{'95% interval':>15} {'p(slower)':>9}  verdict"]
+    for r in rows:
+        if "ratio" in r:
+            fmt = (lambda v: f"{v:.2f}") if baseline_mode else _ms
+            interval = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+            lines.append(
+                f"{r['benchmark']:<20} {fmt(r['median_base']):>13} {fmt(r['median_head']):>13} "
+                f"{r['ratio']:>9.3f} {interval:>15} "
+                f"{r['p_slower']:>9.2g}  {r['status']}"
+            )
+        else:
+            reason = f" ({r['reason']})" if r.get("reason") and r["status"] != "reference" else ""
+            lines.append(f"{r['benchmark']:<20} {'-':>13} {'-':>13} {'-':>9} {'-':>15} {'-':>9}  "
+                         f"{r['status']}{reason}")
+    return "\n".join(lines)
+
+
+# --- the baseline file -----------------------------------------------------------------------
+
+
+def read_baseline(path: Path) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise GateError(f"baseline file {path} does not exist; write one with --write-baseline {path}") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise GateError(f"cannot read baseline file {path}: {e}") from None
+    ratios = doc.get("ratios") if isinstance(doc, dict) else None
+    if not isinstance(ratios, dict) or not all(
+        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in ratios.values()
+    ):
+        raise GateError(f"baseline file {path} has no valid 'ratios' (benchmark -> positive number)")
+    if doc.get("settings") != gate_suite.settings():
+        raise GateError(f"baseline file {path} was recorded for {doc.get('settings')}, the suite is now "
+                        f"{gate_suite.settings()}; record it again with --write-baseline {path}")
+    return doc
+
+
+def baseline_document(cases, head: Side, samples, threads: int) -> dict:
+    """Median time of each KAN case over the MLP's, same phase, from one run of the working tree."""
+    measured = samples["head"]
+    ratios = {}
+    for case in cases:
+        reference = measured.get(f"{gate_suite.BASELINE_MODEL}-{case.phase}")
+        if case.model != gate_suite.BASELINE_MODEL and case.name in measured and reference:
+            ratios[case.name] = round(stats.median_ratio(measured[case.name], reference), 4)
+    env = record.environment()
+    return {
+        "schema": SCHEMA,
+        "what": f"median time of each gate benchmark over the median time of "
+                f"'{gate_suite.BASELINE_MODEL}' in the same phase, measured in one run",
+        "settings": gate_suite.settings(),
+        "recorded": {"commit": env["commit"].get("id"), "dirty": env["commit"].get("dirty"),
+                     "machine": env["machine"], "cpu": env["cpu"], "torch": env["torch"]["version"],
+                     "threads": threads, "time": env["time"]},
+        "ratios": ratios,
+    }
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        self.exit(EXIT_ERROR, f"gate: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="nox -s gate --",
+        description="Speed gate: time the working tree against a base commit (or a baseline file) "
+                    "on a small CPU suite and fail on a significant slowdown.",
+    )
+    p.add_argument("--base", metavar="REF", help="git ref to compare with (default: HEAD when no --baseline)")
+    p.add_argument("--baseline", metavar="FILE", type=Path,
+                   help="recorded KAN/MLP ratios; used alone, or when --base names no commit")
+    p.add_argument("--write-baseline", metavar="FILE", type=Path, help="time the working tree and write FILE")
+    p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD,
+                   help="smallest slowdown (ratio of medians) that counts (default %(default)s)")
+    p.add_argument("--alpha", type=float, default=stats.DEFAULT_ALPHA,
+                   help="significance level of the one-sided test (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=24, help="turns per side (default %(default)s)")
+    p.add_argument("--samples-per-round", type=int, default=1, help="samples per turn (default %(default)s)")
+    p.add_argument("--sample-time", type=float, default=0.05,
+                   help="seconds one sample lasts at least (default %(default)s)")
+    p.add_argument("--clock", choices=gate_suite.CLOCKS, default="wall",
+                   help="wall: elapsed time (the harness's timer); cpu: this process's CPU time, "
+                        "steadier on a machine shared with other work (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads in each side (default %(default)s)")
+    p.add_argument("--models", default=",".join(gate_suite.MODELS), help="comma-separated (default %(default)s)")
+    p.add_argument("--phases", default=",".join(gate_suite.PHASES), help="comma-separated (default %(default)s)")
+    p.add_argument("--label", default="gate", help="label of the run folder (default %(default)s)")
+    return p
+
+
+def _check_args(args) -> None:
+    if not args.threshold >= 1:
+        raise GateError(f"--threshold must be a ratio >= 1 (for example 1.15), got {args.threshold}")
+    if not 0 < args.alpha < 1:
+        raise GateError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    for name in ("rounds", "samples_per_round", "threads"):
+        if getattr(args, name) < 1:
+            raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.sample_time > 0:
+        raise GateError(f"--sample-time must be positive, got {args.sample_time}")
+    bad = [p for p in args.phases.split(",") if p not in gate_suite.PHASES]
+    if bad:
+        raise GateError(f"unknown phase(s) {', '.join(bad)}; valid phases: {', '.join(gate_suite.PHASES)}")
+
+
+def _say(message: str) -> None:
+    print(f"gate: {message}", flush=True)
+
+
+def _check_models(cases, sides: list[Side]) -> None:
+    known = set().union(*(side.hello.get("models", []) for side in sides))
+    unknown = sorted({c.model for c in cases} - known)
+    if unknown:
+        raise GateError(f"unknown model(s) {', '.join(unknown)}; valid models: "
+                        f"{', '.join(sides[-1].hello.get('models', []))}")
+
+
+def run(args) -> int:
+    _check_args(args)
+    start = time.perf_counter()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if args.baseline is not None or args.write_baseline is not None:
+        needed = gate_suite.BASELINE_MODEL
+        models = models if needed in models else [*models, needed]
+    cases = gate_suite.suite(models, phases)
+
+    mode, base_commit = "baseline", None
+    if args.write_baseline is None and (args.base is not None or args.baseline is None):
+        ref = args.base or "HEAD"
+        base_commit = resolve_base(ref)
+        if base_commit is None and args.baseline is None:
+            why = "this is a shallow clone" if is_shallow() else "it reaches before the first commit"
+            _say(f"no base commit to compare with: {ref!r} names none ({why}); passing")
+            return EXIT_PASS
+        mode = "base" if base_commit is not None else "baseline"
+    baseline = read_baseline(args.baseline) if mode == "baseline" and args.write_baseline is None else None
+
+    settings = {**gate_suite.settings(), "threshold": args.threshold, "alpha": args.alpha,
+                "rounds": args.rounds, "samples_per_round": args.samples_per_round,
+                "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
+                "models": models, "phases": phases,
+                "sample": "the fastest call of a turn", "pairs": "the two sides' turns at a benchmark, side by side"}
+    progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
+
+    with contextlib.ExitStack() as stack:
+        base = None
+        if mode == "base":
+            tree = stack.enter_context(worktree(base_commit))
+            if (tree / "kan").is_dir():
+                base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock)
+        head = Side("head", ROOT, cases, args.threads, args.clock)
+        sides = [s for s in (base, head) if s is not None]
+        stack.enter_context(started(sides))
+        _check_models(cases, sides)
+        if args.write_baseline is not None:
+            what = "timing the working tree to record a baseline"
+        elif mode == "base":
+            what = f"timing the working tree against {args.base or 'HEAD'} ({base_commit[:9]})"
+        else:
+            what = f"timing the working tree against the baseline file {args.baseline}"
+        total = args.rounds * args.samples_per_round
+        _say(f"{what}: {len(cases)} benchmarks, {total} samples a side, "
+             f"{args.threads} thread(s), {args.clock} clock")
+        turns = measure(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
+        samples = samples_of(turns)
+        head_kan = head.hello.get("kan_file")
+        base_kan = base.hello.get("kan_file") if base else None
+
+    if args.write_baseline is not None:
+        doc = baseline_document(cases, head, samples, args.threads)
+        if not doc["ratios"]:
+            raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
+        Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
+        _say(f"wrote {args.write_baseline}: " + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
+        return EXIT_PASS
+
+    if mode == "base":
+        rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
+        base_info = {"ref": args.base or "HEAD", "commit": base_commit, "kan_file": base_kan}
+    else:
+        rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
+        base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
+                     "ref": args.base, "note": "the base ref names no commit" if args.base else None}
+    calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
+    for row in rows:
+        row["calls_per_sample"] = calls.get(row["benchmark"])
+    verdict, status, summary = overall(rows)
+    run_folder = record.new_run(args.label)
+    doc = {
+        "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
+        "base": base_info, "head": {**record.commit_info(ROOT), "kan_file": head_kan},
+        "settings": settings, "wall_s": round(time.perf_counter() - start, 2), "benchmarks": rows,
+    }
+    path = run_folder.write_json("gate.json", doc)
+    print(format_table(rows, baseline_mode=mode == "baseline"))
+    _say(f"{verdict.upper()}: {summary} ({doc['wall_s']:.0f} s; {path})")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except GateError as e:
+        print(f"gate: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("gate: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

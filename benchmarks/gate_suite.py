@@ -1,0 +1,237 @@
+"""The speed gate's suite, and the child process that times it for one side of a comparison.
+
+The suite is small on purpose (it runs in CI on two cores): the reference KAN, the fast
+KAN and the width-matched MLP, forward and training step, on the CPU in float32 with
+widths [784, 64, 10], batch 256, grid_size 5.
+
+Each side of a comparison (base commit, working tree) is timed by a child process of
+its own, started by ``benchmarks.gate`` with an import path on which ``kan`` is that
+side's package and ``benchmarks`` is the working tree's harness. The child speaks JSON
+lines: it greets with what it could build, then answers commands on stdin::
+
+    child  -> {"hello": {"kan_file", "kan_modules", "models", "torch", "threads",
+                         "cases": {name: {"status": "ok" | "missing" | "error" | "nonfinite", "reason"}}}}
+    parent -> {"cmd": "warmup"}
+    child  -> {"per_call_s": {name: seconds}, "failed": {name: {"status", "reason"}}}
+    parent -> {"cmd": "round", "samples": k, "number": {name: calls per turn}}
+    child  -> {"samples": {name: [[seconds of each call of a turn], ... k turns]}}
+    parent -> {"cmd": "quit"}
+
+A round times only the cases named in "number", so that the parent can interleave the two
+sides benchmark by benchmark, and only one side runs at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+MODELS = ("kan", "kan-fast", "mlp")
+PHASES = ("forward", "train")
+WIDTHS = (784, 64, 10)
+BATCH = 256
+GRID_SIZE = 5
+DEVICE = "cpu"
+DTYPE = "float32"
+BASELINE_MODEL = "mlp"  # what a committed baseline's ratios are relative to
+
+
+@dataclass(frozen=True)
+class GateCase:
+    """One benchmark of the gate: a model and phase at the suite's shapes."""
+
+    model: str
+    phase: str  # "forward" or "train"
+    widths: tuple[int, ...] = WIDTHS
+    batch: int = BATCH
+    grid_size: int = GRID_SIZE
+    device: str = DEVICE
+    dtype: str = DTYPE
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.phase}"
+
+    def to_dict(self) -> dict:
+        return {"benchmark": self.name, **asdict(self), "widths": list(self.widths)}
+
+
+def suite(models=MODELS, phases=PHASES) -> list[GateCase]:
+    """The gate's cases, model by model."""
+    return [GateCase(m, p) for m in models for p in phases]
+
+
+def settings() -> dict:
+    """The suite's shapes, recorded with every verdict and baseline."""
+    return {"widths": list(WIDTHS), "batch": BATCH, "grid_size": GRID_SIZE, "device": DEVICE, "dtype": DTYPE}
+
+
+# --- the child side -------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    case: GateCase
+    status: str  # "ok", "missing" (the model does not exist on this side), "error", "nonfinite"
+    reason: str = ""
+    step: object = field(default=None, repr=False)  # benchmarks.cases.Step
+    first_call_s: float | None = None
+    clock: object = field(default=None, repr=False)
+
+
+def prepare(case: GateCase, clock_kind: str = "wall") -> _Prepared:
+    """Build ``case`` with the harness's case builder on this side, and make its first, cold call.
+
+    A model this side lacks (not registered, or its module absent) is "missing", which
+    the gate reports as new or removed; any other failure is an "error".
+    """
+    from benchmarks import cases, timer
+    from kan import zoo
+
+    if case.model not in zoo.available():
+        return _Prepared(case, "missing", f"no model {case.model!r} in this side's registry")
+    try:
+        grid = case.grid_size if cases.has_grid(case.model) else None
+        step = cases.make_step(cases.Case(case.model, case.phase, case.device, case.dtype,
+                                          case.widths, case.batch, grid))
+        timing = clock(clock_kind, case.device)
+        first = timer.first_call(step.fn, timing, setup=step.setup)
+    except cases.ModelUnavailable as e:
+        return _Prepared(case, "missing", str(e))
+    except Exception as e:
+        return _Prepared(case, "error", f"{type(e).__name__}: {e}")
+    bad = step.nonfinite()
+    if bad:
+        return _Prepared(case, "nonfinite", bad)
+    return _Prepared(case, "ok", step=step, first_call_s=first, clock=timing)
+
+
+CLOCKS = ("wall", "cpu")
+
+
+def clock(kind: str, device: str):
+    """The clock a side times with: "wall" is the harness's device timer; "cpu" is the CPU time of
+    this process (``time.process_time``), which leaves out the time other processes hold the
+    cores, for a shared machine, and exists for the CPU device only."""
+    from benchmarks import timer
+
+    if kind == "wall":
+        return timer.DeviceTimer(device)
+    if kind == "cpu":
+        if timer.device_type(device) != "cpu":
+            raise ValueError(f"the cpu clock times the CPU device only, not {device!r}")
+        return time.process_time
+    raise ValueError(f"unknown clock {kind!r}; valid clocks: {', '.join(CLOCKS)}")
+
+
+def turn(prepared: _Prepared, calls: int) -> list[float]:
+    """Seconds of each of ``calls`` calls, each timed alone after its untimed ``setup``
+    (the protocol of the pytest-benchmark suites). The parent makes one sample of them."""
+    from benchmarks import timer
+
+    step = prepared.step
+    return timer.sample(step.fn, prepared.clock, rounds=calls, warmup_rounds=0, setup=step.setup)
+
+
+def warmup(prepared: _Prepared, seconds: float = 0.3, max_calls: int = 50) -> float:
+    """Run the case for about ``seconds`` (at least 3 calls); the median seconds per call."""
+    from benchmarks import timer
+
+    step = prepared.step
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < max_calls and (len(times) < 3 or time.perf_counter() < deadline):
+        times += timer.sample(step.fn, prepared.clock, rounds=1, warmup_rounds=0, setup=step.setup)
+    bad = step.nonfinite()
+    if bad:
+        raise FloatingPointError(bad)
+    return statistics.median(times)
+
+
+def _drop_editable_finders() -> None:
+    """Forget editable installs (``pip install -e .``) of any ``kan``.
+
+    Their import hook sits after the path finder, so it cannot shadow the ``kan`` found on
+    sys.path, but it still answers for submodules that package lacks: without this, a base
+    commit without ``kan/fast.py`` would silently import the working tree's.
+    """
+    editable = lambda hook: getattr(hook, "__module__", "").startswith("__editable__")  # noqa: E731
+    sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if not editable(h)]
+    sys.path_importer_cache.clear()
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """The child's main loop. argv[0] is a JSON object: {"cases": [GateCase fields], "threads": n}."""
+    config = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the models print goes to stderr, never into the channel
+    sys.stdout = sys.stderr
+
+    def say(message: dict) -> None:
+        channel.write(json.dumps(message) + "\n")
+        channel.flush()
+
+    import torch
+
+    from benchmarks import timer
+
+    timer.set_threads(int(config.get("threads") or 1))
+    _drop_editable_finders()
+    import kan
+
+    cases = [GateCase(**{**c, "widths": tuple(c["widths"])}) for c in config["cases"]]
+    try:
+        from kan import zoo
+    except ImportError as e:  # a commit from before the registry: nothing to time on this side
+        models, prepared = [], {c.name: _Prepared(c, "missing", f"no kan.zoo ({e})") for c in cases}
+    else:
+        clock_kind = config.get("clock", "wall")
+        models, prepared = list(zoo.available()), {c.name: prepare(c, clock_kind) for c in cases}
+    say({"hello": {
+        "kan_file": getattr(kan, "__file__", None),
+        "kan_modules": {n: getattr(m, "__file__", None) for n, m in sorted(sys.modules.items())
+                        if n == "kan" or n.startswith("kan.")},
+        "models": models,
+        "torch": torch.__version__,
+        "threads": timer.set_threads(None),
+        "cases": {n: {"status": p.status, "reason": p.reason, "first_call_s": p.first_call_s}
+                  for n, p in prepared.items()},
+    }})
+    ready = {n: p for n, p in prepared.items() if p.status == "ok"}
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "warmup":
+            per_call, failed = {}, {}
+            for n, p in list(ready.items()):
+                try:
+                    per_call[n] = warmup(p, float(config.get("warmup_s", 0.3)))
+                except Exception as e:  # NaN/inf in steady state, or a call that fails
+                    failed[n] = {"status": "nonfinite" if isinstance(e, FloatingPointError) else "error",
+                                 "reason": str(e) if isinstance(e, FloatingPointError)
+                                 else f"{type(e).__name__}: {e}"}
+                    del ready[n]
+            say({"per_call_s": per_call, "failed": failed})
+        elif command["cmd"] == "round":
+            k, number = int(command["samples"]), command["number"]  # number: {case: calls per sample}
+            samples = {n: [turn(ready[n], int(calls)) for _ in range(k)]
+                       for n, calls in number.items() if n in ready}
+            say({"samples": samples})
+        elif command["cmd"] == "quit":
+            break
+        else:
+            say({"error": f"unknown command {command['cmd']!r}"})
+
+
+def child_main() -> None:
+    """Entry point of the child process: a failure leaves its traceback on stderr and exits 3."""
+    try:
+        serve()
+    except Exception:
+        sys.stderr.write(traceback.format_exc())
+        sys.exit(3)

@@ -1,0 +1,211 @@
+"""The speed gate: refs, worktrees, import isolation of the two sides, verdicts and exit statuses.
+
+The statistics themselves are tested in test_stats.py; the gate's power on real slowdowns is
+a benchmark (run it with the commands in the README), not a test.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gate, gate_suite, stats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(path: Path, commits: int) -> Path:
+    path.mkdir()
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "gate@example.com")
+    git(path, "config", "user.name", "gate test")
+    for i in range(commits):
+        (path / "file.txt").write_text(f"version {i}\n")
+        git(path, "add", "file.txt")
+        git(path, "commit", "-q", "-m", f"commit {i}")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A two-commit repository standing in for the project's own (the gate's git commands run in ROOT)."""
+    path = make_repo(tmp_path / "repo", 2)
+    monkeypatch.setattr(gate, "ROOT", path)
+    return path
+
+
+def test_refs_resolve_to_commits(repo):
+    assert gate.resolve_base("HEAD") == git(repo, "rev-parse", "HEAD")
+    assert gate.resolve_base("HEAD~1") == git(repo, "rev-parse", "HEAD~1")
+    assert gate.resolve_base(git(repo, "rev-parse", "--short", "HEAD")) == git(repo, "rev-parse", "HEAD")
+
+
+def test_an_unknown_ref_is_an_error(repo):
+    with pytest.raises(gate.GateError, match="unknown git ref 'nosuchref'"):
+        gate.resolve_base("nosuchref")
+    with pytest.raises(gate.GateError, match="unknown git ref 'nosuchref~1'"):
+        gate.resolve_base("nosuchref~1")
+    with pytest.raises(gate.GateError, match="unknown git ref"):
+        gate.resolve_base("--all")
+
+
+def test_a_ref_before_the_first_commit_is_no_base(repo):
+    assert gate.resolve_base("HEAD~2") is None
+    assert gate.resolve_base("HEAD^^") is None
+
+
+def test_no_base_passes_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(gate, "ROOT", make_repo(tmp_path / "first", 1))
+    assert gate.main(["--base", "HEAD~1"]) == gate.EXIT_PASS
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("gate: no base commit") and "passing" in out[0]
+
+
+def test_a_shallow_clone_has_no_base(repo, tmp_path, monkeypatch, capsys):
+    clone = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(clone)], check=True)
+    monkeypatch.setattr(gate, "ROOT", clone)
+    assert gate.is_shallow()
+    assert gate.resolve_base("HEAD~1") is None
+    assert gate.main(["--base", "HEAD~1"]) == gate.EXIT_PASS
+    assert "shallow clone" in capsys.readouterr().out
+
+
+def test_the_command_line_refuses_a_bad_ref_in_one_line():
+    # The real entry point, in the real repository: one line on stderr, exit 2.
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gate", "--base", "nosuchref"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]
+    assert out.stderr.startswith("gate: unknown git ref 'nosuchref'")
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threshold", "0.9"], "--threshold"),
+    (["--alpha", "1.5"], "--alpha"),
+    (["--rounds", "0"], "--rounds"),
+    (["--phases", "sideways"], "unknown phase"),
+    (["--baseline", "no/such/baseline.json"], "does not exist"),
+])
+def test_bad_options_are_one_line_errors(args, message, capsys):
+    assert gate.main(args) == gate.EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gate: ") and message in err
+
+
+def test_worktree_checks_out_the_commit_and_leaves_nothing_behind(repo):
+    first = gate.resolve_base("HEAD~1")
+    with gate.worktree(first) as tree:
+        assert (tree / "file.txt").read_text() == "version 0\n"
+        assert str(tree) in git(repo, "worktree", "list")
+        with gate.kan_only(tree) as only:  # no kan/ in this repository: the link dangles
+            assert [p.name for p in only.iterdir()] == ["kan"]
+    assert not tree.exists()
+    assert git(repo, "worktree", "list").count("\n") == 0  # the main worktree alone
+    assert (repo / "file.txt").read_text() == "version 1\n"
+
+
+def test_each_side_imports_its_own_models_and_reports_missing_ones(tmp_path):
+    """The base's kan comes first on the child's path, ahead of the working tree and of the
+    editable install, and a module the base lacks is missing, not borrowed from the head."""
+    old = tmp_path / "old"
+    shutil.copytree(ROOT / "kan", old / "kan", ignore=shutil.ignore_patterns("__pycache__"))
+    (old / "kan" / "mlp.py").unlink()  # this "commit" predates the MLP baselines
+    tiny = [gate_suite.GateCase(m, "forward", widths=(4, 8, 2), batch=16) for m in ("kan", "mlp")]
+    with gate.kan_only(old) as only:
+        base = gate.Side("base", only, tiny, threads=1, warmup_s=0.01)
+        head = gate.Side("head", ROOT, tiny, threads=1, warmup_s=0.01)
+        with gate.started([base, head]):
+            assert Path(base.hello["kan_file"]).resolve() == (old / "kan" / "__init__.py").resolve()
+            assert Path(head.hello["kan_file"]).resolve() == (ROOT / "kan" / "__init__.py").resolve()
+            assert base.status("mlp-forward")[0] == "missing"
+            assert head.status("mlp-forward")[0] == "ok"
+            turns = gate.measure([base, head], rounds=6, per_round=1, sample_s=0.001)
+    assert set(turns["head"]) == {"kan-forward", "mlp-forward"} and set(turns["base"]) == {"kan-forward"}
+    samples = gate.samples_of(turns)
+    assert len(samples["head"]["kan-forward"]) == len(samples["base"]["kan-forward"]) == 6
+    rows = {r["benchmark"]: r for r in gate.judge_against_base(tiny, head, base, samples, 1.15, 0.01)}
+    assert rows["mlp-forward"]["status"] == "new"
+    assert rows["kan-forward"]["status"] in stats.VERDICTS and rows["kan-forward"]["test"] == "wilcoxon"
+    assert base.proc.returncode == 0 and head.proc.returncode == 0
+
+
+class FakeSide:
+    def __init__(self, statuses):
+        self.hello = {"cases": {n: {"status": s, "reason": f"{n} is {s}"} for n, s in statuses.items()}}
+
+    def status(self, name):
+        case = self.hello["cases"].get(name, {"status": "missing", "reason": ""})
+        return case["status"], case["reason"]
+
+
+def suite_of(*names):
+    return [gate_suite.GateCase(*n.rsplit("-", 1)) for n in names]
+
+
+def test_verdicts_for_models_on_one_side_only_and_failures():
+    cases = suite_of("kan-forward", "kan-fast-forward", "rbf-kan-forward", "mlp-forward", "mlp-train")
+    head = FakeSide({"kan-forward": "ok", "kan-fast-forward": "ok", "rbf-kan-forward": "missing",
+                     "mlp-forward": "nonfinite", "mlp-train": "ok"})
+    base = FakeSide({"kan-forward": "ok", "kan-fast-forward": "missing", "rbf-kan-forward": "ok",
+                     "mlp-forward": "ok", "mlp-train": "error"})
+    times = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98]
+    samples = {"head": {"kan-forward": [t * 1.3 for t in times], "kan-fast-forward": times, "mlp-train": times},
+               "base": {"kan-forward": times, "rbf-kan-forward": times, "mlp-forward": times}}
+    rows = {r["benchmark"]: r for r in gate.judge_against_base(cases, head, base, samples, 1.15, 0.01)}
+    assert rows["kan-forward"]["status"] == stats.REGRESSION
+    assert rows["kan-forward"]["ratio"] == pytest.approx(1.3)
+    assert rows["kan-fast-forward"]["status"] == "new"
+    assert rows["rbf-kan-forward"]["status"] == "removed"
+    assert rows["mlp-forward"]["status"] == "error" and rows["mlp-forward"]["failed_side"] == "head"
+    assert rows["mlp-train"]["status"] == "error" and rows["mlp-train"]["failed_side"] == "base"
+    verdict, status, summary = gate.overall(list(rows.values()))
+    assert (verdict, status) == ("fail", gate.EXIT_REGRESSION)
+    assert "kan-forward" in summary and "mlp-forward" in summary
+    json.dumps(list(rows.values()))  # gate.json can hold the rows as they are
+
+
+def test_overall_passes_without_regressions_and_reports_improvements():
+    rows = [{"benchmark": "a", "status": stats.UNCHANGED}, {"benchmark": "b", "status": stats.IMPROVEMENT},
+            {"benchmark": "c", "status": "new"}, {"benchmark": "d", "status": "error", "failed_side": "base"}]
+    verdict, status, summary = gate.overall(rows)
+    assert (verdict, status) == ("pass", gate.EXIT_PASS)
+    assert summary == "no regression; faster: b"
+    assert "d" in gate.format_table([{**r, "reason": "x"} for r in rows])
+
+
+def test_baseline_ratios_to_the_mlp(tmp_path):
+    cases = suite_of("kan-forward", "kan-fast-forward", "mlp-forward")
+    head = FakeSide({"kan-forward": "ok", "kan-fast-forward": "ok", "mlp-forward": "ok"})
+    mlp = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98]
+    samples = {"head": {"kan-forward": [6 * t for t in mlp], "kan-fast-forward": [2 * t for t in mlp],
+                        "mlp-forward": mlp}}
+    doc = gate.baseline_document(cases, head, samples, threads=1)
+    assert doc["ratios"] == {"kan-forward": pytest.approx(6.0), "kan-fast-forward": pytest.approx(2.0)}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({**doc, "ratios": {"kan-forward": 4.0, "rbf-kan-forward": 3.0}}))
+    baseline = gate.read_baseline(path)
+    rows = {r["benchmark"]: r for r in gate.judge_against_baseline(cases, head, samples, baseline, 1.15, 0.01)}
+    assert rows["kan-forward"]["status"] == stats.REGRESSION and rows["kan-forward"]["ratio"] == pytest.approx(1.5)
+    assert rows["kan-fast-forward"]["status"] == "new"
+    assert rows["mlp-forward"]["status"] == "reference"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "cannot read baseline"),
+    ('{"ratios": {"kan-forward": -1}}', "no valid 'ratios'"),
+    ('{"ratios": {"kan-forward": 2.0}, "settings": {"batch": 1}}', "recorded for"),
+])
+def test_a_bad_baseline_file_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "baseline.json"
+    path.write_text(content)
+    with pytest.raises(gate.GateError, match=message):
+        gate.read_baseline(path)
