@@ -1,0 +1,275 @@
+"""``python -m profiles``: profile models x devices x phases with cProfile, py-spy and torch.profiler.
+
+    python -m profiles [--model kan ...] [--device cpu ...] [--phase forward backward train loop]
+                       [--profiler cprofile py-spy torch] [--widths 784,64,10] [--batch 1024]
+                       [--steps 5] [--warmup 1] [--rate 100] [--top 30] [--run RUN]
+
+Writes into a new run folder (or ``--run``, an existing one, whose rows for the same
+scenarios are replaced):
+
+    attribution.csv                        share of wall time per part (record.ATTRIBUTION_COLUMNS)
+    profile.json                           settings, each profiler's outcome, the files per scenario
+    profiles/<stem>.pstats, .cprofile.txt  cProfile: the profile and its top-N table
+    profiles/<stem>.speedscope.json, .flamegraph.svg   py-spy's samples of the scenario
+    profiles/<stem>.trace.json, .torch.txt torch.profiler: chrome trace and key_averages table
+
+where ``<stem>`` is ``<model>-<device>-<phase>`` (``...-loop-synchronized`` for the loop
+run with a device synchronisation after each phase).
+
+Exit status: 0 every requested profile ran; 1 a scenario failed (an error in the model,
+or NaN/inf in its output); 2 bad arguments; 3 a requested profiler could not run here
+(py-spy missing or not permitted), the others ran. 1 wins over 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from profiles import attribution
+from profiles.scenario import PHASES, Scenario, count_arg, expand, positive_int, widths_arg
+
+PROFILERS = ["cprofile", "py-spy", "torch"]
+OK, SCENARIO_FAILED, USAGE, PROFILER_UNAVAILABLE = 0, 1, 2, 3
+EXIT_STATUS = ("exit status: 0 every requested profile ran; 1 a scenario failed; 2 bad arguments; "
+               "3 a requested profiler could not run here (py-spy missing or not permitted), the others ran")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage block
+        self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parser() -> Parser:
+    p = Parser(prog="python -m profiles", epilog=EXIT_STATUS,
+               description="Profile models x devices x phases with cProfile, py-spy and torch.profiler, "
+                           "and attribute their time to basis, matmul, autograd, optimizer, transfer, "
+                           "python and other.")
+    p.add_argument("--model", nargs="+", default=["kan"], metavar="NAME",
+                   help="registered model names (kan.zoo); default: kan")
+    p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:1, mps; default: cpu")
+    p.add_argument("--phase", nargs="+", choices=PHASES, default=PHASES, help="default: all")
+    p.add_argument("--profiler", nargs="+", choices=PROFILERS, default=PROFILERS, help="default: all")
+    p.add_argument("--widths", type=widths_arg, default=(784, 64, 10), help="layer widths, input first")
+    p.add_argument("--batch", type=positive_int, default=1024)
+    p.add_argument("--steps", type=positive_int, default=5, help="measured steps per scenario")
+    p.add_argument("--warmup", type=count_arg, default=1, help="unmeasured steps before them")
+    p.add_argument("--rate", type=positive_int, default=100, help="py-spy samples per second")
+    p.add_argument("--no-native", action="store_true",
+                   help="py-spy without --native: starts much faster, but sees no C++ frames, so "
+                        "matmul and the like are not told apart from the Python line calling them")
+    p.add_argument("--top", type=positive_int, default=30, help="rows of the top-N tables")
+    p.add_argument("--run", help="an existing run folder (path or run id) to add to; default: a new run")
+    return p
+
+
+def check_models(names: Sequence[str]) -> str | None:
+    """None if every model can be built here, else one line saying what is wrong."""
+    from kan import zoo
+
+    for name in names:
+        try:
+            zoo.entry(name).model_class()
+        except ValueError as e:
+            return str(e)
+        except ImportError as e:
+            return f"model {name!r} is registered but cannot be imported here ({e})"
+    return None
+
+
+def check_devices(devices: Sequence[str]) -> str | None:
+    import torch
+
+    for device in devices:
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, ValueError):
+            return f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N, mps"
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        }
+        if kind not in available:
+            return f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N, mps"
+        if not available[kind]:
+            here = ", ".join(k for k, v in available.items() if v)
+            return f"device {device!r} is not available here (torch {torch.__version__}); available: {here}"
+        if kind == "cuda" and torch.device(device).index is not None \
+                and torch.device(device).index >= torch.cuda.device_count():
+            return f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    problem = check_models(args.model) or check_devices(args.device)
+    if problem:
+        p.error(problem)
+
+    from benchmarks import record
+
+    try:
+        run = record.open_run(args.run) if args.run else record.new_run("profile")
+    except FileNotFoundError as e:
+        p.error(str(e))
+    out = run.profiles_dir
+    settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup)
+    todo = expand(args.model, args.device, args.phase, **settings)
+    print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
+    load_before = _load()
+    if load_before and load_before[0] > (os.cpu_count() or 1):
+        print(f"note: this machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
+              f"the profilers run one after another, so shares move with the load between them")
+
+    table: list[dict] = []
+    files: dict[str, dict[str, list[str]]] = defaultdict(dict)
+    failures: list[str] = []
+    unavailable: dict[str, str] = {}
+
+    def note(s: Scenario, profiler: str, seconds: dict[str, float], made: list[Path], took: float) -> None:
+        files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
+        try:
+            table.extend(attribution.rows(profiler, s.key, seconds))
+        except ValueError as e:
+            failures.append(f"{s.stem} ({profiler}): {e}")
+            return
+        basis = seconds.get("basis", 0.0) / sum(seconds.values())
+        print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   basis {basis:6.1%}")
+
+    for s in todo:
+        for profiler in ("cprofile", "torch"):
+            if profiler not in args.profiler:
+                continue
+            started = time.perf_counter()
+            try:
+                if profiler == "cprofile":
+                    from profiles import cprof
+
+                    made = [out / f"{s.stem}.pstats", out / f"{s.stem}.cprofile.txt"]
+                    seconds = cprof.profile(s, *made, top=args.top)
+                else:
+                    from profiles import torch_trace
+
+                    made = [out / f"{s.stem}.trace.json", out / f"{s.stem}.torch.txt"]
+                    seconds = torch_trace.profile(s, *made, top=args.top)
+            except Exception as e:  # one line per failed scenario; the others still run
+                failures.append(f"{s.stem} ({profiler}): {type(e).__name__}: {e}")
+                print(f"  {profiler:8} {s.stem:40} failed: {type(e).__name__}: {e}")
+                continue
+            note(s, profiler, seconds, made, time.perf_counter() - started)
+
+    if "py-spy" in args.profiler:
+        profile_with_pyspy(todo, args, out, note, failures, unavailable)
+
+    _write_table(run, table)
+    run.write_json("profile.json", {
+        "settings": {**settings, "models": args.model, "devices": args.device, "phases": args.phase,
+                     "profilers": args.profiler, "py_spy_rate": args.rate,
+                     "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()},
+        "load_average": {"before": load_before, "after": _load()},
+        "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
+        "failures": failures,
+        "files": files,
+    })
+    print_summary(table)
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    for line in unavailable.values():
+        print(line, file=sys.stderr)
+    print(f"wrote {run.file('attribution.csv')}")
+    if failures:
+        return SCENARIO_FAILED
+    return PROFILER_UNAVAILABLE if unavailable else OK
+
+
+def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str]) -> None:
+    """One py-spy child per model and device, running all its phases; split per scenario."""
+    import tempfile
+
+    from profiles import flamegraph, pyspy
+
+    groups: dict[tuple[str, str], list[Scenario]] = defaultdict(list)
+    for s in todo:
+        groups[(s.model, s.device)].append(s)
+    for (model, device), group in groups.items():
+        phases = list(dict.fromkeys(s.phase for s in group))
+        child = ["--model", model, "--device", device, "--phase", *phases,
+                 "--widths", ",".join(map(str, args.widths)), "--batch", str(args.batch),
+                 "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "py-spy.speedscope.json"
+            try:
+                done = pyspy.record(child, raw, rate=args.rate, native=False if args.no_native else None)
+                samples = pyspy.read(raw)
+            except pyspy.Unavailable as e:
+                unavailable["py-spy"] = f"py-spy did not run: {e}; the other profilers ran"
+                print(f"  py-spy   {unavailable['py-spy']}")
+                return
+            except (RuntimeError, ValueError) as e:
+                failures.append(f"{model}-{device} (py-spy): {e}")
+                print(f"  py-spy   {model}-{device} failed: {e}")
+                continue
+        for line in (done.stderr or "").splitlines():
+            if line.startswith("profiles.scenario:"):  # a scenario that failed in the child
+                failures.append(line.split(":", 1)[1].strip() + " (py-spy)")
+        took = time.perf_counter() - started
+        for s in group:
+            mine = pyspy.select(samples, s.step_function.__name__)
+            if not mine.stacks:
+                failures.append(f"{s.stem} (py-spy): no samples in the measured steps "
+                                f"(raise --steps or --rate)")
+                continue
+            made = [out / f"{s.stem}.speedscope.json", out / f"{s.stem}.flamegraph.svg"]
+            pyspy.write_speedscope(mine, made[0], f"{s.stem} (py-spy)")
+            flamegraph.write(mine, made[1], f"{s.stem} (py-spy)")
+            note(s, "py-spy", pyspy.attribute(mine), made, took / len(group))
+
+
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the platform has them."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def pyspy_native() -> bool:
+    from profiles import pyspy
+
+    return pyspy.native_supported()
+
+
+def _write_table(run, rows: list[dict]) -> None:
+    import pandas as pd
+
+    from benchmarks.record import ATTRIBUTION_COLUMNS
+
+    new = pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS)
+    if run.has("attribution.csv"):  # replace this run's earlier rows for the same profiles
+        old = run.read_table("attribution")
+        key = ["profiler", "scenario", "model", "device", "phase", "synchronized"]
+        mine = set(map(tuple, new[key].astype(str).values.tolist()))
+        keep = ~old[key].astype(str).apply(tuple, axis=1).isin(mine)
+        new = pd.concat([old[keep], new], ignore_index=True)[ATTRIBUTION_COLUMNS]
+    run.write_table("attribution", new)
+
+
+def print_summary(rows: list[dict]) -> None:
+    """Shares in percent: one line per profile, one column per part."""
+    if not rows:
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    wide = frame.pivot_table(index=["model", "device", "phase", "synchronized", "profiler"],
+                             columns="part", values="share", sort=False)[attribution.PARTS]
+    print("\nshare of wall time per part (%):")
+    print((wide * 100).round(1).to_string())

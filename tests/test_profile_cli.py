@@ -1,0 +1,121 @@
+"""`python -m profiles` end to end on a tiny KAN, its errors, and py-spy's faults."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from benchmarks import record
+from profiles import cli, pyspy
+
+TINY = ["--model", "kan", "--widths", "16,8,4", "--batch", "32", "--warmup", "1"]
+KEY = ["profiler", "scenario", "model", "device", "phase", "synchronized"]
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def only_run(root):
+    (run,) = record.runs(root)
+    return run
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--model", "no-such-kan"], "unknown model 'no-such-kan'; valid models: kan"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--device", "cuda:99"], "cuda:99"),  # not available, or no such device
+    (["--widths", "784,-1"], "widths must be two or more positive integers"),
+    (["--phase", "sideways"], "invalid choice: 'sideways'"),
+    (["--profiler", "perf"], "invalid choice: 'perf'"),
+    (["--batch", "0"], "expected a positive integer"),
+    (["--run", "no-such-run"], "no run 'no-such-run'"),
+])
+def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == cli.USAGE
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+
+
+def test_tiny_profile_end_to_end(results, capsys):
+    """cProfile and torch.profiler in-process; the loop both as it is and synchronized."""
+    status = cli.main([*TINY, "--steps", "3", "--phase", "train", "loop", "--profiler", "cprofile", "torch"])
+    assert status == cli.OK
+    run = only_run(results)
+    table = run.read_table("attribution")
+    assert list(table.columns) == record.ATTRIBUTION_COLUMNS
+    assert set(table["part"]) == set(record.PARTS)
+    sums = table.groupby(KEY)["share"].sum()
+    assert sums.to_numpy() == pytest.approx(1.0)
+    profiles = {(p, ph, sync) for p, ph, sync in table[["profiler", "phase", "synchronized"]].itertuples(index=False)}
+    assert profiles == {(p, ph, sync) for p in ("cprofile", "torch")
+                        for ph, sync in (("train", True), ("loop", False), ("loop", True))}
+    # a training step of a KAN spends time in its bases, products, backward and optimizer
+    train = table[(table.phase == "train")].set_index(["profiler", "part"])["share"]
+    for profiler in ("cprofile", "torch"):
+        for part in ("basis", "matmul", "autograd", "optimizer"):
+            assert train[(profiler, part)] > 0, (profiler, part)
+    meta = run.read_json("profile.json")
+    assert meta["profilers"] == {"cprofile": "ok", "torch": "ok"}
+    for stem in ("kan-cpu-train", "kan-cpu-loop", "kan-cpu-loop-synchronized"):
+        for name in meta["files"][stem]["cprofile"] + meta["files"][stem]["torch"]:
+            assert run.file(name).stat().st_size > 0
+    assert "{method 'to' of 'torch._C.TensorBase' objects}" in run.file(
+        "profiles/kan-cpu-loop.cprofile.txt").read_text()
+
+    # adding to the same run replaces the rows of the same profiles and keeps the others
+    assert cli.main([*TINY, "--steps", "1", "--phase", "train", "--profiler", "cprofile",
+                     "--run", str(run.path)]) == cli.OK
+    again = run.read_table("attribution")
+    assert len(again) == len(table)
+    assert again.groupby(KEY)["share"].sum().to_numpy() == pytest.approx(1.0)
+
+
+def test_missing_pyspy_says_how_to_install_and_exits_3(results, capsys, monkeypatch):
+    monkeypatch.setattr(pyspy, "executable", lambda: None)
+    status = cli.main([*TINY, "--steps", "1", "--phase", "forward", "--profiler", "cprofile", "py-spy"])
+    assert status == cli.PROFILER_UNAVAILABLE
+    assert "pip install py-spy" in capsys.readouterr().err
+    run = only_run(results)
+    assert set(run.read_table("attribution")["profiler"]) == {"cprofile"}
+    assert run.read_json("profile.json")["profilers"]["py-spy"].startswith("py-spy did not run")
+
+
+def test_pyspy_not_permitted_says_how_to_enable_it(tmp_path):
+    fake = tmp_path / "py-spy"
+    fake.write_text("#!/bin/sh\necho 'Error: Failed to attach: Permission denied (os error 13)' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    with pytest.raises(pyspy.Unavailable, match="SYS_PTRACE") as e:
+        pyspy.record(["--model", "kan"], tmp_path / "out.json", program=str(fake))
+    assert "sudo" in str(e.value) and "\n" not in str(e.value)
+
+
+def pyspy_problem() -> str | None:
+    if pyspy.executable() is None:
+        return "py-spy is not installed"
+    return None
+
+
+@pytest.mark.skipif(pyspy_problem() is not None, reason=str(pyspy_problem()))
+def test_tiny_pyspy_profile_end_to_end(results, capsys):
+    # without --native, which costs py-spy a long start on a large libtorch (the native
+    # frames' attribution is tested on a recorded profile in test_profile_attribution)
+    status = cli.main([*TINY, "--steps", "60", "--phase", "train", "--profiler", "py-spy", "--no-native"])
+    said = capsys.readouterr()
+    if status == cli.PROFILER_UNAVAILABLE:
+        pytest.skip(f"py-spy may not trace processes here: {said.err.strip()}")
+    assert status == cli.OK, said.err
+    run = only_run(results)
+    table = run.read_table("attribution")
+    assert set(table["profiler"]) == {"py-spy"}
+    assert table["share"].sum() == pytest.approx(1.0)
+    shares = table.set_index("part")["share"]
+    assert shares["autograd"] > 0 and shares["basis"] > 0
+    samples = pyspy.read(run.file("profiles/kan-cpu-train.speedscope.json"))
+    assert samples.stacks and all(samples.frames[s[0]][0] == "train_step" for s in samples.stacks)
+    assert run.file("profiles/kan-cpu-train.flamegraph.svg").read_text().startswith("<svg")
