@@ -16,6 +16,7 @@ Otherwise the exit status is pytest's: 1 when a case failed (an error, or NaN/in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,6 +83,15 @@ def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
     return args + list(extra)
 
 
+def busy_warning(load: list[float] | None, cores: int | None) -> str | None:
+    """A warning when other processes were keeping the CPU busy as the run began."""
+    cores = cores or 1
+    if not load or load[0] < cores / 2:
+        return None
+    return (f"warning: load average {load[0]:.1f} on {cores} cores before the run: other processes compete "
+            "for the CPU, so CPU timings are noisy (multi-threaded ones most; --threads 1 helps)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from benchmarks import record, suites, table
@@ -97,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     import pytest
 
     run = record.new_run(args.label)
+    warning = busy_warning(run.environment().get("load_average"), os.cpu_count())
+    if warning:
+        print(warning, flush=True)
     cases = selection.cases()
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
     print(f"bench: suite {selection.suite.name}, {len(cases)} cases ({absent} on devices not present here, "
@@ -109,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table.summary(frame))
     print()
+    if warning:
+        print(warning)
     if interrupted:
         print(f"interrupted: kept the {len(frame)} finished measurements")
     print(f"run folder: {run.path}")

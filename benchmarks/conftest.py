@@ -79,11 +79,12 @@ def bench_run(request):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """Add what changes numbers: torch version and build, devices, CPU model, threads."""
+    """Add what changes numbers: torch version and build, devices, CPU model, threads, load."""
     env = record.environment()
     machine_info.update(
         torch=env["torch"], devices=env["devices"], cpu_model=env["cpu"], cpu_count=env["cpu_count"],
         threads=env["threads"], interop_threads=env["interop_threads"], machine_label=env["machine"],
+        load_average=env["load_average"],
     )
 
 

@@ -11,6 +11,8 @@ reads other stages' results through this module only:
         measurements.jsonl    one JSON line per finished bench case, appended as each ends, so
                               that an interrupted run keeps what finished; the table is built from it
         attribution.csv       share of time per part, per profiler (ATTRIBUTION_COLUMNS)
+        profile.json          what the profile stage ran: settings, each profiler's outcome,
+                              the files under profiles/ per scenario
         quality.csv           accuracy per model and task
         gate.json             the speed gate's verdict
         profiles/             .pstats, speedscope, flamegraph SVG, chrome traces
@@ -132,6 +134,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "load_average": load_average(),  # other work competing for the CPU when the run began
         "torch": {
             "version": torch.__version__,
             "git": getattr(torch.version, "git_version", None),
@@ -146,6 +149,14 @@ def environment() -> dict[str, Any]:
         "devices": devices,
         "commit": commit_info(),
     }
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages where the platform tells them."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def machine_label() -> str:

@@ -60,3 +60,11 @@ def test_help_lists_the_choices(capsys):
     out = capsys.readouterr().out
     for word in ["smoke", "quick", "full", "cpu, cuda, mps", "float32, bfloat16", "kan-fast", "mlp-param"]:
         assert word in out
+
+
+def test_busy_machine_warning():
+    from benchmarks.__main__ import busy_warning
+
+    assert busy_warning([0.3, 0.2, 0.1], 2) is None
+    assert busy_warning(None, 2) is None
+    assert "load average 4.8 on 2 cores" in busy_warning([4.8, 4.0, 3.0], 2)

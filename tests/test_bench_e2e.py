@@ -43,7 +43,8 @@ def test_smoke_suite_end_to_end(tmp_path):
 
     doc = run.read_json("benchmark.json")
     assert doc["machine_info"]["torch"]["version"] and doc["machine_info"]["threads"] == 1
-    assert doc["machine_info"]["cpu_model"] and "dirty" in doc["commit_info"]
+    assert doc["machine_info"]["cpu_model"] and "load_average" in doc["machine_info"]
+    assert "dirty" in doc["commit_info"]
     assert {b["name"] for b in doc["benchmarks"]} == set(table["benchmark"])
     assert all(len(b["stats"]["data"]) == 2 for b in doc["benchmarks"])
     assert all(b["options"]["timer"].endswith("DeviceTimer(cpu)") for b in doc["benchmarks"])
