@@ -2,7 +2,8 @@
 
     python -m profiles [--model kan ...] [--device cpu ...] [--phase forward backward train loop]
                        [--profiler cprofile py-spy torch] [--widths 784,64,10] [--batch 1024]
-                       [--steps 5] [--warmup 1] [--rate 100] [--top 30] [--run RUN]
+                       [--steps 5] [--warmup 1] [--threads N] [--rate 100] [--no-native]
+                       [--top 30] [--run RUN]
 
 Writes into a new run folder (or ``--run``, an existing one, whose rows for the same
 scenarios are replaced):
@@ -59,6 +60,9 @@ def parser() -> Parser:
     p.add_argument("--batch", type=positive_int, default=1024)
     p.add_argument("--steps", type=positive_int, default=5, help="measured steps per scenario")
     p.add_argument("--warmup", type=count_arg, default=1, help="unmeasured steps before them")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch's intra-op threads (default: torch's own choice); on a machine shared "
+                        "with other work, 1 keeps the shares from moving with the load")
     p.add_argument("--rate", type=positive_int, default=100, help="py-spy samples per second")
     p.add_argument("--no-native", action="store_true",
                    help="py-spy without --native: starts much faster, but sees no C++ frames, so "
@@ -120,13 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         p.error(str(e))
     out = run.profiles_dir
-    settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup)
+    settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,
+                    threads=args.threads)
     todo = expand(args.model, args.device, args.phase, **settings)
     print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
     load_before = _load()
     if load_before and load_before[0] > (os.cpu_count() or 1):
         print(f"note: this machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-              f"the profilers run one after another, so shares move with the load between them")
+              f"the profilers run one after another, so shares move with the load between them "
+              f"(--threads 1 makes them steadier)")
 
     table: list[dict] = []
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)
@@ -172,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.write_json("profile.json", {
         "settings": {**settings, "models": args.model, "devices": args.device, "phases": args.phase,
                      "profilers": args.profiler, "py_spy_rate": args.rate,
+                     "threads_used": args.threads or _torch_threads(),
                      "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()},
         "load_average": {"before": load_before, "after": _load()},
         "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
@@ -202,7 +209,8 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
         phases = list(dict.fromkeys(s.phase for s in group))
         child = ["--model", model, "--device", device, "--phase", *phases,
                  "--widths", ",".join(map(str, args.widths)), "--batch", str(args.batch),
-                 "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                 "--steps", str(args.steps), "--warmup", str(args.warmup),
+                 *(["--threads", str(args.threads)] if args.threads else [])]
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "py-spy.speedscope.json"
@@ -239,6 +247,12 @@ def _load() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def pyspy_native() -> bool:

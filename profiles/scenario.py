@@ -53,6 +53,7 @@ class Scenario:
     steps: int = 5
     warmup: int = 1
     synchronized: bool = True
+    threads: int | None = None  # torch's intra-op threads; None leaves torch's default
     seed: int = 0
 
     @property
@@ -286,17 +287,23 @@ def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcont
     """Prepare ``s``, run its warm-up steps, then its measured steps inside ``section()``."""
     import torch
 
-    w = prepare(s)
-    step, setup = s.step_function, SETUPS.get(s.phase, lambda w: None)
-    for _ in range(s.warmup):
-        step(w, setup(w))
-        w.steps_done += 1
-    synchronize(s.device)
-    for _ in range(s.steps):
-        state = setup(w)
-        with section():
-            measured(step, w, state)
-        w.steps_done += 1
+    threads = torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    try:
+        w = prepare(s)
+        step, setup = s.step_function, SETUPS.get(s.phase, lambda w: None)
+        for _ in range(s.warmup):
+            step(w, setup(w))
+            w.steps_done += 1
+        synchronize(s.device)
+        for _ in range(s.steps):
+            state = setup(w)
+            with section():
+                measured(step, w, state)
+            w.steps_done += 1
+    finally:
+        torch.set_num_threads(threads)
     if w.last is not None and not bool(torch.isfinite(w.last).all()):
         raise NonFinite(f"{s.model} on {s.device}, {s.phase}: NaN or inf in the output")
     return w
@@ -349,10 +356,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, default=1024)
     parser.add_argument("--steps", type=positive_int, default=5)
     parser.add_argument("--warmup", type=count_arg, default=1)
+    parser.add_argument("--threads", type=positive_int, default=None)
     args = parser.parse_args(argv)
     failed = 0
     for s in expand([args.model], [args.device], args.phase,
-                     widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup):
+                     widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
+                     threads=args.threads):
         try:
             run(s)
         except Exception as e:  # one line per failed scenario; the others still run

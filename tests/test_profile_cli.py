@@ -44,8 +44,13 @@ def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
 
 def test_tiny_profile_end_to_end(results, capsys):
     """cProfile and torch.profiler in-process; the loop both as it is and synchronized."""
-    status = cli.main([*TINY, "--steps", "3", "--phase", "train", "loop", "--profiler", "cprofile", "torch"])
+    import torch
+
+    threads = torch.get_num_threads()
+    status = cli.main([*TINY, "--steps", "3", "--phase", "train", "loop", "--profiler", "cprofile", "torch",
+                       "--threads", "1"])
     assert status == cli.OK
+    assert torch.get_num_threads() == threads  # restored after the scenarios
     run = only_run(results)
     table = run.read_table("attribution")
     assert list(table.columns) == record.ATTRIBUTION_COLUMNS
@@ -62,6 +67,7 @@ def test_tiny_profile_end_to_end(results, capsys):
             assert train[(profiler, part)] > 0, (profiler, part)
     meta = run.read_json("profile.json")
     assert meta["profilers"] == {"cprofile": "ok", "torch": "ok"}
+    assert meta["settings"]["threads_used"] == 1
     for stem in ("kan-cpu-train", "kan-cpu-loop", "kan-cpu-loop-synchronized"):
         for name in meta["files"][stem]["cprofile"] + meta["files"][stem]["torch"]:
             assert run.file(name).stat().st_size > 0
