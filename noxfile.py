@@ -87,3 +87,15 @@ def gate(session: nox.Session) -> None:
     """
     python = harness_python(session)
     session.run(python, "-m", "benchmarks.gate", *session.posargs, external=True)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Render a run as one self-contained HTML page, report.html in its folder.
+
+    `nox -s report` renders the newest run; `nox -s report -- RUN` a named one (run id or
+    folder); `-- --against OLD_RUN` adds a new/old comparison per benchmark; `-- --merge
+    RUN ...` puts runs from other machines on the same page. `-- --help` for the rest.
+    """
+    python = harness_python(session)
+    session.run(python, "-m", "reports", *session.posargs, external=True)
