@@ -24,7 +24,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 from benchmarks.record import PARTS
 from reports import tables
 from reports.data import PHASES, SHAPE
-from reports.units import byte_unit, is_missing, shape_label, shape_sort_key, time_unit, width_list
+from reports.units import (byte_unit, is_missing, shape_label, shape_sort_key, time_unit, width_list,
+                           width_separator)
 
 RC = {
     "svg.fonttype": "none",  # text stays text: smaller files, selectable labels
@@ -244,7 +245,7 @@ def scaling_series(rows: pd.DataFrame, variable: str) -> list[dict]:
         elif variable == "width" and width_list(widths):
             w = width_list(widths)
             for position in range(len(w)):
-                masked = "-".join("*" if i == position else str(v) for i, v in enumerate(w))
+                masked = width_separator(widths).join("*" if i == position else str(v) for i, v in enumerate(w))
                 points[(phase, model, dtype, (masked, batch, grid))][w[position]].append(median)
     best: dict[tuple, dict] = {}
     for (phase, model, _, fixed), by_x in points.items():
@@ -397,7 +398,8 @@ def ratio_ticks(lo: float, hi: float, most: int = 9) -> list[float]:
 
 
 @styled
-def comparison(table: pd.DataFrame, limit: int = 40) -> Chart | None:
+def comparison(table: pd.DataFrame, limit: int = 40, title: str = "New / old time per benchmark",
+               axis: str = "new / old median time") -> Chart | None:
     """New/old ratio with its interval for the ``limit`` benchmarks that changed most."""
     t = table[np.isfinite(table["ratio"].to_numpy(float)) & (table["ratio"] > 0)]
     if t.empty:
@@ -424,11 +426,12 @@ def comparison(table: pd.DataFrame, limit: int = 40) -> Chart | None:
     ax.set_xticks(ratio_ticks(lo, hi))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
     ax.xaxis.set_minor_locator(NullLocator())
-    names = [" · ".join(str(v) for v in (r.model, r.phase, r.device, r.shape)) for r in t.itertuples()]
+    names = [" · ".join(str(v) for v in (r.model, r.phase, r.device, r.shape) if not is_missing(v) and str(v))
+             for r in t.itertuples()]
     ax.set_yticks(y, [label(n) for n in names], fontsize=7)
     ax.grid(axis="y", visible=False)
-    ax.set_xlabel("new / old median time (interval: 95%)")
+    ax.set_xlabel(f"{axis} (interval: 95%)")
     note = (f"the {len(t)} benchmarks that changed most; grey band: within ±{(threshold - 1) * 100:.0f}%"
             "; red slower, green faster, grey no significant change")
-    return _svg(fig, "New / old time per benchmark", "Ratio of new to old time per benchmark", note)
+    return _svg(fig, title, "Ratio of new to old time per benchmark", note)
 

@@ -32,7 +32,8 @@ class ReportError(Exception):
 
 @dataclass
 class ProfileFile:
-    kind: str  # "flamegraph", "speedscope", "chrome trace", "cProfile stats", "other"
+    kind: str  # "flamegraph", "speedscope", "chrome trace", "cProfile stats", "top functions", ...
+    stem: str  # what was profiled: the name without the kind's suffix ("kan-cpu-train")
     path: Path
 
 
@@ -41,7 +42,7 @@ class RunData:
     """One run folder, read: its tables with missing optional columns filled in."""
 
     run: record.Run
-    machine: str
+    machine: str  # environment.json's "machine", the label of this run's rows on a merged page
     environment: dict[str, Any]
     benchmarks: pd.DataFrame
     attribution: pd.DataFrame | None = None
@@ -63,18 +64,34 @@ class RunData:
             raise ReportError(f"{self.run.file('benchmark.json')} is not a pytest-benchmark file ({e})") from None
 
 
+# What a run can hold that the page shows, and the session that makes it.
+REPORTABLE = {"benchmarks.csv": "nox -s bench", "attribution.csv": "nox -s profile",
+              "gate.json": "nox -s gate", "quality.csv": "nox -s quality"}
+
+
+def reportable(run: record.Run) -> bool:
+    return any(run.has(name) for name in REPORTABLE)
+
+
 def open_run(name: str | None) -> record.Run:
-    """The run named (a folder or a run id), or the newest run that has benchmarks."""
+    """The run named (a folder or a run id), or the newest run that has something to report."""
     try:
-        if name is None:
-            return record.latest(having="benchmarks.csv")
-        return record.open_run(name)
+        if name is not None:
+            return record.open_run(name)
+        found = [r for r in record.runs() if reportable(r)]
+        if not found:
+            record.latest(having="benchmarks.csv")  # raises, naming the folder and `nox -s bench`
+        return found[-1]
     except FileNotFoundError as e:
         raise ReportError(str(e)) from None
 
 
 def load(run: record.Run) -> RunData:
-    """Read one run folder; :class:`ReportError` if it has no usable benchmark table."""
+    """Read one run folder; :class:`ReportError` if it is not one or holds nothing to report.
+
+    A run without benchmarks.csv still has a page when it holds attribution (a profile
+    run), a gate verdict or quality results; its benchmark table is then empty.
+    """
     if not run.path.is_dir():
         raise ReportError(f"no run folder at {run.path}")
     try:
@@ -84,11 +101,15 @@ def load(run: record.Run) -> RunData:
     if not isinstance(environment, dict):
         raise ReportError(f"{run.file('environment.json')} does not hold a JSON object")
     machine = str(environment.get("machine") or run.name)
-    if not run.has("benchmarks.csv"):
+    if not reportable(run):
         raise ReportError(
-            f"run {run.name} has no benchmarks table (benchmarks.csv); run `nox -s bench` to make one"
+            f"run {run.name} has no benchmarks table (benchmarks.csv; `nox -s bench` makes one) "
+            f"and nothing else to report ({', '.join(n for n in REPORTABLE if n != 'benchmarks.csv')})"
         )
-    bench = _read_table(run, "benchmarks")
+    if run.has("benchmarks.csv"):
+        bench = _read_table(run, "benchmarks")
+    else:
+        bench = pd.DataFrame(columns=REQUIRED_BENCH)
     bench = _tidy_benchmarks(bench, run, machine)
     attribution = quality = gate = None
     if run.has("attribution.csv"):
@@ -138,10 +159,10 @@ def _tidy_benchmarks(df: pd.DataFrame, run: record.Run, machine: str) -> pd.Data
             f"expected the columns of benchmarks.record.BENCH_COLUMNS"
         )
     df = df.copy()
-    for column in record.BENCH_COLUMNS:
+    for column in record.BENCH_COLUMNS + ["reason"]:
         if column not in df.columns:
             df[column] = np.nan
-    for column in ["model", "phase", "device", "dtype", "widths", "status", "benchmark", "family"]:
+    for column in ["model", "phase", "device", "dtype", "widths", "status", "benchmark", "family", "reason"]:
         df[column] = df[column].map(lambda v: None if _blank(v) else str(v))
     df["status"] = df["status"].fillna("ok")
     guessed = df["model"].map(lambda m: "mlp" if str(m).startswith("mlp") else "kan")
@@ -224,17 +245,24 @@ def _truth(v: Any) -> bool | None:
     return None
 
 
-def profile_kind(name: str) -> str:
-    lower = name.lower().removesuffix(".gz")
-    if lower.endswith(".speedscope.json"):
-        return "speedscope"
-    if lower.endswith(".svg"):
-        return "flamegraph"
-    if lower.endswith(".json") and "trace" in lower:
-        return "chrome trace"
-    if lower.endswith((".pstats", ".prof")):
-        return "cProfile stats"
-    return "other"
+# Profile files by what opens them; the first matching suffix names the kind and ends the stem.
+PROFILE_KINDS = [
+    (".flamegraph.svg", "flamegraph"), (".speedscope.json", "speedscope"), (".pt.trace.json", "chrome trace"),
+    (".trace.json", "chrome trace"), (".pstats", "cProfile stats"), (".prof", "cProfile stats"),
+    (".cprofile.txt", "top functions"), (".torch.txt", "torch.profiler table"), (".svg", "flamegraph"),
+    (".txt", "text"),
+]
+
+
+def profile_kind(name: str) -> tuple[str, str]:
+    """(kind, stem) of a profile file name: ("flamegraph", "kan-cpu-train") for kan-cpu-train.flamegraph.svg."""
+    plain = name.removesuffix(".gz")
+    for suffix, kind in PROFILE_KINDS:
+        if plain.lower().endswith(suffix):
+            return kind, plain[: -len(suffix)]
+    if plain.lower().endswith(".json") and "trace" in plain.lower():
+        return "chrome trace", plain[: -len(".json")]
+    return "other", plain
 
 
 def profile_files(run: record.Run) -> list[ProfileFile]:
@@ -242,7 +270,7 @@ def profile_files(run: record.Run) -> list[ProfileFile]:
     folder = run.path / "profiles"
     if not folder.is_dir():
         return []
-    return [ProfileFile(profile_kind(p.name), p) for p in sorted(folder.rglob("*")) if p.is_file()]
+    return [ProfileFile(*profile_kind(p.name), p) for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
 def environment_items(env: dict[str, Any]) -> list[tuple[str, str]]:

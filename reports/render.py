@@ -50,6 +50,22 @@ def groups(bench: pd.DataFrame) -> list[Group]:
     return out
 
 
+def profile_table(files: list, page: Path) -> dict | None:
+    """Profile files as rows (what was profiled) and columns (kind), each cell a list of links."""
+    if not files:
+        return None
+    kinds = [k for k in PROFILE_ORDER if any(f.kind == k for f in files)]
+    kinds += sorted({f.kind for f in files} - set(kinds))
+    rows: dict[str, dict[str, list]] = {}
+    for f in files:
+        rows.setdefault(f.stem, {}).setdefault(f.kind, []).append({"name": f.path.name, "href": _link(f.path, page)})
+    return {"kinds": kinds, "rows": [(stem, [by_kind.get(k, []) for k in kinds]) for stem, by_kind in rows.items()]}
+
+
+PROFILE_ORDER = ["flamegraph", "speedscope", "chrome trace", "cProfile stats", "top functions",
+                 "torch.profiler table", "text", "other"]
+
+
 def _link(target: Path, page: Path) -> str:
     relative = os.path.relpath(target.resolve(), page.parent.resolve())
     return urllib.parse.quote(Path(relative).as_posix())
@@ -102,20 +118,37 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
     return {
         "runs": [{
             "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
-            "profiles": [{"kind": f.kind, "name": f.path.relative_to(r.run.path / "profiles").as_posix(),
-                          "href": _link(f.path, page)} for f in r.profile_files],
+            "profiles": profile_table(r.profile_files, page),
             "quality": tables.frame_table(r.quality) if r.quality is not None else None,
-            "gate": tables.gate_table(r.gate) if r.gate is not None else None,
-            "has_gate": r.gate is not None,
         } for r in runs],
         "machines": list(dict.fromkeys(bench["machine"])),
+        "gates": [(r.machine, gate_context(r.gate)) for r in runs if r.gate is not None],
         "groups": page_groups,
         "figures": figures,
         "attribution": attribution is not None,
         "lesson": lesson,
         "lesson_table": lesson_table,
         "comparison": comparison,
-        "failed": int((bench["status"] != "ok").sum()),
+        "failed": int((~bench["status"].isin(["ok", "skipped"])).sum()),
+        "skipped": int((bench["status"] == "skipped").sum()),
+    }
+
+
+def gate_context(gate: object) -> dict:
+    """The speed gate's verdict (gate.json) for the page: summary, chart and tables."""
+    summary = tables.gate_summary(gate)
+    frame = tables.gate_frame(gate)
+    if frame is None or frame.empty:
+        return {**summary, "chart": None, "changed": None, "unchanged": None}
+    baseline = summary["mode"] == "baseline"
+    value, old, new = (tables.fmt_times, "recorded × MLP", "measured × MLP") if baseline else \
+        (tables.fmt_time, "base median", "head median")
+    same = frame["verdict"] == "no significant change"
+    return {
+        **summary,
+        "chart": charts.comparison(frame, title="Speed gate: head / base per benchmark", axis="head / base"),
+        "changed": tables.comparison_table(frame[~same], value=value, old=old, new=new),
+        "unchanged": tables.comparison_table(frame[same], value=value, old=old, new=new),
     }
 
 
@@ -147,6 +180,10 @@ def render(
     primary = open_run(run)
     runs = load_all([primary] + [open_run(m) for m in merge])
     old = load(open_run(against)) if against is not None else None
+    if old is not None and old.benchmarks.empty:
+        raise ReportError(f"--against {against}: run {old.name} has no benchmarks table (benchmarks.csv) to compare with")
+    if old is not None and runs[0].benchmarks.empty:
+        raise ReportError(f"run {runs[0].name} has no benchmarks table (benchmarks.csv) to compare with --against")
     page = Path(out) if out is not None else primary.path / "report.html"
     if page.exists() and page.is_dir():
         raise ReportError(f"--out {page} is a folder; give a file name")

@@ -67,6 +67,13 @@ def fmt_ratio(r: float) -> tuple[str, str]:
     return f"{1 / r:.3g}× faster", "faster"
 
 
+def fmt_times(x: float) -> str:
+    """A ratio as a factor: "2.4×", "0.65×", "423×"."""
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{x:.0f}×" if x >= 100 else f"{x:.2g}×"
+
+
 def geomean(values) -> float:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
@@ -145,17 +152,30 @@ def timings(rows: pd.DataFrame, where: str) -> list[Table]:
             if (shape, row.model) in cell_of:
                 continue
             if row.status != "ok":
-                cell_of[(shape, row.model)] = Cell(str(row.status), cls="bad", title=str(row.benchmark))
+                cell_of[(shape, row.model)] = Cell(str(row.status), cls="bad", title=_reason(row))
                 continue
             sub = f"±{fmt_time(row.iqr_s)}" if np.isfinite(row.iqr_s) else ""
             if row.family == "kan" and np.isfinite(row.x_mlp):
-                sub += f" · {row.x_mlp:.2g}× MLP"
+                sub += f" · {fmt_times(row.x_mlp)} MLP"
             cell_of[(shape, row.model)] = Cell(fmt_time(row.median_s), sub.strip(" ·"), "num", str(row.benchmark))
-        shapes = sorted({s for s, _ in cell_of}, key=lambda s: shape_sort_key(*s))
+        # Models without a grid (the width-matched MLP) join every grid size of their widths and batch.
+        shapes = {s for s, _ in cell_of}
+        gridded = {s[:2] for s in shapes if s[2] is not None}
+        for (shape, model), cell in list(cell_of.items()):
+            if shape[2] is None and shape[:2] in gridded:
+                for other in (s for s in shapes if s[:2] == shape[:2] and s[2] is not None):
+                    cell_of.setdefault((other, model), cell)
+        shapes = sorted((s for s in shapes if s[2] is not None or s[:2] not in gridded),
+                        key=lambda s: shape_sort_key(*s))
         table_rows = [[Cell(shape_label(*s))] + [cell_of.get((s, m), Cell("")) for m in models] for s in shapes]
         tables.append(Table(f"{where} · {phase}", ["shape"] + models, table_rows,
                             note="median time; ± the interquartile range; × MLP: KAN time / width-matched MLP time"))
     return tables
+
+
+def _reason(row) -> str:
+    reason = getattr(row, "reason", None)
+    return str(row.benchmark) + ("" if is_missing(reason) or not str(reason).strip() else f": {reason}")
 
 
 def _shape_key(widths, batch, grid) -> tuple:
@@ -169,7 +189,7 @@ DETAIL_COLUMNS = [
     ("samples/s", "throughput", fmt_number), ("GFLOP/s", "gflops", fmt_number),
     ("parameters", "param_bytes", fmt_bytes), ("saved", "saved_bytes", fmt_bytes),
     ("peak", "peak_bytes", fmt_bytes), ("× MLP", "x_mlp", fmt_number),
-    ("× param-MLP", "x_mlp_param", fmt_number), ("status", "status", str),
+    ("× param-MLP", "x_mlp_param", fmt_number), ("status", "status", str), ("reason", "reason", str),
 ]
 
 
@@ -191,7 +211,7 @@ def details(rows: pd.DataFrame, where: str) -> Table:
     return Table(where, ["phase"] + [c[0] for c in DETAIL_COLUMNS], table_rows)
 
 
-VERDICT_WORDS = {
+VERDICT_WORDS = {  # benchmarks.stats verdicts as the page says them
     "regression": "slower", "improvement": "faster", "unchanged": "no significant change",
     "insufficient samples": "too few samples",
 }
@@ -249,22 +269,26 @@ def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
     return frame.sort_values(["_rank", "_size"]).drop(columns=["_rank", "_size"]).reset_index(drop=True)
 
 
-def comparison_table(frame: pd.DataFrame, caption: str = "") -> Table:
+def comparison_table(frame: pd.DataFrame, caption: str = "", value=fmt_time,
+                     old: str = "old median", new: str = "new median") -> Table:
+    """One row per benchmark of a comparison frame; ``value`` formats the two medians."""
     rows = []
     for _, r in frame.iterrows():
-        cls = {"slower": "slower", "faster": "faster", "no significant change": "same"}.get(r["verdict"], "bad")
+        cls = {"slower": "slower", "faster": "faster", "no significant change": "same", "failed": "bad",
+               "error": "bad"}.get(r["verdict"], "")
         interval = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}" if np.isfinite(r["ci_low"]) else "–"
         p = f"{r['p']:.2g}" if np.isfinite(r["p"]) else "–"
         rows.append([
             Cell(str(r["model"]), title=str(r["benchmark"])), Cell(str(r["phase"])), Cell(str(r["device"])),
-            Cell(str(r["shape"]), cls="nowrap"), Cell(fmt_time(r["old_s"]), cls="num"), Cell(fmt_time(r["new_s"]), cls="num"),
+            Cell(str(r["shape"]), cls="nowrap"), Cell(value(r["old_s"]), cls="num"), Cell(value(r["new_s"]), cls="num"),
             Cell(f"{r['ratio']:.3f}" if np.isfinite(r["ratio"]) else "–", cls="num"), Cell(interval, cls="num"),
             Cell(p, cls="num"), Cell(f"{r['n_new']} / {r['n_old']}", cls="num"),
             Cell(str(r["verdict"]), str(r["note"]) if isinstance(r["note"], str) else "", cls),
         ])
-    columns = ["model", "phase", "device", "shape", "old median", "new median", "new / old",
-               "95% interval", "p", "n new / old", "verdict"]
-    return Table(caption, columns, rows)
+    columns = ["model", "phase", "device", "shape", old, new, "new / old", "95% interval", "p", "n new / old",
+               "verdict"]
+    keep = [i for i, c in enumerate(columns) if c not in ("device", "shape") or any(row[i].text for row in rows)]
+    return Table(caption, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
 
 def verdict_counts(frame: pd.DataFrame) -> list[tuple[str, int]]:
@@ -297,15 +321,27 @@ def sync_pairs(attribution: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=keys + ["part", "unsynchronized", "synchronized"])
 
 
+ASYNC_DEVICES = ("cuda", "mps", "xpu")
+
+
 def sync_lesson(pairs: pd.DataFrame) -> tuple[list[str], Table | None]:
     """A sentence with this run's own example of the lesson, and the shares before and after synchronising."""
     if pairs.empty:
         return [], None
-    pairs = pairs.assign(moved=pairs["unsynchronized"] - pairs["synchronized"])
-    top = pairs.loc[pairs["moved"].idxmax()]
-    example = (f"In this run {top['profiler']} on {top['device']} ({top['scenario']}) put "
-               f"{top['unsynchronized']:.0%} of the time in {top['part']} without synchronisation "
-               f"and {top['synchronized']:.0%} with it.")
+    pairs = pairs.assign(moved=pairs["unsynchronized"] - pairs["synchronized"],
+                         asynchronous=pairs["device"].map(lambda d: str(d).split(":")[0] in ASYNC_DEVICES))
+    pairs = pairs.sort_values("asynchronous", ascending=False, kind="stable")
+    on_device = pairs[pairs["asynchronous"]]
+    if not on_device.empty and on_device["moved"].max() >= 0.1:
+        top = on_device.loc[on_device["moved"].idxmax()]
+        example = (f"In this run {top['profiler']} on {top['device']} ({top['scenario']}) put "
+                   f"{top['unsynchronized']:.0%} of the time in {top['part']} without synchronisation "
+                   f"and {top['synchronized']:.0%} with it.")
+    elif on_device.empty:
+        example = ("This run profiled only the CPU, where work runs as it is called: the two columns below "
+                   "should agree, and where they differ it is the noise between two profiled runs.")
+    else:
+        example = "In this run synchronising moved no part's share by as much as 10 points."
     several_machines = pairs["machine"].nunique() > 1
     profile_keys = ["machine", "scenario", "profiler", "model", "device", "phase"]
     profiles = list(pairs.groupby(profile_keys, dropna=False, sort=True).groups)
@@ -323,7 +359,8 @@ def sync_lesson(pairs: pd.DataFrame) -> tuple[list[str], Table | None]:
                 continue
             r = r.iloc[0]
             cells += [Cell(f"{r['unsynchronized']:.0%}", cls="num"),
-                      Cell(f"{r['synchronized']:.0%}", cls="num" + (" moved" if abs(r["moved"]) >= 0.1 else ""))]
+                      Cell(f"{r['synchronized']:.0%}",
+                           cls="num" + (" moved" if r["asynchronous"] and abs(r["moved"]) >= 0.1 else ""))]
         rows.append(cells)
     names = [" · ".join(str(v) for v in (p[0] if several_machines else "", p[2], p[3], p[4], p[1]) if v)
              for p in profiles]
@@ -352,12 +389,47 @@ def frame_table(frame: pd.DataFrame, caption: str = "") -> Table:
     return Table(caption, [str(c) for c in frame.columns], rows)
 
 
-def gate_table(gate: object) -> Table | None:
-    """The speed gate's per-benchmark verdicts, when gate.json holds a list of records."""
-    records = gate.get("benchmarks") if isinstance(gate, dict) else gate
-    if isinstance(records, dict):
-        records = [dict(benchmark=k, **v) if isinstance(v, dict) else {"benchmark": k, "value": v}
-                   for k, v in records.items()]
-    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+GATE_COLUMNS = {"median_base": "old_s", "median_head": "new_s", "n_head": "n_new", "n_base": "n_old",
+                "reason": "note"}
+
+
+def gate_frame(gate: object) -> pd.DataFrame | None:
+    """The speed gate's rows (gate.json "benchmarks") in the columns of :func:`compare_runs`.
+
+    None when gate.json holds no list of rows. In the gate's baseline mode the medians
+    are times over the MLP's, not seconds.
+    """
+    rows = gate.get("benchmarks") if isinstance(gate, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         return None
-    return frame_table(pd.DataFrame(records))
+    frame = pd.DataFrame(rows).rename(columns=GATE_COLUMNS)
+    columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "ratio", "ci_low", "ci_high",
+               "p_slower", "p_faster", "n_new", "n_old", "status", "note"]
+    for column in columns:
+        if column not in frame:
+            frame[column] = np.nan
+    numeric = ["old_s", "new_s", "ratio", "ci_low", "ci_high", "p_slower", "p_faster"]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    frame["n_new"] = frame["n_new"].fillna(0).astype(int)
+    frame["n_old"] = frame["n_old"].fillna(0).astype(int)
+    frame["p"] = np.where(frame["ratio"] >= 1, frame["p_slower"], frame["p_faster"])
+    frame["verdict"] = frame["status"].map(lambda s: VERDICT_WORDS.get(s, "–" if is_missing(s) else str(s)))
+    frame["note"] = frame["note"].map(lambda v: "" if is_missing(v) else str(v))
+    settings = gate.get("settings") if isinstance(gate.get("settings"), dict) else {}
+    frame["threshold"] = float(settings.get("threshold") or 1.15)
+    for column in ("device", "shape"):
+        frame[column] = frame[column].map(lambda v: "" if is_missing(v) else str(v))
+    return frame.drop(columns=["p_slower", "p_faster", "status"])
+
+
+def gate_summary(gate: object) -> dict:
+    """The gate's overall verdict, summary line, mode and what it compared, for the page."""
+    gate = gate if isinstance(gate, dict) else {}
+    base = gate.get("base") if isinstance(gate.get("base"), dict) else {}
+    head = gate.get("head") if isinstance(gate.get("head"), dict) else {}
+    mode = str(gate.get("mode") or "base")
+    against = (f"the baseline file {base.get('baseline')}" if mode == "baseline"
+               else f"base {base.get('ref') or '?'} ({str(base.get('commit') or '?')[:9]})")
+    head_text = str(head.get("id") or "?")[:9] + (" with uncommitted changes" if head.get("dirty") else "")
+    return {"verdict": str(gate.get("verdict") or "?"), "summary": str(gate.get("summary") or ""),
+            "mode": mode, "against": against, "head": head_text}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
+
+WIDTH_SEPARATOR = re.compile(r"[x×\-, ]+")
 
 
 def is_missing(v: object) -> bool:
@@ -27,11 +30,17 @@ def byte_unit(n: float) -> tuple[float, str]:
 
 
 def width_list(widths: object) -> tuple[int, ...] | None:
-    """"784-64-10" as (784, 64, 10); None when it is not a list of widths."""
+    """"784x64x10" (or "784-64-10") as (784, 64, 10); None when it is not a list of widths."""
     try:
-        return tuple(int(w) for w in str(widths).split("-"))
+        return tuple(int(w) for w in WIDTH_SEPARATOR.split(str(widths).strip("[]() ")))
     except ValueError:
         return None
+
+
+def width_separator(widths: object) -> str:
+    """The separator a widths label uses: "x" in "784x64x10"."""
+    found = WIDTH_SEPARATOR.search(str(widths))
+    return found.group(0) if found else "x"
 
 
 def shape_label(widths: object, batch: object, grid: object) -> str:

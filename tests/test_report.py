@@ -29,16 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 KANS = {"kan": 9.0, "kan-fast": 3.0, "fourier-kan": 5.0, "rbf-kan": 2.5, "chebyshev-kan": 4.0}
 MLPS = {"mlp": 1.0, "mlp-param": 2.2}
-BASE = ("784-64-10", 256, 5)
-SHAPES = [BASE] + [("784-64-10", b, 5) for b in (64, 1024)] + [("784-64-10", 256, g) for g in (3, 10)] + \
-    [("784-%d-10" % w, 256, 5) for w in (32, 128)]
+BASE = ("784x64x10", 256, 5)
+SHAPES = [BASE] + [("784x64x10", b, 5) for b in (64, 1024)] + [("784x64x10", 256, g) for g in (3, 10)] + \
+    [("784x%dx10" % w, 256, 5) for w in (32, 128)]
 PHASE_COST = {"forward": 1.0, "backward": 2.1, "train": 3.6}
 
 
 def true_median(model: str, factor: float, phase: str, widths: str, batch: int, grid: int, device: str,
                 speedup: dict) -> float:
     """A made-up but plausible cost model: MLP FLOPs, times a per-model factor growing with the grid for KANs."""
-    w = [int(x) for x in widths.split("-")]
+    w = [int(x) for x in widths.split("x")]
     flops = 2 * batch * sum(a * b for a, b in zip(w, w[1:]))
     if model not in MLPS:
         factor *= (grid + 3) / 8
@@ -48,8 +48,12 @@ def true_median(model: str, factor: float, phase: str, widths: str, batch: int, 
 
 def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu", speedup: dict | None = None,
              rounds: int = 15, attribution: bool = True, quality: bool = True, seed: int = 0,
-             models: dict | None = None, shapes: list | None = None) -> record.Run:
-    """Write a run folder through the record module; return it."""
+             models: dict | None = None, shapes: list | None = None, skip: str | None = None) -> record.Run:
+    """Write a run folder through the record module; return it.
+
+    As the bench stage does: the width-matched MLP has no grid size (one measurement per
+    widths and batch), and a model that cannot be imported (``skip``) has "skipped" rows.
+    """
     rng = np.random.default_rng(seed)
     run = record.Run(root / name)
     run.path.mkdir(parents=True)
@@ -66,13 +70,24 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
     })
     rows, benchmarks = [], []
     models = models or {**KANS, **MLPS}
+    done = set()
     for widths, batch, grid in shapes or SHAPES:
         for model, factor in models.items():
             for phase in PHASE_COST:
+                g = None if model == "mlp" else grid
+                if (model, phase, widths, batch, g) in done:
+                    continue
+                done.add((model, phase, widths, batch, g))
+                if model == skip:
+                    rows.append({"benchmark": f"test_case[{model}-{phase}-{device}-float32-{widths}-b{batch}-g{g}]",
+                                 "model": model, "family": "kan", "phase": phase, "device": device, "dtype": "float32",
+                                 "widths": widths, "batch": batch, "grid_size": g, "status": "skipped",
+                                 "machine": machine, "reason": f"model {model!r} cannot be imported here"})
+                    continue
                 median = true_median(model, factor, phase, widths, batch, grid, device, speedup or {})
                 data = median * np.exp(rng.normal(0, 0.03, rounds))  # (rounds,)
                 q1, q3 = np.percentile(data, [25, 75])
-                name = f"test_{phase}[{model}-{device}-float32-{widths}-b{batch}-g{grid}]"
+                name = f"test_case[{model}-{phase}-{device}-float32-{widths}-b{batch}" + (f"-g{g}]" if g else "]")
                 benchmarks.append({
                     "group": phase, "name": name, "fullname": f"benchmarks/test_speed.py::{name}",
                     "params": {"model": model}, "param": f"{model}-{device}",
@@ -84,11 +99,11 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                               "data": data.tolist(), "iterations": 1},
                 })
                 is_kan = model not in MLPS
-                params = 4 * (int(widths.split("-")[1]) * 794) * ((grid + 4) if is_kan else 1)
+                params = 4 * (int(widths.split("x")[1]) * 794) * ((grid + 4) if is_kan else 1)
                 rows.append({
                     "benchmark": name, "model": model, "family": "mlp" if model in MLPS else "kan", "phase": phase,
                     "device": device, "dtype": "float32", "widths": widths, "batch": batch,
-                    "grid_size": grid, "status": "ok", "median_s": float(np.median(data)), "iqr_s": q3 - q1,
+                    "grid_size": g, "status": "ok", "median_s": float(np.median(data)), "iqr_s": q3 - q1,
                     "mean_s": data.mean(), "min_s": data.min(), "max_s": data.max(), "rounds": rounds,
                     "first_call_s": 5 * median, "throughput": batch / np.median(data), "flops": 1e6,
                     "gflops": 1e-3 / np.median(data), "param_bytes": params,
@@ -97,12 +112,12 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                     "x_mlp": np.nan, "x_mlp_param": np.nan, "threads": 2, "machine": machine,
                 })
     bench = pd.DataFrame(rows, columns=record.BENCH_COLUMNS)
-    for column, baseline in (("x_mlp", "mlp"), ("x_mlp_param", "mlp-param")):
-        base = bench[bench["model"] == baseline].set_index(["phase", "widths", "batch", "grid_size"])["median_s"]
-        keys = list(zip(bench["phase"], bench["widths"], bench["batch"], bench["grid_size"]))
-        is_kan = bench["family"] == "kan"
-        bench.loc[is_kan, column] = bench.loc[is_kan, "median_s"].to_numpy() / base.reindex(
-            [k for k, kan in zip(keys, is_kan) if kan]).to_numpy()
+    is_kan = (bench["family"] == "kan") & (bench["status"] == "ok")
+    for column, baseline, keys in (("x_mlp", "mlp", ["phase", "widths", "batch"]),
+                                   ("x_mlp_param", "mlp-param", ["phase", "widths", "batch", "grid_size"])):
+        base = bench[bench["model"] == baseline].set_index(keys)["median_s"]
+        wanted = pd.MultiIndex.from_frame(bench.loc[is_kan, keys])
+        bench.loc[is_kan, column] = bench.loc[is_kan, "median_s"].to_numpy() / base.reindex(wanted).to_numpy()
     run.write_table("benchmarks", bench)
     run.write_json("benchmark.json", {
         "machine_info": {"node": machine, "processor": "x86_64", "python_version": "3.11.2"},
@@ -113,11 +128,13 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
         run.write_table("attribution", attribution_rows(device="mps" if device == "cpu" else device))
         profiles = run.path / "profiles"
         profiles.mkdir()
-        (profiles / "kan-train.svg").write_text(
-            '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="20"><rect width="200" height="20"/></svg>')
-        (profiles / "kan-train.speedscope.json").write_text('{"profiles": []}')
-        (profiles / "kan-train.trace.json").write_text('{"traceEvents": []}')
-        (profiles / "kan-train.pstats").write_bytes(b"\x00")
+        for stem in ("kan-mps-loop", "kan-mps-loop-synchronized"):  # named as the profile stage names them
+            (profiles / f"{stem}.flamegraph.svg").write_text(
+                '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="20"><rect width="200" height="20"/></svg>')
+            (profiles / f"{stem}.speedscope.json").write_text('{"profiles": []}')
+            (profiles / f"{stem}.trace.json").write_text('{"traceEvents": []}')
+            (profiles / f"{stem}.pstats").write_bytes(b"\x00")
+            (profiles / f"{stem}.cprofile.txt").write_text("ncalls tottime")
     if quality:
         run.write_table("quality", pd.DataFrame({
             "model": list(KANS) + list(MLPS), "task": "sin(pi x) + y^2",
@@ -158,7 +175,7 @@ from reports.__main__ import main  # noqa: E402
 from reports.render import render  # noqa: E402
 
 SMALL = dict(models={"kan": 9.0, "kan-fast": 3.0, "mlp": 1.0, "mlp-param": 2.2},
-             shapes=[("784-64-10", 256, 5), ("784-64-10", 1024, 5)], attribution=False, quality=False)
+             shapes=[("784x64x10", 256, 5), ("784x64x10", 1024, 5)], attribution=False, quality=False)
 
 
 def test_headline_is_geometric_mean_of_kan_over_mlp(tmp_path):
@@ -264,14 +281,14 @@ XSS = "<script>alert(1)</script>"
 
 
 MEDIUM = dict(models={"kan": 9.0, "kan-fast": 3.0, "rbf-kan": 2.5, "mlp": 1.0, "mlp-param": 2.2},
-              shapes=[("784-64-10", 256, 5), ("784-64-10", 1024, 5), ("784-64-10", 256, 10), ("784-128-10", 256, 5)])
+              shapes=[("784x64x10", 256, 5), ("784x64x10", 1024, 5), ("784x64x10", 256, 10), ("784x128x10", 256, 5)])
 
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     """A realistic run rendered alone; a smaller one merged with a GPU box's run and compared with an older run."""
     root = tmp_path_factory.mktemp("results")
-    run = make_run(root, "20250601T110000-aaaaaaa")
+    run = make_run(root, "20250601T110000-aaaaaaa", skip="chebyshev-kan")
     old = make_run(root, "20250601T120000-aaaaaaa", seed=1, **MEDIUM)
     new = make_run(root, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, **MEDIUM)
     gpu = make_run(root, "20250602T130000-bbbbbbb", machine="gpu-box", device="cuda", seed=3, quality=False,
@@ -301,6 +318,8 @@ def test_page_has_every_section_and_chart(pages):
         "Time against batch size — cpu", "Time against grid size — cpu", "Time against width — cpu",
         "Memory per model — cpu", "Where the time goes — train-loop", "Where the time goes — forward",
     ]
+    assert page.count('<td class="bad" title="test_case[chebyshev-kan-') == 7 * 3  # skipped, with the reason
+    assert "cannot be imported here" in page and "21 skipped" in page
     assert "blames whichever call has to wait for the device" in page
     assert "moves the time back to the parts that did it" in page
     for expected in ["2.13.0+cpu", "Intel(R) Xeon(R) CPU @ 2.20GHz", "0123456789abcdef on main", "test rmse",
@@ -322,9 +341,21 @@ def test_page_is_self_contained(pages):
 
 def test_page_links_every_profile_file(pages):
     page = pages["single"].read_text()
-    for kind, name in [("flamegraph", "kan-train.svg"), ("speedscope", "kan-train.speedscope.json"),
-                       ("chrome trace", "kan-train.trace.json"), ("cProfile stats", "kan-train.pstats")]:
-        assert f'{kind}: <a href="profiles/{name}">{name}</a>' in page
+    files = sorted(p.name for p in (pages["run"].path / "profiles").iterdir())
+    assert len(files) == 10
+    assert sorted(re.findall(r'<a href="profiles/([^"]+)"', page)) == files
+    header = re.search(r"<th>profiled</th>(.*?)</tr>", page).group(1)
+    assert re.findall(r"<th>(.*?)</th>", header) == ["flamegraph", "speedscope", "chrome trace", "cProfile stats",
+                                                     "top functions"]
+    assert "<td>kan-mps-loop</td>" in page and "<td>kan-mps-loop-synchronized</td>" in page
+
+
+def test_profile_kinds_by_file_name():
+    assert data.profile_kind("kan-cpu-train.flamegraph.svg") == ("flamegraph", "kan-cpu-train")
+    assert data.profile_kind("kan-cpu-train.speedscope.json") == ("speedscope", "kan-cpu-train")
+    assert data.profile_kind("kan-cpu-train.pt.trace.json.gz") == ("chrome trace", "kan-cpu-train")
+    assert data.profile_kind("kan.pstats") == ("cProfile stats", "kan")
+    assert data.profile_kind("notes.md") == ("other", "notes.md")
 
 
 def test_record_strings_are_escaped(pages):
@@ -348,7 +379,7 @@ def test_merged_page_labels_machines_and_compares(pages):
         assert f"Forward and backward time per model — {label}" in page
     assert re.findall(r"<h3>(\w[\w-]*) · <code>", page) == ["laptop", "gpu-box"]
     counts = dict((v, int(n)) for n, v in re.findall(r"<span>(\d+) ([a-z ]+)</span>", page))
-    assert counts == {"slower": 12, "faster": 12, "no significant change": 36}
+    assert counts == {"slower": 12, "faster": 12, "no significant change": 33}
     assert "New / old time per benchmark" in page
 
 
@@ -357,6 +388,52 @@ def test_two_runs_of_one_machine_are_told_apart(tmp_path):
     b = make_run(tmp_path, "20250602T120000-bbbbbbb", **SMALL)
     labels = [d.machine for d in data.load_all([a, b])]
     assert labels == ["laptop (20250601T120000-aaaaaaa)", "laptop (20250602T120000-bbbbbbb)"]
+
+
+def gate_run(root: Path) -> record.Run:
+    """A speed-gate run folder as benchmarks.gate writes it: environment.json and gate.json only."""
+    run = record.Run(root / "20250603T120000-ccccccc-gate")
+    run.path.mkdir(parents=True)
+    run.write_json("environment.json", {"machine": "ci"})
+    rows = [
+        dict(benchmark="kan-forward", model="kan", phase="forward", status="regression", ratio=1.31, ci_low=1.22,
+             ci_high=1.40, p_slower=1e-5, p_faster=1.0, median_base=0.010, median_head=0.0131, n_base=24, n_head=24),
+        dict(benchmark="kan-train", model="kan", phase="train", status="unchanged", ratio=1.02, ci_low=0.97,
+             ci_high=1.06, p_slower=0.3, p_faster=0.7, median_base=0.030, median_head=0.0306, n_base=24, n_head=24),
+        dict(benchmark="kan-fast-forward", model="kan-fast", phase="forward", status="new",
+             reason="the base has no kan-fast"),
+    ]
+    run.write_json("gate.json", {
+        "schema": 1, "mode": "base", "verdict": "fail", "exit_status": 1, "summary": "regression in kan-forward",
+        "base": {"ref": "HEAD~1", "commit": "89abcdef0123"}, "head": {"id": "0123456789ab", "dirty": False},
+        "settings": {"threshold": 1.15, "alpha": 0.01}, "benchmarks": rows, "samples": {},
+    })
+    return run
+
+
+def test_a_gate_run_shows_its_verdict(tmp_path):
+    page = render(str(gate_run(tmp_path).path)).read_text()
+    assert '<span class="slower">FAIL</span>' in page
+    assert "Head 012345678 against base HEAD~1 (89abcdef0): regression in kan-forward." in page
+    assert '<td class="slower">slower</td>' in page and "1.220–1.400" in page and "13.1 ms" in page
+    assert "<td>new<span class=\"sub\">the base has no kan-fast</span></td>" in page
+    assert "1 benchmarks with no significant change" in page
+    assert "This run has no benchmark table" in page
+
+
+def test_a_profile_run_shows_where_the_time_goes(tmp_path):
+    run = record.Run(tmp_path / "20250603T120000-ccccccc-profile")
+    run.path.mkdir()
+    run.write_table("attribution", attribution_rows(device="cuda"))
+    page = render(str(run.path)).read_text()
+    assert "In this run cprofile on cuda (train-loop) put 72% of the time in transfer" in page
+    assert "Where the time goes — train-loop" in page
+
+
+def test_sync_lesson_on_the_cpu_alone_says_there_is_nothing_to_move():
+    attribution = data._tidy_attribution(attribution_rows(device="cpu"), record.Run(Path("x")))
+    sentences, _ = tables.sync_lesson(tables.sync_pairs(attribution.assign(machine="m")))
+    assert sentences[0].startswith("This run profiled only the CPU")
 
 
 # --- the command line -----------------------------------------------------------------------------
@@ -372,7 +449,7 @@ def test_cli_renders_the_newest_run_with_benchmarks(tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.parametrize("case", ["unknown run", "no benchmarks.csv", "no runs", "bad columns", "unknown against",
-                                  "bad csv", "bad environment"])
+                                  "against no benchmarks", "bad csv", "bad environment", "bad threshold"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
     monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
     run = make_run(tmp_path / "results", "20250601T120000-aaaaaaa", **SMALL)
@@ -388,6 +465,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
         run.file("benchmarks.csv").write_text("a,b\n1,2\n")
     elif case == "unknown against":
         args += ["--against", "nothere"]
+    elif case == "against no benchmarks":
+        args += ["--against", str(gate_run(tmp_path / "results").path)]
+    elif case == "bad threshold":
+        args += ["--threshold", "0.9"]
     elif case == "bad csv":
         run.file("benchmarks.csv").write_bytes(b"")
     elif case == "bad environment":
