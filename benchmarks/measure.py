@@ -24,6 +24,15 @@ from benchmarks.suites import Suite
 from benchmarks.timer import DeviceTimer, first_call, set_threads
 
 
+def _forward_flops(case: Case) -> int | None:
+    """The registry's FLOP count of one forward, or None where the model's module has no FLOP function."""
+    try:
+        zoo().entry(case.model).flops_function()
+    except (ImportError, AttributeError):
+        return None
+    return case.forward_flops()
+
+
 def measure(benchmark, case: Case, suite: Suite, row: dict, step: Step | None = None) -> dict:
     """Measure ``case`` with the pytest-benchmark fixture ``benchmark``, filling ``row``.
 
@@ -33,11 +42,12 @@ def measure(benchmark, case: Case, suite: Suite, row: dict, step: Step | None = 
     """
     step = step if step is not None else make_step(case)
     parameters = zoo().parameter_count(step.model)
+    forward_flops = _forward_flops(case)
     row.update(
         parameters=parameters,
         param_bytes=memory.param_bytes(step.model),
         saved_bytes=memory.saved_tensor_bytes(step.forward, exclude=step.model.parameters()),
-        flops=phase_flops(case.forward_flops(), case.phase, parameters),
+        flops=None if forward_flops is None else phase_flops(forward_flops, case.phase, parameters),
         threads=set_threads(None),
     )
     timer = DeviceTimer(case.device)

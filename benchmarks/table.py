@@ -40,11 +40,12 @@ def tidy(rows: list[dict]) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     ok = frame["status"] == "ok"
     frame.loc[~ok, TIME_COLUMNS] = math.nan
+    frame["throughput"] = (frame["batch"] / frame["median_s"]).where(ok)
+    frame["gflops"] = (frame["flops"] / frame["median_s"] / 1e9).where(ok)
+    frame = mlp_ratios(frame)
     for column in INTEGER_COLUMNS:  # whole numbers stay whole in the CSV, empty where unknown
         frame[column] = frame[column].round().astype("Int64")
-    frame.loc[ok, "throughput"] = frame["batch"] / frame["median_s"]
-    frame.loc[ok, "gflops"] = frame["flops"] / frame["median_s"] / 1e9
-    return mlp_ratios(frame)
+    return frame
 
 
 def mlp_ratios(frame: pd.DataFrame) -> pd.DataFrame:

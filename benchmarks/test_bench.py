@@ -39,8 +39,8 @@ def test_case(benchmark, case, suite, bench_run, request):
             benchmark.extra_info.update({k: v for k, v in row.items() if k != "samples"})
             if bench_run is not None:
                 bench_run.append_jsonl(record.MEASUREMENTS, row)
-    if row["status"] != "ok":
-        benchmark.skipped = True  # no timing to report: silence pytest-benchmark's "fixture not used"
+            if row["status"] != "ok":
+                benchmark.skipped = True  # no timing to report: silence pytest-benchmark's "fixture not used"
     if row["status"] == "skipped":
         pytest.skip(row["reason"])
     if row["status"] == "nonfinite":

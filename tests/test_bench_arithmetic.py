@@ -56,13 +56,14 @@ ROWS = [
     _row("kan", 0.008, batch=512, grid=5),  # no MLP measured at this batch
     _row("kan", 0.004, phase="train", grid=5),  # nor in this phase
     _row("rbf-kan", 0.003, grid=5, status="nonfinite"),
+    _row("fourier-kan", 0.002, grid=5, flops=None),  # a model without a FLOP count is still timed
 ]
 
 
 def test_throughput_gflops_and_mlp_ratios_by_hand():
     frame = tidy(ROWS)
     assert list(frame.columns) == BENCH_COLUMNS
-    kan5, kan20, mlp, mlp_p5, mlp_p20, kan512, kan_train, bad = (frame.iloc[i] for i in range(8))
+    kan5, kan20, mlp, mlp_p5, mlp_p20, kan512, kan_train, bad, no_flops = (frame.iloc[i] for i in range(9))
     assert kan5["throughput"] == pytest.approx(256 / 0.004)  # samples per second
     assert kan5["gflops"] == pytest.approx(1e6 / 0.004 / 1e9)
     assert kan5["x_mlp"] == pytest.approx(4.0)
@@ -77,11 +78,13 @@ def test_throughput_gflops_and_mlp_ratios_by_hand():
     for column in ["median_s", "iqr_s", "throughput", "gflops", "x_mlp", "x_mlp_param", "rounds"]:
         assert pd.isna(bad[column]), column
     assert bad["status"] == "nonfinite"
+    assert pd.isna(no_flops["gflops"]) and no_flops["throughput"] == pytest.approx(256 / 0.002)
+    assert no_flops["x_mlp"] == pytest.approx(2.0)
 
 
 def test_summary_shows_model_by_phase_with_the_mlp_ratio():
     text = summary(tidy(ROWS))
-    assert "8 measurements: 7 ok, 1 nonfinite" in text
+    assert "9 measurements: 8 ok, 1 nonfinite" in text
     assert "cpu float32 [784, 64, 10] batch 256, grid 5" in text
     line = next(l for l in text.splitlines() if l.startswith("kan ") and "4 ms" in l)
     assert "x4" in line
