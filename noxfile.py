@@ -99,3 +99,34 @@ def report(session: nox.Session) -> None:
     """
     python = harness_python(session)
     session.run(python, "-m", "reports", *session.posargs, external=True)
+
+
+@nox.session
+def profile(session: nox.Session) -> None:
+    """Where the time goes: cProfile, py-spy and torch.profiler, and the attribution table.
+
+    `nox -s profile` profiles the reference KAN [784, 64, 10], batch 1024, on the CPU in
+    every phase with all three profilers, into a new run folder under results/; arguments
+    pass through: `nox -s profile -- --model kan mlp --device cuda --phase train loop`
+    (`-- --help` lists them). The run is then rendered as a report when reports/ offers
+    `python -m reports`. Fails when a scenario failed or a requested profiler could not
+    run here (py-spy missing or not permitted; the message says how to enable it).
+    """
+    python = harness_python(session)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import record  # the standard library only, at import
+
+    before = {r.name for r in record.runs()}
+    session.run(python, "-m", "profiles", *session.posargs, external=True, success_codes=[0, 1, 3])
+    new = [r for r in record.runs() if r.name not in before and r.has("profile.json")]
+    if not new:
+        return
+    run = new[-1]
+    if run.has("attribution.csv") and (ROOT / "reports" / "__main__.py").exists():
+        session.run(python, "-m", "reports", "--run", str(run.path), external=True)
+    outcome = run.read_json("profile.json")
+    problems = outcome.get("failures", []) + [
+        f"{name}: {said}" for name, said in outcome.get("profilers", {}).items() if said != "ok"
+    ]
+    if problems:
+        session.error("; ".join(problems))

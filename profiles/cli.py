@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     threads=args.threads)
     todo = expand(args.model, args.device, args.phase, **settings)
     print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
-    load_before = _load()
+    load_before = record.load_average()
     if load_before and load_before[0] > (os.cpu_count() or 1):
         print(f"note: this machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
               f"the profilers run one after another, so shares move with the load between them "
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "profilers": args.profiler, "py_spy_rate": args.rate,
                      "threads_used": args.threads or _torch_threads(),
                      "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()},
-        "load_average": {"before": load_before, "after": _load()},
+        "load_average": {"before": load_before, "after": record.load_average()},
         "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
         "failures": failures,
         "files": files,
@@ -239,14 +239,6 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
             pyspy.write_speedscope(mine, made[0], f"{s.stem} (py-spy)")
             flamegraph.write(mine, made[1], f"{s.stem} (py-spy)")
             note(s, "py-spy", pyspy.attribute(mine), made, took / len(group))
-
-
-def _load() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, where the platform has them."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def _torch_threads() -> int:
