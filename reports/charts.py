@@ -100,7 +100,8 @@ def reference_shape(rows: pd.DataFrame) -> tuple | None:
     """The shape (widths, batch, grid) at which the most models have an ok forward and backward.
 
     Width-matched MLP rows carry no grid size; they count for every grid. Ties go to
-    the shape with more measurements, then to the larger batch.
+    the shape with more measurements, then to the bigger network (product of its widths),
+    the larger batch and the smaller grid: the shape where the models' own work shows most.
     """
     ok = rows[rows["status"] == "ok"]
     phases: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))  # shape -> model -> phases
@@ -119,7 +120,8 @@ def reference_shape(rows: pd.DataFrame) -> tuple | None:
         merged = {m: p | any_grid.get(shape[:2], {}).get(m, set()) for m, p in by_model.items()}
         merged.update({m: p for m, p in any_grid.get(shape[:2], {}).items() if m not in merged})
         both = sum(p >= {"forward", "backward"} for p in merged.values())
-        score = (both, sum(len(p) for p in merged.values()), -1 if shape[1] is None else shape[1])
+        size = math.prod(width_list(shape[0]) or (0,))
+        score = (both, sum(len(p) for p in merged.values()), size, shape[1] or -1, -(shape[2] or 0))
         if best_score is None or score > best_score:
             best, best_score = shape, score
     return best
@@ -183,51 +185,79 @@ def time_split(rows: pd.DataFrame, where: str) -> Chart | None:
 
 @styled
 def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
-    """KAN time / MLP time at every shape, one panel per phase; filled: width-, hollow: parameter-matched."""
+    """KAN time / MLP time at every shape, one panel per phase; filled: width-, hollow: parameter-matched.
+
+    Shapes run along x, grouped by widths and batch; a line joins the grid sizes of one
+    group only, so that each segment reads as "the ratio as the grid grows".
+    """
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
     kan = kan[kan["x_mlp"].notna() | kan["x_mlp_param"].notna()]
     if kan.empty:
         return None
     phases = [p for p in PHASES if p in set(kan["phase"])] + sorted(set(kan["phase"]) - set(PHASES))
-    shapes = sorted({tuple(s) for s in kan[SHAPE].itertuples(index=False)}, key=lambda s: shape_sort_key(*s))
+    shapes = sorted({_shape(*s) for s in kan[SHAPE].itertuples(index=False)}, key=lambda s: shape_sort_key(*s))
     index = {s: i for i, s in enumerate(shapes)}
     colors = model_colors(sorted(set(rows["model"])), _families(rows))
-    fig = _figure(2.0 * len(phases) + 0.35 * max(len(s[0]) for s in shapes) / 4 + 0.8)
+    many = len(shapes) > 8
+    fig = _figure(1.9 * len(phases) + (1.6 if many else 0.9))
     axes = _subplots(fig, len(phases), 1, sharex=True)[:, 0]
     handles = {}
     for ax, phase in zip(axes, phases):
         at = kan[kan["phase"] == phase]
-        for model, g in at.groupby("model"):
-            x = np.array([index[tuple(s)] for s in g[SHAPE].itertuples(index=False)])
+        for (model, widths, batch), g in at.groupby(["model", "widths", "batch"], dropna=False):
+            x = np.array([index[_shape(*s)] for s in g[SHAPE].itertuples(index=False)])
             order = np.argsort(x)
             for column, marker in (("x_mlp", "o-"), ("x_mlp_param", "s--")):
-                values = g[column].to_numpy()[order]
+                values = g[column].to_numpy(float)[order]
                 if np.isfinite(values).any():
-                    (line,) = ax.plot(x[order], values, marker, color=colors[model], markersize=4,
+                    (line,) = ax.plot(x[order], values, marker, color=colors[model], markersize=3.5,
                                       markerfacecolor=colors[model] if marker == "o-" else "white")
                     handles.setdefault(model, line)
+        for i in range(1, len(shapes)):
+            if shapes[i][:2] != shapes[i - 1][:2]:
+                ax.axvline(i - 0.5, color="#cccccc", linewidth=0.8)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.yaxis.set_minor_locator(NullLocator())
+        ax.grid(axis="x", visible=False)
         ax.set_ylabel(f"{label(phase)}: KAN / MLP")
     axes[0].set_title(label(where), fontsize=9, loc="left")
     fig.legend(list(handles.values()), [label(m) for m in handles], loc="outside right upper", fontsize=7)
-    axes[-1].set_xticks(range(len(shapes)), [label(shape_label(*s)) for s in shapes], rotation=30, ha="right")
-    note = "● against the width-matched MLP, ○ (dashed) against the parameter-matched MLP; above 1 the KAN is slower"
+    ticks = [label(shape_label(*s)).replace("batch ", "b").replace("grid ", "g") for s in shapes]
+    axes[-1].set_xticks(range(len(shapes)), ticks, rotation=90 if many else 30, ha="center" if many else "right",
+                        fontsize=7 if many else 8)
+    note = ("● against the width-matched MLP, ○ (dashed) against the parameter-matched MLP; above 1 the KAN is "
+            "slower; b: batch, g: grid size; a line joins the grid sizes of one shape")
     return _svg(fig, f"KAN / MLP time over shapes and grid sizes — {where}",
                 f"KAN to MLP time ratios over shapes, {where}", note)
 
 
-SCALING = {"batch": "batch size", "grid_size": "grid size", "width": "width"}
+def _shape(widths, batch, grid) -> tuple:
+    """A hashable shape: NaN batch or grid as None."""
+    return (widths, None if is_missing(batch) else batch, None if is_missing(grid) else grid)
+
+
+SCALING = {"batch": "batch size", "grid_size": "grid size", "width": "width",
+           "parameters": "parameters (across architectures)"}
+
+
+def compact(v: float) -> str:
+    """A tick label: 64, 1024, 12k, 3.5M (k only from 10 000 on, so that batch sizes stay whole)."""
+    for at, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if abs(v) >= at:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:g}"
 
 
 def scaling_series(rows: pd.DataFrame, variable: str) -> list[dict]:
     """Per (phase, model), the longest series of ok rows in which only ``variable`` changes.
 
-    ``variable`` is "batch", "grid_size" or "width"; for "width" the series keeps every
-    layer width but one fixed (784-*-10), and x is the one that changes. Each series is a
+    ``variable`` is "batch", "grid_size", "width" or "parameters"; for "width" the series
+    keeps every layer width but one fixed (784-*-10), and x is the one that changes; for
+    "parameters" the architectures differ and x is the model's parameter count (the
+    "parameters" column, else parameter bytes / 4). Each series is a
     dict: phase, model, x, y (median seconds, the median where a point was measured twice),
     fixed (what was held fixed, as text) and slope (the least-squares slope of log y on log x).
     """
@@ -235,10 +265,16 @@ def scaling_series(rows: pd.DataFrame, variable: str) -> list[dict]:
         raise ValueError(f"unknown scaling variable {variable!r}; expected one of {', '.join(SCALING)}")
     ok = rows[(rows["status"] == "ok") & (rows["median_s"] > 0)]
     points: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    columns = ["phase", "model", "dtype", "widths", "batch", "grid_size", "median_s"]
-    for phase, model, dtype, widths, batch, grid, median in ok[columns].itertuples(index=False):
+    parameters = ok["parameters"] if "parameters" in ok else pd.Series(np.nan, index=ok.index)
+    if "param_bytes" in ok:
+        parameters = parameters.fillna(ok["param_bytes"] / 4)
+    ok = ok.assign(_parameters=parameters)
+    columns = ["phase", "model", "dtype", "widths", "batch", "grid_size", "median_s", "_parameters"]
+    for phase, model, dtype, widths, batch, grid, median, parameters in ok[columns].itertuples(index=False):
         batch, grid = (None if is_missing(v) else v for v in (batch, grid))
-        if variable == "batch" and batch is not None:
+        if variable == "parameters" and not is_missing(parameters) and parameters > 0:
+            points[(phase, model, dtype, ("various widths", batch, grid))][parameters].append(median)
+        elif variable == "batch" and batch is not None:
             points[(phase, model, dtype, (widths, None, grid))][batch].append(median)
         elif variable == "grid_size" and grid is not None:
             points[(phase, model, dtype, (widths, batch, None))][grid].append(median)
@@ -247,13 +283,30 @@ def scaling_series(rows: pd.DataFrame, variable: str) -> list[dict]:
             for position in range(len(w)):
                 masked = width_separator(widths).join("*" if i == position else str(v) for i, v in enumerate(w))
                 points[(phase, model, dtype, (masked, batch, grid))][w[position]].append(median)
+    # Per phase, one context held fixed for every model: the one most models were swept in,
+    # then the longest sweep, then the most work (the slowest, least dominated by overheads).
+    # A model without a grid size (the width-matched MLP) joins the context of any grid.
+    series = {k: v for k, v in points.items() if len(v) >= 2}
     best: dict[tuple, dict] = {}
-    for (phase, model, _, fixed), by_x in points.items():
-        if len(by_x) < 2 or ((phase, model) in best and len(by_x) <= len(best[(phase, model)]["x"])):
-            continue
-        x = np.array(sorted(by_x), dtype=float)
-        y = np.array([np.median(by_x[v]) for v in sorted(by_x)], dtype=float)
-        best[(phase, model)] = {"phase": phase, "model": model, "x": x, "y": y, "fixed": shape_label(*fixed)}
+    for phase in sorted({k[0] for k in series}):
+        contexts = {k[3] for k in series if k[0] == phase and not (variable != "grid_size" and k[3][2] is None)}
+        contexts = contexts or {k[3] for k in series if k[0] == phase}
+
+        def members(context):
+            return {k[1]: v for k, v in series.items() if k[0] == phase and (
+                k[3] == context or (variable != "grid_size" and k[3][2] is None and k[3][:2] == context[:2]))}
+
+        def score(context):
+            m = members(context)
+            return (len(m), sum(len(v) for v in m.values()),
+                    sum(np.median(ys) for v in m.values() for ys in v.values()))
+
+        context = max(sorted(contexts, key=str), key=score)
+        for model, by_x in members(context).items():
+            xs = sorted(by_x)
+            best[(phase, model)] = {"phase": phase, "model": model, "x": np.array(xs, dtype=float),
+                                    "y": np.array([np.median(by_x[v]) for v in xs], dtype=float),
+                                    "fixed": shape_label(*context)}
     for series in best.values():
         series["slope"] = float(np.polyfit(np.log(series["x"]), np.log(series["y"]), 1)[0])
     return sorted(best.values(), key=lambda c: (c["phase"], c["model"]))
@@ -270,7 +323,8 @@ def scaling(rows: pd.DataFrame, variable: str, where: str) -> Chart | None:
     colors = model_colors(sorted(set(rows["model"])), _families(rows))
     fig = _figure(2.9, WIDTH)
     axes = _subplots(fig, 1, len(phases))[0]
-    scale, unit = time_unit(float(np.min(np.concatenate([s["y"] for s in series]))))
+    all_y = np.concatenate([s["y"] for s in series])
+    scale, unit = time_unit(float(np.sqrt(all_y.min() * all_y.max())))  # the unit of the middle of the range
     fixed = sorted({s["fixed"] for s in series})
     handles = {}
     for ax, phase in zip(axes, phases):
@@ -279,11 +333,16 @@ def scaling(rows: pd.DataFrame, variable: str, where: str) -> Chart | None:
             handles[s["model"]] = line
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks(sorted({x for s in series if s["phase"] == phase for x in s["x"]}))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        xs = {tuple(s["x"]) for s in series if s["phase"] == phase}
+        if len(xs) == 1 and len(next(iter(xs))) <= 8:  # every model at the same few points: tick each
+            ax.set_xticks(next(iter(xs)))
+        else:
+            ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v)))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * scale:g}"))
+        decades = math.log10(max(s["y"].max() for s in series) / min(s["y"].min() for s in series))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v * scale)))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_title(label(phase), fontsize=9)
         ax.set_xlabel(SCALING[variable])

@@ -84,7 +84,10 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
     figures = {
         "time": [charts.time_split(g.rows, g.where) for g in page_groups],
         "ratios": [charts.mlp_ratios(g.rows, g.where) for g in page_groups],
-        "scaling": [charts.scaling(g.rows, v, g.where) for v in charts.SCALING for g in page_groups],
+        "scaling": [charts.scaling(g.rows, v, g.where) for v in ("batch", "grid_size") for g in page_groups]
+        # against width where one width was swept alone, else against size across the architectures measured
+        + [charts.scaling(g.rows, "width", g.where) or charts.scaling(g.rows, "parameters", g.where)
+           for g in page_groups],
         "memory": [charts.memory(g.rows, g.where) for g in page_groups],
     }
 

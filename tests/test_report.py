@@ -231,6 +231,18 @@ def test_scaling_slopes_recover_known_exponents():
     assert grid["slope"] == pytest.approx(np.cov(x, y)[0, 1] / np.var(x, ddof=1), abs=1e-9)
 
 
+def test_without_a_width_sweep_size_is_the_parameter_count():
+    """Architectures that differ in more than one width: time against parameters, time = 1e-9 * parameters^1.5."""
+    frame = pd.DataFrame([
+        dict(model="kan", phase="train", widths=w, batch=64, grid_size=5, parameters=p, median_s=1e-9 * p**1.5)
+        for w, p in (("2x5x1", 150), ("784x64x10", 407_040), ("256x256x256x256", 1_572_864))
+    ]).assign(status="ok", dtype="float32", family="kan", param_bytes=np.nan)
+    assert charts.scaling_series(frame, "width") == []
+    (size,) = charts.scaling_series(frame, "parameters")
+    assert list(size["x"]) == [150, 407_040, 1_572_864] and size["slope"] == pytest.approx(1.5, abs=1e-9)
+    assert size["fixed"] == "various widths · batch 64 · grid 5"
+
+
 def test_comparison_finds_the_changes_that_were_made(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, **SMALL)
     new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, **SMALL)
