@@ -8,7 +8,7 @@ One table, :data:`RULES`, maps all of them onto the same parts, so that the
 profilers speak of the same things:
 
     part        frames that belong to it
-    basis       any model's basis function: b_splines, local_b_splines, basis;
+    basis       any model's basis function: b_splines, local_b_splines, dense_bases, basis;
                 the models' ``kan.basis`` region
     autograd    the backward pass: Tensor.backward, torch.autograd.backward,
                 run_backward, the C++ autograd engine, ``autograd::engine::...``
@@ -45,7 +45,7 @@ from typing import Iterable, Mapping
 from benchmarks.record import ATTRIBUTION_COLUMNS, PARTS  # the attribution table's schema
 
 # A model's basis evaluation, by the name of the function that does it.
-BASIS_FUNCTIONS = ("b_splines", "local_b_splines", "basis")
+BASIS_FUNCTIONS = ("b_splines", "local_b_splines", "dense_bases", "basis")
 
 _ANY = r"(?:.*[.:])?"  # any qualifier: "KANLinear.", "torch._C._nn.", "aten::", "at::_ops::"
 _MATMUL_OPS = r"(?:linear|matmul|mm|addmm|bmm|baddbmm|einsum|_?embedding_bag)"

@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)
     failures: list[str] = []
     unavailable: dict[str, str] = {}
+    notes: list[str] = []
 
     def note(s: Scenario, profiler: str, seconds: dict[str, float], made: list[Path], took: float) -> None:
         files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             note(s, profiler, seconds, made, time.perf_counter() - started)
 
     if "py-spy" in args.profiler:
-        profile_with_pyspy(todo, args, out, note, failures, unavailable)
+        profile_with_pyspy(todo, args, out, note, failures, unavailable, notes)
 
     _write_table(run, table)
     run.write_json("profile.json", {
@@ -183,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average": {"before": load_before, "after": record.load_average()},
         "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
         "failures": failures,
+        "notes": notes,
         "files": files,
     })
     print_summary(table)
@@ -196,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return PROFILER_UNAVAILABLE if unavailable else OK
 
 
-def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str]) -> None:
+def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str],
+                       notes: list[str]) -> None:
     """One py-spy child per model and device, running all its phases; split per scenario."""
     import tempfile
 
@@ -228,6 +231,10 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
         for line in (done.stderr or "").splitlines():
             if line.startswith("profiles.scenario:"):  # a scenario that failed in the child
                 failures.append(line.split(":", 1)[1].strip() + " (py-spy)")
+        if "behind in sampling" in (done.stderr or ""):
+            notes.append(f"py-spy fell behind its sampling rate for {model} on {device} (the process "
+                         f"was paused while it unwound stacks); a lower --rate is steadier")
+            print(f"  py-spy   note: {notes[-1]}")
         took = time.perf_counter() - started
         for s in group:
             mine = pyspy.select(samples, s.step_function.__name__)

@@ -38,6 +38,7 @@ def test_parts_are_the_record_schema():
     # cProfile: Python functions by name and file, C functions in pstats' spelling
     ("b_splines", "/x/kan/reference.py", "basis"),
     ("basis", "/x/kan/fourier.py", "basis"),
+    ("dense_bases", "/x/kan/fast.py", "basis"),
     ("<built-in method torch._C._nn.linear>", "", "matmul"),
     ("<built-in method torch.mm>", "", "matmul"),
     ("<method 'to' of 'torch._C.TensorBase' objects>", "", "transfer"),
