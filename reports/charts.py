@@ -12,11 +12,12 @@ import base64
 import functools
 import io
 import math
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
@@ -85,14 +86,23 @@ def label(text: object) -> str:
     return str(text).replace("$", r"\$")
 
 
+TAB = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+# The registry's models keep one colour on every chart of every page; others get one from their name.
+KNOWN_COLORS = {"kan": TAB[0], "kan-fast": TAB[3], "fourier-kan": TAB[1], "rbf-kan": TAB[2],
+                "chebyshev-kan": TAB[4], "mlp": "#555555", "mlp-param": "#999999"}
+
+
 def model_colors(models: list[str], families: dict[str, str]) -> dict[str, str]:
-    """One stable colour per model: KANs from tab10, MLP baselines in greys."""
-    kans = sorted(m for m in models if families.get(m) != "mlp")
-    mlps = sorted(m for m in models if families.get(m) == "mlp")
-    tab = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
-    greys = ["#555555", "#999999", "#bbbbbb"]
-    colors = {m: tab[i % len(tab)] for i, m in enumerate(kans)}
-    colors.update({m: greys[i % len(greys)] for i, m in enumerate(mlps)})
+    """One colour per model, the same on every chart: KANs from tab10, MLP baselines in greys."""
+    others = TAB[5:]
+    greys = ["#777777", "#bbbbbb"]
+    colors = {}
+    for m in models:
+        if m in KNOWN_COLORS:
+            colors[m] = KNOWN_COLORS[m]
+        else:
+            palette = greys if families.get(m) == "mlp" else others
+            colors[m] = palette[zlib.crc32(str(m).encode()) % len(palette)]
     return colors
 
 
