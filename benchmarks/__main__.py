@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print(warning, flush=True)
     cases = selection.cases()
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
-    print(f"bench: suite {selection.suite.name}, {len(cases)} cases ({absent} on devices not present here, "
-          f"skipped), {threads} threads; run folder {run.path}", flush=True)
+    skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
+    print(f"bench: suite {selection.suite.name}, {len(cases)} cases{skipped}, {threads} threads; "
+          f"run folder {run.path}", flush=True)
     code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
     interrupted = code == pytest.ExitCode.INTERRUPTED
 

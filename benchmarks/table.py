@@ -116,6 +116,8 @@ def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
     lines += ["", f"{len(blocks)} workloads; geometric mean of x width-matched MLP over them:",
               " " * width + "".join(f"{p:>12}" for p in phases)]
     ok = frame[(frame["status"] == "ok") & frame["x_mlp"].notna()]
+    if ok.empty:
+        lines.append("(no width-matched MLP was measured alongside, so there are no ratios)")
     for model in models:
         cells = []
         for phase in phases:
