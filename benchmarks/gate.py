@@ -36,15 +36,15 @@ The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.record``
 
     {"schema": 1, "mode": "base" | "baseline", "verdict": "pass" | "fail", "exit_status": 0 | 1,
      "summary": "...", "base": {...}, "head": {...}, "settings": {...}, "wall_s": ...,
-     "benchmarks": [{"benchmark": "kan-forward", "model", "phase", "widths", "batch", "grid_size",
-                     "device", "dtype", "status": "regression" | "improvement" | "unchanged" |
-                     "insufficient samples" | "new" | "removed" | "absent" | "error" | "reference",
-                     "ratio", "ci_low", "ci_high", "confidence", "p_slower", "p_faster",
-                     "n_head", "n_base", "median_head", "median_base", "threshold", "alpha",
-                     "test", "reason", "calls_per_sample", "head_samples", "base_samples"}, ...]}
+     "benchmarks": [{<ROW_COLUMNS>}, ...],        # one flat row per benchmark, for tables
+     "samples": {benchmark: {"head": [seconds, ...], "base": [seconds, ...]}}}   # the raw samples
 
-(In baseline mode ``median_head`` is the measured ratio to the MLP, ``median_base`` the
-recorded one, and ``base_samples`` the MLP's samples.)
+A row's status is "regression", "improvement", "unchanged" or "insufficient samples" (a
+comparison was made), "new" / "removed" (the model exists in the working tree / the base
+only), "absent" (on neither side), "error" (``failed_side`` could not run it, or it gave
+NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
+measured ratio to the MLP, ``median_base`` the recorded one, and the base samples are the
+MLP's.
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -70,6 +72,12 @@ ROOT = Path(__file__).resolve().parents[1]  # the working tree: its harness time
 EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 MIN_CALLS, MAX_CALLS = 3, 200  # calls per sample
 SCHEMA = 1
+
+
+ROW_COLUMNS = [
+    "benchmark", "model", "phase", "status", "ratio", "ci_low", "ci_high", "p_slower", "p_faster",
+    "median_base", "median_head", "n_base", "n_head", "calls_per_sample", "test", "reason", "failed_side",
+]
 
 
 class GateError(Exception):
@@ -482,91 +490,115 @@ def _check_models(cases, sides: list[Side]) -> None:
                         f"{', '.join(sides[-1].hello.get('models', []))}")
 
 
+def _drop_if_empty(run_folder: record.Run | None) -> None:
+    """Remove a run folder that got no verdict (the gate stopped before it had one)."""
+    if run_folder is not None and not run_folder.has("gate.json"):
+        shutil.rmtree(run_folder.path, ignore_errors=True)
+
+
+def _plan(args) -> tuple[str, str | None, dict | None]:
+    """(mode, base commit, baseline document) for the arguments; GateError when unusable.
+
+    Mode "none" means there is no base commit and no baseline to fall back on."""
+    if args.write_baseline is not None:
+        return "record", None, None
+    if args.base is not None or args.baseline is None:
+        base_commit = resolve_base(args.base or "HEAD")
+        if base_commit is not None:
+            return "base", base_commit, None
+        if args.baseline is None:
+            return "none", None, None
+    return "baseline", None, read_baseline(args.baseline)
+
+
 def run(args) -> int:
     _check_args(args)
     start = time.perf_counter()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    if args.baseline is not None or args.write_baseline is not None:
-        needed = gate_suite.BASELINE_MODEL
-        models = models if needed in models else [*models, needed]
+    mode, base_commit, baseline = _plan(args)
+    ref = args.base or "HEAD"
+    if mode == "none":
+        why = "this is a shallow clone" if is_shallow() else "it reaches before the first commit"
+        _say(f"no base commit to compare with: {ref!r} names none ({why}); passing")
+        return EXIT_PASS
+    if mode in ("baseline", "record") and gate_suite.BASELINE_MODEL not in models:
+        models.append(gate_suite.BASELINE_MODEL)
     cases = gate_suite.suite(models, phases)
-
-    mode, base_commit = "baseline", None
-    if args.write_baseline is None and (args.base is not None or args.baseline is None):
-        ref = args.base or "HEAD"
-        base_commit = resolve_base(ref)
-        if base_commit is None and args.baseline is None:
-            why = "this is a shallow clone" if is_shallow() else "it reaches before the first commit"
-            _say(f"no base commit to compare with: {ref!r} names none ({why}); passing")
-            return EXIT_PASS
-        mode = "base" if base_commit is not None else "baseline"
-    baseline = read_baseline(args.baseline) if mode == "baseline" and args.write_baseline is None else None
-
-    settings = {**gate_suite.settings(), "threshold": args.threshold, "alpha": args.alpha,
+    settings = {**gate_suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
                 "rounds": args.rounds, "samples_per_round": args.samples_per_round,
                 "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
-                "models": models, "phases": phases,
-                "sample": "the fastest call of a turn", "pairs": "the two sides' turns at a benchmark, side by side"}
+                "models": models, "phases": phases, "sample": "the fastest call of a turn",
+                "pairs": "the two sides' turns at one benchmark, taken one after the other"}
     progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
 
-    with contextlib.ExitStack() as stack:
-        base = None
-        if mode == "base":
-            tree = stack.enter_context(worktree(base_commit))
-            if (tree / "kan").is_dir():
-                base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock)
-        head = Side("head", ROOT, cases, args.threads, args.clock)
-        sides = [s for s in (base, head) if s is not None]
-        stack.enter_context(started(sides))
-        _check_models(cases, sides)
-        if args.write_baseline is not None:
-            what = "timing the working tree to record a baseline"
-        elif mode == "base":
-            what = f"timing the working tree against {args.base or 'HEAD'} ({base_commit[:9]})"
-        else:
-            what = f"timing the working tree against the baseline file {args.baseline}"
-        total = args.rounds * args.samples_per_round
-        _say(f"{what}: {len(cases)} benchmarks, {total} samples a side, "
-             f"{args.threads} thread(s), {args.clock} clock")
-        turns = measure(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
+    run_folder = None
+    try:
+        with contextlib.ExitStack() as stack:
+            base = None
+            if mode == "base":
+                tree = stack.enter_context(worktree(base_commit))
+                if (tree / "kan").is_dir():
+                    base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock)
+            head = Side("head", ROOT, cases, args.threads, args.clock)
+            sides = [s for s in (base, head) if s is not None]
+            if mode != "record":  # while the sides start up (it reads torch's build too)
+                run_folder = record.new_run(args.label)
+            stack.enter_context(started(sides))
+            _check_models(cases, sides)
+            what = {"base": f"against {ref} ({(base_commit or '')[:9]})",
+                    "baseline": f"against the baseline file {args.baseline}",
+                    "record": "to record a baseline"}[mode]
+            _say(f"timing the working tree {what}: {len(cases)} benchmarks, "
+                 f"{args.rounds * args.samples_per_round} samples a side, "
+                 f"{args.threads} thread(s), {args.clock} clock")
+            turns = measure(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
         samples = samples_of(turns)
-        head_kan = head.hello.get("kan_file")
-        base_kan = base.hello.get("kan_file") if base else None
 
-    if args.write_baseline is not None:
-        doc = baseline_document(cases, head, samples, args.threads)
-        if not doc["ratios"]:
-            raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
-        Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
-        _say(f"wrote {args.write_baseline}: " + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
-        return EXIT_PASS
+        if mode == "record":
+            doc = baseline_document(cases, head, samples, args.threads)
+            if not doc["ratios"]:
+                raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
+            Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
+            _say(f"wrote {args.write_baseline}: "
+                 + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
+            return EXIT_PASS
 
-    if mode == "base":
-        rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
-        base_info = {"ref": args.base or "HEAD", "commit": base_commit, "kan_file": base_kan}
-    else:
-        rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
-        base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
-                     "ref": args.base, "note": "the base ref names no commit" if args.base else None}
-    calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
-    for row in rows:
-        row["calls_per_sample"] = calls.get(row["benchmark"])
-    verdict, status, summary = overall(rows)
-    run_folder = record.new_run(args.label)
-    doc = {
-        "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
-        "base": base_info, "head": {**record.commit_info(ROOT), "kan_file": head_kan},
-        "settings": settings, "wall_s": round(time.perf_counter() - start, 2), "benchmarks": rows,
-    }
-    path = run_folder.write_json("gate.json", doc)
+        if mode == "base":
+            rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
+            base_info = {"ref": ref, "commit": base_commit,
+                         "kan_file": base.hello.get("kan_file") if base else None}
+        else:
+            rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
+            base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
+                         "ref": args.base, "note": "the base ref names no commit" if args.base else None}
+        calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
+        for row in rows:
+            row["calls_per_sample"] = calls.get(row["benchmark"])
+        verdict, status, summary = overall(rows)
+        doc = {
+            "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
+            "base": base_info, "head": {**record.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
+            "settings": settings, "wall_s": round(time.perf_counter() - start, 2),
+            "benchmarks": [{column: row.get(column) for column in ROW_COLUMNS} for row in rows],
+            "samples": {r["benchmark"]: {"head": r["head_samples"], "base": r["base_samples"]} for r in rows},
+        }
+        path = run_folder.write_json("gate.json", doc)
+    finally:
+        _drop_if_empty(run_folder)
     print(format_table(rows, baseline_mode=mode == "baseline"))
     _say(f"{verdict.upper()}: {summary} ({doc['wall_s']:.0f} s; {path})")
     return status
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so that a terminated gate still removes its worktree and children
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
         return run(args)
     except GateError as e:
@@ -575,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gate: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

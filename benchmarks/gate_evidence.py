@@ -47,12 +47,12 @@ KAN.forward = _slowed_forward
 '''
 
 
-def one_run(slowdown: float, results: Path, gate_args: list[str]) -> dict:
+def one_run(slowdown: float, results: Path, gate_args: list[str], harness: Path) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="kan-gate-evidence-"))
     tree = scratch / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], cwd=ROOT, check=True)
     try:
-        for source in (ROOT / "benchmarks").glob("*.py"):  # the harness as it is in this working tree
+        for source in harness.glob("*.py"):
             shutil.copy2(source, tree / "benchmarks" / source.name)
         if slowdown:
             with open(tree / "kan" / "reference.py", "a") as f:
@@ -66,6 +66,7 @@ def one_run(slowdown: float, results: Path, gate_args: list[str]) -> dict:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
         subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     found = sorted(results.glob("*/gate.json"), key=lambda p: p.stat().st_mtime)
     doc = json.loads(found[-1].read_text()) if found and out.returncode in (0, 1) else {}
     return {"exit": out.returncode, "wall_s": wall, "doc": doc, "output": out.stdout + out.stderr}
@@ -81,12 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results or Path(tempfile.mkdtemp(prefix="kan-gate-evidence-results-"))
     label = f"{args.slowdown:.0%} slower reference KAN forward" if args.slowdown else "A/A (nothing changed)"
     print(f"{label}: {args.runs} gates against HEAD, run folders in {results}", flush=True)
+    harness = results / "harness"  # this working tree's harness as it is now, the same for every run
+    harness.mkdir(exist_ok=True)
+    for source in (ROOT / "benchmarks").glob("*.py"):
+        shutil.copy2(source, harness / source.name)
     failed = 0
     for i in range(args.runs):
-        r = one_run(args.slowdown, results, args.gate_args)
+        r = one_run(args.slowdown, results, args.gate_args, harness)
         rows = {b["benchmark"]: b for b in r["doc"].get("benchmarks", [])}
         flagged = [n for n, b in rows.items() if b["status"] in ("regression", "improvement")]
-        ratios = " ".join(f"{n} {b['ratio']:.3f}" for n, b in rows.items() if "ratio" in b)
+        ratios = " ".join(f"{n} {b['ratio']:.3f}" for n, b in rows.items() if b.get("ratio") is not None)
         failed += r["exit"] == 1
         print(f"run {i + 1:2}: exit {r['exit']}  {r['wall_s']:5.0f} s  flagged: {', '.join(flagged) or '-':30}  "
               f"ratios: {ratios}", flush=True)

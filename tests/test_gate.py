@@ -113,31 +113,6 @@ def test_worktree_checks_out_the_commit_and_leaves_nothing_behind(repo):
     assert (repo / "file.txt").read_text() == "version 1\n"
 
 
-def test_each_side_imports_its_own_models_and_reports_missing_ones(tmp_path):
-    """The base's kan comes first on the child's path, ahead of the working tree and of the
-    editable install, and a module the base lacks is missing, not borrowed from the head."""
-    old = tmp_path / "old"
-    shutil.copytree(ROOT / "kan", old / "kan", ignore=shutil.ignore_patterns("__pycache__"))
-    (old / "kan" / "mlp.py").unlink()  # this "commit" predates the MLP baselines
-    tiny = [gate_suite.GateCase(m, "forward", widths=(4, 8, 2), batch=16) for m in ("kan", "mlp")]
-    with gate.kan_only(old) as only:
-        base = gate.Side("base", only, tiny, threads=1, warmup_s=0.01)
-        head = gate.Side("head", ROOT, tiny, threads=1, warmup_s=0.01)
-        with gate.started([base, head]):
-            assert Path(base.hello["kan_file"]).resolve() == (old / "kan" / "__init__.py").resolve()
-            assert Path(head.hello["kan_file"]).resolve() == (ROOT / "kan" / "__init__.py").resolve()
-            assert base.status("mlp-forward")[0] == "missing"
-            assert head.status("mlp-forward")[0] == "ok"
-            turns = gate.measure([base, head], rounds=6, per_round=1, sample_s=0.001)
-    assert set(turns["head"]) == {"kan-forward", "mlp-forward"} and set(turns["base"]) == {"kan-forward"}
-    samples = gate.samples_of(turns)
-    assert len(samples["head"]["kan-forward"]) == len(samples["base"]["kan-forward"]) == 6
-    rows = {r["benchmark"]: r for r in gate.judge_against_base(tiny, head, base, samples, 1.15, 0.01)}
-    assert rows["mlp-forward"]["status"] == "new"
-    assert rows["kan-forward"]["status"] in stats.VERDICTS and rows["kan-forward"]["test"] == "wilcoxon"
-    assert base.proc.returncode == 0 and head.proc.returncode == 0
-
-
 class FakeSide:
     def __init__(self, statuses):
         self.hello = {"cases": {n: {"status": s, "reason": f"{n} is {s}"} for n, s in statuses.items()}}
@@ -209,3 +184,47 @@ def test_a_bad_baseline_file_is_a_clear_error(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(gate.GateError, match=message):
         gate.read_baseline(path)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of the project (models and harness) with two commits: the first without kan/mlp.py."""
+    path = tmp_path / "project"
+    for part in ("kan", "benchmarks"):
+        shutil.copytree(ROOT / part, path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "gate@example.com")
+    git(path, "config", "user.name", "gate test")
+    git(path, "add", "kan", "benchmarks", ":!kan/mlp.py")
+    git(path, "commit", "-q", "-m", "before the MLP")
+    git(path, "add", "kan/mlp.py")
+    git(path, "commit", "-q", "-m", "the MLP")
+    monkeypatch.setattr(gate, "ROOT", path)
+    return path
+
+
+def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, monkeypatch, capsys):
+    """The base's kan comes first on its child's import path, ahead of the working tree and of
+    the editable install: a module the base lacks is missing there (the MLP is "new"), never
+    borrowed from the working tree. Nothing else changed, and five pairs can never be
+    significant: the gate passes and writes its verdict."""
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    status = gate.main(["--base", "HEAD~1", "--models", "chebyshev-kan,mlp", "--phases", "forward",
+                        "--rounds", "5", "--sample-time", "0.001"])
+    assert status == gate.EXIT_PASS
+    (path,) = (tmp_path / "results").glob("*/gate.json")
+    doc = json.loads(path.read_text())
+    assert (doc["verdict"], doc["exit_status"], doc["mode"]) == ("pass", 0, "base")
+    assert doc["base"]["commit"] == git(project, "rev-parse", "HEAD~1")
+    assert Path(doc["head"]["kan_file"]).resolve() == (project / "kan" / "__init__.py").resolve()
+    assert project not in Path(doc["base"]["kan_file"]).parents  # the base's own copy, in its worktree
+    rows = {r["benchmark"]: r for r in doc["benchmarks"]}
+    assert all(list(r) == gate.ROW_COLUMNS for r in rows.values())
+    assert rows["mlp-forward"]["status"] == "new"
+    compared = rows["chebyshev-kan-forward"]
+    assert compared["status"] == stats.UNCHANGED and compared["n_head"] == compared["n_base"] == 5
+    assert compared["test"] == "wilcoxon" and compared["calls_per_sample"] >= gate.MIN_CALLS
+    assert len(doc["samples"]["chebyshev-kan-forward"]["base"]) == 5
+    out = capsys.readouterr().out
+    assert "chebyshev-kan-forward" in out and "gate: PASS" in out
+    assert git(project, "worktree", "list").count("\n") == 0  # the base's worktree is gone
