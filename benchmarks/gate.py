@@ -11,8 +11,8 @@ containing only a link to that side's ``kan`` package and then the working tree,
 ``import kan`` gives that side's models and ``import benchmarks`` always gives the working
 tree's harness: the same timer, suite and statistics judge both sides, even when the base
 predates the harness. The children are asked for samples in turn, benchmark by benchmark
-(A B, B A, A B, ...), so that slow drifts of the machine fall on both sides alike, and only
-one side runs at a time.
+(A B, B A, A B, ...), so that slow drifts of the machine fall on both sides alike; only
+one side runs at a time, and both run on the same core(s) (``--no-pin`` to let them roam).
 
 A sample is the fastest call of one turn (the call least disturbed by other work on the
 machine), and the two sides' samples of one benchmark are taken in pairs, side by side.
@@ -158,11 +158,36 @@ def kan_only(tree: Path) -> Iterator[Path]:
 # --- one side: a child process that times the suite on command --------------------------------
 
 
+# glibc returns large freed blocks to the kernel at once and maps them afresh on the next
+# call, so every forward pass of a KAN (tens of MB of temporaries at the gate's shapes)
+# pays for page faults whose cost swings with the machine's memory state: on a shared
+# 2-core machine the same forward took 45 to 90 ms from call to call. Keeping freed
+# memory in the process (the same setting on both sides) makes calls steady (41-46 ms
+# there) so that the comparison sees the models, not the kernel. Set these variables
+# yourself to override them; other C libraries ignore them.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
+def shared_cpus(threads: int) -> list[int] | None:
+    """The cores both sides are pinned to: the last ``threads`` this process may use.
+
+    The two sides never run at once, so sharing cores costs nothing; pinned to the same
+    ones they meet the same neighbours there (other processes, a busy hyperthread
+    sibling), where the scheduler would otherwise keep each on a core of its own for
+    seconds at a time and give one side the quieter core. None where the platform cannot
+    pin (not Linux) or has too few cores.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[-threads:] if len(allowed) >= threads else None
+
+
 class Side:
     """A child process timing ``cases`` with ``kan`` imported from ``kan_dir`` (it holds ``kan/``)."""
 
     def __init__(self, label: str, kan_dir: Path, cases: list[gate_suite.GateCase], threads: int,
-                 clock: str = "wall", warmup_s: float = 0.3):
+                 clock: str = "wall", warmup_s: float = 0.3, cpus: list[int] | None = None):
         self.label = label
         self.kan_dir = Path(kan_dir)
         path = [str(self.kan_dir), str(ROOT)]
@@ -170,7 +195,8 @@ class Side:
             f"import sys; sys.path[:0] = {path!r}; "
             "from benchmarks.gate_suite import child_main; child_main()"
         )
-        config = {"cases": [c.to_dict() for c in cases], "threads": threads, "clock": clock, "warmup_s": warmup_s}
+        config = {"cases": [c.to_dict() for c in cases], "threads": threads, "clock": clock, "warmup_s": warmup_s,
+                  "cpus": cpus}
         for c in config["cases"]:
             c.pop("benchmark")
         self._stderr = tempfile.TemporaryFile(mode="w+")
@@ -178,6 +204,7 @@ class Side:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", code, json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=ROOT,
+            env={**KEEP_FREED_MEMORY, **os.environ},
         )
         self.hello: dict = {}
 
@@ -456,6 +483,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clock", choices=gate_suite.CLOCKS, default="wall",
                    help="wall: elapsed time (the harness's timer); cpu: this process's CPU time, "
                         "steadier on a machine shared with other work (default %(default)s)")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                   help="run both sides on the same core(s) (Linux; default: pinned)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in each side (default %(default)s)")
     p.add_argument("--models", default=",".join(gate_suite.MODELS), help="comma-separated (default %(default)s)")
     p.add_argument("--phases", default=",".join(gate_suite.PHASES), help="comma-separated (default %(default)s)")
@@ -531,6 +560,9 @@ def run(args) -> int:
                 "models": models, "phases": phases, "sample": "the fastest call of a turn",
                 "pairs": "the two sides' turns at one benchmark, taken one after the other"}
     progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
+    cpus = shared_cpus(args.threads) if args.pin else None
+    settings["cpus"] = cpus
+    settings["malloc"] = {k: os.environ.get(k, v) for k, v in KEEP_FREED_MEMORY.items()}
 
     run_folder = None
     try:
@@ -539,8 +571,9 @@ def run(args) -> int:
             if mode == "base":
                 tree = stack.enter_context(worktree(base_commit))
                 if (tree / "kan").is_dir():
-                    base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock)
-            head = Side("head", ROOT, cases, args.threads, args.clock)
+                    base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock,
+                                cpus=cpus)
+            head = Side("head", ROOT, cases, args.threads, args.clock, cpus=cpus)
             sides = [s for s in (base, head) if s is not None]
             if mode != "record":  # while the sides start up (it reads torch's build too)
                 run_folder = record.new_run(args.label)
@@ -549,9 +582,10 @@ def run(args) -> int:
             what = {"base": f"against {ref} ({(base_commit or '')[:9]})",
                     "baseline": f"against the baseline file {args.baseline}",
                     "record": "to record a baseline"}[mode]
+            where = f" on cpu {','.join(map(str, cpus))}" if cpus else ""
             _say(f"timing the working tree {what}: {len(cases)} benchmarks, "
                  f"{args.rounds * args.samples_per_round} samples a side, "
-                 f"{args.threads} thread(s), {args.clock} clock")
+                 f"{args.threads} thread(s){where}, {args.clock} clock")
             turns = measure(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
         samples = samples_of(turns)
 

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     label = f"{args.slowdown:.0%} slower reference KAN forward" if args.slowdown else "A/A (nothing changed)"
     print(f"{label}: {args.runs} gates against HEAD, run folders in {results}", flush=True)
     harness = results / "harness"  # this working tree's harness as it is now, the same for every run
-    harness.mkdir(exist_ok=True)
+    harness.mkdir(parents=True, exist_ok=True)
     for source in (ROOT / "benchmarks").glob("*.py"):
         shutil.copy2(source, harness / source.name)
     failed = 0

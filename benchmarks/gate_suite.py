@@ -167,7 +167,8 @@ def _drop_editable_finders() -> None:
 
 
 def serve(argv: list[str] | None = None) -> None:
-    """The child's main loop. argv[0] is a JSON object: {"cases": [GateCase fields], "threads": n}."""
+    """The child's main loop. argv[0] is a JSON object:
+    {"cases": [GateCase fields], "threads": n, "clock": "wall" | "cpu", "warmup_s": s, "cpus": [ids] | null}."""
     config = json.loads((argv if argv is not None else sys.argv[1:])[0])
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the models print goes to stderr, never into the channel
@@ -177,6 +178,8 @@ def serve(argv: list[str] | None = None) -> None:
         channel.write(json.dumps(message) + "\n")
         channel.flush()
 
+    if config.get("cpus") and hasattr(os, "sched_setaffinity"):  # before torch starts its threads
+        os.sched_setaffinity(0, config["cpus"])
     import torch
 
     from benchmarks import timer
@@ -200,6 +203,7 @@ def serve(argv: list[str] | None = None) -> None:
         "models": models,
         "torch": torch.__version__,
         "threads": timer.set_threads(None),
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cases": {n: {"status": p.status, "reason": p.reason, "first_call_s": p.first_call_s}
                   for n, p in prepared.items()},
     }})
