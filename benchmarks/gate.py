@@ -362,7 +362,8 @@ def judge_against_baseline(cases, head: Side, samples, baseline: dict, threshold
         elif not ref:
             row.update(status="error", reason=f"{reference_name} could not be measured", failed_side="head")
         else:
-            c = stats.compare_to_reference(h, ref, ratios[case.name], threshold, alpha)
+            c = stats.compare_to_reference(h, ref, ratios[case.name], threshold, alpha,
+                                           paired=len(h) == len(ref))  # taken round by round
             row.update(**c.to_dict())
             row["status"] = row.pop("verdict")
         row.update(head_samples=h, base_samples=ref)
@@ -440,12 +441,15 @@ def baseline_document(cases, head: Side, samples, threads: int) -> dict:
     for case in cases:
         reference = measured.get(f"{gate_suite.BASELINE_MODEL}-{case.phase}")
         if case.model != gate_suite.BASELINE_MODEL and case.name in measured and reference:
-            ratios[case.name] = round(stats.median_ratio(measured[case.name], reference), 4)
+            mine = measured[case.name]
+            ratio = stats.paired_ratio(mine, reference) if len(mine) == len(reference) else \
+                stats.median_ratio(mine, reference)
+            ratios[case.name] = round(ratio, 4)
     env = record.environment()
     return {
         "schema": SCHEMA,
-        "what": f"median time of each gate benchmark over the median time of "
-                f"'{gate_suite.BASELINE_MODEL}' in the same phase, measured in one run",
+        "what": f"time of each gate benchmark over the time of '{gate_suite.BASELINE_MODEL}' "
+                f"in the same phase, the median over the rounds of one run",
         "settings": gate_suite.settings(),
         "recorded": {"commit": env["commit"].get("id"), "dirty": env["commit"].get("dirty"),
                      "machine": env["machine"], "cpu": env["cpu"], "torch": env["torch"]["version"],

@@ -244,8 +244,12 @@ def compare_to_reference(
     confidence: float = 0.95,
     resamples: int = 4000,
     seed: int = 0,
+    paired: bool = False,
 ) -> Comparison:
     """Judge a ratio measured now, median(numerator) / median(denominator), against ``reference``.
+
+    ``paired``: numerator[i] and denominator[i] were taken together (in the same round);
+    the measured ratio is then the median of the per-pair ratios, resampled pair by pair.
 
     For a committed baseline: numerator = a KAN's samples, denominator = the MLP's samples
     from the same run, reference = the KAN/MLP ratio recorded in the baseline file. The
@@ -259,8 +263,15 @@ def compare_to_reference(
     if not (isinstance(reference, (int, float)) and math.isfinite(reference) and reference > 0):
         raise ValueError(f"reference ratio must be a finite positive number, got {reference!r}")
     n, d = _samples(numerator, "numerator"), _samples(denominator, "denominator")
-    measured = float(np.median(n) / np.median(d))
-    relative = _bootstrap_ratios(n, d, resamples, seed) / reference  # (resamples,)
+    if paired:
+        measured = paired_ratio(n, d)
+        log_ratios = np.log(n / d)  # (pairs,)
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, n.size, size=(resamples, n.size))
+        relative = np.exp(np.median(log_ratios[picks], axis=1)) / reference  # (resamples,)
+    else:
+        measured = float(np.median(n) / np.median(d))
+        relative = _bootstrap_ratios(n, d, resamples, seed) / reference  # (resamples,)
     tail = (1 - confidence) / 2
     low, high = np.quantile(relative, [tail, 1 - tail])
     p_slower = float((np.count_nonzero(relative <= 1) + 1) / (resamples + 1))

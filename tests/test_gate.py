@@ -228,3 +228,16 @@ def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, mon
     out = capsys.readouterr().out
     assert "chebyshev-kan-forward" in out and "gate: PASS" in out
     assert git(project, "worktree", "list").count("\n") == 0  # the base's worktree is gone
+
+
+def test_a_baseline_file_stands_in_only_where_no_base_commit_exists(tmp_path, monkeypatch):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"ratios": {"kan-forward": 5.0}, "settings": gate_suite.settings()}))
+    args = gate.parser().parse_args(["--base", "HEAD~1", "--baseline", str(path)])
+    monkeypatch.setattr(gate, "ROOT", make_repo(tmp_path / "two", 2))
+    mode, commit, baseline = gate._plan(args)
+    assert mode == "base" and commit == git(gate.ROOT, "rev-parse", "HEAD~1") and baseline is None
+    monkeypatch.setattr(gate, "ROOT", make_repo(tmp_path / "one", 1))
+    mode, commit, baseline = gate._plan(args)
+    assert mode == "baseline" and commit is None and baseline["ratios"] == {"kan-forward": 5.0}
+    assert gate._plan(gate.parser().parse_args(["--base", "HEAD~1"]))[0] == "none"

@@ -169,3 +169,18 @@ def test_pairing_cancels_a_drift_shared_by_both_sides():
 def test_paired_samples_must_pair_up():
     with pytest.raises(ValueError, match="paired samples"):
         stats.compare([1.0, 2.0], [1.0], paired=True)
+
+
+def test_ratio_against_a_reference_pair_by_pair():
+    # Both models drift together over the run; pairing them by round cancels it.
+    rng = np.random.default_rng(9)
+    drift = np.exp(np.linspace(0, 0.8, 24))
+    mlp = 1e-4 * drift * np.exp(0.02 * rng.standard_normal(24))
+    kan = 5e-4 * drift * np.exp(0.02 * rng.standard_normal(24))
+    same = stats.compare_to_reference(kan, mlp, reference=5.0, paired=True)
+    assert same.verdict == stats.UNCHANGED and same.ratio == pytest.approx(1.0, abs=0.02)
+    assert same.ci_high - same.ci_low < 0.05
+    slower = stats.compare_to_reference(kan * 1.2, mlp, reference=5.0, paired=True)
+    assert slower.verdict == stats.REGRESSION and slower.ci_low > 1.15
+    with pytest.raises(ValueError, match="paired samples"):
+        stats.compare_to_reference(kan[:3], mlp, reference=5.0, paired=True)
