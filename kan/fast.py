@@ -1,0 +1,709 @@
+"""A fast, exact B-spline KAN: the reference's function, parameters and state dicts.
+
+The reference evaluates every one of the ``grid_size + spline_order`` bases of every
+feature by the Cox-de Boor recursion over the whole knot vector. Only
+``spline_order + 1`` of them are non-zero at any point, so this module evaluates the
+*local* bases instead (:func:`local_b_splines`):
+
+* find the knot span ``m`` with ``t_m <= x < t_(m+1)`` (the reference's half-open
+  intervals): on a uniform grid one ``floor`` corrected against the stored knots, on
+  any other grid a vectorised binary search;
+* evaluate the ``spline_order + 1`` bases ``m - spline_order .. m`` that live on that
+  span: on a uniform grid by the closed-form cardinal recursion in the local
+  coordinate ``u = (x - t_m) / h``, on any other grid by de Boor's triangle over the
+  ``2 * spline_order + 2`` knots around the span (the reference's formulas,
+  restricted to the bases that are not zero).
+
+Two contractions turn local bases into outputs, chosen by the number of
+coefficients per feature (measured crossover, see ``GATHER_MIN_COEFF``):
+
+* dense (small grids): the layer's combined spline + base product
+  ``[bases(x), silu(x)] @ [scaled spline weights; base weights]``, one matrix
+  product with ``in * (grid_size + spline_order + 1)`` columns, computed over row
+  chunks sized to stay in the CPU's cache so the basis never goes to memory. On a
+  uniform grid one fused kernel writes each chunk (``torch.compile``; an eager
+  scatter of the local bases otherwise);
+* gather (large grids): an ``embedding_bag`` with per-sample weights reads only the
+  ``spline_order + 1`` coefficient rows each input touches, and the weight gradient
+  is the transposed bag over samples sorted by knot span.
+
+Both run inside custom autograd functions that save only the input and the weights
+and recompute the bases in backward, instead of keeping ``(batch, in, coeff)``
+tensors alive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from kan.reference import KAN, KANLinear, check_features
+from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
+
+# Contraction crossover: the gather contraction is used from this many coefficients
+# per feature (grid_size + spline_order) on; below it the dense product.
+GATHER_MIN_COEFF = 24
+# Bytes of dense basis per row chunk on the CPU: small enough to stay in the last-level
+# cache between the kernel that writes it and the matrix product that reads it.
+CHUNK_BYTES = 4 << 20
+# Features per block in the gather forward: a block's coefficient rows stay in cache
+# while every sample of the batch reads them.
+GATHER_BLOCK_FEATURES = 16
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class KnotGeometry:
+    """What the kernels need to know about one layer's knots, computed once per grid.
+
+    ``knots_ext``: (in, knots + 2), the knots with -inf and +inf appended at either
+    end, so that ``knots_ext[:, m + 1]`` is ``t_m`` for every span ``m`` in
+    ``[-1, knots - 1]``. ``knots_padded``: (in, knots + 2 * order), the knots with
+    ``order`` knots extrapolated at each end, for de Boor's triangle near the ends.
+    ``origin`` and ``inv_step``: (in,), first knot and reciprocal step when the grid
+    is uniform, else None.
+    """
+
+    order: int
+    coeff: int
+    knots: int
+    knots_ext: torch.Tensor
+    knots_padded: torch.Tensor
+    origin: torch.Tensor | None
+    inv_step: torch.Tensor | None
+
+    @property
+    def uniform(self) -> bool:
+        return self.origin is not None
+
+
+def is_uniform(grid: torch.Tensor) -> bool:
+    """Whether every row of ``grid`` (in, knots) is evenly spaced to within rounding.
+
+    The tolerance is a few units in the last place of the largest knot, so knots made
+    by ``arange * step + start`` in the grid's own dtype pass, and float32 knots cast
+    to float64 (uneven at float64 precision) do not.
+    """
+    knots = grid.size(1)
+    if knots < 2:
+        return False
+    step = (grid[:, -1] - grid[:, 0]) / (knots - 1)  # (in,)
+    if not bool((step > 0).all()):
+        return False
+    positions = torch.arange(knots, dtype=grid.dtype, device=grid.device)
+    straight = grid[:, :1] + positions * step.unsqueeze(1)  # (in, knots)
+    scale = grid.abs().amax(dim=1) + step  # (in,)
+    tolerance = 8 * torch.finfo(grid.dtype).eps * scale
+    return bool(((grid - straight).abs().amax(dim=1) <= tolerance).all())
+
+
+def knot_geometry(grid: torch.Tensor, order: int) -> KnotGeometry:
+    """Analyse ``grid`` (in, knots): padded knot tables, and the uniform step if any."""
+    in_features, knots = grid.shape
+    infinity = torch.full((in_features, 1), math.inf, dtype=grid.dtype, device=grid.device)
+    knots_ext = torch.cat([-infinity, grid, infinity], dim=1)  # (in, knots + 2)
+    if order > 0:
+        first_step = (grid[:, 1] - grid[:, 0]).unsqueeze(1)  # (in, 1)
+        last_step = (grid[:, -1] - grid[:, -2]).unsqueeze(1)
+        ramp = torch.arange(1, order + 1, dtype=grid.dtype, device=grid.device)  # (order,)
+        knots_padded = torch.cat(
+            [grid[:, :1] - first_step * ramp.flip(0), grid, grid[:, -1:] + last_step * ramp], dim=1
+        )  # (in, knots + 2 * order)
+    else:
+        knots_padded = grid
+    origin = inv_step = None
+    if is_uniform(grid):
+        origin = grid[:, 0].contiguous()  # (in,)
+        inv_step = ((knots - 1) / (grid[:, -1] - grid[:, 0])).contiguous()  # (in,)
+    return KnotGeometry(
+        order=order,
+        coeff=knots - 1 - order,
+        knots=knots,
+        knots_ext=knots_ext.contiguous(),
+        knots_padded=knots_padded.contiguous(),
+        origin=origin,
+        inv_step=inv_step,
+    )
+
+
+def _row_gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[i, index[..., i]]`` for a table (in, n) and an index (..., in)."""
+    in_features, n = table.shape
+    rows = torch.arange(in_features, device=index.device) * n  # (in,)
+    return table.reshape(-1)[index + rows]
+
+
+def knot_span(x: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
+    """The span ``m`` with ``t_m <= x < t_(m+1)`` of each input, in ``[-1, knots - 1]``.
+
+    x: (batch, in) -> (batch, in) int64. ``-1`` and ``knots - 1`` mean below the first
+    and at or above the last knot. On a uniform grid the span is a ``floor`` corrected
+    by one comparison either side with the stored knots (exact on knots); otherwise a
+    binary search over the knots.
+    """
+    g = geometry
+    if g.uniform:
+        t = ((x - g.origin) * g.inv_step).clamp(-1, g.knots - 1)  # (batch, in)
+        guess = t.floor().long()
+        lower = _row_gather(g.knots_ext, guess + 1)  # t_guess
+        upper = _row_gather(g.knots_ext, guess + 2)  # t_(guess+1)
+        return guess - (x < lower).long() + (x >= upper).long()
+    low = torch.full_like(x, -1, dtype=torch.long)
+    high = torch.full_like(x, g.knots, dtype=torch.long)
+    for _ in range(math.ceil(math.log2(g.knots + 1))):
+        middle = (low + high) // 2
+        above = x >= _row_gather(g.knots_ext, middle + 1)
+        low = torch.where(above, middle, low)
+        high = torch.where(above, high, middle)
+    return low
+
+
+def _uniform_local(u: torch.Tensor, order: int, derivative: bool):
+    """Cardinal B-spline values at local coordinate ``u`` in [0, 1).
+
+    u: (...) -> list of ``order + 1`` tensors (...): the bases ``m - order .. m`` of
+    span ``m``; with ``derivative``, also their derivatives with respect to ``u``.
+    """
+    values = [torch.ones_like(u)]
+    below = values
+    for r in range(1, order + 1):
+        below = values
+        nxt = []
+        for d in range(r + 1):
+            term = None
+            if d >= 1:
+                term = below[d - 1] * ((u + (r - d)) / r)
+            if d <= r - 1:
+                right = below[d] * ((d + 1 - u) / r)
+                term = right if term is None else term + right
+            nxt.append(term)
+        values = nxt
+    if not derivative:
+        return values, None
+    if order == 0:
+        return values, [torch.zeros_like(u)]
+    slopes = []
+    for d in range(order + 1):
+        left = below[d - 1] if d >= 1 else 0
+        right = below[d] if d <= order - 1 else 0
+        slopes.append(left - right)
+    return values, slopes
+
+
+def _de_boor_local(x: torch.Tensor, span: torch.Tensor, geometry: KnotGeometry, derivative: bool):
+    """Local bases of span ``span`` on any grid, by de Boor's triangle.
+
+    x, span: (batch, in) -> list of ``order + 1`` tensors (batch, in), and their
+    derivatives with respect to x when asked. Uses the reference's Cox-de Boor
+    formulas, restricted to the bases that are not zero on the span.
+    """
+    k = geometry.order
+    clamped = span.clamp(0, geometry.knots - 2)
+    # window[j] = t_(span - k + j), j = 0 .. 2k + 1  (padded table is offset by k)
+    window = [_row_gather(geometry.knots_padded, clamped + j) for j in range(2 * k + 2)]
+    values = [torch.ones_like(x)]
+    below = values
+    for r in range(1, k + 1):
+        below = values
+        nxt = []
+        for d in range(r + 1):
+            a = k - r + d  # window position of this basis's first knot
+            term = None
+            if d >= 1:
+                term = below[d - 1] * (x - window[a]) / (window[a + r] - window[a])
+            if d <= r - 1:
+                right = below[d] * (window[a + r + 1] - x) / (window[a + r + 1] - window[a + 1])
+                term = right if term is None else term + right
+            nxt.append(term)
+        values = nxt
+    if not derivative:
+        return values, None
+    if k == 0:
+        return values, [torch.zeros_like(x)]
+    slopes = []
+    for d in range(k + 1):
+        slope = 0
+        if d >= 1:
+            slope = below[d - 1] / (window[d + k] - window[d])
+        if d <= k - 1:
+            slope = slope - below[d] / (window[d + k + 1] - window[d + 1])
+        slopes.append(k * slope)
+    return values, slopes
+
+
+def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = False):
+    """The ``spline_order + 1`` B-spline bases that are non-zero at each input.
+
+    x: (batch, in) -> ``first`` (batch, in) int64, the index of the first of them
+    (may lie outside ``[0, coeff)``), ``values`` (batch, in, order + 1), zero where the
+    basis index ``first + d`` does not exist, and with ``derivative`` their
+    derivatives with respect to x, (batch, in, order + 1); else None.
+    """
+    g = geometry
+    span = knot_span(x, g)  # (batch, in)
+    if g.uniform:
+        lower = _row_gather(g.knots_ext, span.clamp(0, g.knots - 2) + 1)  # t_span
+        u = (x - lower) * g.inv_step  # (batch, in)
+        values, slopes = _uniform_local(u, g.order, derivative)
+        if slopes is not None:
+            slopes = [s * g.inv_step for s in slopes]
+    else:
+        values, slopes = _de_boor_local(x, span, g, derivative)
+    first = span - g.order
+    offsets = torch.arange(g.order + 1, device=x.device)
+    index = first.unsqueeze(-1) + offsets  # (batch, in, order + 1)
+    valid = (index >= 0) & (index < g.coeff)
+    values = torch.stack(values, dim=-1).where(valid, 0)
+    if slopes is not None:
+        slopes = torch.stack(slopes, dim=-1).where(valid, 0)
+    return first, values, slopes
+
+
+# --------------------------------------------------------------------------- dense bases
+
+
+def _uniform_dense_bases(
+    x: torch.Tensor,
+    base: torch.Tensor,
+    knots_ext: torch.Tensor,
+    origin: torch.Tensor,
+    inv_step: torch.Tensor,
+    order: int,
+    coeff: int,
+) -> torch.Tensor:
+    """One row chunk of the combined product's left operand on a uniform grid.
+
+    x, base: (rows, in) -> (rows, coeff + 1, in): the ``coeff`` B-spline bases of
+    every feature, then ``base`` (the base activation). Written as one elementwise
+    expression so that ``torch.compile`` fuses it into a single kernel writing the
+    chunk; features are the innermost dimension so the kernel vectorises over them.
+    """
+    knots = knots_ext.size(1) - 2
+    t = ((x - origin) * inv_step).clamp(-1, knots - 1)  # (rows, in)
+    guess = t.floor().long()
+    lower = _row_gather(knots_ext, guess + 1)
+    upper = _row_gather(knots_ext, guess + 2)
+    span = guess - (x < lower).long() + (x >= upper).long()  # (rows, in), in [-1, knots - 1]
+    u = (x - _row_gather(knots_ext, span.clamp(0, knots - 2) + 1)) * inv_step
+    values, _ = _uniform_local(u, order, derivative=False)  # order + 1 of (rows, in)
+    position = (
+        torch.arange(coeff, device=x.device).view(1, coeff, 1) - (span - order).unsqueeze(1)
+    )  # (rows, coeff, in): which local basis each dense basis is
+    dense = torch.zeros_like(position, dtype=x.dtype)
+    for d, value in enumerate(values):
+        dense = torch.where(position == d, value.unsqueeze(1), dense)
+    return torch.cat([dense, base.unsqueeze(1)], dim=1)
+
+
+def _scatter_dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
+    """The same chunk as ``_uniform_dense_bases`` for any grid, from the local bases.
+
+    x, base: (rows, in) -> (rows, (coeff + 1) * in), a strided view of a buffer
+    (rows, coeff + 2, in). Local bases that do not exist (zero) land on the buffer's
+    first row, which the view skips, or on the base row, which is written last, so
+    the scatter needs no mask.
+    """
+    rows, in_features = x.shape
+    g = geometry
+    first, values, _ = local_b_splines(x, g)  # (rows, in), (rows, in, order + 1)
+    buffer = x.new_empty(rows, g.coeff + 2, in_features)
+    buffer[:, 1 : g.coeff + 1].zero_()
+    index = first.unsqueeze(1) + torch.arange(g.order + 1, device=x.device).view(1, -1, 1)
+    index = index.clamp(-1, g.coeff) + 1  # (rows, order + 1, in)
+    buffer.scatter_(1, index, values.transpose(1, 2))
+    buffer[:, g.coeff + 1].copy_(base)
+    return _rows_view(buffer, g.coeff + 1)
+
+
+def _rows_view(buffer: torch.Tensor, count: int) -> torch.Tensor:
+    """Rows 1 .. count of each (rows, count + 1, in) block, as a (rows, count * in) matrix view."""
+    rows, depth, in_features = buffer.shape
+    return buffer.as_strided(
+        (rows, count * in_features), (depth * in_features, 1), buffer.storage_offset() + in_features
+    )
+
+
+# --------------------------------------------------------------------------- compilation
+
+_NO = ("0", "false", "no", "off")
+_compile = {"enabled": os.environ.get("KAN_FAST_COMPILE", "1").lower() not in _NO, "kernel": None}
+
+
+def set_compile(enabled: bool) -> None:
+    """Turn the fused ``torch.compile`` kernel for uniform dense bases on or off.
+
+    It is on by default (``KAN_FAST_COMPILE=0`` turns it off) wherever it can build:
+    on the CPU with a C++ compiler on the path, on CUDA with Triton. Off, or where it
+    cannot build, the same bases come from an eager scatter of the local bases.
+    The first call per shape compiles (seconds); time it apart from steady state.
+    """
+    _compile["enabled"] = bool(enabled)
+
+
+def compile_enabled(device: torch.device | str = "cpu") -> bool:
+    """Whether uniform dense bases on ``device`` go through the compiled kernel."""
+    if not _compile["enabled"]:
+        return False
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+    if kind == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return False
+
+
+def _compiled_kernel():
+    if _compile["kernel"] is None:
+        _compile["kernel"] = torch.compile(_uniform_dense_bases)
+    return _compile["kernel"]
+
+
+def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
+    """(rows, in), (rows, in) -> (rows, (coeff + 1) * in): the combined product's left operand."""
+    g = geometry
+    if g.uniform and compile_enabled(x.device) and not torch.compiler.is_compiling():
+        try:
+            chunk = _compiled_kernel()(x, base, g.knots_ext, g.origin, g.inv_step, g.order, g.coeff)
+            return chunk.view(x.size(0), -1)
+        except Exception as error:  # a missing or broken toolchain: fall back for good
+            warnings.warn(f"kan.fast: torch.compile failed ({type(error).__name__}: {error}); using eager bases")
+            _compile["enabled"] = False
+    if g.uniform and not compile_enabled(x.device) and x.device.type != "cpu":
+        # one expression, no scatter: the better eager form on GPUs
+        return _uniform_dense_bases(x, base, g.knots_ext, g.origin, g.inv_step, g.order, g.coeff).view(
+            x.size(0), -1
+        )
+    return _scatter_dense_bases(x, base, g)
+
+
+# --------------------------------------------------------------------------- contractions
+
+
+def _chunk_rows(x: torch.Tensor, width: int) -> int:
+    """Rows per chunk of a (rows, width) operand: cache-sized on the CPU, everything elsewhere."""
+    if x.device.type != "cpu":
+        return max(1, x.size(0))
+    return max(8, min(x.size(0), CHUNK_BYTES // max(1, width * x.element_size())))
+
+
+def _base_and_grad(activation: torch.nn.Module, x: torch.Tensor, grad_base: torch.Tensor) -> torch.Tensor:
+    """d(activation(x))/dx applied to ``grad_base``, for any activation module."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(activation(leaf), leaf, grad_base)
+    return grad
+
+
+def _local_input_grad(
+    x: torch.Tensor, grad_columns: torch.Tensor, geometry: KnotGeometry
+) -> torch.Tensor:
+    """sum_c grad_columns[:, c, :] * d basis_c / dx over the local bases only.
+
+    x: (rows, in), grad_columns: (rows, coeff, in) (a view) -> (rows, in).
+    """
+    g = geometry
+    first, _, slopes = local_b_splines(x, g, derivative=True)  # slopes (rows, in, order + 1)
+    index = first.unsqueeze(1) + torch.arange(g.order + 1, device=x.device).view(1, -1, 1)
+    index = index.clamp(0, g.coeff - 1)  # (rows, order + 1, in); invalid slopes are zero
+    return (grad_columns.gather(1, index) * slopes.transpose(1, 2)).sum(1)
+
+
+class DenseSplineProduct(torch.autograd.Function):
+    """``[bases(x), act(x)] @ weight_t`` by cache-sized row chunks, bases recomputed in backward.
+
+    x: (batch, in), weight_t: ((coeff + 1) * in, out) -> (batch, out). Saves x and
+    weight_t only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight_t, geometry, activation):
+        batch, in_features = x.shape
+        out = x.new_empty(batch, weight_t.size(1))
+        rows = _chunk_rows(x, weight_t.size(0))
+        for start in range(0, batch, rows):
+            xc = x[start : start + rows]
+            with region(BASE_BRANCH):
+                base = activation(xc)
+            with region(BASIS):
+                chunk = dense_bases(xc, base, geometry)  # (rows, (coeff + 1) * in)
+            with region(SPLINE_PRODUCT):
+                torch.mm(chunk, weight_t, out=out[start : start + rows])
+        ctx.save_for_backward(x, weight_t)
+        ctx.geometry = geometry
+        ctx.activation = activation
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight_t = ctx.saved_tensors
+        g = ctx.geometry
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(weight_t) if need_w else None
+        batch, in_features = x.shape
+        rows = _chunk_rows(x, weight_t.size(0))
+        for start in range(0, batch, rows):
+            xc = x[start : start + rows]
+            gc = grad_out[start : start + rows]
+            if need_w:
+                with region(BASIS):
+                    chunk = dense_bases(xc, ctx.activation(xc), g)
+                with region(SPLINE_PRODUCT):
+                    grad_w.addmm_(chunk.t(), gc)
+            if need_x:
+                with region(SPLINE_PRODUCT):
+                    grad_chunk = torch.mm(gc, weight_t.t()).view(-1, g.coeff + 1, in_features)
+                with region(BASIS):
+                    grad = _local_input_grad(xc, grad_chunk[:, : g.coeff], g)
+                with region(BASE_BRANCH):
+                    grad += _base_and_grad(ctx.activation, xc, grad_chunk[:, g.coeff])
+                grad_x[start : start + rows] = grad
+        return grad_x, grad_w, None, None
+
+
+def _gather_layout(first: torch.Tensor, values: torch.Tensor, coeff: int, block: int):
+    """Bag indices and weights for the gather forward, in feature blocks.
+
+    first: (batch, in), values: (batch, in, order + 1) -> index, weight: (blocks * batch,
+    block * (order + 1)); bag (blk, b) holds sample b's local bases of the features in
+    block blk, so one block's coefficient rows stay in cache across the batch.
+    """
+    batch, in_features, width = values.shape
+    index = first.unsqueeze(-1) + torch.arange(width, device=first.device)
+    index = index.clamp(0, coeff - 1) + (torch.arange(in_features, device=first.device) * coeff).unsqueeze(1)
+    blocks = -(-in_features // block)
+    pad = blocks * block - in_features
+    if pad:
+        index = F.pad(index, (0, 0, 0, pad))
+        values = F.pad(values, (0, 0, 0, pad))
+    index = index.view(batch, blocks, block * width).transpose(0, 1).reshape(blocks * batch, -1)
+    values = values.view(batch, blocks, block * width).transpose(0, 1).reshape(blocks * batch, -1)
+    return index, values, blocks
+
+
+class GatherSplineProduct(torch.autograd.Function):
+    """``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d]`` without a dense basis.
+
+    x: (batch, in), table: (in * coeff, out) -> (batch, out). Forward: one
+    ``embedding_bag`` with per-sample weights over feature blocks. Backward: the
+    table's gradient as transposed bags (samples sorted by knot span, one bag per
+    coefficient row, reading rows of grad_out); the input's gradient from per-index
+    dot products. Saves x and the table only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, table, geometry):
+        g = geometry
+        batch = x.size(0)
+        with region(BASIS):
+            first, values, _ = local_b_splines(x, g)
+        with region(SPLINE_PRODUCT):
+            index, weight, blocks = _gather_layout(first, values, g.coeff, GATHER_BLOCK_FEATURES)
+            out = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+            out = out.view(blocks, batch, -1).sum(0)
+        ctx.save_for_backward(x, table)
+        ctx.geometry = geometry
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, table = ctx.saved_tensors
+        g = ctx.geometry
+        need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_out = grad_out.contiguous()
+        batch, in_features = x.shape
+        width = g.order + 1
+        with region(BASIS):
+            first, values, slopes = local_b_splines(x, g, derivative=need_x)
+        grad_x = grad_t = None
+        if need_t:
+            with region(SPLINE_PRODUCT):
+                grad_t = _gather_table_grad(first, values, grad_out, g)
+        if need_x:
+            with region(SPLINE_PRODUCT):
+                index, _, blocks = _gather_layout(first, values, g.coeff, GATHER_BLOCK_FEATURES)
+                flat = index.reshape(-1)
+                bag = torch.arange(batch, device=x.device).repeat_interleave(index.size(1)).repeat(blocks)
+                offsets = torch.arange(0, flat.numel(), index.size(1), device=x.device)
+                dots = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                    grad_out, table, flat, offsets, bag, 0
+                )  # (blocks * batch * block * width,): grad_out[b] . table[index]
+                padded = blocks * GATHER_BLOCK_FEATURES
+                dots = dots.view(blocks, batch, GATHER_BLOCK_FEATURES, width).transpose(0, 1)
+                dots = dots.reshape(batch, padded, width)[:, :in_features]
+            with region(BASIS):
+                grad_x = (dots * slopes).sum(-1)
+        return grad_x, grad_t, None
+
+
+def _gather_table_grad(first, values, grad_out, geometry):
+    """d table: for each coefficient row, the weighted sum of grad_out over the samples using it.
+
+    first: (batch, in), values: (batch, in, order + 1), grad_out: (batch, out) ->
+    (in * coeff, out). Samples are sorted by (feature, first basis); the ones sharing a
+    first basis form one bag per local position d, read from grad_out (small, in cache).
+    """
+    g = geometry
+    batch, in_features = first.shape
+    buckets = g.coeff + g.order  # first + order in [0, buckets) for every useful entry
+    key = (first.t() + g.order).clamp(0, buckets - 1)  # (in, batch)
+    key = key + (torch.arange(in_features, device=first.device) * buckets).unsqueeze(1)
+    key = key.reshape(-1)
+    order = torch.argsort(key)
+    sample = order % batch
+    counts = torch.bincount(key, minlength=in_features * buckets)
+    offsets = counts.cumsum(0) - counts
+    sorted_values = values.transpose(0, 1).reshape(-1, g.order + 1)[order]  # (in * batch, order + 1)
+    grad_t = grad_out.new_zeros(in_features, g.coeff, grad_out.size(1))
+    for d in range(g.order + 1):
+        bags = F.embedding_bag(
+            sample, grad_out, offsets, per_sample_weights=sorted_values[:, d].contiguous(), mode="sum"
+        ).view(in_features, buckets, -1)  # bag (i, s) feeds coefficient s - order + d
+        grad_t += bags[:, g.order - d : g.order - d + g.coeff]
+    return grad_t.view(in_features * g.coeff, -1)
+
+
+# --------------------------------------------------------------------------- models
+
+
+class FastBSplineKANLinear(KANLinear):
+    """``KANLinear`` with the same parameters, buffers and function, computed from local bases.
+
+    Construction, ``update_grid``, ``curve2coeff``, ``regularization_loss`` and the
+    dense ``b_splines`` are the reference's own; only ``forward`` differs.
+    """
+
+    def knot_geometry(self) -> KnotGeometry:
+        """The grid's analysis, recomputed whenever the grid buffer changes.
+
+        Cached on the buffer's identity, version counter and storage; on the CPU also
+        checked against a copy of the knots, so an edit that bypasses the version
+        counter (``grid.data.copy_``) cannot leave a stale uniform flag behind.
+        """
+        grid = self.grid
+        key = (grid._version, grid.data_ptr(), grid.dtype, grid.device, tuple(grid.shape), self.spline_order)
+        cached = self.__dict__.get("_knot_cache")
+        if (
+            cached is not None
+            and cached[0] is grid
+            and cached[1] == key
+            and (grid.device.type != "cpu" or torch.equal(cached[2], grid))
+        ):
+            return cached[3]
+        geometry = knot_geometry(grid, self.spline_order)
+        self.__dict__["_knot_cache"] = (grid, key, grid.clone(), geometry)
+        return geometry
+
+    def uses_gather(self) -> bool:
+        """Whether forward contracts by gathering coefficient rows (large grids) or densely."""
+        return self.grid_size + self.spline_order >= GATHER_MIN_COEFF
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., in) -> (..., out)."""
+        check_features(x, self.in_features)
+        original_shape = x.shape
+        x = x.reshape(-1, self.in_features)  # (batch, in)
+        geometry = self.knot_geometry()
+        spline_weight = self.scaled_spline_weight  # (out, in, coeff)
+        if self.uses_gather():
+            with region(BASE_BRANCH):
+                base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
+            table = spline_weight.permute(1, 2, 0).reshape(-1, self.out_features)  # (in * coeff, out)
+            output = base_output + GatherSplineProduct.apply(x, table, geometry)
+        else:
+            weight_t = torch.cat(
+                [spline_weight.permute(2, 1, 0), self.base_weight.t().unsqueeze(0)]
+            ).reshape(-1, self.out_features)  # ((coeff + 1) * in, out), row c * in + i
+            output = DenseSplineProduct.apply(x, weight_t, geometry, self.base_activation)
+        return output.reshape(*original_shape[:-1], self.out_features)
+
+
+class FastBSplineKAN(KAN):
+    """``KAN`` built from ``FastBSplineKANLinear`` layers: same options, state dict and seed behaviour."""
+
+    def __init__(
+        self,
+        layers_hidden: Sequence[int],
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
+        grid_eps: float = 0.02,
+        grid_range: Sequence[float] = (-1, 1),
+    ):
+        torch.nn.Module.__init__(self)
+        self.grid_size = grid_size
+        self.spline_order = spline_order
+        self.layers = torch.nn.ModuleList(
+            FastBSplineKANLinear(
+                in_features,
+                out_features,
+                grid_size=grid_size,
+                spline_order=spline_order,
+                scale_noise=scale_noise,
+                scale_base=scale_base,
+                scale_spline=scale_spline,
+                enable_standalone_scale_spline=enable_standalone_scale_spline,
+                base_activation=base_activation,
+                grid_eps=grid_eps,
+                grid_range=grid_range,
+            )
+            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
+        )
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def layer_forward_flops(
+    in_features: int, out_features: int, batch: int, grid_size: int, spline_order: int, scaled: bool = True
+) -> int:
+    """FLOPs of one ``FastBSplineKANLinear.forward`` on ``batch`` rows (kan.zoo's convention).
+
+    The work this layer does, which is less than the reference's: knot span and local
+    coordinate (subtract, multiply, floor, subtract: 4 per element); the local bases
+    by the cardinal recursion (per level r, r + 1 bases of at most two multiply-adds
+    and a scale: 5 per basis); the base branch (SiLU, 4 per element); the scaler
+    multiply; then the contraction: dense, one (batch, in * (coeff + 1)) x
+    (in * (coeff + 1), out) product, or gathered, ``spline_order + 1`` multiply-adds
+    per input, output and sample plus the base product.
+    """
+    b, i, o = batch, in_features, out_features
+    coeff = grid_size + spline_order
+    basis = 4 * b * i + sum(5 * (r + 1) * b * i for r in range(1, spline_order + 1))
+    base = 4 * b * i
+    scaler = o * i * coeff if scaled else 0
+    if coeff >= GATHER_MIN_COEFF:
+        product = 2 * b * i * (spline_order + 1) * o + 2 * b * i * o + b * o
+    else:
+        product = 2 * b * i * (coeff + 1) * o
+    return basis + base + scaler + product
+
+
+def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 5, spline_order: int = 3,
+                  enable_standalone_scale_spline: bool = True, **_unused) -> int:
+    """FLOPs of one ``FastBSplineKAN.forward`` on ``batch`` rows; options that do not change the count are ignored."""
+    return sum(
+        layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline)
+        for i, o in zip(widths, widths[1:])
+    )
