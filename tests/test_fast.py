@@ -1,0 +1,449 @@
+"""The fast B-spline KAN (kan.fast) against the reference KAN built from the same state dict.
+
+The reference (kan.reference, efficient-kan semantics, itself checked against scipy's
+B-splines in test_reference.py) is the independent truth: every check builds a reference
+layer or model, randomises its parameters so that the spline part of the output is as
+large as the base part, loads its state dict into the fast one with ``strict=True`` and
+compares outputs and gradients on inputs inside the grid, beyond it, far outside it and
+exactly on the knots.
+
+Only the public surface of kan.fast is used. Both contractions are forced through
+``GATHER_MIN_COEFF``, which the layers read at call time; every test runs with the
+``torch.compile``'d kernels off except the few marked compiled, which turn them on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+
+import kan.fast
+import kan.reference
+from kan import zoo
+from kan.fast import FastBSplineKAN, FastBSplineKANLinear, knot_geometry
+from kan.reference import KAN, KANLinear
+
+FLOAT32_TOLERANCE = 1e-5  # outputs, relative to max(1, max |reference|)
+FLOAT64_TOLERANCE = 1e-10
+GRADIENT_TOLERANCE = 1e-4  # float32 gradients, relative to max(1, max |reference gradient|)
+FAR_OUTSIDE = (-100.0, -3.0, 3.0, 100.0)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def compile_off():
+    """Run eagerly unless a test turns compilation on; restore the previous setting after.
+
+    ``compile_enabled()`` is the setting itself wherever a C++ compiler exists; where none
+    does, the kernels cannot be compiled either way, so restoring False changes nothing.
+    """
+    previous = kan.fast.compile_enabled()
+    kan.fast.set_compile(False)
+    yield
+    kan.fast.set_compile(previous)
+
+
+@pytest.fixture
+def compiled():
+    """Compilation on for this test (after ``compile_off``, which restores the setting)."""
+    kan.fast.set_compile(True)
+    if not kan.fast.compile_enabled():
+        pytest.skip("torch.compile kernels unavailable here (kan.fast.compile_enabled() is False: no C++ compiler)")
+
+
+@pytest.fixture(params=["dense", "gather"])
+def contraction(request, monkeypatch):
+    """Force one contraction for every layer: 'gather' from 1 coefficient on, 'dense' never gather."""
+    monkeypatch.setattr(kan.fast, "GATHER_MIN_COEFF", 1 if request.param == "gather" else 10**9)
+    return request.param
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter drawn from N(0, 1), so the spline part weighs as much as the base part."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+
+
+def layer_pair(in_features, out_features, grid_size, order, dtype=torch.float32, seed=0, **options):
+    """A randomised reference ``KANLinear`` and a ``FastBSplineKANLinear`` loaded from its state dict."""
+    torch.manual_seed(seed)
+    reference = KANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **options)
+    randomise(reference, seed)
+    fast = FastBSplineKANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **options)
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    return reference.to(dtype), fast.to(dtype)
+
+
+def model_pair(widths, grid_size=5, order=3, dtype=torch.float32, seed=0, **options):
+    """A randomised reference ``KAN`` and a ``FastBSplineKAN`` loaded from its state dict."""
+    torch.manual_seed(seed)
+    reference = KAN(widths, grid_size=grid_size, spline_order=order, **options)
+    randomise(reference, seed)
+    fast = FastBSplineKAN(widths, grid_size=grid_size, spline_order=order, **options)
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    return reference.to(dtype), fast.to(dtype)
+
+
+def probe_inputs(layer: KANLinear, generator: torch.Generator, count: int = 48) -> torch.Tensor:
+    """Inputs (n, in) that exercise every case, column i on feature i's own knots.
+
+    Random points across the knots and one unit beyond them; points inside grid_range;
+    far outside it (+-3, +-100); every knot exactly, the first and the last included;
+    and both ends of grid_range (-1 and 1 in these tests).
+    """
+    grid = layer.grid  # (in, knots)
+    in_features = grid.size(0)
+    lo, hi = grid[:, 0], grid[:, -1]  # (in,)
+    across = lo - 1 + torch.rand(count, in_features, generator=generator, dtype=grid.dtype) * (hi - lo + 2)
+    inside = torch.rand(count, in_features, generator=generator, dtype=grid.dtype) * 2 - 1  # (count, in)
+    far = torch.tensor(FAR_OUTSIDE, dtype=grid.dtype).unsqueeze(1).expand(-1, in_features)  # (4, in)
+    ends = torch.tensor([-1.0, 1.0], dtype=grid.dtype).unsqueeze(1).expand(-1, in_features)  # (2, in)
+    return torch.cat([across, inside, far, grid.T, ends]).contiguous()  # (n, in)
+
+
+def sample_rows(pool: torch.Tensor, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """A batch (batch, in) whose column i takes random values from column i of pool (n, in)."""
+    rows = torch.randint(0, pool.size(0), (batch, pool.size(1)), generator=generator)  # (batch, in)
+    return pool.gather(0, rows)
+
+
+def assert_close(actual, expected, tolerance, what=""):
+    """max |actual - expected| <= tolerance * max(1, max |expected|); NaN fails."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    scale = max(1.0, expected.abs().max().item())
+    error = (actual - expected).abs().max().item()
+    assert error <= tolerance * scale, f"{what}: max |fast - reference| = {error:.3g} > {tolerance:g} * {scale:.3g}"
+
+
+def gradients(model: torch.nn.Module, x: torch.Tensor, upstream: torch.Tensor) -> dict[str, torch.Tensor]:
+    """d(sum(upstream * model(x))) by the input and by every parameter, by name."""
+    x = x.detach().clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    model(x).backward(upstream)
+    found = {"input": x.grad}
+    found.update({name: parameter.grad for name, parameter in model.named_parameters()})
+    return found
+
+
+def assert_same_gradients(reference, fast, x, generator, tolerance=GRADIENT_TOLERANCE):
+    """Gradients of fast and reference agree for a random upstream gradient."""
+    with torch.no_grad():
+        out_features = reference(x).size(-1)
+    upstream = torch.randn(*x.shape[:-1], out_features, generator=generator, dtype=x.dtype)  # (..., out)
+    expected = gradients(reference, x, upstream)
+    actual = gradients(fast, x, upstream)
+    assert set(actual) == set(expected) and len(expected) >= 4  # input, base_weight, spline_weight, spline_scaler
+    for name in expected:
+        assert actual[name] is not None, f"no gradient for {name}"
+        assert_close(actual[name], expected[name], tolerance, f"gradient of {name}")
+
+
+def nonuniform_sample(in_features: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """(500, in) skewed samples: x**3 of a normal in even columns, an exponential in odd ones."""
+    generator = torch.Generator().manual_seed(seed)
+    normal = torch.randn(500, in_features, generator=generator, dtype=dtype)
+    cubed = normal**3
+    exponential = torch.empty(500, in_features, dtype=dtype).exponential_(generator=generator) - 1
+    odd = torch.arange(in_features) % 2 == 1  # (in,)
+    return torch.where(odd, exponential, cubed)
+
+
+def away_from_knots(layer: KANLinear, count: int, seed: int, margin: float = 1e-3) -> torch.Tensor:
+    """(count, in) fixed points across and beyond the knots, none within ``margin`` of a knot of its feature."""
+    generator = torch.Generator().manual_seed(seed)
+    grid = layer.grid.double()  # (in, knots)
+    columns = []
+    for knots in grid:
+        lo, hi = knots[0].item() - 1, knots[-1].item() + 1
+        candidates = torch.rand(20 * count, generator=generator, dtype=torch.float64) * (hi - lo) + lo
+        candidates = torch.cat([torch.tensor([-3.0, 3.0], dtype=torch.float64), candidates])
+        distance = (candidates.unsqueeze(1) - knots.unsqueeze(0)).abs().amin(dim=1)  # (candidates,)
+        kept = candidates[distance >= margin][:count]
+        assert kept.numel() == count
+        columns.append(kept)
+    return torch.stack(columns, dim=1).to(layer.grid.dtype)  # (count, in)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+SHAPES = [(1, 1, 1), (3, 2, 5), (9, 4, 1), (2, 9, 64), (5, 7, 17), (9, 9, 3), (4, 1, 2)]  # (in, out, batch)
+GRID_SIZES = [1, 2, 5, 12, 30]
+
+
+def sweep() -> list:
+    """Every spline order with every grid size, the (in, out, batch) shapes taken in turn."""
+    cases = []
+    for n, (order, grid) in enumerate(itertools.product(range(1, 6), GRID_SIZES)):
+        i, o, b = SHAPES[n % len(SHAPES)]
+        cases.append(pytest.param(order, grid, i, o, b, id=f"order{order}-grid{grid}-in{i}-out{o}-batch{b}"))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("order, grid_size, in_features, out_features, batch", sweep())
+def test_outputs_equal_reference(order, grid_size, in_features, out_features, batch, dtype, contraction):
+    reference, fast = layer_pair(in_features, out_features, grid_size, order, dtype, seed=order * 100 + grid_size)
+    assert fast.uses_gather() == (contraction == "gather")
+    tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
+    generator = torch.Generator().manual_seed(order * 100 + grid_size)
+    pool = probe_inputs(reference, generator)  # (n, in): every special point in every column
+    x = sample_rows(pool, batch, generator)  # (batch, in)
+    with torch.no_grad():
+        assert_close(fast(pool), reference(pool), tolerance, "outputs on the probe points")
+        assert_close(fast(x), reference(x), tolerance, f"outputs on a batch of {batch}")
+
+
+@pytest.mark.parametrize("order", [1, 3, 5], ids=lambda v: f"order{v}")
+@pytest.mark.parametrize("grid_size", GRID_SIZES, ids=lambda v: f"grid{v}")
+def test_default_contraction_choice_and_outputs(order, grid_size):
+    """At the module's own threshold: the layer says which contraction it takes, and it is exact."""
+    reference, fast = layer_pair(3, 2, grid_size, order, seed=grid_size)
+    assert fast.uses_gather() == (grid_size + order >= kan.fast.GATHER_MIN_COEFF)
+    pool = probe_inputs(reference, torch.Generator().manual_seed(grid_size))  # (n, 3)
+    with torch.no_grad():
+        assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "outputs")
+
+
+def test_both_contractions_taken_over_the_sweep():
+    """The sweep's smallest and largest layers fall on either side of the default threshold."""
+    smallest = FastBSplineKANLinear(2, 2, grid_size=min(GRID_SIZES), spline_order=1)
+    largest = FastBSplineKANLinear(2, 2, grid_size=max(GRID_SIZES), spline_order=5)
+    assert not smallest.uses_gather() and largest.uses_gather()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_multilayer_model_equals_reference(dtype, contraction):
+    reference, fast = model_pair([4, 7, 3], grid_size=8, order=3, dtype=dtype, seed=3)
+    assert all(layer.uses_gather() == (contraction == "gather") for layer in fast.layers)
+    pool = probe_inputs(reference.layers[0], torch.Generator().manual_seed(3))  # (n, 4)
+    tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
+    with torch.no_grad():
+        assert_close(fast(pool), reference(pool), tolerance, "model outputs")
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5], ids=lambda v: f"order{v}")
+@pytest.mark.parametrize("grid_size", [2, 7, 26], ids=lambda v: f"grid{v}")
+def test_gradients_equal_reference(order, grid_size, contraction):
+    reference, fast = layer_pair(4, 3, grid_size, order, seed=order * 10 + grid_size)
+    assert fast.uses_gather() == (contraction == "gather")
+    generator = torch.Generator().manual_seed(order * 10 + grid_size)
+    pool = probe_inputs(reference, generator)  # (n, 4): on knots, across them, far outside
+    assert_same_gradients(reference, fast, pool, generator)
+    assert_same_gradients(reference, fast, sample_rows(pool, 1, generator), generator)  # batch of one
+
+
+def test_model_gradients_equal_reference(contraction):
+    reference, fast = model_pair([3, 5, 2], grid_size=6, order=3, seed=4)
+    generator = torch.Generator().manual_seed(4)
+    pool = probe_inputs(reference.layers[0], generator)  # (n, 3)
+    assert_same_gradients(reference, fast, pool, generator)
+
+
+# --------------------------------------------------------------------------- non-uniform grids
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("order", [1, 3, 5], ids=lambda v: f"order{v}")
+def test_updated_nonuniform_grid_equals_reference(order, dtype, contraction):
+    reference, fast = layer_pair(3, 4, 8, order, dtype, seed=order)
+    assert knot_geometry(fast.grid, order).uniform  # grid 8 on (-1, 1): exact steps in any dtype
+    generator = torch.Generator().manual_seed(order)
+    with torch.no_grad():
+        fast(probe_inputs(fast, generator))  # forward on the uniform grid first: nothing stale may remain
+
+    samples = nonuniform_sample(3, dtype, seed=order)  # (500, 3)
+    reference.update_grid(samples)
+    fast.update_grid(samples)
+    assert not knot_geometry(fast.grid, order).uniform
+    steps = fast.grid.diff(dim=1)  # (in, knots - 1)
+    assert (steps.amax(dim=1) / steps.amin(dim=1) > 1.5).all(), "the updated grid should be far from uniform"
+    assert torch.equal(fast.grid, reference.grid)
+
+    tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
+    pool = probe_inputs(reference, generator)  # (n, 3) on the new knots
+    with torch.no_grad():
+        assert_close(fast(pool), reference(pool), tolerance, "outputs after update_grid")
+        assert_close(fast(samples), reference(samples), tolerance, "outputs on the update_grid samples")
+    gradient_tolerance = GRADIENT_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
+    assert_same_gradients(reference, fast, pool, generator, gradient_tolerance)
+
+
+def test_grid_loaded_from_a_state_dict_is_used(contraction):
+    """A non-uniform grid arriving by load_state_dict (not update_grid) replaces a used uniform one."""
+    reference, fast = layer_pair(2, 3, 6, 3, seed=5)
+    with torch.no_grad():
+        fast(torch.zeros(4, 2))  # (4, 2): forward on the uniform grid first
+    reference.update_grid(nonuniform_sample(2, torch.float32, seed=5))
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    assert not knot_geometry(fast.grid, 3).uniform
+    pool = probe_inputs(reference, torch.Generator().manual_seed(5))  # (n, 2)
+    with torch.no_grad():
+        assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "outputs after loading a new grid")
+
+
+def test_update_grid_with_a_constant_column_gives_no_nan(contraction):
+    reference, fast = layer_pair(3, 2, 5, 3, seed=6)
+    samples = nonuniform_sample(3, torch.float32, seed=6)  # (500, 3)
+    samples[:, 1] = 0.25  # a constant feature: every quantile knot is the same value
+    reference.update_grid(samples)
+    fast.update_grid(samples)
+    for name, tensor in fast.state_dict().items():
+        assert torch.isfinite(tensor).all(), f"{name} has NaN or inf after update_grid"
+    generator = torch.Generator().manual_seed(6)
+    pool = probe_inputs(reference, generator)  # (n, 3), column 1 on its clustered knots
+    with torch.no_grad():
+        out = fast(pool)
+        assert torch.isfinite(out).all()
+        assert_close(out, reference(pool), FLOAT32_TOLERANCE, "outputs after update_grid")
+    found = gradients(fast, pool, torch.randn(pool.size(0), 2, generator=generator))
+    assert all(torch.isfinite(g).all() for g in found.values())
+
+
+# --------------------------------------------------------------------------- gradcheck
+
+
+@pytest.mark.parametrize("grid", ["uniform", "nonuniform"])
+@pytest.mark.parametrize("order", [1, 3], ids=lambda v: f"order{v}")
+def test_gradcheck_float64(order, grid, contraction):
+    _, layer = layer_pair(3, 2, 4, order, torch.float64, seed=7 + order)  # grid 4 on (-1, 1): exact steps
+    if grid == "nonuniform":
+        layer.update_grid(nonuniform_sample(3, torch.float64, seed=order))
+    assert knot_geometry(layer.grid, order).uniform == (grid == "uniform")
+    assert layer.uses_gather() == (contraction == "gather")
+    x = away_from_knots(layer, 6, seed=order).requires_grad_(True)  # (6, 3)
+    names = [name for name, _ in layer.named_parameters()]
+    parameters = [p.detach().clone().requires_grad_(True) for _, p in layer.named_parameters()]
+
+    def layer_output(x, *parameters):
+        return torch.func.functional_call(layer, dict(zip(names, parameters)), (x,))
+
+    assert torch.autograd.gradcheck(layer_output, (x, *parameters), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- state dicts and shapes
+
+
+@pytest.mark.parametrize("scaler", [True, False], ids=["standalone-scaler", "no-scaler"])
+def test_state_dict_round_trip(scaler):
+    torch.manual_seed(8)
+    reference = KAN([3, 5, 2], grid_size=6, spline_order=3, enable_standalone_scale_spline=scaler)
+    randomise(reference, 8)
+    fast = FastBSplineKAN([3, 5, 2], grid_size=6, spline_order=3, enable_standalone_scale_spline=scaler)
+    expected = {name: tuple(t.shape) for name, t in reference.state_dict().items()}
+    assert {name: tuple(t.shape) for name, t in fast.state_dict().items()} == expected
+    assert [n for n, _ in fast.named_parameters()] == [n for n, _ in reference.named_parameters()]
+    assert [n for n, _ in fast.named_buffers()] == [n for n, _ in reference.named_buffers()]
+
+    fast.load_state_dict(reference.state_dict(), strict=True)  # reference -> fast
+    x = probe_inputs(reference.layers[0], torch.Generator().manual_seed(8))  # (n, 3)
+    with torch.no_grad():
+        assert_close(fast(x), reference(x), FLOAT32_TOLERANCE, "reference -> fast")
+
+    randomise(fast, 9)
+    back = KAN([3, 5, 2], grid_size=6, spline_order=3, enable_standalone_scale_spline=scaler)
+    back.load_state_dict(fast.state_dict(), strict=True)  # fast -> reference
+    for name, tensor in fast.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor), name
+    with torch.no_grad():
+        assert_close(fast(x), back(x), FLOAT32_TOLERANCE, "fast -> reference")
+
+
+def test_leading_dimensions_are_kept(contraction):
+    reference, fast = layer_pair(4, 3, 5, 3, seed=10)
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(10)) * 2  # (2, 3, in)
+    with torch.no_grad():
+        out = fast(x)
+        assert out.shape == (2, 3, 3)  # (2, 3, out)
+        assert_close(out, reference(x), FLOAT32_TOLERANCE, "outputs of a (2, 3, in) input")
+    reference_model, fast_model = model_pair([4, 5, 2], seed=10)
+    with torch.no_grad():
+        assert_close(fast_model(x), reference_model(x), FLOAT32_TOLERANCE, "model outputs of a (2, 3, in) input")
+        assert fast_model(x[0, 0]).shape == (2,)  # (in,) -> (out,)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (7,)], ids=["2d", "3d", "1d"])
+def test_wrong_input_width_raises_value_error(shape, contraction):
+    _, fast = layer_pair(4, 3, 5, 3)
+    _, fast_model = model_pair([4, 5, 2])
+    for model in (fast, fast_model):
+        with pytest.raises(ValueError) as raised:
+            model(torch.zeros(shape))
+        message = str(raised.value)
+        assert "4" in message and "7" in message, message  # names the expected width 4 and the received 7
+
+
+# --------------------------------------------------------------------------- compiled kernels, CUDA
+
+
+def test_compiled_kernels_equal_reference(contraction, compiled):
+    reference, fast = layer_pair(4, 3, 12, 3, seed=11)
+    assert fast.uses_gather() == (contraction == "gather")
+    assert knot_geometry(fast.grid, 3).uniform  # the compiled kernels serve uniform grids
+    generator = torch.Generator().manual_seed(11)
+    pool = probe_inputs(reference, generator)  # (n, 4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*torch.compile failed.*")  # a silent eager fallback fails
+        with torch.no_grad():
+            assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "compiled outputs")
+        assert_same_gradients(reference, fast, pool, generator)
+    assert kan.fast.compile_enabled(), "compilation switched itself off"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("compile_kernels", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("order, grid_size", [(1, 3), (3, 5), (3, 30), (5, 12)])
+def test_cuda_equals_reference(order, grid_size, compile_kernels, contraction):
+    if compile_kernels:
+        kan.fast.set_compile(True)
+        if not kan.fast.compile_enabled("cuda"):
+            pytest.skip("torch.compile kernels unavailable on CUDA here (no Triton)")
+    reference, fast = layer_pair(5, 4, grid_size, order, seed=12)
+    generator = torch.Generator().manual_seed(12)
+    pool = probe_inputs(reference, generator)  # (n, 5) on the CPU
+    upstream = torch.randn(pool.size(0), 4, generator=generator)  # (n, out)
+    expected = gradients(reference, pool, upstream)  # on the CPU
+    with torch.no_grad():
+        expected_out = reference(pool)
+    fast = fast.cuda()
+    assert fast.uses_gather() == (contraction == "gather")
+    with torch.no_grad():
+        assert_close(fast(pool.cuda()).cpu(), expected_out, FLOAT32_TOLERANCE, "CUDA outputs")
+    actual = gradients(fast, pool.cuda(), upstream.cuda())
+    for name in expected:
+        assert_close(actual[name].cpu(), expected[name], GRADIENT_TOLERANCE, f"CUDA gradient of {name}")
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def test_forward_flops_positive_linear_in_batch_and_below_reference():
+    flops = kan.fast.forward_flops
+    widths = [784, 64, 10]
+    assert all(flops(widths, b, grid_size=5, spline_order=3) > 0 for b in (1, 2, 4))
+    one, two, four = (flops(widths, b, grid_size=5, spline_order=3) for b in (1, 2, 4))
+    assert four - two == 2 * (two - one)  # affine in batch
+    assert flops(widths, 1024, grid_size=5) < kan.reference.forward_flops(widths, 1024, grid_size=5)
+    assert zoo.flops("kan-fast", widths, batch=1024, grid_size=5) == flops(widths, 1024, grid_size=5)
+    assert zoo.entry("kan-fast").model_class() is FastBSplineKAN
+
+
+@pytest.mark.parametrize("grid_size", [5, 30], ids=lambda v: f"grid{v}")
+def test_forward_flops_linear_in_batch_for_both_contractions(grid_size):
+    flops = kan.fast.forward_flops
+    one, two, four = (flops([6, 5, 3], b, grid_size=grid_size) for b in (1, 2, 4))
+    assert 0 < one < two < four and four - two == 2 * (two - one)
