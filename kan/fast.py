@@ -269,44 +269,162 @@ def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = 
     return first, values, slopes
 
 
-# --------------------------------------------------------------------------- dense bases
+# --------------------------------------------------------------------------- uniform kernels
+#
+# On a uniform grid every kernel below is one elementwise expression over float
+# tensors: the knot span is ``floor`` of the knot coordinate, with no lookup in the
+# knot table. ``torch.compile`` fuses each into a single vectorised loop. Where that
+# floor lands on the wrong side of a knot by rounding, the bases are continuous there
+# (orders >= 1), so values move by rounding only; derivatives are continuous from
+# order 2 on, and order 1's input gradient takes the exact path.
+
+
+def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int):
+    """Knot span as a float in ``[-1, knots - 1]`` and the local coordinate ``u = t - span``."""
+    t = (x - origin) * inv_step
+    span = t.clamp(-1, knots - 1).floor()
+    return span, t - span
 
 
 def _uniform_dense_bases(
-    x: torch.Tensor,
-    base: torch.Tensor,
-    knots_ext: torch.Tensor,
-    origin: torch.Tensor,
-    inv_step: torch.Tensor,
-    order: int,
-    coeff: int,
+    x: torch.Tensor, base: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int
 ) -> torch.Tensor:
     """One row chunk of the combined product's left operand on a uniform grid.
 
     x, base: (rows, in) -> (rows, coeff + 1, in): the ``coeff`` B-spline bases of
-    every feature, then ``base`` (the base activation). Written as one elementwise
-    expression so that ``torch.compile`` fuses it into a single kernel writing the
-    chunk; features are the innermost dimension so the kernel vectorises over them.
+    every feature, then ``base`` (the base activation). Features are innermost, so
+    the fused loop vectorises over them.
     """
-    knots = knots_ext.size(1) - 2
-    t = ((x - origin) * inv_step).clamp(-1, knots - 1)  # (rows, in)
-    guess = t.floor().long()
-    lower = _row_gather(knots_ext, guess + 1)
-    upper = _row_gather(knots_ext, guess + 2)
-    span = guess - (x < lower).long() + (x >= upper).long()  # (rows, in), in [-1, knots - 1]
-    u = (x - _row_gather(knots_ext, span.clamp(0, knots - 2) + 1)) * inv_step
+    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
     values, _ = _uniform_local(u, order, derivative=False)  # order + 1 of (rows, in)
-    position = (
-        torch.arange(coeff, device=x.device).view(1, coeff, 1) - (span - order).unsqueeze(1)
-    )  # (rows, coeff, in): which local basis each dense basis is
-    dense = torch.zeros_like(position, dtype=x.dtype)
+    position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
+        span - order
+    ).unsqueeze(1)  # (rows, coeff, in): which local basis each dense basis is
+    dense = torch.zeros((), device=x.device, dtype=x.dtype)
     for d, value in enumerate(values):
         dense = torch.where(position == d, value.unsqueeze(1), dense)
     return torch.cat([dense, base.unsqueeze(1)], dim=1)
 
 
+def _uniform_input_grad(
+    x: torch.Tensor, grad_columns: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int
+) -> torch.Tensor:
+    """sum_c grad_columns[:, c, :] * d basis_c / dx on a uniform grid (order >= 2).
+
+    x: (rows, in), grad_columns: (rows, coeff, in) -> (rows, in).
+    """
+    coeff = grad_columns.size(1)
+    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    _, slopes = _uniform_local(u, order, derivative=True)
+    position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
+        span - order
+    ).unsqueeze(1)  # (rows, coeff, in)
+    slope = torch.zeros((), device=x.device, dtype=x.dtype)
+    for d, s in enumerate(slopes):
+        slope = torch.where(position == d, s.unsqueeze(1), slope)
+    return (grad_columns * slope).sum(1) * inv_step
+
+
+def _uniform_bags(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int):
+    """Bag indices and weights of the gather forward on a uniform grid.
+
+    x: (batch, blocks, block); origin, inv_step: (blocks, block), padding features
+    with ``inv_step == 0`` -> index (blocks * batch, block * (order + 1)) into the
+    (in * coeff, out) table, weight of the same shape. Bag (blk, b) holds sample b's
+    local bases of the features in block blk; bases that do not exist get weight 0.
+    """
+    batch, blocks, block = x.shape
+    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    values, _ = _uniform_local(u, order, derivative=False)
+    row = torch.arange(blocks * block, device=x.device).view(blocks, block) * coeff  # (blocks, block)
+    index, weight = [], []
+    for d, value in enumerate(values):
+        position = span - order + d  # (batch, blocks, block)
+        valid = (position >= 0) & (position < coeff) & (inv_step > 0)
+        index.append(torch.where(valid, position.long() + row, 0))
+        weight.append(torch.where(valid, value, 0))
+    index = torch.stack(index, dim=-1).transpose(0, 1).reshape(blocks * batch, block * (order + 1))
+    weight = torch.stack(weight, dim=-1).transpose(0, 1).reshape(blocks * batch, block * (order + 1))
+    return index, weight
+
+
+def _uniform_span_key(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int) -> torch.Tensor:
+    """x: (batch, in) -> (in, batch) int64: span + 1, in ``[0, knots]``, features first."""
+    span, _ = _uniform_span(x, origin, inv_step, knots)
+    return (span + 1).long().t()
+
+
+def _uniform_sorted_values(
+    xs: torch.Tensor, key: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int
+) -> torch.Tensor:
+    """Local bases of inputs sorted per feature. xs, key: (in, batch) -> (order + 1, in, batch)."""
+    span = key.to(xs.dtype) - 1
+    u = (xs - origin.unsqueeze(1)) * inv_step.unsqueeze(1) - span
+    values, _ = _uniform_local(u, order, derivative=False)
+    out = []
+    for d, value in enumerate(values):
+        position = span - order + d
+        out.append(torch.where((position >= 0) & (position < coeff), value, 0))
+    return torch.stack(out)
+
+
+# --------------------------------------------------------------------------- compilation
+
+_NO = ("0", "false", "no", "off")
+_compile: dict = {"enabled": os.environ.get("KAN_FAST_COMPILE", "1").lower() not in _NO, "kernels": {}}
+
+
+def set_compile(enabled: bool) -> None:
+    """Turn the fused ``torch.compile`` kernels for uniform grids on or off.
+
+    They are on by default (``KAN_FAST_COMPILE=0`` turns them off) wherever they can
+    build: on the CPU with a C++ compiler, on CUDA with Triton. Off, or where a
+    kernel fails to build, the same expressions run eagerly.
+    """
+    _compile["enabled"] = bool(enabled)
+
+
+def compile_enabled(device: torch.device | str = "cpu") -> bool:
+    """Whether uniform-grid kernels on ``device`` go through ``torch.compile``."""
+    if not _compile["enabled"]:
+        return False
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
+    if kind == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return False
+
+
+def _run(kernel, *args):
+    """``kernel(*args)``, through ``torch.compile`` where that is on for the first argument's device."""
+    if not compile_enabled(args[0].device) or torch.compiler.is_compiling():
+        return kernel(*args)
+    compiled = _compile["kernels"].get(kernel)
+    if compiled is None:
+        compiled = _compile["kernels"][kernel] = torch.compile(kernel)
+    try:
+        return compiled(*args)
+    except Exception as error:  # a missing or broken toolchain: fall back for good
+        warnings.warn(f"kan.fast: torch.compile failed ({type(error).__name__}: {error}); running eagerly")
+        _compile["enabled"] = False
+        return kernel(*args)
+
+
+def _fused(geometry: KnotGeometry) -> bool:
+    """Whether the uniform kernels apply: a uniform grid and a continuous basis (order >= 1)."""
+    return geometry.uniform and geometry.order >= 1
+
+
+# --------------------------------------------------------------------------- dense contraction
+
+
 def _scatter_dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
-    """The same chunk as ``_uniform_dense_bases`` for any grid, from the local bases.
+    """The same chunk as ``_uniform_dense_bases`` for any grid, from the exact local bases.
 
     x, base: (rows, in) -> (rows, (coeff + 1) * in), a strided view of a buffer
     (rows, coeff + 2, in). Local bases that do not exist (zero) land on the buffer's
@@ -322,75 +440,19 @@ def _scatter_dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeom
     index = index.clamp(-1, g.coeff) + 1  # (rows, order + 1, in)
     buffer.scatter_(1, index, values.transpose(1, 2))
     buffer[:, g.coeff + 1].copy_(base)
-    return _rows_view(buffer, g.coeff + 1)
-
-
-def _rows_view(buffer: torch.Tensor, count: int) -> torch.Tensor:
-    """Rows 1 .. count of each (rows, count + 1, in) block, as a (rows, count * in) matrix view."""
     rows, depth, in_features = buffer.shape
     return buffer.as_strided(
-        (rows, count * in_features), (depth * in_features, 1), buffer.storage_offset() + in_features
+        (rows, (g.coeff + 1) * in_features), (depth * in_features, 1), buffer.storage_offset() + in_features
     )
-
-
-# --------------------------------------------------------------------------- compilation
-
-_NO = ("0", "false", "no", "off")
-_compile = {"enabled": os.environ.get("KAN_FAST_COMPILE", "1").lower() not in _NO, "kernel": None}
-
-
-def set_compile(enabled: bool) -> None:
-    """Turn the fused ``torch.compile`` kernel for uniform dense bases on or off.
-
-    It is on by default (``KAN_FAST_COMPILE=0`` turns it off) wherever it can build:
-    on the CPU with a C++ compiler on the path, on CUDA with Triton. Off, or where it
-    cannot build, the same bases come from an eager scatter of the local bases.
-    The first call per shape compiles (seconds); time it apart from steady state.
-    """
-    _compile["enabled"] = bool(enabled)
-
-
-def compile_enabled(device: torch.device | str = "cpu") -> bool:
-    """Whether uniform dense bases on ``device`` go through the compiled kernel."""
-    if not _compile["enabled"]:
-        return False
-    kind = torch.device(device).type
-    if kind == "cpu":
-        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++"))
-    if kind == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False
-        return True
-    return False
-
-
-def _compiled_kernel():
-    if _compile["kernel"] is None:
-        _compile["kernel"] = torch.compile(_uniform_dense_bases)
-    return _compile["kernel"]
 
 
 def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
     """(rows, in), (rows, in) -> (rows, (coeff + 1) * in): the combined product's left operand."""
     g = geometry
-    if g.uniform and compile_enabled(x.device) and not torch.compiler.is_compiling():
-        try:
-            chunk = _compiled_kernel()(x, base, g.knots_ext, g.origin, g.inv_step, g.order, g.coeff)
-            return chunk.view(x.size(0), -1)
-        except Exception as error:  # a missing or broken toolchain: fall back for good
-            warnings.warn(f"kan.fast: torch.compile failed ({type(error).__name__}: {error}); using eager bases")
-            _compile["enabled"] = False
-    if g.uniform and not compile_enabled(x.device) and x.device.type != "cpu":
-        # one expression, no scatter: the better eager form on GPUs
-        return _uniform_dense_bases(x, base, g.knots_ext, g.origin, g.inv_step, g.order, g.coeff).view(
-            x.size(0), -1
-        )
+    if _fused(g):
+        chunk = _run(_uniform_dense_bases, x, base, g.origin, g.inv_step, g.order, g.coeff)
+        return chunk.view(x.size(0), -1)
     return _scatter_dense_bases(x, base, g)
-
-
-# --------------------------------------------------------------------------- contractions
 
 
 def _chunk_rows(x: torch.Tensor, width: int) -> int:
@@ -408,14 +470,14 @@ def _base_and_grad(activation: torch.nn.Module, x: torch.Tensor, grad_base: torc
     return grad
 
 
-def _local_input_grad(
-    x: torch.Tensor, grad_columns: torch.Tensor, geometry: KnotGeometry
-) -> torch.Tensor:
+def _local_input_grad(x: torch.Tensor, grad_columns: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
     """sum_c grad_columns[:, c, :] * d basis_c / dx over the local bases only.
 
     x: (rows, in), grad_columns: (rows, coeff, in) (a view) -> (rows, in).
     """
     g = geometry
+    if _fused(g) and g.order >= 2:
+        return _run(_uniform_input_grad, x, grad_columns, g.origin, g.inv_step, g.order)
     first, _, slopes = local_b_splines(x, g, derivative=True)  # slopes (rows, in, order + 1)
     index = first.unsqueeze(1) + torch.arange(g.order + 1, device=x.device).view(1, -1, 1)
     index = index.clamp(0, g.coeff - 1)  # (rows, order + 1, in); invalid slopes are zero
@@ -477,24 +539,81 @@ class DenseSplineProduct(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
-def _gather_layout(first: torch.Tensor, values: torch.Tensor, coeff: int, block: int):
+# --------------------------------------------------------------------------- gather contraction
+
+
+def _gather_bags(x: torch.Tensor, geometry: KnotGeometry, block: int):
     """Bag indices and weights for the gather forward, in feature blocks.
 
-    first: (batch, in), values: (batch, in, order + 1) -> index, weight: (blocks * batch,
-    block * (order + 1)); bag (blk, b) holds sample b's local bases of the features in
+    x: (batch, in) -> index, weight: (blocks * batch, block * (order + 1)), and the
+    number of blocks; bag (blk, b) holds sample b's local bases of the features in
     block blk, so one block's coefficient rows stay in cache across the batch.
     """
-    batch, in_features, width = values.shape
-    index = first.unsqueeze(-1) + torch.arange(width, device=first.device)
-    index = index.clamp(0, coeff - 1) + (torch.arange(in_features, device=first.device) * coeff).unsqueeze(1)
+    g = geometry
+    batch, in_features = x.shape
     blocks = -(-in_features // block)
     pad = blocks * block - in_features
+    if _fused(g):
+        origin, inv_step = F.pad(g.origin, (0, pad)), F.pad(g.inv_step, (0, pad))  # padding: step 0
+        index, weight = _run(
+            _uniform_bags,
+            F.pad(x, (0, pad)).view(batch, blocks, block),
+            origin.view(blocks, block),
+            inv_step.view(blocks, block),
+            g.order,
+            g.coeff,
+        )
+        return index, weight, blocks
+    first, values, _ = local_b_splines(x, g)  # (batch, in), (batch, in, order + 1)
+    width = g.order + 1
+    index = first.unsqueeze(-1) + torch.arange(width, device=x.device)
+    index = index.clamp(0, g.coeff - 1) + (torch.arange(in_features, device=x.device) * g.coeff).unsqueeze(1)
     if pad:
         index = F.pad(index, (0, 0, 0, pad))
         values = F.pad(values, (0, 0, 0, pad))
     index = index.view(batch, blocks, block * width).transpose(0, 1).reshape(blocks * batch, -1)
     values = values.view(batch, blocks, block * width).transpose(0, 1).reshape(blocks * batch, -1)
     return index, values, blocks
+
+
+def _gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
+    """d table: for each coefficient row, the weighted sum of grad_out over the samples using it.
+
+    x: (batch, in), grad_out: (batch, out) -> (in * coeff, out). Each feature's samples
+    are sorted by knot span; the samples sharing a span form one bag per local
+    position d (an ``embedding_bag`` over the rows of grad_out, which stays in cache).
+    """
+    g = geometry
+    batch, in_features = x.shape
+    buckets = g.knots + 1  # key = span + 1 in [0, knots]
+    if _fused(g):
+        key = _run(_uniform_span_key, x, g.origin, g.inv_step, g.knots)  # (in, batch)
+    else:
+        key = (knot_span(x, g) + 1).t()
+    key, sample = torch.sort(key, dim=1)  # (in, batch), sample: which row of grad_out
+    xs = x.t().gather(1, sample)  # (in, batch)
+    if _fused(g):
+        values = _run(_uniform_sorted_values, xs, key, g.origin, g.inv_step, g.order, g.coeff)
+    else:
+        span = key - 1
+        local, _ = _de_boor_local(xs.t(), span.t(), g, derivative=False)  # order + 1 of (batch, in)
+        position = (span - g.order).unsqueeze(0) + torch.arange(g.order + 1, device=x.device).view(-1, 1, 1)
+        values = torch.stack(local).transpose(1, 2).where((position >= 0) & (position < g.coeff), 0)
+    # values: (order + 1, in, batch)
+    counts = torch.bincount(
+        (key + (torch.arange(in_features, device=x.device) * buckets).unsqueeze(1)).reshape(-1),
+        minlength=in_features * buckets,
+    )
+    offsets = counts.cumsum(0) - counts
+    sample = sample.reshape(-1)
+    grad_t = grad_out.new_zeros(in_features, g.coeff, grad_out.size(1))
+    for d in range(g.order + 1):
+        bags = F.embedding_bag(
+            sample, grad_out, offsets, per_sample_weights=values[d].reshape(-1), mode="sum"
+        ).view(in_features, buckets, -1)  # bag (i, s) feeds coefficient s - 1 - order + d
+        shift = 1 + g.order - d
+        grad_t += bags[:, shift : shift + g.coeff]
+    return grad_t.view(in_features * g.coeff, -1)
 
 
 class GatherSplineProduct(torch.autograd.Function):
@@ -509,12 +628,10 @@ class GatherSplineProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, table, geometry):
-        g = geometry
         batch = x.size(0)
         with region(BASIS):
-            first, values, _ = local_b_splines(x, g)
+            index, weight, blocks = _gather_bags(x, geometry, GATHER_BLOCK_FEATURES)
         with region(SPLINE_PRODUCT):
-            index, weight, blocks = _gather_layout(first, values, g.coeff, GATHER_BLOCK_FEATURES)
             out = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
             out = out.view(blocks, batch, -1).sum(0)
         ctx.save_for_backward(x, table)
@@ -529,56 +646,28 @@ class GatherSplineProduct(torch.autograd.Function):
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_out = grad_out.contiguous()
         batch, in_features = x.shape
-        width = g.order + 1
-        with region(BASIS):
-            first, values, slopes = local_b_splines(x, g, derivative=need_x)
         grad_x = grad_t = None
         if need_t:
             with region(SPLINE_PRODUCT):
-                grad_t = _gather_table_grad(first, values, grad_out, g)
+                grad_t = _gather_table_grad(x, grad_out, g)
         if need_x:
+            width = g.order + 1
+            with region(BASIS):
+                first, _, slopes = local_b_splines(x, g, derivative=True)  # (batch, in), (batch, in, width)
             with region(SPLINE_PRODUCT):
-                index, _, blocks = _gather_layout(first, values, g.coeff, GATHER_BLOCK_FEATURES)
+                index = first.unsqueeze(-1) + torch.arange(width, device=x.device)
+                index = index.clamp(0, g.coeff - 1) + (torch.arange(in_features, device=x.device) * g.coeff).view(
+                    1, -1, 1
+                )  # (batch, in, width); invalid slopes are zero
                 flat = index.reshape(-1)
-                bag = torch.arange(batch, device=x.device).repeat_interleave(index.size(1)).repeat(blocks)
-                offsets = torch.arange(0, flat.numel(), index.size(1), device=x.device)
+                bag = torch.arange(batch, device=x.device).repeat_interleave(in_features * width)
+                offsets = torch.arange(0, flat.numel(), in_features * width, device=x.device)
                 dots = torch.ops.aten._embedding_bag_per_sample_weights_backward(
                     grad_out, table, flat, offsets, bag, 0
-                )  # (blocks * batch * block * width,): grad_out[b] . table[index]
-                padded = blocks * GATHER_BLOCK_FEATURES
-                dots = dots.view(blocks, batch, GATHER_BLOCK_FEATURES, width).transpose(0, 1)
-                dots = dots.reshape(batch, padded, width)[:, :in_features]
+                ).view(batch, in_features, width)  # grad_out[b] . table[index[b, i, d]]
             with region(BASIS):
                 grad_x = (dots * slopes).sum(-1)
         return grad_x, grad_t, None
-
-
-def _gather_table_grad(first, values, grad_out, geometry):
-    """d table: for each coefficient row, the weighted sum of grad_out over the samples using it.
-
-    first: (batch, in), values: (batch, in, order + 1), grad_out: (batch, out) ->
-    (in * coeff, out). Samples are sorted by (feature, first basis); the ones sharing a
-    first basis form one bag per local position d, read from grad_out (small, in cache).
-    """
-    g = geometry
-    batch, in_features = first.shape
-    buckets = g.coeff + g.order  # first + order in [0, buckets) for every useful entry
-    key = (first.t() + g.order).clamp(0, buckets - 1)  # (in, batch)
-    key = key + (torch.arange(in_features, device=first.device) * buckets).unsqueeze(1)
-    key = key.reshape(-1)
-    order = torch.argsort(key)
-    sample = order % batch
-    counts = torch.bincount(key, minlength=in_features * buckets)
-    offsets = counts.cumsum(0) - counts
-    sorted_values = values.transpose(0, 1).reshape(-1, g.order + 1)[order]  # (in * batch, order + 1)
-    grad_t = grad_out.new_zeros(in_features, g.coeff, grad_out.size(1))
-    for d in range(g.order + 1):
-        bags = F.embedding_bag(
-            sample, grad_out, offsets, per_sample_weights=sorted_values[:, d].contiguous(), mode="sum"
-        ).view(in_features, buckets, -1)  # bag (i, s) feeds coefficient s - order + d
-        grad_t += bags[:, g.order - d : g.order - d + g.coeff]
-    return grad_t.view(in_features * g.coeff, -1)
-
 
 # --------------------------------------------------------------------------- models
 
@@ -625,7 +714,7 @@ class FastBSplineKANLinear(KANLinear):
         if self.uses_gather():
             with region(BASE_BRANCH):
                 base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
-            table = spline_weight.permute(1, 2, 0).reshape(-1, self.out_features)  # (in * coeff, out)
+            table = spline_weight.permute(1, 2, 0).contiguous().view(-1, self.out_features)  # (in * coeff, out)
             output = base_output + GatherSplineProduct.apply(x, table, geometry)
         else:
             weight_t = torch.cat(
