@@ -21,8 +21,9 @@ coefficients per feature (measured crossover, see ``GATHER_MIN_COEFF``):
   ``[bases(x), silu(x)] @ [scaled spline weights; base weights]``, one matrix
   product with ``in * (grid_size + spline_order + 1)`` columns, computed over row
   chunks sized to stay in the CPU's cache so the basis never goes to memory. On a
-  uniform grid one fused kernel writes each chunk (``torch.compile``; an eager
-  scatter of the local bases otherwise);
+  uniform grid one float-only expression writes each chunk, fused by
+  ``torch.compile`` where that is on (eagerly otherwise); on other grids the exact
+  local bases are scattered into it;
 * gather (large grids): an ``embedding_bag`` with per-sample weights reads only the
   ``spline_order + 1`` coefficient rows each input touches, and the weight gradient
   is the transposed bag over samples sorted by knot span.
@@ -727,38 +728,7 @@ class FastBSplineKANLinear(KANLinear):
 class FastBSplineKAN(KAN):
     """``KAN`` built from ``FastBSplineKANLinear`` layers: same options, state dict and seed behaviour."""
 
-    def __init__(
-        self,
-        layers_hidden: Sequence[int],
-        grid_size: int = 5,
-        spline_order: int = 3,
-        scale_noise: float = 0.1,
-        scale_base: float = 1.0,
-        scale_spline: float = 1.0,
-        enable_standalone_scale_spline: bool = True,
-        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
-        grid_eps: float = 0.02,
-        grid_range: Sequence[float] = (-1, 1),
-    ):
-        torch.nn.Module.__init__(self)
-        self.grid_size = grid_size
-        self.spline_order = spline_order
-        self.layers = torch.nn.ModuleList(
-            FastBSplineKANLinear(
-                in_features,
-                out_features,
-                grid_size=grid_size,
-                spline_order=spline_order,
-                scale_noise=scale_noise,
-                scale_base=scale_base,
-                scale_spline=scale_spline,
-                enable_standalone_scale_spline=enable_standalone_scale_spline,
-                base_activation=base_activation,
-                grid_eps=grid_eps,
-                grid_range=grid_range,
-            )
-            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
-        )
+    layer_class = FastBSplineKANLinear
 
 
 # --------------------------------------------------------------------------- FLOPs

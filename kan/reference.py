@@ -232,6 +232,8 @@ class KANLinear(torch.nn.Module):
 
 
 class KAN(torch.nn.Module):
+    layer_class: type[KANLinear] = KANLinear  # what each layer is built from
+
     def __init__(
         self,
         layers_hidden: Sequence[int],
@@ -249,7 +251,7 @@ class KAN(torch.nn.Module):
         self.grid_size = grid_size
         self.spline_order = spline_order
         self.layers = torch.nn.ModuleList(
-            KANLinear(
+            self.layer_class(
                 in_features,
                 out_features,
                 grid_size=grid_size,
