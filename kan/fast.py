@@ -543,6 +543,18 @@ class DenseSplineProduct(torch.autograd.Function):
 # --------------------------------------------------------------------------- gather contraction
 
 
+def _table_rows(first: torch.Tensor, geometry: KnotGeometry) -> torch.Tensor:
+    """Rows of the (in * coeff, out) table that the local bases read.
+
+    first: (batch, in) -> (batch, in, order + 1); bases that do not exist are clamped
+    to a row of their feature (their weights are zero).
+    """
+    g = geometry
+    index = first.unsqueeze(-1) + torch.arange(g.order + 1, device=first.device)
+    rows = torch.arange(first.size(-1), device=first.device).unsqueeze(1) * g.coeff  # (in, 1)
+    return index.clamp(0, g.coeff - 1) + rows
+
+
 def _gather_bags(x: torch.Tensor, geometry: KnotGeometry, block: int):
     """Bag indices and weights for the gather forward, in feature blocks.
 
@@ -567,8 +579,7 @@ def _gather_bags(x: torch.Tensor, geometry: KnotGeometry, block: int):
         return index, weight, blocks
     first, values, _ = local_b_splines(x, g)  # (batch, in), (batch, in, order + 1)
     width = g.order + 1
-    index = first.unsqueeze(-1) + torch.arange(width, device=x.device)
-    index = index.clamp(0, g.coeff - 1) + (torch.arange(in_features, device=x.device) * g.coeff).unsqueeze(1)
+    index = _table_rows(first, g)
     if pad:
         index = F.pad(index, (0, 0, 0, pad))
         values = F.pad(values, (0, 0, 0, pad))
@@ -656,11 +667,7 @@ class GatherSplineProduct(torch.autograd.Function):
             with region(BASIS):
                 first, _, slopes = local_b_splines(x, g, derivative=True)  # (batch, in), (batch, in, width)
             with region(SPLINE_PRODUCT):
-                index = first.unsqueeze(-1) + torch.arange(width, device=x.device)
-                index = index.clamp(0, g.coeff - 1) + (torch.arange(in_features, device=x.device) * g.coeff).view(
-                    1, -1, 1
-                )  # (batch, in, width); invalid slopes are zero
-                flat = index.reshape(-1)
+                flat = _table_rows(first, g).reshape(-1)  # invalid slopes are zero
                 bag = torch.arange(batch, device=x.device).repeat_interleave(in_features * width)
                 offsets = torch.arange(0, flat.numel(), in_features * width, device=x.device)
                 dots = torch.ops.aten._embedding_bag_per_sample_weights_backward(
