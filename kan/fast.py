@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from kan import native
 from kan.reference import KAN, KANLinear, check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
@@ -677,6 +678,112 @@ class GatherSplineProduct(torch.autograd.Function):
                 grad_x = (dots * slopes).sum(-1)
         return grad_x, grad_t, None
 
+# --------------------------------------------------------------------------- C++ kernels (CPU)
+#
+# On the CPU, where kan.native's kernels build, both contractions run there: the
+# local bases are evaluated inside each kernel, vectorised over features, and never
+# stored for the whole batch. The dense product keeps its matrix product in PyTorch
+# (the BLAS), over row chunks of a cache-sized buffer that the C++ writes. The dense
+# weight is (out, (coeff + 1) * in), basis-major like the chunks, whose every column
+# the C++ writes straight from vector registers; the gather table is (in, coeff, out).
+
+
+def _native(x: torch.Tensor, geometry: KnotGeometry) -> bool:
+    """Whether the C++ kernels take this input (CPU, float32/float64, built, an order they handle)."""
+    return native.supports(x, geometry.order)
+
+
+class NativeDenseProduct(torch.autograd.Function):
+    """``[bases(x), act(x)] @ weight.T`` by row chunks, the bases written by C++ and recomputed in backward.
+
+    x: (batch, in), weight: (out, (coeff + 1) * in) -> (batch, out). Saves x and weight.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, geometry, activation):
+        batch, in_features = x.shape
+        width = weight.size(1)
+        out = x.new_empty(batch, weight.size(0))
+        rows = _chunk_rows(x, width)
+        buffer = x.new_empty(rows * width)
+        for start in range(0, batch, rows):
+            xc = x[start : start + rows]
+            with region(BASE_BRANCH):
+                base = activation(xc)
+            with region(BASIS):
+                chunk = native.dense_bases(xc, base, geometry, out=buffer[: xc.size(0) * width].view(-1, width))
+            with region(SPLINE_PRODUCT):
+                torch.mm(chunk, weight.t(), out=out[start : start + rows])
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = geometry
+        ctx.activation = activation
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        g = ctx.geometry
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_out = grad_out.contiguous()
+        batch, in_features = x.shape
+        width = weight.size(1)
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w_t = weight.new_zeros(width, weight.size(0)) if need_w else None  # ((coeff + 1) * in, out)
+        rows = _chunk_rows(x, width)
+        buffer = x.new_empty(rows * width) if need_w else None
+        for start in range(0, batch, rows):
+            xc = x[start : start + rows]
+            gc = grad_out[start : start + rows]
+            if need_w:
+                with region(BASIS):
+                    chunk = native.dense_bases(
+                        xc, ctx.activation(xc), g, out=buffer[: xc.size(0) * width].view(-1, width)
+                    )
+                with region(SPLINE_PRODUCT):
+                    grad_w_t.addmm_(chunk.t(), gc)
+            if need_x:
+                with region(SPLINE_PRODUCT):
+                    cells = torch.mm(gc, weight)  # (rows, (coeff + 1) * in)
+                with region(BASIS):
+                    grad = native.dense_input_grad(xc, cells, g)
+                with region(BASE_BRANCH):
+                    grad += _base_and_grad(ctx.activation, xc, cells.view(-1, g.coeff + 1, in_features)[:, g.coeff])
+                grad_x[start : start + rows] = grad
+        return grad_x, (grad_w_t.t() if need_w else None), None, None
+
+
+class NativeGatherProduct(torch.autograd.Function):
+    """``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d]`` in C++, without a dense basis.
+
+    x: (batch, in), table: (in, coeff, out) -> (batch, out). Backward: the table's
+    gradient from each feature's samples sorted by knot span, the input's from the
+    bases' slopes. Saves x and the table.
+    """
+
+    @staticmethod
+    def forward(ctx, x, table, geometry):
+        with region(SPLINE_PRODUCT):
+            out = native.gather_forward(x, table, geometry)
+        ctx.save_for_backward(x, table)
+        ctx.geometry = geometry
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, table = ctx.saved_tensors
+        g = ctx.geometry
+        grad_x = grad_t = None
+        if ctx.needs_input_grad[1]:
+            with region(SPLINE_PRODUCT):
+                grad_t = native.gather_table_grad(x, grad_out, g)
+        if ctx.needs_input_grad[0]:
+            with region(BASIS):
+                grad_x = native.gather_input_grad(x, table, grad_out, g)
+        return grad_x, grad_t, None
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -719,7 +826,20 @@ class FastBSplineKANLinear(KANLinear):
         x = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry()
         spline_weight = self.scaled_spline_weight  # (out, in, coeff)
-        if self.uses_gather():
+        if _native(x, geometry):
+            if self.uses_gather():
+                with region(BASE_BRANCH):
+                    base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
+                table = spline_weight.permute(1, 2, 0).contiguous()  # (in, coeff, out)
+                output = base_output + NativeGatherProduct.apply(x, table, geometry)
+            else:
+                weight = torch.cat(
+                    [spline_weight.transpose(1, 2), self.base_weight.unsqueeze(1)], dim=1
+                )  # (out, coeff + 1, in)
+                output = NativeDenseProduct.apply(
+                    x, weight.view(self.out_features, -1), geometry, self.base_activation
+                )
+        elif self.uses_gather():
             with region(BASE_BRANCH):
                 base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
             table = spline_weight.permute(1, 2, 0).contiguous().view(-1, self.out_features)  # (in * coeff, out)

@@ -8,8 +8,9 @@ compares outputs and gradients on inputs inside the grid, beyond it, far outside
 exactly on the knots.
 
 Only the public surface of kan.fast is used. Both contractions are forced through
-``GATHER_MIN_COEFF``, which the layers read at call time; every test runs with the
-``torch.compile``'d kernels off except the few marked compiled, which turn them on.
+``GATHER_MIN_COEFF``, which the layers read at call time, each computed both by the
+C++ kernels (kan.native) and by PyTorch; every test runs with the ``torch.compile``'d
+kernels off except the few marked compiled, which turn them on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 import kan.fast
+import kan.native
 import kan.reference
 from kan import zoo
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear, knot_geometry
@@ -50,17 +52,35 @@ def compile_off():
 
 @pytest.fixture
 def compiled():
-    """Compilation on for this test (after ``compile_off``, which restores the setting)."""
+    """Compilation on and the C++ kernels off for this test: the compiled kernels serve the PyTorch path."""
+    previous = kan.native.enabled()
+    kan.native.set_enabled(False)
     kan.fast.set_compile(True)
-    if not kan.fast.compile_enabled():
-        pytest.skip("torch.compile kernels unavailable here (kan.fast.compile_enabled() is False: no C++ compiler)")
+    try:
+        if not kan.fast.compile_enabled():
+            pytest.skip("torch.compile kernels unavailable here (kan.fast.compile_enabled() is False: no C++ compiler)")
+        yield
+    finally:
+        kan.native.set_enabled(previous)
 
 
-@pytest.fixture(params=["dense", "gather"])
+@pytest.fixture(params=["dense-native", "dense-torch", "gather-native", "gather-torch"])
 def contraction(request, monkeypatch):
-    """Force one contraction for every layer: 'gather' from 1 coefficient on, 'dense' never gather."""
-    monkeypatch.setattr(kan.fast, "GATHER_MIN_COEFF", 1 if request.param == "gather" else 10**9)
-    return request.param
+    """Force one contraction for every layer, computed by the C++ kernels or by PyTorch.
+
+    'gather' from 1 coefficient on, 'dense' never gather; '-native' with kan.native's
+    C++ kernels (skipped where they cannot be built), '-torch' with them off, as on a
+    machine without a compiler and on CUDA. Returns the contraction's name.
+    """
+    name, backend = request.param.split("-")
+    monkeypatch.setattr(kan.fast, "GATHER_MIN_COEFF", 1 if name == "gather" else 10**9)
+    previous = kan.native.enabled()
+    kan.native.set_enabled(backend == "native")
+    if backend == "native" and not kan.native.available():
+        kan.native.set_enabled(previous)
+        pytest.skip(f"C++ kernels unavailable here: {kan.native.error()}")
+    yield name
+    kan.native.set_enabled(previous)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,680 @@
+// CPU kernels of the fast B-spline KAN (kan/fast.py), built and loaded by kan/native.py.
+//
+// For each input x[b, i] only the spline_order + 1 B-spline bases that are non-zero
+// there (the "local" bases) are evaluated, with the formulas of
+// kan.fast.local_b_splines:
+//
+//   knot span m with t_m <= x < t_(m+1), in [-1, knots - 1]: on a uniform grid a floor
+//   of the knot coordinate corrected against the stored knots, else a binary search;
+//   bases m - k .. m: on a uniform grid the cardinal recursion in u = (x - t_m) / h,
+//   else de Boor's triangle over the knots around the span; a basis whose index is
+//   outside [0, coeff) does not exist and gets value and slope 0.
+//
+// The layer's spline and base weights form one table (in, coeff + 1, out): feature
+// i's coeff coefficient rows, then its base-weight row. With base[b, i] the base
+// activation of x[b, i]:
+//
+//   forward     out[b, :]            = sum_i ( sum_d value[b, i, d] * table[i, first + d, :]
+//                                              + base[b, i] * table[i, coeff, :] )
+//   table grad  grad_table[i, c, :]  = the same sums with grad_out[b, :] in place of table rows
+//   input grad  grad_x[b, i]         = sum_d slope[b, i, d] * <grad_out[b, :], table[i, first + d, :]>
+//               grad_base[b, i]      = <grad_out[b, :], table[i, coeff, :]>   (the caller applies act')
+//
+// without forming the (batch, in, coeff) basis. Features go in blocks whose table rows
+// fit in a core's cache while the samples stream past them; rows of out go in chunks of
+// vector registers. Threads: OpenMP, with the caller's count (torch.get_num_threads());
+// each output element is written by one thread only, so results do not depend on it.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace {
+
+constexpr int kMaxOrder = 7;
+
+template <typename T>
+struct Geometry {
+    int64_t in_features;
+    int order;
+    int64_t coeff;
+    int64_t knots;
+    const T* knots_ext;     // (in, knots + 2): -inf, t_0 .. t_(knots - 1), +inf
+    const T* knots_padded;  // (in, knots + 2 * order): order extrapolated knots each side
+    const T* origin;        // (in,) first knot, uniform grids only (else null)
+    const T* inv_step;      // (in,) reciprocal knot step, uniform grids only (else null)
+};
+
+// GCC/Clang vector extensions: 32-byte vectors (AVX where the CPU has it, pairs of
+// 16-byte ones elsewhere), loaded and stored unaligned.
+template <typename T>
+struct Simd {
+    typedef T V __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
+    typedef int32_t VI __attribute__((vector_size(32 / sizeof(T) * 4)));  // as many int32 lanes
+    static constexpr int lanes = 32 / sizeof(T);
+    static inline V load(const T* p) { return *reinterpret_cast<const V*>(p); }
+    static inline void store(T* p, V v) { *reinterpret_cast<V*>(p) = v; }
+    typedef int32_t VIU __attribute__((vector_size(32 / sizeof(T) * 4), aligned(4), may_alias));
+    static inline void store_index(int32_t* p, VI v) { *reinterpret_cast<VIU*>(p) = v; }
+    static inline V splat(T s) { return V{} + s; }
+    static inline T sum(V v) {
+        T total = T(0);
+        for (int l = 0; l < lanes; ++l) total += v[l];
+        return total;
+    }
+};
+
+// One sample's local bases over features [i0, i0 + n), as structures of arrays with
+// stride = n rounded up to whole vectors: row[d * stride + j] the coefficient index
+// (clamped into [0, coeff)) of basis d of feature i0 + j, value[d * stride + j] its
+// value (0 where that basis does not exist), slope[...] its derivative in x.
+template <typename T>
+struct Tile {
+    int64_t n = 0, stride = 0;
+    std::vector<int32_t> row;
+    std::vector<T> value, slope, span, u;
+    Tile(int64_t capacity, int k, bool slopes) {
+        const int64_t lanes = Simd<T>::lanes, padded = (capacity + lanes - 1) / lanes * lanes;
+        row.resize((k + 1) * padded);
+        value.resize((k + 1) * padded);
+        slope.resize(slopes ? (k + 1) * padded : 0);
+        span.resize(padded);
+        u.resize(padded);
+    }
+    void resize(int64_t count) {
+        const int64_t lanes = Simd<T>::lanes;
+        n = count;
+        stride = (count + lanes - 1) / lanes * lanes;
+    }
+};
+
+// The cardinal recursion for order K at u in [0, 1), on scalars or vectors W of T: on
+// return v[d + 1] holds basis d (d = 0 .. K) and below[d + 1] the order K - 1 basis d;
+// v[0] and below[0] are 0. Expanded at compile time into straight-line code.
+template <typename T, int R, typename W, std::size_t... D>
+inline void cardinal_level(W u, W* v, W* below, std::index_sequence<D...>) {
+    ((below[D] = v[D]), ...);
+    below[sizeof...(D)] = v[sizeof...(D)];
+    const T inv_r = T(1) / T(R);
+    ((v[D + 1] = (below[D] * (u + T(R - int(D))) + below[D + 1] * (T(int(D) + 1) - u)) * inv_r), ...);
+}
+
+template <typename T, int K, int R = 1, typename W>
+inline void cardinal_levels(W u, W* v, W* below) {
+    if constexpr (R <= K) {
+        cardinal_level<T, R>(u, v, below, std::make_index_sequence<K + 1>{});
+        cardinal_levels<T, K, R + 1>(u, v, below);
+    }
+}
+
+template <typename T, int K, typename W>
+inline void cardinal(W u, W* v, W* below) {
+    for (int d = 0; d < K + 2; ++d) v[d] = below[d] = W{} + T(0);
+    v[1] = W{} + T(1);
+    cardinal_levels<T, K>(u, v, below);
+}
+
+// Exact knot span and local coordinate of x on a uniform grid, as in
+// kan.fast.knot_span: a floor of the knot coordinate, corrected by one comparison
+// either side with the stored knots; NaN gives span -1.
+template <typename T>
+inline void exact_span(const Geometry<T>& g, int64_t i, T x, T& span, T& u) {
+    const T* e = g.knots_ext + i * (g.knots + 2);  // e[m + 1] = t_m
+    T t = (x - g.origin[i]) * g.inv_step[i];
+    t = t >= T(-1) ? t : T(-1);  // also NaN
+    t = t <= T(g.knots - 1) ? t : T(g.knots - 1);
+    int64_t m = static_cast<int64_t>(std::floor(t));
+    m = m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]);
+    const int64_t clamped = std::min(std::max(m, int64_t(0)), g.knots - 2);
+    span = T(m);
+    u = (x - e[clamped + 1]) * g.inv_step[i];
+}
+
+// Uniform grid, one vector of lanes: span = floor of the knot coordinate t and
+// u = (x - t_span) / h from the stored knot. Where t lies within kNearKnot of a knot
+// (where rounding could put the floor on the wrong side), the lane is redone by
+// exact_span; elsewhere both give the same span. Lanes at and past n get span -1 (no
+// basis exists). Then the cardinal recursion in u: v[d + 1] is basis d of the span,
+// below[d + 1] the order K - 1 basis d. Row mode: lane l is feature i0 + j + l of one
+// sample, x[i0 + j + l]. Column mode: lane l is sample j + l of feature i0, x[j + l].
+template <typename T, int K, bool Column>
+__attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t j, int64_t n,
+                       typename Simd<T>::V& span, typename Simd<T>::V& inv_step, typename Simd<T>::V* v,
+                       typename Simd<T>::V* below) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    using VI = typename S::VI;
+    constexpr int L = S::lanes;
+    constexpr T kNearKnot = T(1e-3);
+    const T top = T(g.knots - 1);
+    const int64_t ext_stride = g.knots + 2;
+    const int64_t i = Column ? i0 : i0 + j;  // feature of lane 0
+    const T* xs = Column ? x + j : x + i;
+    const bool partial = j + L > n;
+    V xv, origin;
+    if (Column) {
+        origin = S::splat(g.origin[i]);
+        inv_step = S::splat(g.inv_step[i]);
+    }
+    if (!partial) {
+        xv = S::load(xs);
+        if (!Column) {
+            origin = S::load(g.origin + i);
+            inv_step = S::load(g.inv_step + i);
+        }
+    } else {
+        xv = V{};
+        if (!Column) origin = inv_step = V{};
+        for (int l = 0; j + l < n; ++l) {
+            xv[l] = xs[l];
+            if (!Column) {
+                origin[l] = g.origin[i + l];
+                inv_step[l] = g.inv_step[i + l];
+            }
+        }
+    }
+    V t = (xv - origin) * inv_step;
+    t = t >= T(-1) ? t : V{} + T(-1);  // also NaN
+    t = t <= top ? t : V{} + top;
+    // floor: truncate toward zero, then step down where that went up (t >= -1 here)
+    span = __builtin_convertvector(__builtin_convertvector(t, VI), V);
+    span = span > t ? span - T(1) : span;
+    const V fraction = t - span;
+    const auto near = (fraction < kNearKnot) | (fraction > T(1) - kNearKnot);
+    const V clamped_span = span < T(0) ? V{} : (span > top - T(1) ? V{} + (top - T(1)) : span);
+    const VI knot_index = __builtin_convertvector(clamped_span, VI) + 1;
+    V knot;
+    for (int l = 0; l < L; ++l) knot[l] = g.knots_ext[(Column ? i : i + l) * ext_stride + knot_index[l]];
+    V u = (xv - knot) * inv_step;
+    bool any_near = false;
+    for (int l = 0; l < L; ++l) any_near |= near[l] != 0;
+    if (any_near) {
+        for (int l = 0; l < L && j + l < n; ++l) {
+            if (near[l]) {
+                T sl, ul;
+                exact_span(g, Column ? i : i + l, xs[l], sl, ul);
+                span[l] = sl;
+                u[l] = ul;
+            }
+        }
+    }
+    if (partial)
+        for (int l = int(n - j); l < L; ++l) span[l] = T(-1);
+    cardinal<T, K>(u, v, below);
+}
+
+// Uniform grid: a tile of local bases, a vector of lanes at a time (see lane_bases).
+template <typename T, int K, bool Column>
+void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    using VI = typename S::VI;
+    constexpr int L = S::lanes;
+    const int64_t n = tile.n, stride = tile.stride;
+    const T coeff = T(g.coeff);
+    int32_t* __restrict row = tile.row.data();
+    T* __restrict value = tile.value.data();
+    T* __restrict slope = slopes ? tile.slope.data() : nullptr;
+    T* __restrict span_out = tile.span.data();
+    for (int64_t j = 0; j < stride; j += L) {
+        V span, inv_step, v[K + 2], below[K + 2];
+        lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, v, below);
+        S::store(span_out + j, span);
+        const V first = span - T(K);
+        for (int d = 0; d <= K; ++d) {
+            const V c = first + T(d);
+            const auto valid = (c >= T(0)) & (c < coeff);
+            S::store(value + d * stride + j, valid ? v[d + 1] : V{});
+            const V clamped = c < T(0) ? V{} : (c > coeff - T(1) ? V{} + (coeff - T(1)) : c);
+            S::store_index(row + d * stride + j, __builtin_convertvector(clamped, VI));
+            if (slope != nullptr) {
+                const V s = K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{};
+                S::store(slope + d * stride + j, valid ? s : V{});
+            }
+        }
+    }
+}
+
+// Any grid: binary search for the span and de Boor's triangle (scalar).
+template <typename T, int K, bool Column>
+void tile_general(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+    const int64_t n = tile.n, stride = tile.stride;
+    for (int64_t j = 0; j < stride; ++j) {
+        for (int d = 0; d <= K; ++d) {
+            tile.row[d * stride + j] = 0;
+            tile.value[d * stride + j] = T(0);
+            if (slopes) tile.slope[d * stride + j] = T(0);
+        }
+    }
+    for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = Column ? i0 : i0 + j;
+        const T xv = Column ? x[j] : x[i];
+        const T* ext = g.knots_ext + i * (g.knots + 2);
+        int64_t m;
+        if (!(xv == xv)) {
+            m = -1;
+        } else {
+            int64_t low = -1, high = g.knots;
+            while (high - low > 1) {
+                const int64_t middle = (low + high) / 2;
+                if (xv >= ext[middle + 1]) low = middle;
+                else high = middle;
+            }
+            m = low;
+        }
+        const int64_t clamped = std::min(std::max(m, int64_t(0)), g.knots - 2);
+        const T* w = g.knots_padded + i * (g.knots + 2 * K) + clamped;  // w[j] = t_(m - K + j)
+        T values[K + 1], below[K + 1];
+        values[0] = T(1);
+        for (int r = 1; r <= K; ++r) {
+            for (int d = 0; d < r; ++d) below[d] = values[d];
+            for (int d = 0; d <= r; ++d) {
+                const int a = K - r + d;
+                T term = T(0);
+                if (d >= 1) term = below[d - 1] * (xv - w[a]) / (w[a + r] - w[a]);
+                if (d <= r - 1) term += below[d] * (w[a + r + 1] - xv) / (w[a + r + 1] - w[a + 1]);
+                values[d] = term;
+            }
+        }
+        tile.span[j] = T(m);
+        const int64_t first = m - K;
+        for (int d = 0; d <= K; ++d) {
+            const int64_t c = first + d;
+            const bool valid = c >= 0 && c < g.coeff;
+            tile.row[d * stride + j] = static_cast<int32_t>(std::min(std::max(c, int64_t(0)), g.coeff - 1));
+            tile.value[d * stride + j] = valid ? values[d] : T(0);
+            if (slopes) {
+                T s = T(0);
+                if (K >= 1) {
+                    if (d >= 1) s += below[d - 1] / (w[d + K] - w[d]);
+                    if (d <= K - 1) s -= below[d] / (w[d + K + 1] - w[d + 1]);
+                }
+                tile.slope[d * stride + j] = valid ? T(K) * s : T(0);
+            }
+        }
+    }
+}
+
+// Row mode: one sample's features [i0, i0 + n), x its row. Column mode: samples
+// [0, n) of feature i0, x that feature's column (contiguous).
+template <typename T, int K, bool Column = false>
+inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, Tile<T>& tile, bool slopes) {
+    tile.resize(n);
+    if (g.origin != nullptr) tile_uniform<T, K, Column>(g, x, i0, tile, slopes);
+    else tile_general<T, K, Column>(g, x, i0, tile, slopes);
+}
+
+// Features per block of the sample-major kernels, so that a block's coeff * out table
+// values stay in a core's cache while the samples stream past them.
+template <typename T>
+inline int64_t feature_block(const Geometry<T>& g, int64_t out) {
+    const int64_t bytes = g.coeff * out * int64_t(sizeof(T));
+    return std::max<int64_t>(1, std::min<int64_t>(g.in_features, (128 << 10) / std::max<int64_t>(1, bytes)));
+}
+
+// acc[0 .. NV * lanes) += sum over the tile's features of sum_d value * table row, for
+// the NV vectors of outputs starting at o0 (NV = 0: the scalar tail of count outputs).
+template <typename T, int K, int NV>
+inline void gather_rows(const Tile<T>& tile, const T* table, int64_t coeff, int64_t out, int64_t i0, int64_t o0,
+                        int64_t count, T* acc) {
+    using S = Simd<T>;
+    const int64_t n = tile.n, s = tile.stride;
+    const int32_t* rows = tile.row.data();
+    const T* values = tile.value.data();
+    if constexpr (NV > 0) {
+        typename S::V a[NV];
+        for (int q = 0; q < NV; ++q) a[q] = S::load(acc + q * S::lanes);
+        for (int64_t j = 0; j < n; ++j) {
+            const T* feature = table + (i0 + j) * coeff * out + o0;
+            for (int d = 0; d <= K; ++d) {
+                const typename S::V v = S::splat(values[d * s + j]);
+                const T* row = feature + int64_t(rows[d * s + j]) * out;
+                for (int q = 0; q < NV; ++q) a[q] += v * S::load(row + q * S::lanes);
+            }
+        }
+        for (int q = 0; q < NV; ++q) S::store(acc + q * S::lanes, a[q]);
+    } else {
+        for (int64_t j = 0; j < n; ++j) {
+            const T* feature = table + (i0 + j) * coeff * out + o0;
+            for (int d = 0; d <= K; ++d) {
+                const T v = values[d * s + j];
+                const T* row = feature + int64_t(rows[d * s + j]) * out;
+                for (int64_t o = 0; o < count; ++o) acc[o] += v * row[o];
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------- gather kernels
+
+// result (batch, out) = sum_i sum_d value[b, i, d] * table[i, first + d, :]; table (in, coeff, out).
+template <typename T, int K>
+void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* table, int64_t out, T* result,
+                    int threads) {
+    using S = Simd<T>;
+    const int64_t I = g.in_features, block = feature_block(g, out);
+    std::fill(result, result + batch * out, T(0));
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(block, K, false);
+        for (int64_t i0 = 0; i0 < I; i0 += block) {
+            const int64_t n = std::min(block, I - i0);
+            // the same static split of samples for every block: a thread owns its rows
+#pragma omp for schedule(static) nowait
+            for (int64_t b = 0; b < batch; ++b) {
+                tile_bases<T, K>(g, x + b * I, i0, n, tile, false);
+                T* acc = result + b * out;
+                int64_t o = 0;
+                for (; o + 8 * S::lanes <= out; o += 8 * S::lanes)
+                    gather_rows<T, K, 8>(tile, table, g.coeff, out, i0, o, 0, acc + o);
+                for (; o + S::lanes <= out; o += S::lanes)
+                    gather_rows<T, K, 1>(tile, table, g.coeff, out, i0, o, 0, acc + o);
+                if (o < out) gather_rows<T, K, 0>(tile, table, g.coeff, out, i0, o, out - o, acc + o);
+            }
+        }
+    }
+}
+
+// One feature's table gradient over one chunk of outputs, samples sorted by knot span:
+// the samples of span m all feed coefficient rows m - K .. m, whose sums stay in
+// registers across the bucket. acc: (coeff + 2K) padded rows of width NV vectors (or
+// count scalars), row c at c + K; spans whose bases do not exist are skipped.
+template <typename T, int K, int NV>
+inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* sample, const T* sorted, int64_t batch,
+                        const T* grad_out, int64_t out, int64_t o0, int64_t count, T* acc, int64_t width) {
+    using S = Simd<T>;
+    for (int64_t m = 0; m + 1 < knots; ++m) {
+        const int32_t first = begin[m + 1], last = begin[m + 2];  // bucket of span m
+        if (first == last) continue;
+        T* rows = acc + m * width;  // padded row m = coefficient m - K, the first one span m feeds
+        if constexpr (NV > 0) {
+            typename S::V a[K + 1][NV];
+            for (int d = 0; d <= K; ++d)
+                for (int q = 0; q < NV; ++q) a[d][q] = S::load(rows + d * width + q * S::lanes);
+            for (int32_t p = first; p < last; ++p) {
+                const T* gb = grad_out + int64_t(sample[p]) * out + o0;
+                typename S::V gv[NV];
+                for (int q = 0; q < NV; ++q) gv[q] = S::load(gb + q * S::lanes);
+                for (int d = 0; d <= K; ++d) {
+                    const typename S::V v = S::splat(sorted[d * batch + p]);
+                    for (int q = 0; q < NV; ++q) a[d][q] += v * gv[q];
+                }
+            }
+            for (int d = 0; d <= K; ++d)
+                for (int q = 0; q < NV; ++q) S::store(rows + d * width + q * S::lanes, a[d][q]);
+        } else {
+            for (int32_t p = first; p < last; ++p) {
+                const T* gb = grad_out + int64_t(sample[p]) * out + o0;
+                for (int d = 0; d <= K; ++d) {
+                    const T v = sorted[d * batch + p];
+                    for (int64_t o = 0; o < count; ++o) rows[d * width + o] += v * gb[o];
+                }
+            }
+        }
+    }
+}
+
+// grad_table (in, coeff, out) = for each coefficient row, sum over samples of value * grad_out[b].
+// xt: (in, batch), the inputs feature-major. One feature at a time per thread: its
+// samples' local bases, a counting sort of the samples by knot span, then bucket_rows.
+template <typename T, int K>
+void gather_table_grad(const Geometry<T>& g, const T* xt, int64_t batch, const T* grad_out, int64_t out,
+                       T* grad_table, int threads) {
+    using S = Simd<T>;
+    const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
+    const int64_t chunk = std::min<int64_t>(out, 2 * S::lanes);
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(batch, K, false);
+        std::vector<int32_t> begin(g.knots + 2), sample(batch);
+        std::vector<T> sorted((K + 1) * batch), acc(padded_rows * chunk);
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < I; ++i) {
+            tile_bases<T, K, true>(g, xt + i * batch, i, batch, tile, false);
+            const int64_t s = tile.stride;
+            std::fill(begin.begin(), begin.end(), 0);
+            for (int64_t b = 0; b < batch; ++b) ++begin[int64_t(tile.span[b]) + 2];  // bucket span + 1
+            for (int64_t k = 1; k < int64_t(begin.size()); ++k) begin[k] += begin[k - 1];
+            // begin[m + 1] .. begin[m + 2]: samples of span m once placed; place with a cursor
+            std::vector<int32_t>& cursor = begin;
+            for (int64_t b = 0; b < batch; ++b) {
+                const int32_t p = cursor[int64_t(tile.span[b]) + 1]++;
+                sample[p] = int32_t(b);
+                for (int d = 0; d <= K; ++d) sorted[d * batch + p] = tile.value[d * s + b];
+            }
+            // the cursors moved one bucket up: bucket of span m is now begin[m] .. begin[m + 1]
+            T* grad = grad_table + i * coeff * out;
+            for (int64_t o = 0; o < out; o += chunk) {
+                const int64_t count = std::min(chunk, out - o);
+                std::fill(acc.begin(), acc.end(), T(0));
+                const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
+                if (count == 2 * S::lanes)
+                    bucket_rows<T, K, 2>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
+                                         count, acc.data(), chunk);
+                else if (count == S::lanes)
+                    bucket_rows<T, K, 1>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
+                                         count, acc.data(), chunk);
+                else
+                    bucket_rows<T, K, 0>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
+                                         count, acc.data(), chunk);
+                for (int64_t c = 0; c < coeff; ++c)
+                    std::memcpy(grad + c * out + o, acc.data() + (c + K) * chunk, sizeof(T) * count);
+            }
+        }
+    }
+}
+
+// grad_x[b, i] = sum_d slope[b, i, d] * <grad_out[b, :], table[i, first + d, :]>.
+template <typename T, int K>
+void gather_input_grad(const Geometry<T>& g, const T* x, int64_t batch, const T* table, const T* grad_out,
+                       int64_t out, T* grad_x, int threads) {
+    using S = Simd<T>;
+    const int64_t I = g.in_features, coeff = g.coeff, block = feature_block(g, out);
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(block, K, true);
+        for (int64_t i0 = 0; i0 < I; i0 += block) {
+            const int64_t n = std::min(block, I - i0);
+#pragma omp for schedule(static) nowait
+            for (int64_t b = 0; b < batch; ++b) {
+                tile_bases<T, K>(g, x + b * I, i0, n, tile, true);
+                const int64_t s = tile.stride;
+                const T* gb = grad_out + b * out;
+                for (int64_t j = 0; j < n; ++j) {
+                    const T* feature = table + (i0 + j) * coeff * out;
+                    typename S::V spline{};
+                    int64_t o = 0;
+                    for (; o + S::lanes <= out; o += S::lanes) {
+                        typename S::V combined{};
+                        for (int d = 0; d <= K; ++d)
+                            combined += S::splat(tile.slope[d * s + j]) *
+                                        S::load(feature + int64_t(tile.row[d * s + j]) * out + o);
+                        spline += combined * S::load(gb + o);
+                    }
+                    T total = S::sum(spline);
+                    for (; o < out; ++o) {
+                        T combined = T(0);
+                        for (int d = 0; d <= K; ++d)
+                            combined += tile.slope[d * s + j] * feature[int64_t(tile.row[d * s + j]) * out + o];
+                        total += combined * gb[o];
+                    }
+                    grad_x[b * I + i0 + j] = total;
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------- dense kernels
+
+// The combined product's left operand, basis-major: result (rows, coeff + 1, in), row
+// r holding the coeff bases of every feature (zero but for the local ones), then
+// base[r, :] (the base activation). On a uniform grid each vector of features is
+// written straight from registers, one select per local basis and column; on other
+// grids from a tile.
+template <typename T, int K>
+void dense_bases(const Geometry<T>& g, const T* x, const T* base, int64_t rows, T* result, int threads) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int L = S::lanes;
+    const int64_t I = g.in_features, coeff = g.coeff, width = coeff + 1;
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(g.origin != nullptr ? 0 : I, K, false);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            T* __restrict out = result + r * width * I;
+            const T* xr = x + r * I;
+            std::memcpy(out + coeff * I, base + r * I, sizeof(T) * I);
+            if (g.origin != nullptr) {
+                int64_t j = 0;
+                for (; j + L <= I; j += L) {
+                    V span, inv_step, v[K + 2], below[K + 2];
+                    lane_bases<T, K, false>(g, xr, 0, j, I, span, inv_step, v, below);
+                    const V first = span - T(K);
+                    for (int64_t c = 0; c < coeff; ++c) {
+                        const V d = T(c) - first;  // which local basis column c is, if any
+                        V cell{};
+                        for (int k = 0; k <= K; ++k) cell = d == T(k) ? v[k + 1] : cell;
+                        S::store(out + c * I + j, cell);
+                    }
+                }
+                if (j < I) {  // the last, partial vector of features, through a scratch row
+                    V span, inv_step, v[K + 2], below[K + 2];
+                    lane_bases<T, K, false>(g, xr, 0, j, I, span, inv_step, v, below);
+                    const V first = span - T(K);
+                    for (int64_t c = 0; c < coeff; ++c) {
+                        const V d = T(c) - first;
+                        V cell{};
+                        for (int k = 0; k <= K; ++k) cell = d == T(k) ? v[k + 1] : cell;
+                        for (int64_t l = 0; j + l < I; ++l) out[c * I + j + l] = cell[l];
+                    }
+                }
+            } else {
+                tile_bases<T, K>(g, xr, 0, I, tile, false);
+                const int64_t s = tile.stride;
+                std::memset(out, 0, sizeof(T) * coeff * I);
+                // non-existent bases have value 0 and a clamped index: adding keeps the zeros
+                for (int d = 0; d <= K; ++d)
+                    for (int64_t i = 0; i < I; ++i) out[int64_t(tile.row[d * s + i]) * I + i] += tile.value[d * s + i];
+            }
+        }
+    }
+}
+
+// grad_x[r, i] = sum over the local bases c of grad_cells[r, c, i] * d basis_c / dx, for
+// the dense product's backward; grad_cells (rows, coeff + 1, in), the last row the base's.
+template <typename T, int K>
+void dense_input_grad(const Geometry<T>& g, const T* x, const T* grad_cells, int64_t rows, T* grad_x, int threads) {
+    const int64_t I = g.in_features, width = g.coeff + 1;
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(I, K, true);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            tile_bases<T, K>(g, x + r * I, 0, I, tile, true);
+            const int64_t s = tile.stride;
+            const T* cells = grad_cells + r * width * I;
+            for (int64_t i = 0; i < I; ++i) {
+                T total = T(0);
+                for (int d = 0; d <= K; ++d) total += tile.slope[d * s + i] * cells[int64_t(tile.row[d * s + i]) * I + i];
+                grad_x[r * I + i] = total;
+            }
+        }
+    }
+}
+
+// Local bases as arrays (tests, and paths that need them outside a kernel): first
+// (batch, in), value and slope (batch, in, order + 1); slope may be null.
+template <typename T, int K>
+void local_bases(const Geometry<T>& g, const T* x, int64_t batch, int64_t* first, T* value, T* slope, int threads) {
+    const int64_t I = g.in_features;
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(I, K, slope != nullptr);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; ++b) {
+            tile_bases<T, K>(g, x + b * I, 0, I, tile, slope != nullptr);
+            const int64_t s = tile.stride;
+            for (int64_t i = 0; i < I; ++i) {
+                first[b * I + i] = int64_t(tile.span[i]) - K;
+                for (int d = 0; d <= K; ++d) {
+                    value[(b * I + i) * (K + 1) + d] = tile.value[d * s + i];
+                    if (slope != nullptr) slope[(b * I + i) * (K + 1) + d] = tile.slope[d * s + i];
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------- dispatch on the order
+
+template <typename T, template <typename, int> class Kernel, typename... Args>
+void dispatch(int order, Args... args) {
+    switch (order) {
+        case 0: Kernel<T, 0>::run(args...); break;
+        case 1: Kernel<T, 1>::run(args...); break;
+        case 2: Kernel<T, 2>::run(args...); break;
+        case 3: Kernel<T, 3>::run(args...); break;
+        case 4: Kernel<T, 4>::run(args...); break;
+        case 5: Kernel<T, 5>::run(args...); break;
+        case 6: Kernel<T, 6>::run(args...); break;
+        case 7: Kernel<T, 7>::run(args...); break;
+        default: break;
+    }
+}
+
+#define KAN_KERNEL(Name, function)                  \
+    template <typename T, int K>                     \
+    struct Name {                                    \
+        template <typename... A>                     \
+        static void run(A... a) { function<T, K>(a...); } \
+    };
+KAN_KERNEL(GatherForward, gather_forward)
+KAN_KERNEL(GatherTableGrad, gather_table_grad)
+KAN_KERNEL(GatherInputGrad, gather_input_grad)
+KAN_KERNEL(DenseBases, dense_bases)
+KAN_KERNEL(DenseInputGrad, dense_input_grad)
+KAN_KERNEL(LocalBases, local_bases)
+
+}  // namespace
+
+#define KAN_GEOMETRY_ARGS(T) \
+    int64_t in_features, int order, int64_t knots, const T *knots_ext, const T *knots_padded, const T *origin, \
+        const T *inv_step
+#define KAN_GEOMETRY(T) \
+    Geometry<T> { in_features, order, knots - 1 - order, knots, knots_ext, knots_padded, origin, inv_step }
+
+#define KAN_EXPORT(T, suffix)                                                                                       \
+    extern "C" int kan_max_order_##suffix() { return kMaxOrder; }                                                    \
+    extern "C" void kan_gather_forward_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, const T* table,    \
+                                                int64_t out, T* result, int threads) {                              \
+        dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, threads);                   \
+    }                                                                                                               \
+    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* xt, int64_t batch,                \
+                                                   const T* grad_out, int64_t out, T* grad_table, int threads) {    \
+        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), xt, batch, grad_out, out, grad_table, threads);         \
+    }                                                                                                               \
+    extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
+                                                   const T* table, const T* grad_out, int64_t out, T* grad_x,       \
+                                                   int threads) {                                                   \
+        dispatch<T, GatherInputGrad>(order, KAN_GEOMETRY(T), x, batch, table, grad_out, out, grad_x, threads);       \
+    }                                                                                                               \
+    extern "C" void kan_dense_bases_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* base, int64_t rows,         \
+                                             T* result, int threads) {                                              \
+        dispatch<T, DenseBases>(order, KAN_GEOMETRY(T), x, base, rows, result, threads);                             \
+    }                                                                                                               \
+    extern "C" void kan_dense_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* grad_cells,            \
+                                                  int64_t rows, T* grad_x, int threads) {                           \
+        dispatch<T, DenseInputGrad>(order, KAN_GEOMETRY(T), x, grad_cells, rows, grad_x, threads);                   \
+    }                                                                                                               \
+    extern "C" void kan_local_bases_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, int64_t* first,       \
+                                             T* value, T* slope, int threads) {                                     \
+        dispatch<T, LocalBases>(order, KAN_GEOMETRY(T), x, batch, first, value, slope, threads);                     \
+    }
+
+KAN_EXPORT(float, f32)
+KAN_EXPORT(double, f64)

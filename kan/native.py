@@ -1,0 +1,267 @@
+"""Build, load and call the fast KAN's CPU kernels (``kan/_native.cpp``).
+
+The kernels are plain C++ with OpenMP and no PyTorch headers: they take data
+pointers, so one ``g++`` call builds them in about a second, on first use, into a
+cache folder (``$KAN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/kan-harness`` or
+``~/.cache/kan-harness``), keyed by the source, the compiler, its flags and the CPU.
+They are loaded with ``ctypes`` after ``torch``, so they share the OpenMP runtime that
+``torch`` loaded and its thread pool.
+
+``available()`` says whether they can be used: they are off where no C++ compiler
+is found, where the build fails (a warning says why, once), or when
+``KAN_NATIVE=0`` or ``set_enabled(False)`` turns them off; callers then take the
+PyTorch paths in ``kan.fast``, which compute the same function.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("_native.cpp")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+_NO = ("0", "false", "no", "off")
+
+_state: dict = {"enabled": os.environ.get("KAN_NATIVE", "1").lower() not in _NO, "library": None, "error": None}
+_lock = threading.Lock()
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn the C++ kernels on or off for this process (``KAN_NATIVE=0`` starts with them off)."""
+    _state["enabled"] = bool(enabled)
+
+
+def enabled() -> bool:
+    """Whether the C++ kernels are switched on (they may still be unavailable: see ``available``)."""
+    return bool(_state["enabled"])
+
+
+def compiler() -> str | None:
+    """The C++ compiler to build with: ``$CXX``, else ``g++``, ``c++`` or ``clang++`` on the PATH."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept."""
+    if os.environ.get("KAN_NATIVE_CACHE"):
+        return Path(os.environ["KAN_NATIVE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kan-harness"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and feature flags, so ``-march=native`` builds are not shared across CPUs."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = [line for line in lines if line.startswith(("model name", "flags", "Features"))]
+    return "\n".join(sorted(set(wanted)))
+
+
+def _build(cxx: str) -> Path:
+    """Compile the source into the cache (once per source, compiler, flags and CPU); the library's path."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), cxx, version, " ".join(FLAGS), platform.machine(), _cpu_signature()]).encode()
+    ).hexdigest()[:16]
+    target = cache_dir() / f"kan_native_{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        result = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            errors = [line for line in lines if "error" in line] or lines or [f"exit {result.returncode}"]
+            raise RuntimeError(f"{cxx} failed: {errors[0]}")
+        os.replace(built, target)  # atomic: a concurrent build of the same key writes the same bytes
+    return target
+
+
+_I64, _INT, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
+_GEOMETRY = [_I64, _INT, _I64, _PTR, _PTR, _PTR, _PTR]
+_SIGNATURES = {
+    "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _INT],
+    "gather_table_grad": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _INT],
+    "gather_input_grad": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _I64, _PTR, _INT],
+    "dense_bases": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
+    "dense_input_grad": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
+    "local_bases": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _PTR, _INT],
+}
+
+
+def _load() -> ctypes.CDLL | None:
+    if _state["library"] is not None or _state["error"] is not None:
+        return _state["library"]
+    with _lock:
+        if _state["library"] is None and _state["error"] is None:
+            cxx = compiler()
+            if cxx is None:
+                _state["error"] = "no C++ compiler found (set CXX or install g++)"
+                return None
+            try:
+                library = ctypes.CDLL(str(_build(cxx)))
+                for suffix in ("f32", "f64"):
+                    for name, arguments in _SIGNATURES.items():
+                        function = getattr(library, f"kan_{name}_{suffix}")
+                        function.argtypes = arguments
+                        function.restype = None
+                _state["max_order"] = int(library.kan_max_order_f32())
+                _state["library"] = library
+            except (OSError, RuntimeError, AttributeError) as error:
+                _state["error"] = f"{type(error).__name__}: {error}"
+                warnings.warn(f"kan.native: C++ kernels unavailable ({_state['error']}); using the PyTorch paths")
+    return _state["library"]
+
+
+def available() -> bool:
+    """Whether the C++ kernels are on and built (builds them on the first call)."""
+    return bool(_state["enabled"]) and _load() is not None
+
+
+def error() -> str | None:
+    """Why the kernels could not be built or loaded, if they could not."""
+    return _state["error"]
+
+
+def supports(x: torch.Tensor, order: int) -> bool:
+    """Whether the kernels take this input: on the CPU, float32 or float64, an order they handle, and built."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and order >= 0
+        and available()
+        and order <= _state["max_order"]
+    )
+
+
+def _function(name: str, dtype: torch.dtype):
+    library = _load()
+    if library is None:
+        raise RuntimeError(f"kan.native: C++ kernels unavailable ({_state['error']})")
+    return getattr(library, f"kan_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+
+
+def _pointer(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _geometry(geometry, x: torch.Tensor) -> tuple:
+    """The kernels' geometry arguments; the tables must match x's dtype and be contiguous."""
+    g = geometry
+    tables = (g.knots_ext, g.knots_padded, g.origin, g.inv_step)
+    for table in tables:
+        if table is not None and (table.dtype != x.dtype or not table.is_contiguous()):
+            raise ValueError("kan.native: knot tables must be contiguous and of the input's dtype")
+    return (g.knots_ext.size(0), g.order, g.knots, *(_pointer(t) for t in tables))
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+def _contiguous(*tensors: torch.Tensor):
+    return [t.detach().contiguous() for t in tensors]
+
+
+def _check_table(table: torch.Tensor, x: torch.Tensor, geometry) -> None:
+    expected = (x.size(1), geometry.coeff)
+    if table.dim() != 3 or tuple(table.shape[:2]) != expected or table.dtype != x.dtype:
+        raise ValueError(f"kan.native: table must be ({expected[0]}, {expected[1]}, out) of {x.dtype}, "
+                         f"got {tuple(table.shape)} of {table.dtype}")
+
+
+def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry) -> torch.Tensor:
+    """x (batch, in), table (in, coeff, out) -> (batch, out): each input's local bases times their table rows."""
+    x, table = _contiguous(x, table)
+    _check_table(table, x, geometry)
+    result = x.new_empty(x.size(0), table.size(2))
+    _function("gather_forward", x.dtype)(
+        *_geometry(geometry, x), x.data_ptr(), x.size(0), table.data_ptr(), table.size(2), result.data_ptr(),
+        _threads(),
+    )
+    return result
+
+
+def gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:
+    """x (batch, in), grad_out (batch, out) -> (in, coeff, out): the gradient of gather_forward's table."""
+    (grad_out,) = _contiguous(grad_out)
+    xt = x.detach().t().contiguous()  # (in, batch): each feature's samples side by side
+    grad = x.new_empty(x.size(1), geometry.coeff, grad_out.size(1))
+    _function("gather_table_grad", x.dtype)(
+        *_geometry(geometry, xt), xt.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
+        _threads(),
+    )
+    return grad
+
+
+def gather_input_grad(x: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:
+    """x (batch, in), table (in, coeff, out), grad_out (batch, out) -> (batch, in): the gradient of gather_forward's x."""
+    x, table, grad_out = _contiguous(x, table, grad_out)
+    _check_table(table, x, geometry)
+    grad = torch.empty_like(x)
+    _function("gather_input_grad", x.dtype)(
+        *_geometry(geometry, x), x.data_ptr(), x.size(0), table.data_ptr(), grad_out.data_ptr(), table.size(2),
+        grad.data_ptr(), _threads(),
+    )
+    return grad
+
+
+def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x, base (rows, in) -> (rows, (coeff + 1) * in): the coeff bases of every feature, then base.
+
+    Basis-major: column ``c * in + i`` is basis c of feature i, ``coeff * in + i`` base[:, i].
+
+    ``out``, where given, is written instead of a new tensor (it must be contiguous and
+    of that shape and x's dtype).
+    """
+    x, base = _contiguous(x, base)
+    shape = (x.size(0), (geometry.coeff + 1) * x.size(1))
+    if out is None:
+        out = x.new_empty(shape)
+    elif tuple(out.shape) != shape or not out.is_contiguous() or out.dtype != x.dtype:
+        raise ValueError(f"kan.native.dense_bases: out must be a contiguous {shape} tensor of {x.dtype}")
+    _function("dense_bases", x.dtype)(
+        *_geometry(geometry, x), x.data_ptr(), base.data_ptr(), x.size(0), out.data_ptr(), _threads()
+    )
+    return out
+
+
+def dense_input_grad(x: torch.Tensor, grad_cells: torch.Tensor, geometry) -> torch.Tensor:
+    """x (rows, in), grad_cells (rows, (coeff + 1) * in) -> (rows, in): the bases' part of the input's gradient."""
+    x, grad_cells = _contiguous(x, grad_cells)
+    grad = torch.empty_like(x)
+    _function("dense_input_grad", x.dtype)(
+        *_geometry(geometry, x), x.data_ptr(), grad_cells.data_ptr(), x.size(0), grad.data_ptr(), _threads()
+    )
+    return grad
+
+
+def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
+    """The same triple as ``kan.fast.local_b_splines``, from the C++ kernels."""
+    (x,) = _contiguous(x)
+    batch, in_features = x.shape
+    width = geometry.order + 1
+    first = torch.empty(batch, in_features, dtype=torch.int64)
+    values = x.new_empty(batch, in_features, width)
+    slopes = x.new_empty(batch, in_features, width) if derivative else None
+    _function("local_bases", x.dtype)(
+        *_geometry(geometry, x), x.data_ptr(), batch, first.data_ptr(), values.data_ptr(), _pointer(slopes),
+        _threads(),
+    )
+    return first, values, slopes
