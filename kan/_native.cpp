@@ -31,6 +31,9 @@
 #include <cstring>
 #include <utility>
 #include <vector>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -133,6 +136,43 @@ inline void exact_span(const Geometry<T>& g, int64_t i, T x, T& span, T& u) {
     u = (x - e[clamped + 1]) * g.inv_step[i];
 }
 
+// Whether any lane of a comparison's mask is set.
+template <typename M>
+inline bool any_lane(M mask) {
+#if defined(__AVX__)
+    if constexpr (sizeof(M) == 32 && sizeof(mask[0]) == 4)
+        return _mm256_movemask_ps(reinterpret_cast<__m256>(mask)) != 0;
+    if constexpr (sizeof(M) == 32 && sizeof(mask[0]) == 8)
+        return _mm256_movemask_pd(reinterpret_cast<__m256d>(mask)) != 0;
+#endif
+    bool any = false;
+    for (unsigned l = 0; l < sizeof(M) / sizeof(mask[0]); ++l) any |= mask[l] != 0;
+    return any;
+}
+
+// knots[index[l]] (column mode: one feature's knots) or knots[l * stride + index[l]]
+// (row mode: lane l's feature), with the CPU's gather instruction where it has one.
+template <typename T, bool Column>
+inline typename Simd<T>::V gather_knots(const T* knots, int64_t stride, typename Simd<T>::VI index) {
+    using S = Simd<T>;
+    if (!Column) {
+        typename S::VI lane{};
+        for (int l = 0; l < S::lanes; ++l) lane[l] = l;
+        index += lane * int32_t(stride);
+    }
+#if defined(__AVX2__)
+    if constexpr (sizeof(T) == 4) {
+        return reinterpret_cast<typename S::V>(_mm256_i32gather_ps(knots, reinterpret_cast<__m256i>(index), 4));
+    } else {
+        return reinterpret_cast<typename S::V>(_mm256_i32gather_pd(knots, reinterpret_cast<__m128i>(index), 8));
+    }
+#else
+    typename S::V out;
+    for (int l = 0; l < S::lanes; ++l) out[l] = knots[index[l]];
+    return out;
+#endif
+}
+
 // Uniform grid, one vector of lanes: span = floor of the knot coordinate t and
 // u = (x - t_span) / h from the stored knot. Where t lies within kNearKnot of a knot
 // (where rounding could put the floor on the wrong side), the lane is redone by
@@ -186,12 +226,9 @@ __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, cons
     const auto near = (fraction < kNearKnot) | (fraction > T(1) - kNearKnot);
     const V clamped_span = span < T(0) ? V{} : (span > top - T(1) ? V{} + (top - T(1)) : span);
     const VI knot_index = __builtin_convertvector(clamped_span, VI) + 1;
-    V knot;
-    for (int l = 0; l < L; ++l) knot[l] = g.knots_ext[(Column ? i : i + l) * ext_stride + knot_index[l]];
+    const V knot = gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index);
     V u = (xv - knot) * inv_step;
-    bool any_near = false;
-    for (int l = 0; l < L; ++l) any_near |= near[l] != 0;
-    if (any_near) {
+    if (any_lane(near)) {
         for (int l = 0; l < L && j + l < n; ++l) {
             if (near[l]) {
                 T sl, ul;

@@ -693,95 +693,135 @@ def _native(x: torch.Tensor, geometry: KnotGeometry) -> bool:
     return native.supports(x, geometry.order)
 
 
-class NativeDenseProduct(torch.autograd.Function):
-    """``[bases(x), act(x)] @ weight.T`` by row chunks, the bases written by C++ and recomputed in backward.
+def _scaled(spline_weight: torch.Tensor, scaler: torch.Tensor | None, out: torch.Tensor) -> None:
+    """out (out_features, in, coeff), any strides, = spline_weight times its scaler (if any)."""
+    if scaler is None:
+        out.copy_(spline_weight)
+    else:
+        torch.mul(spline_weight, scaler.unsqueeze(-1), out=out)
 
-    x: (batch, in), weight: (out, (coeff + 1) * in) -> (batch, out). Saves x and weight.
+
+def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
+    """Gradients of spline_weight and its scaler from that of their product, grad_scaled (out, in, coeff)."""
+    grad_scaled = grad_scaled.contiguous()
+    grad_weight = grad_scaler = None
+    if ctx.needs_weight:
+        grad_weight = grad_scaled if scaler is None else grad_scaled * scaler.unsqueeze(-1)
+    if scaler is not None and ctx.needs_scaler:
+        grad_scaler = (grad_scaled * spline_weight).sum(-1)
+    return grad_weight, grad_scaler
+
+
+class NativeDenseProduct(torch.autograd.Function):
+    """The layer's output by the combined dense product, with the bases written by C++.
+
+    ``[bases(x), act(x)] @ W.T`` over row chunks of a cache-sized buffer, where
+    W (out, coeff + 1, in) holds the scaled spline weights, then the base weights.
+    x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None,
+    base_weight (out, in) -> (batch, out). Saves x, act(x) and W; the bases are
+    recomputed in backward. Gradients of the three weights come out directly, so
+    autograd does no work on (out, in, coeff) tensors of its own.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, geometry, activation):
+    def forward(ctx, x, spline_weight, scaler, base_weight, geometry, activation):
         batch, in_features = x.shape
+        out_features, coeff = spline_weight.size(0), geometry.coeff
+        weight = x.new_empty(out_features, coeff + 1, in_features)
+        _scaled(spline_weight, scaler, weight[:, :coeff].transpose(1, 2))
+        weight[:, coeff] = base_weight
+        weight = weight.view(out_features, -1)  # (out, (coeff + 1) * in), basis-major like the chunks
+        with region(BASE_BRANCH):
+            base = activation(x)
         width = weight.size(1)
-        out = x.new_empty(batch, weight.size(0))
+        out = x.new_empty(batch, out_features)
         rows = _chunk_rows(x, width)
         buffer = x.new_empty(rows * width)
         for start in range(0, batch, rows):
             xc = x[start : start + rows]
-            with region(BASE_BRANCH):
-                base = activation(xc)
             with region(BASIS):
-                chunk = native.dense_bases(xc, base, geometry, out=buffer[: xc.size(0) * width].view(-1, width))
+                chunk = native.dense_bases(xc, base[start : start + rows], geometry, out=buffer[: xc.size(0) * width].view(-1, width))
             with region(SPLINE_PRODUCT):
                 torch.mm(chunk, weight.t(), out=out[start : start + rows])
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(x, base, weight, spline_weight, scaler)
         ctx.geometry = geometry
         ctx.activation = activation
+        ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
+        x, base, weight, spline_weight, scaler = ctx.saved_tensors
         g = ctx.geometry
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_x = ctx.needs_input_grad[0]
+        need_w = any(ctx.needs_input_grad[1:4])
         grad_out = grad_out.contiguous()
         batch, in_features = x.shape
-        width = weight.size(1)
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w_t = weight.new_zeros(width, weight.size(0)) if need_w else None  # ((coeff + 1) * in, out)
-        rows = _chunk_rows(x, width)
-        buffer = x.new_empty(rows * width) if need_w else None
-        for start in range(0, batch, rows):
-            xc = x[start : start + rows]
-            gc = grad_out[start : start + rows]
-            if need_w:
+        out_features, width = weight.shape
+        grad_x = grad_spline = grad_scaler = grad_base_weight = None
+        if need_w:
+            grad_w_t = weight.new_zeros(width, out_features)  # ((coeff + 1) * in, out)
+            rows = _chunk_rows(x, width)
+            buffer = x.new_empty(rows * width)
+            for start in range(0, batch, rows):
+                xc = x[start : start + rows]
                 with region(BASIS):
                     chunk = native.dense_bases(
-                        xc, ctx.activation(xc), g, out=buffer[: xc.size(0) * width].view(-1, width)
+                        xc, base[start : start + rows], g, out=buffer[: xc.size(0) * width].view(-1, width)
                     )
                 with region(SPLINE_PRODUCT):
-                    grad_w_t.addmm_(chunk.t(), gc)
-            if need_x:
-                with region(SPLINE_PRODUCT):
-                    cells = torch.mm(gc, weight)  # (rows, (coeff + 1) * in)
-                with region(BASIS):
-                    grad = native.dense_input_grad(xc, cells, g)
-                with region(BASE_BRANCH):
-                    grad += _base_and_grad(ctx.activation, xc, cells.view(-1, g.coeff + 1, in_features)[:, g.coeff])
-                grad_x[start : start + rows] = grad
-        return grad_x, (grad_w_t.t() if need_w else None), None, None
+                    grad_w_t.addmm_(chunk.t(), grad_out[start : start + rows])
+            grad_w_t = grad_w_t.view(g.coeff + 1, in_features, out_features)
+            grad_spline, grad_scaler = _spline_grads(ctx, grad_w_t[: g.coeff].permute(2, 1, 0), spline_weight, scaler)
+            if ctx.needs_input_grad[3]:
+                grad_base_weight = grad_w_t[g.coeff].t().contiguous()
+        if need_x:
+            weight = weight.view(out_features, g.coeff + 1, in_features)
+            table = weight[:, : g.coeff].permute(2, 1, 0).contiguous()  # (in, coeff, out)
+            with region(BASIS):
+                grad_x = native.gather_input_grad(x, table, grad_out, g)
+            with region(BASE_BRANCH):
+                grad_x += _base_and_grad(ctx.activation, x, grad_out @ weight[:, g.coeff])
+        return grad_x, grad_spline, grad_scaler, grad_base_weight, None, None
 
 
 class NativeGatherProduct(torch.autograd.Function):
-    """``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d]`` in C++, without a dense basis.
+    """The spline part ``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d]`` in C++.
 
-    x: (batch, in), table: (in, coeff, out) -> (batch, out). Backward: the table's
-    gradient from each feature's samples sorted by knot span, the input's from the
-    bases' slopes. Saves x and the table.
+    x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None ->
+    (batch, out); the table (in, coeff, out) holds the scaled spline weights. No dense
+    basis: backward forms the table's gradient from each feature's samples sorted by
+    knot span, and the input's from the bases' slopes. Saves x and the table.
     """
 
     @staticmethod
-    def forward(ctx, x, table, geometry):
+    def forward(ctx, x, spline_weight, scaler, geometry):
+        out_features, in_features, coeff = spline_weight.shape
+        table = x.new_empty(in_features, coeff, out_features)
+        _scaled(spline_weight, scaler, table.permute(2, 0, 1))
         with region(SPLINE_PRODUCT):
             out = native.gather_forward(x, table, geometry)
-        ctx.save_for_backward(x, table)
+        ctx.save_for_backward(x, table, spline_weight, scaler)
         ctx.geometry = geometry
+        ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, table = ctx.saved_tensors
+        x, table, spline_weight, scaler = ctx.saved_tensors
         g = ctx.geometry
-        grad_x = grad_t = None
-        if ctx.needs_input_grad[1]:
+        grad_out = grad_out.contiguous()
+        grad_x = grad_spline = grad_scaler = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             with region(SPLINE_PRODUCT):
-                grad_t = native.gather_table_grad(x, grad_out, g)
+                grad_table = native.gather_table_grad(x, grad_out, g)  # (in, coeff, out)
+            grad_spline, grad_scaler = _spline_grads(ctx, grad_table.permute(2, 0, 1), spline_weight, scaler)
         if ctx.needs_input_grad[0]:
             with region(BASIS):
                 grad_x = native.gather_input_grad(x, table, grad_out, g)
-        return grad_x, grad_t, None
+        return grad_x, grad_spline, grad_scaler, None
 
 
 # --------------------------------------------------------------------------- models
@@ -825,28 +865,23 @@ class FastBSplineKANLinear(KANLinear):
         original_shape = x.shape
         x = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry()
-        spline_weight = self.scaled_spline_weight  # (out, in, coeff)
-        if _native(x, geometry):
-            if self.uses_gather():
-                with region(BASE_BRANCH):
-                    base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
-                table = spline_weight.permute(1, 2, 0).contiguous()  # (in, coeff, out)
-                output = base_output + NativeGatherProduct.apply(x, table, geometry)
-            else:
-                weight = torch.cat(
-                    [spline_weight.transpose(1, 2), self.base_weight.unsqueeze(1)], dim=1
-                )  # (out, coeff + 1, in)
-                output = NativeDenseProduct.apply(
-                    x, weight.view(self.out_features, -1), geometry, self.base_activation
-                )
-        elif self.uses_gather():
+        if self.uses_gather():
             with region(BASE_BRANCH):
                 base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
-            table = spline_weight.permute(1, 2, 0).contiguous().view(-1, self.out_features)  # (in * coeff, out)
-            output = base_output + GatherSplineProduct.apply(x, table, geometry)
+        if _native(x, geometry):
+            scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
+            if self.uses_gather():
+                output = base_output + NativeGatherProduct.apply(x, self.spline_weight, scaler, geometry)
+            else:
+                output = NativeDenseProduct.apply(
+                    x, self.spline_weight, scaler, self.base_weight, geometry, self.base_activation
+                )
+        elif self.uses_gather():
+            table = self.scaled_spline_weight.permute(1, 2, 0).contiguous()  # (in, coeff, out)
+            output = base_output + GatherSplineProduct.apply(x, table.view(-1, self.out_features), geometry)
         else:
             weight_t = torch.cat(
-                [spline_weight.permute(2, 1, 0), self.base_weight.t().unsqueeze(0)]
+                [self.scaled_spline_weight.permute(2, 1, 0), self.base_weight.t().unsqueeze(0)]
             ).reshape(-1, self.out_features)  # ((coeff + 1) * in, out), row c * in + i
             output = DenseSplineProduct.apply(x, weight_t, geometry, self.base_activation)
         return output.reshape(*original_shape[:-1], self.out_features)
