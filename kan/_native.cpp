@@ -62,7 +62,10 @@ struct Simd {
     static inline void store(T* p, V v) { *reinterpret_cast<V*>(p) = v; }
     typedef int32_t VIU __attribute__((vector_size(32 / sizeof(T) * 4), aligned(4), may_alias));
     static inline void store_index(int32_t* p, VI v) { *reinterpret_cast<VIU*>(p) = v; }
-    static inline V splat(T s) { return V{} + s; }
+    // every lane s (a broadcast; ``V{} + s`` would cost an addition, kept for -0.0)
+    template <std::size_t... l>
+    static inline V splat_lanes(T s, std::index_sequence<l...>) { return V{((void)l, s)...}; }
+    static inline V splat(T s) { return splat_lanes(s, std::make_index_sequence<lanes>{}); }
     static inline T sum(V v) {
         T total = T(0);
         for (int l = 0; l < lanes; ++l) total += v[l];
@@ -345,11 +348,13 @@ inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, 
 }
 
 // Features per block of the sample-major kernels, so that a block's coeff * out table
-// values stay in a core's cache while the samples stream past them.
+// values stay in a core's cache while the samples stream past them; whole vectors of
+// features, so that no block but the last has a partial one.
 template <typename T>
 inline int64_t feature_block(const Geometry<T>& g, int64_t out) {
-    const int64_t bytes = g.coeff * out * int64_t(sizeof(T));
-    return std::max<int64_t>(1, std::min<int64_t>(g.in_features, (128 << 10) / std::max<int64_t>(1, bytes)));
+    const int64_t lanes = Simd<T>::lanes, bytes = std::max<int64_t>(1, g.coeff * out * int64_t(sizeof(T)));
+    const int64_t block = std::max<int64_t>(lanes, (128 << 10) / bytes / lanes * lanes);
+    return std::min<int64_t>(g.in_features, block);
 }
 
 // acc[0 .. NV * lanes) += sum over the tile's features of sum_d value * table row, for
@@ -455,10 +460,10 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* samp
 }
 
 // grad_table (in, coeff, out) = for each coefficient row, sum over samples of value * grad_out[b].
-// xt: (in, batch), the inputs feature-major. One feature at a time per thread: its
-// samples' local bases, a counting sort of the samples by knot span, then bucket_rows.
+// One feature at a time per thread: its samples' local bases, a counting sort of the
+// samples by knot span, then bucket_rows.
 template <typename T, int K>
-void gather_table_grad(const Geometry<T>& g, const T* xt, int64_t batch, const T* grad_out, int64_t out,
+void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T* grad_out, int64_t out,
                        T* grad_table, int threads) {
     using S = Simd<T>;
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
@@ -467,10 +472,12 @@ void gather_table_grad(const Geometry<T>& g, const T* xt, int64_t batch, const T
     {
         Tile<T> tile(batch, K, false);
         std::vector<int32_t> begin(g.knots + 2), sample(batch);
-        std::vector<T> sorted((K + 1) * batch), acc(padded_rows * chunk);
+        std::vector<T> sorted((K + 1) * batch), acc(padded_rows * chunk), column(batch);
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < I; ++i) {
-            tile_bases<T, K, true>(g, xt + i * batch, i, batch, tile, false);
+            // a thread's features are consecutive: the rows of x read here stay in its cache
+            for (int64_t b = 0; b < batch; ++b) column[b] = x[b * I + i];
+            tile_bases<T, K, true>(g, column.data(), i, batch, tile, false);
             const int64_t s = tile.stride;
             std::fill(begin.begin(), begin.end(), 0);
             for (int64_t b = 0; b < batch; ++b) ++begin[int64_t(tile.span[b]) + 2];  // bucket span + 1
@@ -624,6 +631,51 @@ void dense_input_grad(const Geometry<T>& g, const T* x, const T* grad_cells, int
     }
 }
 
+// ----------------------------------------------------------------- weights
+
+// The scaled spline weights written into a kernel's layout: dst[o * so + i * si + c * sc]
+// = w[o, i, c] * scaler[o, i] (no scaler: a copy); w (out, in, coeff) contiguous. Features
+// go in blocks of 16 so that both sides of the transposition use whole cache lines.
+template <typename T>
+void scale_spline(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst, int64_t so, int64_t si,
+                  int64_t sc, int threads) {
+    constexpr int64_t kBlock = 16;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < O; ++o) {
+        for (int64_t i0 = 0; i0 < I; i0 += kBlock) {
+            const int64_t i1 = std::min(I, i0 + kBlock);
+            for (int64_t c = 0; c < C; ++c)
+                for (int64_t i = i0; i < i1; ++i)
+                    dst[o * so + i * si + c * sc] = w[(o * I + i) * C + c] * (scaler ? scaler[o * I + i] : T(1));
+        }
+    }
+}
+
+// From the gradient G of the scaled weights, read at G[o * so + i * si + c * sc]: the
+// gradients of w (out, in, coeff) and of its scaler (out, in): G * scaler and
+// sum_c G * w. No scaler: grad_w is G itself, grad_scaler is not written.
+template <typename T>
+void spline_grads(const T* G, int64_t so, int64_t si, int64_t sc, const T* w, const T* scaler, int64_t O, int64_t I,
+                  int64_t C, T* grad_w, T* grad_scaler, int threads) {
+    constexpr int64_t kBlock = 16;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t o = 0; o < O; ++o) {
+        for (int64_t i0 = 0; i0 < I; i0 += kBlock) {
+            const int64_t i1 = std::min(I, i0 + kBlock);
+            T total[kBlock] = {};
+            for (int64_t c = 0; c < C; ++c) {
+                for (int64_t i = i0; i < i1; ++i) {
+                    const T g = G[o * so + i * si + c * sc];
+                    grad_w[(o * I + i) * C + c] = scaler ? g * scaler[o * I + i] : g;
+                    total[i - i0] += g * w[(o * I + i) * C + c];
+                }
+            }
+            if (scaler && grad_scaler)
+                for (int64_t i = i0; i < i1; ++i) grad_scaler[o * I + i] = total[i - i0];
+        }
+    }
+}
+
 // Local bases as arrays (tests, and paths that need them outside a kernel): first
 // (batch, in), value and slope (batch, in, order + 1); slope may be null.
 template <typename T, int K>
@@ -691,9 +743,9 @@ KAN_KERNEL(LocalBases, local_bases)
                                                 int64_t out, T* result, int threads) {                              \
         dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, threads);                   \
     }                                                                                                               \
-    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* xt, int64_t batch,                \
+    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
                                                    const T* grad_out, int64_t out, T* grad_table, int threads) {    \
-        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), xt, batch, grad_out, out, grad_table, threads);         \
+        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, batch, grad_out, out, grad_table, threads);          \
     }                                                                                                               \
     extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
                                                    const T* table, const T* grad_out, int64_t out, T* grad_x,       \
@@ -713,5 +765,18 @@ KAN_KERNEL(LocalBases, local_bases)
         dispatch<T, LocalBases>(order, KAN_GEOMETRY(T), x, batch, first, value, slope, threads);                     \
     }
 
+#define KAN_EXPORT_WEIGHTS(T, suffix)                                                                              \
+    extern "C" void kan_scale_spline_##suffix(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst,     \
+                                              int64_t so, int64_t si, int64_t sc, int threads) {                    \
+        scale_spline(w, scaler, O, I, C, dst, so, si, sc, threads);                                                   \
+    }                                                                                                               \
+    extern "C" void kan_spline_grads_##suffix(const T* G, int64_t so, int64_t si, int64_t sc, const T* w,            \
+                                              const T* scaler, int64_t O, int64_t I, int64_t C, T* grad_w,           \
+                                              T* grad_scaler, int threads) {                                         \
+        spline_grads(G, so, si, sc, w, scaler, O, I, C, grad_w, grad_scaler, threads);                               \
+    }
+
+KAN_EXPORT_WEIGHTS(float, f32)
+KAN_EXPORT_WEIGHTS(double, f64)
 KAN_EXPORT(float, f32)
 KAN_EXPORT(double, f64)

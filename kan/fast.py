@@ -15,22 +15,30 @@ feature by the Cox-de Boor recursion over the whole knot vector. Only
   restricted to the bases that are not zero).
 
 Two contractions turn local bases into outputs, chosen by the number of
-coefficients per feature (measured crossover, see ``GATHER_MIN_COEFF``):
+coefficients per feature (measured crossovers, ``NATIVE_GATHER_MIN_COEFF`` and
+``GATHER_MIN_COEFF``; ``python -m benchmarks.fast_kan_crossover`` measures them):
 
 * dense (small grids): the layer's combined spline + base product
   ``[bases(x), silu(x)] @ [scaled spline weights; base weights]``, one matrix
   product with ``in * (grid_size + spline_order + 1)`` columns, computed over row
-  chunks sized to stay in the CPU's cache so the basis never goes to memory. On a
-  uniform grid one float-only expression writes each chunk, fused by
-  ``torch.compile`` where that is on (eagerly otherwise); on other grids the exact
-  local bases are scattered into it;
-* gather (large grids): an ``embedding_bag`` with per-sample weights reads only the
-  ``spline_order + 1`` coefficient rows each input touches, and the weight gradient
-  is the transposed bag over samples sorted by knot span.
+  chunks sized to stay in the CPU's cache so the basis never goes to memory;
+* gather (large grids): each input reads only the ``spline_order + 1`` coefficient
+  rows its local bases touch; the weight gradient sums, for each coefficient row,
+  the samples whose knot span uses it.
 
-Both run inside custom autograd functions that save only the input and the weights
-and recompute the bases in backward, instead of keeping ``(batch, in, coeff)``
-tensors alive.
+Two implementations compute them. On the CPU, for float32 and float64, the C++
+kernels of ``kan.native`` (built with the system's C++ compiler on first use):
+vectorised local bases that never leave the cache, the dense operand written
+straight from vector registers for PyTorch's matrix product, and a gather whose
+weight gradient sorts each feature's samples by knot span so that a coefficient
+row's sum stays in registers. Elsewhere (CUDA, MPS, or no compiler) PyTorch: on a
+uniform grid one float-only expression per chunk, fused by ``torch.compile`` where
+that is on (eagerly otherwise), on other grids the exact local bases scattered; the
+gather as an ``embedding_bag`` with per-sample weights.
+
+All of them run inside custom autograd functions that save the input (and the
+combined weights, or the base activation) and recompute the bases in backward,
+instead of keeping ``(batch, in, coeff)`` tensors alive.
 """
 
 from __future__ import annotations
@@ -50,15 +58,22 @@ from kan import native
 from kan.reference import KAN, KANLinear, check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
-# Contraction crossover: the gather contraction is used from this many coefficients
-# per feature (grid_size + spline_order) on; below it the dense product.
+# Contraction crossovers: the gather contraction is used from this many coefficients
+# per feature (grid_size + spline_order) on; below it the dense product. Measured
+# apart for the PyTorch paths and for the C++ kernels (python -m benchmarks.fast_kan_crossover).
 GATHER_MIN_COEFF = 24
+NATIVE_GATHER_MIN_COEFF = 8
 # Bytes of dense basis per row chunk on the CPU: small enough to stay in the last-level
 # cache between the kernel that writes it and the matrix product that reads it.
 CHUNK_BYTES = 4 << 20
 # Features per block in the gather forward: a block's coefficient rows stay in cache
 # while every sample of the batch reads them.
 GATHER_BLOCK_FEATURES = 16
+
+
+def gather_min_coeff(native_kernels: bool) -> int:
+    """The crossover (coefficients per feature) for the C++ kernels or for the PyTorch paths."""
+    return NATIVE_GATHER_MIN_COEFF if native_kernels else GATHER_MIN_COEFF
 
 
 # --------------------------------------------------------------------------- geometry
@@ -693,23 +708,12 @@ def _native(x: torch.Tensor, geometry: KnotGeometry) -> bool:
     return native.supports(x, geometry.order)
 
 
-def _scaled(spline_weight: torch.Tensor, scaler: torch.Tensor | None, out: torch.Tensor) -> None:
-    """out (out_features, in, coeff), any strides, = spline_weight times its scaler (if any)."""
-    if scaler is None:
-        out.copy_(spline_weight)
-    else:
-        torch.mul(spline_weight, scaler.unsqueeze(-1), out=out)
-
-
 def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
     """Gradients of spline_weight and its scaler from that of their product, grad_scaled (out, in, coeff)."""
-    grad_scaled = grad_scaled.contiguous()
-    grad_weight = grad_scaler = None
-    if ctx.needs_weight:
-        grad_weight = grad_scaled if scaler is None else grad_scaled * scaler.unsqueeze(-1)
-    if scaler is not None and ctx.needs_scaler:
-        grad_scaler = (grad_scaled * spline_weight).sum(-1)
-    return grad_weight, grad_scaler
+    if not (ctx.needs_weight or ctx.needs_scaler):
+        return None, None
+    grad_weight, grad_scaler = native.spline_grads(grad_scaled, spline_weight, scaler, ctx.needs_scaler)
+    return (grad_weight if ctx.needs_weight else None), grad_scaler
 
 
 class NativeDenseProduct(torch.autograd.Function):
@@ -728,7 +732,7 @@ class NativeDenseProduct(torch.autograd.Function):
         batch, in_features = x.shape
         out_features, coeff = spline_weight.size(0), geometry.coeff
         weight = x.new_empty(out_features, coeff + 1, in_features)
-        _scaled(spline_weight, scaler, weight[:, :coeff].transpose(1, 2))
+        native.scale_spline(spline_weight, scaler, weight[:, :coeff].transpose(1, 2))
         weight[:, coeff] = base_weight
         weight = weight.view(out_features, -1)  # (out, (coeff + 1) * in), basis-major like the chunks
         with region(BASE_BRANCH):
@@ -761,7 +765,7 @@ class NativeDenseProduct(torch.autograd.Function):
         out_features, width = weight.shape
         grad_x = grad_spline = grad_scaler = grad_base_weight = None
         if need_w:
-            grad_w_t = weight.new_zeros(width, out_features)  # ((coeff + 1) * in, out)
+            grad_w_t = weight.new_empty(width, out_features)  # ((coeff + 1) * in, out)
             rows = _chunk_rows(x, width)
             buffer = x.new_empty(rows * width)
             for start in range(0, batch, rows):
@@ -771,7 +775,10 @@ class NativeDenseProduct(torch.autograd.Function):
                         xc, base[start : start + rows], g, out=buffer[: xc.size(0) * width].view(-1, width)
                     )
                 with region(SPLINE_PRODUCT):
-                    grad_w_t.addmm_(chunk.t(), grad_out[start : start + rows])
+                    if start == 0:
+                        torch.mm(chunk.t(), grad_out[:rows], out=grad_w_t)
+                    else:
+                        grad_w_t.addmm_(chunk.t(), grad_out[start : start + rows])
             grad_w_t = grad_w_t.view(g.coeff + 1, in_features, out_features)
             grad_spline, grad_scaler = _spline_grads(ctx, grad_w_t[: g.coeff].permute(2, 1, 0), spline_weight, scaler)
             if ctx.needs_input_grad[3]:
@@ -799,7 +806,7 @@ class NativeGatherProduct(torch.autograd.Function):
     def forward(ctx, x, spline_weight, scaler, geometry):
         out_features, in_features, coeff = spline_weight.shape
         table = x.new_empty(in_features, coeff, out_features)
-        _scaled(spline_weight, scaler, table.permute(2, 0, 1))
+        native.scale_spline(spline_weight, scaler, table.permute(2, 0, 1))
         with region(SPLINE_PRODUCT):
             out = native.gather_forward(x, table, geometry)
         ctx.save_for_backward(x, table, spline_weight, scaler)
@@ -856,8 +863,12 @@ class FastBSplineKANLinear(KANLinear):
         return geometry
 
     def uses_gather(self) -> bool:
-        """Whether forward contracts by gathering coefficient rows (large grids) or densely."""
-        return self.grid_size + self.spline_order >= GATHER_MIN_COEFF
+        """Whether forward contracts by gathering coefficient rows (large grids) or densely.
+
+        The crossover is that of the path this layer's tensors take: the C++ kernels on
+        the CPU where they build, else the PyTorch paths.
+        """
+        return self.grid_size + self.spline_order >= gather_min_coeff(native.supports(self.grid, self.spline_order))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
@@ -897,7 +908,8 @@ class FastBSplineKAN(KAN):
 
 
 def layer_forward_flops(
-    in_features: int, out_features: int, batch: int, grid_size: int, spline_order: int, scaled: bool = True
+    in_features: int, out_features: int, batch: int, grid_size: int, spline_order: int, scaled: bool = True,
+    native_kernels: bool | None = None,
 ) -> int:
     """FLOPs of one ``FastBSplineKANLinear.forward`` on ``batch`` rows (kan.zoo's convention).
 
@@ -907,14 +919,18 @@ def layer_forward_flops(
     and a scale: 5 per basis); the base branch (SiLU, 4 per element); the scaler
     multiply; then the contraction: dense, one (batch, in * (coeff + 1)) x
     (in * (coeff + 1), out) product, or gathered, ``spline_order + 1`` multiply-adds
-    per input, output and sample plus the base product.
+    per input, output and sample plus the base product. Which contraction is that of
+    ``native_kernels`` (the C++ kernels or the PyTorch paths); None: the one a float32
+    CPU input takes in this process.
     """
     b, i, o = batch, in_features, out_features
     coeff = grid_size + spline_order
     basis = 4 * b * i + sum(5 * (r + 1) * b * i for r in range(1, spline_order + 1))
     base = 4 * b * i
     scaler = o * i * coeff if scaled else 0
-    if coeff >= GATHER_MIN_COEFF:
+    if native_kernels is None:
+        native_kernels = native.supports(torch.empty(0), spline_order)
+    if coeff >= gather_min_coeff(native_kernels):
         product = 2 * b * i * (spline_order + 1) * o + 2 * b * i * o + b * o
     else:
         product = 2 * b * i * (coeff + 1) * o

@@ -102,6 +102,8 @@ _SIGNATURES = {
     "dense_bases": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
     "dense_input_grad": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
     "local_bases": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _PTR, _INT],
+    "scale_spline": [_PTR, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _INT],
+    "spline_grads": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _INT],
 }
 
 
@@ -200,11 +202,10 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry) -> torch.Tens
 
 def gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:
     """x (batch, in), grad_out (batch, out) -> (in, coeff, out): the gradient of gather_forward's table."""
-    (grad_out,) = _contiguous(grad_out)
-    xt = x.detach().t().contiguous()  # (in, batch): each feature's samples side by side
+    x, grad_out = _contiguous(x, grad_out)
     grad = x.new_empty(x.size(1), geometry.coeff, grad_out.size(1))
     _function("gather_table_grad", x.dtype)(
-        *_geometry(geometry, xt), xt.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
+        *_geometry(geometry, x), x.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
         _threads(),
     )
     return grad
@@ -250,6 +251,39 @@ def dense_input_grad(x: torch.Tensor, grad_cells: torch.Tensor, geometry) -> tor
         *_geometry(geometry, x), x.data_ptr(), grad_cells.data_ptr(), x.size(0), grad.data_ptr(), _threads()
     )
     return grad
+
+
+def scale_spline(spline_weight: torch.Tensor, scaler: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """out (out_features, in, coeff), any strides, = spline_weight * scaler.unsqueeze(-1) (or a copy)."""
+    w = spline_weight.detach().contiguous()
+    s = None if scaler is None else scaler.detach().contiguous()
+    if tuple(out.shape) != tuple(w.shape) or out.dtype != w.dtype or (s is not None and s.dtype != w.dtype):
+        raise ValueError(f"kan.native.scale_spline: out must be {tuple(w.shape)} of {w.dtype}")
+    _function("scale_spline", w.dtype)(
+        w.data_ptr(), _pointer(s), *w.shape, out.data_ptr(), *out.stride(), _threads()
+    )
+    return out
+
+
+def spline_grads(grad_scaled: torch.Tensor, spline_weight: torch.Tensor, scaler: torch.Tensor | None,
+                 need_scaler: bool = True):
+    """Gradients of spline_weight (out, in, coeff) and of its scaler (out, in) from grad_scaled.
+
+    grad_scaled: the gradient of ``spline_weight * scaler.unsqueeze(-1)``, (out, in, coeff)
+    with any strides. Returns (grad_weight, grad_scaler); grad_scaler is None without a
+    scaler or when not needed.
+    """
+    w = spline_weight.detach().contiguous()
+    s = None if scaler is None else scaler.detach().contiguous()
+    if tuple(grad_scaled.shape) != tuple(w.shape) or grad_scaled.dtype != w.dtype:
+        raise ValueError(f"kan.native.spline_grads: grad_scaled must be {tuple(w.shape)} of {w.dtype}")
+    grad_weight = torch.empty_like(w)
+    grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
+    _function("spline_grads", w.dtype)(
+        grad_scaled.data_ptr(), *grad_scaled.stride(), w.data_ptr(), _pointer(s), *w.shape, grad_weight.data_ptr(),
+        _pointer(grad_scaler), _threads(),
+    )
+    return grad_weight, grad_scaler
 
 
 def local_bases(x: torch.Tensor, geometry, derivative: bool = False):

@@ -8,7 +8,7 @@ compares outputs and gradients on inputs inside the grid, beyond it, far outside
 exactly on the knots.
 
 Only the public surface of kan.fast is used. Both contractions are forced through
-``GATHER_MIN_COEFF``, which the layers read at call time, each computed both by the
+``GATHER_MIN_COEFF`` and ``NATIVE_GATHER_MIN_COEFF``, which the layers read at call time, each computed both by the
 C++ kernels (kan.native) and by PyTorch; every test runs with the ``torch.compile``'d
 kernels off except the few marked compiled, which turn them on.
 """
@@ -73,7 +73,8 @@ def contraction(request, monkeypatch):
     machine without a compiler and on CUDA. Returns the contraction's name.
     """
     name, backend = request.param.split("-")
-    monkeypatch.setattr(kan.fast, "GATHER_MIN_COEFF", 1 if name == "gather" else 10**9)
+    for threshold in ("GATHER_MIN_COEFF", "NATIVE_GATHER_MIN_COEFF"):
+        monkeypatch.setattr(kan.fast, threshold, 1 if name == "gather" else 10**9)
     previous = kan.native.enabled()
     kan.native.set_enabled(backend == "native")
     if backend == "native" and not kan.native.available():
@@ -230,7 +231,8 @@ def test_outputs_equal_reference(order, grid_size, in_features, out_features, ba
 def test_default_contraction_choice_and_outputs(order, grid_size):
     """At the module's own threshold: the layer says which contraction it takes, and it is exact."""
     reference, fast = layer_pair(3, 2, grid_size, order, seed=grid_size)
-    assert fast.uses_gather() == (grid_size + order >= kan.fast.GATHER_MIN_COEFF)
+    native_kernels = kan.native.supports(fast.grid, order)
+    assert fast.uses_gather() == (grid_size + order >= kan.fast.gather_min_coeff(native_kernels))
     pool = probe_inputs(reference, torch.Generator().manual_seed(grid_size))  # (n, 3)
     with torch.no_grad():
         assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "outputs")

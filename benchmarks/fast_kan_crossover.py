@@ -1,0 +1,154 @@
+"""``python -m benchmarks.fast_kan_crossover``: where kan-fast's gather contraction overtakes the dense one.
+
+    python -m benchmarks.fast_kan_crossover [--grids 2,3,5,8,12,20,30] [--repeats 10] [--threads N]
+                                            [--backends native,torch] [--widths 784,64,10] [--batch 1024]
+
+For each backend (``native``: the C++ kernels of kan.native; ``torch``: the PyTorch
+paths, as on CUDA or without a compiler) and grid size, times the forward+backward of
+``kan-fast`` (float32, CPU, cubic splines) with every layer forced to the dense
+contraction and to the gather one, the two taking turns call by call
+(benchmarks/fast_kan_targets.py's timing), and prints the medians and the smallest
+coefficient count (grid_size + spline_order) from which the gather contraction is
+faster at that and every larger grid measured: the value for
+``kan.fast.NATIVE_GATHER_MIN_COEFF`` and ``kan.fast.GATHER_MIN_COEFF``. The rows go to
+a new run folder (``fast_crossover.csv``). Bad input: one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from benchmarks.fast_kan_targets import (
+    FORWARD_BACKWARD, _Parser, _positive_ints, forward_backward_candidate, time_interleaved,
+)
+
+SPLINE_ORDER = 3
+GRIDS = (2, 3, 5, 8, 12, 20, 30)
+BACKENDS = ("native", "torch")
+
+
+class Forced(torch.nn.Module):
+    """``model`` with every layer's contraction and backend forced while it runs forward.
+
+    Backward follows the autograd function forward chose, so only forward is wrapped.
+    """
+
+    def __init__(self, model: torch.nn.Module, gather: bool, backend: str):
+        super().__init__()
+        self.model, self.gather, self.backend = model, gather, backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import kan.fast
+        import kan.native
+
+        saved = kan.fast.GATHER_MIN_COEFF, kan.fast.NATIVE_GATHER_MIN_COEFF, kan.native.enabled()
+        threshold = 1 if self.gather else 10**9
+        kan.fast.GATHER_MIN_COEFF = kan.fast.NATIVE_GATHER_MIN_COEFF = threshold
+        kan.native.set_enabled(self.backend == "native")
+        try:
+            return self.model(x)
+        finally:
+            kan.fast.GATHER_MIN_COEFF, kan.fast.NATIVE_GATHER_MIN_COEFF = saved[:2]
+            kan.native.set_enabled(saved[2])
+
+
+def crossover(rows: list[dict], backend: str) -> int | None:
+    """Smallest coefficient count from which gather is faster at it and every larger grid measured."""
+    measured = sorted((r for r in rows if r["backend"] == backend and r["gather_ms"] == r["gather_ms"]),
+                      key=lambda r: r["coeff"])
+    answer = None
+    for r in reversed(measured):
+        if r["gather_ms"] < r["dense_ms"]:
+            answer = r["coeff"]
+        else:
+            break
+    return answer
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m benchmarks.fast_kan_crossover",
+                description="Time kan-fast's dense and gather contractions against each other over grid sizes.")
+    p.add_argument("--grids", default=",".join(map(str, GRIDS)), metavar="G,G", help="grid sizes (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls per row (default: 10)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads")
+    p.add_argument("--backends", default=",".join(BACKENDS), metavar="B,B", help="native, torch (default: both)")
+    p.add_argument("--widths", default="784,64,10", metavar="W,W,W", help="layer widths (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1024, metavar="N", help="batch size (default: 1024)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        grids = tuple(sorted(set(_positive_ints(args.grids, "--grids"))))
+        widths = _positive_ints(args.widths, "--widths")
+        backends = tuple(dict.fromkeys(b.strip() for b in args.backends.split(",")))
+        if len(widths) < 2:
+            raise ValueError(f"--widths needs at least two widths, got {args.widths!r}")
+        if any(b not in BACKENDS for b in backends):
+            raise ValueError(f"--backends takes {', '.join(BACKENDS)}, got {args.backends!r}")
+        if args.repeats < 3 or args.batch < 1:
+            raise ValueError("--repeats must be at least 3 and --batch positive")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    import kan.native
+    import pandas as pd
+
+    from benchmarks import record
+    from benchmarks.cases import zoo
+    from benchmarks.timer import DeviceTimer, set_threads
+
+    threads = set_threads(args.threads)
+    if "native" in backends and not kan.native.available():
+        print(f"note: the C++ kernels are unavailable ({kan.native.error()}); measuring the torch backend only")
+        backends = tuple(b for b in backends if b != "native")
+    run = record.new_run("fast-crossover")
+    print(f"fast_kan_crossover: widths {'x'.join(map(str, widths))}, batch {args.batch}, {threads} threads, "
+          f"{args.repeats} repeats; run folder {run.path}", flush=True)
+    timer = DeviceTimer("cpu")
+    torch.manual_seed(0)
+    inputs = torch.rand(args.batch, widths[0]) * 2 - 1
+    cotangent = torch.randn(args.batch, widths[-1])
+    rows: list[dict] = []
+    started = time.perf_counter()
+    for backend in backends:
+        for grid in grids:
+            torch.manual_seed(0)
+            model = zoo().build("kan-fast", widths, grid_size=grid, spline_order=SPLINE_ORDER).float().train()
+            group = [forward_backward_candidate(Forced(model, gather, backend), inputs, cotangent,
+                                                f"{'gather' if gather else 'dense'}", grid, "cpu")
+                     for gather in (False, True)]
+            time_interleaved(group, timer, args.repeats, warmup=2)
+            medians = {}
+            for c in group:
+                samples = sorted(c.samples)
+                medians[c.model] = samples[len(samples) // 2] * 1e3 if c.status == "ok" and samples else float("nan")
+            row = {"backend": backend, "grid_size": grid, "coeff": grid + SPLINE_ORDER,
+                   "dense_ms": medians["dense"], "gather_ms": medians["gather"], "threads": threads,
+                   "widths": "x".join(map(str, widths)), "batch": args.batch}
+            rows.append(row)
+            faster = "gather" if row["gather_ms"] < row["dense_ms"] else "dense"
+            print(f"  {backend:<6} grid {grid:<3} coeff {row['coeff']:<3} dense {row['dense_ms']:8.2f} ms  "
+                  f"gather {row['gather_ms']:8.2f} ms  faster: {faster}", flush=True)
+    run.write_table("fast_crossover", pd.DataFrame(rows))
+    print()
+    for backend in backends:
+        found = crossover(rows, backend)
+        constant = "NATIVE_GATHER_MIN_COEFF" if backend == "native" else "GATHER_MIN_COEFF"
+        shown = f"coeff >= {found}" if found is not None else "not within the grids measured"
+        print(f"{backend}: gather is faster from {shown} (kan.fast.{constant})")
+    print(f"measured in {time.perf_counter() - started:.1f} s; run folder: {run.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

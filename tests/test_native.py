@@ -1,0 +1,262 @@
+"""kan.native's C++ kernels against PyTorch oracles built from kan.fast.local_b_splines.
+
+local_b_splines is itself checked against the reference KAN in test_fast.py. Here each
+kernel is compared with the dense formulation it replaces: the (batch, in, coeff) basis
+scattered from the local bases, contracted by a matrix product. Shapes are chosen to
+hit the kernels' edges: feature counts that are not whole vectors, output widths below,
+at and past one vector of registers, a batch of one, inputs on the knots, outside the
+grid, and NaN. The build and its fallback are checked in subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import kan.native as native
+from kan.fast import knot_geometry, local_b_splines
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"C++ kernels unavailable: {native.error()}")
+
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+def uniform_grid(in_features: int, grid_size: int, order: int, dtype: torch.dtype) -> torch.Tensor:
+    """The reference KAN's knots: grid_size intervals on (-1, 1), extended by order knots each side."""
+    step = 2.0 / grid_size
+    knots = torch.arange(-order, grid_size + order + 1, dtype=dtype) * step - 1.0
+    return knots.expand(in_features, -1).contiguous()
+
+
+def uneven_grid(in_features: int, grid_size: int, order: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """Strictly increasing knots with random spacing, different for every feature."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = torch.rand(in_features, grid_size + 2 * order, generator=generator, dtype=torch.float64) + 0.2
+    knots = torch.cat([torch.zeros(in_features, 1, dtype=torch.float64), steps.cumsum(1)], dim=1)
+    return (knots / knots[:, -1:] * 2.4 - 1.2).to(dtype)
+
+
+def inputs(grid: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
+    """Random inputs over and beyond the grid, with the knots themselves in the first rows."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, grid.size(0), generator=generator, dtype=torch.float64).to(grid.dtype) * 1.5
+    rows = min(batch, grid.size(1))
+    x[:rows] = grid[:, :rows].t()
+    return x
+
+
+def dense_oracle(x: torch.Tensor, geometry, derivative: bool = False) -> torch.Tensor:
+    """(batch, in, coeff): every basis (or its slope) of every input, from the local ones."""
+    first, values, slopes = local_b_splines(x, geometry, derivative=derivative)
+    index = (first.unsqueeze(-1) + torch.arange(geometry.order + 1)).clamp(0, geometry.coeff - 1)
+    dense = x.new_zeros(*x.shape, geometry.coeff)
+    return dense.scatter_add_(2, index, slopes if derivative else values)  # non-existent bases add 0
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float, what: str) -> None:
+    scale = max(1.0, float(expected.abs().max()))
+    error = float((actual - expected).abs().max())
+    assert error <= tolerance * scale, f"{what}: max error {error:.3g} > {tolerance:g} * {scale:.3g}"
+
+
+CASES = [
+    # in_features, grid_size, order, uniform
+    (1, 1, 1, True),
+    (7, 5, 3, True),
+    (19, 12, 2, True),
+    (33, 50, 3, True),
+    (9, 3, 0, True),
+    (8, 4, 5, True),
+    (11, 6, 7, True),
+    (13, 7, 3, False),
+    (5, 20, 1, False),
+]
+
+
+@pytest.fixture(params=CASES, ids=lambda c: f"in{c[0]}-grid{c[1]}-order{c[2]}-{'uniform' if c[3] else 'uneven'}")
+def case(request):
+    return request.param
+
+
+def geometry_for(case, dtype):
+    in_features, grid_size, order, uniform = case
+    grid = uniform_grid(in_features, grid_size, order, dtype) if uniform else uneven_grid(
+        in_features, grid_size, order, dtype, seed=in_features
+    )
+    geometry = knot_geometry(grid, order)
+    assert geometry.uniform == uniform
+    return grid, geometry
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_local_bases_equal_pytorch(case, dtype):
+    grid, g = geometry_for(case, dtype)
+    x = inputs(grid, 301, seed=1)
+    first, values, slopes = local_b_splines(x, g, derivative=True)
+    n_first, n_values, n_slopes = native.local_bases(x, g, derivative=True)
+    assert torch.equal(n_first, first), "knot spans differ"
+    assert_close(n_values, values, TOLERANCE[dtype], "values")
+    assert_close(n_slopes, slopes, TOLERANCE[dtype], "slopes")
+    assert native.local_bases(x, g)[2] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("out_features", [1, 5, 8, 16, 64, 70])
+def test_gather_kernels_equal_dense_products(case, dtype, out_features):
+    grid, g = geometry_for(case, dtype)
+    generator = torch.Generator().manual_seed(out_features)
+    x = inputs(grid, 129, seed=out_features)
+    batch, in_features = x.shape
+    table = torch.randn(in_features, g.coeff, out_features, generator=generator, dtype=torch.float64).to(dtype)
+    grad_out = torch.randn(batch, out_features, generator=generator, dtype=torch.float64).to(dtype)
+    bases = dense_oracle(x, g).reshape(batch, -1)  # (batch, in * coeff)
+    flat = table.reshape(-1, out_features)
+    tol = TOLERANCE[dtype]
+    assert_close(native.gather_forward(x, table, g), bases @ flat, tol, "gather forward")
+    assert_close(native.gather_table_grad(x, grad_out, g).reshape(-1, out_features), bases.t() @ grad_out, tol,
+                 "table gradient")
+    slopes = dense_oracle(x, g, derivative=True)  # (batch, in, coeff)
+    expected = ((grad_out @ flat.t()).view(batch, in_features, -1) * slopes).sum(-1)
+    assert_close(native.gather_input_grad(x, table, grad_out, g), expected, tol, "input gradient")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dense_kernels_equal_dense_basis(case, dtype):
+    grid, g = geometry_for(case, dtype)
+    generator = torch.Generator().manual_seed(3)
+    x = inputs(grid, 97, seed=3)
+    batch, in_features = x.shape
+    base = torch.randn(batch, in_features, generator=generator, dtype=torch.float64).to(dtype)
+    written = native.dense_bases(x, base, g).view(batch, g.coeff + 1, in_features)
+    assert torch.equal(written[:, g.coeff], base), "the base row is copied as is"
+    assert_close(written[:, : g.coeff], dense_oracle(x, g).transpose(1, 2), TOLERANCE[dtype], "dense bases")
+    cells = torch.randn(batch, (g.coeff + 1) * in_features, generator=generator, dtype=torch.float64).to(dtype)
+    expected = (cells.view(batch, -1, in_features)[:, : g.coeff] * dense_oracle(x, g, True).transpose(1, 2)).sum(1)
+    assert_close(native.dense_input_grad(x, cells, g), expected, TOLERANCE[dtype], "dense input gradient")
+    into = torch.full((batch, (g.coeff + 1) * in_features), float("nan"), dtype=dtype)
+    assert native.dense_bases(x, base, g, out=into) is into
+    assert torch.equal(into, written.reshape(batch, -1)), "writing into a given buffer overwrites all of it"
+
+
+def test_nan_input_has_no_basis_and_spares_its_neighbours():
+    grid, g = geometry_for((7, 5, 3, True), torch.float32)
+    x = inputs(grid, 16, seed=4)
+    x[3, 2] = float("nan")
+    first, values, _ = native.local_bases(x, g)
+    assert int(first[3, 2]) == -1 - 3 and torch.equal(values[3, 2], torch.zeros(4))
+    table = torch.randn(7, g.coeff, 5)
+    out = native.gather_forward(x, table, g)
+    assert out.isfinite().all()
+    clean = x.clone()
+    clean[3, 2] = -50.0  # far below the grid: no basis either
+    assert torch.equal(out, native.gather_forward(clean, table, g))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    grid, g = geometry_for((33, 50, 3, True), torch.float32)
+    x = inputs(grid, 257, seed=5)
+    table = torch.randn(33, g.coeff, 64)
+    grad_out = torch.randn(257, 64)
+    previous = torch.get_num_threads()
+
+    def run():
+        return (native.gather_forward(x, table, g), native.gather_table_grad(x, grad_out, g),
+                native.gather_input_grad(x, table, grad_out, g), native.dense_bases(x, torch.ones_like(x), g))
+
+    try:
+        torch.set_num_threads(1)
+        single = run()
+        torch.set_num_threads(max(2, previous))
+        several = run()
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(single, several):
+        assert torch.equal(a, b)
+
+
+def test_supports_only_cpu_float_tensors_and_built_orders():
+    x = torch.zeros(2, 3)
+    assert native.supports(x, 3)
+    assert native.supports(x.double(), 0)
+    assert not native.supports(x.half(), 3)
+    assert not native.supports(x.to(torch.int64), 3)
+    assert not native.supports(torch.zeros(2, 3, device="meta"), 3)
+    assert not native.supports(x, -1)
+    assert not native.supports(x, 8)
+
+
+def test_wrong_table_or_buffer_shape_is_a_value_error():
+    grid, g = geometry_for((7, 5, 3, True), torch.float32)
+    x = inputs(grid, 4, seed=6)
+    with pytest.raises(ValueError, match="table must be"):
+        native.gather_forward(x, torch.zeros(7, g.coeff + 1, 5), g)
+    with pytest.raises(ValueError, match="table must be"):
+        native.gather_input_grad(x, torch.zeros(7, g.coeff, 5, dtype=torch.float64), torch.zeros(4, 5), g)
+    with pytest.raises(ValueError, match="out must be"):
+        native.dense_bases(x, x, g, out=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="knot tables"):
+        native.gather_forward(x.double(), torch.zeros(7, g.coeff, 5, dtype=torch.float64), g)
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=environment, timeout=600)
+
+
+FALLBACK_CHECK = """
+    import warnings
+    import torch
+    import kan.native as native
+    from kan.fast import FastBSplineKAN
+    from kan.reference import KAN
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reference = KAN([4, 3], grid_size=5)
+        fast = FastBSplineKAN([4, 3], grid_size=5)
+        fast.load_state_dict(reference.state_dict())
+        x = torch.randn(10, 4)
+        assert torch.allclose(fast(x), reference(x), atol=1e-5), "the PyTorch path gives the reference's outputs"
+        fast(x)
+    print("available", native.available())
+    print("error", native.error())
+    print("warnings", sum("C++ kernels unavailable" in str(w.message) for w in caught))
+"""
+
+
+def test_a_failing_compiler_falls_back_to_pytorch_with_one_warning(tmp_path):
+    result = run_python(FALLBACK_CHECK, CXX="false", KAN_NATIVE_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available False" in result.stdout
+    assert "error RuntimeError" in result.stdout and "failed" in result.stdout
+    assert "warnings 1" in result.stdout
+    assert not list(tmp_path.glob("*.so"))
+
+
+def test_kan_native_0_turns_the_kernels_off_without_building(tmp_path):
+    result = run_python(FALLBACK_CHECK, KAN_NATIVE="0", KAN_NATIVE_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available False" in result.stdout and "warnings 0" in result.stdout
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_build_is_cached_and_reused(tmp_path):
+    code = """
+        import kan.native as native
+        assert native.available(), native.error()
+        print(sorted(p.name for p in native.cache_dir().glob("*.so")))
+    """
+    first = run_python(code, KAN_NATIVE_CACHE=str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    built = list(tmp_path.glob("kan_native_*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    second = run_python(code, KAN_NATIVE_CACHE=str(tmp_path))
+    assert second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+    assert built[0].stat().st_mtime_ns == stamp, "the second process loads the first one's library"
