@@ -467,7 +467,7 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
                        T* grad_table, int threads) {
     using S = Simd<T>;
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
-    const int64_t chunk = std::min<int64_t>(out, 2 * S::lanes);
+    const int64_t chunk = 2 * S::lanes;  // acc's row width
 #pragma omp parallel num_threads(threads)
     {
         Tile<T> tile(batch, K, false);
@@ -491,10 +491,12 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
             }
             // the cursors moved one bucket up: bucket of span m is now begin[m] .. begin[m + 1]
             T* grad = grad_table + i * coeff * out;
-            for (int64_t o = 0; o < out; o += chunk) {
-                const int64_t count = std::min(chunk, out - o);
+            const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
+            for (int64_t o = 0, count = 0; o < out; o += count) {
+                // two vectors of outputs at a time, then one, then the scalar rest
+                const int64_t left = out - o;
+                count = left >= 2 * S::lanes ? 2 * S::lanes : (left >= S::lanes ? S::lanes : left);
                 std::fill(acc.begin(), acc.end(), T(0));
-                const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
                 if (count == 2 * S::lanes)
                     bucket_rows<T, K, 2>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
                                          count, acc.data(), chunk);
