@@ -392,32 +392,41 @@ inline void gather_rows(const Tile<T>& tile, const T* table, int64_t coeff, int6
 
 // ----------------------------------------------------------------- gather kernels
 
+// The sample-major loop of the gather kernels: features in blocks (feature_block), and
+// in each block every sample's tile of local bases, handed to body(b, i0, tile). The
+// same static split of samples in every block: a thread owns its samples' outputs.
+template <typename T, int K, typename Body>
+void sample_major(const Geometry<T>& g, const T* x, int64_t batch, int64_t out, bool slopes, int threads,
+                  Body body) {
+    const int64_t I = g.in_features, block = feature_block(g, out);
+#pragma omp parallel num_threads(threads)
+    {
+        Tile<T> tile(block, K, slopes);
+        for (int64_t i0 = 0; i0 < I; i0 += block) {
+            const int64_t n = std::min(block, I - i0);
+#pragma omp for schedule(static) nowait
+            for (int64_t b = 0; b < batch; ++b) {
+                tile_bases<T, K>(g, x + b * I, i0, n, tile, slopes);
+                body(b, i0, tile);
+            }
+        }
+    }
+}
+
 // result (batch, out) = sum_i sum_d value[b, i, d] * table[i, first + d, :]; table (in, coeff, out).
 template <typename T, int K>
 void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* table, int64_t out, T* result,
                     int threads) {
     using S = Simd<T>;
-    const int64_t I = g.in_features, block = feature_block(g, out);
     std::fill(result, result + batch * out, T(0));
-#pragma omp parallel num_threads(threads)
-    {
-        Tile<T> tile(block, K, false);
-        for (int64_t i0 = 0; i0 < I; i0 += block) {
-            const int64_t n = std::min(block, I - i0);
-            // the same static split of samples for every block: a thread owns its rows
-#pragma omp for schedule(static) nowait
-            for (int64_t b = 0; b < batch; ++b) {
-                tile_bases<T, K>(g, x + b * I, i0, n, tile, false);
-                T* acc = result + b * out;
-                int64_t o = 0;
-                for (; o + 8 * S::lanes <= out; o += 8 * S::lanes)
-                    gather_rows<T, K, 8>(tile, table, g.coeff, out, i0, o, 0, acc + o);
-                for (; o + S::lanes <= out; o += S::lanes)
-                    gather_rows<T, K, 1>(tile, table, g.coeff, out, i0, o, 0, acc + o);
-                if (o < out) gather_rows<T, K, 0>(tile, table, g.coeff, out, i0, o, out - o, acc + o);
-            }
-        }
-    }
+    sample_major<T, K>(g, x, batch, out, false, threads, [&](int64_t b, int64_t i0, const Tile<T>& tile) {
+        T* acc = result + b * out;
+        int64_t o = 0;
+        for (; o + 8 * S::lanes <= out; o += 8 * S::lanes)
+            gather_rows<T, K, 8>(tile, table, g.coeff, out, i0, o, 0, acc + o);
+        for (; o + S::lanes <= out; o += S::lanes) gather_rows<T, K, 1>(tile, table, g.coeff, out, i0, o, 0, acc + o);
+        if (o < out) gather_rows<T, K, 0>(tile, table, g.coeff, out, i0, o, out - o, acc + o);
+    });
 }
 
 // One feature's table gradient over one chunk of outputs, samples sorted by knot span:
@@ -518,40 +527,30 @@ template <typename T, int K>
 void gather_input_grad(const Geometry<T>& g, const T* x, int64_t batch, const T* table, const T* grad_out,
                        int64_t out, T* grad_x, int threads) {
     using S = Simd<T>;
-    const int64_t I = g.in_features, coeff = g.coeff, block = feature_block(g, out);
-#pragma omp parallel num_threads(threads)
-    {
-        Tile<T> tile(block, K, true);
-        for (int64_t i0 = 0; i0 < I; i0 += block) {
-            const int64_t n = std::min(block, I - i0);
-#pragma omp for schedule(static) nowait
-            for (int64_t b = 0; b < batch; ++b) {
-                tile_bases<T, K>(g, x + b * I, i0, n, tile, true);
-                const int64_t s = tile.stride;
-                const T* gb = grad_out + b * out;
-                for (int64_t j = 0; j < n; ++j) {
-                    const T* feature = table + (i0 + j) * coeff * out;
-                    typename S::V spline{};
-                    int64_t o = 0;
-                    for (; o + S::lanes <= out; o += S::lanes) {
-                        typename S::V combined{};
-                        for (int d = 0; d <= K; ++d)
-                            combined += S::splat(tile.slope[d * s + j]) *
-                                        S::load(feature + int64_t(tile.row[d * s + j]) * out + o);
-                        spline += combined * S::load(gb + o);
-                    }
-                    T total = S::sum(spline);
-                    for (; o < out; ++o) {
-                        T combined = T(0);
-                        for (int d = 0; d <= K; ++d)
-                            combined += tile.slope[d * s + j] * feature[int64_t(tile.row[d * s + j]) * out + o];
-                        total += combined * gb[o];
-                    }
-                    grad_x[b * I + i0 + j] = total;
-                }
+    const int64_t I = g.in_features, coeff = g.coeff;
+    sample_major<T, K>(g, x, batch, out, true, threads, [&](int64_t b, int64_t i0, const Tile<T>& tile) {
+        const int64_t s = tile.stride;
+        const T* gb = grad_out + b * out;
+        for (int64_t j = 0; j < tile.n; ++j) {
+            const T* feature = table + (i0 + j) * coeff * out;
+            typename S::V spline{};
+            int64_t o = 0;
+            for (; o + S::lanes <= out; o += S::lanes) {
+                typename S::V combined{};
+                for (int d = 0; d <= K; ++d)
+                    combined += S::splat(tile.slope[d * s + j]) * S::load(feature + int64_t(tile.row[d * s + j]) * out + o);
+                spline += combined * S::load(gb + o);
             }
+            T total = S::sum(spline);
+            for (; o < out; ++o) {
+                T combined = T(0);
+                for (int d = 0; d <= K; ++d)
+                    combined += tile.slope[d * s + j] * feature[int64_t(tile.row[d * s + j]) * out + o];
+                total += combined * gb[o];
+            }
+            grad_x[b * I + i0 + j] = total;
         }
-    }
+    });
 }
 
 // ----------------------------------------------------------------- dense kernels
