@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from kan.regions import region
+
 SOURCE = Path(__file__).with_name("_native.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _NO = ("0", "false", "no", "off")
@@ -152,6 +154,13 @@ def supports(x: torch.Tensor, order: int) -> bool:
     )
 
 
+def _call(name: str, dtype: torch.dtype, *arguments) -> None:
+    """Run kernel ``name`` for ``dtype``; labelled ``kan.native::<name>`` in torch.profiler traces."""
+    function = _function(name, dtype)
+    with region(f"kan.native::{name}"):
+        function(*arguments)
+
+
 def _function(name: str, dtype: torch.dtype):
     library = _load()
     if library is None:
@@ -193,7 +202,8 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry) -> torch.Tens
     x, table = _contiguous(x, table)
     _check_table(table, x, geometry)
     result = x.new_empty(x.size(0), table.size(2))
-    _function("gather_forward", x.dtype)(
+    _call(
+        "gather_forward", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), x.size(0), table.data_ptr(), table.size(2), result.data_ptr(),
         _threads(),
     )
@@ -204,7 +214,8 @@ def gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry) -> torc
     """x (batch, in), grad_out (batch, out) -> (in, coeff, out): the gradient of gather_forward's table."""
     x, grad_out = _contiguous(x, grad_out)
     grad = x.new_empty(x.size(1), geometry.coeff, grad_out.size(1))
-    _function("gather_table_grad", x.dtype)(
+    _call(
+        "gather_table_grad", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
         _threads(),
     )
@@ -216,7 +227,8 @@ def gather_input_grad(x: torch.Tensor, table: torch.Tensor, grad_out: torch.Tens
     x, table, grad_out = _contiguous(x, table, grad_out)
     _check_table(table, x, geometry)
     grad = torch.empty_like(x)
-    _function("gather_input_grad", x.dtype)(
+    _call(
+        "gather_input_grad", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), x.size(0), table.data_ptr(), grad_out.data_ptr(), table.size(2),
         grad.data_ptr(), _threads(),
     )
@@ -237,7 +249,8 @@ def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry, out: torch.Tensor
         out = x.new_empty(shape)
     elif tuple(out.shape) != shape or not out.is_contiguous() or out.dtype != x.dtype:
         raise ValueError(f"kan.native.dense_bases: out must be a contiguous {shape} tensor of {x.dtype}")
-    _function("dense_bases", x.dtype)(
+    _call(
+        "dense_bases", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), base.data_ptr(), x.size(0), out.data_ptr(), _threads()
     )
     return out
@@ -247,7 +260,8 @@ def dense_input_grad(x: torch.Tensor, grad_cells: torch.Tensor, geometry) -> tor
     """x (rows, in), grad_cells (rows, (coeff + 1) * in) -> (rows, in): the bases' part of the input's gradient."""
     x, grad_cells = _contiguous(x, grad_cells)
     grad = torch.empty_like(x)
-    _function("dense_input_grad", x.dtype)(
+    _call(
+        "dense_input_grad", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), grad_cells.data_ptr(), x.size(0), grad.data_ptr(), _threads()
     )
     return grad
@@ -259,7 +273,8 @@ def scale_spline(spline_weight: torch.Tensor, scaler: torch.Tensor | None, out: 
     s = None if scaler is None else scaler.detach().contiguous()
     if tuple(out.shape) != tuple(w.shape) or out.dtype != w.dtype or (s is not None and s.dtype != w.dtype):
         raise ValueError(f"kan.native.scale_spline: out must be {tuple(w.shape)} of {w.dtype}")
-    _function("scale_spline", w.dtype)(
+    _call(
+        "scale_spline", w.dtype,
         w.data_ptr(), _pointer(s), *w.shape, out.data_ptr(), *out.stride(), _threads()
     )
     return out
@@ -279,7 +294,8 @@ def spline_grads(grad_scaled: torch.Tensor, spline_weight: torch.Tensor, scaler:
         raise ValueError(f"kan.native.spline_grads: grad_scaled must be {tuple(w.shape)} of {w.dtype}")
     grad_weight = torch.empty_like(w)
     grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
-    _function("spline_grads", w.dtype)(
+    _call(
+        "spline_grads", w.dtype,
         grad_scaled.data_ptr(), *grad_scaled.stride(), w.data_ptr(), _pointer(s), *w.shape, grad_weight.data_ptr(),
         _pointer(grad_scaler), _threads(),
     )
@@ -294,7 +310,8 @@ def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
     first = torch.empty(batch, in_features, dtype=torch.int64)
     values = x.new_empty(batch, in_features, width)
     slopes = x.new_empty(batch, in_features, width) if derivative else None
-    _function("local_bases", x.dtype)(
+    _call(
+        "local_bases", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), batch, first.data_ptr(), values.data_ptr(), _pointer(slopes),
         _threads(),
     )

@@ -9,13 +9,15 @@ profilers speak of the same things:
 
     part        frames that belong to it
     basis       any model's basis function: b_splines, local_b_splines, dense_bases, basis;
-                the models' ``kan.basis`` region
+                the models' ``kan.basis`` region; kan.native's dense_input_grad
     autograd    the backward pass: Tensor.backward, torch.autograd.backward,
                 run_backward, the C++ autograd engine, ``autograd::engine::...``
                 events, the scenario's ``profiles.backward`` label
     optimizer   anything in torch/optim/ (step, zero_grad), ``Optimizer.step#...``
     matmul      linear, matmul, mm, addmm, bmm, baddbmm, einsum, embedding_bag as
-                Python built-ins, ``aten::`` ops or C++ symbols; BLAS ``*gemm*`` kernels
+                Python built-ins, ``aten::`` ops or C++ symbols; BLAS ``*gemm*`` kernels;
+                kan.native's gather kernels (gather_forward, gather_table_grad,
+                gather_input_grad: their local bases are evaluated inside them)
     transfer    to, _to_copy, copy_, item, _local_scalar_dense, cpu, cuda;
                 host-device memcpy events
     python      time in the interpreter that no part claims (see each profiler)
@@ -46,6 +48,9 @@ from benchmarks.record import ATTRIBUTION_COLUMNS, PARTS  # the attribution tabl
 
 # A model's basis evaluation, by the name of the function that does it.
 BASIS_FUNCTIONS = ("b_splines", "local_b_splines", "dense_bases", "basis")
+# kan.native's contractions: local bases and the spline product in one kernel, so
+# their time is the product's (as embedding_bag's is), the bases' work inside it.
+NATIVE_CONTRACTIONS = r"gather_(?:forward|table_grad|input_grad)"
 
 _ANY = r"(?:.*[.:])?"  # any qualifier: "KANLinear.", "torch._C._nn.", "aten::", "at::_ops::"
 _MATMUL_OPS = r"(?:linear|matmul|mm|addmm|bmm|baddbmm|einsum|_?embedding_bag)"
@@ -56,6 +61,9 @@ _TRANSFER_OPS = r"(?:to|_to_copy|to_dtype|to_device|to_dtype_layout|to_other|cop
 # the separator. A frame that matches no rule belongs to no part.
 RULES: list[tuple[str, str, str | None]] = [
     ("basis", r"kan\.basis|" + _ANY + "(?:" + "|".join(BASIS_FUNCTIONS) + "|wait_for_basis)", None),
+    # the fast KAN's C++ kernels (kan.native): Python wrappers and their trace labels
+    ("basis", r"(?:kan\.native::)?dense_input_grad", r"kan/native\.py$|^$"),
+    ("matmul", r"(?:kan\.native::)?" + NATIVE_CONTRACTIONS, r"kan/native\.py$|^$"),
     ("autograd", _ANY + r"(?:run_backward|_engine_run_backward|wait_for_autograd)", None),
     ("autograd", _ANY + r"backward", r"torch/(?:_tensor\.py|autograd/__init__\.py|autograd/graph\.py)$"),
     ("autograd", r"profiles\.backward|autograd::engine::evaluate_function:.*|"

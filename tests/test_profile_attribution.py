@@ -66,6 +66,15 @@ def test_parts_are_the_record_schema():
     # torch.profiler: record_function labels and aten:: ops
     ("kan.basis", "", "basis"),
     ("kan.spline_product", "", None),
+    ("kan.native::gather_forward", "", "matmul"),
+    ("kan.native::gather_table_grad", "", "matmul"),
+    ("kan.native::dense_bases", "", "basis"),
+    ("kan.native::dense_input_grad", "", "basis"),
+    ("kan.native::spline_grads", "", None),
+    # the C++ kernels' Python wrappers (cProfile, py-spy)
+    ("gather_input_grad", "/x/kan/native.py", "matmul"),
+    ("dense_bases", "/x/kan/native.py", "basis"),
+    ("gather_forward", "/x/somewhere/else.py", None),
     ("aten::mm", "", "matmul"),
     ("aten::linear", "", "matmul"),
     ("aten::copy_", "", "transfer"),
