@@ -72,7 +72,8 @@ def crossover(rows: list[dict], backend: str) -> int | None:
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m benchmarks.fast_kan_crossover",
                 description="Time kan-fast's dense and gather contractions against each other over grid sizes.")
-    p.add_argument("--grids", default=",".join(map(str, GRIDS)), metavar="G,G", help="grid sizes (default: %(default)s)")
+    p.add_argument("--grids", default=",".join(map(str, GRIDS)), metavar="G,G",
+                   help="grid sizes (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls per row (default: 10)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads")
     p.add_argument("--backends", default=",".join(BACKENDS), metavar="B,B", help="native, torch (default: both)")

@@ -744,7 +744,9 @@ class NativeDenseProduct(torch.autograd.Function):
         for start in range(0, batch, rows):
             xc = x[start : start + rows]
             with region(BASIS):
-                chunk = native.dense_bases(xc, base[start : start + rows], geometry, out=buffer[: xc.size(0) * width].view(-1, width))
+                chunk = native.dense_bases(
+                    xc, base[start : start + rows], geometry, out=buffer[: xc.size(0) * width].view(-1, width)
+                )
             with region(SPLINE_PRODUCT):
                 torch.mm(chunk, weight.t(), out=out[start : start + rows])
         ctx.save_for_backward(x, base, weight, spline_weight, scaler)
@@ -868,7 +870,10 @@ class FastBSplineKANLinear(KANLinear):
         The crossover is that of the path this layer's tensors take: the C++ kernels on
         the CPU where they build, else the PyTorch paths.
         """
-        return self.grid_size + self.spline_order >= gather_min_coeff(native.supports(self.grid, self.spline_order))
+        return self._gathers(native.supports(self.grid, self.spline_order))
+
+    def _gathers(self, native_kernels: bool) -> bool:
+        return self.grid_size + self.spline_order >= gather_min_coeff(native_kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
@@ -876,18 +881,20 @@ class FastBSplineKANLinear(KANLinear):
         original_shape = x.shape
         x = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry()
-        if self.uses_gather():
+        native_kernels = _native(x, geometry)
+        gather = self._gathers(native_kernels)
+        if gather:
             with region(BASE_BRANCH):
                 base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
-        if _native(x, geometry):
+        if native_kernels:
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
-            if self.uses_gather():
+            if gather:
                 output = base_output + NativeGatherProduct.apply(x, self.spline_weight, scaler, geometry)
             else:
                 output = NativeDenseProduct.apply(
                     x, self.spline_weight, scaler, self.base_weight, geometry, self.base_activation
                 )
-        elif self.uses_gather():
+        elif gather:
             table = self.scaled_spline_weight.permute(1, 2, 0).contiguous()  # (in, coeff, out)
             output = base_output + GatherSplineProduct.apply(x, table.view(-1, self.out_features), geometry)
         else:
@@ -921,7 +928,8 @@ def layer_forward_flops(
     (in * (coeff + 1), out) product, or gathered, ``spline_order + 1`` multiply-adds
     per input, output and sample plus the base product. Which contraction is that of
     ``native_kernels`` (the C++ kernels or the PyTorch paths); None: the one a float32
-    CPU input takes in this process.
+    CPU input takes in this process (the C++ kernels where they are on and can build;
+    counting does not build them).
     """
     b, i, o = batch, in_features, out_features
     coeff = grid_size + spline_order
@@ -929,7 +937,7 @@ def layer_forward_flops(
     base = 4 * b * i
     scaler = o * i * coeff if scaled else 0
     if native_kernels is None:
-        native_kernels = native.supports(torch.empty(0), spline_order)
+        native_kernels = native.expected() and spline_order <= native.MAX_ORDER
     if coeff >= gather_min_coeff(native_kernels):
         product = 2 * b * i * (spline_order + 1) * o + 2 * b * i * o + b * o
     else:

@@ -32,6 +32,7 @@ from kan.regions import region
 
 SOURCE = Path(__file__).with_name("_native.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+MAX_ORDER = 7  # the highest spline order the kernels are built for (kMaxOrder in _native.cpp)
 _NO = ("0", "false", "no", "off")
 
 _state: dict = {"enabled": os.environ.get("KAN_NATIVE", "1").lower() not in _NO, "library": None, "error": None}
@@ -138,6 +139,14 @@ def available() -> bool:
     return bool(_state["enabled"]) and _load() is not None
 
 
+def expected() -> bool:
+    """Whether the kernels are on and should work, without building them: built already, or
+    a compiler is there and no build has failed."""
+    if not _state["enabled"] or _state["error"] is not None:
+        return False
+    return _state["library"] is not None or compiler() is not None
+
+
 def error() -> str | None:
     """Why the kernels could not be built or loaded, if they could not."""
     return _state["error"]
@@ -223,7 +232,7 @@ def gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry) -> torc
 
 
 def gather_input_grad(x: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:
-    """x (batch, in), table (in, coeff, out), grad_out (batch, out) -> (batch, in): the gradient of gather_forward's x."""
+    """x (batch, in), table (in, coeff, out), grad_out (batch, out) -> (batch, in): gather_forward's x gradient."""
     x, table, grad_out = _contiguous(x, table, grad_out)
     _check_table(table, x, geometry)
     grad = torch.empty_like(x)

@@ -1,0 +1,83 @@
+"""`python -m benchmarks.fast_kan_crossover`: a tiny run, its crossover rule, bad input.
+
+The run uses tiny widths with ``torch.compile``'d code run eagerly (Dynamo off): it
+checks the script, not where the crossover of the real shapes lies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import kan.fast
+import kan.native
+from benchmarks import fast_kan_crossover as crossover
+from benchmarks import record
+
+
+@pytest.fixture(autouse=True)
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    with torch._dynamo.config.patch(disable=True):
+        yield tmp_path / "results"
+
+
+def test_tiny_run_times_both_contractions_on_each_backend(results, capsys):
+    backends = ["torch"] + (["native"] if kan.native.available() else [])
+    code = crossover.main(["--widths", "6,5,3", "--batch", "16", "--grids", "2,9", "--repeats", "3",
+                           "--backends", ",".join(backends)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = record.latest(results, having="fast_crossover.csv").read_table("fast_crossover")
+    assert sorted(rows["backend"].unique()) == sorted(backends)
+    assert sorted(rows["grid_size"].unique()) == [2, 9] and set(rows["coeff"]) == {5, 12}
+    assert (rows["dense_ms"] > 0).all() and (rows["gather_ms"] > 0).all()
+    for backend in backends:
+        assert f"{backend}: gather is faster from" in out
+    assert kan.fast.GATHER_MIN_COEFF == 24 and kan.fast.NATIVE_GATHER_MIN_COEFF == 8, "the run restores them"
+
+
+def test_forced_model_takes_the_asked_contraction_and_restores_the_settings():
+    model = kan.fast.FastBSplineKAN([3, 2], grid_size=5)
+    seen = []
+    original = kan.fast.FastBSplineKANLinear._gathers
+
+    def spy(layer, native_kernels):
+        seen.append(original(layer, native_kernels))
+        return seen[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kan.fast.FastBSplineKANLinear, "_gathers", spy)
+        crossover.Forced(model, gather=True, backend="torch")(torch.zeros(4, 3))
+        crossover.Forced(model, gather=False, backend="torch")(torch.zeros(4, 3))
+    assert seen == [True, False]
+    assert kan.fast.GATHER_MIN_COEFF == 24 and kan.native.enabled()
+
+
+def row(backend, coeff, dense, gather):
+    return {"backend": backend, "coeff": coeff, "dense_ms": dense, "gather_ms": gather}
+
+
+def test_crossover_is_where_gather_wins_from_then_on():
+    rows = [row("native", 5, 1.0, 2.0), row("native", 8, 2.0, 1.5), row("native", 11, 3.0, 2.0),
+            row("torch", 5, 1.0, 2.0), row("torch", 8, 2.0, 1.0), row("torch", 11, 2.0, 3.0),
+            row("torch", 15, 4.0, 3.0)]
+    assert crossover.crossover(rows, "native") == 8
+    assert crossover.crossover(rows, "torch") == 15  # a win followed by a loss does not count
+    assert crossover.crossover([row("torch", 5, 1.0, 2.0)], "torch") is None
+    assert crossover.crossover([row("torch", 5, 1.0, math.nan)], "torch") is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grids", "0,3"], "--grids must be positive integers"),
+    (["--backends", "cuda"], "--backends takes native, torch"),
+    (["--widths", "6"], "--widths needs at least two widths"),
+    (["--repeats", "2"], "--repeats must be at least 3"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, results, capsys):
+    assert crossover.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()
