@@ -119,8 +119,20 @@ inline void cardinal_levels(W u, W* v, W* below) {
 template <typename T, int K, typename W>
 inline void cardinal(W u, W* v, W* below) {
     for (int d = 0; d < K + 2; ++d) v[d] = below[d] = W{} + T(0);
-    v[1] = W{} + T(1);
-    cardinal_levels<T, K>(u, v, below);
+    if constexpr (K == 3) {
+        // the cubic case in closed form (the recursion's polynomials, fewer operations)
+        const W w = T(1) - u, u2 = u * u, w2 = w * w;
+        below[1] = w2 * T(0.5);
+        below[3] = u2 * T(0.5);
+        below[2] = T(1) - below[1] - below[3];
+        v[1] = w2 * w * T(1.0 / 6);
+        v[4] = u2 * u * T(1.0 / 6);
+        v[2] = (u2 * (u * T(3) - T(6)) + T(4)) * T(1.0 / 6);
+        v[3] = T(1) - v[1] - v[2] - v[4];
+    } else {
+        v[1] = W{} + T(1);
+        cardinal_levels<T, K>(u, v, below);
+    }
 }
 
 // Exact knot span and local coordinate of x on a uniform grid, as in
