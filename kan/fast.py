@@ -716,6 +716,19 @@ def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
     return (grad_weight if ctx.needs_weight else None), grad_scaler
 
 
+def _native_dense_chunks(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry, width: int):
+    """(rows, chunk) over cache-sized row slices of x: chunk (len(rows), width) is the dense operand
+    ``[bases, base]`` of those rows, written by C++ into one buffer that every chunk reuses."""
+    step = _chunk_rows(x, width)
+    buffer = x.new_empty(step * width)
+    for start in range(0, x.size(0), step):
+        rows = slice(start, min(start + step, x.size(0)))
+        chunk = buffer[: (rows.stop - start) * width].view(-1, width)
+        with region(BASIS):
+            native.dense_bases(x[rows], base[rows], geometry, out=chunk)
+        yield rows, chunk  # outside the region: the caller's product is not basis work
+
+
 class NativeDenseProduct(torch.autograd.Function):
     """The layer's output by the combined dense product, with the bases written by C++.
 
@@ -737,18 +750,10 @@ class NativeDenseProduct(torch.autograd.Function):
         weight = weight.view(out_features, -1)  # (out, (coeff + 1) * in), basis-major like the chunks
         with region(BASE_BRANCH):
             base = activation(x)
-        width = weight.size(1)
         out = x.new_empty(batch, out_features)
-        rows = _chunk_rows(x, width)
-        buffer = x.new_empty(rows * width)
-        for start in range(0, batch, rows):
-            xc = x[start : start + rows]
-            with region(BASIS):
-                chunk = native.dense_bases(
-                    xc, base[start : start + rows], geometry, out=buffer[: xc.size(0) * width].view(-1, width)
-                )
+        for rows, chunk in _native_dense_chunks(x, base, geometry, weight.size(1)):
             with region(SPLINE_PRODUCT):
-                torch.mm(chunk, weight.t(), out=out[start : start + rows])
+                torch.mm(chunk, weight.t(), out=out[rows])
         ctx.save_for_backward(x, base, weight, spline_weight, scaler)
         ctx.geometry = geometry
         ctx.activation = activation
@@ -763,24 +768,17 @@ class NativeDenseProduct(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         need_w = any(ctx.needs_input_grad[1:4])
         grad_out = grad_out.contiguous()
-        batch, in_features = x.shape
+        in_features = x.size(1)
         out_features, width = weight.shape
         grad_x = grad_spline = grad_scaler = grad_base_weight = None
         if need_w:
             grad_w_t = weight.new_empty(width, out_features)  # ((coeff + 1) * in, out)
-            rows = _chunk_rows(x, width)
-            buffer = x.new_empty(rows * width)
-            for start in range(0, batch, rows):
-                xc = x[start : start + rows]
-                with region(BASIS):
-                    chunk = native.dense_bases(
-                        xc, base[start : start + rows], g, out=buffer[: xc.size(0) * width].view(-1, width)
-                    )
+            for rows, chunk in _native_dense_chunks(x, base, g, width):
                 with region(SPLINE_PRODUCT):
-                    if start == 0:
-                        torch.mm(chunk.t(), grad_out[:rows], out=grad_w_t)
+                    if rows.start == 0:
+                        torch.mm(chunk.t(), grad_out[rows], out=grad_w_t)
                     else:
-                        grad_w_t.addmm_(chunk.t(), grad_out[start : start + rows])
+                        grad_w_t.addmm_(chunk.t(), grad_out[rows])
             grad_w_t = grad_w_t.view(g.coeff + 1, in_features, out_features)
             grad_spline, grad_scaler = _spline_grads(ctx, grad_w_t[: g.coeff].permute(2, 1, 0), spline_weight, scaler)
             if ctx.needs_input_grad[3]:
