@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 #if defined(__AVX__)
@@ -66,6 +67,39 @@ struct Simd {
     template <std::size_t... l>
     static inline V splat_lanes(T s, std::index_sequence<l...>) { return V{((void)l, s)...}; }
     static inline V splat(T s) { return splat_lanes(s, std::make_index_sequence<lanes>{}); }
+    // lanes [0, count) of p, the others 0 (count <= lanes; nothing past them is read),
+    // and the converse store of lanes [0, count)
+    typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> Lane;
+    typedef Lane VM __attribute__((vector_size(32)));
+    static inline VM mask(int count) {
+        VM m{};
+        for (int l = 0; l < lanes; ++l) m[l] = l < count ? Lane(-1) : Lane(0);
+        return m;
+    }
+    static inline V load_first(const T* p, VM m) {
+#if defined(__AVX__)
+        if constexpr (sizeof(T) == 4)
+            return reinterpret_cast<V>(_mm256_maskload_ps(p, reinterpret_cast<__m256i>(m)));
+        else
+            return reinterpret_cast<V>(_mm256_maskload_pd(p, reinterpret_cast<__m256i>(m)));
+#else
+        V v{};
+        for (int l = 0; l < lanes; ++l)
+            if (m[l]) v[l] = p[l];
+        return v;
+#endif
+    }
+    static inline void store_first(T* p, V v, VM m) {
+#if defined(__AVX__)
+        if constexpr (sizeof(T) == 4)
+            _mm256_maskstore_ps(p, reinterpret_cast<__m256i>(m), reinterpret_cast<__m256>(v));
+        else
+            _mm256_maskstore_pd(p, reinterpret_cast<__m256i>(m), reinterpret_cast<__m256d>(v));
+#else
+        for (int l = 0; l < lanes; ++l)
+            if (m[l]) p[l] = v[l];
+#endif
+    }
     static inline T sum(V v) {
         T total = T(0);
         for (int l = 0; l < lanes; ++l) total += v[l];
@@ -369,36 +403,49 @@ inline int64_t feature_block(const Geometry<T>& g, int64_t out) {
     return std::min<int64_t>(g.in_features, block);
 }
 
-// acc[0 .. NV * lanes) += sum over the tile's features of sum_d value * table row, for
-// the NV vectors of outputs starting at o0 (NV = 0: the scalar tail of count outputs).
-template <typename T, int K, int NV>
+// acc[0 .. width) += sum over the tile's features of sum_d value * table row, for the
+// outputs o0 .. o0 + width: NV vectors, all whole (Masked false: width = NV * lanes) or
+// the last one cut to its first `tail` lanes (width = (NV - 1) * lanes + tail).
+template <typename T, int K, int NV, bool Masked>
 inline void gather_rows(const Tile<T>& tile, const T* table, int64_t coeff, int64_t out, int64_t i0, int64_t o0,
-                        int64_t count, T* acc) {
+                        int tail, T* acc) {
     using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
+    const typename S::VM m = S::mask(tail);
     const int64_t n = tile.n, s = tile.stride;
     const int32_t* rows = tile.row.data();
     const T* values = tile.value.data();
-    if constexpr (NV > 0) {
-        typename S::V a[NV];
-        for (int q = 0; q < NV; ++q) a[q] = S::load(acc + q * S::lanes);
-        for (int64_t j = 0; j < n; ++j) {
-            const T* feature = table + (i0 + j) * coeff * out + o0;
-            for (int d = 0; d <= K; ++d) {
-                const typename S::V v = S::splat(values[d * s + j]);
-                const T* row = feature + int64_t(rows[d * s + j]) * out;
-                for (int q = 0; q < NV; ++q) a[q] += v * S::load(row + q * S::lanes);
-            }
+    V a[NV];
+    for (int q = 0; q < Whole; ++q) a[q] = S::load(acc + q * L);
+    if (Masked) a[NV - 1] = S::load_first(acc + Whole * L, m);
+    for (int64_t j = 0; j < n; ++j) {
+        const T* feature = table + (i0 + j) * coeff * out + o0;
+        for (int d = 0; d <= K; ++d) {
+            const V v = S::splat(values[d * s + j]);
+            const T* row = feature + int64_t(rows[d * s + j]) * out;
+            for (int q = 0; q < Whole; ++q) a[q] += v * S::load(row + q * L);
+            if (Masked) a[NV - 1] += v * S::load_first(row + Whole * L, m);
         }
-        for (int q = 0; q < NV; ++q) S::store(acc + q * S::lanes, a[q]);
-    } else {
-        for (int64_t j = 0; j < n; ++j) {
-            const T* feature = table + (i0 + j) * coeff * out + o0;
-            for (int d = 0; d <= K; ++d) {
-                const T v = values[d * s + j];
-                const T* row = feature + int64_t(rows[d * s + j]) * out;
-                for (int64_t o = 0; o < count; ++o) acc[o] += v * row[o];
-            }
-        }
+    }
+    for (int q = 0; q < Whole; ++q) S::store(acc + q * L, a[q]);
+    if (Masked) S::store_first(acc + Whole * L, a[NV - 1], m);
+}
+
+// f(std::integral_constant<int, nv>()) for nv in [1, 8]: a runtime count of vectors
+// made a template argument.
+template <typename F>
+inline void with_vectors(int nv, F f) {
+    switch (nv) {
+        case 1: f(std::integral_constant<int, 1>()); break;
+        case 2: f(std::integral_constant<int, 2>()); break;
+        case 3: f(std::integral_constant<int, 3>()); break;
+        case 4: f(std::integral_constant<int, 4>()); break;
+        case 5: f(std::integral_constant<int, 5>()); break;
+        case 6: f(std::integral_constant<int, 6>()); break;
+        case 7: f(std::integral_constant<int, 7>()); break;
+        case 8: f(std::integral_constant<int, 8>()); break;
+        default: break;
     }
 }
 
@@ -429,54 +476,52 @@ void sample_major(const Geometry<T>& g, const T* x, int64_t batch, int64_t out, 
 template <typename T, int K>
 void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* table, int64_t out, T* result,
                     int threads) {
-    using S = Simd<T>;
+    constexpr int L = Simd<T>::lanes;
     std::fill(result, result + batch * out, T(0));
     sample_major<T, K>(g, x, batch, out, false, threads, [&](int64_t b, int64_t i0, const Tile<T>& tile) {
         T* acc = result + b * out;
         int64_t o = 0;
-        for (; o + 8 * S::lanes <= out; o += 8 * S::lanes)
-            gather_rows<T, K, 8>(tile, table, g.coeff, out, i0, o, 0, acc + o);
-        for (; o + S::lanes <= out; o += S::lanes) gather_rows<T, K, 1>(tile, table, g.coeff, out, i0, o, 0, acc + o);
-        if (o < out) gather_rows<T, K, 0>(tile, table, g.coeff, out, i0, o, out - o, acc + o);
+        for (; o + 8 * L <= out; o += 8 * L) gather_rows<T, K, 8, false>(tile, table, g.coeff, out, i0, o, L, acc + o);
+        if (o < out) {  // the rest, in one pass over the tile: whole vectors and a cut last one
+            const int nv = int((out - o + L - 1) / L), tail = int(out - o - (nv - 1) * L);
+            with_vectors(nv, [&](auto vectors) {
+                gather_rows<T, K, decltype(vectors)::value, true>(tile, table, g.coeff, out, i0, o, tail, acc + o);
+            });
+        }
     });
 }
 
 // One feature's table gradient over one chunk of outputs, samples sorted by knot span:
 // the samples of span m all feed coefficient rows m - K .. m, whose sums stay in
-// registers across the bucket. acc: (coeff + 2K) padded rows of width NV vectors (or
-// count scalars), row c at c + K; spans whose bases do not exist are skipped.
-template <typename T, int K, int NV>
+// registers across the bucket. The chunk: NV vectors of outputs from o0, the last one
+// cut to its first `tail` lanes when Masked. acc: (coeff + 2K) padded rows of width
+// NV vectors (or more), row c at c + K; spans whose bases do not exist are skipped.
+template <typename T, int K, int NV, bool Masked>
 inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* sample, const T* sorted, int64_t batch,
-                        const T* grad_out, int64_t out, int64_t o0, int64_t count, T* acc, int64_t width) {
+                        const T* grad_out, int64_t out, int64_t o0, int tail, T* acc, int64_t width) {
     using S = Simd<T>;
-    for (int64_t m = 0; m + 1 < knots; ++m) {
-        const int32_t first = begin[m + 1], last = begin[m + 2];  // bucket of span m
+    using V = typename S::V;
+    constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
+    const typename S::VM m = S::mask(tail);
+    for (int64_t span = 0; span + 1 < knots; ++span) {
+        const int32_t first = begin[span + 1], last = begin[span + 2];  // bucket of this span
         if (first == last) continue;
-        T* rows = acc + m * width;  // padded row m = coefficient m - K, the first one span m feeds
-        if constexpr (NV > 0) {
-            typename S::V a[K + 1][NV];
-            for (int d = 0; d <= K; ++d)
-                for (int q = 0; q < NV; ++q) a[d][q] = S::load(rows + d * width + q * S::lanes);
-            for (int32_t p = first; p < last; ++p) {
-                const T* gb = grad_out + int64_t(sample[p]) * out + o0;
-                typename S::V gv[NV];
-                for (int q = 0; q < NV; ++q) gv[q] = S::load(gb + q * S::lanes);
-                for (int d = 0; d <= K; ++d) {
-                    const typename S::V v = S::splat(sorted[d * batch + p]);
-                    for (int q = 0; q < NV; ++q) a[d][q] += v * gv[q];
-                }
-            }
-            for (int d = 0; d <= K; ++d)
-                for (int q = 0; q < NV; ++q) S::store(rows + d * width + q * S::lanes, a[d][q]);
-        } else {
-            for (int32_t p = first; p < last; ++p) {
-                const T* gb = grad_out + int64_t(sample[p]) * out + o0;
-                for (int d = 0; d <= K; ++d) {
-                    const T v = sorted[d * batch + p];
-                    for (int64_t o = 0; o < count; ++o) rows[d * width + o] += v * gb[o];
-                }
+        T* rows = acc + span * width;  // padded row = coefficient span - K, the first one it feeds
+        V a[K + 1][NV];
+        for (int d = 0; d <= K; ++d)
+            for (int q = 0; q < NV; ++q) a[d][q] = S::load(rows + d * width + q * L);
+        for (int32_t p = first; p < last; ++p) {
+            const T* gb = grad_out + int64_t(sample[p]) * out + o0;
+            V gv[NV];
+            for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
+            if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
+            for (int d = 0; d <= K; ++d) {
+                const V v = S::splat(sorted[d * batch + p]);
+                for (int q = 0; q < NV; ++q) a[d][q] += v * gv[q];
             }
         }
+        for (int d = 0; d <= K; ++d)
+            for (int q = 0; q < NV; ++q) S::store(rows + d * width + q * L, a[d][q]);
     }
 }
 
@@ -514,19 +559,19 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
             T* grad = grad_table + i * coeff * out;
             const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
             for (int64_t o = 0, count = 0; o < out; o += count) {
-                // two vectors of outputs at a time, then one, then the scalar rest
+                // two vectors of outputs at a time; the rest (under two) with its last vector cut
                 const int64_t left = out - o;
-                count = left >= 2 * S::lanes ? 2 * S::lanes : (left >= S::lanes ? S::lanes : left);
+                count = std::min(left, chunk);
                 std::fill(acc.begin(), acc.end(), T(0));
-                if (count == 2 * S::lanes)
-                    bucket_rows<T, K, 2>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
-                                         count, acc.data(), chunk);
-                else if (count == S::lanes)
-                    bucket_rows<T, K, 1>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
-                                         count, acc.data(), chunk);
+                if (count == chunk)
+                    bucket_rows<T, K, 2, false>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out,
+                                                o, S::lanes, acc.data(), chunk);
+                else if (count > S::lanes)
+                    bucket_rows<T, K, 2, true>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out,
+                                               o, int(count - S::lanes), acc.data(), chunk);
                 else
-                    bucket_rows<T, K, 0>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out, o,
-                                         count, acc.data(), chunk);
+                    bucket_rows<T, K, 1, true>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out,
+                                               o, int(count), acc.data(), chunk);
                 for (int64_t c = 0; c < coeff; ++c)
                     std::memcpy(grad + c * out + o, acc.data() + (c + K) * chunk, sizeof(T) * count);
             }
@@ -553,13 +598,15 @@ void gather_input_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
                     combined += S::splat(tile.slope[d * s + j]) * S::load(feature + int64_t(tile.row[d * s + j]) * out + o);
                 spline += combined * S::load(gb + o);
             }
-            T total = S::sum(spline);
-            for (; o < out; ++o) {
-                T combined = T(0);
+            if (o < out) {  // the last, cut vector
+                const typename S::VM m = S::mask(int(out - o));
+                typename S::V combined{};
                 for (int d = 0; d <= K; ++d)
-                    combined += tile.slope[d * s + j] * feature[int64_t(tile.row[d * s + j]) * out + o];
-                total += combined * gb[o];
+                    combined += S::splat(tile.slope[d * s + j]) *
+                                S::load_first(feature + int64_t(tile.row[d * s + j]) * out + o, m);
+                spline += combined * S::load_first(gb + o, m);
             }
+            const T total = S::sum(spline);
             grad_x[b * I + i0 + j] = total;
         }
     });
@@ -689,6 +736,84 @@ void spline_grads(const T* G, int64_t so, int64_t si, int64_t sc, const T* w, co
     }
 }
 
+// ----------------------------------------------------------------- the base activation
+
+// e^a on vectors: 2^n e^r with n = round(a / ln 2) and r = a - n ln 2 (ln 2 in two
+// parts), e^r by its Taylor polynomial, |r| <= ln 2 / 2 (degree 7 for float, 12 for
+// double: truncation under 1e-8 and 3e-16 relative), times 2^(n - 1) (written into the
+// exponent) times 2, so that n can reach the overflow threshold. Overflow gives +inf;
+// below e^-86 (float) or e^-707 (double), near the smallest normal number, 0; NaN stays NaN.
+template <typename T>
+inline typename Simd<T>::V vexp(typename Simd<T>::V a) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    using VM = typename S::VM;
+    constexpr bool single = sizeof(T) == 4;
+    constexpr T high = single ? T(89) : T(710), low = single ? T(-86) : T(-707);
+    constexpr T round = single ? T(12582912.0) : T(6755399441055744.0);  // 1.5 * 2^(mantissa bits)
+    constexpr T ln2_hi = single ? T(0.693359375) : T(6.93147180369123816490e-01);
+    constexpr T ln2_lo = single ? T(-2.12194440e-4) : T(1.90821492927058770002e-10);
+    constexpr int degree = single ? 7 : 12, mantissa = single ? 23 : 52, bias = single ? 127 : 1023;
+    const V clamped = a > high ? V{} + high : (a < low ? V{} + low : a);  // NaN passes through
+    const V n = (clamped * T(1.4426950408889634) + round) - round;        // to nearest
+    const V r = (clamped - n * ln2_hi) - n * ln2_lo;
+    T coefficient[degree + 1];  // 1 / k!
+    coefficient[0] = T(1);
+    for (int k = 1; k <= degree; ++k) coefficient[k] = coefficient[k - 1] / T(k);
+    V p = V{} + coefficient[degree];
+    for (int k = degree - 1; k >= 0; --k) p = p * r + coefficient[k];  // Horner, one multiply-add a degree
+    const VM exponent = (__builtin_convertvector(n, VM) + (bias - 1)) << mantissa;
+    const V result = p * reinterpret_cast<V>(exponent) * T(2);  // overflows to +inf past the threshold
+    return a > high ? V{} + T(INFINITY) : (a < low ? V{} : result);
+}
+
+// y = silu(x) = x / (1 + e^-x), the layers' default base activation, elementwise over n values.
+template <typename T>
+void silu(const T* x, int64_t n, T* y, int threads) {
+    using S = Simd<T>;
+    constexpr int64_t L = S::lanes, kChunk = 4096;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < n; c += kChunk) {
+        const int64_t end = std::min(n, c + kChunk);
+        int64_t j = c;
+        for (; j + L <= end; j += L) {
+            const typename S::V v = S::load(x + j);
+            S::store(y + j, v / (T(1) + vexp<T>(-v)));
+        }
+        if (j < end) {
+            const typename S::VM m = S::mask(int(end - j));
+            const typename S::V v = S::load_first(x + j, m);
+            S::store_first(y + j, v / (T(1) + vexp<T>(-v)), m);
+        }
+    }
+}
+
+// out = grad * silu'(x), or out += that (accumulate): silu'(x) = s (1 + x (1 - s)), s = 1 / (1 + e^-x).
+template <typename T>
+void silu_grad(const T* x, const T* grad, int64_t n, T* out, bool accumulate, int threads) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int64_t L = S::lanes, kChunk = 4096;
+    const auto term = [](V v, V g) {
+        const V s = T(1) / (T(1) + vexp<T>(-v));
+        return g * (s * (T(1) + v * (T(1) - s)));
+    };
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < n; c += kChunk) {
+        const int64_t end = std::min(n, c + kChunk);
+        int64_t j = c;
+        for (; j + L <= end; j += L) {
+            const V t = term(S::load(x + j), S::load(grad + j));
+            S::store(out + j, accumulate ? S::load(out + j) + t : t);
+        }
+        if (j < end) {
+            const typename S::VM m = S::mask(int(end - j));
+            const V t = term(S::load_first(x + j, m), S::load_first(grad + j, m));
+            S::store_first(out + j, accumulate ? S::load_first(out + j, m) + t : t, m);
+        }
+    }
+}
+
 // Local bases as arrays (tests, and paths that need them outside a kernel): first
 // (batch, in), value and slope (batch, in, order + 1); slope may be null.
 template <typename T, int K>
@@ -782,6 +907,11 @@ KAN_KERNEL(LocalBases, local_bases)
     extern "C" void kan_scale_spline_##suffix(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst,     \
                                               int64_t so, int64_t si, int64_t sc, int threads) {                    \
         scale_spline(w, scaler, O, I, C, dst, so, si, sc, threads);                                                   \
+    }                                                                                                               \
+    extern "C" void kan_silu_##suffix(const T* x, int64_t n, T* y, int threads) { silu(x, n, y, threads); }      \
+    extern "C" void kan_silu_grad_##suffix(const T* x, const T* grad, int64_t n, T* out, int accumulate,          \
+                                           int threads) {                                                        \
+        silu_grad(x, grad, n, out, accumulate != 0, threads);                                                     \
     }                                                                                                               \
     extern "C" void kan_spline_grads_##suffix(const T* G, int64_t so, int64_t si, int64_t sc, const T* w,            \
                                               const T* scaler, int64_t O, int64_t I, int64_t C, T* grad_w,           \

@@ -479,8 +479,20 @@ def _chunk_rows(x: torch.Tensor, width: int) -> int:
     return max(8, min(x.size(0), CHUNK_BYTES // max(1, width * x.element_size())))
 
 
+def _native_silu(activation: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether the base activation is SiLU (the default) and the C++ kernels take x."""
+    return type(activation) is torch.nn.SiLU and native.takes(x)
+
+
+def _activate(activation: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """activation(x), no autograd; SiLU by the C++ kernel where it takes x."""
+    return native.silu(x) if _native_silu(activation, x) else activation(x)
+
+
 def _base_and_grad(activation: torch.nn.Module, x: torch.Tensor, grad_base: torch.Tensor) -> torch.Tensor:
     """d(activation(x))/dx applied to ``grad_base``, for any activation module."""
+    if _native_silu(activation, x):
+        return native.silu_grad(x, grad_base)
     with torch.enable_grad():
         leaf = x.detach().requires_grad_()
         (grad,) = torch.autograd.grad(activation(leaf), leaf, grad_base)
@@ -749,7 +761,7 @@ class NativeDenseProduct(torch.autograd.Function):
         weight[:, coeff] = base_weight
         weight = weight.view(out_features, -1)  # (out, (coeff + 1) * in), basis-major like the chunks
         with region(BASE_BRANCH):
-            base = activation(x)
+            base = _activate(activation, x)
         out = x.new_empty(batch, out_features)
         for rows, chunk in _native_dense_chunks(x, base, geometry, weight.size(1)):
             with region(SPLINE_PRODUCT):
@@ -794,41 +806,53 @@ class NativeDenseProduct(torch.autograd.Function):
 
 
 class NativeGatherProduct(torch.autograd.Function):
-    """The spline part ``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d]`` in C++.
+    """The layer's output: the spline part by gathering table rows in C++, plus the base branch.
 
-    x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None ->
-    (batch, out); the table (in, coeff, out) holds the scaled spline weights. No dense
-    basis: backward forms the table's gradient from each feature's samples sorted by
-    knot span, and the input's from the bases' slopes. Saves x and the table.
+    ``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d] + act(x) @ base_weight.T``.
+    x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None,
+    base_weight (out, in) -> (batch, out); the table (in, coeff, out) holds the scaled
+    spline weights. No dense basis: backward forms the table's gradient from each
+    feature's samples sorted by knot span, and the input's from the bases' slopes.
+    Saves x, act(x) and the table.
     """
 
     @staticmethod
-    def forward(ctx, x, spline_weight, scaler, geometry):
+    def forward(ctx, x, spline_weight, scaler, base_weight, geometry, activation):
         out_features, in_features, coeff = spline_weight.shape
         table = x.new_empty(in_features, coeff, out_features)
         native.scale_spline(spline_weight, scaler, table.permute(2, 0, 1))
+        with region(BASE_BRANCH):
+            base = _activate(activation, x)
         with region(SPLINE_PRODUCT):
             out = native.gather_forward(x, table, geometry)
-        ctx.save_for_backward(x, table, spline_weight, scaler)
+        with region(BASE_BRANCH):
+            out.addmm_(base, base_weight.t())
+        ctx.save_for_backward(x, base, table, spline_weight, scaler, base_weight)
         ctx.geometry = geometry
+        ctx.activation = activation
         ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        x, table, spline_weight, scaler = ctx.saved_tensors
+        x, base, table, spline_weight, scaler, base_weight = ctx.saved_tensors
         g = ctx.geometry
         grad_out = grad_out.contiguous()
-        grad_x = grad_spline = grad_scaler = None
+        grad_x = grad_spline = grad_scaler = grad_base_weight = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             with region(SPLINE_PRODUCT):
                 grad_table = native.gather_table_grad(x, grad_out, g)  # (in, coeff, out)
             grad_spline, grad_scaler = _spline_grads(ctx, grad_table.permute(2, 0, 1), spline_weight, scaler)
+        if ctx.needs_input_grad[3]:
+            with region(BASE_BRANCH):
+                grad_base_weight = grad_out.t() @ base
         if ctx.needs_input_grad[0]:
             with region(BASIS):
                 grad_x = native.gather_input_grad(x, table, grad_out, g)
-        return grad_x, grad_spline, grad_scaler, None
+            with region(BASE_BRANCH):
+                grad_x += _base_and_grad(ctx.activation, x, grad_out @ base_weight)
+        return grad_x, grad_spline, grad_scaler, grad_base_weight, None, None
 
 
 # --------------------------------------------------------------------------- models
@@ -881,18 +905,13 @@ class FastBSplineKANLinear(KANLinear):
         geometry = self.knot_geometry()
         native_kernels = _native(x, geometry)
         gather = self._gathers(native_kernels)
-        if gather:
-            with region(BASE_BRANCH):
-                base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
         if native_kernels:
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
-            if gather:
-                output = base_output + NativeGatherProduct.apply(x, self.spline_weight, scaler, geometry)
-            else:
-                output = NativeDenseProduct.apply(
-                    x, self.spline_weight, scaler, self.base_weight, geometry, self.base_activation
-                )
+            product = NativeGatherProduct if gather else NativeDenseProduct
+            output = product.apply(x, self.spline_weight, scaler, self.base_weight, geometry, self.base_activation)
         elif gather:
+            with region(BASE_BRANCH):
+                base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
             table = self.scaled_spline_weight.permute(1, 2, 0).contiguous()  # (in, coeff, out)
             output = base_output + GatherSplineProduct.apply(x, table.view(-1, self.out_features), geometry)
         else:

@@ -107,6 +107,8 @@ _SIGNATURES = {
     "local_bases": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _PTR, _INT],
     "scale_spline": [_PTR, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _INT],
     "spline_grads": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _INT],
+    "silu": [_PTR, _I64, _PTR, _INT],
+    "silu_grad": [_PTR, _PTR, _I64, _PTR, _INT, _INT],
 }
 
 
@@ -152,15 +154,14 @@ def error() -> str | None:
     return _state["error"]
 
 
+def takes(x: torch.Tensor) -> bool:
+    """Whether the kernels take this tensor: on the CPU, float32 or float64, and built."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and available()
+
+
 def supports(x: torch.Tensor, order: int) -> bool:
-    """Whether the kernels take this input: on the CPU, float32 or float64, an order they handle, and built."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and order >= 0
-        and available()
-        and order <= _state["max_order"]
-    )
+    """Whether the spline kernels take this input: ``takes(x)`` and a spline order they handle."""
+    return takes(x) and 0 <= order <= _state["max_order"]
 
 
 def _call(name: str, dtype: torch.dtype, *arguments) -> None:
@@ -325,3 +326,25 @@ def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
         _threads(),
     )
     return first, values, slopes
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """``torch.nn.functional.silu(x)`` (no autograd), for float32/float64 CPU tensors."""
+    (x,) = _contiguous(x)
+    y = torch.empty_like(x)
+    _call("silu", x.dtype, x.data_ptr(), x.numel(), y.data_ptr(), _threads())
+    return y
+
+
+def silu_grad(x: torch.Tensor, grad: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``grad * silu'(x)``, written to a new tensor, or added into ``out`` (contiguous, x's shape)."""
+    x, grad = _contiguous(x, grad)
+    if grad.shape != x.shape or grad.dtype != x.dtype:
+        raise ValueError(f"kan.native.silu_grad: grad must be {tuple(x.shape)} of {x.dtype}")
+    accumulate = out is not None
+    if out is None:
+        out = torch.empty_like(x)
+    elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous():
+        raise ValueError(f"kan.native.silu_grad: out must be contiguous {tuple(x.shape)} of {x.dtype}")
+    _call("silu_grad", x.dtype, x.data_ptr(), grad.data_ptr(), x.numel(), out.data_ptr(), int(accumulate), _threads())
+    return out

@@ -269,6 +269,18 @@ def test_gradients_equal_reference(order, grid_size, contraction):
     assert_same_gradients(reference, fast, sample_rows(pool, 1, generator), generator)  # batch of one
 
 
+@pytest.mark.parametrize("activation", [torch.nn.SiLU, torch.nn.Tanh, torch.nn.GELU], ids=lambda a: a.__name__)
+def test_base_activation_outputs_and_gradients_equal_reference(activation, contraction):
+    """SiLU (the default) runs through the C++ kernel on the native paths; any other activation module, as is."""
+    reference, fast = layer_pair(5, 9, 6, 3, seed=7, base_activation=activation)
+    assert type(fast.base_activation) is activation
+    generator = torch.Generator().manual_seed(7)
+    pool = probe_inputs(reference, generator)  # (n, 5)
+    with torch.no_grad():
+        assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "outputs")
+    assert_same_gradients(reference, fast, pool, generator)
+
+
 def test_model_gradients_equal_reference(contraction):
     reference, fast = model_pair([3, 5, 2], grid_size=6, order=3, seed=4)
     generator = torch.Generator().manual_seed(4)

@@ -106,7 +106,7 @@ def test_local_bases_equal_pytorch(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("out_features", [1, 5, 8, 16, 64, 70])
+@pytest.mark.parametrize("out_features", [1, 5, 8, 16, 27, 64, 70, 100])
 def test_gather_kernels_equal_dense_products(case, dtype, out_features):
     grid, g = geometry_for(case, dtype)
     generator = torch.Generator().manual_seed(out_features)
@@ -141,6 +141,53 @@ def test_dense_kernels_equal_dense_basis(case, dtype):
     into = torch.full((batch, (g.coeff + 1) * in_features), float("nan"), dtype=dtype)
     assert native.dense_bases(x, base, g, out=into) is into
     assert torch.equal(into, written.reshape(batch, -1)), "writing into a given buffer overwrites all of it"
+
+
+SILU_EDGES = [0.0, -0.0, 1e-30, -1e-30, 1.0, -1.2784645, 20.0, -20.0, 80.0, -80.0, 87.5, -87.5, 88.8, -88.8, 89.0,
+              -89.0, 100.0, -100.0, 700.0, -700.0, 708.5, -708.5, 710.0, -710.0, 1e6, -1e6, float("inf"),
+              float("-inf"), float("nan")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [1, 7, 4096 + 9])  # a partial vector alone, and after whole chunks
+def test_silu_kernels_equal_torch(dtype, size):
+    generator = torch.Generator().manual_seed(size)
+    x = torch.cat([torch.randn(size, generator=generator, dtype=torch.float64) * 12,
+                   torch.tensor(SILU_EDGES, dtype=torch.float64)]).to(dtype)
+    grad = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype)
+    leaf = x.double().clone().requires_grad_()
+    exact = torch.nn.functional.silu(leaf)  # float64 truth
+    exact.backward(grad.double())
+    same = x.clone().requires_grad_()
+    torch.nn.functional.silu(same).backward(grad)  # torch in the same dtype: e^-x overflows where it does
+    # each value within a few units in the last place of float32 (1e-6) or float64 (1e-14)
+    # of the float64 truth or of torch's own result in this dtype; values under the
+    # smallest normal number are all alike
+    rtol, tiny = (1e-6, 1e-37) if dtype == torch.float32 else (1e-14, 1e-307)
+    for name, actual, expected, torchs in (
+        ("silu", native.silu(x), exact.detach(), torch.nn.functional.silu(x)),
+        ("silu'", native.silu_grad(x, grad), leaf.grad, same.grad),
+    ):
+        assert actual.dtype == dtype and actual.shape == x.shape
+        nan = expected.isnan()
+        assert torch.equal(actual.isnan(), nan), f"{name}: NaN where torch has NaN, nowhere else"
+        close = torch.zeros_like(nan)
+        for truth in (expected, torchs.double()):
+            close |= (actual.double() - truth).abs() <= rtol * truth.abs() + tiny
+            close |= actual.isinf() & (actual.double() == truth)
+        assert (close | nan).all(), f"{name}: {x[~(close | nan)][:5].tolist()}"
+    into = torch.ones_like(x)
+    assert native.silu_grad(x, grad, out=into) is into
+    finite = leaf.grad.isfinite()
+    assert_close(into[finite], 1 + native.silu_grad(x, grad)[finite], TOLERANCE[dtype], "silu' added into out")
+
+
+def test_silu_grad_rejects_mismatched_tensors():
+    x = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match="grad must be"):
+        native.silu_grad(x, torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="out must be"):
+        native.silu_grad(x, x, out=torch.zeros(4, 3).t())
 
 
 def test_nan_input_has_no_basis_and_spares_its_neighbours():
