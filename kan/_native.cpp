@@ -491,32 +491,35 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
     });
 }
 
-// One feature's table gradient over one chunk of outputs, samples sorted by knot span:
-// the samples of span m all feed coefficient rows m - K .. m, whose sums stay in
-// registers across the bucket. The chunk: NV vectors of outputs from o0, the last one
-// cut to its first `tail` lanes when Masked. acc: (coeff + 2K) padded rows of width
-// NV vectors (or more), row c at c + K; spans whose bases do not exist are skipped.
+// One feature's table gradient over one chunk of outputs, its samples grouped by knot
+// span: the samples of span m all feed coefficient rows m - K .. m, whose sums stay in
+// registers across the group. order[begin[m + 1] .. begin[m + 2]) are the samples of
+// span m; value[d * stride + b] is basis d of sample b. The chunk: NV vectors of outputs
+// from o0, the last one cut to its first `tail` lanes when Masked. acc: (coeff + 2K)
+// padded rows of width `width` (at least NV vectors), row c at c + K; spans whose
+// bases do not exist are skipped.
 template <typename T, int K, int NV, bool Masked>
-inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* sample, const T* sorted, int64_t batch,
+inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* order, const T* value, int64_t stride,
                         const T* grad_out, int64_t out, int64_t o0, int tail, T* acc, int64_t width) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
     const typename S::VM m = S::mask(tail);
     for (int64_t span = 0; span + 1 < knots; ++span) {
-        const int32_t first = begin[span + 1], last = begin[span + 2];  // bucket of this span
+        const int32_t first = begin[span + 1], last = begin[span + 2];  // the samples of this span
         if (first == last) continue;
         T* rows = acc + span * width;  // padded row = coefficient span - K, the first one it feeds
         V a[K + 1][NV];
         for (int d = 0; d <= K; ++d)
             for (int q = 0; q < NV; ++q) a[d][q] = S::load(rows + d * width + q * L);
         for (int32_t p = first; p < last; ++p) {
-            const T* gb = grad_out + int64_t(sample[p]) * out + o0;
+            const int64_t b = order[p];
+            const T* gb = grad_out + b * out + o0;
             V gv[NV];
             for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
             if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
             for (int d = 0; d <= K; ++d) {
-                const V v = S::splat(sorted[d * batch + p]);
+                const V v = S::splat(value[d * stride + b]);
                 for (int q = 0; q < NV; ++q) a[d][q] += v * gv[q];
             }
         }
@@ -527,51 +530,51 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* samp
 
 // grad_table (in, coeff, out) = for each coefficient row, sum over samples of value * grad_out[b].
 // One feature at a time per thread: its samples' local bases, a counting sort of the
-// samples by knot span, then bucket_rows.
+// sample indices by knot span, then bucket_rows over chunks of three vectors of outputs
+// (twelve accumulators for cubic splines: more than the eight that the multiply-adds'
+// latency and throughput need, so loads of grad_out rows have slack).
 template <typename T, int K>
 void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T* grad_out, int64_t out,
                        T* grad_table, int threads) {
     using S = Simd<T>;
+    constexpr int L = S::lanes;
+    constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
-    const int64_t chunk = 2 * S::lanes;  // acc's row width
+    const int64_t chunk = CV * L;  // acc's row width
 #pragma omp parallel num_threads(threads)
     {
         Tile<T> tile(batch, K, false);
-        std::vector<int32_t> begin(g.knots + 2), sample(batch);
-        std::vector<T> sorted((K + 1) * batch), acc(padded_rows * chunk), column(batch);
+        std::vector<int32_t> begin(g.knots + 2), order(batch), span(batch);
+        std::vector<T> acc(padded_rows * chunk), column(batch);
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < I; ++i) {
             // a thread's features are consecutive: the rows of x read here stay in its cache
             for (int64_t b = 0; b < batch; ++b) column[b] = x[b * I + i];
             tile_bases<T, K, true>(g, column.data(), i, batch, tile, false);
-            const int64_t s = tile.stride;
+            for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(tile.span[b]) + 1;  // in [0, knots]
+            // counting sort: begin[m + 1] .. begin[m + 2] will hold the samples of span m
             std::fill(begin.begin(), begin.end(), 0);
-            for (int64_t b = 0; b < batch; ++b) ++begin[int64_t(tile.span[b]) + 2];  // bucket span + 1
+            for (int64_t b = 0; b < batch; ++b) ++begin[span[b] + 1];
             for (int64_t k = 1; k < int64_t(begin.size()); ++k) begin[k] += begin[k - 1];
-            // begin[m + 1] .. begin[m + 2]: samples of span m once placed; place with a cursor
-            std::vector<int32_t>& cursor = begin;
-            for (int64_t b = 0; b < batch; ++b) {
-                const int32_t p = cursor[int64_t(tile.span[b]) + 1]++;
-                sample[p] = int32_t(b);
-                for (int d = 0; d <= K; ++d) sorted[d * batch + p] = tile.value[d * s + b];
-            }
-            // the cursors moved one bucket up: bucket of span m is now begin[m] .. begin[m + 1]
+            for (int64_t b = 0; b < batch; ++b) order[begin[span[b]]++] = int32_t(b);
+            // each cursor moved up to the next one's start: span m's samples are begin[m] .. begin[m + 1]
             T* grad = grad_table + i * coeff * out;
             const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
+            const T* value = tile.value.data();
+            const int64_t s = tile.stride;
             for (int64_t o = 0, count = 0; o < out; o += count) {
-                // two vectors of outputs at a time; the rest (under two) with its last vector cut
-                const int64_t left = out - o;
-                count = std::min(left, chunk);
+                // whole chunks; the rest (under one) with its last vector cut
+                count = std::min(out - o, chunk);
                 std::fill(acc.begin(), acc.end(), T(0));
-                if (count == chunk)
-                    bucket_rows<T, K, 2, false>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out,
-                                                o, S::lanes, acc.data(), chunk);
-                else if (count > S::lanes)
-                    bucket_rows<T, K, 2, true>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out,
-                                               o, int(count - S::lanes), acc.data(), chunk);
-                else
-                    bucket_rows<T, K, 1, true>(shifted, g.knots, sample.data(), sorted.data(), batch, grad_out, out,
-                                               o, int(count), acc.data(), chunk);
+                const int nv = int((count + L - 1) / L), tail = int(count - (nv - 1) * L);
+                const auto run = [&](auto vectors, auto masked) {
+                    bucket_rows<T, K, decltype(vectors)::value, decltype(masked)::value>(
+                        shifted, g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), chunk);
+                };
+                if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
+                else if (nv == 3) run(std::integral_constant<int, 3>(), std::true_type());
+                else if (nv == 2) run(std::integral_constant<int, 2>(), std::true_type());
+                else run(std::integral_constant<int, 1>(), std::true_type());
                 for (int64_t c = 0; c < coeff; ++c)
                     std::memcpy(grad + c * out + o, acc.data() + (c + K) * chunk, sizeof(T) * count);
             }
