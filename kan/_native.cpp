@@ -697,11 +697,32 @@ void dense_input_grad(const Geometry<T>& g, const T* x, const T* grad_cells, int
 // ----------------------------------------------------------------- weights
 
 // The scaled spline weights written into a kernel's layout: dst[o * so + i * si + c * sc]
-// = w[o, i, c] * scaler[o, i] (no scaler: a copy); w (out, in, coeff) contiguous. Features
-// go in blocks of 16 so that both sides of the transposition use whole cache lines.
+// = w[o, i, c] * scaler[o, i] (no scaler: a copy); w (out, in, coeff) contiguous. Both
+// sides of the transposition use whole cache lines. Where the outputs are dst's
+// contiguous axis (so == 1: the gather table, the dense gradient), a thread takes a
+// block of kRunBlock features and walks the outputs: it reads w[o, block, :] whole and
+// appends one value to each of the block's (i, c) runs of dst, which stay in its
+// cache. Elsewhere (the dense weight, features contiguous) each output's features go
+// in blocks of 16.
+constexpr int64_t kRunBlock = 8;
+
 template <typename T>
 void scale_spline(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst, int64_t so, int64_t si,
                   int64_t sc, int threads) {
+    if (so == 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t i0 = 0; i0 < I; i0 += kRunBlock) {
+            const int64_t i1 = std::min(I, i0 + kRunBlock);
+            for (int64_t o = 0; o < O; ++o)
+                for (int64_t i = i0; i < i1; ++i) {
+                    const T scale = scaler ? scaler[o * I + i] : T(1);
+                    const T* from = w + (o * I + i) * C;
+                    T* to = dst + o + i * si;
+                    for (int64_t c = 0; c < C; ++c) to[c * sc] = from[c] * scale;
+                }
+        }
+        return;
+    }
     constexpr int64_t kBlock = 16;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t o = 0; o < O; ++o) {
@@ -716,10 +737,32 @@ void scale_spline(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, 
 
 // From the gradient G of the scaled weights, read at G[o * so + i * si + c * sc]: the
 // gradients of w (out, in, coeff) and of its scaler (out, in): G * scaler and
-// sum_c G * w. No scaler: grad_w is G itself, grad_scaler is not written.
+// sum_c G * w. No scaler: grad_w is G itself, grad_scaler is not written. The loops
+// are scale_spline's, reading where it writes.
 template <typename T>
 void spline_grads(const T* G, int64_t so, int64_t si, int64_t sc, const T* w, const T* scaler, int64_t O, int64_t I,
                   int64_t C, T* grad_w, T* grad_scaler, int threads) {
+    if (so == 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int64_t i0 = 0; i0 < I; i0 += kRunBlock) {
+            const int64_t i1 = std::min(I, i0 + kRunBlock);
+            for (int64_t o = 0; o < O; ++o)
+                for (int64_t i = i0; i < i1; ++i) {
+                    const T scale = scaler ? scaler[o * I + i] : T(1);
+                    const T* from = G + o + i * si;
+                    const T* weight = w + (o * I + i) * C;
+                    T* to = grad_w + (o * I + i) * C;
+                    T total = T(0);
+                    for (int64_t c = 0; c < C; ++c) {
+                        const T g = from[c * sc];
+                        to[c] = g * scale;
+                        total += g * weight[c];
+                    }
+                    if (scaler && grad_scaler) grad_scaler[o * I + i] = total;
+                }
+        }
+        return;
+    }
     constexpr int64_t kBlock = 16;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t o = 0; o < O; ++o) {
