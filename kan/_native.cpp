@@ -449,6 +449,87 @@ inline void with_vectors(int nv, F f) {
     }
 }
 
+// ----------------------------------------------------------------- the base activation
+
+// e^a on vectors: 2^n e^r with n = round(a / ln 2) and r = a - n ln 2 (ln 2 in two
+// parts), e^r by its Taylor polynomial, |r| <= ln 2 / 2 (degree 7 for float, 12 for
+// double: truncation under 1e-8 and 3e-16 relative), times 2^(n - 1) (written into the
+// exponent) times 2, so that n can reach the overflow threshold. Overflow gives +inf;
+// below e^-86 (float) or e^-707 (double), near the smallest normal number, 0; NaN stays NaN.
+template <typename T>
+inline typename Simd<T>::V vexp(typename Simd<T>::V a) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    using VM = typename S::VM;
+    constexpr bool single = sizeof(T) == 4;
+    constexpr T high = single ? T(89) : T(710), low = single ? T(-86) : T(-707);
+    constexpr T round = single ? T(12582912.0) : T(6755399441055744.0);  // 1.5 * 2^(mantissa bits)
+    constexpr T ln2_hi = single ? T(0.693359375) : T(6.93147180369123816490e-01);
+    constexpr T ln2_lo = single ? T(-2.12194440e-4) : T(1.90821492927058770002e-10);
+    constexpr int degree = single ? 7 : 12, mantissa = single ? 23 : 52, bias = single ? 127 : 1023;
+    const V clamped = a > high ? V{} + high : (a < low ? V{} + low : a);  // NaN passes through
+    const V n = (clamped * T(1.4426950408889634) + round) - round;        // to nearest
+    const V r = (clamped - n * ln2_hi) - n * ln2_lo;
+    T coefficient[degree + 1];  // 1 / k!
+    coefficient[0] = T(1);
+    for (int k = 1; k <= degree; ++k) coefficient[k] = coefficient[k - 1] / T(k);
+    V p = V{} + coefficient[degree];
+    for (int k = degree - 1; k >= 0; --k) p = p * r + coefficient[k];  // Horner, one multiply-add a degree
+    const VM exponent = (__builtin_convertvector(n, VM) + (bias - 1)) << mantissa;
+    const V result = p * reinterpret_cast<V>(exponent) * T(2);  // overflows to +inf past the threshold
+    return a > high ? V{} + T(INFINITY) : (a < low ? V{} : result);
+}
+
+// y[0 .. n) = silu(x[0 .. n)) = x / (1 + e^-x), the layers' default base activation.
+template <typename T>
+inline void silu_run(const T* x, int64_t n, T* y) {
+    using S = Simd<T>;
+    constexpr int64_t L = S::lanes;
+    int64_t j = 0;
+    for (; j + L <= n; j += L) {
+        const typename S::V v = S::load(x + j);
+        S::store(y + j, v / (T(1) + vexp<T>(-v)));
+    }
+    if (j < n) {
+        const typename S::VM m = S::mask(int(n - j));
+        const typename S::V v = S::load_first(x + j, m);
+        S::store_first(y + j, v / (T(1) + vexp<T>(-v)), m);
+    }
+}
+
+template <typename T>
+void silu(const T* x, int64_t n, T* y, int threads) {
+    constexpr int64_t kChunk = 4096;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < n; c += kChunk) silu_run(x + c, std::min(kChunk, n - c), y + c);
+}
+
+// out = grad * silu'(x), or out += that (accumulate): silu'(x) = s (1 + x (1 - s)), s = 1 / (1 + e^-x).
+template <typename T>
+void silu_grad(const T* x, const T* grad, int64_t n, T* out, bool accumulate, int threads) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int64_t L = S::lanes, kChunk = 4096;
+    const auto term = [](V v, V g) {
+        const V s = T(1) / (T(1) + vexp<T>(-v));
+        return g * (s * (T(1) + v * (T(1) - s)));
+    };
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < n; c += kChunk) {
+        const int64_t end = std::min(n, c + kChunk);
+        int64_t j = c;
+        for (; j + L <= end; j += L) {
+            const V t = term(S::load(x + j), S::load(grad + j));
+            S::store(out + j, accumulate ? S::load(out + j) + t : t);
+        }
+        if (j < end) {
+            const typename S::VM m = S::mask(int(end - j));
+            const V t = term(S::load_first(x + j, m), S::load_first(grad + j, m));
+            S::store_first(out + j, accumulate ? S::load_first(out + j, m) + t : t, m);
+        }
+    }
+}
+
 // ----------------------------------------------------------------- gather kernels
 
 // The sample-major loop of the gather kernels: features in blocks (feature_block), and
@@ -528,14 +609,27 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
     }
 }
 
-// grad_table (in, coeff, out) = for each coefficient row, sum over samples of value * grad_out[b].
-// One feature at a time per thread: its samples' local bases, a counting sort of the
-// sample indices by knot span, then bucket_rows over chunks of three vectors of outputs
-// (twelve accumulators for cubic splines: more than the eight that the multiply-adds'
-// latency and throughput need, so loads of grad_out rows have slack).
+// Where the table gradient goes: grad_table (in, coeff, out), or, with grad_w given, straight
+// to the gradients of the weights the table was scaled from (scale_spline's w and scaler):
+// grad_w[o, i, c] = G[i, c, o] * scaler[o, i] and grad_scaler[o, i] = sum_c G[i, c, o] * w[o, i, c]
+// (spline_grads' sums, in its order), without writing G.
+template <typename T>
+struct TableGrad {
+    T* grad_table;
+    const T* w;
+    const T* scaler;
+    T* grad_w;
+    T* grad_scaler;
+};
+
+// The table gradient G (in, coeff, out): for each coefficient row, the sum over samples of
+// value * grad_out[b]. One feature at a time per thread: its samples' local bases, a
+// counting sort of the sample indices by knot span, then bucket_rows over chunks of three
+// vectors of outputs (twelve accumulators for cubic splines: more than the eight that the
+// multiply-adds' latency and throughput need, so loads of grad_out rows have slack).
 template <typename T, int K>
 void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T* grad_out, int64_t out,
-                       T* grad_table, int threads) {
+                       TableGrad<T> to, int threads) {
     using S = Simd<T>;
     constexpr int L = S::lanes;
     constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
@@ -558,7 +652,6 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
             for (int64_t k = 1; k < int64_t(begin.size()); ++k) begin[k] += begin[k - 1];
             for (int64_t b = 0; b < batch; ++b) order[begin[span[b]]++] = int32_t(b);
             // each cursor moved up to the next one's start: span m's samples are begin[m] .. begin[m + 1]
-            T* grad = grad_table + i * coeff * out;
             const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
             const T* value = tile.value.data();
             const int64_t s = tile.stride;
@@ -575,8 +668,25 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
                 else if (nv == 3) run(std::integral_constant<int, 3>(), std::true_type());
                 else if (nv == 2) run(std::integral_constant<int, 2>(), std::true_type());
                 else run(std::integral_constant<int, 1>(), std::true_type());
-                for (int64_t c = 0; c < coeff; ++c)
-                    std::memcpy(grad + c * out + o, acc.data() + (c + K) * chunk, sizeof(T) * count);
+                const T* rows = acc.data() + K * chunk;  // row c of this chunk at rows + c * chunk
+                if (to.grad_w == nullptr) {
+                    for (int64_t c = 0; c < coeff; ++c)
+                        std::memcpy(to.grad_table + (i * coeff + c) * out + o, rows + c * chunk, sizeof(T) * count);
+                    continue;
+                }
+                for (int64_t q = 0; q < count; ++q) {
+                    const int64_t at = (o + q) * I + i;  // (output, feature)
+                    const T scale = to.scaler ? to.scaler[at] : T(1);
+                    const T* w = to.w + at * coeff;
+                    T* grad_w = to.grad_w + at * coeff;
+                    T total = T(0);
+                    for (int64_t c = 0; c < coeff; ++c) {
+                        const T gradient = rows[c * chunk + q];
+                        grad_w[c] = gradient * scale;
+                        total += gradient * w[c];
+                    }
+                    if (to.scaler && to.grad_scaler) to.grad_scaler[at] = total;
+                }
             }
         }
     }
@@ -782,84 +892,6 @@ void spline_grads(const T* G, int64_t so, int64_t si, int64_t sc, const T* w, co
     }
 }
 
-// ----------------------------------------------------------------- the base activation
-
-// e^a on vectors: 2^n e^r with n = round(a / ln 2) and r = a - n ln 2 (ln 2 in two
-// parts), e^r by its Taylor polynomial, |r| <= ln 2 / 2 (degree 7 for float, 12 for
-// double: truncation under 1e-8 and 3e-16 relative), times 2^(n - 1) (written into the
-// exponent) times 2, so that n can reach the overflow threshold. Overflow gives +inf;
-// below e^-86 (float) or e^-707 (double), near the smallest normal number, 0; NaN stays NaN.
-template <typename T>
-inline typename Simd<T>::V vexp(typename Simd<T>::V a) {
-    using S = Simd<T>;
-    using V = typename S::V;
-    using VM = typename S::VM;
-    constexpr bool single = sizeof(T) == 4;
-    constexpr T high = single ? T(89) : T(710), low = single ? T(-86) : T(-707);
-    constexpr T round = single ? T(12582912.0) : T(6755399441055744.0);  // 1.5 * 2^(mantissa bits)
-    constexpr T ln2_hi = single ? T(0.693359375) : T(6.93147180369123816490e-01);
-    constexpr T ln2_lo = single ? T(-2.12194440e-4) : T(1.90821492927058770002e-10);
-    constexpr int degree = single ? 7 : 12, mantissa = single ? 23 : 52, bias = single ? 127 : 1023;
-    const V clamped = a > high ? V{} + high : (a < low ? V{} + low : a);  // NaN passes through
-    const V n = (clamped * T(1.4426950408889634) + round) - round;        // to nearest
-    const V r = (clamped - n * ln2_hi) - n * ln2_lo;
-    T coefficient[degree + 1];  // 1 / k!
-    coefficient[0] = T(1);
-    for (int k = 1; k <= degree; ++k) coefficient[k] = coefficient[k - 1] / T(k);
-    V p = V{} + coefficient[degree];
-    for (int k = degree - 1; k >= 0; --k) p = p * r + coefficient[k];  // Horner, one multiply-add a degree
-    const VM exponent = (__builtin_convertvector(n, VM) + (bias - 1)) << mantissa;
-    const V result = p * reinterpret_cast<V>(exponent) * T(2);  // overflows to +inf past the threshold
-    return a > high ? V{} + T(INFINITY) : (a < low ? V{} : result);
-}
-
-// y = silu(x) = x / (1 + e^-x), the layers' default base activation, elementwise over n values.
-template <typename T>
-void silu(const T* x, int64_t n, T* y, int threads) {
-    using S = Simd<T>;
-    constexpr int64_t L = S::lanes, kChunk = 4096;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t c = 0; c < n; c += kChunk) {
-        const int64_t end = std::min(n, c + kChunk);
-        int64_t j = c;
-        for (; j + L <= end; j += L) {
-            const typename S::V v = S::load(x + j);
-            S::store(y + j, v / (T(1) + vexp<T>(-v)));
-        }
-        if (j < end) {
-            const typename S::VM m = S::mask(int(end - j));
-            const typename S::V v = S::load_first(x + j, m);
-            S::store_first(y + j, v / (T(1) + vexp<T>(-v)), m);
-        }
-    }
-}
-
-// out = grad * silu'(x), or out += that (accumulate): silu'(x) = s (1 + x (1 - s)), s = 1 / (1 + e^-x).
-template <typename T>
-void silu_grad(const T* x, const T* grad, int64_t n, T* out, bool accumulate, int threads) {
-    using S = Simd<T>;
-    using V = typename S::V;
-    constexpr int64_t L = S::lanes, kChunk = 4096;
-    const auto term = [](V v, V g) {
-        const V s = T(1) / (T(1) + vexp<T>(-v));
-        return g * (s * (T(1) + v * (T(1) - s)));
-    };
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t c = 0; c < n; c += kChunk) {
-        const int64_t end = std::min(n, c + kChunk);
-        int64_t j = c;
-        for (; j + L <= end; j += L) {
-            const V t = term(S::load(x + j), S::load(grad + j));
-            S::store(out + j, accumulate ? S::load(out + j) + t : t);
-        }
-        if (j < end) {
-            const typename S::VM m = S::mask(int(end - j));
-            const V t = term(S::load_first(x + j, m), S::load_first(grad + j, m));
-            S::store_first(out + j, accumulate ? S::load_first(out + j, m) + t : t, m);
-        }
-    }
-}
-
 // Local bases as arrays (tests, and paths that need them outside a kernel): first
 // (batch, in), value and slope (batch, in, order + 1); slope may be null.
 template <typename T, int K>
@@ -928,8 +960,10 @@ KAN_KERNEL(LocalBases, local_bases)
         dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, threads);                   \
     }                                                                                                               \
     extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
-                                                   const T* grad_out, int64_t out, T* grad_table, int threads) {    \
-        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, batch, grad_out, out, grad_table, threads);          \
+                                                   const T* grad_out, int64_t out, T* grad_table, const T* w,       \
+                                                   const T* scaler, T* grad_w, T* grad_scaler, int threads) {       \
+        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, batch, grad_out, out,                               \
+                                     TableGrad<T>{grad_table, w, scaler, grad_w, grad_scaler}, threads);             \
     }                                                                                                               \
     extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
                                                    const T* table, const T* grad_out, int64_t out, T* grad_x,       \

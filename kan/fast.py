@@ -840,10 +840,12 @@ class NativeGatherProduct(torch.autograd.Function):
         g = ctx.geometry
         grad_out = grad_out.contiguous()
         grad_x = grad_spline = grad_scaler = grad_base_weight = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            with region(SPLINE_PRODUCT):
-                grad_table = native.gather_table_grad(x, grad_out, g)  # (in, coeff, out)
-            grad_spline, grad_scaler = _spline_grads(ctx, grad_table.permute(2, 0, 1), spline_weight, scaler)
+        if ctx.needs_weight or ctx.needs_scaler:
+            with region(SPLINE_PRODUCT):  # through the table's gradient, which is not kept
+                grad_spline, grad_scaler = native.gather_weight_grads(
+                    x, grad_out, g, spline_weight, scaler, ctx.needs_scaler
+                )
+            grad_spline = grad_spline if ctx.needs_weight else None
         if ctx.needs_input_grad[3]:
             with region(BASE_BRANCH):
                 grad_base_weight = grad_out.t() @ base

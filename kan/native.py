@@ -100,7 +100,7 @@ _I64, _INT, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 _GEOMETRY = [_I64, _INT, _I64, _PTR, _PTR, _PTR, _PTR]
 _SIGNATURES = {
     "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _INT],
-    "gather_table_grad": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _INT],
+    "gather_table_grad": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _INT],
     "gather_input_grad": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _I64, _PTR, _INT],
     "dense_bases": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
     "dense_input_grad": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
@@ -227,9 +227,31 @@ def gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry) -> torc
     _call(
         "gather_table_grad", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
-        _threads(),
+        None, None, None, None, _threads(),
     )
     return grad
+
+
+def gather_weight_grads(x: torch.Tensor, grad_out: torch.Tensor, geometry, spline_weight: torch.Tensor,
+                        scaler: torch.Tensor | None, need_scaler: bool = True):
+    """The gradients of ``spline_weight`` (out, in, coeff) and its ``scaler`` (out, in) through a
+    gather table made by ``scale_spline``: ``spline_grads(gather_table_grad(...).permute(2, 0, 1), ...)``
+    in one pass, without the table gradient. Returns (grad_weight, grad_scaler), as spline_grads."""
+    x, grad_out = _contiguous(x, grad_out)
+    w = spline_weight.detach().contiguous()
+    s = None if scaler is None else scaler.detach().contiguous()
+    expected = (grad_out.size(1), x.size(1), geometry.coeff)
+    if tuple(w.shape) != expected or w.dtype != x.dtype or (s is not None and (s.shape != w.shape[:2] or s.dtype != w.dtype)):
+        raise ValueError(f"kan.native.gather_weight_grads: spline_weight must be {expected} of {x.dtype}, "
+                         f"the scaler {expected[:2]}")
+    grad_weight = torch.empty_like(w)
+    grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
+    _call(
+        "gather_table_grad", x.dtype,
+        *_geometry(geometry, x), x.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), None,
+        w.data_ptr(), _pointer(s), grad_weight.data_ptr(), _pointer(grad_scaler), _threads(),
+    )
+    return grad_weight, grad_scaler
 
 
 def gather_input_grad(x: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:

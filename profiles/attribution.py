@@ -17,7 +17,8 @@ profilers speak of the same things:
     matmul      linear, matmul, mm, addmm, bmm, baddbmm, einsum, embedding_bag as
                 Python built-ins, ``aten::`` ops or C++ symbols; BLAS ``*gemm*`` kernels;
                 kan.native's gather kernels (gather_forward, gather_table_grad,
-                gather_input_grad: their local bases are evaluated inside them)
+                gather_weight_grads, gather_input_grad: their local bases are
+                evaluated inside them)
     transfer    to, _to_copy, copy_, item, _local_scalar_dense, cpu, cuda;
                 host-device memcpy events
     python      time in the interpreter that no part claims (see each profiler)
@@ -50,7 +51,7 @@ from benchmarks.record import ATTRIBUTION_COLUMNS, PARTS  # the attribution tabl
 BASIS_FUNCTIONS = ("b_splines", "local_b_splines", "dense_bases", "basis")
 # kan.native's contractions: local bases and the spline product in one kernel, so
 # their time is the product's (as embedding_bag's is), the bases' work inside it.
-NATIVE_CONTRACTIONS = r"gather_(?:forward|table_grad|input_grad)"
+NATIVE_CONTRACTIONS = r"gather_(?:forward|table_grad|weight_grads|input_grad)"
 
 _ANY = r"(?:.*[.:])?"  # any qualifier: "KANLinear.", "torch._C._nn.", "aten::", "at::_ops::"
 _MATMUL_OPS = r"(?:linear|matmul|mm|addmm|bmm|baddbmm|einsum|_?embedding_bag)"

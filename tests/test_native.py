@@ -120,6 +120,16 @@ def test_gather_kernels_equal_dense_products(case, dtype, out_features):
     assert_close(native.gather_forward(x, table, g), bases @ flat, tol, "gather forward")
     assert_close(native.gather_table_grad(x, grad_out, g).reshape(-1, out_features), bases.t() @ grad_out, tol,
                  "table gradient")
+    weight = torch.randn(out_features, in_features, g.coeff, generator=generator, dtype=torch.float64).to(dtype)
+    scaler = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64).to(dtype)
+    grad_table = native.gather_table_grad(x, grad_out, g).permute(2, 0, 1)  # (out, in, coeff)
+    for s, need in ((scaler, True), (scaler, False), (None, True)):
+        expected = native.spline_grads(grad_table, weight, s, need)
+        fused = native.gather_weight_grads(x, grad_out, g, weight, s, need)
+        assert torch.equal(fused[0], expected[0]), "weight gradient: spline_grads of the table gradient, exactly"
+        assert (fused[1] is None) == (expected[1] is None)
+        if fused[1] is not None:  # the same sums, perhaps contracted into multiply-adds differently
+            assert_close(fused[1], expected[1], tol, "scaler gradient")
     slopes = dense_oracle(x, g, derivative=True)  # (batch, in, coeff)
     expected = ((grad_out @ flat.t()).view(batch, in_features, -1) * slopes).sum(-1)
     assert_close(native.gather_input_grad(x, table, grad_out, g), expected, tol, "input gradient")
@@ -242,6 +252,10 @@ def test_wrong_table_or_buffer_shape_is_a_value_error():
     x = inputs(grid, 4, seed=6)
     with pytest.raises(ValueError, match="table must be"):
         native.gather_forward(x, torch.zeros(7, g.coeff + 1, 5), g)
+    with pytest.raises(ValueError, match="spline_weight must be"):
+        native.gather_weight_grads(x, torch.zeros(4, 5), g, torch.zeros(5, 7, g.coeff + 1), None)
+    with pytest.raises(ValueError, match="spline_weight must be"):
+        native.gather_weight_grads(x, torch.zeros(4, 5), g, torch.zeros(5, 7, g.coeff), torch.zeros(7, 5))
     with pytest.raises(ValueError, match="table must be"):
         native.gather_input_grad(x, torch.zeros(7, g.coeff, 5, dtype=torch.float64), torch.zeros(4, 5), g)
     with pytest.raises(ValueError, match="out must be"):

@@ -73,6 +73,8 @@ def test_parts_are_the_record_schema():
     ("kan.native::spline_grads", "", None),
     # the C++ kernels' Python wrappers (cProfile, py-spy)
     ("gather_input_grad", "/x/kan/native.py", "matmul"),
+    ("gather_weight_grads", "/x/kan/native.py", "matmul"),
+    ("silu", "/x/kan/native.py", None),
     ("dense_bases", "/x/kan/native.py", "basis"),
     ("gather_forward", "/x/somewhere/else.py", None),
     ("aten::mm", "", "matmul"),
