@@ -572,6 +572,10 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
     });
 }
 
+// How far ahead bucket_rows prefetches grad_out rows (measured: 8 samples, about 10% off the
+// single-thread table gradient; order[] carries that many padding entries).
+constexpr int32_t kPrefetch = 8;
+
 // One feature's table gradient over one chunk of outputs, its samples grouped by knot
 // span: the samples of span m all feed coefficient rows m - K .. m, whose sums stay in
 // registers across the group. order[begin[m + 1] .. begin[m + 2]) are the samples of
@@ -595,6 +599,8 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
             for (int q = 0; q < NV; ++q) a[d][q] = S::load(rows + d * width + q * L);
         for (int32_t p = first; p < last; ++p) {
             const int64_t b = order[p];
+            // the grad_out row kPrefetch samples on: rows come in no order the hardware could guess
+            __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
             const T* gb = grad_out + b * out + o0;
             V gv[NV];
             for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
@@ -638,7 +644,7 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
 #pragma omp parallel num_threads(threads)
     {
         Tile<T> tile(batch, K, false);
-        std::vector<int32_t> begin(g.knots + 2), order(batch), span(batch);
+        std::vector<int32_t> begin(g.knots + 2), order(batch + kPrefetch), span(batch);  // padding: 0
         std::vector<T> acc(padded_rows * chunk), column(batch);
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < I; ++i) {
@@ -665,6 +671,8 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
                         shifted, g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), chunk);
                 };
                 if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
+                else if (tail == L && nv == 2) run(std::integral_constant<int, 2>(), std::false_type());
+                else if (tail == L) run(std::integral_constant<int, 1>(), std::false_type());
                 else if (nv == 3) run(std::integral_constant<int, 3>(), std::true_type());
                 else if (nv == 2) run(std::integral_constant<int, 2>(), std::true_type());
                 else run(std::integral_constant<int, 1>(), std::true_type());
