@@ -1,8 +1,8 @@
 """Build, load and call the fast KAN's CPU kernels (``kan/_native.cpp``).
 
 The kernels are plain C++ with OpenMP and no PyTorch headers: they take data
-pointers, so one ``g++`` call builds them in about a second, on first use, into a
-cache folder (``$KAN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/kan-harness`` or
+pointers, so one ``g++`` call builds them (every spline order from 0 to MAX_ORDER,
+float and double: 25 to 40 s on a 2-core machine), on first use, into a cache folder (``$KAN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/kan-harness`` or
 ``~/.cache/kan-harness``), keyed by the source, the compiler, its flags and the CPU.
 They are loaded with ``ctypes`` after ``torch``, so they share the OpenMP runtime that
 ``torch`` loaded and its thread pool.
