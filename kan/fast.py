@@ -721,6 +721,14 @@ def _native(x: torch.Tensor, geometry: KnotGeometry) -> bool:
     return native.supports(x, geometry.order)
 
 
+def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
+    """What a native product's backward reads besides its saved tensors; inputs 1 and 2 are
+    spline_weight and its scaler."""
+    ctx.geometry = geometry
+    ctx.activation = activation
+    ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+
+
 def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
     """Gradients of spline_weight and its scaler from that of their product, grad_scaled (out, in, coeff)."""
     if not (ctx.needs_weight or ctx.needs_scaler):
@@ -768,9 +776,7 @@ class NativeDenseProduct(torch.autograd.Function):
             with region(SPLINE_PRODUCT):
                 torch.mm(chunk, weight.t(), out=out[rows])
         ctx.save_for_backward(x, base, weight, spline_weight, scaler)
-        ctx.geometry = geometry
-        ctx.activation = activation
-        ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        _remember(ctx, geometry, activation)
         return out
 
     @staticmethod
@@ -829,9 +835,7 @@ class NativeGatherProduct(torch.autograd.Function):
         with region(BASE_BRANCH):
             out.addmm_(base, base_weight.t())
         ctx.save_for_backward(x, base, table, spline_weight, scaler, base_weight)
-        ctx.geometry = geometry
-        ctx.activation = activation
-        ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        _remember(ctx, geometry, activation)
         return out
 
     @staticmethod
