@@ -32,10 +32,10 @@ vectorised local bases that never leave the cache, the dense operand written
 straight from vector registers for PyTorch's matrix product, and a gather whose
 weight gradient sorts each feature's samples by knot span so that a coefficient
 row's sum stays in registers (and writes the spline weight and scaler gradients
-from those sums); the default SiLU base activation in C++ as well. Elsewhere (CUDA, MPS, or no compiler) PyTorch: on a
-uniform grid one float-only expression per chunk, fused by ``torch.compile`` where
-that is on (eagerly otherwise), on other grids the exact local bases scattered; the
-gather as an ``embedding_bag`` with per-sample weights.
+from those sums); the default SiLU base activation in C++ as well. Elsewhere (CUDA,
+MPS, or no compiler) PyTorch: on a uniform grid one float-only expression per chunk,
+fused by ``torch.compile`` where that is on (eagerly otherwise), on other grids the
+exact local bases scattered; the gather as an ``embedding_bag`` with per-sample weights.
 
 All of them run inside custom autograd functions that save the input (and the
 combined weights, or the base activation) and recompute the bases in backward,

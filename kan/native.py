@@ -2,7 +2,8 @@
 
 The kernels are plain C++ with OpenMP and no PyTorch headers: they take data
 pointers, so one ``g++`` call builds them (every spline order from 0 to MAX_ORDER,
-float and double: 25 to 40 s on a 2-core machine), on first use, into a cache folder (``$KAN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/kan-harness`` or
+float and double: 25 to 40 s on a 2-core machine), on first use, into a cache
+folder (``$KAN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/kan-harness`` or
 ``~/.cache/kan-harness``), keyed by the source, the compiler, its flags and the CPU.
 They are loaded with ``ctypes`` after ``torch``, so they share the OpenMP runtime that
 ``torch`` loaded and its thread pool.
@@ -241,7 +242,8 @@ def gather_weight_grads(x: torch.Tensor, grad_out: torch.Tensor, geometry, splin
     w = spline_weight.detach().contiguous()
     s = None if scaler is None else scaler.detach().contiguous()
     expected = (grad_out.size(1), x.size(1), geometry.coeff)
-    if tuple(w.shape) != expected or w.dtype != x.dtype or (s is not None and (s.shape != w.shape[:2] or s.dtype != w.dtype)):
+    bad_scaler = s is not None and (s.shape != w.shape[:2] or s.dtype != w.dtype)
+    if tuple(w.shape) != expected or w.dtype != x.dtype or bad_scaler:
         raise ValueError(f"kan.native.gather_weight_grads: spline_weight must be {expected} of {x.dtype}, "
                          f"the scaler {expected[:2]}")
     grad_weight = torch.empty_like(w)
