@@ -818,9 +818,10 @@ class NativeGatherProduct(torch.autograd.Function):
     ``sum_i sum_d values[b, i, d] * table[i, first[b, i] + d] + act(x) @ base_weight.T``.
     x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None,
     base_weight (out, in) -> (batch, out); the table (in, coeff, out) holds the scaled
-    spline weights. No dense basis: backward forms the table's gradient from each
-    feature's samples sorted by knot span, and the input's from the bases' slopes.
-    Saves x, act(x) and the table.
+    spline weights. No dense basis: backward sums each feature's samples, sorted by knot
+    span, straight into the spline weight and scaler gradients (the table's own gradient
+    is never formed), and forms the input's from the bases' slopes. Saves x, act(x) and
+    the table.
     """
 
     @staticmethod
