@@ -110,7 +110,8 @@ struct Simd {
 // One sample's local bases over features [i0, i0 + n), as structures of arrays with
 // stride = n rounded up to whole vectors: row[d * stride + j] the coefficient index
 // (clamped into [0, coeff)) of basis d of feature i0 + j, value[d * stride + j] its
-// value (0 where that basis does not exist), slope[...] its derivative in x.
+// value (0 where that basis does not exist), slope[...] its derivative in x; span[j]
+// the knot span and, on uniform grids only, u[j] the local coordinate in it.
 template <typename T>
 struct Tile {
     int64_t n = 0, stride = 0;
@@ -231,8 +232,8 @@ inline typename Simd<T>::V gather_knots(const T* knots, int64_t stride, typename
 // sample, x[i0 + j + l]. Column mode: lane l is sample j + l of feature i0, x[j + l].
 template <typename T, int K, bool Column>
 __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t j, int64_t n,
-                       typename Simd<T>::V& span, typename Simd<T>::V& inv_step, typename Simd<T>::V* v,
-                       typename Simd<T>::V* below) {
+                       typename Simd<T>::V& span, typename Simd<T>::V& inv_step, typename Simd<T>::V& u,
+                       typename Simd<T>::V* v, typename Simd<T>::V* below) {
     using S = Simd<T>;
     using V = typename S::V;
     using VI = typename S::VI;
@@ -276,7 +277,7 @@ __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, cons
     const V clamped_span = span < T(0) ? V{} : (span > top - T(1) ? V{} + (top - T(1)) : span);
     const VI knot_index = __builtin_convertvector(clamped_span, VI) + 1;
     const V knot = gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index);
-    V u = (xv - knot) * inv_step;
+    u = (xv - knot) * inv_step;
     if (any_lane(near)) {
         for (int l = 0; l < L && j + l < n; ++l) {
             if (near[l]) {
@@ -305,10 +306,12 @@ void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, b
     T* __restrict value = tile.value.data();
     T* __restrict slope = slopes ? tile.slope.data() : nullptr;
     T* __restrict span_out = tile.span.data();
+    T* __restrict u_out = tile.u.data();
     for (int64_t j = 0; j < stride; j += L) {
-        V span, inv_step, v[K + 2], below[K + 2];
-        lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, v, below);
+        V span, inv_step, u, v[K + 2], below[K + 2];
+        lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, u, v, below);
         S::store(span_out + j, span);
+        S::store(u_out + j, u);
         const V first = span - T(K);
         for (int d = 0; d <= K; ++d) {
             const V c = first + T(d);
@@ -571,12 +574,22 @@ void sample_major(const Geometry<T>& g, const T* x, int64_t batch, int64_t out, 
 }
 
 // result (batch, out) = sum_i sum_d value[b, i, d] * table[i, first + d, :]; table (in, coeff, out).
+// On a uniform grid, with saved_u given, also each input's local coordinate and knot span,
+// feature-major for gather_table_grad: saved_u[i * saved_stride + b], saved_span[the same]
+// (a stride past batch that is not a multiple of 4 KB: with one, the stores of a sample's
+// features would all fall in one set of the L1 cache).
 template <typename T, int K>
 void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* table, int64_t out, T* result,
-                    int threads) {
+                    T* saved_u, int16_t* saved_span, int64_t saved_stride, int threads) {
     constexpr int L = Simd<T>::lanes;
+    const bool save = saved_u != nullptr && g.origin != nullptr;
     std::fill(result, result + batch * out, T(0));
     sample_major<T, K>(g, x, batch, out, false, threads, [&](int64_t b, int64_t i0, const Tile<T>& tile) {
+        if (save)
+            for (int64_t j = 0; j < tile.n; ++j) {
+                saved_u[(i0 + j) * saved_stride + b] = tile.u[j];
+                saved_span[(i0 + j) * saved_stride + b] = int16_t(tile.span[j]);
+            }
         T* acc = result + b * out;
         int64_t o = 0;
         for (; o + 8 * L <= out; o += 8 * L) gather_rows<T, K, 8, false>(tile, table, g.coeff, out, i0, o, L, acc + o);
@@ -618,6 +631,7 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
             const int64_t b = order[p];
             // the grad_out row kPrefetch samples on: rows come in no order the hardware could guess
             __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
+            __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0 + NV * L - 1);
             const T* gb = grad_out + b * out + o0;
             V gv[NV];
             for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
@@ -630,6 +644,58 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
         for (int d = 0; d <= K; ++d)
             for (int q = 0; q < NV; ++q) S::store(rows + d * width + q * L, a[d][q]);
     }
+}
+
+// One feature's tile of values, column mode, from the local coordinates u[0 .. n) that
+// gather_forward saved: the cardinal bases of each. Bases that do not exist are left in
+// (gather_table_grad's padded rows take them), and rows are not filled.
+template <typename T, int K>
+void saved_bases(const T* u, int64_t n, Tile<T>& tile) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int L = S::lanes;
+    tile.resize(n);
+    const int64_t stride = tile.stride;
+    T* __restrict value = tile.value.data();
+    for (int64_t j = 0; j < n; j += L) {
+        const V uj = j + L <= n ? S::load(u + j) : S::load_first(u + j, S::mask(int(n - j)));
+        V v[K + 2], below[K + 2];
+        cardinal<T, K>(uj, v, below);
+        for (int d = 0; d <= K; ++d) S::store(value + d * stride + j, v[d + 1]);
+    }
+}
+
+// Independent runs of the counting sort (sort_by_span), interleaved: each run's counters
+// make a chain of loads and stores through memory wherever consecutive samples share a
+// span, and that chain, not the work, bounded one run's speed.
+constexpr int64_t kSortWays = 4;
+
+// A stable counting sort of the samples [0, batch) by bucket (span[b] in [0, buckets)):
+// on return order[start[k] .. start[k + 1]) are the samples of bucket k, ascending.
+// The samples go in kSortWays consecutive parts, each counted and placed with its own
+// counters (cursor: buckets * kSortWays scratch), the parts' loops interleaved; a
+// bucket's places are given out part after part, so the order is the one-run order.
+inline void sort_by_span(const int32_t* span, int64_t batch, int64_t buckets, int32_t* cursor, int32_t* start,
+                         int32_t* order) {
+    constexpr int64_t W = kSortWays;
+    const int64_t part = (batch + W - 1) / W;
+    std::fill(cursor, cursor + buckets * W, 0);
+    for (int64_t b = 0; b < part; ++b)
+        for (int64_t w = 0; w < W; ++w)
+            if (w * part + b < batch) ++cursor[span[w * part + b] * W + w];
+    int32_t total = 0;
+    for (int64_t k = 0; k < buckets; ++k) {
+        start[k] = total;
+        for (int64_t w = 0; w < W; ++w) {
+            const int32_t count = cursor[k * W + w];
+            cursor[k * W + w] = total;
+            total += count;
+        }
+    }
+    start[buckets] = total;
+    for (int64_t b = 0; b < part; ++b)
+        for (int64_t w = 0; w < W; ++w)
+            if (w * part + b < batch) order[cursor[span[w * part + b] * W + w]++] = int32_t(w * part + b);
 }
 
 // Where the table gradient goes: grad_table (in, coeff, out), or, with grad_w given, straight
@@ -650,32 +716,38 @@ struct TableGrad {
 // counting sort of the sample indices by knot span, then bucket_rows over chunks of three
 // vectors of outputs (twelve accumulators for cubic splines: more than the eight that the
 // multiply-adds' latency and throughput need, so loads of grad_out rows have slack).
+// The bases come from x, or, with saved_u given (a uniform grid), from the local
+// coordinates and spans that gather_forward saved: no column of x to gather, no span to find.
 template <typename T, int K>
-void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T* grad_out, int64_t out,
-                       TableGrad<T> to, int threads) {
+void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const int16_t* saved_span,
+                       int64_t saved_stride, int64_t batch, const T* grad_out, int64_t out, TableGrad<T> to,
+                       int threads) {
     using S = Simd<T>;
     constexpr int L = S::lanes;
     constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
     const int64_t chunk = CV * L;  // acc's row width
+    const bool from_saved = saved_u != nullptr && g.origin != nullptr;
 #pragma omp parallel num_threads(threads)
     {
         Tile<T> tile(batch, K, false);
-        std::vector<int32_t> begin(g.knots + 2), order(batch + kPrefetch), span(batch);  // padding: 0
-        std::vector<T> acc(padded_rows * chunk), column(batch);
+        const int64_t buckets = g.knots + 1;  // span + 1, in [0, knots]
+        std::vector<int32_t> start(buckets + 1), cursor(buckets * kSortWays), order(batch + kPrefetch),  // padding: 0
+            span(batch);
+        std::vector<T> acc(padded_rows * chunk), column(from_saved ? 0 : batch);
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < I; ++i) {
-            // a thread's features are consecutive: the rows of x read here stay in its cache
-            for (int64_t b = 0; b < batch; ++b) column[b] = x[b * I + i];
-            tile_bases<T, K, true>(g, column.data(), i, batch, tile, false);
-            for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(tile.span[b]) + 1;  // in [0, knots]
-            // counting sort: begin[m + 1] .. begin[m + 2] will hold the samples of span m
-            std::fill(begin.begin(), begin.end(), 0);
-            for (int64_t b = 0; b < batch; ++b) ++begin[span[b] + 1];
-            for (int64_t k = 1; k < int64_t(begin.size()); ++k) begin[k] += begin[k - 1];
-            for (int64_t b = 0; b < batch; ++b) order[begin[span[b]]++] = int32_t(b);
-            // each cursor moved up to the next one's start: span m's samples are begin[m] .. begin[m + 1]
-            const int32_t* shifted = begin.data() - 1;  // shifted[m + 1] = begin[m]
+            if (from_saved) {
+                saved_bases<T, K>(saved_u + i * saved_stride, batch, tile);
+                const int16_t* spans = saved_span + i * saved_stride;
+                for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(spans[b]) + 1;  // in [0, knots]
+            } else {
+                // a thread's features are consecutive: the rows of x read here stay in its cache
+                for (int64_t b = 0; b < batch; ++b) column[b] = x[b * I + i];
+                tile_bases<T, K, true>(g, column.data(), i, batch, tile, false);
+                for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(tile.span[b]) + 1;
+            }
+            sort_by_span(span.data(), batch, buckets, cursor.data(), start.data(), order.data());
             const T* value = tile.value.data();
             const int64_t s = tile.stride;
             for (int64_t o = 0, count = 0; o < out; o += count) {
@@ -685,7 +757,7 @@ void gather_table_grad(const Geometry<T>& g, const T* x, int64_t batch, const T*
                 const int nv = int((count + L - 1) / L), tail = int(count - (nv - 1) * L);
                 const auto run = [&](auto vectors, auto masked) {
                     bucket_rows<T, K, decltype(vectors)::value, decltype(masked)::value>(
-                        shifted, g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), chunk);
+                        start.data(), g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), chunk);
                 };
                 if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
                 else if (tail == L && nv == 2) run(std::integral_constant<int, 2>(), std::false_type());
@@ -774,8 +846,8 @@ void dense_bases(const Geometry<T>& g, const T* x, const T* base, int64_t rows, 
             if (g.origin != nullptr) {
                 int64_t j = 0;
                 for (; j + L <= I; j += L) {
-                    V span, inv_step, v[K + 2], below[K + 2];
-                    lane_bases<T, K, false>(g, xr, 0, j, I, span, inv_step, v, below);
+                    V span, inv_step, u, v[K + 2], below[K + 2];
+                    lane_bases<T, K, false>(g, xr, 0, j, I, span, inv_step, u, v, below);
                     const V first = span - T(K);
                     for (int64_t c = 0; c < coeff; ++c) {
                         const V d = T(c) - first;  // which local basis column c is, if any
@@ -785,8 +857,8 @@ void dense_bases(const Geometry<T>& g, const T* x, const T* base, int64_t rows, 
                     }
                 }
                 if (j < I) {  // the last, partial vector of features, through a scratch row
-                    V span, inv_step, v[K + 2], below[K + 2];
-                    lane_bases<T, K, false>(g, xr, 0, j, I, span, inv_step, v, below);
+                    V span, inv_step, u, v[K + 2], below[K + 2];
+                    lane_bases<T, K, false>(g, xr, 0, j, I, span, inv_step, u, v, below);
                     const V first = span - T(K);
                     for (int64_t c = 0; c < coeff; ++c) {
                         const V d = T(c) - first;
@@ -981,13 +1053,17 @@ KAN_KERNEL(LocalBases, local_bases)
 #define KAN_EXPORT(T, suffix)                                                                                       \
     extern "C" int kan_max_order_##suffix() { return kMaxOrder; }                                                    \
     extern "C" void kan_gather_forward_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, const T* table,    \
-                                                int64_t out, T* result, int threads) {                              \
-        dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, threads);                   \
+                                                int64_t out, T* result, T* saved_u, int16_t* saved_span,            \
+                                                int64_t saved_stride, int threads) {                                \
+        dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, saved_u, saved_span,        \
+                                   saved_stride, threads);                                                          \
     }                                                                                                               \
-    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
+    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* saved_u,              \
+                                                   const int16_t* saved_span, int64_t saved_stride, int64_t batch,  \
                                                    const T* grad_out, int64_t out, T* grad_table, const T* w,       \
                                                    const T* scaler, T* grad_w, T* grad_scaler, int threads) {       \
-        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, batch, grad_out, out,                               \
+        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, saved_u, saved_span, saved_stride, batch, grad_out,  \
+                                     out,                                                                           \
                                      TableGrad<T>{grad_table, w, scaler, grad_w, grad_scaler}, threads);             \
     }                                                                                                               \
     extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -100,8 +101,8 @@ def _build(cxx: str) -> Path:
 _I64, _INT, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 _GEOMETRY = [_I64, _INT, _I64, _PTR, _PTR, _PTR, _PTR]
 _SIGNATURES = {
-    "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _INT],
-    "gather_table_grad": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _INT],
+    "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _INT],
+    "gather_table_grad": _GEOMETRY + [_PTR, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _INT],
     "gather_input_grad": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _I64, _PTR, _INT],
     "dense_bases": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
     "dense_input_grad": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
@@ -208,49 +209,119 @@ def _check_table(table: torch.Tensor, x: torch.Tensor, geometry) -> None:
                          f"got {tuple(table.shape)} of {table.dtype}")
 
 
-def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry) -> torch.Tensor:
-    """x (batch, in), table (in, coeff, out) -> (batch, out): each input's local bases times their table rows."""
+class SavedSpans(NamedTuple):
+    """What ``gather_forward(..., save=True)`` keeps of each input on a uniform grid, for
+    the table gradient: u (in, stride), the local coordinate in its knot span, and span
+    (in, stride) int16, the span in [-1, knots - 1]; feature-major, input [b, i] at [i, b],
+    the stride a little past the batch (see ``_saved_stride``)."""
+
+    u: torch.Tensor
+    span: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.u.size(1) - _SAVED_PAD
+
+
+# Columns past the batch in SavedSpans' rows: with a batch whose rows are a multiple of 4 KB
+# (1024 float32), one sample's stores to its features would all land in one L1 cache set.
+_SAVED_PAD = 32
+
+
+def can_save(geometry) -> bool:
+    """Whether ``gather_forward`` can save spans for this geometry: a uniform grid, and
+    spans that fit int16."""
+    return geometry.origin is not None and geometry.knots < 2**15
+
+
+def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = False):
+    """x (batch, in), table (in, coeff, out) -> (batch, out): each input's local bases times their table rows.
+
+    With ``save`` (a geometry that ``can_save``), returns (result, SavedSpans) for
+    ``gather_weight_grads``, which then needs no x."""
     x, table = _contiguous(x, table)
     _check_table(table, x, geometry)
-    result = x.new_empty(x.size(0), table.size(2))
+    if save and not can_save(geometry):
+        raise ValueError("kan.native.gather_forward: saving spans needs a uniform grid of under 32768 knots")
+    batch = x.size(0)
+    result = x.new_empty(batch, table.size(2))
+    saved = None
+    if save:
+        stride = batch + _SAVED_PAD
+        saved = SavedSpans(x.new_empty(x.size(1), stride), torch.empty(x.size(1), stride, dtype=torch.int16))
+        for part in saved:
+            part[:, batch:].zero_()  # the pad: never read, but no stale memory in a saved tensor
     _call(
         "gather_forward", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), x.size(0), table.data_ptr(), table.size(2), result.data_ptr(),
-        _threads(),
+        *_geometry(geometry, x), x.data_ptr(), batch, table.data_ptr(), table.size(2), result.data_ptr(),
+        *_saved_arguments(saved), _threads(),
     )
-    return result
+    return (result, saved) if save else result
 
 
-def gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:
-    """x (batch, in), grad_out (batch, out) -> (in, coeff, out): the gradient of gather_forward's table."""
-    x, grad_out = _contiguous(x, grad_out)
-    grad = x.new_empty(x.size(1), geometry.coeff, grad_out.size(1))
+def _saved_arguments(saved: SavedSpans | None) -> tuple:
+    if saved is None:
+        return None, None, 0
+    return saved.u.data_ptr(), saved.span.data_ptr(), saved.u.size(1)
+
+
+def _bases_source(x: torch.Tensor | None, saved: SavedSpans | None, geometry, grad_out: torch.Tensor) -> tuple:
+    """The table-gradient kernels' (x, saved_u, saved_span, saved_stride, batch) arguments."""
+    if saved is None:
+        if x is None:
+            raise ValueError("kan.native: the table gradient needs x or the spans gather_forward saved")
+        if x.dim() != 2 or x.size(0) != grad_out.size(0) or x.size(1) != geometry.knots_ext.size(0):
+            raise ValueError(f"kan.native: x must be ({grad_out.size(0)}, {geometry.knots_ext.size(0)}), "
+                             f"got {tuple(x.shape)}")
+        if x.dtype != grad_out.dtype:
+            raise ValueError(f"kan.native: x is {x.dtype}, grad_out {grad_out.dtype}")
+        return (x.data_ptr(), *_saved_arguments(None), x.size(0))
+    u, span = saved
+    rows = geometry.knots_ext.size(0)
+    if (u.dtype != grad_out.dtype or span.dtype != torch.int16 or u.shape != span.shape or u.size(0) != rows
+            or saved.batch != grad_out.size(0) or not (u.is_contiguous() and span.is_contiguous())
+            or not can_save(geometry)):
+        raise ValueError("kan.native: saved spans do not match this geometry and grad_out")
+    return (None, *_saved_arguments(saved), saved.batch)
+
+
+def gather_table_grad(x: torch.Tensor | None, grad_out: torch.Tensor, geometry,
+                      saved: SavedSpans | None = None) -> torch.Tensor:
+    """x (batch, in), grad_out (batch, out) -> (in, coeff, out): the gradient of gather_forward's table.
+    The bases come from x, or from ``saved`` (then x may be None)."""
+    (grad_out,) = _contiguous(grad_out)
+    x = None if x is None else x.detach().contiguous()
+    source = _bases_source(x, saved, geometry, grad_out)
+    grad = grad_out.new_empty(geometry.knots_ext.size(0), geometry.coeff, grad_out.size(1))
     _call(
-        "gather_table_grad", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
+        "gather_table_grad", grad_out.dtype,
+        *_geometry(geometry, grad_out), *source, grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
         None, None, None, None, _threads(),
     )
     return grad
 
 
-def gather_weight_grads(x: torch.Tensor, grad_out: torch.Tensor, geometry, spline_weight: torch.Tensor,
-                        scaler: torch.Tensor | None, need_scaler: bool = True):
+def gather_weight_grads(x: torch.Tensor | None, grad_out: torch.Tensor, geometry, spline_weight: torch.Tensor,
+                        scaler: torch.Tensor | None, need_scaler: bool = True, saved: SavedSpans | None = None):
     """The gradients of ``spline_weight`` (out, in, coeff) and its ``scaler`` (out, in) through a
     gather table made by ``scale_spline``: ``spline_grads(gather_table_grad(...).permute(2, 0, 1), ...)``
-    in one pass, without the table gradient. Returns (grad_weight, grad_scaler), as spline_grads."""
-    x, grad_out = _contiguous(x, grad_out)
+    in one pass, without the table gradient. Returns (grad_weight, grad_scaler), as spline_grads.
+    The bases come from x, or from ``saved`` (then x may be None)."""
+    (grad_out,) = _contiguous(grad_out)
+    x = None if x is None else x.detach().contiguous()
+    source = _bases_source(x, saved, geometry, grad_out)
     w = spline_weight.detach().contiguous()
     s = None if scaler is None else scaler.detach().contiguous()
-    expected = (grad_out.size(1), x.size(1), geometry.coeff)
+    expected = (grad_out.size(1), geometry.knots_ext.size(0), geometry.coeff)
     bad_scaler = s is not None and (s.shape != w.shape[:2] or s.dtype != w.dtype)
-    if tuple(w.shape) != expected or w.dtype != x.dtype or bad_scaler:
-        raise ValueError(f"kan.native.gather_weight_grads: spline_weight must be {expected} of {x.dtype}, "
+    if tuple(w.shape) != expected or w.dtype != grad_out.dtype or bad_scaler:
+        raise ValueError(f"kan.native.gather_weight_grads: spline_weight must be {expected} of {grad_out.dtype}, "
                          f"the scaler {expected[:2]}")
     grad_weight = torch.empty_like(w)
     grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
     _call(
-        "gather_table_grad", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), x.size(0), grad_out.data_ptr(), grad_out.size(1), None,
+        "gather_table_grad", grad_out.dtype,
+        *_geometry(geometry, grad_out), *source, grad_out.data_ptr(), grad_out.size(1), None,
         w.data_ptr(), _pointer(s), grad_weight.data_ptr(), _pointer(grad_scaler), _threads(),
     )
     return grad_weight, grad_scaler

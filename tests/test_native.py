@@ -133,6 +133,20 @@ def test_gather_kernels_equal_dense_products(case, dtype, out_features):
     slopes = dense_oracle(x, g, derivative=True)  # (batch, in, coeff)
     expected = ((grad_out @ flat.t()).view(batch, in_features, -1) * slopes).sum(-1)
     assert_close(native.gather_input_grad(x, table, grad_out, g), expected, tol, "input gradient")
+    if native.can_save(g):  # the table gradient from the spans the forward saved: the same sums exactly
+        out, spans = native.gather_forward(x, table, g, save=True)
+        assert torch.equal(out, native.gather_forward(x, table, g))
+        assert spans.batch == batch and spans.u.shape == spans.span.shape == (in_features, spans.u.size(1))
+        first = local_b_splines(x, g)[0]
+        assert torch.equal(spans.span[:, :batch].t().long(), first + g.order), "saved knot spans"
+        assert torch.equal(native.gather_table_grad(None, grad_out, g, saved=spans),
+                           native.gather_table_grad(x, grad_out, g))
+        for s, need in ((scaler, True), (None, True)):
+            from_x = native.gather_weight_grads(x, grad_out, g, weight, s, need)
+            from_saved = native.gather_weight_grads(None, grad_out, g, weight, s, need, saved=spans)
+            assert torch.equal(from_saved[0], from_x[0])
+            assert (from_saved[1] is None) == (from_x[1] is None)
+            assert from_saved[1] is None or torch.equal(from_saved[1], from_x[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -222,7 +236,9 @@ def test_results_do_not_depend_on_the_thread_count():
     previous = torch.get_num_threads()
 
     def run():
-        return (native.gather_forward(x, table, g), native.gather_table_grad(x, grad_out, g),
+        out, spans = native.gather_forward(x, table, g, save=True)
+        return (out, spans.u, spans.span, native.gather_table_grad(x, grad_out, g),
+                native.gather_table_grad(None, grad_out, g, saved=spans),
                 native.gather_input_grad(x, table, grad_out, g), native.dense_bases(x, torch.ones_like(x), g))
 
     try:
@@ -262,6 +278,20 @@ def test_wrong_table_or_buffer_shape_is_a_value_error():
         native.dense_bases(x, x, g, out=torch.zeros(4, 3))
     with pytest.raises(ValueError, match="knot tables"):
         native.gather_forward(x.double(), torch.zeros(7, g.coeff, 5, dtype=torch.float64), g)
+    table = torch.zeros(7, g.coeff, 5)
+    _, spans = native.gather_forward(x, table, g, save=True)
+    with pytest.raises(ValueError, match="saved spans do not match"):
+        native.gather_table_grad(None, torch.zeros(5, 5), g, saved=spans)  # another batch
+    with pytest.raises(ValueError, match="needs x or the spans"):
+        native.gather_table_grad(None, torch.zeros(4, 5), g)
+    with pytest.raises(ValueError, match="x must be"):
+        native.gather_table_grad(x[:, :6], torch.zeros(4, 5), g)
+    uneven, h = geometry_for((7, 5, 3, False), torch.float32)
+    assert not native.can_save(h)
+    with pytest.raises(ValueError, match="uniform grid"):
+        native.gather_forward(inputs(uneven, 4, seed=6), table, h, save=True)
+    with pytest.raises(ValueError, match="saved spans do not match"):
+        native.gather_table_grad(None, torch.zeros(4, 5), h, saved=spans)
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
