@@ -214,6 +214,23 @@ def test_silu_grad_rejects_mismatched_tensors():
         native.silu_grad(x, x, out=torch.zeros(4, 3).t())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uniform_grids_that_differ_by_feature(dtype):
+    # every feature evenly spaced, but each on its own range: the kernels cannot share one
+    # feature's knots (contrast the other uniform cases, whose features all have the same)
+    base = uniform_grid(9, 5, 3, dtype)  # (9, 12): on (-1, 1)
+    scale = torch.linspace(0.5, 2.0, 9, dtype=dtype).unsqueeze(1)
+    grid = base * scale + torch.linspace(-0.3, 0.4, 9, dtype=dtype).unsqueeze(1)
+    g = knot_geometry(grid, 3)
+    assert g.uniform
+    x = inputs(grid, 77, seed=9)
+    table = torch.randn(9, g.coeff, 11, dtype=dtype)
+    bases = dense_oracle(x, g).reshape(77, -1)
+    assert_close(native.gather_forward(x, table, g), bases @ table.reshape(-1, 11), TOLERANCE[dtype], "gather forward")
+    first = local_b_splines(x, g)[0]
+    assert torch.equal(native.local_bases(x, g)[0], first)
+
+
 def test_nan_input_has_no_basis_and_spares_its_neighbours():
     grid, g = geometry_for((7, 5, 3, True), torch.float32)
     x = inputs(grid, 16, seed=4)
