@@ -842,8 +842,10 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
                 else if (nv == 2) run(std::integral_constant<int, 2>(), std::true_type());
                 else run(std::integral_constant<int, 1>(), std::true_type());
                 const T* rows = acc.data() + K * chunk;  // row c of this chunk at rows + c * chunk
-                T* into = to.grad_w == nullptr ? to.grad_table + i * coeff * out : block.data() + (i - block_first) * coeff * out;
-                for (int64_t c = 0; c < coeff; ++c) std::memcpy(into + c * out + o, rows + c * chunk, sizeof(T) * count);
+                T* into = to.grad_w == nullptr ? to.grad_table + i * coeff * out
+                                               : block.data() + (i - block_first) * coeff * out;
+                for (int64_t c = 0; c < coeff; ++c)
+                    std::memcpy(into + c * out + o, rows + c * chunk, sizeof(T) * count);
             }
             if (to.grad_w != nullptr && (i + 1 == end_feature || i + 1 - block_first == kWeightBlock)) {
                 weight_grads(block.data(), block_first, i + 1 - block_first, I, coeff, out, to);
