@@ -63,7 +63,7 @@ from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 # per feature (grid_size + spline_order) on; below it the dense product. Measured
 # apart for the PyTorch paths and for the C++ kernels (python -m benchmarks.fast_kan_crossover).
 GATHER_MIN_COEFF = 24
-NATIVE_GATHER_MIN_COEFF = 7
+NATIVE_GATHER_MIN_COEFF = 5
 # Bytes of dense basis per row chunk on the CPU: small enough to stay in the last-level
 # cache between the kernel that writes it and the matrix product that reads it.
 CHUNK_BYTES = 4 << 20

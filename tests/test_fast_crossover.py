@@ -36,7 +36,7 @@ def test_tiny_run_times_both_contractions_on_each_backend(results, capsys):
     assert (rows["dense_ms"] > 0).all() and (rows["gather_ms"] > 0).all()
     for backend in backends:
         assert f"{backend}: gather is faster from" in out
-    assert kan.fast.GATHER_MIN_COEFF == 24 and kan.fast.NATIVE_GATHER_MIN_COEFF == 7, "the run restores them"
+    assert kan.fast.GATHER_MIN_COEFF == 24 and kan.fast.NATIVE_GATHER_MIN_COEFF == 5, "the run restores them"
 
 
 def test_forced_model_takes_the_asked_contraction_and_restores_the_settings():
