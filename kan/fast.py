@@ -39,7 +39,9 @@ exact local bases scattered; the gather as an ``embedding_bag`` with per-sample 
 
 All of them run inside custom autograd functions that save the input (and the
 combined weights, or the base activation) and recompute the bases in backward,
-instead of keeping ``(batch, in, coeff)`` tensors alive.
+instead of keeping ``(batch, in, coeff)`` tensors alive; the C++ gather on a uniform
+grid saves each input's knot span and local coordinate instead of the input, where
+only the weights need gradients.
 """
 
 from __future__ import annotations
