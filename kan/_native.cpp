@@ -616,20 +616,18 @@ void sample_major(const Geometry<T>& g, const T* x, int64_t batch, int64_t out, 
 
 // result (batch, out) = sum_i sum_d value[b, i, d] * table[i, first + d, :]; table (in, coeff, out).
 // On a uniform grid, with saved_u given, also each input's local coordinate and knot span,
-// feature-major for gather_table_grad: saved_u[i * saved_stride + b], saved_span[the same]
-// (a stride past batch that is not a multiple of 4 KB: with one, the stores of a sample's
-// features would all fall in one set of the L1 cache).
+// feature-major for gather_table_grad: saved_u[i * batch + b], saved_span[i * batch + b].
 template <typename T, int K>
 void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* table, int64_t out, T* result,
-                    T* saved_u, int16_t* saved_span, int64_t saved_stride, int threads) {
+                    T* saved_u, int16_t* saved_span, int threads) {
     constexpr int L = Simd<T>::lanes;
     const bool save = saved_u != nullptr && g.origin != nullptr;
     std::fill(result, result + batch * out, T(0));
     sample_major<T, K>(g, x, batch, out, false, threads, [&](int64_t b, int64_t i0, const Tile<T>& tile) {
         if (save)
             for (int64_t j = 0; j < tile.n; ++j) {
-                saved_u[(i0 + j) * saved_stride + b] = tile.u[j];
-                saved_span[(i0 + j) * saved_stride + b] = int16_t(tile.span[j]);
+                saved_u[(i0 + j) * batch + b] = tile.u[j];
+                saved_span[(i0 + j) * batch + b] = int16_t(tile.span[j]);
             }
         T* acc = result + b * out;
         int64_t o = 0;
@@ -758,23 +756,25 @@ struct TableGrad {
 // values a whole output's stride apart (measured: that write took 15% of the kernel).
 constexpr int64_t kWeightBlock = 8;
 
-// The weight and scaler gradients (TableGrad) of features [first, first + n), from their
-// table-gradient rows: feature j's row c at rows[(j * coeff + c) * out].
+// spline_grads for the features [i0, i1) of a G whose outputs are contiguous, read at
+// G[o + (i - i0) * si + c * sc] (G starts at feature i0): each output's run of features
+// in turn, so that the writes to grad_w (out, in, coeff) are one contiguous run each.
 template <typename T>
-void weight_grads(const T* rows, int64_t first, int64_t n, int64_t I, int64_t coeff, int64_t out, TableGrad<T> to) {
-    for (int64_t o = 0; o < out; ++o)
-        for (int64_t j = 0; j < n; ++j) {
-            const int64_t at = o * I + first + j;  // (output, feature)
-            const T scale = to.scaler ? to.scaler[at] : T(1);
-            const T* w = to.w + at * coeff;
-            T* grad_w = to.grad_w + at * coeff;
+void spline_grads_run(const T* G, int64_t si, int64_t sc, const T* w, const T* scaler, int64_t O, int64_t I,
+                      int64_t C, int64_t i0, int64_t i1, T* grad_w, T* grad_scaler) {
+    for (int64_t o = 0; o < O; ++o)
+        for (int64_t i = i0; i < i1; ++i) {
+            const T scale = scaler ? scaler[o * I + i] : T(1);
+            const T* from = G + o + (i - i0) * si;
+            const T* weight = w + (o * I + i) * C;
+            T* to = grad_w + (o * I + i) * C;
             T total = T(0);
-            for (int64_t c = 0; c < coeff; ++c) {
-                const T gradient = rows[(j * coeff + c) * out + o];
-                grad_w[c] = gradient * scale;
-                total += gradient * w[c];
+            for (int64_t c = 0; c < C; ++c) {
+                const T g = from[c * sc];
+                to[c] = g * scale;
+                total += g * weight[c];
             }
-            if (to.scaler && to.grad_scaler) to.grad_scaler[at] = total;
+            if (scaler && grad_scaler) grad_scaler[o * I + i] = total;
         }
 }
 
@@ -786,9 +786,8 @@ void weight_grads(const T* rows, int64_t first, int64_t n, int64_t I, int64_t co
 // The bases come from x, or, with saved_u given (a uniform grid), from the local
 // coordinates and spans that gather_forward saved: no column of x to gather, no span to find.
 template <typename T, int K>
-void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const int16_t* saved_span,
-                       int64_t saved_stride, int64_t batch, const T* grad_out, int64_t out, TableGrad<T> to,
-                       int threads) {
+void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const int16_t* saved_span, int64_t batch,
+                       const T* grad_out, int64_t out, TableGrad<T> to, int threads) {
     using S = Simd<T>;
     constexpr int L = S::lanes;
     constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
@@ -814,8 +813,8 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
         const int64_t first_feature = I * thread / team, end_feature = I * (thread + 1) / team;
         for (int64_t i = first_feature, block_first = first_feature; i < end_feature; ++i) {
             if (from_saved) {
-                saved_bases<T, K>(saved_u + i * saved_stride, batch, tile);
-                const int16_t* spans = saved_span + i * saved_stride;
+                saved_bases<T, K>(saved_u + i * batch, batch, tile);
+                const int16_t* spans = saved_span + i * batch;
                 for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(spans[b]) + 1;  // in [0, knots]
             } else {
                 // a thread's features are consecutive: the rows of x read here stay in its cache
@@ -848,7 +847,8 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
                     std::memcpy(into + c * out + o, rows + c * chunk, sizeof(T) * count);
             }
             if (to.grad_w != nullptr && (i + 1 == end_feature || i + 1 - block_first == kWeightBlock)) {
-                weight_grads(block.data(), block_first, i + 1 - block_first, I, coeff, out, to);
+                spline_grads_run(block.data(), coeff * out, out, to.w, to.scaler, out, I, coeff, block_first, i + 1,
+                                 to.grad_w, to.grad_scaler);
                 block_first = i + 1;
             }
         }
@@ -1017,23 +1017,9 @@ void spline_grads(const T* G, int64_t so, int64_t si, int64_t sc, const T* w, co
                   int64_t C, T* grad_w, T* grad_scaler, int threads) {
     if (so == 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t i0 = 0; i0 < I; i0 += kRunBlock) {
-            const int64_t i1 = std::min(I, i0 + kRunBlock);
-            for (int64_t o = 0; o < O; ++o)
-                for (int64_t i = i0; i < i1; ++i) {
-                    const T scale = scaler ? scaler[o * I + i] : T(1);
-                    const T* from = G + o + i * si;
-                    const T* weight = w + (o * I + i) * C;
-                    T* to = grad_w + (o * I + i) * C;
-                    T total = T(0);
-                    for (int64_t c = 0; c < C; ++c) {
-                        const T g = from[c * sc];
-                        to[c] = g * scale;
-                        total += g * weight[c];
-                    }
-                    if (scaler && grad_scaler) grad_scaler[o * I + i] = total;
-                }
-        }
+        for (int64_t i0 = 0; i0 < I; i0 += kRunBlock)
+            spline_grads_run(G + i0 * si, si, sc, w, scaler, O, I, C, i0, std::min(I, i0 + kRunBlock), grad_w,
+                             grad_scaler);
         return;
     }
     constexpr int64_t kBlock = 16;
@@ -1120,16 +1106,15 @@ KAN_KERNEL(LocalBases, local_bases)
     extern "C" int kan_max_order_##suffix() { return kMaxOrder; }                                                    \
     extern "C" void kan_gather_forward_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, const T* table,    \
                                                 int64_t out, T* result, T* saved_u, int16_t* saved_span,            \
-                                                int64_t saved_stride, int threads) {                                \
+                                                int threads) {                                                      \
         dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, saved_u, saved_span,        \
-                                   saved_stride, threads);                                                          \
+                                   threads);                                                                        \
     }                                                                                                               \
     extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* saved_u,              \
-                                                   const int16_t* saved_span, int64_t saved_stride, int64_t batch,  \
-                                                   const T* grad_out, int64_t out, T* grad_table, const T* w,       \
-                                                   const T* scaler, T* grad_w, T* grad_scaler, int threads) {       \
-        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, saved_u, saved_span, saved_stride, batch, grad_out,  \
-                                     out,                                                                           \
+                                                   const int16_t* saved_span, int64_t batch, const T* grad_out,     \
+                                                   int64_t out, T* grad_table, const T* w, const T* scaler,         \
+                                                   T* grad_w, T* grad_scaler, int threads) {                        \
+        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, saved_u, saved_span, batch, grad_out, out,          \
                                      TableGrad<T>{grad_table, w, scaler, grad_w, grad_scaler}, threads);             \
     }                                                                                                               \
     extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \

@@ -101,8 +101,8 @@ def _build(cxx: str) -> Path:
 _I64, _INT, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
 _GEOMETRY = [_I64, _INT, _I64, _PTR, _PTR, _PTR, _PTR]
 _SIGNATURES = {
-    "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _INT],
-    "gather_table_grad": _GEOMETRY + [_PTR, _PTR, _PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _INT],
+    "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _INT],
+    "gather_table_grad": _GEOMETRY + [_PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _INT],
     "gather_input_grad": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _I64, _PTR, _INT],
     "dense_bases": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
     "dense_input_grad": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
@@ -211,21 +211,11 @@ def _check_table(table: torch.Tensor, x: torch.Tensor, geometry) -> None:
 
 class SavedSpans(NamedTuple):
     """What ``gather_forward(..., save=True)`` keeps of each input on a uniform grid, for
-    the table gradient: u (in, stride), the local coordinate in its knot span, and span
-    (in, stride) int16, the span in [-1, knots - 1]; feature-major, input [b, i] at [i, b],
-    the stride a little past the batch (see ``_saved_stride``)."""
+    the table gradient: u (in, batch), the local coordinate in its knot span, and span
+    (in, batch) int16, the span in [-1, knots - 1]; feature-major, input [b, i] at [i, b]."""
 
     u: torch.Tensor
     span: torch.Tensor
-
-    @property
-    def batch(self) -> int:
-        return self.u.size(1) - _SAVED_PAD
-
-
-# Columns past the batch in SavedSpans' rows: with a batch whose rows are a multiple of 4 KB
-# (1024 float32), one sample's stores to its features would all land in one L1 cache set.
-_SAVED_PAD = 32
 
 
 def can_save(geometry) -> bool:
@@ -247,10 +237,7 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = 
     result = x.new_empty(batch, table.size(2))
     saved = None
     if save:
-        stride = batch + _SAVED_PAD
-        saved = SavedSpans(x.new_empty(x.size(1), stride), torch.empty(x.size(1), stride, dtype=torch.int16))
-        for part in saved:
-            part[:, batch:].zero_()  # the pad: never read, but no stale memory in a saved tensor
+        saved = SavedSpans(x.new_empty(x.size(1), batch), torch.empty(x.size(1), batch, dtype=torch.int16))
     _call(
         "gather_forward", x.dtype,
         *_geometry(geometry, x), x.data_ptr(), batch, table.data_ptr(), table.size(2), result.data_ptr(),
@@ -260,13 +247,11 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = 
 
 
 def _saved_arguments(saved: SavedSpans | None) -> tuple:
-    if saved is None:
-        return None, None, 0
-    return saved.u.data_ptr(), saved.span.data_ptr(), saved.u.size(1)
+    return (None, None) if saved is None else (saved.u.data_ptr(), saved.span.data_ptr())
 
 
 def _bases_source(x: torch.Tensor | None, saved: SavedSpans | None, geometry, grad_out: torch.Tensor) -> tuple:
-    """The table-gradient kernels' (x, saved_u, saved_span, saved_stride, batch) arguments."""
+    """The table-gradient kernels' (x, saved_u, saved_span, batch) arguments."""
     if saved is None:
         if x is None:
             raise ValueError("kan.native: the table gradient needs x or the spans gather_forward saved")
@@ -279,10 +264,10 @@ def _bases_source(x: torch.Tensor | None, saved: SavedSpans | None, geometry, gr
     u, span = saved
     rows = geometry.knots_ext.size(0)
     if (u.dtype != grad_out.dtype or span.dtype != torch.int16 or u.shape != span.shape or u.size(0) != rows
-            or saved.batch != grad_out.size(0) or not (u.is_contiguous() and span.is_contiguous())
+            or u.size(1) != grad_out.size(0) or not (u.is_contiguous() and span.is_contiguous())
             or not can_save(geometry)):
         raise ValueError("kan.native: saved spans do not match this geometry and grad_out")
-    return (None, *_saved_arguments(saved), saved.batch)
+    return (None, *_saved_arguments(saved), u.size(1))
 
 
 def gather_table_grad(x: torch.Tensor | None, grad_out: torch.Tensor, geometry,
