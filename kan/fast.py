@@ -826,8 +826,8 @@ class NativeGatherProduct(torch.autograd.Function):
     table, and x where the input's gradient or a non-uniform grid needs it. On a uniform
     grid, when the spline weights need gradients, the forward also saves each input's knot
     span and local coordinate (``native.SavedSpans``, 6 bytes per float32 input), so that
-    backward does not find them again (measured: the table gradient 20-30% faster, for
-    about a third of that added to the forward).
+    backward does not find them again (measured at [784, 64], grid 5: the table gradient
+    20-30% faster, the forward kernel 10-15% slower, the two together 4-10% faster).
     """
 
     @staticmethod
