@@ -123,6 +123,11 @@ def test_gather_kernels_equal_dense_products(case, dtype, out_features):
     weight = torch.randn(out_features, in_features, g.coeff, generator=generator, dtype=torch.float64).to(dtype)
     scaler = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64).to(dtype)
     grad_table = native.gather_table_grad(x, grad_out, g).permute(2, 0, 1)  # (out, in, coeff)
+    scaled = bases.t() @ grad_out  # the scaled weights' gradient, (in * coeff, out), from the oracle
+    scaled = scaled.view(in_features, g.coeff, out_features).permute(2, 0, 1)  # (out, in, coeff)
+    grad_w, grad_s = native.spline_grads(grad_table, weight, scaler)
+    assert_close(grad_w, scaled * scaler.unsqueeze(-1), tol, "spline_grads: weight gradient")
+    assert_close(grad_s, (scaled * weight).sum(-1), tol, "spline_grads: scaler gradient")
     for s, need in ((scaler, True), (scaler, False), (None, True)):
         expected = native.spline_grads(grad_table, weight, s, need)
         fused = native.gather_weight_grads(x, grad_out, g, weight, s, need)
