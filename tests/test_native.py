@@ -41,10 +41,20 @@ def uneven_grid(in_features: int, grid_size: int, order: int, dtype: torch.dtype
     return (knots / knots[:, -1:] * 2.4 - 1.2).to(dtype)
 
 
-def inputs(grid: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
-    """Random inputs over and beyond the grid, with the knots themselves in the first rows."""
+def inputs(grid: torch.Tensor, batch: int, seed: int, inside: int | None = None) -> torch.Tensor:
+    """Random inputs over and beyond the grid, with the knots themselves in the first rows.
+
+    With ``inside`` (the spline order), uniform instead where every basis of that order
+    exists, between knots ``inside`` and ``-inside - 1`` of each feature: there the
+    kernels take whole vectors of lanes without their per-lane fixes.
+    """
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, grid.size(0), generator=generator, dtype=torch.float64).to(grid.dtype) * 1.5
+    if inside is None:
+        x = torch.randn(batch, grid.size(0), generator=generator, dtype=torch.float64).to(grid.dtype) * 1.5
+    else:
+        low, high = grid[:, inside].double(), grid[:, -inside - 1].double()  # (in,)
+        uniform = torch.rand(batch, grid.size(0), generator=generator, dtype=torch.float64)
+        x = (low + (high - low) * uniform).to(grid.dtype)
     rows = min(batch, grid.size(1))
     x[:rows] = grid[:, :rows].t()
     return x
@@ -93,10 +103,14 @@ def geometry_for(case, dtype):
     return grid, geometry
 
 
+WHERE = ["spread", "inside"]  # inputs over and beyond the grid, or all where every basis exists
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_local_bases_equal_pytorch(case, dtype):
+@pytest.mark.parametrize("where", WHERE)
+def test_local_bases_equal_pytorch(case, dtype, where):
     grid, g = geometry_for(case, dtype)
-    x = inputs(grid, 301, seed=1)
+    x = inputs(grid, 301, seed=1, inside=g.order if where == "inside" else None)
     first, values, slopes = local_b_splines(x, g, derivative=True)
     n_first, n_values, n_slopes = native.local_bases(x, g, derivative=True)
     assert torch.equal(n_first, first), "knot spans differ"
@@ -107,10 +121,11 @@ def test_local_bases_equal_pytorch(case, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("out_features", [1, 5, 8, 16, 27, 64, 70, 100])
-def test_gather_kernels_equal_dense_products(case, dtype, out_features):
+@pytest.mark.parametrize("where", WHERE)
+def test_gather_kernels_equal_dense_products(case, dtype, out_features, where):
     grid, g = geometry_for(case, dtype)
     generator = torch.Generator().manual_seed(out_features)
-    x = inputs(grid, 129, seed=out_features)
+    x = inputs(grid, 129, seed=out_features, inside=g.order if where == "inside" else None)
     batch, in_features = x.shape
     table = torch.randn(in_features, g.coeff, out_features, generator=generator, dtype=torch.float64).to(dtype)
     grad_out = torch.randn(batch, out_features, generator=generator, dtype=torch.float64).to(dtype)
@@ -250,9 +265,10 @@ def test_nan_input_has_no_basis_and_spares_its_neighbours():
     assert torch.equal(out, native.gather_forward(clean, table, g))
 
 
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("where", WHERE)
+def test_results_do_not_depend_on_the_thread_count(where):
     grid, g = geometry_for((33, 50, 3, True), torch.float32)
-    x = inputs(grid, 257, seed=5)
+    x = inputs(grid, 257, seed=5, inside=g.order if where == "inside" else None)
     table = torch.randn(33, g.coeff, 64)
     grad_out = torch.randn(257, 64)
     previous = torch.get_num_threads()
