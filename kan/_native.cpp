@@ -797,6 +797,15 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
     constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
     const typename S::VM m = S::mask(tail);
     const int64_t coeff = knots - 1 - K;
+    // gv: the chunk of grad_out's row of sample order[p]; and a prefetch of the row
+    // kPrefetch samples on (rows come in no order the hardware could guess)
+    const auto row_chunk = [&](int32_t p, V* gv) {
+        __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
+        __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0 + NV * L - 1);
+        const T* gb = grad_out + int64_t(order[p]) * out + o0;
+        for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
+        if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
+    };
     for (int64_t span = 0; span + 1 < knots; ++span) {
         const int32_t first = begin[span + 1], last = begin[span + 2];  // the samples of this span
         if (first == last) continue;
@@ -815,12 +824,8 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
                 for (int q = 0; q < NV; ++q) c[d][q] = V{};
             for (int32_t p = first; p < last; ++p) {
                 const int64_t b = order[p];
-                __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
-                __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0 + NV * L - 1);
-                const T* gb = grad_out + b * out + o0;
                 V gv[NV];
-                for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
-                if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
+                row_chunk(p, gv);
                 for (int q = 0; q < NV; ++q) c[E][q] += gv[q];
                 for (int d = 0; d <= K; ++d) {
                     if (d == E) continue;
@@ -840,13 +845,8 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
             for (int q = 0; q < NV; ++q) a[d][q] = S::load(rows + d * width + q * L);
         for (int32_t p = first; p < last; ++p) {
             const int64_t b = order[p];
-            // the grad_out row kPrefetch samples on: rows come in no order the hardware could guess
-            __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
-            __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0 + NV * L - 1);
-            const T* gb = grad_out + b * out + o0;
             V gv[NV];
-            for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
-            if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
+            row_chunk(p, gv);
             for (int d = 0; d <= K; ++d) {
                 const V v = S::splat(value[d * stride + b]);
                 for (int q = 0; q < NV; ++q) a[d][q] += v * gv[q];
