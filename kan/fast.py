@@ -824,10 +824,10 @@ class NativeGatherProduct(torch.autograd.Function):
     span, straight into the spline weight and scaler gradients (the table's own gradient
     is never formed), and forms the input's from the bases' slopes. Saves act(x); the
     table only where the input's gradient is wanted, and x where that gradient or a
-    non-uniform grid needs it. On a uniform
-    grid, when the spline weights need gradients, the forward also saves each input's knot
-    span and local coordinate (``native.SavedSpans``, 6 bytes per float32 input), so that
-    backward does not find them again (measured at [784, 64], grid 5: the table gradient
+    non-uniform grid needs it. On a uniform grid, when the spline weights need gradients,
+    the forward also saves each input's knot span and local coordinate
+    (``native.SavedSpans``, 6 bytes per float32 input), so that backward does not find
+    them again (measured at [784, 64], grid 5: the table gradient
     20-30% faster, the two together 4-10% faster; the forward kernel 8-10% slower, with
     its allocations, since it stores eight samples' values at a time).
     """
