@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nox
@@ -47,6 +48,19 @@ def harness_python(session: nox.Session) -> str:
     return str(python)
 
 
+def run_command(session: nox.Session, python: str, *args: str, success_codes=(0,)) -> Path | None:
+    """Run ``python -m ARGS`` and return the run folder it wrote (``$KAN_RUN_FILE``), or None."""
+    with tempfile.TemporaryDirectory() as scratch:
+        run_file = Path(scratch) / "run"
+        session.run(python, "-m", *args, external=True, success_codes=list(success_codes),
+                    env={"KAN_RUN_FILE": str(run_file)})
+        return Path(run_file.read_text().strip()) if run_file.exists() else None
+
+
+def render(session: nox.Session, python: str, run: Path) -> None:
+    session.run(python, "-m", "reports", "--run", str(run), external=True)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`)."""
@@ -64,7 +78,7 @@ def bench(session: nox.Session) -> None:
     """
     python = harness_python(session)
     sys.path.insert(0, str(ROOT))
-    from benchmarks import record  # the standard library only, at import
+    from benchmarks.core import record# the standard library only, at import
 
     before = {r.name for r in record.runs()}
     session.run(python, "-m", "benchmarks", *session.posargs, external=True, success_codes=[0, 1])
@@ -83,7 +97,7 @@ def bench(session: nox.Session) -> None:
 def gate(session: nox.Session) -> None:
     """Speed gate: the working tree against a base commit (`nox -s gate -- --base HEAD~1`).
 
-    Exit 1 on a significant slowdown, 2 when the gate cannot run; see benchmarks/gate.py.
+    Exit 1 on a significant slowdown, 2 when the gate cannot run; see benchmarks/gate/cli.py.
     """
     python = harness_python(session)
     session.run(python, "-m", "benchmarks.gate", *session.posargs, external=True)
@@ -114,7 +128,7 @@ def profile(session: nox.Session) -> None:
     """
     python = harness_python(session)
     sys.path.insert(0, str(ROOT))
-    from benchmarks import record  # the standard library only, at import
+    from benchmarks.core import record# the standard library only, at import
 
     before = {r.name for r in record.runs()}
     session.run(python, "-m", "profiles", *session.posargs, external=True, success_codes=[0, 1, 3])

@@ -1,14 +1,15 @@
-"""Timing of the registered models: pytest-benchmark suites, the device-aware timer, the run record.
+"""Measuring the registered models: a core that every command shares, and the commands on it.
 
-Modules others reuse:
+    benchmarks/core/      what is measured and how: case (one step builder per phase), timer
+                          (the device-aware clock), protocol (rounds; turns across candidates;
+                          paired turns), memory, record (every file of a run folder), stats
+                          (one rule for slower and faster), cli (one-line errors, the run announced)
+    benchmarks/suite/     the pytest-benchmark suites and ``python -m benchmarks``
+    benchmarks/gate/      the speed gate, ``python -m benchmarks.gate`` (and its evidence study)
+    benchmarks/studies/   studies of one model: ``python -m benchmarks.studies.targets`` (kan-fast's
+                          acceptance targets) and ``python -m benchmarks.studies.crossover``
 
-- :mod:`benchmarks.timer`: ``DeviceTimer`` (a clock that waits for CUDA/MPS once per
-  measurement), ``synchronize``, ``first_call``, ``sample``, ``set_threads``;
-- :mod:`benchmarks.cases`: ``Case`` (model, phase, device, dtype, widths, batch, grid_size)
-  and ``make_step(case)``: the model, inputs and the timed ``fn`` with its untimed ``setup``;
-- :mod:`benchmarks.memory`: parameter bytes, bytes saved for backward, device peak memory;
-- :mod:`benchmarks.record`: the run folder, the one place that reads and writes it.
-
-Entry point: ``python -m benchmarks --help`` (``nox -s bench``). Nothing here imports
-``kan`` at import time: models are asked of ``kan.zoo`` by name when a case is built.
+``profiles/``, ``reports/`` and every command import the core, never each other's entry
+points. Nothing here imports ``kan`` at import time: models are asked of ``kan.zoo`` by
+name when a case is built, so that another package called ``kan`` cannot break the harness.
 """

@@ -11,7 +11,7 @@ Modules, in the order data flows through them:
     flamegraph   a flame graph SVG of py-spy's samples, coloured by part
     torch_trace  torch.profiler: chrome trace, key_averages table, seconds per part
     attribution  classify(frame) -> part, the one table the three profilers share; shares and rows
-    cli          the command line: runs the profilers, writes attribution.csv through benchmarks.record
+    cli          the command line: runs the profilers, writes attribution.csv through benchmarks.core.record
 
 Nothing here imports the models at import time: ``kan`` is imported inside functions,
 and models are asked for by name.

@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         p.error(problem)
 
-    from benchmarks import record
+    from benchmarks.core import record
+    from benchmarks.core.cli import announce
 
     try:
         run = record.open_run(args.run) if args.run else record.new_run("profile")
@@ -192,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"failed: {line}", file=sys.stderr)
     for line in unavailable.values():
         print(line, file=sys.stderr)
-    print(f"wrote {run.file('attribution.csv')}")
+    announce(run)
     if failures:
         return SCENARIO_FAILED
     return PROFILER_UNAVAILABLE if unavailable else OK
@@ -263,7 +264,7 @@ def pyspy_native() -> bool:
 def _write_table(run, rows: list[dict]) -> None:
     import pandas as pd
 
-    from benchmarks.record import ATTRIBUTION_COLUMNS
+    from benchmarks.core.record import ATTRIBUTION_COLUMNS
 
     new = pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS)
     if run.has("attribution.csv"):  # replace this run's earlier rows for the same profiles

@@ -7,7 +7,7 @@ what changed".
 The page (``report.html`` in the run folder) holds its charts inline as SVG data, so it
 opens anywhere without fetching anything. A run needs benchmarks.csv, attribution.csv,
 gate.json or quality.csv to have a page; bench, profile and gate runs all do. It reads run folders only through
-:mod:`benchmarks.record`, needs no model (it never imports ``kan``), and writes nothing
+:mod:`benchmarks.core.record`, needs no model (it never imports ``kan``), and writes nothing
 but the page itself.
 
     data.py      read runs: tables, environment, profile files; merge runs from several machines

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from benchmarks.record import PARTS
+from benchmarks.core.record import PARTS
 from reports import tables
 from reports.data import PHASES, SHAPE
 from reports.units import (byte_unit, is_missing, shape_label, shape_sort_key, time_unit, width_list,

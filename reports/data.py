@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks import record
+from benchmarks.core import record
 
 PHASES = ["forward", "backward", "train"]
 
@@ -70,7 +70,7 @@ REPORTABLE = {"benchmarks.csv": "nox -s bench", "attribution.csv": "nox -s profi
 
 
 def reportable(run: record.Run) -> bool:
-    return any(run.has(name) for name in REPORTABLE)
+    return run.has_bench() or any(run.has(name) for name in REPORTABLE)
 
 
 def open_run(name: str | None) -> record.Run:
@@ -106,11 +106,7 @@ def load(run: record.Run) -> RunData:
             f"run {run.name} has no benchmarks table (benchmarks.csv; `nox -s bench` makes one) "
             f"and nothing else to report ({', '.join(n for n in REPORTABLE if n != 'benchmarks.csv')})"
         )
-    if run.has("benchmarks.csv"):
-        bench = _read_table(run, "benchmarks")
-    else:
-        bench = pd.DataFrame(columns=REQUIRED_BENCH)
-    bench = _tidy_benchmarks(bench, run, machine)
+    bench = _read_benchmarks(run, machine)
     attribution = quality = gate = None
     if run.has("attribution.csv"):
         attribution = _tidy_attribution(_read_table(run, "attribution"), run)
@@ -151,33 +147,40 @@ def _one_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _tidy_benchmarks(df: pd.DataFrame, run: record.Run, machine: str) -> pd.DataFrame:
-    missing = [c for c in REQUIRED_BENCH if c not in df.columns]
-    if missing:
-        raise ReportError(
-            f"{run.file('benchmarks.csv')} lacks column(s) {', '.join(missing)}; "
-            f"expected the columns of benchmarks.record.BENCH_COLUMNS"
-        )
+def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
+    """The run's tidy table as the record module reads it (derived figures are the record's)."""
+    if not run.has_bench():
+        return _rows_for_page(record.bench_table([]), run, machine)
+    if run.has("benchmarks.csv"):
+        columns = _read_table(run, "benchmarks").columns
+        missing = [c for c in REQUIRED_BENCH if c not in columns]
+        if missing:
+            raise ReportError(
+                f"{run.file('benchmarks.csv')} lacks column(s) {', '.join(missing)}; "
+                f"expected the columns of benchmarks.core.record.BENCH_COLUMNS"
+            )
+    try:
+        bench = run.read_bench_table()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f"{run.file('benchmarks.csv')} is not a readable bench table ({_one_line(e)})") from None
+    return _rows_for_page(bench, run, machine)
+
+
+def _rows_for_page(df: pd.DataFrame, run: record.Run, machine: str) -> pd.DataFrame:
+    """What the page needs beside the record's columns: a status, family, machine and benchmark name
+    on every row, and the run it came from."""
     df = df.copy()
-    for column in record.BENCH_COLUMNS + ["reason"]:
-        if column not in df.columns:
-            df[column] = np.nan
-    for column in ["model", "phase", "device", "dtype", "widths", "status", "benchmark", "family", "reason"]:
-        df[column] = df[column].map(lambda v: None if _blank(v) else str(v))
     df["status"] = df["status"].fillna("ok")
     guessed = df["model"].map(lambda m: "mlp" if str(m).startswith("mlp") else "kan")
     df["family"] = df["family"].fillna(guessed)
-    df["machine"] = df["machine"].map(lambda v: machine if _blank(v) else str(v))
-    numeric = [c for c in record.BENCH_COLUMNS if c.endswith(("_s", "_bytes")) or c in (
-        "batch", "grid_size", "rounds", "throughput", "flops", "gflops", "x_mlp", "x_mlp_param", "threads")]
-    for column in numeric:
-        df[column] = pd.to_numeric(df[column], errors="coerce")
+    df["machine"] = df["machine"].fillna(machine)
     # A timing is valid only when its status says so and its median is a positive number.
     bad_time = ~(df["median_s"] > 0)
     df.loc[bad_time & (df["status"] == "ok"), "status"] = "no time"
-    df["benchmark"] = df["benchmark"].fillna(df.apply(_benchmark_key, axis=1))
+    if len(df):
+        df["benchmark"] = df["benchmark"].fillna(df.apply(_benchmark_key, axis=1))
     df["run"] = run.name
-    return fill_mlp_ratios(df)
+    return df
 
 
 def _blank(v: Any) -> bool:
@@ -191,27 +194,6 @@ def _benchmark_key(row: pd.Series) -> str:
 
 
 SHAPE = ["widths", "batch", "grid_size"]
-_MATCH = ["machine", "device", "dtype", "phase", "widths", "batch"]
-
-
-def fill_mlp_ratios(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill x_mlp / x_mlp_param where the table left them empty, from the MLP rows of the same run.
-
-    The matching MLP is measured on the same machine, device, dtype, phase, widths and
-    batch; for the parameter-matched MLP the grid size must match too (its widths depend
-    on the KAN's parameter count), for the width-matched one any grid size will do.
-    """
-    ok = df["status"] == "ok"
-    for column, baseline, by_grid in (("x_mlp", "mlp", False), ("x_mlp_param", "mlp-param", True)):
-        need = ok & (df["family"] == "kan") & df[column].isna()
-        if not need.any():
-            continue
-        base = df[ok & (df["model"] == baseline)]
-        keys = _MATCH + (["grid_size"] if by_grid else [])
-        base = base.groupby(keys, dropna=False)["median_s"].median().rename("_base").reset_index()
-        merged = df.loc[need, keys + ["median_s"]].merge(base, on=keys, how="left")
-        df.loc[need, column] = (merged["median_s"] / merged["_base"]).to_numpy()
-    return df
 
 
 def _tidy_attribution(df: pd.DataFrame, run: record.Run) -> pd.DataFrame:

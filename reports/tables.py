@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from benchmarks.record import PARTS
+from benchmarks.core.record import PARTS
 from reports.data import PHASES, SHAPE, RunData
 from reports.units import byte_unit, is_missing, shape_label, shape_sort_key, time_unit
 
@@ -211,7 +211,7 @@ def details(rows: pd.DataFrame, where: str) -> Table:
     return Table(where, ["phase"] + [c[0] for c in DETAIL_COLUMNS], table_rows)
 
 
-VERDICT_WORDS = {  # benchmarks.stats verdicts as the page says them
+VERDICT_WORDS = {  # benchmarks.core.stats verdicts as the page says them
     "regression": "slower", "improvement": "faster", "unchanged": "no significant change",
     "insufficient samples": "too few samples",
 }
@@ -221,12 +221,12 @@ VERDICT_ORDER = ["slower", "faster", "no significant change", "too few samples",
 def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
     """Per benchmark in both runs: new/old ratio of medians, its interval, p-value and verdict.
 
-    The statistics are the speed gate's (:func:`benchmarks.stats.compare`: Mann-Whitney
+    The statistics are the speed gate's (:func:`benchmarks.core.stats.compare`: Mann-Whitney
     U on the raw samples, a bootstrap interval of the ratio of medians), so the report
     and the gate judge a change by the same rule; ``threshold`` is the ratio beyond which
     a significant change counts (1.05: 5%).
     """
-    from benchmarks import stats
+    from benchmarks.core import stats
 
     new_samples, old_samples = new.samples(), old.samples()
     old_rows = old.benchmarks.drop_duplicates("benchmark").set_index("benchmark")

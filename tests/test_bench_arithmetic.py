@@ -7,17 +7,19 @@ import math
 import pandas as pd
 import pytest
 
-from benchmarks.cases import ADAM_FLOPS_PER_PARAMETER, Case, phase_flops
-from benchmarks.record import BENCH_COLUMNS
-from benchmarks.table import summary, tidy
+from benchmarks.core.case import ADAM_FLOPS_PER_PARAMETER, Case, phase_flops
+from benchmarks.core.record import BENCH_COLUMNS
+from benchmarks.core.record import bench_table as tidy
+from benchmarks.suite.summary import summary
 
 
 def test_phase_flops_by_hand():
     assert phase_flops(1000, "forward", parameters=10) == 1000
     assert phase_flops(1000, "backward", parameters=10) == 2000
+    assert phase_flops(1000, "forward+backward", parameters=10) == 3000
     assert phase_flops(1000, "train", parameters=10) == 3000 + 13 * 10
     assert ADAM_FLOPS_PER_PARAMETER == 3 + 4 + 3 + 3  # lerp_, mul_+addcmul_, sqrt/div/add, addcdiv_
-    with pytest.raises(ValueError, match="valid phases: forward, backward, train"):
+    with pytest.raises(ValueError, match="valid phases: forward, backward, forward[+]backward, train"):
         phase_flops(1000, "inference", parameters=10)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.__main__ import main
+from benchmarks.suite.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def test_help_lists_the_choices(capsys):
 
 
 def test_busy_machine_warning():
-    from benchmarks.__main__ import busy_warning
+    from benchmarks.core.cli import busy_warning
 
     assert busy_warning([0.3, 0.2, 0.1], 2) is None
     assert busy_warning(None, 2) is None

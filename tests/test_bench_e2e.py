@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import record
+from benchmarks.core import record
 
 ROOT = Path(__file__).resolve().parents[1]
 # Python ignores Ctrl-C when started with SIGINT ignored (a background job); restore the default.
 LAUNCH = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-          "from benchmarks.__main__ import main; sys.exit(main())")
+          "from benchmarks.suite.cli import main; sys.exit(main())")
 
 
 def _bench(results: Path, *args: str, **kwargs) -> subprocess.Popen:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import measure as measure_module
-from benchmarks import memory, record
-from benchmarks.cases import Case, ModelUnavailable, build_model, make_step
-from benchmarks.suites import SUITES
-from benchmarks.table import tidy
+from benchmarks.suite import measure as measure_module
+from benchmarks.core import memory, record
+from benchmarks.core.case import Case, ModelUnavailable, build_model, make_step
+from benchmarks.suite.suites import SUITES
+from benchmarks.core.record import bench_table as tidy
 
 
 class FakeBenchmark:
@@ -69,7 +69,7 @@ def test_nonfinite_during_timing_discards_the_timing():
 
 def test_nonfinite_is_flagged_in_the_record(tmp_path, monkeypatch):
     """Through the suite's own test body: the row lands in the run with its status, the test fails."""
-    from benchmarks import test_bench
+    from benchmarks.suite import test_bench
 
     case = Case("mlp", "backward", widths=(2, 5, 1), batch=8, grid_size=None)
     monkeypatch.setattr(measure_module, "make_step", lambda c: make_step(c, model=NaNAfter(c.widths)))

@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from benchmarks.timer import DeviceTimer, first_call, sample, set_threads, synchronize
+from benchmarks.core.protocol import first_call, rounds
+from benchmarks.core.timer import DeviceTimer, set_threads, synchronize
 
 
 class FakeDevice:
@@ -77,7 +78,7 @@ def test_first_call_and_sample_follow_the_protocol():
     seconds = first_call(lambda: device.launch(0.002), timer, setup=lambda: setups.append(1))
     assert seconds >= 0.002 and device.syncs == 1 and setups == [1]
 
-    out = sample(lambda: device.launch(0.001), timer, rounds=3, warmup_rounds=2, setup=lambda: setups.append(1))
+    out = rounds(lambda: device.launch(0.001), timer, 3, warmup=2, setup=lambda: setups.append(1))
     assert len(out) == 3 and min(out) >= 0.001
     assert device.syncs == 1 + 5
     assert len(setups) == 1 + 5

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.fast_kan_crossover`: a tiny run, its crossover rule, bad input.
+"""`python -m benchmarks.studies.crossover`: a tiny run, its crossover rule, bad input.
 
 The run uses tiny widths with ``torch.compile``'d code run eagerly (Dynamo off): it
 checks the script, not where the crossover of the real shapes lies.
@@ -13,8 +13,8 @@ import torch
 
 import kan.fast
 import kan.native
-from benchmarks import fast_kan_crossover as crossover
-from benchmarks import record
+from benchmarks.studies import crossover
+from benchmarks.core import record
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.fast_kan_targets`: its rows, its ratio arithmetic, missing peers, bad input.
+"""`python -m benchmarks.studies.targets`: its rows, its ratio arithmetic, missing peers, bad input.
 
 The runs here use tiny widths and run ``torch.compile``'d code eagerly (Dynamo off): they
 check the script, not the speed of the models, in seconds.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import fast_kan_targets as targets
-from benchmarks import record
+from benchmarks.studies import targets
+from benchmarks.core import record
 
 TINY = ["--quick", "--widths", "6,5,3", "--batch", "16", "--repeats", "10"]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gate, gate_suite, stats
+from benchmarks.core import protocol, stats
+from benchmarks.gate import child as gate_suite, cli as gate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,13 @@ class FakeSide:
 
 
 def suite_of(*names):
-    return [gate_suite.GateCase(*n.rsplit("-", 1)) for n in names]
+    by_model = {}
+    for n in names:
+        model, phase = n.rsplit("-", 1)
+        by_model.setdefault(model, []).append(phase)
+    cases = [c for model, phases in by_model.items() for c in gate_suite.suite([model], phases)]
+    assert [gate_suite.name(c) for c in cases] == list(names)
+    return cases
 
 
 def test_verdicts_for_models_on_one_side_only_and_failures():
@@ -223,7 +230,7 @@ def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, mon
     assert rows["mlp-forward"]["status"] == "new"
     compared = rows["chebyshev-kan-forward"]
     assert compared["status"] == stats.UNCHANGED and compared["n_head"] == compared["n_base"] == 5
-    assert compared["test"] == "wilcoxon" and compared["calls_per_sample"] >= gate.MIN_CALLS
+    assert compared["test"] == "wilcoxon" and compared["calls_per_sample"] >= protocol.MIN_CALLS
     assert len(doc["samples"]["chebyshev-kan-forward"]["base"]) == 5
     out = capsys.readouterr().out
     assert "chebyshev-kan-forward" in out and "gate: PASS" in out

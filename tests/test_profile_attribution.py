@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from benchmarks import record
+from benchmarks.core import record
 from profiles import attribution, cprof, flamegraph, pyspy, torch_trace
 from profiles.attribution import classify
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from benchmarks import record
+from benchmarks.core import record
 from profiles import cli, pyspy
 
 TINY = ["--model", "kan", "--widths", "16,8,4", "--batch", "32", "--warmup", "1"]

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from benchmarks import record
-from benchmarks.table import tidy
+from benchmarks.core import record
+from benchmarks.core.record import bench_table as tidy
 
 
 def _rows():

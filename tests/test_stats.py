@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import stats
+from benchmarks.core import stats
 
 
 def lognormal(rng, n, median, sigma):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from benchmarks.cases import DTYPES, PHASES, Case, device_unavailable, has_grid, zoo
-from benchmarks.timer import DEVICE_TYPES
+from benchmarks.core.case import DTYPES, Case, device_unavailable, has_grid, zoo
+from benchmarks.core.timer import DEVICE_TYPES
+
+BENCH_PHASES = ("forward", "backward", "train")  # the suites' phases, in the order tables show them
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Suite:
     min_rounds: int
     max_rounds: int
     warmup_rounds: int
-    phases: tuple[str, ...] = PHASES
+    phases: tuple[str, ...] = BENCH_PHASES
 
     def rounds(self, estimate_s: float) -> int:
         """Timed rounds for a case whose one call took about ``estimate_s`` seconds."""

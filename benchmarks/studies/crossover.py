@@ -1,13 +1,13 @@
-"""``python -m benchmarks.fast_kan_crossover``: where kan-fast's gather contraction overtakes the dense one.
+"""``python -m benchmarks.studies.crossover``: where kan-fast's gather contraction overtakes the dense one.
 
-    python -m benchmarks.fast_kan_crossover [--grids 2,3,5,8,12,20,30] [--repeats 10] [--threads N]
+    python -m benchmarks.studies.crossover [--grids 2,3,5,8,12,20,30] [--repeats 10] [--threads N]
                                             [--backends native,torch] [--widths 784,64,10] [--batch 1024]
 
 For each backend (``native``: the C++ kernels of kan.native; ``torch``: the PyTorch
 paths, as on CUDA or without a compiler) and grid size, times the forward+backward of
 ``kan-fast`` (float32, CPU, cubic splines) with every layer forced to the dense
 contraction and to the gather one, the two taking turns call by call
-(benchmarks/fast_kan_targets.py's timing), and prints the medians and the smallest
+(:func:`benchmarks.core.protocol.turns`), and prints the medians and the smallest
 coefficient count (grid_size + spline_order) from which the gather contraction is
 faster at that and every larger grid measured: the value for
 ``kan.fast.NATIVE_GATHER_MIN_COEFF`` and ``kan.fast.GATHER_MIN_COEFF``. The rows go to
@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from benchmarks.fast_kan_targets import (
-    FORWARD_BACKWARD, _Parser, _positive_ints, forward_backward_candidate, time_interleaved,
-)
+from benchmarks.core.case import Case, make_step, zoo
+from benchmarks.core.cli import Parser, announce, positive_ints
+from benchmarks.core.protocol import Candidate, turns
 
 SPLINE_ORDER = 3
 GRIDS = (2, 3, 5, 8, 12, 20, 30)
@@ -70,7 +70,7 @@ def crossover(rows: list[dict], backend: str) -> int | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m benchmarks.fast_kan_crossover",
+    p = Parser(prog="python -m benchmarks.studies.crossover",
                 description="Time kan-fast's dense and gather contractions against each other over grid sizes.")
     p.add_argument("--grids", default=",".join(map(str, GRIDS)), metavar="G,G",
                    help="grid sizes (default: %(default)s)")
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        grids = tuple(sorted(set(_positive_ints(args.grids, "--grids"))))
-        widths = _positive_ints(args.widths, "--widths")
+        grids = tuple(sorted(set(positive_ints(args.grids, "--grids"))))
+        widths = positive_ints(args.widths, "--widths")
         backends = tuple(dict.fromkeys(b.strip() for b in args.backends.split(",")))
         if len(widths) < 2:
             raise ValueError(f"--widths needs at least two widths, got {args.widths!r}")
@@ -104,35 +104,31 @@ def main(argv: list[str] | None = None) -> int:
     import kan.native
     import pandas as pd
 
-    from benchmarks import record
-    from benchmarks.cases import zoo
-    from benchmarks.timer import DeviceTimer, set_threads
+    from benchmarks.core import record
+    from benchmarks.core.timer import DeviceTimer, set_threads
 
     threads = set_threads(args.threads)
     if "native" in backends and not kan.native.available():
         print(f"note: the C++ kernels are unavailable ({kan.native.error()}); measuring the torch backend only")
         backends = tuple(b for b in backends if b != "native")
     run = record.new_run("fast-crossover")
-    print(f"fast_kan_crossover: widths {'x'.join(map(str, widths))}, batch {args.batch}, {threads} threads, "
+    print(f"crossover: widths {'x'.join(map(str, widths))}, batch {args.batch}, {threads} threads, "
           f"{args.repeats} repeats; run folder {run.path}", flush=True)
     timer = DeviceTimer("cpu")
-    torch.manual_seed(0)
-    inputs = torch.rand(args.batch, widths[0]) * 2 - 1
-    cotangent = torch.randn(args.batch, widths[-1])
     rows: list[dict] = []
     started = time.perf_counter()
     for backend in backends:
         for grid in grids:
             torch.manual_seed(0)
             model = zoo().build("kan-fast", widths, grid_size=grid, spline_order=SPLINE_ORDER).float().train()
-            group = [forward_backward_candidate(Forced(model, gather, backend), inputs, cotangent,
-                                                f"{'gather' if gather else 'dense'}", grid, "cpu")
+            case = Case("kan-fast", "forward+backward", "cpu", "float32", widths, args.batch, grid)
+            group = [Candidate("gather" if gather else "dense", make_step(case, model=Forced(model, gather, backend)))
                      for gather in (False, True)]
-            time_interleaved(group, timer, args.repeats, warmup=2)
+            turns(group, timer, args.repeats, warmup=2)
             medians = {}
             for c in group:
                 samples = sorted(c.samples)
-                medians[c.model] = samples[len(samples) // 2] * 1e3 if c.status == "ok" and samples else float("nan")
+                medians[c.name] = samples[len(samples) // 2] * 1e3 if c.status == "ok" and samples else float("nan")
             row = {"backend": backend, "grid_size": grid, "coeff": grid + SPLINE_ORDER,
                    "dense_ms": medians["dense"], "gather_ms": medians["gather"], "threads": threads,
                    "widths": "x".join(map(str, widths)), "batch": args.batch}
@@ -147,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         constant = "NATIVE_GATHER_MIN_COEFF" if backend == "native" else "GATHER_MIN_COEFF"
         shown = f"coeff >= {found}" if found is not None else "not within the grids measured"
         print(f"{backend}: gather is faster from {shown} (kan.fast.{constant})")
-    print(f"measured in {time.perf_counter() - started:.1f} s; run folder: {run.path}")
+    print(f"measured in {time.perf_counter() - started:.1f} s")
+    announce(run)
     return 0
 
 

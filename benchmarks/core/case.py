@@ -1,23 +1,32 @@
-"""One benchmark case, and the model, inputs and timed function it stands for.
+"""What is measured: one case, and the model, data and timed step it stands for.
 
 A :class:`Case` names what is measured: a registered model, a phase, a device, a dtype and
 the shapes. :func:`make_step` builds it: the model from :mod:`kan.zoo` (asked by name, at
-call time), random inputs, and a :class:`Step` whose ``fn`` is the timed work and whose
-``setup`` is the untimed preparation that must precede every call:
+call time), data (:func:`make_batch`), and a :class:`Step` whose ``fn`` is the timed work
+and whose ``setup`` is the untimed preparation that must precede every call:
 
-    >>> from benchmarks.cases import Case, make_step
-    >>> from benchmarks.timer import DeviceTimer, sample
+    >>> from benchmarks.core.case import Case, make_step
+    >>> from benchmarks.core.protocol import rounds
+    >>> from benchmarks.core.timer import DeviceTimer
     >>> step = make_step(Case("kan", "backward", "cpu", "float32", (784, 64, 10), batch=256))
-    >>> seconds = sample(step.fn, DeviceTimer("cpu"), rounds=20, setup=step.setup)
+    >>> seconds = rounds(step.fn, DeviceTimer("cpu"), 20, setup=step.setup)
 
-The phases:
+This is the one definition of each phase, shared by the bench suites, the gate, the
+studies and the profiles:
 
 - ``forward``: one forward pass with autograd recording, as in training;
 - ``backward``: ``loss.backward()`` alone; ``setup`` runs the forward and the loss;
-- ``train``: ``zero_grad``, forward, MSE loss, backward and one Adam step.
+- ``forward+backward``: the forward, the loss and its backward, timed together;
+- ``train``: ``zero_grad``, forward, loss, backward and one optimizer step (:func:`train_step`).
 
-Every ``setup`` ends by waiting for the device, so a timed call starts on an idle device.
-Inputs are uniform in [-1, 1] (the B-spline KANs' default grid range), targets normal.
+Every phase with a loss uses :func:`loss` (mean squared error against normal targets) and
+the training step :func:`optimizer` (Adam, learning rate 1e-3). Every ``setup`` ends by
+waiting for the device, so a timed call starts on an idle device. Inputs are uniform in
+[-1, 1] (the B-spline KANs' default grid range).
+
+A profiler that must see where each part's device work ends passes ``after``: a function
+called with the name of the part just queued (``"forward"``, ``"backward"``,
+``"optimizer"``), which can wait for the device there. The timed steps pass none.
 """
 
 from __future__ import annotations
@@ -28,9 +37,9 @@ from typing import Callable
 
 import torch
 
-from benchmarks.timer import DEVICE_TYPES, device_type, synchronize
+from benchmarks.core.timer import DEVICE_TYPES, device_type, synchronize
 
-PHASES = ("forward", "backward", "train")
+PHASES = ("forward", "backward", "forward+backward", "train")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # FLOP convention of kan.zoo (a multiply-add is 2, any other elementwise operation 1).
@@ -40,6 +49,33 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BACKWARD_PER_FORWARD = 2
 ADAM_FLOPS_PER_PARAMETER = 13
 LEARNING_RATE = 1e-3
+LOSS = "mean squared error"
+OPTIMIZER = f"Adam, learning rate {LEARNING_RATE:g}"
+
+
+def loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The loss of every phase that has one: output and targets (batch, out)."""
+    return torch.nn.functional.mse_loss(output, targets)
+
+
+def optimizer(parameters) -> torch.optim.Optimizer:
+    """The optimizer of the training step."""
+    return torch.optim.Adam(parameters, lr=LEARNING_RATE)
+
+
+def train_step(model, opt, inputs, targets, after=None) -> torch.Tensor:
+    """One training step: zero_grad, forward, loss, backward, optimizer step; returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    value = loss(model(inputs), targets)
+    if after:
+        after("forward")
+    value.backward()
+    if after:
+        after("backward")
+    opt.step()
+    if after:
+        after("optimizer")
+    return value
 
 
 class ModelUnavailable(Exception):
@@ -117,6 +153,8 @@ def phase_flops(forward_flops: int, phase: str, parameters: int) -> int:
         return forward_flops
     if phase == "backward":
         return BACKWARD_PER_FORWARD * forward_flops
+    if phase == "forward+backward":
+        return (1 + BACKWARD_PER_FORWARD) * forward_flops
     if phase == "train":
         return (1 + BACKWARD_PER_FORWARD) * forward_flops + ADAM_FLOPS_PER_PARAMETER * parameters
     raise ValueError(f"unknown phase {phase!r}; valid phases: {', '.join(PHASES)}")
@@ -188,6 +226,7 @@ class Step:
     setup: Callable[[], None]
     fn: Callable[[], None]
     state: dict = field(default_factory=dict)  # what the last call left: "output", "loss"
+    optimizer: torch.optim.Optimizer | None = None  # the training step's
 
     def forward(self) -> torch.Tensor:
         return self.model(self.inputs)
@@ -207,61 +246,95 @@ class Step:
 
 
 def case_phase(case: Case) -> str:
-    return {"forward": "forward", "backward": "backward", "train": "training step"}[case.phase]
+    return {"forward": "forward", "backward": "backward", "forward+backward": "forward and backward",
+            "train": "training step"}[case.phase]
 
 
-def make_step(case: Case, model: torch.nn.Module | None = None) -> Step:
-    """Build ``case``: its model (``model`` when given, else from the registry), inputs and step."""
+def make_batch(case: Case, device=None, generator: torch.Generator | None = None):
+    """(inputs (batch, in) uniform in [-1, 1], targets (batch, out) normal) for ``case``, on ``device``
+    (the case's by default) in the case's dtype."""
+    device = torch.device(case.device if device is None else device)
+    dtype = DTYPES[case.dtype]
+    inputs = torch.rand(case.batch, case.widths[0], generator=generator, dtype=dtype) * 2 - 1  # (batch, in)
+    targets = torch.randn(case.batch, case.widths[-1], generator=generator, dtype=dtype)  # (batch, out)
+    return inputs.to(device), targets.to(device)
+
+
+def make_step(case: Case, model: torch.nn.Module | None = None,
+              after: Callable[[str], None] | None = None) -> Step:
+    """Build ``case``: its model (``model`` when given, else from the registry), data and step.
+
+    ``after``: called with the part just queued (see the module docstring); None when timing.
+    """
     torch.manual_seed(case.seed)
     if model is None:
         model = build_model(case)
     device, dtype = torch.device(case.device), DTYPES[case.dtype]
     model = model.to(device=device, dtype=dtype).train()
-    inputs = torch.rand(case.batch, case.widths[0], device=device, dtype=dtype) * 2 - 1  # (batch, in)
-    targets = torch.randn(case.batch, case.widths[-1], device=device, dtype=dtype)  # (batch, out)
+    inputs, targets = make_batch(case)
     state: dict = {}
+    opt = None
 
-    def loss() -> torch.Tensor:
+    def forward_loss() -> torch.Tensor:
         state["output"] = out = model(inputs)  # (batch, out)
-        return torch.nn.functional.mse_loss(out, targets)
+        value = loss(out, targets)
+        if after:
+            after("forward")
+        return value
+
+    def fresh() -> None:
+        state.clear()  # the last output and its graph are freed here, untimed
+        model.zero_grad(set_to_none=True)
 
     if case.phase == "forward":
 
         def setup() -> None:
-            state.clear()  # the last output and its graph are freed here, untimed
+            state.clear()
             synchronize(device)
 
         def fn() -> None:
             state["output"] = model(inputs)  # (batch, out)
+            if after:
+                after("forward")
 
     elif case.phase == "backward":
 
         def setup() -> None:
-            state.clear()
-            model.zero_grad(set_to_none=True)
-            state["loss"] = loss()
+            fresh()
+            state["loss"] = forward_loss()
             synchronize(device)
 
         def fn() -> None:
             state["loss"].backward()
+            if after:
+                after("backward")
+
+    elif case.phase == "forward+backward":
+
+        def setup() -> None:
+            fresh()
+            synchronize(device)
+
+        def fn() -> None:
+            state["loss"] = value = forward_loss()
+            value.backward()
+            if after:
+                after("backward")
 
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+        opt = optimizer(model.parameters())
 
         def setup() -> None:
             state.clear()
             synchronize(device)
 
         def fn() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            state["loss"] = value = loss()
-            value.backward()
-            optimizer.step()
+            state["loss"] = train_step(model, opt, inputs, targets, after)
 
-    return Step(case, model, inputs, targets, setup, fn, state)
+    return Step(case, model, inputs, targets, setup, fn, state, opt)
 
 
 __all__ = [
-    "Case", "Step", "make_step", "build_model", "phase_flops", "widths_label", "has_grid",
+    "Case", "Step", "make_step", "make_batch", "loss", "optimizer", "train_step", "build_model", "phase_flops", "widths_label", "has_grid",
     "device_unavailable", "dtype_unsupported", "ModelUnavailable", "PHASES", "DTYPES", "DEVICE_TYPES",
 ]

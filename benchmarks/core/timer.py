@@ -13,10 +13,10 @@ It is a pytest-benchmark clock: ``pytest.mark.benchmark(timer=DeviceTimer(device
 pytest-benchmark computes ``end - start`` once per round, so with ``iterations > 1`` the
 device is synchronised after the last call of the round, never between calls. The device
 must be idle when a round starts: the timer's own wait leaves it so after each round, and
-the ``setup`` of :func:`benchmarks.cases.make_step` ends with :func:`synchronize`.
+the ``setup`` of :func:`benchmarks.core.case.make_step` ends with :func:`synchronize`.
 
-The first, cold call of a benchmark (lazy initialisation, allocator growth, compilation)
-is timed apart with :func:`first_call`, never mixed into the steady-state samples.
+How the clock is used (the first, cold call apart; rounds; turns across candidates) is
+:mod:`benchmarks.core.protocol`.
 """
 
 from __future__ import annotations
@@ -95,39 +95,6 @@ class DeviceTimer:
 
 def _nothing() -> None:
     pass
-
-
-def first_call(fn: Callable[[], object], timer: DeviceTimer, setup: Callable[[], object] | None = None) -> float:
-    """Seconds of one call of ``fn`` after ``setup``: use it on the first, cold call."""
-    if setup is not None:
-        setup()
-    start = timer()
-    fn()
-    return timer() - start
-
-
-def sample(
-    fn: Callable[[], object],
-    timer: DeviceTimer,
-    rounds: int,
-    warmup_rounds: int = 1,
-    setup: Callable[[], object] | None = None,
-) -> list[float]:
-    """Seconds per call of ``fn`` over ``rounds`` calls after ``warmup_rounds`` untimed ones.
-
-    The same protocol as the pytest-benchmark suites (``setup`` untimed before every call,
-    one device wait per call), for code that times without pytest (profiles, quick checks).
-    """
-    out = []
-    for i in range(warmup_rounds + rounds):
-        if setup is not None:
-            setup()
-        start = timer()
-        fn()
-        seconds = timer() - start
-        if i >= warmup_rounds:
-            out.append(seconds)
-    return out
 
 
 def set_threads(n: int | None) -> int:

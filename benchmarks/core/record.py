@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import re
@@ -63,7 +64,85 @@ ATTRIBUTION_COLUMNS = [
 
 MEASUREMENTS = "measurements.jsonl"  # the bench stage's rows, one JSON object per finished case
 
+# Bench rows are matched to their MLP baselines on these; the parameter-matched MLP's grid
+# size must match too (its widths follow the KAN's parameter count).
+MLP_MATCH = ["machine", "device", "dtype", "phase", "widths", "batch"]
+MLP_BASELINES = (("x_mlp", "mlp", False), ("x_mlp_param", "mlp-param", True))
+_TIME_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds", "throughput", "gflops"]
+_INTEGER_COLUMNS = ["batch", "grid_size", "rounds", "flops", "param_bytes", "saved_bytes", "peak_bytes",
+                    "threads", "parameters"]
+_FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s", "throughput", "gflops",
+                  "x_mlp", "x_mlp_param"]
+_TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
+                 "reason"]
+
 PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
+
+
+def bench_table(rows: list[dict]):
+    """The tidy table of a bench run (BENCH_COLUMNS, in order) from its measurement rows.
+
+    The derived figures are computed here, once, and the report only reads them:
+
+    - ``throughput`` = batch / median_s (samples per second);
+    - ``gflops`` = flops / median_s / 1e9, with ``flops`` the analytic count of the timed work;
+    - ``x_mlp`` and ``x_mlp_param``: :func:`mlp_ratios`.
+
+    Only rows whose status is "ok" carry times and the figures derived from them.
+    """
+    import pandas as pd
+
+    frame = _conform(pd.DataFrame(list(rows)))
+    ok = frame["status"] == "ok"
+    frame.loc[~ok, _TIME_COLUMNS] = math.nan
+    frame["throughput"] = (frame["batch"] / frame["median_s"]).where(ok)
+    frame["gflops"] = (frame["flops"] / frame["median_s"] / 1e9).where(ok)
+    frame = mlp_ratios(frame)
+    for column in _INTEGER_COLUMNS:  # whole numbers stay whole in the CSV, empty where unknown
+        frame[column] = frame[column].round().astype("Int64")
+    return frame
+
+
+def _conform(frame):
+    """``frame`` with every BENCH_COLUMNS column, in order, each of its kind (text, number)."""
+    import pandas as pd
+
+    for column in BENCH_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = math.nan
+    frame = frame[BENCH_COLUMNS].copy()
+    for column in _INTEGER_COLUMNS + _FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    for column in _TEXT_COLUMNS:
+        frame[column] = frame[column].map(lambda v: None if _blank(v) else str(v)).astype(object)
+    return frame
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def mlp_ratios(frame, only_missing: bool = False):
+    """Fill ``x_mlp`` and ``x_mlp_param``: each ok row's median over its baseline MLP's median.
+
+    The width-matched ``mlp`` and the parameter-matched ``mlp-param`` are matched on
+    MLP_MATCH (same machine, device, dtype, phase, widths and batch in this run), the
+    parameter-matched one on the grid size too. ``only_missing``: keep ratios already there
+    (a table written by an older harness, or merged from several).
+    """
+    ok = frame["status"] == "ok"
+    for column, baseline, by_grid in MLP_BASELINES:
+        keys = MLP_MATCH + (["grid_size"] if by_grid else [])
+        base = frame[ok & (frame["model"] == baseline)]
+        base = base.groupby(keys, dropna=False)["median_s"].median().rename("_baseline").reset_index()
+        merged = frame[keys].merge(base, on=keys, how="left")
+        ratio = frame["median_s"].to_numpy() / merged["_baseline"].to_numpy()
+        if only_missing:
+            frame[column] = frame[column].where(frame[column].notna(), ratio)
+        else:
+            frame[column] = ratio
+        frame.loc[~ok, column] = math.nan
+    return frame
 
 
 def results_root() -> Path:
@@ -221,6 +300,24 @@ class Run:
         if not path.exists():
             raise FileNotFoundError(f"run {self.name} has no {name} table ({path.name})")
         return pd.read_csv(path)
+
+    # benchmarks.csv: the bench run's tidy table, built from measurements.jsonl
+    def read_bench_table(self):
+        """The tidy table, with BENCH_COLUMNS filled and ratios derived where the file lacks them.
+
+        A run stopped before it wrote ``benchmarks.csv`` (killed, out of memory) still has
+        its ``measurements.jsonl``: the table is rebuilt from that.
+        """
+        if not self.has("benchmarks.csv"):
+            if not self.read_jsonl(MEASUREMENTS):
+                raise FileNotFoundError(f"run {self.name} has no benchmarks table (benchmarks.csv)")
+            return bench_table(self.read_jsonl(MEASUREMENTS))
+        frame = _conform(self.read_table("benchmarks"))
+        frame["machine"] = frame["machine"].fillna(self.environment().get("machine") or self.name)
+        return mlp_ratios(frame, only_missing=True)
+
+    def has_bench(self) -> bool:
+        return self.has("benchmarks.csv") or self.has(MEASUREMENTS)
 
     # JSON lines: one object per line, appended as results arrive (measurements.jsonl)
     def append_jsonl(self, name: str, obj: Any) -> Path:

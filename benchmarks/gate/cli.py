@@ -6,7 +6,7 @@
     nox -s gate -- --write-baseline benchmarks/baseline.json
 
 The base commit is checked out into a temporary git worktree, and each side is timed by a
-child process (``benchmarks.gate_suite``) whose import path holds, first, a directory
+child process (``benchmarks.gate.child``) whose import path holds, first, a directory
 containing only a link to that side's ``kan`` package and then the working tree, so that
 ``import kan`` gives that side's models and ``import benchmarks`` always gives the working
 tree's harness: the same timer, suite and statistics judge both sides, even when the base
@@ -16,7 +16,7 @@ one side runs at a time, and both run on the same core(s) (``--no-pin`` to let t
 
 A sample is the fastest call of one turn (the call least disturbed by other work on the
 machine), and the two sides' samples of one benchmark are taken in pairs, side by side.
-Per benchmark, the verdict is :func:`benchmarks.stats.compare` on those samples, pair by
+Per benchmark, the verdict is :func:`benchmarks.core.stats.compare` on those samples, pair by
 pair: the median ratio head/base with a bootstrap interval, a regression only when the
 ratio exceeds the threshold AND a one-sided Wilcoxon signed-rank test on the pairs says
 head is slower (p < alpha). Pairing cancels the slow drifts of a shared machine, which
@@ -25,14 +25,14 @@ pooling the samples would leave in as noise. A model that exists on one side onl
 
 With ``--baseline FILE`` (alone, or as the fallback when the base commit does not exist),
 only the working tree is timed and each KAN's time over the MLP's, measured in the same run,
-is judged against the ratio recorded in FILE by :func:`benchmarks.stats.compare_to_reference`.
+is judged against the ratio recorded in FILE by :func:`benchmarks.core.stats.compare_to_reference`.
 
 Exit status: 0 pass (also when there is no base commit to compare with: first commit,
 shallow clone), 1 a regression (or the working tree's model failed to run or gave NaN/inf),
 2 the gate could not run (unknown git ref, unreadable baseline file, bad option, a timing
 process that died).
 
-The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.record``)::
+The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.core.record``)::
 
     {"schema": 1, "mode": "base" | "baseline", "verdict": "pass" | "fail", "exit_status": 0 | 1,
      "summary": "...", "base": {...}, "head": {...}, "settings": {...}, "wall_s": ...,
@@ -65,12 +65,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from benchmarks import gate_suite, record, stats
+from benchmarks.core import protocol, record, stats
+from benchmarks.core.cli import Parser, announce
+from benchmarks.gate import child as suite
 
-ROOT = Path(__file__).resolve().parents[1]  # the working tree: its harness times both sides
+ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
-MIN_CALLS, MAX_CALLS = 3, 200  # calls per sample
 SCHEMA = 1
 
 
@@ -186,19 +187,17 @@ def shared_cpus(threads: int) -> list[int] | None:
 class Side:
     """A child process timing ``cases`` with ``kan`` imported from ``kan_dir`` (it holds ``kan/``)."""
 
-    def __init__(self, label: str, kan_dir: Path, cases: list[gate_suite.GateCase], threads: int,
+    def __init__(self, label: str, kan_dir: Path, cases: list, threads: int,
                  clock: str = "wall", warmup_s: float = 0.3, cpus: list[int] | None = None):
         self.label = label
         self.kan_dir = Path(kan_dir)
         path = [str(self.kan_dir), str(ROOT)]
         code = (
             f"import sys; sys.path[:0] = {path!r}; "
-            "from benchmarks.gate_suite import child_main; child_main()"
+            "from benchmarks.gate.child import child_main; child_main()"
         )
-        config = {"cases": [c.to_dict() for c in cases], "threads": threads, "clock": clock, "warmup_s": warmup_s,
+        config = {"cases": [suite.fields(c) for c in cases], "threads": threads, "clock": clock, "warmup_s": warmup_s,
                   "cpus": cpus}
-        for c in config["cases"]:
-            c.pop("benchmark")
         self._stderr = tempfile.TemporaryFile(mode="w+")
         # -I: the child's sys.path is exactly ours (no working directory, no PYTHONPATH).
         self.proc = subprocess.Popen(
@@ -228,6 +227,16 @@ class Side:
             raise GateError(f"the {self.label} side's timing process stopped (exit {self.proc.returncode})"
                             + self._stderr_tail()) from None
         return self.receive()
+
+    def warm_up(self) -> dict[str, float]:
+        """Seconds per call of each benchmark this side could run (a failure is noted in its status)."""
+        reply = self.ask({"cmd": "warmup"})
+        self.hello["cases"].update(reply.get("failed", {}))
+        return reply["per_call_s"]
+
+    def take_turns(self, name: str, count: int, calls: int) -> list[list[float]]:
+        reply = self.ask({"cmd": "round", "samples": count, "number": {name: calls}})
+        return reply["samples"].get(name, [])
 
     def greet(self) -> dict:
         """Wait for the child's greeting, and check it imported ``kan`` from where it should."""
@@ -274,41 +283,6 @@ def started(sides: list[Side]) -> Iterator[list[Side]]:
             side.close()
 
 
-def measure(sides: list[Side], rounds: int, per_round: int, sample_s: float,
-            progress=None) -> dict[str, dict[str, list[list[float]]]]:
-    """Raw call times per side label and benchmark, in turns: {label: {name: [[seconds, ...], ...]}}.
-
-    The sides take turns benchmark by benchmark (A B, B A, A B, ...), so that the two sides'
-    turns at one benchmark are taken seconds apart at most. A turn is enough calls to last
-    about ``sample_s`` (at least MIN_CALLS, at most MAX_CALLS), the same number on both
-    sides, so that a sample made of a turn means the same thing on both.
-    """
-    estimates: dict[str, float] = {}
-    for side in sides:  # one at a time: a side's warm-up never competes with the other's
-        reply = side.ask({"cmd": "warmup"})
-        side.hello["cases"].update(reply.get("failed", {}))
-        for name, seconds in reply["per_call_s"].items():
-            estimates[name] = min(estimates.get(name, math.inf), seconds)
-    number = {name: min(MAX_CALLS, max(MIN_CALLS, math.ceil(sample_s / max(seconds, 1e-9))))
-              for name, seconds in estimates.items()}
-    turns = {side.label: {} for side in sides}
-    for r in range(rounds):
-        for i, (name, calls) in enumerate(number.items()):
-            for side in (sides if (r + i) % 2 == 0 else sides[::-1]):
-                got = side.ask({"cmd": "round", "samples": per_round, "number": {name: calls}})["samples"]
-                for got_name, values in got.items():
-                    turns[side.label].setdefault(got_name, []).extend(values)
-        if progress:
-            progress(r + 1, rounds)
-    return turns
-
-
-def samples_of(turns: dict[str, dict[str, list[list[float]]]], statistic=min) -> dict[str, dict[str, list[float]]]:
-    """One sample per turn: ``statistic`` of its calls."""
-    return {label: {name: [float(statistic(t)) for t in ts] for name, ts in by_name.items()}
-            for label, by_name in turns.items()}
-
-
 # --- verdicts --------------------------------------------------------------------------------
 
 
@@ -319,11 +293,11 @@ def judge_against_base(cases, head: Side, base: Side | None, samples, threshold,
     """One row per benchmark: the comparison, or why there is none ("new", "removed", ...)."""
     rows = []
     for case in cases:
-        row = case.to_dict()
-        hs, hreason = head.status(case.name)
-        bs, breason = base.status(case.name) if base else ("missing", "the base has no kan package")
-        h = samples.get("head", {}).get(case.name, [])
-        b = samples.get("base", {}).get(case.name, [])
+        row = suite.fields(case)
+        hs, hreason = head.status(suite.name(case))
+        bs, breason = base.status(suite.name(case)) if base else ("missing", "the base has no kan package")
+        h = samples.get("head", {}).get(suite.name(case), [])
+        b = samples.get("base", {}).get(suite.name(case), [])
         if hs == "ok" and bs == "ok":
             row.update(status=None, **stats.compare(h, b, threshold, alpha, paired=True).to_dict())
             row["status"] = row.pop("verdict")
@@ -347,22 +321,22 @@ def judge_against_baseline(cases, head: Side, samples, baseline: dict, threshold
     rows = []
     measured = samples.get("head", {})
     for case in cases:
-        row = case.to_dict()
-        hs, hreason = head.status(case.name)
-        reference_name = f"{gate_suite.BASELINE_MODEL}-{case.phase}"
-        h, ref = measured.get(case.name, []), measured.get(reference_name, [])
-        if case.model == gate_suite.BASELINE_MODEL:
+        row = suite.fields(case)
+        hs, hreason = head.status(suite.name(case))
+        reference_name = f"{suite.BASELINE_MODEL}-{case.phase}"
+        h, ref = measured.get(suite.name(case), []), measured.get(reference_name, [])
+        if case.model == suite.BASELINE_MODEL:
             row.update(status="reference" if hs == "ok" else "error", reason=hreason)
         elif hs in _HEAD_FAILED:
             row.update(status="error", reason=f"head: {hreason}", failed_side="head")
         elif hs == "missing":
-            row.update(status="removed" if case.name in ratios else "absent", reason=hreason)
-        elif case.name not in ratios:
+            row.update(status="removed" if suite.name(case) in ratios else "absent", reason=hreason)
+        elif suite.name(case) not in ratios:
             row.update(status="new", reason="not in the baseline file")
         elif not ref:
             row.update(status="error", reason=f"{reference_name} could not be measured", failed_side="head")
         else:
-            c = stats.compare_to_reference(h, ref, ratios[case.name], threshold, alpha,
+            c = stats.compare_to_reference(h, ref, ratios[suite.name(case)], threshold, alpha,
                                            paired=len(h) == len(ref))  # taken round by round
             row.update(**c.to_dict())
             row["status"] = row.pop("verdict")
@@ -428,9 +402,9 @@ def read_baseline(path: Path) -> dict:
         isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in ratios.values()
     ):
         raise GateError(f"baseline file {path} has no valid 'ratios' (benchmark -> positive number)")
-    if doc.get("settings") != gate_suite.settings():
+    if doc.get("settings") != suite.settings():
         raise GateError(f"baseline file {path} was recorded for {doc.get('settings')}, the suite is now "
-                        f"{gate_suite.settings()}; record it again with --write-baseline {path}")
+                        f"{suite.settings()}; record it again with --write-baseline {path}")
     return doc
 
 
@@ -439,18 +413,18 @@ def baseline_document(cases, head: Side, samples, threads: int) -> dict:
     measured = samples["head"]
     ratios = {}
     for case in cases:
-        reference = measured.get(f"{gate_suite.BASELINE_MODEL}-{case.phase}")
-        if case.model != gate_suite.BASELINE_MODEL and case.name in measured and reference:
-            mine = measured[case.name]
+        reference = measured.get(f"{suite.BASELINE_MODEL}-{case.phase}")
+        if case.model != suite.BASELINE_MODEL and suite.name(case) in measured and reference:
+            mine = measured[suite.name(case)]
             ratio = stats.paired_ratio(mine, reference) if len(mine) == len(reference) else \
                 stats.median_ratio(mine, reference)
-            ratios[case.name] = round(ratio, 4)
+            ratios[suite.name(case)] = round(ratio, 4)
     env = record.environment()
     return {
         "schema": SCHEMA,
-        "what": f"time of each gate benchmark over the time of '{gate_suite.BASELINE_MODEL}' "
+        "what": f"time of each gate benchmark over the time of '{suite.BASELINE_MODEL}' "
                 f"in the same phase, the median over the rounds of one run",
-        "settings": gate_suite.settings(),
+        "settings": suite.settings(),
         "recorded": {"commit": env["commit"].get("id"), "dirty": env["commit"].get("dirty"),
                      "machine": env["machine"], "cpu": env["cpu"], "torch": env["torch"]["version"],
                      "threads": threads, "time": env["time"]},
@@ -461,13 +435,9 @@ def baseline_document(cases, head: Side, samples, threads: int) -> dict:
 # --- the command line ------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        self.exit(EXIT_ERROR, f"gate: {message} (see --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
+        error_prefix="gate: ",
         prog="nox -s gate --",
         description="Speed gate: time the working tree against a base commit (or a baseline file) "
                     "on a small CPU suite and fail on a significant slowdown.",
@@ -484,14 +454,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-round", type=int, default=1, help="samples per turn (default %(default)s)")
     p.add_argument("--sample-time", type=float, default=0.05,
                    help="seconds one sample lasts at least (default %(default)s)")
-    p.add_argument("--clock", choices=gate_suite.CLOCKS, default="wall",
+    p.add_argument("--clock", choices=suite.CLOCKS, default="wall",
                    help="wall: elapsed time (the harness's timer); cpu: this process's CPU time, "
                         "steadier on a machine shared with other work (default %(default)s)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                    help="run both sides on the same core(s) (Linux; default: pinned)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in each side (default %(default)s)")
-    p.add_argument("--models", default=",".join(gate_suite.MODELS), help="comma-separated (default %(default)s)")
-    p.add_argument("--phases", default=",".join(gate_suite.PHASES), help="comma-separated (default %(default)s)")
+    p.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated (default %(default)s)")
+    p.add_argument("--phases", default=",".join(suite.PHASES), help="comma-separated (default %(default)s)")
     p.add_argument("--label", default="gate", help="label of the run folder (default %(default)s)")
     return p
 
@@ -506,9 +476,9 @@ def _check_args(args) -> None:
             raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.sample_time > 0:
         raise GateError(f"--sample-time must be positive, got {args.sample_time}")
-    bad = [p for p in args.phases.split(",") if p not in gate_suite.PHASES]
+    bad = [p for p in args.phases.split(",") if p not in suite.PHASES]
     if bad:
-        raise GateError(f"unknown phase(s) {', '.join(bad)}; valid phases: {', '.join(gate_suite.PHASES)}")
+        raise GateError(f"unknown phase(s) {', '.join(bad)}; valid phases: {', '.join(suite.PHASES)}")
 
 
 def _say(message: str) -> None:
@@ -555,10 +525,10 @@ def run(args) -> int:
         why = "this is a shallow clone" if is_shallow() else "it reaches before the first commit"
         _say(f"no base commit to compare with: {ref!r} names none ({why}); passing")
         return EXIT_PASS
-    if mode in ("baseline", "record") and gate_suite.BASELINE_MODEL not in models:
-        models.append(gate_suite.BASELINE_MODEL)
-    cases = gate_suite.suite(models, phases)
-    settings = {**gate_suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
+    if mode in ("baseline", "record") and suite.BASELINE_MODEL not in models:
+        models.append(suite.BASELINE_MODEL)
+    cases = suite.suite(models, phases)
+    settings = {**suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
                 "rounds": args.rounds, "samples_per_round": args.samples_per_round,
                 "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
                 "models": models, "phases": phases, "sample": "the fastest call of a turn",
@@ -590,8 +560,8 @@ def run(args) -> int:
             _say(f"timing the working tree {what}: {len(cases)} benchmarks, "
                  f"{args.rounds * args.samples_per_round} samples a side, "
                  f"{args.threads} thread(s){where}, {args.clock} clock")
-            turns = measure(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
-        samples = samples_of(turns)
+            turns = protocol.paired_turns(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
+        samples = protocol.fastest(turns)
 
         if mode == "record":
             doc = baseline_document(cases, head, samples, args.threads)
@@ -625,7 +595,8 @@ def run(args) -> int:
     finally:
         _drop_if_empty(run_folder)
     print(format_table(rows, baseline_mode=mode == "baseline"))
-    _say(f"{verdict.upper()}: {summary} ({doc['wall_s']:.0f} s; {path})")
+    _say(f"{verdict.upper()}: {summary} ({doc['wall_s']:.0f} s; {path.name})")
+    announce(run_folder)
     return status
 
 

@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 MODELS = ("kan", "kan-fast", "mlp")
 PHASES = ("forward", "train")
@@ -41,29 +41,26 @@ DTYPE = "float32"
 BASELINE_MODEL = "mlp"  # what a committed baseline's ratios are relative to
 
 
-@dataclass(frozen=True)
-class GateCase:
-    """One benchmark of the gate: a model and phase at the suite's shapes."""
+def suite(models=MODELS, phases=PHASES) -> list:
+    """The gate's cases (``benchmarks.core.case.Case``), model by model, at the suite's shapes.
 
-    model: str
-    phase: str  # "forward" or "train"
-    widths: tuple[int, ...] = WIDTHS
-    batch: int = BATCH
-    grid_size: int = GRID_SIZE
-    device: str = DEVICE
-    dtype: str = DTYPE
+    Every case carries the suite's grid size; a side drops it for a model without a grid
+    when it builds the case (``prepare``), since only that side's registry knows.
+    """
+    from benchmarks.core.case import Case
 
-    @property
-    def name(self) -> str:
-        return f"{self.model}-{self.phase}"
-
-    def to_dict(self) -> dict:
-        return {"benchmark": self.name, **asdict(self), "widths": list(self.widths)}
+    return [Case(m, p, DEVICE, DTYPE, WIDTHS, BATCH, GRID_SIZE) for m in models for p in phases]
 
 
-def suite(models=MODELS, phases=PHASES) -> list[GateCase]:
-    """The gate's cases, model by model."""
-    return [GateCase(m, p) for m in models for p in phases]
+def name(case) -> str:
+    """The gate's name of a case: ``kan-forward`` (model and phase; the shapes are the suite's)."""
+    return f"{case.model}-{case.phase}"
+
+
+def fields(case) -> dict:
+    """The case as JSON fields (the child's configuration, and the first columns of a verdict row)."""
+    return {"benchmark": name(case), "model": case.model, "phase": case.phase, "widths": list(case.widths),
+            "batch": case.batch, "grid_size": case.grid_size, "device": case.device, "dtype": case.dtype}
 
 
 def settings() -> dict:
@@ -76,31 +73,32 @@ def settings() -> dict:
 
 @dataclass
 class _Prepared:
-    case: GateCase
+    case: object  # benchmarks.core.case.Case
     status: str  # "ok", "missing" (the model does not exist on this side), "error", "nonfinite"
     reason: str = ""
-    step: object = field(default=None, repr=False)  # benchmarks.cases.Step
+    step: object = field(default=None, repr=False)  # benchmarks.core.case.Step
     first_call_s: float | None = None
     clock: object = field(default=None, repr=False)
 
 
-def prepare(case: GateCase, clock_kind: str = "wall") -> _Prepared:
+def prepare(case, clock_kind: str = "wall") -> _Prepared:
     """Build ``case`` with the harness's case builder on this side, and make its first, cold call.
 
     A model this side lacks (not registered, or its module absent) is "missing", which
     the gate reports as new or removed; any other failure is an "error".
     """
-    from benchmarks import cases, timer
+    import dataclasses
+
+    from benchmarks.core import case as cases, protocol
     from kan import zoo
 
     if case.model not in zoo.available():
         return _Prepared(case, "missing", f"no model {case.model!r} in this side's registry")
     try:
         grid = case.grid_size if cases.has_grid(case.model) else None
-        step = cases.make_step(cases.Case(case.model, case.phase, case.device, case.dtype,
-                                          case.widths, case.batch, grid))
+        step = cases.make_step(dataclasses.replace(case, grid_size=grid))
         timing = clock(clock_kind, case.device)
-        first = timer.first_call(step.fn, timing, setup=step.setup)
+        first = protocol.first_call(step.fn, timing, setup=step.setup)
     except cases.ModelUnavailable as e:
         return _Prepared(case, "missing", str(e))
     except Exception as e:
@@ -118,7 +116,7 @@ def clock(kind: str, device: str):
     """The clock a side times with: "wall" is the harness's device timer; "cpu" is the CPU time of
     this process (``time.process_time``), which leaves out the time other processes hold the
     cores, for a shared machine, and exists for the CPU device only."""
-    from benchmarks import timer
+    from benchmarks.core import timer
 
     if kind == "wall":
         return timer.DeviceTimer(device)
@@ -132,21 +130,21 @@ def clock(kind: str, device: str):
 def turn(prepared: _Prepared, calls: int) -> list[float]:
     """Seconds of each of ``calls`` calls, each timed alone after its untimed ``setup``
     (the protocol of the pytest-benchmark suites). The parent makes one sample of them."""
-    from benchmarks import timer
+    from benchmarks.core import protocol
 
     step = prepared.step
-    return timer.sample(step.fn, prepared.clock, rounds=calls, warmup_rounds=0, setup=step.setup)
+    return protocol.rounds(step.fn, prepared.clock, calls, warmup=0, setup=step.setup)
 
 
 def warmup(prepared: _Prepared, seconds: float = 0.3, max_calls: int = 50) -> float:
     """Run the case for about ``seconds`` (at least 3 calls); the median seconds per call."""
-    from benchmarks import timer
+    from benchmarks.core import protocol
 
     step = prepared.step
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(times) < max_calls and (len(times) < 3 or time.perf_counter() < deadline):
-        times += timer.sample(step.fn, prepared.clock, rounds=1, warmup_rounds=0, setup=step.setup)
+        times += protocol.rounds(step.fn, prepared.clock, 1, warmup=0, setup=step.setup)
     bad = step.nonfinite()
     if bad:
         raise FloatingPointError(bad)
@@ -168,7 +166,7 @@ def _drop_editable_finders() -> None:
 
 def serve(argv: list[str] | None = None) -> None:
     """The child's main loop. argv[0] is a JSON object:
-    {"cases": [GateCase fields], "threads": n, "clock": "wall" | "cpu", "warmup_s": s, "cpus": [ids] | null}."""
+    {"cases": [fields(case)], "threads": n, "clock": "wall" | "cpu", "warmup_s": s, "cpus": [ids] | null}."""
     config = json.loads((argv if argv is not None else sys.argv[1:])[0])
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything the models print goes to stderr, never into the channel
@@ -182,20 +180,23 @@ def serve(argv: list[str] | None = None) -> None:
         os.sched_setaffinity(0, config["cpus"])
     import torch
 
-    from benchmarks import timer
+    from benchmarks.core import timer
 
     timer.set_threads(int(config.get("threads") or 1))
     _drop_editable_finders()
     import kan
 
-    cases = [GateCase(**{**c, "widths": tuple(c["widths"])}) for c in config["cases"]]
+    from benchmarks.core.case import Case
+
+    cases = [Case(c["model"], c["phase"], c["device"], c["dtype"], tuple(c["widths"]), c["batch"], c["grid_size"])
+             for c in config["cases"]]
     try:
         from kan import zoo
     except ImportError as e:  # a commit from before the registry: nothing to time on this side
-        models, prepared = [], {c.name: _Prepared(c, "missing", f"no kan.zoo ({e})") for c in cases}
+        models, prepared = [], {name(c): _Prepared(c, "missing", f"no kan.zoo ({e})") for c in cases}
     else:
         clock_kind = config.get("clock", "wall")
-        models, prepared = list(zoo.available()), {c.name: prepare(c, clock_kind) for c in cases}
+        models, prepared = list(zoo.available()), {name(c): prepare(c, clock_kind) for c in cases}
     say({"hello": {
         "kan_file": getattr(kan, "__file__", None),
         "kan_modules": {n: getattr(m, "__file__", None) for n, m in sorted(sys.modules.items())

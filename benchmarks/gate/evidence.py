@@ -1,7 +1,7 @@
 """How well the speed gate tells a slowdown from noise, measured on this machine.
 
-    python -m benchmarks.gate_evidence --runs 10                    # A/A: nothing changed
-    python -m benchmarks.gate_evidence --runs 10 --slowdown 0.30    # the reference KAN's forward 30% slower
+    python -m benchmarks.gate.evidence --runs 10                    # A/A: nothing changed
+    python -m benchmarks.gate.evidence --runs 10 --slowdown 0.30    # the reference KAN's forward 30% slower
 
 Each run checks the committed HEAD out into a temporary worktree, copies this working
 tree's harness (``benchmarks/*.py``) over it, optionally makes the reference KAN's forward
@@ -24,11 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.core.cli import RUN_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SLOWDOWN = '''
 
-# --- injected by benchmarks/gate_evidence.py in a temporary worktree, never committed ---
+# --- injected by benchmarks/gate/evidence.py in a temporary worktree, never committed ---
 import time as _evidence_time
 
 _evidence_forward = KAN.forward
@@ -52,28 +54,29 @@ def one_run(slowdown: float, results: Path, gate_args: list[str], harness: Path)
     tree = scratch / "tree"
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], cwd=ROOT, check=True)
     try:
-        for source in harness.glob("*.py"):
-            shutil.copy2(source, tree / "benchmarks" / source.name)
+        shutil.copytree(harness, tree / "benchmarks", dirs_exist_ok=True)
         if slowdown:
             with open(tree / "kan" / "reference.py", "a") as f:
                 f.write(SLOWDOWN.format(slowdown=slowdown))
         start = time.perf_counter()
+        run_file = scratch / "run"
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.gate", "--base", "HEAD", *gate_args],
-            cwd=tree, env={**os.environ, "KAN_RESULTS": str(results)}, capture_output=True, text=True,
+            cwd=tree, env={**os.environ, "KAN_RESULTS": str(results), RUN_FILE: str(run_file)},
+            capture_output=True, text=True,
         )
         wall = time.perf_counter() - start
+        verdict = Path(run_file.read_text().strip()) / "gate.json" if run_file.exists() else None
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
         subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
-    found = sorted(results.glob("*/gate.json"), key=lambda p: p.stat().st_mtime)
-    doc = json.loads(found[-1].read_text()) if found and out.returncode in (0, 1) else {}
+    doc = json.loads(verdict.read_text()) if verdict is not None and verdict.exists() else {}
     return {"exit": out.returncode, "wall_s": wall, "doc": doc, "output": out.stdout + out.stderr}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gate_evidence", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gate.evidence", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--slowdown", type=float, default=0.0, help="extra share of the reference KAN's forward time")
     p.add_argument("--results", type=Path, default=None, help="where the gates' run folders go (default: a temp dir)")
@@ -84,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{label}: {args.runs} gates against HEAD, run folders in {results}", flush=True)
     harness = results / "harness"  # this working tree's harness as it is now, the same for every run
     harness.mkdir(parents=True, exist_ok=True)
-    for source in (ROOT / "benchmarks").glob("*.py"):
-        shutil.copy2(source, harness / source.name)
+    shutil.copytree(ROOT / "benchmarks", harness, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     failed = 0
     for i in range(args.runs):
         r = one_run(args.slowdown, results, args.gate_args, harness)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import record
-from benchmarks.cases import device_unavailable, dtype_unsupported
-from benchmarks.suites import SUITES, select
-from benchmarks.timer import DeviceTimer, set_threads
+from benchmarks.core import record
+from benchmarks.core.case import device_unavailable, dtype_unsupported
+from benchmarks.suite.suites import SUITES, select
+from benchmarks.core.timer import DeviceTimer, set_threads
 
 
 def pytest_addoption(parser):
@@ -67,7 +67,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def suite(request):
-    """The selected :class:`benchmarks.suites.Suite`."""
+    """The selected :class:`benchmarks.suite.suites.Suite`."""
     return request.config._kan_selection.suite
 
 

@@ -1,7 +1,7 @@
 """The bench suite: one pytest-benchmark test per case (model, phase, device, dtype, shapes).
 
 The cases come from the selected suite (see ``conftest.py`` and ``suites.py``); the work of
-one case is :func:`benchmarks.measure.measure`. Each finished case, whatever its status,
+one case is :func:`benchmarks.suite.measure.measure`. Each finished case, whatever its status,
 appends its row to the run's ``measurements.jsonl`` at once, so an interrupted run keeps
 what finished.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import record
-from benchmarks.cases import ModelUnavailable, zoo
-from benchmarks.measure import measure
+from benchmarks.core import record
+from benchmarks.core.case import ModelUnavailable, zoo
+from benchmarks.suite.measure import measure
 
 
 def _one_line(e: BaseException) -> str:

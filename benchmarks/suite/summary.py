@@ -1,16 +1,7 @@
-"""The tidy table of a bench run (``benchmarks.csv``) and its printed summary.
+"""The printed summary of a bench run: model x phase, median and ratio to the MLP, per workload.
 
-:func:`tidy` turns the run's measurement rows (``measurements.jsonl``, one per finished
-case) into one row per measurement with the columns of ``record.BENCH_COLUMNS`` and the
-derived figures:
-
-- ``throughput`` = batch / median_s (samples per second);
-- ``gflops`` = flops / median_s / 1e9, with ``flops`` the analytic count of the timed work;
-- ``x_mlp`` = median_s / the median of the width-matched ``mlp`` on the same device, dtype,
-  phase, widths and batch in this run; ``x_mlp_param`` likewise against ``mlp-param``,
-  whose grid size must match too (its widths follow the KAN's parameter count).
-
-Only rows whose status is "ok" carry times and the figures derived from them.
+It reads the tidy table that :func:`benchmarks.core.record.bench_table` built (the derived
+figures are computed there, once).
 """
 
 from __future__ import annotations
@@ -18,48 +9,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-
-from benchmarks.record import BENCH_COLUMNS
-
-MATCH = ["machine", "device", "dtype", "phase", "widths", "batch"]
-BASELINES = (("x_mlp", "mlp", False), ("x_mlp_param", "mlp-param", True))
-TIME_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds", "throughput", "gflops"]
-INTEGER_COLUMNS = ["batch", "grid_size", "rounds", "flops", "param_bytes", "saved_bytes", "peak_bytes",
-                   "threads", "parameters"]
-FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s"]
-
-
-def tidy(rows: list[dict]) -> pd.DataFrame:
-    """The tidy table (BENCH_COLUMNS, in order) of measurement rows, with derived figures."""
-    frame = pd.DataFrame(list(rows))
-    for column in BENCH_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = math.nan
-    frame = frame[BENCH_COLUMNS].copy()
-    for column in INTEGER_COLUMNS + FLOAT_COLUMNS:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    ok = frame["status"] == "ok"
-    frame.loc[~ok, TIME_COLUMNS] = math.nan
-    frame["throughput"] = (frame["batch"] / frame["median_s"]).where(ok)
-    frame["gflops"] = (frame["flops"] / frame["median_s"] / 1e9).where(ok)
-    frame = mlp_ratios(frame)
-    for column in INTEGER_COLUMNS:  # whole numbers stay whole in the CSV, empty where unknown
-        frame[column] = frame[column].round().astype("Int64")
-    return frame
-
-
-def mlp_ratios(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fill ``x_mlp`` and ``x_mlp_param``: each ok row's median over its baseline MLP's median."""
-    ok = frame["status"] == "ok"
-    for column, baseline, by_grid in BASELINES:
-        keys = MATCH + (["grid_size"] if by_grid else [])
-        base = frame[ok & (frame["model"] == baseline)]
-        base = base.groupby(keys, dropna=False)["median_s"].median().rename("_baseline").reset_index()
-        merged = frame[keys].merge(base, on=keys, how="left")
-        ratio = frame["median_s"].to_numpy() / merged["_baseline"].to_numpy()
-        frame[column] = ratio
-        frame.loc[~ok, column] = math.nan
-    return frame
 
 
 def format_seconds(s: float) -> str:

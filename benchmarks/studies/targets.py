@@ -1,6 +1,6 @@
-"""``python -m benchmarks.fast_kan_targets``: the fast B-spline KAN against its acceptance targets.
+"""``python -m benchmarks.studies.targets``: the fast B-spline KAN against its acceptance targets.
 
-    python -m benchmarks.fast_kan_targets [--repeats 15] [--threads N] [--device cpu|cuda]
+    python -m benchmarks.studies.targets [--repeats 15] [--threads N] [--device cpu|cuda]
                                           [--grids 5,50] [--batch 1024] [--quick --widths 6,5,3]
 
 One run, float32, widths [784, 64, 10], batch 1024, measures ``kan-fast`` (``kan.zoo``)
@@ -20,15 +20,15 @@ A "x faster" ratio is other's median / kan-fast's median; an "at most" ratio is 
 figure / other's. A target on the faster peer needs both peers measured; with one missing
 it says "not measured" and notes the ratio to the other.
 
-Phases: ``forward+backward`` is the forward, then ``(out * g).sum().backward()`` with a
-fixed random ``g`` (batch, out): gradients of the parameters (the input needs none),
-timed together; ``forward`` is one forward pass with autograd recording, as in training.
+Phases are the core's (:mod:`benchmarks.core.case`): ``forward+backward`` is the forward,
+the loss and its backward, timed together (gradients of the parameters; the input needs
+none); ``forward`` is one forward pass with autograd recording, as in training.
 Every grid measures the forward+backward of kan-fast and the peers; a grid that a target
 names adds that target's other rows (grid 5: the reference, the forward against the
 dense floor, the saved bytes).
 
-How it times (benchmarks/timer.py): the candidates of one phase and grid take turns,
-call by call (A B C A B C ...), so that the machine's noise falls on all alike; an untimed
+How it times (:func:`benchmarks.core.protocol.turns`): the candidates of one phase and
+grid take turns, call by call (A B C A B C ...), so that the machine's noise falls on all alike; an untimed
 setup (gradients set to None, a device wait) precedes every call, and the clock waits
 for the device before its stop reading. Each candidate's first call is timed apart
 (``first_call_s``: kan-fast and the peers compile kernels with ``torch.compile`` there;
@@ -37,7 +37,7 @@ warmer, and Inductor's on-disk cache makes a second run's first calls shorter), 
 warm-up calls, then ``--repeats`` timed calls: the median and IQR of those. NaN or inf
 in an output or gradient makes the row ``nonfinite``, never a timing.
 
-The run folder (``results/<run-id>/``, or under ``$KAN_RESULTS``; benchmarks/record.py):
+The run folder (``results/<run-id>/``, or under ``$KAN_RESULTS``; :mod:`benchmarks.core.record`):
 ``environment.json``; ``fast_targets.jsonl``, one line per finished row as it ends, so
 Ctrl-C keeps what finished (exit 130); ``fast_targets.csv``, the rows (ROW_COLUMNS, raw
 samples in seconds as a JSON list in ``samples_s``); ``fast_targets_verdicts.csv``,
@@ -58,6 +58,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from benchmarks.core.case import Case, make_batch, make_step, zoo
+from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints
+from benchmarks.core.protocol import Candidate, turns
 
 FORWARD_BACKWARD = "forward+backward"
 FORWARD = "forward"
@@ -160,12 +164,12 @@ def peer_version(name: str) -> str | None:
 
 
 def build_model(name: str, widths: tuple[int, ...], grid_size: int, device: str) -> torch.nn.Module:
-    """``name`` (a registered model or a peer) in float32 on ``device``, in training mode."""
-    if name in PEERS:
+    """``name`` (a registered model, a peer or the dense floor) in float32 on ``device``, in training mode."""
+    if name == DENSE_FLOOR:
+        model = DenseFloor(*dense_floor_case(widths, 1, grid_size, device).widths)
+    elif name in PEERS:
         model = peer_class(name)(list(widths), grid_size=grid_size)
     else:
-        from benchmarks.cases import zoo  # the registry on first use: a third-party `kan` may shadow ours
-
         try:
             model = zoo().build(name, widths, grid_size=grid_size)
         except Exception as e:  # kan/ broken or mid-edit: this row fails, the others run
@@ -175,130 +179,38 @@ def build_model(name: str, widths: tuple[int, ...], grid_size: int, device: str)
 
 # --- the timed calls ------------------------------------------------------------------------
 
-@dataclass
-class Candidate:
-    """One row being measured: ``setup()`` untimed, then ``fn()`` timed, then ``nonfinite()``.
+class DenseFloor(torch.nn.Module):
+    """One ``torch.mm`` at the operand sizes of the first layer's combined spline + base product:
+    x (batch, in * (coeff + 1)), the bases and silu(x), by (in * (coeff + 1), hidden), the spline
+    and base weights. Its weights need no gradient: it stands for the forward's floor only."""
 
-    ``nonfinite()`` returns one line naming NaN or inf in what the last call produced, or None.
-    """
+    def __init__(self, columns: int, hidden: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(columns, hidden), requires_grad=False)
 
-    model: str
-    phase: str
-    grid_size: int
-    setup: Callable[[], None] | None = None
-    fn: Callable[[], None] | None = None
-    nonfinite: Callable[[], str | None] | None = None
-    status: str = "ok"
-    reason: str = ""
-    first_call_s: float = math.nan
-    samples: list[float] = field(default_factory=list)  # seconds per timed call
-
-    def fail(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
-        self.samples = []
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x, self.weight)  # (batch, hidden)
 
 
-def _first_bad(named: list[tuple[str, torch.Tensor | None]]) -> str | None:
-    for what, t in named:
-        if t is not None and not bool(torch.isfinite(t.detach()).all()):
-            return f"NaN or inf in the {what}"
-    return None
-
-
-def forward_backward_candidate(model, inputs, cotangent, name, grid_size, device) -> Candidate:
-    """Forward, then ``(out * cotangent).sum().backward()``; inputs (batch, in), cotangent (batch, out)."""
-    from benchmarks.timer import synchronize
-
-    state: dict = {}
-
-    def setup() -> None:
-        state.clear()
-        model.zero_grad(set_to_none=True)
-        synchronize(device)
-
-    def fn() -> None:
-        state["output"] = out = model(inputs)  # (batch, out)
-        (out * cotangent).sum().backward()
-
-    def nonfinite() -> str | None:
-        grads = [(f"gradient of {n}", p.grad) for n, p in model.named_parameters()]
-        return _first_bad([("output", state.get("output"))] + grads)
-
-    return Candidate(name, FORWARD_BACKWARD, grid_size, setup, fn, nonfinite)
-
-
-def forward_candidate(model, inputs, name, grid_size, device) -> Candidate:
-    """One forward pass with autograd recording; inputs (batch, in)."""
-    from benchmarks.timer import synchronize
-
-    state: dict = {}
-
-    def setup() -> None:
-        state.clear()  # the last output and its graph are freed here, untimed
-        synchronize(device)
-
-    def fn() -> None:
-        state["output"] = model(inputs)  # (batch, out)
-
-    return Candidate(name, FORWARD, grid_size, setup, fn, lambda: _first_bad([("output", state.get("output"))]))
-
-
-def dense_floor_candidate(widths, batch, grid_size, device) -> Candidate:
-    """``torch.mm`` at the operand sizes of the first layer's combined spline + base product."""
-    from benchmarks.timer import synchronize
-
+def dense_floor_case(widths, batch, grid_size, device) -> Case:
     columns = widths[0] * (grid_size + SPLINE_ORDER + 1)
-    a = torch.randn(batch, columns, device=device)  # (batch, in * (coeff + 1)): bases and silu(x)
-    b = torch.randn(columns, widths[1], device=device)  # (in * (coeff + 1), hidden): spline and base weights
-    state: dict = {}
-
-    def setup() -> None:
-        state.clear()
-        synchronize(device)
-
-    def fn() -> None:
-        state["output"] = torch.mm(a, b)  # (batch, hidden)
-
-    return Candidate(DENSE_FLOOR, FORWARD, grid_size, setup, fn,
-                     lambda: _first_bad([("output", state.get("output"))]))
+    return Case(DENSE_FLOOR, FORWARD, device, DTYPE, (columns, widths[1]), batch, grid_size)
 
 
-def time_interleaved(candidates: list[Candidate], timer, repeats: int, warmup: int) -> None:
-    """First call, ``warmup`` untimed calls, then ``repeats`` timed calls of each, taking turns.
-
-    A candidate that raises or gives NaN/inf leaves the rotation with status "error" or
-    "nonfinite"; the others go on.
-    """
-
-    def call(c: Candidate, timed: bool) -> None:
-        try:
-            c.setup()
-            start = timer()
-            c.fn()
-            seconds = timer() - start
-            bad = c.nonfinite()
-        except Exception as e:
-            c.fail("error", f"{type(e).__name__}: {_line(e)}")
-            return
-        if bad:
-            c.fail("nonfinite", bad)
-        elif timed:
-            c.samples.append(seconds)
-        elif math.isnan(c.first_call_s):
-            c.first_call_s = seconds
-
-    live = [c for c in candidates if c.status == "ok"]
-    for c in live:
-        call(c, timed=False)
-    for i in range(warmup + repeats):
-        for c in live:
-            if c.status == "ok":
-                call(c, timed=i >= warmup)
+def candidate(name: str, phase: str, model, s: Settings, grid_size: int) -> Candidate:
+    """``name`` in ``phase``, as the core's step of that phase (``model``: built, or Unavailable)."""
+    if isinstance(model, Unavailable):
+        return Candidate(name, status=model.status, reason=model.reason)
+    if name == DENSE_FLOOR:
+        case = dense_floor_case(s.widths, s.batch, grid_size, s.device)
+    else:
+        case = Case(name, phase, s.device, DTYPE, s.widths, s.batch, grid_size)
+    return Candidate(name, make_step(case, model=model))
 
 
 def saved_bytes(model: torch.nn.Module, inputs: torch.Tensor) -> int:
     """Bytes autograd keeps for backward after one forward, the parameters' storages left out."""
-    from benchmarks.memory import saved_tensor_bytes
+    from benchmarks.core.memory import saved_tensor_bytes
 
     model.zero_grad(set_to_none=True)
     return saved_tensor_bytes(lambda: model(inputs), exclude=list(model.parameters()))
@@ -333,35 +245,21 @@ class Settings:
 def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[dict], None]) -> None:
     """Measure every row of ``grid_size`` and ``emit`` each as it finishes."""
     plan = models_at(grid_size)
-    torch.manual_seed(0)
-    inputs = torch.rand(s.batch, s.widths[0], device=s.device) * 2 - 1  # (batch, in): the grid's range
-    cotangent = torch.randn(s.batch, s.widths[-1], device=s.device)  # (batch, out)
     models: dict[str, torch.nn.Module | Unavailable] = {}
     for name in dict.fromkeys(plan[FORWARD_BACKWARD] + plan[FORWARD] + plan[SAVED]):
-        if name == DENSE_FLOOR:
-            continue
         try:
             torch.manual_seed(0)
             models[name] = build_model(name, s.widths, grid_size, s.device)
         except Unavailable as e:
             models[name] = e
 
-    def candidate(name: str, phase: str) -> Candidate:
-        if name == DENSE_FLOOR:
-            return dense_floor_candidate(s.widths, s.batch, grid_size, s.device)
-        model = models[name]
-        if isinstance(model, Unavailable):
-            return Candidate(name, phase, grid_size, status=model.status, reason=model.reason)
-        if phase == FORWARD_BACKWARD:
-            return forward_backward_candidate(model, inputs, cotangent, name, grid_size, s.device)
-        return forward_candidate(model, inputs, name, grid_size, s.device)
-
     for phase in (FORWARD_BACKWARD, FORWARD):
         if plan[phase]:
-            group = [candidate(name, phase) for name in plan[phase]]
-            time_interleaved(group, timer, s.repeats, s.warmup)
+            group = [candidate(name, phase, models[name], s, grid_size) for name in plan[phase]]
+            turns(group, timer, s.repeats, s.warmup)
             for c in group:
-                emit(timing_row(c, s))
+                emit(timing_row(c, phase, grid_size, s))
+    inputs, _ = make_batch(Case(FAST, FORWARD, s.device, DTYPE, s.widths, s.batch, grid_size))
     for name in plan[SAVED]:
         model = models[name]
         row = {**context(s), "model": name, "phase": SAVED, "grid_size": grid_size}
@@ -376,14 +274,14 @@ def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[dict], None
 
 
 def context(s: Settings) -> dict:
-    from benchmarks.cases import widths_label
+    from benchmarks.core.case import widths_label
 
     return {"widths": widths_label(s.widths), "batch": s.batch, "device": s.device, "dtype": DTYPE,
             "threads": s.threads}
 
 
-def timing_row(c: Candidate, s: Settings) -> dict:
-    row = {**context(s), "model": c.model, "phase": c.phase, "grid_size": c.grid_size,
+def timing_row(c: Candidate, phase: str, grid_size: int, s: Settings) -> dict:
+    row = {**context(s), "model": c.name, "phase": phase, "grid_size": grid_size,
            "status": c.status, "reason": c.reason}
     if not math.isnan(c.first_call_s):
         row["first_call_s"] = c.first_call_s
@@ -444,7 +342,7 @@ def verdict(target: Target, rows: list[dict], grids: tuple[int, ...]) -> dict:
             return out
     out["ratio"] = _ratio(target, fast, other)
     if target.phase != SAVED:
-        from benchmarks.stats import bootstrap_ratio_ci
+        from benchmarks.core.stats import bootstrap_ratio_ci
 
         num, den = (other, fast) if target.direction == ">=" else (fast, other)
         out["ci_low"], out["ci_high"] = bootstrap_ratio_ci(num["samples_s"], den["samples_s"])
@@ -521,14 +419,9 @@ def format_verdicts(verdicts: list[dict]) -> str:
 
 # --- the command ----------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m benchmarks.fast_kan_targets",
+    p = Parser(
+        prog="python -m benchmarks.studies.targets",
         description="Measure kan-fast against its acceptance targets (the reference KAN, flashkan, inkan, "
         "a dense matrix product) in one run, and keep it in a new folder under results/ (or $KAN_RESULTS).",
         epilog="targets:\n" + "\n".join(f"  grid {t.grid_size:<3} {t.name} {t.describe()}" for t in TARGETS),
@@ -550,20 +443,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"{what} must be positive integers separated by commas, got {text!r}")
-    return values
-
-
 def settings(args) -> Settings:
     """The run's settings from the parsed arguments; ``ValueError`` with one line when one is bad."""
-    from benchmarks.cases import device_unavailable
-    from benchmarks.timer import set_threads
+    from benchmarks.core.case import device_unavailable
+    from benchmarks.core.timer import set_threads
 
     if args.repeats < MIN_REPEATS:
         raise ValueError(f"--repeats must be at least {MIN_REPEATS} (a median of fewer calls is too noisy "
@@ -577,14 +460,14 @@ def settings(args) -> Settings:
     absent = device_unavailable(args.device)
     if absent:
         raise ValueError(f"device {args.device!r} was asked for but {absent}")
-    grids = tuple(dict.fromkeys(_positive_ints(args.grids, "--grids")))
+    grids = tuple(dict.fromkeys(positive_ints(args.grids, "--grids")))
     if args.batch < 1:
         raise ValueError(f"--batch must be a positive integer, got {args.batch}")
     widths = WIDTHS
     if args.widths is not None:
         if not args.quick:
             raise ValueError("--widths needs --quick: the targets are defined on widths 784,64,10")
-        widths = _positive_ints(args.widths, "--widths")
+        widths = positive_ints(args.widths, "--widths")
         if len(widths) < 2:
             raise ValueError(f"--widths needs at least two widths (input first), got {args.widths!r}")
     threads = set_threads(args.threads)
@@ -602,9 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from benchmarks import record
-    from benchmarks.__main__ import busy_warning
-    from benchmarks.timer import DeviceTimer
+    from benchmarks.core import record
+    from benchmarks.core.timer import DeviceTimer
 
     run = record.new_run("fast-targets-quick" if args.quick else "fast-targets")
     warning = busy_warning(run.environment().get("load_average"), run.environment().get("cpu_count"))
@@ -616,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": {name: peer_version(name) for name in PEERS},
         "targets": [t.__dict__ for t in TARGETS],
     })
-    print(f"fast_kan_targets: widths {'x'.join(map(str, s.widths))}, batch {s.batch}, grids "
+    print(f"targets: widths {'x'.join(map(str, s.widths))}, batch {s.batch}, grids "
           f"{','.join(map(str, s.grids))}, {s.repeats} repeats, {s.device}, {s.threads} threads; "
           f"run folder {run.path}", flush=True)
 
@@ -660,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         print(warning)
     if interrupted:
         print(f"interrupted: kept the {len(rows)} finished rows")
-    print(f"measured in {wall:.1f} s; run folder: {run.path}")
+    print(f"measured in {wall:.1f} s")
+    announce(run)
     if interrupted:
         return 130
     return 1 if any(r["status"] in ("error", "nonfinite") for r in rows) else 0

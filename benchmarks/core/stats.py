@@ -3,7 +3,7 @@
 Everything that compares two sets of raw timing samples (the speed gate, the report's
 run-to-run comparison) goes through :func:`compare`, so that one rule judges them all:
 
-    >>> from benchmarks import stats
+    >>> from benchmarks.core import stats
     >>> c = stats.compare(head_samples, base_samples, threshold=1.15, alpha=0.01)
     >>> c.ratio, c.ci_low, c.ci_high, c.p_slower, c.verdict
     (1.31, 1.24, 1.38, 1.2e-08, 'regression')

@@ -7,7 +7,7 @@ samples and writes its own JSON.
 
 Order of work for one case:
 
-1. build the model and inputs (:func:`benchmarks.cases.make_step`); parameter bytes and the
+1. build the model and inputs (:func:`benchmarks.core.case.make_step`); parameter bytes and the
    bytes autograd saves for backward are counted on an untimed forward;
 2. time the first, cold call on its own (``first_call_s``); a NaN or inf in what it
    produced ends the measurement as ``nonfinite``, untimed;
@@ -18,10 +18,11 @@ Order of work for one case:
 
 from __future__ import annotations
 
-from benchmarks import memory
-from benchmarks.cases import Case, Step, make_step, phase_flops, zoo
-from benchmarks.suites import Suite
-from benchmarks.timer import DeviceTimer, first_call, set_threads
+from benchmarks.core import memory
+from benchmarks.core.case import Case, Step, make_step, phase_flops, zoo
+from benchmarks.suite.suites import Suite
+from benchmarks.core.protocol import first_call
+from benchmarks.core.timer import DeviceTimer, set_threads
 
 
 def _forward_flops(case: Case) -> int | None:
@@ -37,7 +38,7 @@ def measure(benchmark, case: Case, suite: Suite, row: dict, step: Step | None = 
     """Measure ``case`` with the pytest-benchmark fixture ``benchmark``, filling ``row``.
 
     ``row["status"]`` ends "ok" or "nonfinite" (with ``row["reason"]``); exceptions
-    (including :class:`benchmarks.cases.ModelUnavailable`) propagate to the caller.
+    (including :class:`benchmarks.core.case.ModelUnavailable`) propagate to the caller.
     ``step``: a prepared step to time instead of building one (tests pass odd models).
     """
     step = step if step is not None else make_step(case)

@@ -1,0 +1,14 @@
+"""The measuring core: one description of a case, one clock, one set of protocols, one record.
+
+    case       Case (model, phase, device, dtype, widths, batch, grid) and make_step: the model,
+               data and the timed step of each phase; the one loss and optimizer of every phase
+    timer      DeviceTimer: a host clock that waits for CUDA/MPS before its stop reading
+    protocol   first_call and rounds (one candidate), turns (candidates side by side),
+               paired_turns (two processes, the gate)
+    memory     parameter bytes, bytes saved for backward, device peak memory
+    record     the run folder: every file a run writes, read and written here only
+    stats      medians, intervals and the one rule for "slower" and "faster"
+    cli        argument parsing with one-line errors; announcing the run folder a command wrote
+
+It imports no model at import time and nothing from the commands built on it.
+"""

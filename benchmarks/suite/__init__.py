@@ -1,0 +1,1 @@
+"""The bench suites: pytest-benchmark tests over the core's cases (``python -m benchmarks``)."""

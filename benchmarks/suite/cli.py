@@ -1,0 +1,127 @@
+"""``python -m benchmarks``: run a bench suite into a new run folder and print a summary.
+
+    python -m benchmarks [--suite smoke|quick|full] [--model NAME ...] [--device cpu|cuda|mps ...]
+                         [--dtype float32|bfloat16 ...] [--threads N] [--label TEXT] [-- PYTEST-ARGS]
+
+1. check the arguments (a bad value: one line naming it and the valid ones, exit 2);
+2. create the run folder (``record.new_run``: environment.json);
+3. run pytest on ``benchmarks/suite/test_bench.py``: pytest-benchmark writes ``benchmark.json``,
+   each finished case appends its row to ``measurements.jsonl``;
+4. build the tidy table ``benchmarks.csv`` from the rows, print the summary and the folder.
+
+Ctrl-C stops the suite; what finished is kept and tabled, and the exit status is 130.
+Otherwise the exit status is pytest's: 1 when a case failed (an error, or NaN/inf output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def _model_list() -> str:
+    try:
+        from benchmarks.core.case import zoo
+
+        return "\n".join(f"  {name:15} {text}" for name, text in zoo().available().items())
+    except ImportError as e:
+        return f"  (the model registry cannot be imported: {e})"
+
+
+def parser() -> argparse.ArgumentParser:
+    from benchmarks.core.case import DTYPES
+    from benchmarks.core.cli import Parser
+    from benchmarks.suite.suites import SUITES
+    from benchmarks.core.timer import DEVICE_TYPES
+
+    p = Parser(
+        prog="python -m benchmarks",
+        description="Time every registered model (forward, backward, training step) on every device "
+        "present, and keep the run in a new folder under results/ (or $KAN_RESULTS).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="suites:\n" + "\n".join(f"  {s.name:15} {s.description}" for s in SUITES.values())
+        + "\n\nmodels:\n" + _model_list()
+        + "\n\nLists take commas or repeats: --model kan,mlp --model rbf-kan. "
+        "Arguments after -- go to pytest, e.g. -- -k forward -x",
+    )
+    p.add_argument("--suite", default="quick", metavar="NAME",
+                   help=f"one of {', '.join(SUITES)} (default: quick)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME",
+                   help="registered model(s) to time (default: all, MLP baselines included)")
+    p.add_argument("--device", action="append", default=[], metavar="NAME",
+                   help=f"one or more of {', '.join(DEVICE_TYPES)} (default: every one present)")
+    p.add_argument("--dtype", action="append", default=[], metavar="NAME",
+                   help=f"one or more of {', '.join(DTYPES)} (default: the suite's)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch intra-op threads (default: torch's choice); recorded in the run")
+    p.add_argument("--label", default=None, help="appended to the run folder's name")
+    p.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
+    return p
+
+
+def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
+    """The pytest command line for ``selection`` writing into ``run``."""
+    args = [
+        str(HERE / "test_bench.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-q",
+        f"--bench-suite={selection.suite.name}", f"--bench-run={run.path}",
+        f"--benchmark-json={run.benchmark_json}",
+        "--benchmark-columns=median,iqr,min,rounds", "--benchmark-sort=name",
+    ]
+    args += [f"--bench-model={m}" for m in selection.models]
+    if selection.explicit_devices:
+        args += [f"--bench-device={d}" for d in selection.devices]
+    args += [f"--bench-dtype={d}" for d in selection.dtypes or ()]
+    return args + list(extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from benchmarks.core import record
+    from benchmarks.core.cli import announce, busy_warning
+    from benchmarks.core.timer import set_threads
+    from benchmarks.suite import suites, summary
+
+    try:
+        selection = suites.select(args.suite, args.model, args.device, args.dtype)
+        threads = set_threads(args.threads)
+    except (ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    import pytest
+
+    run = record.new_run(args.label)
+    warning = busy_warning(run.environment().get("load_average"), os.cpu_count())
+    if warning:
+        print(warning, flush=True)
+    cases = selection.cases()
+    absent = sum(1 for c in cases if c.device not in selection.present_devices())
+    skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
+    print(f"bench: suite {selection.suite.name}, {len(cases)} cases{skipped}, {threads} threads; "
+          f"run folder {run.path}", flush=True)
+    code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
+    interrupted = code == pytest.ExitCode.INTERRUPTED
+
+    frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))
+    path = run.write_table("benchmarks", frame)
+    print()
+    print(summary.summary(frame))
+    print()
+    if warning:
+        print(warning)
+    if interrupted:
+        print(f"interrupted: kept the {len(frame)} finished measurements")
+    print(f"tidy table {path.name}, pytest-benchmark JSON {run.benchmark_json.name}, environment.json")
+    announce(run)
+    if interrupted:
+        return 130
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
