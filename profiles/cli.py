@@ -25,29 +25,59 @@ or NaN/inf in its output); 2 bad arguments; 3 a requested profiler could not run
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from profiles import attribution
 from profiles.scenario import PHASES, Scenario, count_arg, expand, positive_int, widths_arg
 
-PROFILERS = ["cprofile", "py-spy", "torch"]
+@dataclass(frozen=True)
+class Profiler:
+    """One profiler: how it runs, and (through the record's PROFILE_FILES) the files it writes."""
+
+    name: str
+    how: str  # what the help and README say about how it runs
+    profile: str | None  # "module:function" run in-process per scenario; None: py-spy's child (below)
+
+    @property
+    def files(self) -> list[str]:
+        from benchmarks.core.record import profile_files
+
+        return profile_files(self.name)
+
+    def function(self):
+        module, function = self.profile.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+# The profilers, in the order they run. Adding one is a row here, its files in
+# benchmarks.core.record.PROFILE_FILES, and a module whose profile(scenario, *paths, top)
+# returns seconds per part.
+PROFILER_TABLE = [
+    Profiler("cprofile", "in-process, switched on around the measured steps only", "profiles.cprof:profile"),
+    Profiler("torch", "in-process, the models' record_function regions on", "profiles.torch_trace:profile"),
+    Profiler("py-spy", "py-spy record --idle [--native] -- python -m profiles.scenario ..., one child per "
+             "model and device", None),
+]
+PROFILERS = [p.name for p in PROFILER_TABLE]
 OK, SCENARIO_FAILED, USAGE, PROFILER_UNAVAILABLE = 0, 1, 2, 3
 EXIT_STATUS = ("exit status: 0 every requested profile ran; 1 a scenario failed; 2 bad arguments; "
                "3 a requested profiler could not run here (py-spy missing or not permitted), the others ran")
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the usage block
-        self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
+def parser() -> argparse.ArgumentParser:
+    from benchmarks.core.cli import Parser
 
-
-def parser() -> Parser:
-    p = Parser(prog="python -m profiles", epilog=EXIT_STATUS,
+    table = "\n".join(f"  {p.name:9} {', '.join(p.files)}: {p.how}" for p in PROFILER_TABLE)
+    p = Parser(prog="python -m profiles", epilog=f"profilers (files per scenario under profiles/):\n{table}\n\n"
+               + EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
+               error_prefix="python -m profiles: error: ",
                description="Profile models x devices x phases with cProfile, py-spy and torch.profiler, "
                            "and attribute their time to basis, matmul, autograd, optimizer, transfer, "
                            "python and other.")
@@ -151,27 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         basis = seconds.get("basis", 0.0) / sum(seconds.values())
         print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   basis {basis:6.1%}")
 
+    in_process = [p for p in PROFILER_TABLE if p.name in args.profiler and p.profile is not None]
     for s in todo:
-        for profiler in ("cprofile", "torch"):
-            if profiler not in args.profiler:
-                continue
+        for profiler in in_process:
             started = time.perf_counter()
+            made = [out / f"{s.stem}{suffix}" for suffix in profiler.files]
             try:
-                if profiler == "cprofile":
-                    from profiles import cprof
-
-                    made = [out / f"{s.stem}.pstats", out / f"{s.stem}.cprofile.txt"]
-                    seconds = cprof.profile(s, *made, top=args.top)
-                else:
-                    from profiles import torch_trace
-
-                    made = [out / f"{s.stem}.trace.json", out / f"{s.stem}.torch.txt"]
-                    seconds = torch_trace.profile(s, *made, top=args.top)
+                seconds = profiler.function()(s, *made, top=args.top)
             except Exception as e:  # one line per failed scenario; the others still run
-                failures.append(f"{s.stem} ({profiler}): {type(e).__name__}: {e}")
-                print(f"  {profiler:8} {s.stem:40} failed: {type(e).__name__}: {e}")
+                failures.append(f"{s.stem} ({profiler.name}): {type(e).__name__}: {e}")
+                print(f"  {profiler.name:8} {s.stem:40} failed: {type(e).__name__}: {e}")
                 continue
-            note(s, profiler, seconds, made, time.perf_counter() - started)
+            note(s, profiler.name, seconds, made, time.perf_counter() - started)
 
     if "py-spy" in args.profiler:
         profile_with_pyspy(todo, args, out, note, failures, unavailable, notes)
@@ -204,6 +225,7 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
     """One py-spy child per model and device, running all its phases; split per scenario."""
     import tempfile
 
+    from benchmarks.core.record import profile_files
     from profiles import flamegraph, pyspy
 
     groups: dict[tuple[str, str], list[Scenario]] = defaultdict(list)
@@ -243,7 +265,7 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
                 failures.append(f"{s.stem} (py-spy): no samples in the measured steps "
                                 f"(raise --steps or --rate)")
                 continue
-            made = [out / f"{s.stem}.speedscope.json", out / f"{s.stem}.flamegraph.svg"]
+            made = [out / f"{s.stem}{suffix}" for suffix in profile_files("py-spy")]  # speedscope, flamegraph
             pyspy.write_speedscope(mine, made[0], f"{s.stem} (py-spy)")
             flamegraph.write(mine, made[1], f"{s.stem} (py-spy)")
             note(s, "py-spy", pyspy.attribute(mine), made, took / len(group))

@@ -1,20 +1,22 @@
-"""What is profiled: a model, a device and a phase, run for a few steps.
+"""What is profiled: a case of the measuring core, run for a few steps under a profiler.
 
     python -m profiles.scenario --model kan --device cpu --phase train loop --steps 5
 
 runs the scenarios with no profiler attached; it is the child that ``py-spy record``
 samples. cProfile and torch.profiler call :func:`run` in-process.
 
-Phases (each step builds nothing new; the model, optimizer and data are made once):
+A scenario is a :class:`benchmarks.core.case.Case` (model, phase, device, shapes) and how
+it is profiled: steps, warm-up, synchronisation, threads. Its step is the core's own
+(:func:`benchmarks.core.case.make_step`), the same loss and optimizer as the bench:
 
     forward    model(x), autograd recording as in training        x: (batch, in) on the device
     backward   loss.backward() alone; the forward runs in the untimed setup of each step
-    train      zero_grad, forward, cross-entropy loss, backward, AdamW step
-    loop       the train step as a real loop runs it: inputs and labels live on the host
+    train      zero_grad, forward, loss, backward, optimizer step
+    loop       the train step as a real loop runs it: inputs and targets live on the host
                and move with ``.to(device)`` each step, and the loss is logged with
                ``.item()``; run twice, as it is and synchronized (below)
 
-Synchronized: after each phase of a step the device is synchronized, in functions
+Synchronized: after each part of a step the device is synchronized, in functions
 named for the part whose queued work it waits for (``wait_for_transfer``,
 ``wait_for_basis`` after each basis evaluation, ``wait_for_forward``,
 ``wait_for_autograd``, ``wait_for_optimizer``), so a host-side profiler charges the
@@ -25,8 +27,8 @@ computation.
 
 Only the measured steps count: each runs inside :func:`measured`, which cProfile
 enables itself around, torch.profiler sees as a ``profiles.measured`` range and py-spy
-finds on the sampled stacks. Warm-up steps and the backward phase's forward setup
-stay outside it.
+finds on the sampled stacks (then the step function of its phase: ``forward_step``,
+``loop_step``, ...). Warm-up steps and the backward phase's forward setup stay outside it.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ import argparse
 import contextlib
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
+from benchmarks.core.case import Case, Step, make_batch, make_step
+from benchmarks.core.case import train_step as case_train_step
+from benchmarks.core.timer import synchronize
 from profiles.attribution import BASIS_FUNCTIONS
 
 PHASES = ["forward", "backward", "train", "loop"]
@@ -45,21 +50,31 @@ MEASURED = "profiles.measured"  # torch.profiler label of a measured step
 
 @dataclass(frozen=True)
 class Scenario:
-    model: str
-    device: str
-    phase: str
-    widths: tuple[int, ...] = (784, 64, 10)
-    batch: int = 1024
+    """A case of the measuring core (``train`` for the loop) and how it is profiled."""
+
+    case: Case
+    loop: bool = False  # the training step as a loop runs it (host data, a logged loss)
     steps: int = 5
     warmup: int = 1
     synchronized: bool = True
     threads: int | None = None  # torch's intra-op threads; None leaves torch's default
-    seed: int = 0
+
+    @property
+    def model(self) -> str:
+        return self.case.model
+
+    @property
+    def device(self) -> str:
+        return self.case.device
+
+    @property
+    def phase(self) -> str:
+        return "loop" if self.loop else self.case.phase
 
     @property
     def scenario(self) -> str:
         """"loop" for the training loop with host data, "step" for a phase run on device data."""
-        return "loop" if self.phase == "loop" else "step"
+        return "loop" if self.loop else "step"
 
     @property
     def key(self) -> dict[str, object]:
@@ -71,40 +86,37 @@ class Scenario:
     def stem(self) -> str:
         """The file name stem of this scenario's profiles: ``kan-cpu-loop-synchronized``."""
         name = f"{self.model}-{self.device}-{self.phase}"
-        if self.phase == "loop" and self.synchronized:
+        if self.loop and self.synchronized:
             name += "-synchronized"
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
     @property
     def step_function(self) -> Callable[..., None]:
-        if self.phase == "loop":
+        if self.loop:
             return synchronized_loop_step if self.synchronized else loop_step
         return STEPS[self.phase]
 
 
-def expand(models: Sequence[str], devices: Sequence[str], phases: Sequence[str], **settings) -> list[Scenario]:
-    """Every scenario for models x devices x phases; "loop" gives two, as it is and synchronized."""
+def expand(models: Sequence[str], devices: Sequence[str], phases: Sequence[str],
+           widths: Sequence[int] = (784, 64, 10), batch: int = 1024, **settings) -> list[Scenario]:
+    """Every scenario for models x devices x phases; "loop" gives two, as it is and synchronized.
+
+    The models are built with their registry defaults (grid size included); ``settings``
+    are the Scenario's (steps, warmup, threads).
+    """
     out = []
     for model in models:
         for device in devices:
             for phase in phases:
-                for synchronized in ((False, True) if phase == "loop" else (True,)):
-                    out.append(Scenario(model, device, phase, synchronized=synchronized, **settings))
+                loop = phase == "loop"
+                case = Case(model, "train" if loop else phase, device, "float32", tuple(widths), batch,
+                            grid_size=None)
+                for synchronized in ((False, True) if loop else (True,)):
+                    out.append(Scenario(case, loop, synchronized=synchronized, **settings))
     return out
 
 
 # Device waits, one function per part so that every profiler names what was waited for.
-
-def synchronize(device: str) -> None:
-    """Wait until the work queued on ``device`` has run (nothing to wait for on the CPU)."""
-    import torch
-
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.synchronize(device)
-    elif kind == "mps":
-        torch.mps.synchronize()
-
 
 def _label(name: str) -> ContextManager:
     from kan.regions import region  # a torch.profiler range only while the models' regions are on
@@ -138,51 +150,45 @@ def wait_for_optimizer(device: str) -> None:
         synchronize(device)
 
 
+WAITS = {"transfer": wait_for_transfer, "forward": wait_for_forward, "backward": wait_for_autograd,
+         "optimizer": wait_for_optimizer}
+LABELS = {"backward": "profiles.backward"}  # torch.profiler ranges around a part, synchronized or not
+
+
 @dataclass
 class Workload:
-    """What a scenario's steps work on, made once: model, optimizer and data."""
+    """What a scenario's steps work on, made once: the core's step, and the loop's host batches."""
 
     scenario: Scenario
-    model: object
-    optimizer: object
-    x: object  # (batch, in) on the device
-    y: object  # (batch,) class labels on the device
-    host_batches: list = field(default_factory=list)  # [(x, y)] on the host, for the loop
+    step: Step
+    host_batches: list = field(default_factory=list)  # [(inputs, targets)] on the host, for the loop
     logged: list = field(default_factory=list)  # the loop's logged losses (floats)
-    last: object = None  # the last output or loss, checked for NaN/inf after the run
     steps_done: int = 0
 
     @property
     def device(self) -> str:
         return self.scenario.device
 
-    def wait(self, for_part: Callable[[str], None]) -> None:
-        if self.scenario.synchronized:
-            for_part(self.device)
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """The context of one part of a step: its label, and a device wait at its end when synchronized."""
+        with _label(LABELS[name]) if name in LABELS else contextlib.nullcontext():
+            yield
+            if self.scenario.synchronized:
+                WAITS[name](self.device)
 
 
 def prepare(s: Scenario) -> Workload:
-    """Build the model by name, its optimizer and the data, on the scenario's device."""
+    """Build the scenario's case with the core's step builder, on the scenario's device."""
     import torch
 
-    from kan import zoo
-
-    torch.manual_seed(s.seed)
-    model = zoo.build(s.model, list(s.widths)).to(s.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    inputs, classes = s.widths[0], s.widths[-1]
-
-    def batch() -> tuple:
-        x = torch.rand(s.batch, inputs) * 2 - 1  # (batch, in), inside the default grid range
-        y = torch.randint(0, classes, (s.batch,))  # (batch,)
-        return x, y
-
-    x, y = batch()
-    w = Workload(s, model, optimizer, x.to(s.device), y.to(s.device))
-    if s.phase == "loop":
-        w.host_batches = [batch() for _ in range(4)]
+    w = Workload(s, step=None)  # the step's parts call back into w
+    w.step = make_step(s.case, part=w.part)
+    if s.loop:
+        generator = torch.Generator().manual_seed(s.case.seed)
+        w.host_batches = [make_batch(s.case, device="cpu", generator=generator) for _ in range(4)]
     if s.synchronized:
-        _wait_after_basis(model, s.device)
+        _wait_after_basis(w.step.model, s.device)
     return w
 
 
@@ -204,79 +210,44 @@ def _waiting(basis: Callable, device: str) -> Callable:
 
 
 # The steps. Each is a module-level function with its own name, which py-spy uses to
-# tell the phases apart in one sampled process.
+# tell the phases apart in one sampled process; each runs the core's step.
 
-def _forward_loss(w: Workload, x, y):
-    import torch.nn.functional as F
-
-    out = w.model(x)  # (batch, out)
-    loss = F.cross_entropy(out, y)
-    w.wait(wait_for_forward)
-    return loss
+def forward_step(w: Workload) -> None:
+    w.step.fn()
 
 
-def _backward(w: Workload, loss) -> None:
-    with _label("profiles.backward"):
-        loss.backward()
-    w.wait(wait_for_autograd)
+def backward_step(w: Workload) -> None:
+    w.step.fn()
 
 
-def _train(w: Workload, x, y):
-    w.optimizer.zero_grad(set_to_none=True)
-    loss = _forward_loss(w, x, y)
-    _backward(w, loss)
-    w.optimizer.step()
-    w.wait(wait_for_optimizer)
-    return loss
-
-
-def forward_step(w: Workload, state=None) -> None:
-    w.last = w.model(w.x)
-    w.wait(wait_for_forward)
-
-
-def backward_setup(w: Workload):
-    """The untimed part of a backward step: fresh gradients and a forward to differentiate."""
-    w.optimizer.zero_grad(set_to_none=True)
-    loss = _forward_loss(w, w.x, w.y)
-    synchronize(w.device)
-    return loss
-
-
-def backward_step(w: Workload, loss) -> None:
-    _backward(w, loss)
-    w.last = loss
-
-
-def train_step(w: Workload, state=None) -> None:
-    w.last = _train(w, w.x, w.y)
+def train_step(w: Workload) -> None:
+    w.step.fn()
 
 
 def _loop(w: Workload) -> None:
-    xb, yb = w.host_batches[w.steps_done % len(w.host_batches)]
-    x, y = xb.to(w.device), yb.to(w.device)  # as a data loader's batch is moved
-    w.wait(wait_for_transfer)
-    loss = _train(w, x, y)
-    w.logged.append(loss.item())  # as a loop logs its loss
-    w.last = loss
+    s = w.step
+    host_inputs, host_targets = w.host_batches[w.steps_done % len(w.host_batches)]
+    with w.part("transfer"):
+        inputs, targets = host_inputs.to(w.device), host_targets.to(w.device)  # as a data loader's batch is moved
+    s.state["loss"] = value = case_train_step(s.model, s.optimizer, inputs, targets, w.part)
+    w.logged.append(value.item())  # as a loop logs its loss
 
 
-def loop_step(w: Workload, state=None) -> None:
+def loop_step(w: Workload) -> None:
     _loop(w)
 
 
-def synchronized_loop_step(w: Workload, state=None) -> None:
+def synchronized_loop_step(w: Workload) -> None:
     _loop(w)
 
 
 STEPS = {"forward": forward_step, "backward": backward_step, "train": train_step}
 STEP_NAMES = ("forward_step", "backward_step", "train_step", "loop_step", "synchronized_loop_step")
-SETUPS = {"backward": backward_setup}
 
 
-def measured(step: Callable, w: Workload, state) -> None:
+def measured(step: Callable, w: Workload) -> None:
     """One measured step; the profilers count only what runs inside this frame."""
-    step(w, state)
+    step(w)
 
 
 class NonFinite(RuntimeError):
@@ -292,20 +263,22 @@ def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcont
         torch.set_num_threads(s.threads)
     try:
         w = prepare(s)
-        step, setup = s.step_function, SETUPS.get(s.phase, lambda w: None)
+        step = s.step_function
         for _ in range(s.warmup):
-            step(w, setup(w))
+            w.step.setup()
+            step(w)
             w.steps_done += 1
         synchronize(s.device)
         for _ in range(s.steps):
-            state = setup(w)
+            w.step.setup()
             with section():
-                measured(step, w, state)
+                measured(step, w)
             w.steps_done += 1
     finally:
         torch.set_num_threads(threads)
-    if w.last is not None and not bool(torch.isfinite(w.last).all()):
-        raise NonFinite(f"{s.model} on {s.device}, {s.phase}: NaN or inf in the output")
+    bad = w.step.nonfinite()
+    if bad:
+        raise NonFinite(f"{s.model} on {s.device}, {s.phase}: {bad}")
     return w
 
 

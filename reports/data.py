@@ -228,12 +228,11 @@ def _truth(v: Any) -> bool | None:
 
 
 # Profile files by what opens them; the first matching suffix names the kind and ends the stem.
-PROFILE_KINDS = [
-    (".flamegraph.svg", "flamegraph"), (".speedscope.json", "speedscope"), (".pt.trace.json", "chrome trace"),
-    (".trace.json", "chrome trace"), (".pstats", "cProfile stats"), (".prof", "cProfile stats"),
-    (".cprofile.txt", "top functions"), (".torch.txt", "torch.profiler table"), (".svg", "flamegraph"),
-    (".txt", "text"),
+# The record's PROFILE_FILES first, then files that other tools name their profiles by.
+PROFILE_KINDS = [(suffix, kind) for suffix, (_, kind) in record.PROFILE_FILES.items()] + [
+    (".pt.trace.json", "chrome trace"), (".prof", "cProfile stats"), (".svg", "flamegraph"), (".txt", "text"),
 ]
+PROFILE_KINDS.sort(key=lambda pair: -len(pair[0]))  # the longest suffix that matches wins
 
 
 def profile_kind(name: str) -> tuple[str, str]:

@@ -24,13 +24,16 @@ the training step :func:`optimizer` (Adam, learning rate 1e-3). Every ``setup`` 
 waiting for the device, so a timed call starts on an idle device. Inputs are uniform in
 [-1, 1] (the B-spline KANs' default grid range).
 
-A profiler that must see where each part's device work ends passes ``after``: a function
-called with the name of the part just queued (``"forward"``, ``"backward"``,
-``"optimizer"``), which can wait for the device there. The timed steps pass none.
+A profiler that must see each part of a step passes ``part``: a function that takes a
+part's name (``"forward"``, ``"backward"``, ``"optimizer"``) and returns a context
+manager the step runs that part's work in; the profiles label the part there and, to
+charge an asynchronous device's work to the part that queued it, wait for the device at
+its end. The timed steps pass none (a shared do-nothing context).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -63,18 +66,23 @@ def optimizer(parameters) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=LEARNING_RATE)
 
 
-def train_step(model, opt, inputs, targets, after=None) -> torch.Tensor:
+_NO_PART = contextlib.nullcontext()
+
+
+def no_part(name: str) -> contextlib.AbstractContextManager:
+    """The ``part`` of a timed step: nothing around any part."""
+    return _NO_PART
+
+
+def train_step(model, opt, inputs, targets, part=no_part) -> torch.Tensor:
     """One training step: zero_grad, forward, loss, backward, optimizer step; returns the loss."""
     opt.zero_grad(set_to_none=True)
-    value = loss(model(inputs), targets)
-    if after:
-        after("forward")
-    value.backward()
-    if after:
-        after("backward")
-    opt.step()
-    if after:
-        after("optimizer")
+    with part("forward"):
+        value = loss(model(inputs), targets)
+    with part("backward"):
+        value.backward()
+    with part("optimizer"):
+        opt.step()
     return value
 
 
@@ -261,10 +269,10 @@ def make_batch(case: Case, device=None, generator: torch.Generator | None = None
 
 
 def make_step(case: Case, model: torch.nn.Module | None = None,
-              after: Callable[[str], None] | None = None) -> Step:
+              part: Callable[[str], contextlib.AbstractContextManager] = no_part) -> Step:
     """Build ``case``: its model (``model`` when given, else from the registry), data and step.
 
-    ``after``: called with the part just queued (see the module docstring); None when timing.
+    ``part``: the context of each part of the step (see the module docstring).
     """
     torch.manual_seed(case.seed)
     if model is None:
@@ -276,11 +284,9 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
     opt = None
 
     def forward_loss() -> torch.Tensor:
-        state["output"] = out = model(inputs)  # (batch, out)
-        value = loss(out, targets)
-        if after:
-            after("forward")
-        return value
+        with part("forward"):
+            state["output"] = out = model(inputs)  # (batch, out)
+            return loss(out, targets)
 
     def fresh() -> None:
         state.clear()  # the last output and its graph are freed here, untimed
@@ -293,9 +299,8 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
             synchronize(device)
 
         def fn() -> None:
-            state["output"] = model(inputs)  # (batch, out)
-            if after:
-                after("forward")
+            with part("forward"):
+                state["output"] = model(inputs)  # (batch, out)
 
     elif case.phase == "backward":
 
@@ -305,9 +310,8 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
             synchronize(device)
 
         def fn() -> None:
-            state["loss"].backward()
-            if after:
-                after("backward")
+            with part("backward"):
+                state["loss"].backward()
 
     elif case.phase == "forward+backward":
 
@@ -317,9 +321,8 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
 
         def fn() -> None:
             state["loss"] = value = forward_loss()
-            value.backward()
-            if after:
-                after("backward")
+            with part("backward"):
+                value.backward()
 
     else:
         opt = optimizer(model.parameters())
@@ -329,7 +332,7 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
             synchronize(device)
 
         def fn() -> None:
-            state["loss"] = train_step(model, opt, inputs, targets, after)
+            state["loss"] = train_step(model, opt, inputs, targets, part)
 
     return Step(case, model, inputs, targets, setup, fn, state, opt)
 

@@ -78,6 +78,21 @@ _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "wi
 
 PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
 
+# The files a profiler writes per scenario under profiles/, by suffix: (profiler, what it is).
+PROFILE_FILES = {
+    ".pstats": ("cprofile", "cProfile stats"),
+    ".cprofile.txt": ("cprofile", "top functions"),
+    ".speedscope.json": ("py-spy", "speedscope"),
+    ".flamegraph.svg": ("py-spy", "flamegraph"),
+    ".trace.json": ("torch", "chrome trace"),
+    ".torch.txt": ("torch", "torch.profiler table"),
+}
+
+
+def profile_files(profiler: str) -> list[str]:
+    """The suffixes of the files ``profiler`` writes per scenario."""
+    return [suffix for suffix, (name, _) in PROFILE_FILES.items() if name == profiler]
+
 
 def bench_table(rows: list[dict]):
     """The tidy table of a bench run (BENCH_COLUMNS, in order) from its measurement rows.
