@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         run = record.open_run(args.run) if args.run else record.new_run("profile")
-    except FileNotFoundError as e:
+    except (FileNotFoundError, record.RunFolderError) as e:
         p.error(str(e))
     out = run.profiles_dir
     settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,

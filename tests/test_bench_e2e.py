@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmarks.core import record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +63,10 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert "test_case[kan-forward-cpu-float32-2x5x1-b64-g5]" in compare.stdout
 
 
-def test_ctrl_c_keeps_what_finished(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_run_keeps_what_finished(tmp_path, stop):
+    """Ctrl-C, or SIGTERM as CI and batch systems stop jobs: the finished cases are kept and tabled."""
     proc = _bench(tmp_path, "--suite", "quick", "--model", "mlp,kan", "--device", "cpu", "--threads", "1")
     deadline = time.monotonic() + 240
     rows = []
@@ -72,7 +77,7 @@ def test_ctrl_c_keeps_what_finished(tmp_path):
             break
         time.sleep(0.2)
     assert len(rows) >= 2, "no measurement finished in time"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "interrupted: kept the" in out

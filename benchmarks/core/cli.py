@@ -10,8 +10,12 @@ of listing ``results/`` before and after, which picks up a neighbour's run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
+from typing import Iterator
 
 USAGE_ERROR = 2
 RUN_FILE = "KAN_RUN_FILE"  # where a caller asks for the path of the run folder a command writes
@@ -46,6 +50,24 @@ def busy_warning(load: list[float] | None, cores: int | None) -> str | None:
         return None
     return (f"warning: load average {load[0]:.1f} on {cores} cores before the run: other processes compete "
             "for the CPU, so CPU timings are noisy (multi-threaded ones most; --threads 1 helps)")
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (how CI and batch systems stop a job) as Ctrl-C while the block runs, so a
+    command stopped that way keeps and tables what finished, as it does on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def announce(run) -> Path:

@@ -1,21 +1,26 @@
 """The run record: one folder per run, and the one module that reads and writes it.
 
-Every stage (bench, profile, quality, gate, report) writes into a run folder and
-reads other stages' results through this module only:
+Every command (bench, profile, gate, the studies, quality) writes into a run folder, and
+every reader (the report, the nox sessions, the gate's comparisons) reads through this
+module only; every file's name and columns are declared here:
 
     results/<run-id>/
-        environment.json      what changes numbers: versions, devices, CPU, threads, commit
+        environment.json      what changes numbers: versions, devices, CPU, threads, load, commit
         benchmark.json        pytest-benchmark's own JSON (raw samples kept), valid for
                               `pytest-benchmark compare`
-        benchmarks.csv        the tidy table: one row per measurement (BENCH_COLUMNS)
-        measurements.jsonl    one JSON line per finished bench case, appended as each ends, so
-                              that an interrupted run keeps what finished; the table is built from it
+        measurements.jsonl    one JSON line per finished bench case, appended and fsynced as
+                              each ends, so that an interrupted run keeps what finished
+        benchmarks.csv        the tidy table built from it (BENCH_COLUMNS; bench_table computes
+                              the derived figures, once)
         attribution.csv       share of time per part, per profiler (ATTRIBUTION_COLUMNS)
         profile.json          what the profile stage ran: settings, each profiler's outcome,
                               the files under profiles/ per scenario
-        quality.csv           accuracy per model and task
-        gate.json             the speed gate's verdict
-        profiles/             .pstats, speedscope, flamegraph SVG, chrome traces
+        profiles/             per scenario, the files of PROFILE_FILES (.pstats, speedscope,
+                              flamegraph SVG, chrome trace, top-N tables)
+        gate.json             the speed gate's verdict (rows of GATE_COLUMNS, raw samples)
+        fast_targets.csv, fast_targets_verdicts.csv, fast_targets.json, fast_targets.jsonl
+                              kan-fast's target study (TABLES)
+        fast_crossover.csv    kan-fast's contraction crossover study (TABLES)
         report.html           the rendered page
 
 A run id is ``<UTC time>-<short commit>`` (plus ``-<label>`` when given), created
@@ -63,6 +68,39 @@ ATTRIBUTION_COLUMNS = [
 ]
 
 MEASUREMENTS = "measurements.jsonl"  # the bench stage's rows, one JSON object per finished case
+
+# One row per benchmark of gate.json's "benchmarks" list.
+GATE_COLUMNS = [
+    "benchmark", "model", "phase", "status", "ratio", "ci_low", "ci_high", "p_slower", "p_faster",
+    "median_base", "median_head", "n_base", "n_head", "calls_per_sample", "test", "reason", "failed_side",
+]
+
+# kan-fast's target study (benchmarks.studies.targets): fast_targets.csv, its verdicts, and
+# the contraction crossover study (benchmarks.studies.crossover): fast_crossover.csv.
+TARGETS, TARGET_VERDICTS, CROSSOVER = "fast_targets", "fast_targets_verdicts", "fast_crossover"
+
+# Every CSV table of a run folder (name without .csv) and its columns, in order.
+TABLES = {
+    "benchmarks": BENCH_COLUMNS,
+    "attribution": ATTRIBUTION_COLUMNS,
+    TARGETS: [
+        "model", "phase", "grid_size", "widths", "batch", "device", "dtype", "threads",
+        "status",  # "ok", "not installed", "error", "nonfinite"
+        "median_s", "iqr_s", "first_call_s", "rounds",
+        "saved_bytes",  # phase "saved for backward" only
+        "reason",  # one line where status is not "ok"
+        "samples_s",  # the timed calls, in order, as a JSON list
+    ],
+    TARGET_VERDICTS: [
+        "target", "phase", "grid_size", "other",
+        "ratio",  # other / kan-fast for "x faster" (">="), kan-fast / other for "at most" ("<=")
+        "ci_low", "ci_high",  # 95% bootstrap interval of the ratio of medians (timings only)
+        "bound", "direction", "verdict",  # "PASS", "MISS" or "not measured"
+        "note",
+    ],
+    CROSSOVER: ["backend", "grid_size", "coeff", "dense_ms", "gather_ms", "threads", "widths", "batch"],
+}
+_WHOLE_COLUMNS = {"batch", "grid_size", "rounds", "saved_bytes", "threads", "coeff"}  # empty where unknown
 
 # Bench rows are matched to their MLP baselines on these; the parameter-matched MLP's grid
 # size must match too (its widths follow the KAN's parameter count).
@@ -179,7 +217,7 @@ def commit_info(cwd: Path | None = None) -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD", cwd=cwd)
     if commit is None:
         return {"id": None, "dirty": None, "branch": None}
-    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd) or ""
+    status = _git("status", "--porcelain", cwd=cwd) or ""  # untracked files count: they can be imported
     return {
         "id": commit,
         "short": commit[:9],
@@ -308,6 +346,18 @@ class Run:
         tmp.replace(path)
         return path
 
+    def write_rows(self, name: str, rows: list[dict]) -> Path:
+        """Write the table ``name`` (one of TABLES) from ``rows``: its columns in order, a missing
+        value empty, a list or dict as JSON, whole-number columns without a decimal point."""
+        import pandas as pd
+
+        columns = TABLES[name]
+        frame = pd.DataFrame([{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+                              for r in rows], columns=columns)
+        for column in _WHOLE_COLUMNS.intersection(columns):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
+        return self.write_table(name, frame)
+
     def read_table(self, name: str):
         import pandas as pd
 
@@ -329,6 +379,7 @@ class Run:
             return bench_table(self.read_jsonl(MEASUREMENTS))
         frame = _conform(self.read_table("benchmarks"))
         frame["machine"] = frame["machine"].fillna(self.environment().get("machine") or self.name)
+        frame["status"] = frame["status"].fillna("ok")  # a table without statuses holds timings only
         return mlp_ratios(frame, only_missing=True)
 
     def has_bench(self) -> bool:
@@ -371,9 +422,25 @@ class Run:
 _RUN_ID = re.compile(r"^\d{8}T\d{6}")
 
 
+class RunFolderError(Exception):
+    """A run folder cannot be made where asked (told in one line, naming the folder)."""
+
+
 def new_run(label: str | None = None, root: Path | None = None) -> Run:
-    """Create a fresh run folder (never an existing one) and write its environment.json."""
+    """Create a fresh run folder (never an existing one) and write its environment.json.
+
+    :class:`RunFolderError` where the results folder cannot be written.
+    """
     root = Path(root) if root is not None else results_root()
+    try:
+        return _new_run(label, root)
+    except OSError as e:
+        raise RunFolderError(
+            f"cannot write a run folder under {root}/ ({e.strerror or e}); choose another with $KAN_RESULTS"
+        ) from None
+
+
+def _new_run(label: str | None, root: Path) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     commit = (commit_info().get("short") or "nogit")

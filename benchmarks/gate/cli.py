@@ -56,17 +56,15 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 from benchmarks.core import protocol, record, stats
-from benchmarks.core.cli import Parser, announce
+from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -75,10 +73,7 @@ EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 SCHEMA = 1
 
 
-ROW_COLUMNS = [
-    "benchmark", "model", "phase", "status", "ratio", "ci_low", "ci_high", "p_slower", "p_faster",
-    "median_base", "median_head", "n_base", "n_head", "calls_per_sample", "test", "reason", "failed_side",
-]
+ROW_COLUMNS = record.GATE_COLUMNS
 
 
 class GateError(Exception):
@@ -600,25 +595,17 @@ def run(args) -> int:
     return status
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # so that a terminated gate still removes its worktree and children
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
-        return run(args)
-    except GateError as e:
+        with terminate_as_interrupt():  # a terminated gate still removes its worktree and children
+            return run(args)
+    except (GateError, record.RunFolderError) as e:
         print(f"gate: {e}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("gate: interrupted", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

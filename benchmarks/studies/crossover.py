@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     if "native" in backends and not kan.native.available():
         print(f"note: the C++ kernels are unavailable ({kan.native.error()}); measuring the torch backend only")
         backends = tuple(b for b in backends if b != "native")
-    run = record.new_run("fast-crossover")
+    try:
+        run = record.new_run("fast-crossover")
+    except record.RunFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"crossover: widths {'x'.join(map(str, widths))}, batch {args.batch}, {threads} threads, "
           f"{args.repeats} repeats; run folder {run.path}", flush=True)
     timer = DeviceTimer("cpu")
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             faster = "gather" if row["gather_ms"] < row["dense_ms"] else "dense"
             print(f"  {backend:<6} grid {grid:<3} coeff {row['coeff']:<3} dense {row['dense_ms']:8.2f} ms  "
                   f"gather {row['gather_ms']:8.2f} ms  faster: {faster}", flush=True)
-    run.write_table("fast_crossover", pd.DataFrame(rows))
+    run.write_rows(record.CROSSOVER, rows)
     print()
     for backend in backends:
         found = crossover(rows, backend)

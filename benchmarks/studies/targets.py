@@ -39,9 +39,9 @@ in an output or gradient makes the row ``nonfinite``, never a timing.
 
 The run folder (``results/<run-id>/``, or under ``$KAN_RESULTS``; :mod:`benchmarks.core.record`):
 ``environment.json``; ``fast_targets.jsonl``, one line per finished row as it ends, so
-Ctrl-C keeps what finished (exit 130); ``fast_targets.csv``, the rows (ROW_COLUMNS, raw
+Ctrl-C keeps what finished (exit 130); ``fast_targets.csv``, the rows (``record.TABLES``, raw
 samples in seconds as a JSON list in ``samples_s``); ``fast_targets_verdicts.csv``,
-one row per target (VERDICT_COLUMNS); ``fast_targets.json``, the settings and peers'
+one row per target; ``fast_targets.json``, the settings and peers'
 versions. Bad input: one line and exit 2.
 """
 
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from benchmarks.core.case import Case, make_batch, make_step, zoo
-from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints
+from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
 from benchmarks.core.protocol import Candidate, turns
 
 FORWARD_BACKWARD = "forward+backward"
@@ -86,25 +86,6 @@ MIN_REPEATS = 10
 WARMUP = 3  # untimed calls after the first call (1 with --quick)
 DEVICES = ("cpu", "cuda")
 DTYPE = "float32"
-
-# Columns of fast_targets.csv. Times are seconds, memory bytes.
-ROW_COLUMNS = [
-    "model", "phase", "grid_size", "widths", "batch", "device", "dtype", "threads",
-    "status",  # "ok", "not installed", "error", "nonfinite"
-    "median_s", "iqr_s", "first_call_s", "rounds",
-    "saved_bytes",  # phase "saved for backward" only
-    "reason",  # one line where status is not "ok"
-    "samples_s",  # the timed calls, in order, as a JSON list
-]
-# Columns of fast_targets_verdicts.csv.
-VERDICT_COLUMNS = [
-    "target", "phase", "grid_size", "other",
-    "ratio",  # other / kan-fast for "x faster" (">="), kan-fast / other for "at most" ("<=")
-    "ci_low", "ci_high",  # 95% bootstrap interval of the ratio of medians (timings only)
-    "bound", "direction", "verdict",  # "PASS", "MISS" or "not measured"
-    "note",
-]
-
 
 @dataclass(frozen=True)
 class Target:
@@ -358,20 +339,6 @@ def _ratio(target: Target, fast: dict, other: dict) -> float:
 
 # --- tables ---------------------------------------------------------------------------------
 
-def rows_frame(rows: list[dict]):
-    import pandas as pd
-
-    frame = pd.DataFrame([{**r, "samples_s": json.dumps(r["samples_s"]) if "samples_s" in r else ""}
-                          for r in rows])
-    for column in ROW_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = math.nan
-    frame = frame[ROW_COLUMNS].copy()
-    for column in ("rounds", "saved_bytes", "grid_size", "batch", "threads"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
-    return frame
-
-
 def _ms(seconds) -> str:
     return "" if seconds is None or _nan(seconds) else f"{seconds * 1e3:.2f}"
 
@@ -488,11 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.core import record
     from benchmarks.core.timer import DeviceTimer
 
-    run = record.new_run("fast-targets-quick" if args.quick else "fast-targets")
+    try:
+        run = record.new_run("fast-targets-quick" if args.quick else "fast-targets")
+    except record.RunFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     warning = busy_warning(run.environment().get("load_average"), run.environment().get("cpu_count"))
     if warning:
         print(warning, flush=True)
-    run.write_json("fast_targets.json", {
+    run.write_json(record.TARGETS + ".json", {
         "widths": list(s.widths), "batch": s.batch, "grids": list(s.grids), "repeats": s.repeats,
         "warmup": s.warmup, "device": s.device, "dtype": DTYPE, "threads": s.threads, "quick": args.quick,
         "peers": {name: peer_version(name) for name in PEERS},
@@ -506,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def emit(row: dict) -> None:
         rows.append(row)
-        run.append_jsonl("fast_targets.jsonl", row)
+        run.append_jsonl(record.TARGETS + ".jsonl", row)
         if row["status"] != "ok":
             shown = row["status"]
         elif row["phase"] == SAVED:
@@ -519,17 +490,16 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         timer = DeviceTimer(s.device)
-        for grid_size in s.grids:
-            measure_grid(grid_size, s, timer, emit)
+        with terminate_as_interrupt():
+            for grid_size in s.grids:
+                measure_grid(grid_size, s, timer, emit)
     except KeyboardInterrupt:
         interrupted = True
     wall = time.perf_counter() - started
 
     verdicts = [verdict(t, rows, s.grids) for t in TARGETS]
-    run.write_table("fast_targets", rows_frame(rows))
-    import pandas as pd
-
-    run.write_table("fast_targets_verdicts", pd.DataFrame(verdicts, columns=VERDICT_COLUMNS))
+    run.write_rows(record.TARGETS, rows)
+    run.write_rows(record.TARGET_VERDICTS, verdicts)
     print()
     print(format_rows(rows))
     print()

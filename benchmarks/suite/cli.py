@@ -9,7 +9,7 @@
    each finished case appends its row to ``measurements.jsonl``;
 4. build the tidy table ``benchmarks.csv`` from the rows, print the summary and the folder.
 
-Ctrl-C stops the suite; what finished is kept and tabled, and the exit status is 130.
+Ctrl-C (or SIGTERM) stops the suite; what finished is kept and tabled, and the exit status is 130.
 Otherwise the exit status is pytest's: 1 when a case failed (an error, or NaN/inf output).
 """
 
@@ -82,7 +82,7 @@ def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from benchmarks.core import record
-    from benchmarks.core.cli import announce, busy_warning
+    from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
     from benchmarks.core.timer import set_threads
     from benchmarks.suite import suites, summary
 
@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import pytest
 
-    run = record.new_run(args.label)
+    try:
+        run = record.new_run(args.label)
+    except record.RunFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     warning = busy_warning(run.environment().get("load_average"), os.cpu_count())
     if warning:
         print(warning, flush=True)
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
     print(f"bench: suite {selection.suite.name}, {len(cases)} cases{skipped}, {threads} threads; "
           f"run folder {run.path}", flush=True)
-    code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
+    with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
+        code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
     interrupted = code == pytest.ExitCode.INTERRUPTED
 
     frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))

@@ -1,0 +1,214 @@
+"""The measuring core: the step of each phase, the protocols' order of calls, the record's
+derived figures and failure modes, and how a command hands back its run folder."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.core import cli, protocol, record
+from benchmarks.core.case import Case, make_step
+
+
+class Linear(torch.nn.Module):
+    """y = x @ w, with w known, so the loss and gradients can be computed by hand."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = torch.nn.Parameter(w.clone())
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def test_every_phase_uses_the_one_loss_and_optimizer():
+    case = Case("linear", "train", "cpu", "float64", (3, 2), batch=5)
+    w = torch.arange(6, dtype=torch.float64).reshape(3, 2) / 10
+    step = make_step(case, model=Linear(w).double())
+    x, y = step.inputs, step.targets
+    expected_loss = ((x @ w - y) ** 2).mean()  # mean squared error, by hand
+    grad = 2 * x.t() @ (x @ w - y) / y.numel()
+    step.setup()
+    step.fn()
+    assert step.state["loss"].item() == pytest.approx(expected_loss.item(), rel=1e-12)
+    # one Adam step from zero moments moves every weight by lr against the sign of its gradient
+    moved = step.model.w.detach() - w
+    assert torch.allclose(moved, -1e-3 * torch.sign(grad), atol=1e-9)
+    assert isinstance(step.optimizer, torch.optim.Adam)
+
+    fb = make_step(Case("linear", "forward+backward", "cpu", "float64", (3, 2), batch=5), model=Linear(w).double())
+    fb.setup()
+    fb.fn()
+    assert torch.allclose(fb.model.w.grad, 2 * fb.inputs.t() @ (fb.inputs @ w - fb.targets) / fb.targets.numel())
+
+
+def test_parts_run_in_order_inside_their_context():
+    seen = []
+
+    def part(name):
+        class Recorder:
+            def __enter__(self):
+                seen.append(f"{name}>")
+
+            def __exit__(self, *exc):
+                seen.append(f"<{name}")
+        return Recorder()
+
+    w = torch.ones(3, 2)
+    for phase, expected in [
+        ("forward", ["forward>", "<forward"]),
+        ("backward", ["backward>", "<backward"]),  # the forward ran in setup
+        ("forward+backward", ["forward>", "<forward", "backward>", "<backward"]),
+        ("train", ["forward>", "<forward", "backward>", "<backward", "optimizer>", "<optimizer"]),
+    ]:
+        step = make_step(Case("linear", phase, "cpu", "float32", (3, 2), batch=4), model=Linear(w), part=part)
+        step.setup()
+        seen.clear()
+        step.fn()
+        assert seen == expected, phase
+
+
+class FakeStep:
+    def __init__(self, name, log, fail_at=None, nonfinite_at=None):
+        self.name, self.log, self.calls = name, log, 0
+        self.fail_at, self.nonfinite_at = fail_at, nonfinite_at
+
+    def setup(self):
+        self.log.append(f"setup {self.name}")
+
+    def fn(self):
+        self.calls += 1
+        self.log.append(self.name)
+        if self.calls == self.fail_at:
+            raise RuntimeError("boom\nsecond line")
+
+    def nonfinite(self):
+        return "NaN in the output" if self.calls == self.nonfinite_at else None
+
+
+class CountingClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_turns_alternate_call_by_call_and_drop_failures():
+    log = []
+    a, b, c = FakeStep("a", log), FakeStep("b", log, fail_at=3), FakeStep("c", log, nonfinite_at=2)
+    candidates = [protocol.Candidate("a", a), protocol.Candidate("b", b), protocol.Candidate("c", c),
+                  protocol.Candidate("d", status="not installed", reason="pip install d")]
+    protocol.turns(candidates, CountingClock(), repeats=3, warmup=1)
+    calls = [entry for entry in log if not entry.startswith("setup")]
+    # first calls, then warm-up and timed calls in turns; b fails at its third call, c is NaN at its second
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "b", "a", "a"]
+    assert all(log[i] == f"setup {log[i + 1]}" for i in range(0, len(log), 2))
+    ca, cb, cc, cd = candidates
+    assert (ca.status, len(ca.samples), ca.first_call_s) == ("ok", 3, 1.0)
+    assert (cb.status, cb.reason, cb.samples) == ("error", "RuntimeError: boom", [])
+    assert (cc.status, cc.reason) == ("nonfinite", "NaN in the output")
+    assert (cd.status, cd.samples) == ("not installed", [])
+
+
+class FakeSide:
+    def __init__(self, label, log, per_call):
+        self.label, self.log, self.per_call = label, log, per_call
+
+    def warm_up(self):
+        return self.per_call
+
+    def take_turns(self, name, count, calls):
+        self.log.append((self.label, name))
+        return [[self.per_call[name]] * calls for _ in range(count)]
+
+
+def test_paired_turns_alternate_the_order_of_the_sides():
+    log = []
+    sides = [FakeSide("base", log, {"x": 0.01, "y": 0.02}), FakeSide("head", log, {"x": 0.011, "y": 0.019})]
+    taken = protocol.paired_turns(sides, count=2, per_turn=1, sample_s=0.05)
+    assert log == [("base", "x"), ("head", "x"), ("head", "y"), ("base", "y"),
+                   ("head", "x"), ("base", "x"), ("base", "y"), ("head", "y")]
+    # a turn lasts about sample_s on the faster side, the same number of calls on both
+    assert [len(t) for t in taken["base"]["x"]] == [5, 5] and [len(t) for t in taken["head"]["x"]] == [5, 5]
+    assert protocol.fastest(taken)["head"]["y"] == [0.019, 0.019]
+
+
+def _row(model, phase, median, **extra):
+    return {"model": model, "family": "mlp" if model.startswith("mlp") else "kan", "phase": phase,
+            "device": "cpu", "dtype": "float32", "widths": "4x3", "batch": 8, "grid_size": 5,
+            "status": "ok", "median_s": median, "flops": 1000, "machine": "m", **extra}
+
+
+def test_the_record_derives_each_figure_once_from_the_rows():
+    rows = [_row("kan", "forward", 0.004), _row("mlp", "forward", 0.001, grid_size=None),
+            _row("mlp-param", "forward", 0.002), _row("kan", "train", 0.02, status="nonfinite")]
+    frame = record.bench_table(rows)
+    kan = frame[(frame["model"] == "kan") & (frame["phase"] == "forward")].iloc[0]
+    assert kan["x_mlp"] == pytest.approx(4.0) and kan["x_mlp_param"] == pytest.approx(2.0)
+    assert kan["throughput"] == pytest.approx(8 / 0.004) and kan["gflops"] == pytest.approx(1000 / 0.004 / 1e9)
+    bad = frame[frame["status"] == "nonfinite"].iloc[0]
+    assert math.isnan(bad["median_s"]) and math.isnan(bad["x_mlp"])
+
+
+def test_a_run_without_its_table_is_rebuilt_from_its_measurements(tmp_path):
+    run = record.new_run(root=tmp_path)
+    for row in [_row("kan", "forward", 0.004), _row("mlp", "forward", 0.001, grid_size=None)]:
+        run.append_jsonl(record.MEASUREMENTS, row)
+    assert not run.has("benchmarks.csv") and run.has_bench()
+    table = run.read_bench_table()
+    assert table.loc[table["model"] == "kan", "x_mlp"].iloc[0] == pytest.approx(4.0)
+
+
+def test_a_table_of_the_fewest_columns_reads_with_ratios(tmp_path):
+    run = record.new_run(root=tmp_path)
+    pd.DataFrame({"model": ["kan", "mlp"], "phase": ["forward"] * 2, "device": ["cpu"] * 2,
+                  "median_s": [0.01, 0.002]}).to_csv(run.file("benchmarks.csv"), index=False)
+    table = run.read_bench_table()
+    assert list(table.columns) == record.BENCH_COLUMNS
+    assert table.loc[table["model"] == "kan", "x_mlp"].iloc[0] == pytest.approx(5.0)
+
+
+def test_an_unwritable_results_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(record.RunFolderError) as e:
+        record.new_run(root=blocker / "results")
+    assert str(blocker / "results") in str(e.value) and "$KAN_RESULTS" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_untracked_files_make_the_tree_dirty(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    assert record.commit_info(tmp_path)["dirty"] is False
+    (tmp_path / "b.py").write_text("y = 2\n")
+    assert record.commit_info(tmp_path)["dirty"] is True
+
+
+def test_announce_hands_the_run_folder_to_the_caller(tmp_path, monkeypatch, capsys):
+    run = record.new_run(root=tmp_path / "results")
+    target = tmp_path / "run-file"
+    monkeypatch.setenv(cli.RUN_FILE, str(target))
+    cli.announce(run)
+    assert capsys.readouterr().out == f"run folder: {run.path}\n"
+    assert target.read_text().strip() == str(run.path.resolve())
+
+
+def test_write_rows_keeps_the_declared_columns(tmp_path):
+    run = record.new_run(root=tmp_path)
+    run.write_rows(record.TARGETS, [{"model": "kan-fast", "phase": "forward", "grid_size": 5, "status": "ok",
+                                     "median_s": 0.01, "rounds": 10, "samples_s": [0.01, 0.02]}])
+    table = run.read_table(record.TARGETS)
+    assert list(table.columns) == record.TABLES[record.TARGETS]
+    assert table["samples_s"].iloc[0] == "[0.01, 0.02]" and table["rounds"].iloc[0] == 10
