@@ -183,13 +183,16 @@ def mlp_ratios(frame, only_missing: bool = False):
     parameter-matched one on the grid size too. ``only_missing``: keep ratios already there
     (a table written by an older harness, or merged from several).
     """
+    if frame.empty:
+        return frame
     ok = frame["status"] == "ok"
     for column, baseline, by_grid in MLP_BASELINES:
         keys = MLP_MATCH + (["grid_size"] if by_grid else [])
-        base = frame[ok & (frame["model"] == baseline)]
-        base = base.groupby(keys, dropna=False)["median_s"].median().rename("_baseline").reset_index()
-        merged = frame[keys].merge(base, on=keys, how="left")
-        ratio = frame["median_s"].to_numpy() / merged["_baseline"].to_numpy()
+        # the match as one text key: an unknown value (a column the table lacked) matches itself
+        key = frame[keys].apply(lambda c: c.map(str)).agg("\x1f".join, axis=1)
+        is_base = ok & (frame["model"] == baseline)
+        baseline_median = frame["median_s"][is_base].groupby(key[is_base]).median()
+        ratio = frame["median_s"] / key.map(baseline_median)
         if only_missing:
             frame[column] = frame[column].where(frame[column].notna(), ratio)
         else:
