@@ -20,7 +20,10 @@ studies and the profiles:
 - ``train``: ``zero_grad``, forward, loss, backward and one optimizer step (:func:`train_step`).
 
 Every phase with a loss uses :func:`loss` (mean squared error against normal targets) and
-the training step :func:`optimizer` (Adam, learning rate 1e-3). Every ``setup`` ends by
+the training step :func:`optimizer` (Adam, learning rate 1e-3). A command that trains on a
+task of its own (the quality runs: cross-entropy for classification, another learning rate)
+passes its loss to :func:`train_step` and its learning rate to :func:`optimizer`, so that
+the step itself keeps one definition. Every ``setup`` ends by
 waiting for the device, so a timed call starts on an idle device. Inputs are uniform in
 [-1, 1] (the B-spline KANs' default grid range).
 
@@ -61,9 +64,9 @@ def loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(output, targets)
 
 
-def optimizer(parameters) -> torch.optim.Optimizer:
-    """The optimizer of the training step."""
-    return torch.optim.Adam(parameters, lr=LEARNING_RATE)
+def optimizer(parameters, lr: float = LEARNING_RATE) -> torch.optim.Optimizer:
+    """The optimizer of the training step (Adam; the timed phases keep the default rate)."""
+    return torch.optim.Adam(parameters, lr=lr)
 
 
 _NO_PART = contextlib.nullcontext()
@@ -74,11 +77,14 @@ def no_part(name: str) -> contextlib.AbstractContextManager:
     return _NO_PART
 
 
-def train_step(model, opt, inputs, targets, part=no_part) -> torch.Tensor:
-    """One training step: zero_grad, forward, loss, backward, optimizer step; returns the loss."""
+def train_step(model, opt, inputs, targets, part=no_part, loss_fn=loss) -> torch.Tensor:
+    """One training step: zero_grad, forward, loss, backward, optimizer step; returns the loss.
+
+    ``loss_fn(output, targets)``: the loss, :func:`loss` unless a task brings its own.
+    """
     opt.zero_grad(set_to_none=True)
     with part("forward"):
-        value = loss(model(inputs), targets)
+        value = loss_fn(model(inputs), targets)
     with part("backward"):
         value.backward()
     with part("optimizer"):

@@ -21,6 +21,8 @@ module only; every file's name and columns are declared here:
         fast_targets.csv, fast_targets_verdicts.csv, fast_targets.json, fast_targets.jsonl
                               kan-fast's target study (TABLES)
         fast_crossover.csv    kan-fast's contraction crossover study (TABLES)
+        quality.csv, quality_summary.csv, quality.jsonl, quality.json
+                              accuracy next to training time (benchmarks.quality; TABLES)
         report.html           the rendered page
 
 A run id is ``<UTC time>-<short commit>`` (plus ``-<label>`` when given), created
@@ -78,6 +80,7 @@ GATE_COLUMNS = [
 # kan-fast's target study (benchmarks.studies.targets): fast_targets.csv, its verdicts, and
 # the contraction crossover study (benchmarks.studies.crossover): fast_crossover.csv.
 TARGETS, TARGET_VERDICTS, CROSSOVER = "fast_targets", "fast_targets_verdicts", "fast_crossover"
+QUALITY, QUALITY_SUMMARY = "quality", "quality_summary"  # benchmarks.quality
 
 # Every CSV table of a run folder (name without .csv) and its columns, in order.
 TABLES = {
@@ -99,6 +102,38 @@ TABLES = {
         "note",
     ],
     CROSSOVER: ["backend", "grid_size", "coeff", "dense_ms", "gather_ms", "threads", "widths", "batch"],
+    # Accuracy next to training time (benchmarks.quality): one row per task, model, grid-update
+    # variant and seed (quality.jsonl holds the same rows, appended as each group of a task and
+    # seed finishes), and the summary over seeds with each task's Pareto front.
+    QUALITY: [
+        "task", "kind", "model", "family",
+        "grid_updates",  # update_grid calls made (pykan's schedule); 0: trained without
+        "seed",
+        "status",  # "ok", "diverged" (NaN/inf loss or test output: no metric), "error", "skipped"
+        "metric", "value",  # "test rmse" or "test accuracy", and its value at the last step
+        "test_rmse", "test_accuracy",
+        "final_loss",  # the training loss of the last step
+        "target", "time_to_target_s",  # the task's fixed target; training seconds at the first checkpoint meeting it
+        "train_s",  # every step and grid update, each timed on the device-synchronised clock
+        "step_median_s", "step_iqr_s",  # steps after the first
+        "first_step_s",  # the first step, apart (lazy initialisation, kernel builds)
+        "grid_update_s",
+        "steps", "diverged_step", "parameters",
+        "flops_per_step",  # core's phase_flops(zoo.flops(...), "train", parameters)
+        "widths", "grid_size", "batch", "learning_rate", "budget", "device", "dtype", "threads",
+        "reason",
+        "curve",  # JSON list of [step, training seconds so far, test metric] at each checkpoint
+    ],
+    QUALITY_SUMMARY: [
+        "task", "metric", "label", "model", "family", "grid_updates",
+        "seeds", "ok", "diverged", "failed",  # seeds run; trained to the end; diverged; errors or skipped
+        "value_mean", "value_std", "value_min", "value_max",  # over the ok seeds only
+        "train_s", "step_median_s", "first_step_s",  # medians over seeds
+        "target", "reached_target", "time_to_target_s",  # seeds that met the target; their median seconds
+        "parameters", "flops_per_step",
+        "pareto",  # no other model of the task as accurate in at most the time (one strictly better)
+        "dominated_by",
+    ],
 }
 _WHOLE_COLUMNS = {"batch", "grid_size", "rounds", "saved_bytes", "threads", "coeff"}  # empty where unknown
 
