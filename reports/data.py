@@ -24,6 +24,8 @@ PHASES = ["forward", "backward", "train"]
 # The least a benchmarks.csv must have to be reported; every other BENCH_COLUMNS column is optional.
 REQUIRED_BENCH = ["model", "phase", "device", "median_s"]
 REQUIRED_ATTRIBUTION = ["profiler", "part"]
+# What the quality chart and tables need of quality_summary.csv (record.TABLES["quality_summary"]).
+REQUIRED_QUALITY_SUMMARY = ["task", "metric", "label", "model", "value_mean", "train_s", "pareto"]
 
 
 class ReportError(Exception):
@@ -49,6 +51,7 @@ class RunData:
     quality: pd.DataFrame | None = None
     gate: Any = None
     profile_files: list[ProfileFile] = field(default_factory=list)
+    quality_summary: pd.DataFrame | None = None  # per task and model over seeds, with the Pareto front
 
     @property
     def name(self) -> str:
@@ -110,14 +113,21 @@ def load(run: record.Run) -> RunData:
     attribution = quality = gate = None
     if run.has("attribution.csv"):
         attribution = _tidy_attribution(_read_table(run, "attribution"), run)
+    quality_summary = None
     if run.has("quality.csv"):
-        quality = _read_table(run, "quality")
+        quality = _read_table(run, record.QUALITY)
+        if run.has(record.QUALITY_SUMMARY + ".csv"):
+            quality_summary = _read_table(run, record.QUALITY_SUMMARY)
+            missing = [c for c in REQUIRED_QUALITY_SUMMARY if c not in quality_summary.columns]
+            if missing:
+                raise ReportError(f"{run.file(record.QUALITY_SUMMARY + '.csv')} lacks column(s) {', '.join(missing)}")
     if run.has("gate.json"):
         try:
             gate = run.read_json("gate.json")
         except ValueError as e:
             raise ReportError(str(e)) from None
-    return RunData(run, machine, environment, bench, attribution, quality, gate, profile_files(run))
+    return RunData(run, machine, environment, bench, attribution, quality, gate, profile_files(run),
+                   quality_summary=quality_summary)
 
 
 def load_all(runs: list[record.Run]) -> list[RunData]:

@@ -123,6 +123,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
             "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
             "profiles": profile_table(r.profile_files, page),
             "quality": tables.frame_table(r.quality) if r.quality is not None else None,
+            **quality_context(r, several=len(runs) > 1),
         } for r in runs],
         "machines": list(dict.fromkeys(bench["machine"])),
         "gates": [(r.machine, gate_context(r.gate)) for r in runs if r.gate is not None],
@@ -134,6 +135,22 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "comparison": comparison,
         "failed": int((~bench["status"].isin(["ok", "skipped"])).sum()),
         "skipped": int((bench["status"] == "skipped").sum()),
+    }
+
+
+def quality_context(r: RunData, several: bool) -> dict:
+    """A quality run's chart and per-task tables (from quality_summary.csv), and its rows per seed.
+
+    A quality.csv without its summary (an older run) is shown as the plain table above only.
+    """
+    if r.quality is None or r.quality_summary is None:
+        return {"quality_chart": None, "quality_tables": [], "quality_rows": None}
+    where = r.machine if several else ""
+    per_seed = r.quality.drop(columns=[c for c in ("curve",) if c in r.quality.columns])
+    return {
+        "quality_chart": charts.quality_front(r.quality_summary, where),
+        "quality_tables": tables.quality_tables(r.quality_summary, f" · {where}" if where else ""),
+        "quality_rows": tables.frame_table(per_seed),
     }
 
 

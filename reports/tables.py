@@ -433,3 +433,71 @@ def gate_summary(gate: object) -> dict:
     head_text = str(head.get("id") or "?")[:9] + (" with uncommitted changes" if head.get("dirty") else "")
     return {"verdict": str(gate.get("verdict") or "?"), "summary": str(gate.get("summary") or ""),
             "mode": mode, "against": against, "head": head_text}
+
+
+# --- quality: accuracy next to training time (quality_summary.csv) -----------------------------
+
+def _quality_value(metric: str, v: float) -> str:
+    if v is None or not np.isfinite(v):
+        return "–"
+    return f"{v:.1%}" if "accuracy" in str(metric) else f"{v:.4g}"
+
+
+def _count(v: object) -> int:
+    return 0 if is_missing(v) or not np.isfinite(float(v)) else int(v)
+
+
+def quality_tables(summary: pd.DataFrame, caption_suffix: str = "") -> list[Table]:
+    """One table per task from quality_summary.csv: each model's metric over seeds, its training time,
+    and whether it is on the task's Pareto front (as accurate in as little training time)."""
+    out = []
+    for task, rows in summary.groupby("task", sort=False):
+        metric = str(rows["metric"].iloc[0])
+        better = "higher" if "accuracy" in metric else "lower"
+        ascending = better == "lower"
+        rows = rows.sort_values("value_mean", ascending=ascending, na_position="last")
+        table_rows = []
+        for r in rows.itertuples(index=False):
+            d = r._asdict()
+            ok, seeds = _count(d.get("ok")), _count(d.get("seeds"))
+            diverged, failed = _count(d.get("diverged")), _count(d.get("failed"))
+            spread = ""
+            if ok > 1 and not is_missing(d.get("value_std")):
+                spread = f"± {_quality_value(metric, d['value_std'])} (min {_quality_value(metric, d.get('value_min'))}, " \
+                         f"max {_quality_value(metric, d.get('value_max'))})"
+            seeds_text = f"{ok}/{seeds}"
+            seeds_sub = ", ".join(t for t in (f"{diverged} diverged" if diverged else "",
+                                              f"{failed} failed" if failed else "") if t)
+            reached = _count(d.get("reached_target"))
+            front = bool(d["pareto"]) if not is_missing(d["pareto"]) else False
+            dominated = "" if is_missing(d.get("dominated_by")) else str(d.get("dominated_by"))
+            table_rows.append([
+                Cell(str(d["label"])),
+                Cell(_quality_value(metric, d["value_mean"]), spread, "num" if ok else "bad"),
+                Cell(seeds_text, seeds_sub, "num" + (" bad" if diverged or failed else "")),
+                Cell(fmt_time(d["train_s"]), cls="num"),
+                Cell(fmt_time(d.get("step_median_s")), f"first {fmt_time(d.get('first_step_s'))}", "num"),
+                Cell(fmt_time(d.get("time_to_target_s")), f"{reached} of {ok} seeds" if ok else "", "num"),
+                Cell(fmt_number(d.get("parameters")), cls="num"),
+                Cell(_flops(d.get("flops_per_step")), cls="num"),
+                Cell("on the front" if front else ("dominated" if dominated else "–"),
+                     f"by {dominated}" if dominated else "", "faster" if front else ""),
+            ])
+        target = rows["target"].iloc[0] if "target" in rows else np.nan
+        target_text = "" if is_missing(target) else f"{'at least' if better == 'higher' else 'at most'} " \
+                                                     f"{_quality_value(metric, float(target))}"
+        columns = [f"model", f"{metric} ({better} is better)", "seeds ok", "training time",
+                   "time per step", f"time to target {target_text}".strip(), "parameters", "FLOPs per step",
+                   "Pareto front"]
+        out.append(Table(f"{task}{caption_suffix}", columns, table_rows))
+    return out
+
+
+def _flops(v: object) -> str:
+    if is_missing(v):
+        return "–"
+    v = float(v)
+    for at, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= at:
+            return f"{v / at:.3g} {suffix}"
+    return f"{v:.0f}"

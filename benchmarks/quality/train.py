@@ -72,6 +72,13 @@ BUDGETS = {
 }
 
 
+# A model that starts from another's weights (its state dict loaded, strict): kan-fast computes the
+# reference KAN's function with the same parameters, so from the same start it must follow the
+# same training curve (tests/test_quality.py holds it to that). Built from the same seed alone,
+# its initial spline weights differ from the reference's in the last bits (a least-squares fit).
+SAME_START = {"kan-fast": "kan"}
+
+
 def takes_grid_updates(model: torch.nn.Module) -> bool:
     """Whether ``model(x, update_grid=True)`` adapts its knots (the B-spline KANs)."""
     try:
@@ -124,10 +131,12 @@ def case_for(task: Task, model_name: str, budget: Budget, device: str, dtype: st
 
 def trainees(task: Task, names: list[str], budget: Budget, device: str, dtype: str, seed: int,
              models: dict[str, torch.nn.Module] | None = None, grid_updates: str = "both") -> list[Trainee]:
-    """A trainee per model (two for a model that takes grid updates: without and with), each built
-    from ``seed`` so that the same seed gives the same initial weights. ``models``: prebuilt models by
-    name, used instead of the registry's (tests inject a model that fails this way)."""
+    """A trainee per model (two for a model that takes grid updates: without and with, from the same
+    initial weights), each built from ``seed``; a model of SAME_START starts from its source's weights.
+    ``models``: prebuilt models by name, used instead of the registry's (tests inject a model that
+    fails this way)."""
     out = []
+    starts: dict[str, dict] = {}  # each model's initial state dict, the one all its variants start from
     for name in names:
         case = case_for(task, name, budget, device, dtype, seed)
         variants = [False]
@@ -135,6 +144,13 @@ def trainees(task: Task, names: list[str], budget: Budget, device: str, dtype: s
         try:
             torch.manual_seed(seed)
             probe = models[name] if models and name in models else build_model(case)
+            if name in SAME_START and not (models and name in models):
+                source = SAME_START[name]
+                if source not in starts:
+                    torch.manual_seed(seed)
+                    starts[source] = build_model(case_for(task, source, budget, device, dtype, seed)).state_dict()
+                probe.load_state_dict(starts[source], strict=True)
+            starts[name] = {k: v.clone() for k, v in probe.state_dict().items()}
         except ModelUnavailable as e:
             out.append(Trainee(name, False, None, case, SKIPPED, str(e)))
             continue
@@ -146,10 +162,8 @@ def trainees(task: Task, names: list[str], budget: Budget, device: str, dtype: s
         for i, updates in enumerate(variants):
             if i == 0:
                 model = probe
-            else:  # the same initial weights as the first variant
-                torch.manual_seed(seed)
-                model = build_model(case) if not (models and name in models) else _copy(probe)
-                model.load_state_dict(probe.state_dict())
+            else:  # the same initial weights as the first variant (a rebuild may differ in the last bits)
+                model = _copy(probe)
             out.append(_prepare(Trainee(name, updates, model, case), budget))
     return out
 
