@@ -144,3 +144,16 @@ def profile(session: nox.Session) -> None:
     ]
     if problems:
         session.error("; ".join(problems))
+
+
+@nox.session
+def quality(session: nox.Session) -> None:
+    """Accuracy next to training time: every registered model trained on fixed tasks, into a new run folder.
+
+    Arguments pass through: `nox -s quality -- --budget quick --task digits --model kan,fourier-kan`;
+    `nox -s quality -- --help` lists the tasks and budgets. The run is then rendered as a report.
+    """
+    python = harness_python(session)
+    run = run_command(session, python, "benchmarks.quality", *session.posargs, success_codes=(0, 1))
+    if run is not None:
+        render(session, python, run)

@@ -509,6 +509,25 @@ def comparison(table: pd.DataFrame, limit: int = 40, title: str = "New / old tim
 QUALITY_MARKERS = {False: "o", True: "^"}  # trained without / with grid updates
 
 
+def _log_ticks(axis, text, most: int = 6) -> None:
+    """Round ticks on a log axis, evenly spread, at most ``most`` of them, no minor labels."""
+    from matplotlib.ticker import FixedLocator
+
+    low, high = sorted(axis.get_view_interval())
+    if not low > 0:
+        return
+    ticks = []
+    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+        ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                 for m in mantissas if low <= m * 10.0**e <= high]
+        if len(ticks) >= 3:
+            break
+    step = max(1, math.ceil(len(ticks) / most))
+    axis.set_major_locator(FixedLocator(ticks[::step]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: text(v)))
+    axis.set_minor_locator(NullLocator())
+
+
 @styled
 def quality_front(summary: pd.DataFrame, where: str = "") -> Chart | None:
     """The test metric against training time (log), one panel per task, each task's Pareto front marked.
@@ -553,14 +572,15 @@ def quality_front(summary: pd.DataFrame, where: str = "") -> Chart | None:
             ax.step(front_rows["train_s"], front_rows["value_mean"], where="post", color="black",
                     linewidth=0.8, linestyle=":", zorder=1)
         ax.set_xscale("log")
-        if not accuracy:
-            ax.set_yscale("log")
-        else:
+        _log_ticks(ax.xaxis, lambda v: f"{v:g} s")
+        if accuracy:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: compact(v) + " s"))
-        ax.set_title(label(f"{task}: {metric} ({'higher' if accuracy else 'lower'} is better)"), fontsize=9,
-                     loc="left")
-        ax.set_xlabel("training time (s, log)")
+        else:
+            ax.set_yscale("log")
+            _log_ticks(ax.yaxis, lambda v: f"{v:g}")
+        ax.set_title(label(task), fontsize=9, loc="left")
+        ax.set_ylabel(label(f"{metric} ({'higher' if accuracy else 'lower'} is better)"))
+        ax.set_xlabel("training time (log)")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor=colors[m], markeredgecolor=colors[m],

@@ -111,10 +111,11 @@ def test_diverging_model_is_recorded_as_diverged_and_never_averaged():
 def test_pareto_front_on_hand_made_points():
     rows = [{"label": name, "value_mean": v, "train_s": t} for name, v, t in
             [("slow-good", 0.01, 10.0), ("fast-bad", 0.5, 1.0), ("dominated", 0.6, 2.0), ("middle", 0.1, 3.0),
-             ("tie-slower", 0.1, 4.0)]]
+             ("tie-slower", 0.1, 4.0), ("rounding-apart", 0.09999, 5.0)]]
     summary.mark_pareto(rows, higher_is_better=False)
     front = {r["label"]: r["pareto"] for r in rows}
-    assert front == {"slow-good": True, "fast-bad": True, "dominated": False, "middle": True, "tie-slower": False}
+    assert front == {"slow-good": True, "fast-bad": True, "dominated": False, "middle": True, "tie-slower": False,
+                     "rounding-apart": False}
     assert {r["label"]: r["dominated_by"] for r in rows}["dominated"] == "fast-bad"  # middle is more accurate but slower
 
 
@@ -196,3 +197,36 @@ def test_unwritable_results_folder_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["--budget", "quick", "--task", "product", "--model", "mlp", "--seeds", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write a run folder" in err[0]
+
+
+def test_sigterm_keeps_the_finished_rows(tmp_path):
+    """Stopped as CI stops a job: exit 130, and every row finished before the signal is in quality.csv."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KAN_RESULTS": str(tmp_path / "results"), "KAN_RUN_FILE": str(tmp_path / "run-file")}
+    seeds = ",".join(str(s) for s in range(500))  # far more than can finish before the signal
+    child = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", "--budget", "quick", "--task", "product",
+                              "--model", "mlp", "--seeds", seeds, "--steps", "5"], cwd=root, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "results").glob("*/quality.jsonl")):
+            assert time.monotonic() < deadline and child.poll() is None, "no row finished"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        output, _ = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, output
+    assert "interrupted: kept the" in output
+    run = record.Run(Path((tmp_path / "run-file").read_text().strip()))
+    finished = run.read_jsonl(record.QUALITY + ".jsonl")
+    rows = run.read_table(record.QUALITY)
+    assert 1 <= len(rows) == len(finished) < 500

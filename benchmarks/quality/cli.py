@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
     wall = time.perf_counter() - started
 
+    rows = run.read_jsonl(record.QUALITY + ".jsonl")  # what reached the disk: the tables hold exactly that
     summary_rows = summary.summarize(rows, {t.name: t.higher_is_better for t in tasks})
     run.write_rows(record.QUALITY, rows)
     run.write_rows(record.QUALITY_SUMMARY, summary_rows)

@@ -3,8 +3,8 @@
 Computed here, once, from the rows of quality.csv; the report only reads it. A diverged or
 failed seed is counted, never averaged in: ``value_mean`` and ``value_std`` are over the
 seeds that trained to the end (``ok``). A model is on the Pareto front of its task when no
-other model is at least as accurate (mean metric) in at most as much training time (the
-median over seeds of the total), and strictly better in one of the two.
+other model is at least as accurate (mean metric, equal within TIE) in at most as much
+training time (the median over seeds of the total), and strictly better in one of the two.
 """
 
 from __future__ import annotations
@@ -67,13 +67,24 @@ def _stat(values: pd.Series, fn) -> float:
     return float(fn(v)) if v.size else math.nan
 
 
+# Mean metrics closer than this (relative) are equally accurate: kan and kan-fast compute the same
+# function and differ in float32 rounding only, and no three-seed mean resolves 0.1%.
+TIE = 1e-3
+
+
 def mark_pareto(rows: list[dict], higher_is_better: bool) -> None:
     """Set ``pareto`` and ``dominated_by`` on the rows of one task (see the module docstring)."""
     sign = 1.0 if higher_is_better else -1.0
     scored = [r for r in rows if math.isfinite(r["value_mean"]) and math.isfinite(r["train_s"])]
+
+    def as_good(o, r):  # o at least as accurate as r, with ties
+        return sign * (o["value_mean"] - r["value_mean"]) >= -TIE * abs(r["value_mean"])
+
+    def better(o, r):  # o strictly more accurate than r, beyond a tie
+        return sign * (o["value_mean"] - r["value_mean"]) > TIE * abs(r["value_mean"])
+
     for r in scored:
-        better = [o["label"] for o in scored if o is not r
-                  and sign * o["value_mean"] >= sign * r["value_mean"] and o["train_s"] <= r["train_s"]
-                  and (sign * o["value_mean"] > sign * r["value_mean"] or o["train_s"] < r["train_s"])]
-        r["pareto"] = not better
-        r["dominated_by"] = ", ".join(better)
+        by = [o["label"] for o in scored if o is not r and as_good(o, r) and o["train_s"] <= r["train_s"]
+              and (better(o, r) or o["train_s"] < r["train_s"])]
+        r["pareto"] = not by
+        r["dominated_by"] = ", ".join(by)
