@@ -63,8 +63,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(QUALITY_DTYPES)} (default: float32)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch intra-op threads (default: 1: these networks are too small to gain from more, "
-                   "and on a shared machine idle threads spinning at each operator's barrier make steps "
-                   "ten times slower); recorded in the run")
+                   "and on a shared machine threads waiting at each operator's barrier for a descheduled "
+                   "one make every step many times slower); recorded in the run")
     p.add_argument("--label", default=None, metavar="TEXT", help="added to the run folder's name")
     return p
 

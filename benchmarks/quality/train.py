@@ -107,10 +107,6 @@ class Trainee:
     parameters: int | None = None
     flops_per_step: int | None = None
 
-    @property
-    def label(self) -> str:
-        return self.model_name + (" +grid updates" if self.grid_updates else "")
-
     def stop(self, status: str, reason: str, step: int | None = None) -> None:
         self.status, self.reason = status, reason
         if status == DIVERGED:
