@@ -182,6 +182,12 @@ def _round(live: list[Candidate], r: int, timer, usage) -> None:
             c.rounds.append(r)
 
 
+def calls(c: Candidate, timer, count: int, usage=os_usage) -> None:
+    """``count`` timed calls of one candidate, each after its untimed setup, added to its samples."""
+    for r in range(count):
+        _round([c], r, timer, usage)
+
+
 def turns(candidates: list[Candidate], timer, repeats: int, warmup: int, usage=os_usage) -> None:
     """First call, ``warmup`` untimed rounds, then ``repeats`` timed rounds, the candidates taking turns."""
     live = _first_calls(candidates, timer, warmup, usage)
@@ -218,13 +224,13 @@ class Side(Protocol):
     def warm_up(self) -> dict[str, float]:
         """Run every benchmark a while; the seconds per call of each that ran."""
 
-    def take_turns(self, name: str, count: int, calls: int) -> list[list[float]]:
-        """``count`` turns of ``calls`` calls of benchmark ``name``: seconds of each call."""
+    def take_turns(self, name: str, count: int, calls: int) -> list[list[tuple[float, bool]]]:
+        """``count`` turns of ``calls`` calls of benchmark ``name``: (seconds, disturbed) of each call."""
 
 
 def paired_turns(sides: list[Side], count: int, per_turn: int, sample_s: float,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, list[list[float]]]]:
-    """Raw call times per side label and benchmark: {label: {name: [[seconds, ...], ...]}}.
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, list[list]]]:
+    """Raw calls per side label and benchmark: {label: {name: [[(seconds, disturbed), ...], ...]}}.
 
     The sides take turns benchmark by benchmark (A B, B A, A B, ...), so that the two
     sides' turns at one benchmark are taken seconds apart at most. A turn is enough calls
@@ -237,7 +243,7 @@ def paired_turns(sides: list[Side], count: int, per_turn: int, sample_s: float,
             estimates[name] = min(estimates.get(name, math.inf), seconds)
     calls = {name: min(MAX_CALLS, max(MIN_CALLS, math.ceil(sample_s / max(seconds, 1e-9))))
              for name, seconds in estimates.items()}
-    taken: dict[str, dict[str, list[list[float]]]] = {side.label: {} for side in sides}
+    taken: dict[str, dict[str, list[list]]] = {side.label: {} for side in sides}
     for r in range(count):
         for i, (name, n) in enumerate(calls.items()):
             for side in (sides if (r + i) % 2 == 0 else sides[::-1]):
@@ -247,7 +253,18 @@ def paired_turns(sides: list[Side], count: int, per_turn: int, sample_s: float,
     return taken
 
 
-def fastest(taken: dict[str, dict[str, list[list[float]]]]) -> dict[str, dict[str, list[float]]]:
-    """One sample per turn: its fastest call, the one least disturbed by other work."""
-    return {label: {name: [float(min(t)) for t in ts] for name, ts in by_name.items()}
+def fastest(taken: dict[str, dict[str, list[list]]]) -> dict[str, dict[str, list[float]]]:
+    """One sample per turn: its fastest undisturbed call (its fastest call where the machine
+    disturbed them all), the one least touched by other work."""
+    def sample(turn) -> float:
+        clean = [s for s, bad in turn if not bad]
+        return float(min(clean or [s for s, _ in turn]))
+
+    return {label: {name: [sample(t) for t in ts] for name, ts in by_name.items()}
+            for label, by_name in taken.items()}
+
+
+def disturbed_turns(taken: dict[str, dict[str, list[list]]]) -> dict[str, dict[str, int]]:
+    """How many turns of each side and benchmark had every call disturbed."""
+    return {label: {name: sum(all(bad for _, bad in t) for t in ts) for name, ts in by_name.items()}
             for label, by_name in taken.items()}

@@ -82,6 +82,8 @@ BENCH_SETTINGS = "bench.json"  # the bench run's suite, models, threads (and why
 GATE_COLUMNS = [
     "benchmark", "model", "phase", "status", "ratio", "ci_low", "ci_high", "p_slower", "p_faster",
     "median_base", "median_head", "n_base", "n_head", "calls_per_sample", "test", "reason", "failed_side",
+    "disturbed_head", "disturbed_base",  # turns in which the machine disturbed every call (the sample is then
+                                         # the fastest disturbed call)
 ]
 
 # kan-fast's target study (benchmarks.studies.targets): fast_targets.csv, its verdicts, and

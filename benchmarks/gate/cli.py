@@ -229,9 +229,9 @@ class Side:
         self.hello["cases"].update(reply.get("failed", {}))
         return reply["per_call_s"]
 
-    def take_turns(self, name: str, count: int, calls: int) -> list[list[float]]:
+    def take_turns(self, name: str, count: int, calls: int) -> list[list]:
         reply = self.ask({"cmd": "round", "samples": count, "number": {name: calls}})
-        return reply["samples"].get(name, [])
+        return [[(s, bool(bad)) for s, bad in turn] for turn in reply["samples"].get(name, [])]
 
     def greet(self) -> dict:
         """Wait for the child's greeting, and check it imported ``kan`` from where it should."""
@@ -471,6 +471,13 @@ def _check_args(args) -> None:
             raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.sample_time > 0:
         raise GateError(f"--sample-time must be positive, got {args.sample_time}")
+    pairs, needed = args.rounds * args.samples_per_round, stats.min_pairs(args.alpha)
+    if pairs < needed:
+        raise GateError(
+            f"--rounds {args.rounds} x --samples-per-round {args.samples_per_round} gives {pairs} pairs, "
+            f"which can never show a regression at --alpha {args.alpha:g} (the smallest p-value of {pairs} "
+            f"pairs is {0.5 ** pairs:.2g}); use --rounds {math.ceil(needed / args.samples_per_round)} or more"
+        )
     bad = [p for p in args.phases.split(",") if p not in suite.PHASES]
     if bad:
         raise GateError(f"unknown phase(s) {', '.join(bad)}; valid phases: {', '.join(suite.PHASES)}")
@@ -576,8 +583,11 @@ def run(args) -> int:
             base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
                          "ref": args.base, "note": "the base ref names no commit" if args.base else None}
         calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
+        disturbed = protocol.disturbed_turns(turns)
         for row in rows:
             row["calls_per_sample"] = calls.get(row["benchmark"])
+            for side in ("head", "base"):
+                row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
         verdict, status, summary = overall(rows)
         doc = {
             "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
