@@ -120,12 +120,33 @@ def load(run: record.Run) -> RunData:
     return RunData(run, machine, environment, bench, attribution, quality, gate, profile_files(run))
 
 
+def shard_of(run: record.Run) -> tuple[str, str] | None:
+    """(suite and commit, "I/N") of a bench run made with ``--shard``, else None."""
+    if not run.has(record.BENCH_SETTINGS):
+        return None
+    try:
+        settings = run.read_json(record.BENCH_SETTINGS)
+    except ValueError:
+        return None
+    if not isinstance(settings, dict) or not settings.get("shard"):
+        return None
+    commit = (run.environment().get("commit") or {}).get("id")
+    return f"{settings.get('suite')} {commit}", str(settings["shard"])
+
+
 def load_all(runs: list[record.Run]) -> list[RunData]:
-    """Read several runs; where two share a machine label, the run id is added to tell them apart."""
-    data = [load(r) for r in runs]
-    labels = [d.machine for d in data]
-    for d in data:
-        if labels.count(d.machine) > 1:
+    """Read several runs (each once); where two share a machine label, the run id is added to tell
+    them apart, except for the shards of one suite on one commit, which are one run in parts."""
+    unique = list({r.path.resolve(): r for r in runs}.values())
+    data = [load(r) for r in unique]
+    part_of = [(shard_of(d.run) or (None, None))[0] for d in data]  # the bench run a shard belongs to
+    relabel = []
+    for i, d in enumerate(data):
+        mates = [j for j, o in enumerate(data) if o.machine == d.machine]
+        one_run_in_shards = part_of[i] is not None and {part_of[j] for j in mates} == {part_of[i]}
+        relabel.append(len(mates) > 1 and not one_run_in_shards)
+    for d, change in zip(data, relabel):
+        if change:
             label = f"{d.machine} ({d.name})"
             d.benchmarks["machine"] = label
             if d.attribution is not None:
