@@ -22,6 +22,7 @@ module only; every file's name and columns are declared here:
         fast_targets.csv, fast_targets_verdicts.csv, fast_targets.json, fast_targets.jsonl
                               kan-fast's target study (TABLES)
         fast_crossover.csv    kan-fast's contraction crossover study (TABLES)
+        busy.csv, busy.json   the busy-machine study: a quiet and a busy run compared (TABLES)
         report.html           the rendered page
 
 A run id is ``<UTC time>-<short commit>`` (plus ``-<label>`` when given), created
@@ -89,6 +90,8 @@ GATE_COLUMNS = [
 # kan-fast's target study (benchmarks.studies.targets): fast_targets.csv, its verdicts, and
 # the contraction crossover study (benchmarks.studies.crossover): fast_crossover.csv.
 TARGETS, TARGET_VERDICTS, CROSSOVER = "fast_targets", "fast_targets_verdicts", "fast_crossover"
+# The busy-machine study (benchmarks.studies.busy): one row per model, phase and shape of two runs.
+BUSY = "busy"
 
 # Every CSV table of a run folder (name without .csv) and its columns, in order.
 TABLES = {
@@ -110,6 +113,14 @@ TABLES = {
         "note",
     ],
     CROSSOVER: ["backend", "grid_size", "coeff", "dense_ms", "gather_ms", "threads", "widths", "batch"],
+    BUSY: [
+        "model", "phase", "widths", "batch", "grid_size",
+        "x_mlp_quiet", "interval_quiet", "stable_quiet", "said_quiet", "disturbed_quiet",
+        "x_mlp_busy", "interval_busy", "stable_busy", "said_busy", "disturbed_busy",
+        "change",  # x_mlp_busy / x_mlp_quiet - 1
+        "kept",  # unstable on the busy machine (so not relied on), or within 15% of the quiet ratio
+        "flipped",  # said slower in one run and faster in the other
+    ],
 }
 _WHOLE_COLUMNS = {"batch", "grid_size", "rounds", "saved_bytes", "threads", "coeff"}  # empty where unknown
 

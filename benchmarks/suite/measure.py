@@ -202,7 +202,7 @@ def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str,
         min_s=float(used.min()), max_s=float(used.max()), rounds=len(c.samples), used_rounds=len(rounds),
         samples=list(c.samples), disturbed=t.disturbed, load_before=_load(load_before), load_after=_load(load_after),
     )
-    spreads = []
+    spreads: dict[str, float] = {}  # the interval's reach, per ratio
     for column, model in BASELINES:
         if c.step.case.model == model:  # the baseline itself: 1 by definition
             row.update({column: 1.0, f"{column}_low": 1.0, f"{column}_high": 1.0})
@@ -211,11 +211,11 @@ def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str,
         r = ratio(t, timed[base]) if base in timed else None
         if r is not None:
             row.update({column: r.ratio, f"{column}_low": r.ci_low, f"{column}_high": r.ci_high})
-            spreads.append(r.spread)
+            spreads[f"to {model}"] = r.spread
     if not spreads:
         own = own_interval(t)
-        spreads.append(own.spread if own else math.inf)
-    row.update(_stability(max(spreads), t.disturbed, len(c.samples), len(rounds)))
+        spreads["of the median"] = own.spread if own else math.inf
+    row.update(_stability(spreads, t.disturbed, len(c.samples), len(rounds)))
     return row
 
 
@@ -223,12 +223,13 @@ def _load(load) -> float | None:
     return None if not load else float(load[0])
 
 
-def _stability(spread: float, disturbed_count: int, rounds: int, used: int) -> dict:
-    """stable, or unstable with the reason: a wide interval, disturbed samples."""
+def _stability(spreads: dict[str, float], disturbed_count: int, rounds: int, used: int) -> dict:
+    """stable, or unstable with the reason: a wide interval (which), disturbed samples."""
     reasons = []
+    what, spread = max(spreads.items(), key=lambda item: item[1])
     if not spread <= stats.CLEAR_WITHIN:
-        reasons.append("interval wider than ±5%" if not math.isfinite(spread)
-                       else f"interval ±{spread:.1%}" if spread < 0.1 else f"interval ±{spread:.0%}")
+        reach = "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"
+        reasons.append(f"interval {what} {reach}")
     if disturbed_count and used == rounds and disturbed_count > (1 - CLEAN_SHARE) * rounds:
         reasons.append(f"{disturbed_count} of {rounds} samples disturbed")
     return {"stable": "unstable" if reasons else "stable", "unstable_reason": "; ".join(reasons) or None}
