@@ -73,6 +73,19 @@ def reportable(run: record.Run) -> bool:
     return run.has_bench() or any(run.has(name) for name in REPORTABLE)
 
 
+# What a run can show, by kind, in the order the page shows them.
+KINDS = {
+    "bench": lambda run: run.has_bench(),
+    "profile": lambda run: run.has("attribution.csv"),
+    "quality": lambda run: run.has("quality.csv"),
+    "gate": lambda run: run.has("gate.json"),
+}
+
+
+def kinds_of(run: record.Run) -> list[str]:
+    return [kind for kind, has in KINDS.items() if has(run)]
+
+
 def open_run(name: str | None) -> record.Run:
     """The run named (a folder or a run id), or the newest run that has something to report."""
     try:
@@ -84,6 +97,27 @@ def open_run(name: str | None) -> record.Run:
         return found[-1]
     except FileNotFoundError as e:
         raise ReportError(str(e)) from None
+
+
+def origin(run: record.Run) -> tuple[str | None, str | None]:
+    """(machine, commit) a run was measured on, from its environment.json."""
+    env = run.environment()
+    return env.get("machine"), (env.get("commit") or {}).get("id")
+
+
+def default_runs() -> list[record.Run]:
+    """The page ``python -m reports`` shows without arguments: the newest run with something to
+    show, and with it the newest run of each other kind (bench, profile, quality, gate) from the
+    same machine and commit, newest first."""
+    newest = open_run(None)
+    picked = [newest]
+    covered = set(kinds_of(newest))
+    for run in reversed([r for r in record.runs() if reportable(r)]):
+        new_kinds = set(kinds_of(run)) - covered
+        if new_kinds and origin(run) == origin(newest):
+            picked.append(run)
+            covered |= new_kinds
+    return picked
 
 
 def load(run: record.Run) -> RunData:
@@ -135,16 +169,19 @@ def shard_of(run: record.Run) -> tuple[str, str] | None:
 
 
 def load_all(runs: list[record.Run]) -> list[RunData]:
-    """Read several runs (each once); where two share a machine label, the run id is added to tell
-    them apart, except for the shards of one suite on one commit, which are one run in parts."""
+    """Read several runs (each once); where two with benchmarks share a machine label, the run id
+    is added to tell them apart, except for the shards of one suite on one commit, which are one
+    run in parts."""
     unique = list({r.path.resolve(): r for r in runs}.values())
     data = [load(r) for r in unique]
     part_of = [(shard_of(d.run) or (None, None))[0] for d in data]  # the bench run a shard belongs to
     relabel = []
     for i, d in enumerate(data):
-        mates = [j for j, o in enumerate(data) if o.machine == d.machine]
+        # runs of one machine are told apart where their benchmark rows would mix; a profile, quality
+        # or gate run beside a bench run of the same machine is the same machine's page
+        mates = [j for j, o in enumerate(data) if o.machine == d.machine and not o.benchmarks.empty]
         one_run_in_shards = part_of[i] is not None and {part_of[j] for j in mates} == {part_of[i]}
-        relabel.append(len(mates) > 1 and not one_run_in_shards)
+        relabel.append(not d.benchmarks.empty and len(mates) > 1 and not one_run_in_shards)
     for d, change in zip(data, relabel):
         if change:
             label = f"{d.machine} ({d.name})"
@@ -171,7 +208,7 @@ def _one_line(e: Exception) -> str:
 def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
     """The run's tidy table as the record module reads it (derived figures are the record's)."""
     if not run.has_bench():
-        return _rows_for_page(record.bench_table([]), run, machine)
+        return _rows_for_page(record.empty_bench_table(), run, machine)
     if run.has("benchmarks.csv"):
         columns = _read_table(run, "benchmarks").columns
         missing = [c for c in REQUIRED_BENCH if c not in columns]

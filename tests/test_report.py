@@ -709,3 +709,28 @@ def test_the_shards_of_one_run_merge_as_one_machine(tmp_path):
     assert sorted(pd.concat([d.benchmarks for d in merged])["batch"].unique()) == [256, 1024]
     apart = data.load_all([a, c])  # c is another run of the same machine, not a shard: told apart
     assert [d.machine for d in apart] == [f"laptop ({a.name})", f"laptop ({c.name})"]
+
+
+def test_the_default_page_puts_the_newest_of_each_kind_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    small = dict(models={"kan": 9.0, "mlp": 1.0}, shapes=[("784x64x10", 256, 5)])
+    old_bench = make_run(tmp_path, "20250601T110000-aaaaaaa", attribution=False, quality=False, **small)
+    bench = make_run(tmp_path, "20250601T120000-aaaaaaa", attribution=False, quality=False, **small)
+    profile = make_run(tmp_path, "20250601T120500-aaaaaaa", attribution=True, quality=False, **small)
+    (profile.path / "benchmarks.csv").unlink()  # a profile run: attribution only
+    other_commit = make_run(tmp_path, "20250601T121000-bbbbbbb", attribution=False, quality=True, **small)
+    (other_commit.path / "benchmarks.csv").unlink()
+    env = other_commit.environment()
+    other_commit.write_json("environment.json", {**env, "commit": {**env["commit"], "id": "fedcba9876543210"}})
+    other_machine = make_run(tmp_path, "20250601T121500-aaaaaaa", machine="gpu-box", attribution=False,
+                             quality=True, **small)
+    (other_machine.path / "benchmarks.csv").unlink()
+    newest = make_run(tmp_path, "20250601T122000-aaaaaaa", attribution=False, quality=True, **small)
+    (newest.path / "benchmarks.csv").unlink()  # a quality run, the newest
+    picked = [r.name for r in data.default_runs()]
+    assert picked == [newest.name, profile.name, bench.name]  # not the older bench, nor other commits or machines
+    assert old_bench.name not in picked
+    page = render()
+    assert page == newest.path / "report.html"
+    (one,) = {d.machine for d in data.load_all(data.default_runs())}  # one machine: nothing relabelled
+    assert one == "laptop"

@@ -179,6 +179,13 @@ def bench_table(rows: list[dict]):
     return frame
 
 
+def empty_bench_table():
+    """A bench table with no rows, its columns of the kinds a read table has."""
+    import pandas as pd
+
+    return _conform(pd.DataFrame())
+
+
 def _conform(frame):
     """``frame`` with every BENCH_COLUMNS column, in order, each of its kind (text, number)."""
     import pandas as pd
