@@ -4,16 +4,20 @@ All sessions share one virtual environment, `.nox/harness`, so that torch (hundr
 of MB to several GB) is installed once, not once per session. It is rebuilt when
 pyproject.toml or the torch requirement changes.
 
-Which torch: `$KAN_TORCH` when set (for example `KAN_TORCH=torch==2.13.0` for a
-CPU-only build where one is at hand), else plain `torch` from the package index.
-To use an environment you already have instead, set `KAN_PYTHON=/path/to/python`
-(that environment needs `pip install -e '.[test]'`).
+Which torch: `$KAN_TORCH` when set, as pip arguments (for example
+`KAN_TORCH="torch --index-url https://download.pytorch.org/whl/cpu"` for the CPU-only
+build on a machine without a GPU, or `KAN_TORCH=torch==2.13.0` where a CPU-only wheel of
+that version is at hand), else plain `torch` from the package index, which on Linux is
+the CUDA build (several GB). To use an environment you already have instead, set
+`KAN_PYTHON=/path/to/python` (that environment needs `pip install -e '.[test]'`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -39,13 +43,20 @@ def harness_python(session: nox.Session) -> str:
     stamp = HARNESS_ENV / "installed.sha256"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return str(python)
+    if "KAN_TORCH" not in os.environ and sys.platform == "linux" and not _nvidia_driver():
+        session.log("no NVIDIA driver here: the default torch is the CUDA build (about 4 GB of it unused); "
+                    "KAN_TORCH='torch --index-url https://download.pytorch.org/whl/cpu' takes the CPU build")
     if not python.exists():
         session.run(sys.executable, "-m", "venv", str(HARNESS_ENV), external=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    session.run(*pip, torch_spec, external=True)
+    session.run(*pip, *shlex.split(torch_spec), external=True)
     session.run(*pip, "-e", f"{ROOT}[test]", external=True)
     stamp.write_text(wanted)
     return str(python)
+
+
+def _nvidia_driver() -> bool:
+    return Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") is not None
 
 
 def run_command(session: nox.Session, python: str, *args: str, success_codes=(0,)) -> Path | None:
@@ -144,3 +155,22 @@ def profile(session: nox.Session) -> None:
     ]
     if problems:
         session.error("; ".join(problems))
+
+
+@nox.session(name="all")
+def all_sessions(session: nox.Session) -> None:
+    """Bench, profile and quality with their defaults, then one page of the three (`nox -s all`).
+
+    Each step's failures are reported at the end; the page shows whatever finished.
+    """
+    python = harness_python(session)
+    failed = []
+    for what, command, ok in (("bench", ["benchmarks"], (0, 1)), ("profile", ["profiles"], (0, 1, 3)),
+                              ("quality", ["benchmarks.quality"], (0, 1))):
+        codes = (*ok, 2, 130)  # the page still shows what the others made
+        folder = run_command(session, python, *command, success_codes=codes)
+        if folder is None:
+            failed.append(f"{what} wrote no run")
+    session.run(python, "-m", "reports", external=True)
+    if failed:
+        session.error("; ".join(failed))
