@@ -128,11 +128,11 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _call(c: Candidate, timer, usage) -> float | None:
-    """One call of ``c`` after its untimed setup; its seconds, or None when it failed (``c`` says why).
+def timed_call(step, timer, usage=os_usage) -> dict:
+    """One call of ``step`` after its untimed setup: {"status", "reason", "seconds", "switches", "cpu_s"}.
 
-    The OS's counters are read outside the timed region, just around it."""
-    step = c.step
+    The OS's counters are read outside the timed region, just around it. A status other than
+    "ok" ("error", "nonfinite") says why the call does not count."""
     try:
         step.setup()
         switches, cpu = usage()
@@ -142,14 +142,29 @@ def _call(c: Candidate, timer, usage) -> float | None:
         switches_after, cpu_after = usage()
         bad = step.nonfinite()
     except Exception as e:
-        c.fail("error", _one_line(e))
-        return None
+        return {"status": "error", "reason": _one_line(e)}
     if bad:
-        c.fail("nonfinite", bad)
+        return {"status": "nonfinite", "reason": bad}
+    return {"status": "ok", "reason": "", "seconds": seconds, "switches": switches_after - switches,
+            "cpu_s": cpu_after - cpu}
+
+
+def _call(c: Candidate, timer, usage) -> float | None:
+    """One call of ``c`` (see :func:`timed_call`); its seconds, or None when it failed (``c`` says why).
+
+    A step that lives in another process (the peers' children) times itself there, by the same
+    protocol, through its own ``timed_call()``."""
+    remote = getattr(c.step, "timed_call", None)
+    try:
+        result = remote() if remote is not None else timed_call(c.step, timer, usage)
+    except Exception as e:  # the other process failed
+        result = {"status": "error", "reason": _one_line(e)}
+    if result["status"] != "ok":
+        c.fail(result["status"], result["reason"])
         return None
-    c.switches.append(switches_after - switches)
-    c.cpu_s.append(cpu_after - cpu)
-    return seconds
+    c.switches.append(result["switches"])
+    c.cpu_s.append(result["cpu_s"])
+    return result["seconds"]
 
 
 def _first_calls(candidates: list[Candidate], timer, warmup: int, usage) -> list[Candidate]:

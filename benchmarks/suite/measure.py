@@ -120,6 +120,12 @@ def measure_group(group: Group, suite: Suite, usage=os_usage,
     A row's ``status`` is "ok", "nonfinite" or "error" (with ``reason``), or "skipped" where
     the model's module cannot be imported. ``build``: the step builder (tests pass odd models).
     """
+    rows, candidates = build_candidates(group, build)
+    return time_group(group, candidates, rows, suite, usage)
+
+
+def build_candidates(group: Group, build: Callable[[Case], object] = make_step):
+    """(rows, candidates) of a group: each case built and probed, or its row saying why not."""
     rows: dict[str, dict] = {c.id: {} for c in group.cases}
     candidates: dict[str, Candidate] = {}
     for case in group.cases + group.companions:
@@ -134,7 +140,12 @@ def measure_group(group: Group, suite: Suite, usage=os_usage,
             row.update(status="error", reason=_one_line(e))
             continue
         candidates[case.id] = Candidate(case.id, step)
+    return rows, candidates
 
+
+def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Suite,
+               usage=os_usage) -> dict[str, dict]:
+    """Time the candidates of a group in turns until clear (or out of budget) and fill their rows."""
     device = group.cases[0].device
     live = list(candidates.values())
     baseline_of = _baselines(group, candidates)
@@ -162,7 +173,8 @@ def measure_group(group: Group, suite: Suite, usage=os_usage,
         if c.status != "ok":
             row.update(status=c.status, reason=c.reason)
             continue
-        row["peak_bytes"] = _peak_bytes(c.step, device)
+        local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
+        row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
         row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after))
     return rows
 
