@@ -174,3 +174,57 @@ def all_sessions(session: nox.Session) -> None:
     session.run(python, "-m", "reports", external=True)
     if failed:
         session.error("; ".join(failed))
+
+
+def peer_python(session: nox.Session, name: str) -> str:
+    """The interpreter of a peer's own environment, ``.nox/peer-NAME``, made or updated as needed:
+    the torch of ``$KAN_TORCH``, the peer pinned, and what it imports. A failing install ends the
+    session in one line, exit 2."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.peers.catalog import PEERS  # the standard library only, at import
+
+    peer = PEERS[name]
+    env = ROOT / ".nox" / f"peer-{name}"
+    python = env / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    torch_spec = os.environ.get("KAN_TORCH", "torch")
+    wanted = hashlib.sha256(" ".join([torch_spec, peer.spec, *peer.needs]).encode()).hexdigest()
+    stamp = env / "installed.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    try:
+        if not python.exists():
+            session.run(sys.executable, "-m", "venv", str(env), external=True, silent=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        session.run(*pip, *shlex.split(torch_spec), *peer.needs, external=True, silent=True)
+        session.run(*pip, "--no-deps", peer.spec, external=True, silent=True)
+    except nox.command.CommandFailed as e:
+        print(f"peers: installing {peer.spec} into {env} failed ({e.reason or 'pip failed'}); "
+              f"rerun with -v to see pip's output", file=sys.stderr)
+        raise SystemExit(2)
+    stamp.write_text(wanted)
+    return str(python)
+
+
+@nox.session
+def peers(session: nox.Session) -> None:
+    """Other KAN packages (pykan, flashkan, inkan) timed beside ours, each in its own environment.
+
+    `nox -s peers` builds `.nox/peer-<name>` for each (pinned; its own torch, as $KAN_TORCH
+    says) and runs `python -m benchmarks.peers` with them; `-- --peer flashkan --grids 5,50`
+    chooses, `-- --help` lists the rest. The run is then rendered.
+    """
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.peers.catalog import PEERS
+
+    chosen = list(PEERS)
+    if "--peer" in session.posargs[:-1]:
+        chosen = [p.strip() for p in session.posargs[session.posargs.index("--peer") + 1].split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PEERS]
+    if unknown:
+        print(f"peers: unknown peer {unknown[0]!r}; valid peers: {', '.join(PEERS)}", file=sys.stderr)
+        raise SystemExit(2)
+    python = harness_python(session)
+    interpreters = [f"--python={name}={peer_python(session, name)}" for name in chosen]
+    run = run_command(session, python, "benchmarks.peers", *interpreters, *session.posargs, success_codes=(0, 130))
+    if run is not None:
+        render(session, python, run)

@@ -66,6 +66,8 @@ BENCH_COLUMNS = [
     "load_before", "load_after",  # 1-minute load average around the workload's measurement
     "threads", "machine",
     "parameters",  # trainable scalars of the model (kan.zoo.parameter_count)
+    "package",  # a peer's package and version (benchmarks.peers): "flashkan 0.2.0"; empty for ours
+    "equivalence",  # a peer's output against our reference's given the same weights, or why not compared
     "reason",  # one line saying why a row is not "ok"; empty when it is
 ]
 
@@ -135,7 +137,7 @@ _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s
                   "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
                   "load_before", "load_after"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
-                 "reason", "stable", "unstable_reason"]
+                 "reason", "stable", "unstable_reason", "package", "equivalence"]
 
 PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
 

@@ -62,7 +62,7 @@ def _one_line(e: BaseException) -> str:
 
 def probe(step, case: Case) -> dict:
     """The case's size figures, from an untimed forward: parameters, bytes, FLOPs, threads."""
-    parameters = zoo().parameter_count(step.model)
+    parameters = memory.parameter_count(step.model)
     forward_flops = _forward_flops(case)
     return dict(
         parameters=parameters,
