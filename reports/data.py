@@ -73,9 +73,13 @@ def reportable(run: record.Run) -> bool:
     return run.has_bench() or any(run.has(name) for name in REPORTABLE)
 
 
+PEERS_SETTINGS = "peers.json"  # a run of python -m benchmarks.peers (its rows: ours and the peers')
+PEER = "peer:"
+
 # What a run can show, by kind, in the order the page shows them.
 KINDS = {
-    "bench": lambda run: run.has_bench(),
+    "bench": lambda run: run.has_bench() and not run.has(PEERS_SETTINGS),
+    "peers": lambda run: run.has(PEERS_SETTINGS),
     "profile": lambda run: run.has("attribution.csv"),
     "quality": lambda run: run.has("quality.csv"),
     "gate": lambda run: run.has("gate.json"),
@@ -174,14 +178,20 @@ def load_all(runs: list[record.Run]) -> list[RunData]:
     run in parts."""
     unique = list({r.path.resolve(): r for r in runs}.values())
     data = [load(r) for r in unique]
+    for d in data:  # beside a bench run of its machine, a peers run brings only the peers' rows
+        if d.run.has(PEERS_SETTINGS) and any(o is not d and o.machine == d.machine and not o.benchmarks.empty
+                                             and not o.run.has(PEERS_SETTINGS) for o in data):
+            d.benchmarks = d.benchmarks[d.benchmarks["model"].str.startswith(PEER)].reset_index(drop=True)
     part_of = [(shard_of(d.run) or (None, None))[0] for d in data]  # the bench run a shard belongs to
     relabel = []
     for i, d in enumerate(data):
         # runs of one machine are told apart where their benchmark rows would mix; a profile, quality
         # or gate run beside a bench run of the same machine is the same machine's page
-        mates = [j for j, o in enumerate(data) if o.machine == d.machine and not o.benchmarks.empty]
+        mates = [j for j, o in enumerate(data) if o.machine == d.machine and not o.benchmarks.empty
+                 and not o.benchmarks["model"].str.startswith(PEER).all()]
         one_run_in_shards = part_of[i] is not None and {part_of[j] for j in mates} == {part_of[i]}
-        relabel.append(not d.benchmarks.empty and len(mates) > 1 and not one_run_in_shards)
+        only_peers = not d.benchmarks.empty and d.benchmarks["model"].str.startswith(PEER).all()
+        relabel.append(not d.benchmarks.empty and not only_peers and len(mates) > 1 and not one_run_in_shards)
     for d, change in zip(data, relabel):
         if change:
             label = f"{d.machine} ({d.name})"

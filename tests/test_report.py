@@ -734,3 +734,22 @@ def test_the_default_page_puts_the_newest_of_each_kind_together(tmp_path, monkey
     assert page == newest.path / "report.html"
     (one,) = {d.machine for d in data.load_all(data.default_runs())}  # one machine: nothing relabelled
     assert one == "laptop"
+
+
+def test_a_peers_run_adds_its_peers_to_the_bench_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    bench = make_run(tmp_path, "20250601T120000-aaaaaaa", attribution=False, quality=False, **{
+        k: v for k, v in SMALL.items() if k in ("models", "shapes")})
+    peers = make_run(tmp_path, "20250601T121000-aaaaaaa", attribution=False, quality=False,
+                     models={"kan": 9.0, "peer:flashkan": 4.0, "mlp": 1.0, "mlp-param": 2.2},
+                     shapes=[("784x64x10", 256, 5)])
+    peers.write_json("peers.json", {"peers": {"flashkan": {"status": "ok", "version": "0.2.0"}}})
+    picked = data.default_runs()
+    assert [r.name for r in picked] == [peers.name, bench.name]
+    loaded = data.load_all(picked)
+    assert {d.machine for d in loaded} == {"laptop"}
+    rows = pd.concat([d.benchmarks for d in loaded])
+    assert (rows["model"] == "peer:flashkan").any()
+    assert len(rows[rows["model"] == "kan"]) == len(bench.read_bench_table().query("model == 'kan'"))  # ours once
+    page = render().read_text()
+    assert "peer:flashkan" in page
