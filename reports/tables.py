@@ -120,7 +120,9 @@ def said(at: pd.DataFrame, column: str) -> Cell:
            "slower" if "slower" in text else "faster" if "faster" in text else "")
     sub = f"{stats.plain(ratio)}×" + (f" [{stats.plain(low)}, {stats.plain(high)}]" if np.isfinite(low) else "")
     sub += f", {n} shapes" if n > 1 else ""
-    return Cell(text.replace("x slower", "× slower").replace("x faster", "× faster"), sub, cls)
+    sub += f"; {unstable}" if unstable else ""
+    shown = "unstable" if unstable else text.replace("x slower", "× slower").replace("x faster", "× faster")
+    return Cell(shown, sub, cls, title=text)  # the reason an unstable cell gives, on hover and in the title
 
 
 def headline(rows: pd.DataFrame, where: str) -> Table | None:
@@ -145,8 +147,8 @@ def headline(rows: pd.DataFrame, where: str) -> Table | None:
             for column in ("x_mlp", "x_mlp_param"):
                 cells.append(said(at, column))
         table_rows.append(cells)
-    columns = ["KAN"] + ["same widths", "same parameters"] * len(phases)
-    groups = [("", 1)] + [(f"{phase} vs MLP with", 2) for phase in phases]
+    columns = ["KAN"] + ["widths", "parameters"] * len(phases)
+    groups = [("", 1)] + [(f"{phase}, vs the MLP of the same", 2) for phase in phases]
     return Table(where, columns, table_rows, groups)
 
 
