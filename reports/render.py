@@ -119,7 +119,14 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
             "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
         }
 
+    sources = {
+        "bench": [r.name for r in runs if not r.benchmarks.empty],
+        "profile": [r.name for r in runs if r.attribution is not None],
+        "quality": [r.name for r in runs if r.quality is not None],
+        "gate": [r.name for r in runs if r.gate is not None],
+    }
     return {
+        "sources": sources,
         "runs": [{
             "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
             "profiles": profile_table(r.profile_files, page),

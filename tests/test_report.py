@@ -462,7 +462,10 @@ def test_a_gate_run_shows_its_verdict(tmp_path):
     assert '<td class="slower">slower</td>' in page and "1.220–1.400" in page and "13.1 ms" in page
     assert "<td>new<span class=\"sub\">the base has no kan-fast</span></td>" in page
     assert "1 benchmarks with no significant change" in page
-    assert "This run has no benchmark table" in page
+    # sections with nothing to show are one line, never a heading over emptiness
+    assert '<p class="empty" id="headline"><strong>Headline</strong>: no benchmark table' in page
+    assert "<h2>Headline" not in page and "<h2>Time per model" not in page and "<h2>Where the time goes" not in page
+    assert 'From run <code>20250603T120000-ccccccc-gate</code>.' in page  # the verdict says where it came from
 
 
 def test_a_profile_run_shows_where_the_time_goes(tmp_path):
