@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.suite import measure as measure_module
+from benchmarks.core import measure as measure_module
 from benchmarks.core import memory, record
 from benchmarks.core.case import Case, ModelUnavailable, build_model, make_step
-from benchmarks.suite.suites import SUITES, Group
+from benchmarks.core.measure import Group
+from benchmarks.suite.suites import SUITES
 from benchmarks.core.record import bench_table as tidy
 
 

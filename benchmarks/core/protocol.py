@@ -105,9 +105,8 @@ def os_usage() -> tuple[int, float]:
 # A sample is disturbed when the OS took a core from the process during it (an involuntary
 # context switch), or when, in a call long enough for the CPU clock to tell (>= 1 ms), the
 # process got under DISTURBED_USE of the CPU time its own typical call gets per second (a
-# thread of the pool waited for a core). Measured on a shared 2-core machine: with two
-# threads and another process busy, nearly every 7 ms call was switched out and took ten
-# times as long, using one core's time instead of two.
+# thread of the pool waited for a core: a parallel region then waits for its slowest thread,
+# and the call takes many times as long while using fewer cores' time).
 MIN_CPU_CLOCK_S = 1e-3
 DISTURBED_USE = 0.7
 

@@ -47,7 +47,7 @@ def serve(argv: list[str] | None = None) -> None:
     from benchmarks.core.case import Case, make_step
     from benchmarks.core.timer import DeviceTimer, set_threads
     from benchmarks.peers import catalog
-    from benchmarks.suite.measure import probe
+    from benchmarks.core.measure import probe
 
     set_threads(int(config.get("threads") or torch.get_num_threads()))
     side = config["side"]

@@ -11,7 +11,7 @@ For each workload of the suite (phase, device, shape, grid size), our models (in
 process) and each peer's model (in a child process running in the peer's environment,
 where our ``kan`` is not importable: ``benchmarks.peers.child``) take turns call by call,
 in rotating order, until the ratios to the MLPs are clear or the suite's time is spent:
-the bench's own protocol (``benchmarks.suite.measure.time_group``), so a peer's ratio to
+the bench's own protocol (``benchmarks.core.measure.time_group``), so a peer's ratio to
 an MLP, or to one of ours, compares samples taken side by side.
 
 A peer that cannot be used (its environment missing, its import failing, an option it does
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.core.case import Case, zoo
     from benchmarks.core.timer import set_threads
     from benchmarks.suite import summary
-    from benchmarks.suite.measure import build_candidates, time_group
-    from benchmarks.suite.suites import Group
+    from benchmarks.core.measure import Group, build_candidates, time_group
 
     try:
         threads = set_threads(args.threads)

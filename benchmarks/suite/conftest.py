@@ -21,7 +21,7 @@ from benchmarks.core import record
 from benchmarks.core.case import device_unavailable, dtype_unsupported
 from benchmarks.suite.suites import SUITES, select
 from benchmarks.core.timer import set_threads
-from benchmarks.suite.measure import measure_group
+from benchmarks.core.measure import measure_group
 
 
 def pytest_addoption(parser):

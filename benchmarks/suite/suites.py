@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.core.case import DTYPES, Case, device_unavailable, has_grid, zoo
+from benchmarks.core.measure import Group
 from benchmarks.core.timer import DEVICE_TYPES
 
 BENCH_PHASES = ("forward", "backward", "train")  # the suites' phases, in the order tables show them
@@ -27,25 +28,6 @@ class Shape:
 TINY = (2, 5, 1)  # the KAN paper's toy net
 MNIST = (784, 64, 10)
 DEEP = (256, 256, 256, 256)
-
-
-@dataclass(frozen=True)
-class Group:
-    """The cases timed together, in turns: the models of one workload (phase, device, dtype,
-    widths, batch, grid size) and the width-matched MLP, which has no grid.
-
-    ``companions`` are cases timed in the rotation only to be paired with (the MLP of a
-    second grid size: its own row is reported with the first), never reported themselves.
-    """
-
-    cases: tuple[Case, ...]
-    companions: tuple[Case, ...] = ()
-
-    @property
-    def unit(self) -> tuple:
-        """What a shard never splits: a device, dtype, shape, batch and phase, every grid and model."""
-        c = self.cases[0]
-        return (c.device, c.dtype, c.widths, c.batch, c.phase)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The cases come from the selected suite (see ``conftest.py`` and ``suites.py``); the models
 of a group are measured together, in turns, when its first case runs
-(:func:`benchmarks.suite.measure.measure_group`, through the ``measured`` fixture). Each
+(:func:`benchmarks.core.measure.measure_group`, through the ``measured`` fixture). Each
 case, whatever its status, appends its row to the run's ``measurements.jsonl`` at once,
 so an interrupted run keeps what finished; its samples go to pytest-benchmark.
 """

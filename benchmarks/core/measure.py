@@ -1,8 +1,8 @@
-"""One group of cases measured side by side: the rows of the run's measurements.
+"""One group of cases measured side by side: the rows of a run's measurements.
 
-:func:`measure_group` is the work behind every benchmark of ``test_bench.py``. The
-models of one workload and their MLP baselines (a :class:`benchmarks.suite.suites.Group`)
-are built, probed for memory, then timed in turns, call by call, the order rotating from
+:func:`measure_group` is the work behind every benchmark of the bench suites (and
+:func:`time_group` behind the peers' command). The models of one workload and their MLP
+baselines (a :class:`Group`) are built, probed for memory, then timed in turns, call by call, the order rotating from
 round to round (:func:`benchmarks.core.protocol.turns_until_clear`), until every ratio to
 an MLP is clear (its 95% interval within +/-5%) or the workload's time budget is spent.
 
@@ -27,7 +27,8 @@ says how many were disturbed. Either way the raw samples are kept.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -36,7 +37,35 @@ from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops,
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.record import load_average
 from benchmarks.core.timer import DeviceTimer, set_threads
-from benchmarks.suite.suites import Group, Suite
+
+@dataclass(frozen=True)
+class Group:
+    """The cases timed together, in turns: the models of one workload (phase, device, dtype,
+    widths, batch, grid size) and the width-matched MLP, which has no grid.
+
+    ``companions`` are cases timed in the rotation only to be paired with (the MLP of a
+    second grid size: its own row is reported with the first), never reported themselves.
+    """
+
+    cases: tuple[Case, ...]
+    companions: tuple[Case, ...] = ()
+
+    @property
+    def unit(self) -> tuple:
+        """What a shard never splits: a device, dtype, shape, batch and phase, every grid and model."""
+        c = self.cases[0]
+        return (c.device, c.dtype, c.widths, c.batch, c.phase)
+
+
+class Budget(Protocol):
+    """How long a group is timed (a bench suite is one): warm-up rounds, then at least
+    ``min_rounds`` and at most ``max_rounds``, more only while under ``max_time`` s per model."""
+
+    warmup_rounds: int
+    min_rounds: int
+    max_rounds: int
+    max_time: float
+
 
 BASELINES = (("x_mlp", "mlp"), ("x_mlp_param", "mlp-param"))
 # Disturbed rounds are dropped while at least this share of the rounds (and the suite's
@@ -113,7 +142,7 @@ def own_interval(t: Timed, resamples: int = 2000) -> stats.PairedRatio | None:
     return stats.PairedRatio(1.0, low, high, len(rounds))
 
 
-def measure_group(group: Group, suite: Suite, usage=os_usage,
+def measure_group(group: Group, suite: Budget, usage=os_usage,
                   build: Callable[[Case], object] = make_step) -> dict[str, dict]:
     """Measure ``group``; a row per reported case (by case id), see the module docstring.
 
@@ -143,7 +172,7 @@ def build_candidates(group: Group, build: Callable[[Case], object] = make_step):
     return rows, candidates
 
 
-def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Suite,
+def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Budget,
                usage=os_usage) -> dict[str, dict]:
     """Time the candidates of a group in turns until clear (or out of budget) and fill their rows."""
     device = group.cases[0].device
