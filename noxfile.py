@@ -4,16 +4,20 @@ All sessions share one virtual environment, `.nox/harness`, so that torch (hundr
 of MB to several GB) is installed once, not once per session. It is rebuilt when
 pyproject.toml or the torch requirement changes.
 
-Which torch: `$KAN_TORCH` when set (for example `KAN_TORCH=torch==2.13.0` for a
-CPU-only build where one is at hand), else plain `torch` from the package index.
-To use an environment you already have instead, set `KAN_PYTHON=/path/to/python`
-(that environment needs `pip install -e '.[test]'`).
+Which torch: `$KAN_TORCH` when set, as pip arguments (for example
+`KAN_TORCH="torch --index-url https://download.pytorch.org/whl/cpu"` for the CPU-only
+build on a machine without a GPU, or `KAN_TORCH=torch==2.13.0` where a CPU-only wheel of
+that version is at hand), else plain `torch` from the package index, which on Linux is
+the CUDA build (several GB). To use an environment you already have instead, set
+`KAN_PYTHON=/path/to/python` (that environment needs `pip install -e '.[test]'`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -39,13 +43,20 @@ def harness_python(session: nox.Session) -> str:
     stamp = HARNESS_ENV / "installed.sha256"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return str(python)
+    if "KAN_TORCH" not in os.environ and sys.platform == "linux" and not _nvidia_driver():
+        session.log("no NVIDIA driver here: the default torch is the CUDA build (about 4 GB of it unused); "
+                    "KAN_TORCH='torch --index-url https://download.pytorch.org/whl/cpu' takes the CPU build")
     if not python.exists():
         session.run(sys.executable, "-m", "venv", str(HARNESS_ENV), external=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    session.run(*pip, torch_spec, external=True)
+    session.run(*pip, *shlex.split(torch_spec), external=True)
     session.run(*pip, "-e", f"{ROOT}[test]", external=True)
     stamp.write_text(wanted)
     return str(python)
+
+
+def _nvidia_driver() -> bool:
+    return Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") is not None
 
 
 def run_command(session: nox.Session, python: str, *args: str, success_codes=(0,)) -> Path | None:
@@ -155,5 +166,78 @@ def quality(session: nox.Session) -> None:
     """
     python = harness_python(session)
     run = run_command(session, python, "benchmarks.quality", *session.posargs, success_codes=(0, 1))
+    if run is not None:
+        render(session, python, run)
+
+
+@nox.session(name="all")
+def all_sessions(session: nox.Session) -> None:
+    """Bench, profile and quality with their defaults, then one page of the three (`nox -s all`).
+
+    Each step's failures are reported at the end; the page shows whatever finished.
+    """
+    python = harness_python(session)
+    failed = []
+    for what, command, ok in (("bench", ["benchmarks"], (0, 1)), ("profile", ["profiles"], (0, 1, 3)),
+                              ("quality", ["benchmarks.quality"], (0, 1))):
+        codes = (*ok, 2, 130)  # the page still shows what the others made
+        folder = run_command(session, python, *command, success_codes=codes)
+        if folder is None:
+            failed.append(f"{what} wrote no run")
+    session.run(python, "-m", "reports", external=True)
+    if failed:
+        session.error("; ".join(failed))
+
+
+def peer_python(session: nox.Session, name: str) -> str:
+    """The interpreter of a peer's own environment, ``.nox/peer-NAME``, made or updated as needed:
+    the torch of ``$KAN_TORCH``, the peer pinned, and what it imports. A failing install ends the
+    session in one line, exit 2."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.peers.catalog import PEERS  # the standard library only, at import
+
+    peer = PEERS[name]
+    env = ROOT / ".nox" / f"peer-{name}"
+    python = env / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    torch_spec = os.environ.get("KAN_TORCH", "torch")
+    wanted = hashlib.sha256(" ".join([torch_spec, peer.spec, *peer.needs]).encode()).hexdigest()
+    stamp = env / "installed.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    try:
+        if not python.exists():
+            session.run(sys.executable, "-m", "venv", str(env), external=True, silent=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        session.run(*pip, *shlex.split(torch_spec), *peer.needs, external=True, silent=True)
+        session.run(*pip, "--no-deps", peer.spec, external=True, silent=True)
+    except nox.command.CommandFailed as e:
+        print(f"peers: installing {peer.spec} into {env} failed ({e.reason or 'pip failed'}); "
+              f"rerun with -v to see pip's output", file=sys.stderr)
+        raise SystemExit(2)
+    stamp.write_text(wanted)
+    return str(python)
+
+
+@nox.session
+def peers(session: nox.Session) -> None:
+    """Other KAN packages (pykan, flashkan, inkan) timed beside ours, each in its own environment.
+
+    `nox -s peers` builds `.nox/peer-<name>` for each (pinned; its own torch, as $KAN_TORCH
+    says) and runs `python -m benchmarks.peers` with them; `-- --peer flashkan --grids 5,50`
+    chooses, `-- --help` lists the rest. The run is then rendered.
+    """
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.peers.catalog import PEERS
+
+    chosen = list(PEERS)
+    if "--peer" in session.posargs[:-1]:
+        chosen = [p.strip() for p in session.posargs[session.posargs.index("--peer") + 1].split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PEERS]
+    if unknown:
+        print(f"peers: unknown peer {unknown[0]!r}; valid peers: {', '.join(PEERS)}", file=sys.stderr)
+        raise SystemExit(2)
+    python = harness_python(session)
+    interpreters = [f"--python={name}={peer_python(session, name)}" for name in chosen]
+    run = run_command(session, python, "benchmarks.peers", *interpreters, *session.posargs, success_codes=(0, 130))
     if run is not None:
         render(session, python, run)

@@ -2,12 +2,16 @@
 
     benchmarks/core/      what is measured and how: case (one step builder per phase), timer
                           (the device-aware clock), protocol (rounds; turns across candidates;
-                          paired turns), memory, record (every file of a run folder), stats
-                          (one rule for slower and faster), cli (one-line errors, the run announced)
+                          paired turns), measure (a workload's models in turns until clear),
+                          memory, record (every file of a run folder), stats (one rule for
+                          slower and faster), process (JSON-lines children), cli (one-line
+                          errors, the run announced)
     benchmarks/suite/     the pytest-benchmark suites and ``python -m benchmarks``
     benchmarks/gate/      the speed gate, ``python -m benchmarks.gate`` (and its evidence study)
-    benchmarks/studies/   studies of one model: ``python -m benchmarks.studies.targets`` (kan-fast's
-                          acceptance targets) and ``python -m benchmarks.studies.crossover``
+    benchmarks/peers/     other KAN packages beside ours, ``python -m benchmarks.peers``
+    benchmarks/studies/   studies: ``python -m benchmarks.studies.targets`` (kan-fast's acceptance
+                          targets), ``.crossover`` (its contraction crossover), ``.busy`` (the bench
+                          on a busy machine)
 
 ``profiles/``, ``reports/`` and every command import the core, never each other's entry
 points. Nothing here imports ``kan`` at import time: models are asked of ``kan.zoo`` by

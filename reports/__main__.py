@@ -14,9 +14,11 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m reports",
         description="Render a run folder into one self-contained HTML page (report.html in the run folder).",
         epilog="Runs are named by folder path or by run id under results/ ($KAN_RESULTS). "
-        "Exit status 2: a run is missing or has no benchmarks.csv.",
+        "Exit status 2: a run is missing or holds nothing to show.",
     )
-    p.add_argument("run_id", nargs="?", metavar="RUN", help="the run to render (default: the newest run with benchmarks)")
+    p.add_argument("run_id", nargs="?", metavar="RUN",
+                   help="the run to render (default: the newest run with something to show, together with the "
+                        "newest bench, profile, quality and gate runs of the same machine and commit, on one page)")
     p.add_argument("--run", help="the same as RUN")
     p.add_argument("--against", metavar="RUN", help="compare with an older run: new/old ratio and verdict per benchmark")
     p.add_argument("--merge", metavar="RUN", nargs="+", default=[],

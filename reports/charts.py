@@ -193,12 +193,22 @@ def time_split(rows: pd.DataFrame, where: str) -> Chart | None:
     return _svg(fig, title, f"Stacked bars of forward and backward time per model, {where}", note)
 
 
+MATCHED = (  # (column, marker, line, what it is against): one encoding on the chart and in its key
+    ("x_mlp", "o", "-", "the width-matched MLP"),
+    ("x_mlp_param", "s", "--", "the parameter-matched MLP"),
+)
+
+
 @styled
 def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
-    """KAN time / MLP time at every shape, one panel per phase; filled: width-, hollow: parameter-matched.
+    """KAN time / MLP time at every shape, one panel per phase, with each ratio's 95% interval.
 
     Shapes run along x, grouped by widths and batch; a line joins the grid sizes of one
-    group only, so that each segment reads as "the ratio as the grid grows".
+    group only, so that each segment reads as "the ratio as the grid grows". The models sit
+    side by side around each shape's position, so that their marks do not hide each other.
+    Colour is the model; the mark and line say which MLP (a filled circle on a solid line,
+    the width-matched one; an open square on a dashed line, the parameter-matched one);
+    unstable measurements are drawn faint.
     """
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
     kan = kan[kan["x_mlp"].notna() | kan["x_mlp_param"].notna()]
@@ -208,6 +218,9 @@ def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
     shapes = sorted({_shape(*s) for s in kan[SHAPE].itertuples(index=False)}, key=lambda s: shape_sort_key(*s))
     index = {s: i for i, s in enumerate(shapes)}
     colors = model_colors(sorted(set(rows["model"])), _families(rows))
+    models = sorted(set(kan["model"]))
+    slots = len(models) * len(MATCHED)
+    step = min(0.7 / max(slots, 1), 0.12)  # the models' marks spread over at most 0.7 of a shape's slot
     many = len(shapes) > 8
     fig = _figure(1.9 * len(phases) + (1.6 if many else 0.9))
     axes = _subplots(fig, len(phases), 1, sharex=True)[:, 0]
@@ -215,14 +228,26 @@ def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
     for ax, phase in zip(axes, phases):
         at = kan[kan["phase"] == phase]
         for (model, widths, batch), g in at.groupby(["model", "widths", "batch"], dropna=False):
-            x = np.array([index[_shape(*s)] for s in g[SHAPE].itertuples(index=False)])
+            x = np.array([index[_shape(*s)] for s in g[SHAPE].itertuples(index=False)], dtype=float)
             order = np.argsort(x)
-            for column, marker in (("x_mlp", "o-"), ("x_mlp_param", "s--")):
+            faint = (g["stable"].to_numpy()[order] == "unstable") if "stable" in g else np.zeros(len(g), bool)
+            for k, (column, marker, line, _) in enumerate(MATCHED):
                 values = g[column].to_numpy(float)[order]
-                if np.isfinite(values).any():
-                    (line,) = ax.plot(x[order], values, marker, color=colors[model], markersize=3.5,
-                                      markerfacecolor=colors[model] if marker == "o-" else "white")
-                    handles.setdefault(model, line)
+                if not np.isfinite(values).any():
+                    continue
+                slot = models.index(model) * len(MATCHED) + k
+                xs = x[order] + (slot - (slots - 1) / 2) * step
+                low = g.get(f"{column}_low", pd.Series(np.nan, index=g.index)).to_numpy(float)[order]
+                high = g.get(f"{column}_high", pd.Series(np.nan, index=g.index)).to_numpy(float)[order]
+                (drawn,) = ax.plot(xs, values, marker + line, color=colors[model], markersize=3.5, linewidth=1,
+                                   markerfacecolor=colors[model] if marker == "o" else "white")
+                handles.setdefault(model, drawn)
+                has = np.isfinite(low) & np.isfinite(high)
+                if has.any():
+                    ax.errorbar(xs[has], values[has], yerr=[values[has] - low[has], high[has] - values[has]],
+                                fmt="none", ecolor=colors[model], elinewidth=0.8, capsize=1.5)
+                if faint.any():
+                    ax.plot(xs[faint], values[faint], "x", color="#999999", markersize=6)
         for i in range(1, len(shapes)):
             if shapes[i][:2] != shapes[i - 1][:2]:
                 ax.axvline(i - 0.5, color="#cccccc", linewidth=0.8)
@@ -232,14 +257,23 @@ def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.grid(axis="x", visible=False)
+        ax.set_xlim(-0.5, len(shapes) - 0.5)
         ax.set_ylabel(f"{label(phase)}: KAN / MLP")
     axes[0].set_title(label(where), fontsize=9, loc="left")
-    fig.legend(list(handles.values()), [label(m) for m in handles], loc="outside right upper", fontsize=7)
+    from matplotlib.lines import Line2D
+
+    key = [Line2D([], [], color="black", marker=marker, linestyle=line, markersize=4, linewidth=1,
+                  markerfacecolor="black" if marker == "o" else "white", label=f"against {what}")
+           for _, marker, line, what in MATCHED]
+    key.append(Line2D([], [], color="#999999", marker="x", linestyle="none", label="unstable (not said faster or slower)"))
+    fig.legend(list(handles.values()) + key, [label(m) for m in handles] + [k.get_label() for k in key],
+               loc="outside right upper", fontsize=7, title="model (colour) and MLP (mark)", title_fontsize=7)
     ticks = [label(shape_label(*s)).replace("batch ", "b").replace("grid ", "g") for s in shapes]
     axes[-1].set_xticks(range(len(shapes)), ticks, rotation=90 if many else 30, ha="center" if many else "right",
                         fontsize=7 if many else 8)
-    note = ("● against the width-matched MLP, ○ (dashed) against the parameter-matched MLP; above 1 the KAN is "
-            "slower; b: batch, g: grid size; a line joins the grid sizes of one shape")
+    note = ("Colour: the model. Filled circle on a solid line: against the width-matched MLP; open square on a "
+            "dashed line: against the parameter-matched MLP; bars: the 95% interval; a grey x: unstable. Above 1 "
+            "the KAN is slower; b: batch, g: grid size; a line joins the grid sizes of one shape.")
     return _svg(fig, f"KAN / MLP time over shapes and grid sizes — {where}",
                 f"KAN to MLP time ratios over shapes, {where}", note)
 

@@ -76,6 +76,23 @@ def reportable(run: record.Run) -> bool:
     return run.has_bench() or any(run.has(name) for name in REPORTABLE)
 
 
+PEERS_SETTINGS = "peers.json"  # a run of python -m benchmarks.peers (its rows: ours and the peers')
+PEER = "peer:"
+
+# What a run can show, by kind, in the order the page shows them.
+KINDS = {
+    "bench": lambda run: run.has_bench() and not run.has(PEERS_SETTINGS),
+    "peers": lambda run: run.has(PEERS_SETTINGS),
+    "profile": lambda run: run.has("attribution.csv"),
+    "quality": lambda run: run.has("quality.csv"),
+    "gate": lambda run: run.has("gate.json"),
+}
+
+
+def kinds_of(run: record.Run) -> list[str]:
+    return [kind for kind, has in KINDS.items() if has(run)]
+
+
 def open_run(name: str | None) -> record.Run:
     """The run named (a folder or a run id), or the newest run that has something to report."""
     try:
@@ -87,6 +104,27 @@ def open_run(name: str | None) -> record.Run:
         return found[-1]
     except FileNotFoundError as e:
         raise ReportError(str(e)) from None
+
+
+def origin(run: record.Run) -> tuple[str | None, str | None]:
+    """(machine, commit) a run was measured on, from its environment.json."""
+    env = run.environment()
+    return env.get("machine"), (env.get("commit") or {}).get("id")
+
+
+def default_runs() -> list[record.Run]:
+    """The page ``python -m reports`` shows without arguments: the newest run with something to
+    show, and with it the newest run of each other kind (bench, profile, quality, gate) from the
+    same machine and commit, newest first."""
+    newest = open_run(None)
+    picked = [newest]
+    covered = set(kinds_of(newest))
+    for run in reversed([r for r in record.runs() if reportable(r)]):
+        new_kinds = set(kinds_of(run)) - covered
+        if new_kinds and origin(run) == origin(newest):
+            picked.append(run)
+            covered |= new_kinds
+    return picked
 
 
 def load(run: record.Run) -> RunData:
@@ -130,12 +168,42 @@ def load(run: record.Run) -> RunData:
                    quality_summary=quality_summary)
 
 
+def shard_of(run: record.Run) -> tuple[str, str] | None:
+    """(suite and commit, "I/N") of a bench run made with ``--shard``, else None."""
+    if not run.has(record.BENCH_SETTINGS):
+        return None
+    try:
+        settings = run.read_json(record.BENCH_SETTINGS)
+    except ValueError:
+        return None
+    if not isinstance(settings, dict) or not settings.get("shard"):
+        return None
+    commit = (run.environment().get("commit") or {}).get("id")
+    return f"{settings.get('suite')} {commit}", str(settings["shard"])
+
+
 def load_all(runs: list[record.Run]) -> list[RunData]:
-    """Read several runs; where two share a machine label, the run id is added to tell them apart."""
-    data = [load(r) for r in runs]
-    labels = [d.machine for d in data]
-    for d in data:
-        if labels.count(d.machine) > 1:
+    """Read several runs (each once); where two with benchmarks share a machine label, the run id
+    is added to tell them apart, except for the shards of one suite on one commit, which are one
+    run in parts."""
+    unique = list({r.path.resolve(): r for r in runs}.values())
+    data = [load(r) for r in unique]
+    for d in data:  # beside a bench run of its machine, a peers run brings only the peers' rows
+        if d.run.has(PEERS_SETTINGS) and any(o is not d and o.machine == d.machine and not o.benchmarks.empty
+                                             and not o.run.has(PEERS_SETTINGS) for o in data):
+            d.benchmarks = d.benchmarks[d.benchmarks["model"].str.startswith(PEER)].reset_index(drop=True)
+    part_of = [(shard_of(d.run) or (None, None))[0] for d in data]  # the bench run a shard belongs to
+    relabel = []
+    for i, d in enumerate(data):
+        # runs of one machine are told apart where their benchmark rows would mix; a profile, quality
+        # or gate run beside a bench run of the same machine is the same machine's page
+        mates = [j for j, o in enumerate(data) if o.machine == d.machine and not o.benchmarks.empty
+                 and not o.benchmarks["model"].str.startswith(PEER).all()]
+        one_run_in_shards = part_of[i] is not None and {part_of[j] for j in mates} == {part_of[i]}
+        only_peers = not d.benchmarks.empty and d.benchmarks["model"].str.startswith(PEER).all()
+        relabel.append(not d.benchmarks.empty and not only_peers and len(mates) > 1 and not one_run_in_shards)
+    for d, change in zip(data, relabel):
+        if change:
             label = f"{d.machine} ({d.name})"
             d.benchmarks["machine"] = label
             if d.attribution is not None:
@@ -160,7 +228,7 @@ def _one_line(e: Exception) -> str:
 def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
     """The run's tidy table as the record module reads it (derived figures are the record's)."""
     if not run.has_bench():
-        return _rows_for_page(record.bench_table([]), run, machine)
+        return _rows_for_page(record.empty_bench_table(), run, machine)
     if run.has("benchmarks.csv"):
         columns = _read_table(run, "benchmarks").columns
         missing = [c for c in REQUIRED_BENCH if c not in columns]

@@ -12,7 +12,7 @@ import pandas as pd
 
 from reports import charts, tables
 from reports.units import is_missing
-from reports.data import ReportError, RunData, environment_items, load, load_all, open_run
+from reports.data import ReportError, RunData, default_runs, environment_items, load, load_all, open_run
 
 TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_THRESHOLD = 1.05  # a significant change within ±5% reads "no significant change"
@@ -73,7 +73,8 @@ def _link(target: Path, page: Path) -> str:
 
 def context(runs: list[RunData], against: RunData | None, page: Path, threshold: float) -> dict:
     """Everything the template shows, computed from the runs."""
-    bench = pd.concat([r.benchmarks for r in runs], ignore_index=True)
+    tables_with_rows = [r.benchmarks for r in runs if not r.benchmarks.empty] or [runs[0].benchmarks]
+    bench = pd.concat(tables_with_rows, ignore_index=True)
     page_groups = groups(bench)
     for g in page_groups:
         g.headline = tables.headline(g.rows, g.where)
@@ -118,7 +119,14 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
             "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
         }
 
+    sources = {
+        "bench": [r.name for r in runs if not r.benchmarks.empty],
+        "profile": [r.name for r in runs if r.attribution is not None],
+        "quality": [r.name for r in runs if r.quality is not None],
+        "gate": [r.name for r in runs if r.gate is not None],
+    }
     return {
+        "sources": sources,
         "runs": [{
             "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
             "profiles": profile_table(r.profile_files, page),
@@ -189,16 +197,19 @@ def render(
     out: str | Path | None = None,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> Path:
-    """Render ``run`` (the newest run with benchmarks when None) into one HTML file; return its path.
+    """Render ``run`` into one HTML file; return its path.
 
+    Without ``run``, the page of the newest run with something to show, and with it the newest
+    bench, profile, quality and gate runs of the same machine and commit (``default_runs``).
     ``merge`` adds runs (from other machines, say) to the same page; ``against`` compares
     ``run`` with an older run. The page goes to ``out``, by default ``report.html`` in the
     run folder; no other file of any run is touched.
     """
     if not threshold >= 1:
         raise ReportError(f"--threshold must be a ratio of at least 1 (1.05 for 5%), got {threshold}")
-    primary = open_run(run)
-    runs = load_all([primary] + [open_run(m) for m in merge])
+    picked = [open_run(run)] if run is not None else default_runs()
+    primary = picked[0]
+    runs = load_all(picked + [open_run(m) for m in merge])
     old = load(open_run(against)) if against is not None else None
     if old is not None and old.benchmarks.empty:
         raise ReportError(f"--against {against}: run {old.name} has no benchmarks table (benchmarks.csv) to compare with")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchmarks.core import stats
 from benchmarks.core.record import PARTS
 from reports.data import PHASES, SHAPE, RunData
 from reports.units import byte_unit, is_missing, shape_label, shape_sort_key, time_unit
@@ -91,11 +92,45 @@ def _models(rows: pd.DataFrame) -> list[str]:
     return sorted(set(rows["model"]), key=lambda m: (families.get(m) == "mlp", m))
 
 
+def combined(at: pd.DataFrame, column: str) -> tuple[float, float, float, str | None, int]:
+    """A ratio column over the shapes of ``at``: (geometric mean, geometric mean of the interval's
+    ends, the reason it is unstable or None, how many shapes). The interval of the mean is no
+    wider than the mean of the intervals, so the words said of it are safe."""
+    ok = at[np.isfinite(at[column].to_numpy(float)) & (at[column].to_numpy(float) > 0)]
+    if ok.empty:
+        return float("nan"), float("nan"), float("nan"), None, 0
+    low = ok[f"{column}_low"].to_numpy(float) if f"{column}_low" in ok else np.full(len(ok), np.nan)
+    high = ok[f"{column}_high"].to_numpy(float) if f"{column}_high" in ok else np.full(len(ok), np.nan)
+    unstable = ok[ok["stable"] == "unstable"] if "stable" in ok else ok.iloc[:0]
+    reason = None
+    if len(unstable):
+        first = unstable["unstable_reason"].dropna()
+        reason = (first.iloc[0] if len(first) else "unstable") if len(ok) == 1 else \
+            f"{len(unstable)} of {len(ok)} shapes" + (f": {first.iloc[0]}" if len(first) else "")
+    return geomean(ok[column]), geomean(low), geomean(high), reason, len(ok)
+
+
+def said(at: pd.DataFrame, column: str) -> Cell:
+    """The cell of a ratio column: what may be said of it, with its interval and shapes below."""
+    ratio, low, high, unstable, n = combined(at, column)
+    if not n:
+        return Cell("–")
+    text = stats.words(ratio, low, high, unstable)
+    cls = ("unstable" if unstable else "same" if text.startswith("no clear") else
+           "slower" if "slower" in text else "faster" if "faster" in text else "")
+    sub = f"{stats.plain(ratio)}×" + (f" [{stats.plain(low)}, {stats.plain(high)}]" if np.isfinite(low) else "")
+    sub += f", {n} shapes" if n > 1 else ""
+    sub += f"; {unstable}" if unstable else ""
+    shown = "unstable" if unstable else text.replace("x slower", "× slower").replace("x faster", "× faster")
+    return Cell(shown, sub, cls, title=text)  # the reason an unstable cell gives, on hover and in the title
+
+
 def headline(rows: pd.DataFrame, where: str) -> Table | None:
     """For each KAN: times slower or faster than the width- and parameter-matched MLP, per phase.
 
-    A cell is the geometric mean of the ratio over every shape measured (ratios
-    multiply, so the geometric mean is their fair average), with the range below.
+    A cell says what the measurement allows (:func:`benchmarks.core.stats.words`): slower or
+    faster only where the interval excludes 1 and the measurement is stable. Over several
+    shapes it is the geometric mean (ratios multiply, so that is their fair average).
     KANs come fastest first.
     """
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
@@ -110,17 +145,10 @@ def headline(rows: pd.DataFrame, where: str) -> Table | None:
         for phase in phases:
             at = kan[(kan["model"] == model) & (kan["phase"] == phase)]
             for column in ("x_mlp", "x_mlp_param"):
-                values = at[column].to_numpy(float)
-                values = values[np.isfinite(values) & (values > 0)]
-                if not values.size:
-                    cells.append(Cell("–"))
-                    continue
-                text, cls = fmt_ratio(geomean(values))
-                sub = f"{values.min():.2g}–{values.max():.2g}×, {values.size} shapes" if values.size > 1 else "1 shape"
-                cells.append(Cell(text, sub, cls))
+                cells.append(said(at, column))
         table_rows.append(cells)
-    columns = ["KAN"] + ["same widths", "same parameters"] * len(phases)
-    groups = [("", 1)] + [(f"{phase} vs MLP with", 2) for phase in phases]
+    columns = ["KAN"] + ["widths", "parameters"] * len(phases)
+    groups = [("", 1)] + [(f"{phase}, vs the MLP of the same", 2) for phase in phases]
     return Table(where, columns, table_rows, groups)
 
 
@@ -129,13 +157,22 @@ def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok") & rows["x_mlp"].notna()]
     lines = []
     for phase in _phases(kan["phase"]):
-        by_model = kan[kan["phase"] == phase].groupby("model")["x_mlp"].apply(geomean).dropna()
+        at = kan[kan["phase"] == phase]
+        by_model = at.groupby("model")["x_mlp"].apply(geomean).dropna()
         if by_model.empty:
             continue
+
+        def say(model: str) -> str:
+            ratio, low, high, unstable, _ = combined(at[at["model"] == model], "x_mlp")
+            text = stats.words(ratio, low, high, unstable, than="the width-matched MLP")
+            interval = f" ({stats.plain(ratio)}×, 95% interval {stats.plain(low)}–{stats.plain(high)})" \
+                if np.isfinite(low) and not unstable else ""
+            return text + interval
+
         best, worst = by_model.idxmin(), by_model.idxmax()
-        text = f"{where}, {phase}: the fastest KAN is {best}, {fmt_ratio(by_model[best])[0]} than the width-matched MLP"
+        text = f"{where}, {phase}: the KAN with the smallest time ratio is {best}: {say(best)}"
         if worst != best:
-            text += f"; the slowest is {worst}, {fmt_ratio(by_model[worst])[0]}"
+            text += f"; the largest is {worst}: {say(worst)}"
         lines.append(text + ".")
     return lines
 

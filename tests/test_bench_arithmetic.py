@@ -36,17 +36,18 @@ def test_case_names_and_fields():
     assert Case("mlp", grid_size=None).id == "mlp-forward-cpu-float32-2x5x1-b64"
     assert case.record() == {"model": "kan", "phase": "backward", "device": "cpu", "dtype": "float32",
                              "widths": "784x64x10", "batch": 256, "grid_size": 20}
-    with pytest.raises(ValueError, match="unknown dtype 'float8'; valid dtypes: float32, bfloat16"):
+    with pytest.raises(ValueError, match="unknown dtype 'float8'; valid dtypes: float32, bfloat16, float64"):
         Case("kan", dtype="float8")
     with pytest.raises(ValueError, match="unknown phase"):
         Case("kan", phase="predict")
 
 
-def _row(model, median, batch=256, grid=5, phase="forward", family="kan", status="ok", flops=1_000_000):
+def _row(model, median, batch=256, grid=5, phase="forward", family="kan", status="ok", flops=1_000_000,
+         **measured):
     return {"benchmark": f"{model}-{phase}-{batch}-{grid}", "model": model, "family": family, "phase": phase,
             "device": "cpu", "dtype": "float32", "widths": "784x64x10", "batch": batch, "grid_size": grid,
             "status": status, "median_s": median, "iqr_s": median / 10, "mean_s": median, "min_s": median,
-            "max_s": median, "rounds": 10, "flops": flops, "machine": "m", "threads": 2}
+            "max_s": median, "rounds": 10, "flops": flops, "machine": "m", "threads": 2, **measured}
 
 
 ROWS = [
@@ -88,9 +89,26 @@ def test_summary_shows_model_by_phase_with_the_mlp_ratio():
     text = summary(tidy(ROWS))
     assert "9 measurements: 8 ok, 1 nonfinite" in text
     assert "cpu float32 [784, 64, 10] batch 256, grid 5" in text
-    line = next(l for l in text.splitlines() if l.startswith("kan ") and "4 ms" in l)
-    assert "x4" in line
-    assert any(l.startswith("rbf-kan") and "nonfinite" in l for l in text.splitlines())
+    line = " ".join(next(l for l in text.splitlines() if l.split()[1:2] == ["kan"] and "4 ms" in l).split())
+    assert line == "forward kan 4 ms 4.00 no interval measured"  # a table made without rounds: no verdict
+    assert any(l.split()[1:2] == ["rbf-kan"] and "nonfinite" in l for l in text.splitlines())
+
+
+def test_summary_words_follow_the_interval_and_stability():
+    rows = [
+        _row("kan", 0.004, x_mlp=4.0, x_mlp_low=3.9, x_mlp_high=4.1, stable="stable"),
+        _row("kan-fast", 0.001, x_mlp=0.98, x_mlp_low=0.95, x_mlp_high=1.02, stable="stable"),
+        _row("fourier-kan", 0.0005, x_mlp=0.5, x_mlp_low=0.49, x_mlp_high=0.51, stable="stable"),
+        _row("rbf-kan", 0.002, x_mlp=2620.4, x_mlp_low=2000, x_mlp_high=3000, stable="unstable",
+             unstable_reason="interval ±20%"),
+        _row("mlp", 0.001, grid=None, family="mlp", x_mlp=1.0, x_mlp_low=1.0, x_mlp_high=1.0, stable="stable"),
+    ]
+    lines = {l.split()[1]: " ".join(l.split()) for l in summary(tidy(rows)).splitlines() if l.startswith("  forward")}
+    assert lines["kan"].endswith("4.00 [3.90, 4.10] 4.00x slower than the MLP")
+    assert lines["kan-fast"].endswith("no clear difference from the MLP")
+    assert lines["fourier-kan"].endswith("2.00x faster than the MLP")
+    assert lines["rbf-kan"].endswith("2,620 [2,000, 3,000] unstable (interval ±20%)")
+    assert lines["mlp"].endswith("the baseline")
 
 
 def test_summary_of_many_workloads_gives_geometric_means():
@@ -99,4 +117,4 @@ def test_summary_of_many_workloads_gives_geometric_means():
         rows += [_row("kan", 0.001 * ratio, batch=batch), _row("mlp", 0.001, batch=batch, grid=None, family="mlp")]
     text = summary(tidy(rows), max_blocks=1)
     line = next(l for l in text.splitlines() if l.startswith("kan "))
-    assert "x4" in line  # sqrt(2 * 8)
+    assert "x4.00" in line  # sqrt(2 * 8)

@@ -49,12 +49,18 @@ def test_smoke_suite_end_to_end(tmp_path):
     assert "dirty" in doc["commit_info"]
     assert {b["name"] for b in doc["benchmarks"]} == set(table["benchmark"])
     assert all(len(b["stats"]["data"]) == 2 for b in doc["benchmarks"])
-    assert all(b["options"]["timer"].endswith("DeviceTimer(cpu)") for b in doc["benchmarks"])
+    assert all(b["options"]["timer"] == "DeviceTimer(cpu), in turns" for b in doc["benchmarks"])
+    # pytest-benchmark's samples are the ones taken in turns, recorded in the row
+    rows = {r["benchmark"]: r for r in run.read_jsonl(record.MEASUREMENTS)}
+    assert all(b["stats"]["data"] == rows[b["name"]]["samples"] for b in doc["benchmarks"])
     assert run.environment()["threads"] == 1
 
     # the summary: model x phase, median time, x MLP
     assert "9 measurements: 9 ok" in out
-    assert any(line.startswith("kan ") and " x" in line for line in out.splitlines())
+    kan_lines = [" ".join(line.split()) for line in out.splitlines() if line.split()[:2] == ["forward", "kan"]]
+    assert len(kan_lines) == 1, out
+    verdicts = ("x slower than the MLP", "x faster than the MLP", "no clear difference", "unstable (interval")
+    assert any(v in kan_lines[0] for v in verdicts), kan_lines
 
     # still a pytest-benchmark file that its own tools read
     compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(run.benchmark_json)],

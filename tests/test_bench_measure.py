@@ -5,34 +5,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.suite import measure as measure_module
+from benchmarks.core import measure as measure_module
 from benchmarks.core import memory, record
 from benchmarks.core.case import Case, ModelUnavailable, build_model, make_step
+from benchmarks.core.measure import Group
 from benchmarks.suite.suites import SUITES
 from benchmarks.core.record import bench_table as tidy
 
 
 class FakeBenchmark:
-    """Stands in for pytest-benchmark's fixture: runs pedantic's protocol, keeps stats."""
+    """Stands in for pytest-benchmark's fixture: records what pedantic was given."""
 
     def __init__(self):
         self.pedantic_calls = 0
         self.extra_info = {}
         self.skipped = False
 
-    def pedantic(self, fn, setup, rounds, warmup_rounds):
+    def pedantic(self, fn, rounds, iterations, warmup_rounds):
         self.pedantic_calls += 1
-        data = []
-        for i in range(warmup_rounds + rounds):
-            setup()
-            fn()
-            data.append(0.001)
-
-        class Stats:
-            median = iqr = mean = min = max = 0.001
-
-        Stats.rounds, Stats.data = rounds, data[warmup_rounds:]
-        self.stats = type("Metadata", (), {"stats": Stats})()
+        self.rounds = rounds
 
 
 class NaNAfter(torch.nn.Module):
@@ -49,34 +40,44 @@ class NaNAfter(torch.nn.Module):
         return y * float("nan") if self.calls >= self.after else y
 
 
+def group_of(*cases):
+    return Group(tuple(cases))
+
+
+def odd(models: dict):
+    """A step builder that gives the cases named in ``models`` those models, the others their own."""
+    return lambda case: make_step(case, model=models[case.model]()) if case.model in models else make_step(case)
+
+
 def test_nonfinite_first_call_is_flagged_and_never_timed():
-    case = Case("mlp", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
-    step = make_step(case, model=NaNAfter(case.widths, after=1))
-    bench = FakeBenchmark()
-    row = measure_module.measure(bench, case, SUITES["smoke"], {}, step=step)
-    assert row["status"] == "nonfinite"
-    assert "NaN in the forward output" in row["reason"]
-    assert bench.pedantic_calls == 0 and "median_s" not in row
+    case = Case("nan", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
+    mlp = Case("mlp", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
+    rows = measure_module.measure_group(group_of(case, mlp), SUITES["smoke"],
+                                        build=odd({"nan": lambda: NaNAfter(case.widths, after=1)}))
+    row = rows[case.id]
+    assert row["status"] == "nonfinite" and "NaN in the forward output" in row["reason"]
+    assert "median_s" not in row and row["first_call_s"] is None
+    assert rows[mlp.id]["status"] == "ok"  # the others go on
 
 
 def test_nonfinite_during_timing_discards_the_timing():
-    case = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
-    step = make_step(case, model=NaNAfter(case.widths, after=5))
-    row = measure_module.measure(FakeBenchmark(), case, SUITES["smoke"], {}, step=step)
-    assert row["status"] == "nonfinite"
-    assert "timing discarded" in row["reason"] and "median_s" not in row
+    case = Case("nan", "train", widths=(2, 5, 1), batch=8, grid_size=None)
+    row = measure_module.measure_group(group_of(case), SUITES["smoke"],
+                                       build=odd({"nan": lambda: NaNAfter(case.widths, after=3)}))[case.id]
+    assert row["status"] == "nonfinite" and "NaN" in row["reason"] and "median_s" not in row
 
 
-def test_nonfinite_is_flagged_in_the_record(tmp_path, monkeypatch):
+def test_nonfinite_is_flagged_in_the_record(tmp_path):
     """Through the suite's own test body: the row lands in the run with its status, the test fails."""
     from benchmarks.suite import test_bench
 
     case = Case("mlp", "backward", widths=(2, 5, 1), batch=8, grid_size=None)
-    monkeypatch.setattr(measure_module, "make_step", lambda c: make_step(c, model=NaNAfter(c.widths)))
+    build = odd({"mlp": lambda: NaNAfter(case.widths)})
+    measured = lambda c: measure_module.measure_group(group_of(c), SUITES["smoke"], build=build)[c.id]  # noqa: E731
     run = record.new_run(root=tmp_path)
     request = type("Request", (), {"node": type("Node", (), {"name": "test_case[nan]"})()})()
     with pytest.raises(pytest.fail.Exception, match="NaN"):
-        test_bench.test_case(FakeBenchmark(), case, SUITES["smoke"], run, request)
+        test_bench.test_case(FakeBenchmark(), case, measured, run, request)
     rows = run.read_jsonl(record.MEASUREMENTS)
     assert [r["status"] for r in rows] == ["nonfinite"]
     frame = tidy(rows)
@@ -87,13 +88,22 @@ def pd_isna(v) -> bool:
     return v is None or v != v
 
 
-def test_a_finite_case_fills_every_figure():
-    case = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
-    row = measure_module.measure(FakeBenchmark(), case, SUITES["smoke"], {})
+def test_a_finite_group_fills_every_figure():
+    mlp = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
+    kan = Case("kan", "train", widths=(2, 5, 1), batch=8, grid_size=5)
+    param = Case("mlp-param", "train", widths=(2, 5, 1), batch=8, grid_size=5)
+    rows = measure_module.measure_group(group_of(kan, param, mlp), SUITES["smoke"])
+    row = rows[mlp.id]
     assert row["status"] == "ok" and row["rounds"] == 2 and len(row["samples"]) == 2
     assert row["first_call_s"] > 0 and row["threads"] == torch.get_num_threads()
     assert row["param_bytes"] == 4 * row["parameters"] and row["saved_bytes"] > 0
     assert row["peak_bytes"] is None  # the CPU keeps no peak
+    assert row["x_mlp"] == 1.0 and "x_mlp_param" not in row  # the MLP has no grid to match mlp-param's
+    k = rows[kan.id]
+    for column in ("x_mlp", "x_mlp_param"):
+        assert k[f"{column}_low"] <= k[column] <= k[f"{column}_high"]
+    assert k["stable"] in ("stable", "unstable") and k["disturbed"] >= 0
+    assert k["used_rounds"] <= k["rounds"] == 2
 
 
 def test_backward_setup_runs_the_forward_and_fn_only_the_backward():

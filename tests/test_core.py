@@ -125,7 +125,9 @@ class FakeSide:
 
     def take_turns(self, name, count, calls):
         self.log.append((self.label, name))
-        return [[self.per_call[name]] * calls for _ in range(count)]
+        # the first call of each turn disturbed and slow: the sample is the fastest undisturbed one
+        return [[(10 * self.per_call[name], True)] + [(self.per_call[name], False)] * (calls - 1)
+                for _ in range(count)]
 
 
 def test_paired_turns_alternate_the_order_of_the_sides():
@@ -137,6 +139,10 @@ def test_paired_turns_alternate_the_order_of_the_sides():
     # a turn lasts about sample_s on the faster side, the same number of calls on both
     assert [len(t) for t in taken["base"]["x"]] == [5, 5] and [len(t) for t in taken["head"]["x"]] == [5, 5]
     assert protocol.fastest(taken)["head"]["y"] == [0.019, 0.019]
+    assert protocol.disturbed_turns(taken) == {"base": {"x": 0, "y": 0}, "head": {"x": 0, "y": 0}}
+    all_bad = {"head": {"x": [[(0.5, True), (0.4, True)], [(0.3, False), (0.2, True)]]}}
+    assert protocol.fastest(all_bad) == {"head": {"x": [0.4, 0.3]}}
+    assert protocol.disturbed_turns(all_bad) == {"head": {"x": 1}}
 
 
 def _row(model, phase, median, **extra):
@@ -212,3 +218,104 @@ def test_write_rows_keeps_the_declared_columns(tmp_path):
     table = run.read_table(record.TARGETS)
     assert list(table.columns) == record.TABLES[record.TARGETS]
     assert table["samples_s"].iloc[0] == "[0.01, 0.02]" and table["rounds"].iloc[0] == 10
+
+
+def test_rounds_rotate_the_order():
+    log = []
+    steps = [FakeStep(n, log) for n in "abc"]
+    protocol.turns([protocol.Candidate(s.name, s) for s in steps], CountingClock(), repeats=3, warmup=0)
+    calls = [entry for entry in log if not entry.startswith("setup")]
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # after the first calls
+
+
+class FakeUsage:
+    """getrusage as a test scripts it: per call of the step, context switches and CPU seconds."""
+
+    def __init__(self, per_call):
+        self.per_call, self.switches, self.cpu, self.reads = list(per_call), 0, 0.0, 0
+
+    def __call__(self):
+        if self.reads % 2 == 1:  # the reading after a call: add that call's usage
+            switches, cpu = self.per_call.pop(0)
+            self.switches += switches
+            self.cpu += cpu
+        self.reads += 1
+        return self.switches, self.cpu
+
+
+class SteppingClock:
+    """A clock whose calls last the seconds given, one after another."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.reads = list(durations), 0.0, 0
+
+    def __call__(self):
+        if self.reads % 2 == 1:
+            self.now += self.durations.pop(0)
+        self.reads += 1
+        return self.now
+
+
+def test_disturbed_samples_are_told_by_switches_and_by_lost_cpu_time():
+    # first call (untimed), then five timed calls of 10 ms with two threads busy (20 ms of CPU)
+    durations = [0.01] * 6
+    usage = FakeUsage([(0, 0.02), (0, 0.02), (1, 0.02), (0, 0.02), (0, 0.011), (0, 0.0199)])
+    c = protocol.Candidate("a", FakeStep("a", []))
+    protocol.turns([c], SteppingClock(durations), repeats=5, warmup=0, usage=usage)
+    assert c.samples == pytest.approx([0.01] * 5)
+    # a context switch; then a call that got about one core's time instead of two
+    assert protocol.disturbed(c) == [False, True, False, True, False]
+
+
+def test_calls_too_short_for_the_cpu_clock_are_judged_by_switches_only():
+    c = protocol.Candidate("a", samples=[1e-4, 1e-4, 1e-4], switches=[0, 0, 2], cpu_s=[1e-4, 1e-6, 1e-4])
+    assert protocol.disturbed(c) == [False, False, True]
+
+
+def test_until_clear_stops_when_clear_or_out_of_budget():
+    log = []
+    c = protocol.Candidate("a", FakeStep("a", log))
+    asked = []
+    taken = protocol.turns_until_clear([c], CountingClock(), warmup=0, min_rounds=3, max_rounds=50, budget_s=1e9,
+                                       clear=lambda r: asked.append(r) or r >= 5, usage=lambda: (0, 0.0))
+    assert taken == 5 and asked == [3, 4, 5]
+    ticks = iter(range(100))
+    c2 = protocol.Candidate("b", FakeStep("b", []))
+    taken = protocol.turns_until_clear([c2], CountingClock(), warmup=0, min_rounds=2, max_rounds=50, budget_s=3,
+                                       clear=lambda r: False, usage=lambda: (0, 0.0), clock=lambda: next(ticks))
+    # the clock reads 0 at the start, then 1, 2, 3 after rounds 2, 3, 4 (from min_rounds on)
+    assert taken == 4
+
+
+def test_threads_follow_the_idle_cores():
+    from benchmarks.core.timer import default_threads
+
+    assert default_threads(2.0, 2)[0] == 2
+    n, why = default_threads(0.18, 2)
+    assert n == 1 and "0.18 cores were idle" in why
+    assert default_threads(7.6, 4)[0] == 4  # never more than torch's own default
+    assert default_threads(None, 4) == (4, "4 (torch's default; idle cores unknown here)")
+
+
+@pytest.mark.parametrize("ratio, low, high, unstable, said", [
+    (2.77, 2.70, 2.85, None, "2.77x slower than the MLP"),
+    (0.5, 0.48, 0.52, None, "2.00x faster than the MLP"),
+    (1.02, 0.97, 1.08, None, "no clear difference from the MLP"),
+    (2620.4, 2500.0, 2700.0, None, "2,620x slower than the MLP"),
+    (3.0, 1.1, 9.0, "interval ±200%", "unstable (interval ±200%)"),
+    (3.0, float("nan"), float("nan"), None, "no interval measured"),
+])
+def test_the_words_for_a_ratio(ratio, low, high, unstable, said):
+    from benchmarks.core import stats
+
+    assert stats.words(ratio, low, high, unstable, than="the MLP") == said
+
+
+def test_a_paired_interval_is_clear_within_five_percent():
+    from benchmarks.core import stats
+
+    base = [1.0 + 0.01 * (i % 7) for i in range(40)]
+    steady = stats.paired_ratio_interval([2 * b for b in base], base)
+    assert steady.ratio == pytest.approx(2.0) and steady.clear()
+    noisy = stats.paired_ratio_interval([2 * b * (1.5 if i % 2 else 0.7) for i, b in enumerate(base)], base)
+    assert not noisy.clear() and noisy.ci_low < 2.0 < noisy.ci_high

@@ -217,7 +217,7 @@ def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, mon
     significant: the gate passes and writes its verdict."""
     monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
     status = gate.main(["--base", "HEAD~1", "--models", "chebyshev-kan,mlp", "--phases", "forward",
-                        "--rounds", "5", "--sample-time", "0.001"])
+                        "--rounds", "7", "--sample-time", "0.001"])
     assert status == gate.EXIT_PASS
     (path,) = (tmp_path / "results").glob("*/gate.json")
     doc = json.loads(path.read_text())
@@ -229,9 +229,9 @@ def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, mon
     assert all(list(r) == gate.ROW_COLUMNS for r in rows.values())
     assert rows["mlp-forward"]["status"] == "new"
     compared = rows["chebyshev-kan-forward"]
-    assert compared["status"] == stats.UNCHANGED and compared["n_head"] == compared["n_base"] == 5
+    assert compared["status"] == stats.UNCHANGED and compared["n_head"] == compared["n_base"] == 7
     assert compared["test"] == "wilcoxon" and compared["calls_per_sample"] >= protocol.MIN_CALLS
-    assert len(doc["samples"]["chebyshev-kan-forward"]["base"]) == 5
+    assert len(doc["samples"]["chebyshev-kan-forward"]["base"]) == 7
     out = capsys.readouterr().out
     assert "chebyshev-kan-forward" in out and "gate: PASS" in out
     assert git(project, "worktree", "list").count("\n") == 0  # the base's worktree is gone
@@ -248,3 +248,25 @@ def test_a_baseline_file_stands_in_only_where_no_base_commit_exists(tmp_path, mo
     mode, commit, baseline = gate._plan(args)
     assert mode == "baseline" and commit is None and baseline["ratios"] == {"kan-forward": 5.0}
     assert gate._plan(gate.parser().parse_args(["--base", "HEAD~1"]))[0] == "none"
+
+
+@pytest.mark.parametrize("rounds, per_round, alpha, smallest", [
+    (6, 1, 0.01, 7),    # 6 pairs: the smallest p is 1/64 = 0.016, never under 0.01
+    (1, 4, 0.01, 2),    # 4 pairs a side in one round: 2 rounds of 4 are the fewest
+    (4, 1, 0.05, 5),    # 4 pairs could reach 1/16 < 0.05, but fewer than 5 are never judged
+])
+def test_rounds_that_can_never_fail_the_gate_are_refused(rounds, per_round, alpha, smallest, capsys):
+    status = gate.main(["--rounds", str(rounds), "--samples-per-round", str(per_round), "--alpha", str(alpha)])
+    err = capsys.readouterr().err
+    assert status == gate.EXIT_ERROR and err.count("\n") == 1, err
+    assert f"use --rounds {smallest} or more" in err and "can never show a regression" in err
+
+
+def test_the_fewest_rounds_the_gate_accepts_can_fail_it():
+    """7 pairs all slower give the one-sided signed-rank test p = 1/128 < 0.01: a regression."""
+    from benchmarks.core import stats
+
+    assert stats.min_pairs(0.01) == 7
+    base = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98]
+    c = stats.compare([2 * b for b in base], base, threshold=1.15, alpha=0.01, paired=True)
+    assert c.verdict == stats.REGRESSION and c.p_slower == pytest.approx(1 / 128)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.core import record
+from benchmarks.core import record, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
             if device == "cuda" else []),
         "commit": {"id": "0123456789abcdef", "short": "012345678", "dirty": False, "branch": "main"},
     })
-    rows, benchmarks = [], []
+    rows, benchmarks, samples = [], [], {}
     models = models or {**KANS, **MLPS}
     done = set()
     for widths, batch, grid in shapes or SHAPES:
@@ -86,6 +86,7 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                     continue
                 median = true_median(model, factor, phase, widths, batch, grid, device, speedup or {})
                 data = median * np.exp(rng.normal(0, 0.03, rounds))  # (rounds,)
+                samples[(model, phase, widths, batch, g)] = data
                 q1, q3 = np.percentile(data, [25, 75])
                 name = f"test_case[{model}-{phase}-{device}-float32-{widths}-b{batch}" + (f"-g{g}]" if g else "]")
                 benchmarks.append({
@@ -111,13 +112,20 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                     "peak_bytes": params * (3 if phase == "train" else 1) + 4 * batch * 800,
                     "x_mlp": np.nan, "x_mlp_param": np.nan, "threads": 2, "machine": machine,
                 })
+    for row in rows:  # as the bench measures them: paired ratios (sample i with sample i) and intervals
+        if row["status"] != "ok" or row["family"] != "kan":
+            continue
+        key = (row["model"], row["phase"], row["widths"], row["batch"], row["grid_size"])
+        spreads = []
+        for column, base_key in (("x_mlp", ("mlp", *key[1:4], None)), ("x_mlp_param", ("mlp-param", *key[1:]))):
+            if base_key in samples:
+                r = stats.paired_ratio_interval(samples[key], samples[base_key])
+                row.update({column: r.ratio, f"{column}_low": r.ci_low, f"{column}_high": r.ci_high})
+                spreads.append(r.spread)
+        clear = all(s <= stats.CLEAR_WITHIN for s in spreads)
+        row.update(stable="stable" if clear else "unstable",
+                   unstable_reason=None if clear else f"interval ±{max(spreads):.0%}")
     bench = pd.DataFrame(rows, columns=record.BENCH_COLUMNS)
-    is_kan = (bench["family"] == "kan") & (bench["status"] == "ok")
-    for column, baseline, keys in (("x_mlp", "mlp", ["phase", "widths", "batch"]),
-                                   ("x_mlp_param", "mlp-param", ["phase", "widths", "batch", "grid_size"])):
-        base = bench[bench["model"] == baseline].set_index(keys)["median_s"]
-        wanted = pd.MultiIndex.from_frame(bench.loc[is_kan, keys])
-        bench.loc[is_kan, column] = bench.loc[is_kan, "median_s"].to_numpy() / base.reindex(wanted).to_numpy()
     run.write_table("benchmarks", bench)
     run.write_json("benchmark.json", {
         "machine_info": {"node": machine, "processor": "x86_64", "python_version": "3.11.2"},
@@ -181,18 +189,36 @@ SMALL = dict(models={"kan": 9.0, "kan-fast": 3.0, "mlp": 1.0, "mlp-param": 2.2},
 def test_headline_is_geometric_mean_of_kan_over_mlp(tmp_path):
     run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
     bench = pd.read_csv(run.file("benchmarks.csv"))
-    table = tables.headline(data.load(run).benchmarks, "cpu")
+    rows = data.load(run).benchmarks.assign(stable="stable")  # here the means, not the stability
+    table = tables.headline(rows, "cpu")
     cells = {row[0].text: row for row in table.rows}
     assert list(cells) == ["kan-fast", "kan"]  # fastest first
     for model in ("kan", "kan-fast"):
         for i, phase in enumerate(["forward", "backward", "train"]):
-            kan = bench[(bench.model == model) & (bench.phase == phase)].set_index("batch")["median_s"]
-            mlp = bench[(bench.model == "mlp") & (bench.phase == phase)].set_index("batch")["median_s"]
-            expected = math.exp(np.mean(np.log(kan / mlp)))
+            at = bench[(bench.model == model) & (bench.phase == phase)]
+            expected = math.exp(np.mean(np.log(at["x_mlp"])))
+            low, high = (math.exp(np.mean(np.log(at[c]))) for c in ("x_mlp_low", "x_mlp_high"))
             cell = cells[model][1 + 2 * i]
-            assert cell.text == f"{expected:.3g}× slower"
+            assert cell.text == f"{stats.plain(expected)}× slower" and low > 1  # the interval excludes 1
             assert cell.cls == "slower"
-            assert cell.sub.endswith("2 shapes")
+            assert cell.sub == f"{stats.plain(expected)}× [{stats.plain(low)}, {stats.plain(high)}], 2 shapes"
+
+
+def test_the_headline_says_no_more_than_the_measurement_allows(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = data.load(run).benchmarks
+    kan_fwd = (bench.model == "kan") & (bench.phase == "forward")
+    bench.loc[kan_fwd, ["x_mlp_low", "x_mlp_high"]] = [0.9, 11.0]  # an interval that includes 1
+    fast_fwd = (bench.model == "kan-fast") & (bench.phase == "forward")
+    bench.loc[fast_fwd & (bench.batch == 256), ["stable", "unstable_reason"]] = ["unstable", "interval ±12%"]
+    bench.loc[(bench.model == "kan") & (bench.phase == "train"), ["x_mlp_low", "x_mlp_high"]] = np.nan
+    cells = {row[0].text: row for row in tables.headline(bench, "cpu").rows}
+    assert cells["kan"][1].text == "no clear difference" and cells["kan"][1].cls == "same"
+    assert cells["kan-fast"][1].text == "unstable" and cells["kan-fast"][1].cls == "unstable"
+    assert cells["kan-fast"][1].title == "unstable (1 of 2 shapes: interval ±12%)"
+    assert cells["kan"][5].text == "no interval measured"
+    sentences = " ".join(tables.headline_sentences(bench, "cpu"))
+    assert "faster" not in sentences and "slower than the width-matched MLP" in sentences
 
 
 def test_fmt_ratio_reads_slower_faster_and_same():
@@ -203,15 +229,18 @@ def test_fmt_ratio_reads_slower_faster_and_same():
 
 
 def test_missing_mlp_ratios_are_filled_from_the_mlp_rows(tmp_path):
+    """A table without ratios (an older harness's): the record fills them as ratios of medians."""
     run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
     bench = pd.read_csv(run.file("benchmarks.csv"))
-    expected = bench[["x_mlp", "x_mlp_param"]].copy()
-    bench[["x_mlp", "x_mlp_param"]] = np.nan
+    bench[["x_mlp", "x_mlp_param", "x_mlp_low", "x_mlp_high", "x_mlp_param_low", "x_mlp_param_high"]] = np.nan
     run.write_table("benchmarks", bench)
     filled = data.load(run).benchmarks
     kan = (bench["family"] == "kan").to_numpy()
-    np.testing.assert_allclose(filled["x_mlp"][kan], expected["x_mlp"][kan], rtol=1e-12)
-    np.testing.assert_allclose(filled["x_mlp_param"][kan], expected["x_mlp_param"][kan], rtol=1e-12)
+    median = bench.set_index(["model", "phase", "batch"])["median_s"]
+    for i in np.flatnonzero(kan):
+        row = bench.iloc[i]
+        assert filled["x_mlp"].iloc[i] == pytest.approx(row.median_s / median[("mlp", row.phase, row.batch)])
+        assert filled["x_mlp_param"].iloc[i] == pytest.approx(row.median_s / median[("mlp-param", row.phase, row.batch)])
     # the record's one rule covers the baselines too: the width-matched MLP is 1x itself
     assert (filled.loc[filled["model"] == "mlp", "x_mlp"] == 1.0).all()
 
@@ -433,7 +462,10 @@ def test_a_gate_run_shows_its_verdict(tmp_path):
     assert '<td class="slower">slower</td>' in page and "1.220–1.400" in page and "13.1 ms" in page
     assert "<td>new<span class=\"sub\">the base has no kan-fast</span></td>" in page
     assert "1 benchmarks with no significant change" in page
-    assert "This run has no benchmark table" in page
+    # sections with nothing to show are one line, never a heading over emptiness
+    assert '<p class="empty" id="headline"><strong>Headline</strong>: no benchmark table' in page
+    assert "<h2>Headline" not in page and "<h2>Time per model" not in page and "<h2>Where the time goes" not in page
+    assert 'From run <code>20250603T120000-ccccccc-gate</code>.' in page  # the verdict says where it came from
 
 
 def test_a_profile_run_shows_where_the_time_goes(tmp_path):
@@ -657,3 +689,97 @@ def test_page_in_headless_chromium(pages, tmp_path):
     assert [i for i in state["images"] if not (i["complete"] and i["width"] > 0)] == []
     assert state["escaped"] and state["scripts"] == 0
     assert screenshot.stat().st_size > 50_000
+
+
+FITS = """JSON.stringify([...document.querySelectorAll("#headline .scroll")].map(d => [d.scrollWidth, d.clientWidth]))"""
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium or Chrome installed (`apt-get install chromium`, "
+                    "or set $CHROME); .ci/run installs one")
+def test_the_headline_table_fits_a_900_pixel_window(pages, tmp_path):
+    import base64
+
+    browser = Browser(find_browser(), tmp_path / "profile", tmp_path / "chromium.log")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.send("Page.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 900, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.send("Page.navigate", {"url": pages["single"].as_uri()}, session=session)
+        browser.wait_for("Page.loadEventFired")
+        widths = json.loads(browser.send("Runtime.evaluate", {"expression": FITS, "returnByValue": True},
+                                         session=session)["result"]["value"])
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+    finally:
+        browser.close()
+    (tmp_path / "headline-900.png").write_bytes(base64.b64decode(shot["data"]))
+    print(f"\nscreenshot: {tmp_path / 'headline-900.png'}")
+    assert widths and all(scroll <= client for scroll, client in widths), widths  # nothing to scroll to
+
+
+def test_a_run_merged_with_itself_counts_once(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    (alone,) = data.load_all([run])
+    twice = data.load_all([run, record.Run(run.path), record.Run(tmp_path / "." / run.name)])
+    assert len(twice) == 1 and len(twice[0].benchmarks) == len(alone.benchmarks)
+
+
+def test_the_shards_of_one_run_merge_as_one_machine(tmp_path):
+    a = make_run(tmp_path, "20250601T120000-aaaaaaa", shapes=[("784x64x10", 256, 5)], attribution=False,
+                 quality=False, models={"kan": 9.0, "mlp": 1.0})
+    b = make_run(tmp_path, "20250601T120001-aaaaaaa", shapes=[("784x64x10", 1024, 5)], attribution=False,
+                 quality=False, models={"kan": 9.0, "mlp": 1.0})
+    c = make_run(tmp_path, "20250601T120002-aaaaaaa", shapes=[("784x64x10", 64, 5)], attribution=False,
+                 quality=False, models={"kan": 9.0, "mlp": 1.0})
+    for run, shard in ((a, "1/2"), (b, "2/2")):
+        run.write_json(record.BENCH_SETTINGS, {"suite": "full", "shard": shard})
+    merged = data.load_all([a, b])
+    assert [d.machine for d in merged] == ["laptop", "laptop"]  # one machine, its shapes from both parts
+    assert sorted(pd.concat([d.benchmarks for d in merged])["batch"].unique()) == [256, 1024]
+    apart = data.load_all([a, c])  # c is another run of the same machine, not a shard: told apart
+    assert [d.machine for d in apart] == [f"laptop ({a.name})", f"laptop ({c.name})"]
+
+
+def test_the_default_page_puts_the_newest_of_each_kind_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    small = dict(models={"kan": 9.0, "mlp": 1.0}, shapes=[("784x64x10", 256, 5)])
+    old_bench = make_run(tmp_path, "20250601T110000-aaaaaaa", attribution=False, quality=False, **small)
+    bench = make_run(tmp_path, "20250601T120000-aaaaaaa", attribution=False, quality=False, **small)
+    profile = make_run(tmp_path, "20250601T120500-aaaaaaa", attribution=True, quality=False, **small)
+    (profile.path / "benchmarks.csv").unlink()  # a profile run: attribution only
+    other_commit = make_run(tmp_path, "20250601T121000-bbbbbbb", attribution=False, quality=True, **small)
+    (other_commit.path / "benchmarks.csv").unlink()
+    env = other_commit.environment()
+    other_commit.write_json("environment.json", {**env, "commit": {**env["commit"], "id": "fedcba9876543210"}})
+    other_machine = make_run(tmp_path, "20250601T121500-aaaaaaa", machine="gpu-box", attribution=False,
+                             quality=True, **small)
+    (other_machine.path / "benchmarks.csv").unlink()
+    newest = make_run(tmp_path, "20250601T122000-aaaaaaa", attribution=False, quality=True, **small)
+    (newest.path / "benchmarks.csv").unlink()  # a quality run, the newest
+    picked = [r.name for r in data.default_runs()]
+    assert picked == [newest.name, profile.name, bench.name]  # not the older bench, nor other commits or machines
+    assert old_bench.name not in picked
+    page = render()
+    assert page == newest.path / "report.html"
+    (one,) = {d.machine for d in data.load_all(data.default_runs())}  # one machine: nothing relabelled
+    assert one == "laptop"
+
+
+def test_a_peers_run_adds_its_peers_to_the_bench_page(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    bench = make_run(tmp_path, "20250601T120000-aaaaaaa", attribution=False, quality=False, **{
+        k: v for k, v in SMALL.items() if k in ("models", "shapes")})
+    peers = make_run(tmp_path, "20250601T121000-aaaaaaa", attribution=False, quality=False,
+                     models={"kan": 9.0, "peer:flashkan": 4.0, "mlp": 1.0, "mlp-param": 2.2},
+                     shapes=[("784x64x10", 256, 5)])
+    peers.write_json("peers.json", {"peers": {"flashkan": {"status": "ok", "version": "0.2.0"}}})
+    picked = data.default_runs()
+    assert [r.name for r in picked] == [peers.name, bench.name]
+    loaded = data.load_all(picked)
+    assert {d.machine for d in loaded} == {"laptop"}
+    rows = pd.concat([d.benchmarks for d in loaded])
+    assert (rows["model"] == "peer:flashkan").any()
+    assert len(rows[rows["model"] == "kan"]) == len(bench.read_bench_table().query("model == 'kan'"))  # ours once
+    page = render().read_text()
+    assert "peer:flashkan" in page

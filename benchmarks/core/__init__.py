@@ -5,6 +5,9 @@
     timer      DeviceTimer: a host clock that waits for CUDA/MPS before its stop reading
     protocol   first_call and rounds (one candidate), turns (candidates side by side),
                paired_turns (two processes, the gate)
+    measure    a group of cases (a workload's models and their MLPs) timed in turns until its
+               ratios are clear, and the rows it gives: medians, paired ratios, stability
+    process    a child process spoken to in JSON lines (the gate's sides, the peers)
     memory     parameter bytes, bytes saved for backward, device peak memory
     record     the run folder: every file a run writes, read and written here only
     stats      medians, intervals and the one rule for "slower" and "faster"

@@ -21,6 +21,11 @@ def param_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def parameter_count(model: torch.nn.Module) -> int:
+    """Trainable scalars of ``model`` (as ``kan.zoo.parameter_count``, without importing a ``kan``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def saved_tensor_bytes(forward: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of the distinct storages that autograd saves while ``forward()`` runs.
 

@@ -7,9 +7,12 @@ device-aware clock of :mod:`benchmarks.core.timer` and the steps of
 - :func:`first_call` and :func:`rounds`: one candidate on its own, its cold first call
   apart from its steady state (the pytest-benchmark suites do the same through
   ``benchmark.pedantic``; profiles and quick checks use :func:`rounds`);
-- :func:`turns`: several candidates that are compared with each other (the models of one
-  workload), call by call in turns (A B C A B C ...), so that a ratio compares samples
-  taken side by side and the machine's drifts fall on all of them alike;
+- :func:`turns` and :func:`turns_until_clear`: several candidates that are compared with
+  each other (the models of one workload), call by call in turns, the order rotating from
+  round to round (A B C, B C A, C A B, ...), so that a ratio compares samples taken side
+  by side and the machine's drifts fall on all of them alike; each sample carries what
+  the OS says happened during it, so that :func:`disturbed` can tell the samples another
+  process disturbed;
 - :func:`paired_turns`: two sides of a comparison that live in separate processes (the
   speed gate's base and head), benchmark by benchmark in alternating order (A B, B A, ...),
   one side running at a time; a sample is the fastest call of a turn (:func:`fastest`).
@@ -21,6 +24,7 @@ A candidate whose call raises or leaves NaN/inf behind leaves the rotation with 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -65,6 +69,9 @@ class Candidate:
     """One of several things timed in turns: a name and its step (``benchmarks.core.case.Step``).
 
     A candidate that could not be built carries ``status`` and ``reason`` and no step.
+    Per timed call it keeps the seconds, the round it was taken in, and what the OS says
+    happened meanwhile (involuntary context switches, CPU seconds of the process), from
+    which :func:`disturbed` tells the samples the machine disturbed.
     """
 
     name: str
@@ -73,10 +80,46 @@ class Candidate:
     reason: str = ""
     first_call_s: float = math.nan
     samples: list[float] = field(default_factory=list)  # seconds per timed call, in order
+    rounds: list[int] = field(default_factory=list)  # the round of each sample
+    switches: list[int] = field(default_factory=list)  # involuntary context switches during each
+    cpu_s: list[float] = field(default_factory=list)  # CPU seconds of the process (all threads) during each
 
     def fail(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
-        self.samples = []
+        self.samples, self.rounds, self.switches, self.cpu_s = [], [], [], []
+
+
+def os_usage() -> tuple[int, float]:
+    """(involuntary context switches, CPU seconds) of this process so far, all threads together.
+
+    (0, nan) where the platform has no getrusage (Windows): nothing is then seen as disturbed.
+    """
+    try:
+        import resource
+    except ImportError:
+        return 0, math.nan
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_nivcsw, r.ru_utime + r.ru_stime
+
+
+# A sample is disturbed when the OS took a core from the process during it (an involuntary
+# context switch), or when, in a call long enough for the CPU clock to tell (>= 1 ms), the
+# process got under DISTURBED_USE of the CPU time its own typical call gets per second (a
+# thread of the pool waited for a core: a parallel region then waits for its slowest thread,
+# and the call takes many times as long while using fewer cores' time).
+MIN_CPU_CLOCK_S = 1e-3
+DISTURBED_USE = 0.7
+
+
+def disturbed(c: Candidate) -> list[bool]:
+    """Which of ``c``'s samples the machine disturbed (see above)."""
+    use = [cpu / wall if wall >= MIN_CPU_CLOCK_S and math.isfinite(cpu) else math.nan
+           for cpu, wall in zip(c.cpu_s, c.samples)]
+    typical = [u for u in use if not math.isnan(u)]
+    # the undisturbed level: the 90th percentile, which holds even when most samples are disturbed
+    level = sorted(typical)[int(0.9 * (len(typical) - 1))] if typical else math.nan
+    return [s > 0 or (not math.isnan(u) and u < DISTURBED_USE * level)
+            for s, u in zip(c.switches, use)]
 
 
 def _one_line(e: BaseException) -> str:
@@ -84,34 +127,107 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def turns(candidates: list[Candidate], timer, repeats: int, warmup: int) -> None:
-    """First call, ``warmup`` untimed calls, then ``repeats`` timed calls of each, taking turns."""
+def timed_call(step, timer, usage=os_usage) -> dict:
+    """One call of ``step`` after its untimed setup: {"status", "reason", "seconds", "switches", "cpu_s"}.
 
-    def call(c: Candidate, timed: bool) -> None:
-        step = c.step
-        try:
-            step.setup()
-            start = timer()
-            step.fn()
-            seconds = timer() - start
-            bad = step.nonfinite()
-        except Exception as e:
-            c.fail("error", _one_line(e))
-            return
-        if bad:
-            c.fail("nonfinite", bad)
-        elif timed:
-            c.samples.append(seconds)
-        elif math.isnan(c.first_call_s):
-            c.first_call_s = seconds
+    The OS's counters are read outside the timed region, just around it. A status other than
+    "ok" ("error", "nonfinite") says why the call does not count."""
+    try:
+        step.setup()
+        switches, cpu = usage()
+        start = timer()
+        step.fn()
+        seconds = timer() - start
+        switches_after, cpu_after = usage()
+        bad = step.nonfinite()
+    except Exception as e:
+        return {"status": "error", "reason": _one_line(e)}
+    if bad:
+        return {"status": "nonfinite", "reason": bad}
+    return {"status": "ok", "reason": "", "seconds": seconds, "switches": switches_after - switches,
+            "cpu_s": cpu_after - cpu}
 
+
+def _call(c: Candidate, timer, usage) -> float | None:
+    """One call of ``c`` (see :func:`timed_call`); its seconds, or None when it failed (``c`` says why).
+
+    A step that lives in another process (the peers' children) times itself there, by the same
+    protocol, through its own ``timed_call()``."""
+    remote = getattr(c.step, "timed_call", None)
+    try:
+        result = remote() if remote is not None else timed_call(c.step, timer, usage)
+    except Exception as e:  # the other process failed
+        result = {"status": "error", "reason": _one_line(e)}
+    if result["status"] != "ok":
+        c.fail(result["status"], result["reason"])
+        return None
+    c.switches.append(result["switches"])
+    c.cpu_s.append(result["cpu_s"])
+    return result["seconds"]
+
+
+def _first_calls(candidates: list[Candidate], timer, warmup: int, usage) -> list[Candidate]:
+    """Each live candidate's first, cold call (timed apart), then ``warmup`` untimed rounds."""
     live = [c for c in candidates if c.status == "ok"]
     for c in live:
-        call(c, timed=False)
-    for i in range(warmup + repeats):
+        seconds = _call(c, timer, usage)
+        if seconds is not None:
+            c.first_call_s = seconds
+    for _ in range(warmup):
         for c in live:
             if c.status == "ok":
-                call(c, timed=i >= warmup)
+                _call(c, timer, usage)
+    for c in live:  # the warm-up's counters are not samples
+        c.switches, c.cpu_s = [], []
+    return [c for c in live if c.status == "ok"]
+
+
+def _round(live: list[Candidate], r: int, timer, usage) -> None:
+    """Round ``r``: one timed call of each live candidate, the order rotated by ``r`` (A B C, B C A,
+    C A B, ...), so that no candidate always runs first, or right after the same one."""
+    n = len(live)
+    for i in range(n):
+        c = live[(r + i) % n]
+        if c.status != "ok":
+            continue
+        seconds = _call(c, timer, usage)
+        if seconds is not None:
+            c.samples.append(seconds)
+            c.rounds.append(r)
+
+
+def calls(c: Candidate, timer, count: int, usage=os_usage) -> None:
+    """``count`` timed calls of one candidate, each after its untimed setup, added to its samples."""
+    for r in range(count):
+        _round([c], r, timer, usage)
+
+
+def turns(candidates: list[Candidate], timer, repeats: int, warmup: int, usage=os_usage) -> None:
+    """First call, ``warmup`` untimed rounds, then ``repeats`` timed rounds, the candidates taking turns."""
+    live = _first_calls(candidates, timer, warmup, usage)
+    for r in range(repeats):
+        _round(live, r, timer, usage)
+
+
+def turns_until_clear(candidates: list[Candidate], timer, warmup: int, min_rounds: int, max_rounds: int,
+                      budget_s: float, clear: Callable[[int], bool], usage=os_usage,
+                      clock: Callable[[], float] = time.perf_counter) -> int:
+    """Rounds of turns until ``clear(rounds)`` says the answer is clear, or the budget is spent.
+
+    At least ``min_rounds`` and at most ``max_rounds`` timed rounds; after ``min_rounds``,
+    more only while the wall time of the timed rounds is under ``budget_s``. ``clear`` is
+    asked after each round from ``min_rounds`` on (it reads the candidates' samples).
+    Returns the number of timed rounds taken.
+    """
+    live = _first_calls(candidates, timer, warmup, usage)
+    started = clock()
+    r = 0
+    while r < max_rounds:
+        _round(live, r, timer, usage)
+        r += 1
+        if r >= min_rounds and (clock() - started >= budget_s or clear(r)):
+            break
+    return r
 
 
 class Side(Protocol):
@@ -122,13 +238,13 @@ class Side(Protocol):
     def warm_up(self) -> dict[str, float]:
         """Run every benchmark a while; the seconds per call of each that ran."""
 
-    def take_turns(self, name: str, count: int, calls: int) -> list[list[float]]:
-        """``count`` turns of ``calls`` calls of benchmark ``name``: seconds of each call."""
+    def take_turns(self, name: str, count: int, calls: int) -> list[list[tuple[float, bool]]]:
+        """``count`` turns of ``calls`` calls of benchmark ``name``: (seconds, disturbed) of each call."""
 
 
 def paired_turns(sides: list[Side], count: int, per_turn: int, sample_s: float,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, list[list[float]]]]:
-    """Raw call times per side label and benchmark: {label: {name: [[seconds, ...], ...]}}.
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, list[list]]]:
+    """Raw calls per side label and benchmark: {label: {name: [[(seconds, disturbed), ...], ...]}}.
 
     The sides take turns benchmark by benchmark (A B, B A, A B, ...), so that the two
     sides' turns at one benchmark are taken seconds apart at most. A turn is enough calls
@@ -141,7 +257,7 @@ def paired_turns(sides: list[Side], count: int, per_turn: int, sample_s: float,
             estimates[name] = min(estimates.get(name, math.inf), seconds)
     calls = {name: min(MAX_CALLS, max(MIN_CALLS, math.ceil(sample_s / max(seconds, 1e-9))))
              for name, seconds in estimates.items()}
-    taken: dict[str, dict[str, list[list[float]]]] = {side.label: {} for side in sides}
+    taken: dict[str, dict[str, list[list]]] = {side.label: {} for side in sides}
     for r in range(count):
         for i, (name, n) in enumerate(calls.items()):
             for side in (sides if (r + i) % 2 == 0 else sides[::-1]):
@@ -151,7 +267,18 @@ def paired_turns(sides: list[Side], count: int, per_turn: int, sample_s: float,
     return taken
 
 
-def fastest(taken: dict[str, dict[str, list[list[float]]]]) -> dict[str, dict[str, list[float]]]:
-    """One sample per turn: its fastest call, the one least disturbed by other work."""
-    return {label: {name: [float(min(t)) for t in ts] for name, ts in by_name.items()}
+def fastest(taken: dict[str, dict[str, list[list]]]) -> dict[str, dict[str, list[float]]]:
+    """One sample per turn: its fastest undisturbed call (its fastest call where the machine
+    disturbed them all), the one least touched by other work."""
+    def sample(turn) -> float:
+        clean = [s for s, bad in turn if not bad]
+        return float(min(clean or [s for s, _ in turn]))
+
+    return {label: {name: [sample(t) for t in ts] for name, ts in by_name.items()}
+            for label, by_name in taken.items()}
+
+
+def disturbed_turns(taken: dict[str, dict[str, list[list]]]) -> dict[str, dict[str, int]]:
+    """How many turns of each side and benchmark had every call disturbed."""
+    return {label: {name: sum(all(bad for _, bad in t) for t in ts) for name, ts in by_name.items()}
             for label, by_name in taken.items()}

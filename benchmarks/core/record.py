@@ -12,6 +12,7 @@ module only; every file's name and columns are declared here:
                               each ends, so that an interrupted run keeps what finished
         benchmarks.csv        the tidy table built from it (BENCH_COLUMNS; bench_table computes
                               the derived figures, once)
+        bench.json            the bench run's settings: suite, models, threads and why, shard
         attribution.csv       share of time per part, per profiler (ATTRIBUTION_COLUMNS)
         profile.json          what the profile stage ran: settings, each profiler's outcome,
                               the files under profiles/ per scenario
@@ -23,6 +24,7 @@ module only; every file's name and columns are declared here:
         fast_crossover.csv    kan-fast's contraction crossover study (TABLES)
         quality.csv, quality_summary.csv, quality.jsonl, quality.json
                               accuracy next to training time (benchmarks.quality; TABLES)
+        busy.csv, busy.json   the busy-machine study: a quiet and a busy run compared (TABLES)
         report.html           the rendered page
 
 A run id is ``<UTC time>-<short commit>`` (plus ``-<label>`` when given), created
@@ -56,9 +58,18 @@ BENCH_COLUMNS = [
     "throughput",  # samples per second at the median
     "flops", "gflops",  # analytic FLOPs of the timed work, and GFLOP/s at the median
     "param_bytes", "saved_bytes", "peak_bytes",
-    "x_mlp", "x_mlp_param",  # median time / the matching MLP's median in this run
+    # time / the matching MLP's time in this run: the median of the ratios of samples taken in
+    # the same round, with its 95% bootstrap interval (a table made without rounds: medians' ratio)
+    "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
+    "stable",  # "stable", or "unstable" where an interval is wider than +/-5% or too many samples were disturbed
+    "unstable_reason",
+    "disturbed",  # samples during which the OS took a core from the process (kept, counted)
+    "used_rounds",  # the rounds the median and ratios use (the undisturbed ones where enough)
+    "load_before", "load_after",  # 1-minute load average around the workload's measurement
     "threads", "machine",
     "parameters",  # trainable scalars of the model (kan.zoo.parameter_count)
+    "package",  # a peer's package and version (benchmarks.peers): "flashkan 0.2.0"; empty for ours
+    "equivalence",  # a peer's output against our reference's given the same weights, or why not compared
     "reason",  # one line saying why a row is not "ok"; empty when it is
 ]
 
@@ -70,17 +81,22 @@ ATTRIBUTION_COLUMNS = [
 ]
 
 MEASUREMENTS = "measurements.jsonl"  # the bench stage's rows, one JSON object per finished case
+BENCH_SETTINGS = "bench.json"  # the bench run's suite, models, threads (and why), shard
 
 # One row per benchmark of gate.json's "benchmarks" list.
 GATE_COLUMNS = [
     "benchmark", "model", "phase", "status", "ratio", "ci_low", "ci_high", "p_slower", "p_faster",
     "median_base", "median_head", "n_base", "n_head", "calls_per_sample", "test", "reason", "failed_side",
+    "disturbed_head", "disturbed_base",  # turns in which the machine disturbed every call (the sample is then
+                                         # the fastest disturbed call)
 ]
 
 # kan-fast's target study (benchmarks.studies.targets): fast_targets.csv, its verdicts, and
 # the contraction crossover study (benchmarks.studies.crossover): fast_crossover.csv.
 TARGETS, TARGET_VERDICTS, CROSSOVER = "fast_targets", "fast_targets_verdicts", "fast_crossover"
 QUALITY, QUALITY_SUMMARY = "quality", "quality_summary"  # benchmarks.quality
+# The busy-machine study (benchmarks.studies.busy): one row per model, phase and shape of two runs.
+BUSY = "busy"
 
 # Every CSV table of a run folder (name without .csv) and its columns, in order.
 TABLES = {
@@ -134,6 +150,14 @@ TABLES = {
         "pareto",  # no other model of the task as accurate in at most the time (one strictly better)
         "dominated_by",
     ],
+    BUSY: [
+        "model", "phase", "widths", "batch", "grid_size",
+        "x_mlp_quiet", "interval_quiet", "stable_quiet", "said_quiet", "disturbed_quiet",
+        "x_mlp_busy", "interval_busy", "stable_busy", "said_busy", "disturbed_busy",
+        "change",  # x_mlp_busy / x_mlp_quiet - 1
+        "kept",  # unstable on the busy machine (so not relied on), or within 15% of the quiet ratio
+        "flipped",  # said slower in one run and faster in the other
+    ],
 }
 _WHOLE_COLUMNS = {"batch", "grid_size", "rounds", "saved_bytes", "threads", "coeff"}  # empty where unknown
 
@@ -143,11 +167,12 @@ MLP_MATCH = ["machine", "device", "dtype", "phase", "widths", "batch"]
 MLP_BASELINES = (("x_mlp", "mlp", False), ("x_mlp_param", "mlp-param", True))
 _TIME_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds", "throughput", "gflops"]
 _INTEGER_COLUMNS = ["batch", "grid_size", "rounds", "flops", "param_bytes", "saved_bytes", "peak_bytes",
-                    "threads", "parameters"]
+                    "threads", "parameters", "disturbed", "used_rounds"]
 _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s", "throughput", "gflops",
-                  "x_mlp", "x_mlp_param"]
+                  "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
+                  "load_before", "load_after"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
-                 "reason"]
+                 "reason", "stable", "unstable_reason", "package", "equivalence"]
 
 PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
 
@@ -174,7 +199,7 @@ def bench_table(rows: list[dict]):
 
     - ``throughput`` = batch / median_s (samples per second);
     - ``gflops`` = flops / median_s / 1e9, with ``flops`` the analytic count of the timed work;
-    - ``x_mlp`` and ``x_mlp_param``: :func:`mlp_ratios`.
+    - ``x_mlp`` and ``x_mlp_param``: as measured (paired, with intervals), else :func:`mlp_ratios`.
 
     Only rows whose status is "ok" carry times and the figures derived from them.
     """
@@ -182,13 +207,20 @@ def bench_table(rows: list[dict]):
 
     frame = _conform(pd.DataFrame(list(rows)))
     ok = frame["status"] == "ok"
-    frame.loc[~ok, _TIME_COLUMNS] = math.nan
+    frame.loc[~ok, _TIME_COLUMNS + [c for c in _FLOAT_COLUMNS if c.startswith("x_mlp")]] = math.nan
     frame["throughput"] = (frame["batch"] / frame["median_s"]).where(ok)
     frame["gflops"] = (frame["flops"] / frame["median_s"] / 1e9).where(ok)
-    frame = mlp_ratios(frame)
+    frame = mlp_ratios(frame, only_missing=True)
     for column in _INTEGER_COLUMNS:  # whole numbers stay whole in the CSV, empty where unknown
         frame[column] = frame[column].round().astype("Int64")
     return frame
+
+
+def empty_bench_table():
+    """A bench table with no rows, its columns of the kinds a read table has."""
+    import pandas as pd
+
+    return _conform(pd.DataFrame())
 
 
 def _conform(frame):
@@ -327,6 +359,31 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def idle_cores(interval: float = 0.5) -> float | None:
+    """How many of this process's cores sat idle over the next ``interval`` seconds (Linux's
+    /proc/stat); None where the platform does not tell."""
+    import time
+
+    def busy_and_total() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    first = busy_and_total()
+    if first is None:
+        return None
+    time.sleep(interval)
+    second = busy_and_total()
+    total = second[1] - first[1]
+    if total <= 0:
+        return None
+    cores = os.cpu_count() or 1
+    return round(cores * (1 - (second[0] - first[0]) / total), 2)
 
 
 def machine_label() -> str:

@@ -284,3 +284,78 @@ def compare_to_reference(
         median_head=measured, median_base=float(reference),
         threshold=float(threshold), alpha=float(alpha), verdict=verdict, test="bootstrap",
     )
+
+
+# --- ratios measured side by side in one run, and the words that may be said of them ------
+
+CLEAR_WITHIN = 0.05  # an interval within +/-5% of its ratio gives a clear answer
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """The median of per-round ratios numerator_i / denominator_i, with its 95% bootstrap interval."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    pairs: int
+
+    @property
+    def spread(self) -> float:
+        """How far the interval reaches from the ratio, relative to it (0.05: within +/-5%)."""
+        return max(self.ci_high / self.ratio, self.ratio / self.ci_low) - 1
+
+    def clear(self, within: float = CLEAR_WITHIN) -> bool:
+        return self.spread <= within
+
+
+def paired_ratio_interval(numerator: Sequence[float], denominator: Sequence[float],
+                          resamples: int = 2000, seed: int = 0) -> PairedRatio:
+    """:func:`paired_ratio` and :func:`bootstrap_paired_ci` (95%) of samples taken in pairs."""
+    ratio = paired_ratio(numerator, denominator)
+    low, high = bootstrap_paired_ci(numerator, denominator, resamples=resamples, seed=seed)
+    return PairedRatio(ratio, low, high, len(numerator))
+
+
+def plain(x: float) -> str:
+    """A ratio as people write it: 2,620, 27.7, 2.77, 0.277 (never 2.62e+03)."""
+    if not math.isfinite(x):
+        return "-"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def words(ratio: float, ci_low: float, ci_high: float, unstable: str | None = None,
+          than: str = "") -> str:
+    """What may be said of a time ratio (this / other): "2.77x slower", "no clear difference", or
+    "unstable (why)". Nothing is called faster or slower where the interval includes 1."""
+    if unstable:
+        return f"unstable ({unstable})"
+    if not math.isfinite(ratio):
+        return "not measured"
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return "no interval measured"
+    if ci_low <= 1 <= ci_high:
+        return "no clear difference" + (f" from {than}" if than else "")
+    tail = f" than {than}" if than else ""
+    if ratio > 1:
+        return f"{plain(ratio)}x slower{tail}"
+    return f"{plain(1 / ratio)}x faster{tail}"
+
+
+def min_pairs(alpha: float) -> int:
+    """The fewest pairs with which a one-sided signed-rank test can reach p < ``alpha``.
+
+    With n pairs all on one side the exact p-value is 2^-n, the smallest there is; fewer
+    than MIN_SAMPLES pairs are never judged at all.
+    """
+    _check_rule(1.0, alpha)
+    n = 1
+    while 0.5 ** n >= alpha:
+        n += 1
+    return max(n, MIN_SAMPLES)

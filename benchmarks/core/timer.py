@@ -97,10 +97,36 @@ def _nothing() -> None:
     pass
 
 
+def max_threads() -> int:
+    """The most intra-op threads a run may ask for: the cores this process may use."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def set_threads(n: int | None) -> int:
     """Set torch's intra-op thread count (``None`` leaves it) and return the count in force."""
     if n is not None:
         if int(n) != n or n < 1:
             raise ValueError(f"threads must be a positive integer, got {n!r}")
+        if n > max_threads():
+            raise ValueError(f"threads must be at most {max_threads()} (the cores this process may use), got {n}")
         torch.set_num_threads(int(n))
     return torch.get_num_threads()
+
+
+def default_threads(idle: float | None, torch_default: int) -> tuple[int, str]:
+    """The thread count a run takes when none is given, and why, from the idle cores at its start.
+
+    As many threads as cores sat idle (rounded, at least 1, at most torch's own default):
+    a thread for which no core is free waits for one, and an OpenMP region waits for its
+    slowest thread, so on a busy machine fewer threads measure the model, not the queue.
+    """
+    if idle is None:
+        return torch_default, f"{torch_default} (torch's default; idle cores unknown here)"
+    n = max(1, min(torch_default, int(idle + 0.5)))
+    if n == torch_default:
+        return n, f"{n} (torch's default; {idle:g} cores idle at the start)"
+    return n, f"{n}, not torch's {torch_default}: only {idle:g} cores were idle at the start (--threads to choose)"

@@ -14,7 +14,7 @@ lines: it greets with what it could build, then answers commands on stdin::
     parent -> {"cmd": "warmup"}
     child  -> {"per_call_s": {name: seconds}, "failed": {name: {"status", "reason"}}}
     parent -> {"cmd": "round", "samples": k, "number": {name: calls per turn}}
-    child  -> {"samples": {name: [[seconds of each call of a turn], ... k turns]}}
+    child  -> {"samples": {name: [[[seconds, disturbed] of each call of a turn], ... k turns]}}
     parent -> {"cmd": "quit"}
 
 A round times only the cases named in "number", so that the parent can interleave the two
@@ -127,13 +127,16 @@ def clock(kind: str, device: str):
     raise ValueError(f"unknown clock {kind!r}; valid clocks: {', '.join(CLOCKS)}")
 
 
-def turn(prepared: _Prepared, calls: int) -> list[float]:
-    """Seconds of each of ``calls`` calls, each timed alone after its untimed ``setup``
+def turn(prepared: _Prepared, calls: int) -> list[tuple[float, bool]]:
+    """(seconds, disturbed) of each of ``calls`` calls, each timed alone after its untimed ``setup``
     (the protocol of the pytest-benchmark suites). The parent makes one sample of them."""
     from benchmarks.core import protocol
 
-    step = prepared.step
-    return protocol.rounds(step.fn, prepared.clock, calls, warmup=0, setup=step.setup)
+    c = protocol.Candidate(name(prepared.case), prepared.step)
+    protocol.calls(c, prepared.clock, calls)
+    if c.status != "ok":
+        raise FloatingPointError(c.reason) if c.status == "nonfinite" else RuntimeError(c.reason)
+    return list(zip(c.samples, protocol.disturbed(c)))
 
 
 def warmup(prepared: _Prepared, seconds: float = 0.3, max_calls: int = 50) -> float:

@@ -65,6 +65,7 @@ from typing import Iterator
 
 from benchmarks.core import protocol, record, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
+from benchmarks.core.process import Child
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -179,12 +180,11 @@ def shared_cpus(threads: int) -> list[int] | None:
     return allowed[-threads:] if len(allowed) >= threads else None
 
 
-class Side:
+class Side(Child):
     """A child process timing ``cases`` with ``kan`` imported from ``kan_dir`` (it holds ``kan/``)."""
 
     def __init__(self, label: str, kan_dir: Path, cases: list, threads: int,
                  clock: str = "wall", warmup_s: float = 0.3, cpus: list[int] | None = None):
-        self.label = label
         self.kan_dir = Path(kan_dir)
         path = [str(self.kan_dir), str(ROOT)]
         code = (
@@ -193,35 +193,11 @@ class Side:
         )
         config = {"cases": [suite.fields(c) for c in cases], "threads": threads, "clock": clock, "warmup_s": warmup_s,
                   "cpus": cpus}
-        self._stderr = tempfile.TemporaryFile(mode="w+")
         # -I: the child's sys.path is exactly ours (no working directory, no PYTHONPATH).
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", code, json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=ROOT,
-            env={**KEEP_FREED_MEMORY, **os.environ},
-        )
+        super().__init__(f"{label} side's timing", [sys.executable, "-I", "-c", code, json.dumps(config)],
+                         cwd=ROOT, env={**KEEP_FREED_MEMORY, **os.environ}, error=GateError)
+        self.label = label
         self.hello: dict = {}
-
-    def receive(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(timeout=30)
-            raise GateError(f"the {self.label} side's timing process stopped (exit {self.proc.returncode})"
-                            + self._stderr_tail())
-        message = json.loads(line)
-        if "error" in message:
-            raise GateError(f"the {self.label} side's timing process: {message['error']}")
-        return message
-
-    def ask(self, command: dict) -> dict:
-        try:
-            self.proc.stdin.write(json.dumps(command) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self.proc.wait(timeout=30)
-            raise GateError(f"the {self.label} side's timing process stopped (exit {self.proc.returncode})"
-                            + self._stderr_tail()) from None
-        return self.receive()
 
     def warm_up(self) -> dict[str, float]:
         """Seconds per call of each benchmark this side could run (a failure is noted in its status)."""
@@ -229,9 +205,9 @@ class Side:
         self.hello["cases"].update(reply.get("failed", {}))
         return reply["per_call_s"]
 
-    def take_turns(self, name: str, count: int, calls: int) -> list[list[float]]:
+    def take_turns(self, name: str, count: int, calls: int) -> list[list]:
         reply = self.ask({"cmd": "round", "samples": count, "number": {name: calls}})
-        return reply["samples"].get(name, [])
+        return [[(s, bool(bad)) for s, bad in turn] for turn in reply["samples"].get(name, [])]
 
     def greet(self) -> dict:
         """Wait for the child's greeting, and check it imported ``kan`` from where it should."""
@@ -249,22 +225,6 @@ class Side:
     def status(self, name: str) -> tuple[str, str]:
         case = self.hello["cases"].get(name, {"status": "missing", "reason": "not in the suite"})
         return case["status"], case.get("reason", "")
-
-    def _stderr_tail(self, lines: int = 15) -> str:
-        self._stderr.seek(0)
-        tail = self._stderr.read().strip().splitlines()[-lines:]
-        return (":\n    " + "\n    ".join(tail)) if tail else ""
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self._stderr.close()
 
 
 @contextlib.contextmanager
@@ -471,6 +431,13 @@ def _check_args(args) -> None:
             raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not args.sample_time > 0:
         raise GateError(f"--sample-time must be positive, got {args.sample_time}")
+    pairs, needed = args.rounds * args.samples_per_round, stats.min_pairs(args.alpha)
+    if pairs < needed:
+        raise GateError(
+            f"--rounds {args.rounds} x --samples-per-round {args.samples_per_round} gives {pairs} pairs, "
+            f"which can never show a regression at --alpha {args.alpha:g} (the smallest p-value of {pairs} "
+            f"pairs is {0.5 ** pairs:.2g}); use --rounds {math.ceil(needed / args.samples_per_round)} or more"
+        )
     bad = [p for p in args.phases.split(",") if p not in suite.PHASES]
     if bad:
         raise GateError(f"unknown phase(s) {', '.join(bad)}; valid phases: {', '.join(suite.PHASES)}")
@@ -576,8 +543,11 @@ def run(args) -> int:
             base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
                          "ref": args.base, "note": "the base ref names no commit" if args.base else None}
         calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
+        disturbed = protocol.disturbed_turns(turns)
         for row in rows:
             row["calls_per_sample"] = calls.get(row["benchmark"])
+            for side in ("head", "base"):
+                row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
         verdict, status, summary = overall(rows)
         doc = {
             "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,

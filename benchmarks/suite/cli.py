@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: torch's choice); recorded in the run")
     p.add_argument("--label", default=None, help="appended to the run folder's name")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run the I-th of N parts of the suite (whole workloads; for a CI matrix)")
     p.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
     return p
 
@@ -76,6 +78,8 @@ def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
     if selection.explicit_devices:
         args += [f"--bench-device={d}" for d in selection.devices]
     args += [f"--bench-dtype={d}" for d in selection.dtypes or ()]
+    if selection.shard:
+        args.append(f"--bench-shard={selection.shard[0]}/{selection.shard[1]}")
     return args + list(extra)
 
 
@@ -83,15 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from benchmarks.core import record
     from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
-    from benchmarks.core.timer import set_threads
+    from benchmarks.core.record import idle_cores
+    from benchmarks.core.timer import default_threads, set_threads
     from benchmarks.suite import suites, summary
 
     try:
-        selection = suites.select(args.suite, args.model, args.device, args.dtype)
+        selection = suites.select(args.suite, args.model, args.device, args.dtype, args.shard)
         threads = set_threads(args.threads)
     except (ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.threads is None:
+        threads, why = default_threads(idle_cores(), threads)
+        set_threads(threads)
+    else:
+        why = f"{threads} (--threads)"
 
     import pytest
 
@@ -106,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     cases = selection.cases()
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
     skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
-    print(f"bench: suite {selection.suite.name}, {len(cases)} cases{skipped}, {threads} threads; "
+    run.write_json(record.BENCH_SETTINGS, {
+        "suite": selection.suite.name, "models": list(selection.models), "devices": list(selection.devices),
+        "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
+        "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
+    })
+    shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
+    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}; threads {why}; "
           f"run folder {run.path}", flush=True)
     with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
         code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if warning:
         print(warning)
+    print(f"threads: {why}")
     if interrupted:
         print(f"interrupted: kept the {len(frame)} finished measurements")
     print(f"tidy table {path.name}, pytest-benchmark JSON {run.benchmark_json.name}, environment.json")

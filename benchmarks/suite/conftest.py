@@ -20,7 +20,8 @@ import pytest
 from benchmarks.core import record
 from benchmarks.core.case import device_unavailable, dtype_unsupported
 from benchmarks.suite.suites import SUITES, select
-from benchmarks.core.timer import DeviceTimer, set_threads
+from benchmarks.core.timer import set_threads
+from benchmarks.core.measure import measure_group
 
 
 def pytest_addoption(parser):
@@ -33,6 +34,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-dtype", action="append", default=[], help="float32, bfloat16 (default: the suite's)")
     group.addoption("--bench-threads", type=int, default=None, help="torch intra-op threads")
     group.addoption("--bench-run", default=None, help="run folder that receives measurements.jsonl")
+    group.addoption("--bench-shard", default=None, help="I/N: the I-th of N parts of the suite")
 
 
 def pytest_configure(config):
@@ -42,21 +44,45 @@ def pytest_configure(config):
         config._kan_selection = select(
             config.getoption("--bench-suite"), config.getoption("--bench-model"),
             config.getoption("--bench-device"), config.getoption("--bench-dtype"),
+            config.getoption("--bench-shard"),
         )
+        config._kan_groups = {}
         set_threads(config.getoption("--bench-threads"))
     except (ValueError, ImportError) as e:
         raise pytest.UsageError(str(e)) from None
 
 
-_timers: dict[str, DeviceTimer] = {}
+class Recorded:
+    """A pytest-benchmark clock that reads back samples already taken (in turns, with the
+    device-aware timer): call k of a round returns the start, the next the start plus sample k.
+
+    pytest-benchmark's ``pedantic`` with a no-op target, one iteration and ``rounds`` = the
+    number of samples then records exactly those samples.
+    """
+
+    def __init__(self, device: str):
+        self.__name__ = f"DeviceTimer({device}), in turns"  # how pytest-benchmark names its timer
+        self._samples: list[float] = []
+        self._calls = 0
+
+    def load(self, samples: list[float]) -> int:
+        self._samples, self._calls = list(samples), 0
+        return len(self._samples)
+
+    def __call__(self) -> float:
+        k, end = divmod(self._calls, 2)
+        self._calls += 1
+        return self._samples[k] if end else 0.0
+
+    def __repr__(self) -> str:
+        return self.__name__
 
 
 def _marks(case) -> list:
     reason = device_unavailable(case.device) or dtype_unsupported(case.device, case.dtype)
     if reason:
         return [pytest.mark.skip(reason=reason)]
-    timer = _timers.setdefault(case.device, DeviceTimer(case.device))
-    return [pytest.mark.benchmark(timer=timer, group=case.workload)]
+    return [pytest.mark.benchmark(timer=Recorded(case.device), group=case.workload)]
 
 
 def pytest_generate_tests(metafunc):
@@ -69,6 +95,21 @@ def pytest_generate_tests(metafunc):
 def suite(request):
     """The selected :class:`benchmarks.suite.suites.Suite`."""
     return request.config._kan_selection.suite
+
+
+@pytest.fixture
+def measured(request):
+    """``measured(case)``: the row of ``case``, its group measured (once) when first asked."""
+    config = request.config
+
+    def row_of(case):
+        group = config._kan_selection.group_of(case)
+        if group not in config._kan_groups:
+            config._kan_groups.clear()  # one group's models in memory at a time
+            config._kan_groups[group] = measure_group(group, config._kan_selection.suite)
+        return config._kan_groups[group][case.id]
+
+    return row_of
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ the valid ones.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from benchmarks.core.case import DTYPES, Case, device_unavailable, has_grid, zoo
+from benchmarks.core.measure import Group
 from benchmarks.core.timer import DEVICE_TYPES
 
 BENCH_PHASES = ("forward", "backward", "train")  # the suites' phases, in the order tables show them
@@ -32,10 +32,12 @@ DEEP = (256, 256, 256, 256)
 
 @dataclass(frozen=True)
 class Suite:
-    """Which shapes, grid sizes and dtypes run, and how long each case is timed.
+    """Which shapes, grid sizes and dtypes run, and how long each workload is timed.
 
-    Each case gets ``warmup_rounds`` untimed calls, then as many timed rounds as fill
-    ``max_time`` seconds at its estimated speed, clamped to [min_rounds, max_rounds].
+    The models of a workload take turns (:func:`benchmarks.core.protocol.turns_until_clear`):
+    ``warmup_rounds`` untimed rounds, then at least ``min_rounds`` timed rounds, and more,
+    up to ``max_rounds``, while a ratio to the MLPs is not yet clear and the workload has
+    had under ``max_time`` seconds per model.
     """
 
     name: str
@@ -49,24 +51,58 @@ class Suite:
     warmup_rounds: int
     phases: tuple[str, ...] = BENCH_PHASES
 
-    def rounds(self, estimate_s: float) -> int:
-        """Timed rounds for a case whose one call took about ``estimate_s`` seconds."""
-        wanted = math.ceil(self.max_time / max(estimate_s, 1e-9))
-        return max(self.min_rounds, min(self.max_rounds, wanted))
+    def groups(self, models, devices, dtypes=None) -> list[Group]:
+        """Every group of this suite for ``models`` on ``devices`` in ``dtypes`` (the suite's by default).
 
-    def cases(self, models, devices, dtypes=None) -> list[Case]:
-        """Every case of this suite for ``models`` on ``devices`` in ``dtypes`` (the suite's by default)."""
+        Within a group the models keep the order given; a model without a grid is reported in
+        the first grid size's group and joins the others as a companion.
+        """
+        gridded = [m for m in models if has_grid(m)]
+        plain = [m for m in models if m not in gridded]
         out = []
         for device in devices:
             for dtype in dtypes or self.dtypes:
                 for shape in self.shapes:
                     for batch in shape.batches:
-                        for model in models:
-                            grids = self.grid_sizes if has_grid(model) else (None,)
-                            for grid in grids:
-                                for phase in self.phases:
-                                    out.append(Case(model, phase, device, dtype, shape.widths, batch, grid))
+                        for phase in self.phases:
+                            def case(model, grid):
+                                return Case(model, phase, device, dtype, shape.widths, batch, grid)
+
+                            grids = self.grid_sizes if gridded else (None,)
+                            for i, grid in enumerate(grids):
+                                own = [case(m, grid) for m in gridded] if grid is not None else []
+                                loose = [case(m, None) for m in plain]
+                                if i == 0:
+                                    out.append(Group(tuple([*own, *loose])))
+                                else:
+                                    out.append(Group(tuple(own), tuple(loose)))
         return out
+
+    def cases(self, models, devices, dtypes=None) -> list[Case]:
+        """Every reported case, group by group."""
+        return [c for g in self.groups(models, devices, dtypes) for c in g.cases]
+
+
+def shard(groups: list[Group], index: int, count: int) -> list[Group]:
+    """The ``index``-th (1-based) of ``count`` parts of ``groups``: whole units (a shape, batch and
+    phase on a device, every grid size and model of it), dealt out in turn, so that the parts
+    are deterministic, of similar size, and together hold every group exactly once."""
+    units = list(dict.fromkeys(g.unit for g in groups))
+    mine = set(units[index - 1::count])
+    return [g for g in groups if g.unit in mine]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` as (2, 4); ``ValueError`` naming the form otherwise."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        index = count = 0
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard takes I/N with 1 <= I <= N (for example 2/4), got {text!r}")
+    return index, count
 
 
 SUITES = {
@@ -78,7 +114,7 @@ SUITES = {
     "quick": Suite(
         "quick", "the default: [2, 5, 1] batch 1024 and [784, 64, 10] batch 256, grid 5, float32 (minutes)",
         shapes=(Shape("tiny", TINY, (1024,)), Shape("mnist", MNIST, (256,))), grid_sizes=(5,),
-        dtypes=("float32",), max_time=0.3, min_rounds=5, max_rounds=200, warmup_rounds=2,
+        dtypes=("float32",), max_time=1.0, min_rounds=10, max_rounds=400, warmup_rounds=2,
     ),
     "full": Suite(
         "full", "every shape ([2, 5, 1], [784, 64, 10], [256, 256, 256, 256]) at several batch sizes, "
@@ -93,16 +129,27 @@ SUITES = {
 
 @dataclass(frozen=True)
 class Selection:
-    """A suite narrowed to models, devices and dtypes (None: the suite's dtypes)."""
+    """A suite narrowed to models, devices and dtypes (None: the suite's dtypes), and to a shard."""
 
     suite: Suite
     models: tuple[str, ...]
     devices: tuple[str, ...]
     dtypes: tuple[str, ...] | None = None
     explicit_devices: bool = False  # asked for by name: absent ones are an error, not a skip
+    shard: tuple[int, int] | None = None  # (I, N): the I-th of N parts
+
+    def groups(self) -> list[Group]:
+        groups = self.suite.groups(self.models, self.devices, self.dtypes)
+        return shard(groups, *self.shard) if self.shard else groups
 
     def cases(self) -> list[Case]:
-        return self.suite.cases(self.models, self.devices, self.dtypes)
+        return [c for g in self.groups() for c in g.cases]
+
+    def group_of(self, case: Case) -> Group:
+        for g in self.groups():
+            if case in g.cases:
+                return g
+        raise KeyError(f"{case.id} is not in this selection")
 
     def present_devices(self) -> list[str]:
         return [d for d in self.devices if device_unavailable(d) is None]
@@ -125,7 +172,7 @@ def _check(kind: str, given: list[str], valid) -> None:
             raise ValueError(f"unknown {kind} {v!r}; valid {kind}s: {', '.join(valid)}")
 
 
-def select(suite: str = "quick", models=None, devices=None, dtypes=None) -> Selection:
+def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: str | None = None) -> Selection:
     """Check user input and build a :class:`Selection`; ``ValueError`` (one line) on a bad value.
 
     ``models``, ``devices`` and ``dtypes`` are lists of names (comma-separated lists
@@ -149,4 +196,5 @@ def select(suite: str = "quick", models=None, devices=None, dtypes=None) -> Sele
         tuple(device_list or DEVICE_TYPES),
         tuple(dtype_list) or None,
         explicit_devices=bool(device_list),
+        shard=parse_shard(shard),
     )

@@ -1,14 +1,21 @@
-"""The printed summary of a bench run: model x phase, median and ratio to the MLP, per workload.
+"""The printed summary of a bench run: per workload and phase, each model's median and what may
+be said of it against the width-matched MLP.
 
-It reads the tidy table that :func:`benchmarks.core.record.bench_table` built (the derived
-figures are computed there, once).
+It reads the tidy table that :func:`benchmarks.core.record.bench_table` built (the figures
+are computed there, once) and words every ratio with :func:`benchmarks.core.stats.words`:
+nothing is called faster or slower where the interval includes 1 or the row is unstable.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+
+from benchmarks.core import stats
+
+PHASES = ("forward", "backward", "train")
 
 
 def format_seconds(s: float) -> str:
@@ -20,57 +27,88 @@ def format_seconds(s: float) -> str:
     return f"{s / 1e-9:.3g} ns"
 
 
-def _cell(row: pd.Series) -> str:
+def _number(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def interval(low, high) -> str:
+    low, high = _number(low), _number(high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    return f"[{stats.plain(low)}, {stats.plain(high)}]"
+
+
+def verdict(row) -> str:
+    """What may be said of one row against the width-matched MLP."""
     if row["status"] != "ok":
-        return str(row["status"])
-    ratio = "" if math.isnan(row["x_mlp"]) else f" x{row['x_mlp']:.3g}"
-    return format_seconds(row["median_s"]) + ratio
+        return f"{row['status']}: {row['reason']}" if isinstance(row.get("reason"), str) else str(row["status"])
+    if row.get("model") == "mlp":
+        return "the baseline"
+    unstable = row.get("unstable_reason") if row.get("stable") == "unstable" else None
+    return stats.words(_number(row["x_mlp"]), _number(row.get("x_mlp_low")), _number(row.get("x_mlp_high")),
+                       unstable if isinstance(unstable, str) else None, than="the MLP")
+
+
+def _blocks(frame: pd.DataFrame):
+    keys = ["device", "dtype", "widths", "batch"]
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        grids = sorted(set(group["grid_size"].dropna())) or [math.nan]
+        for grid in grids:
+            rows = group if math.isnan(grid) else group[group["grid_size"].isna() | (group["grid_size"] == grid)]
+            yield key, grid, rows
 
 
 def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
-    """Model x phase: the median time and the ratio to the width-matched MLP, per workload.
-
-    A workload is a device, dtype, widths, batch and grid size; a width-matched MLP (no
-    grid) shows in every grid size's block. Past ``max_blocks`` workloads, only the
-    geometric mean of x MLP over all workloads is shown per model and phase.
-    """
+    """Per workload (device, dtype, widths, batch, grid) and phase: model, median, time over the
+    width-matched MLP with its 95% interval, and the verdict. Past ``max_blocks`` workloads,
+    the geometric mean of each model's ratio over them instead, with how many were unstable."""
     if frame.empty:
         return "no measurements"
     counts = frame["status"].value_counts()
     lines = [f"{len(frame)} measurements: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    phases = [p for p in ("forward", "backward", "train") if p in set(frame["phase"])]
+    unstable = frame[frame["stable"] == "unstable"]
+    if len(unstable):
+        lines[0] += f"; {len(unstable)} unstable (their ratios are not called faster or slower)"
+    phases = [p for p in PHASES if p in set(frame["phase"])]
     models = list(dict.fromkeys(frame["model"]))
-    keys = ["device", "dtype", "widths", "batch"]
-    blocks = []
-    for key, group in frame.groupby(keys, sort=False):
-        grids = sorted(set(group["grid_size"].dropna())) or [math.nan]
-        for grid in grids:
-            rows = group if math.isnan(grid) else group[group["grid_size"].isna() | (group["grid_size"] == grid)]
-            blocks.append((key, grid, rows))
     width = max(len(m) for m in models) + 2
+    blocks = list(_blocks(frame))
     if len(blocks) <= max_blocks:
         for (device, dtype, widths, batch), grid, rows in blocks:
             grid_text = "" if math.isnan(grid) else f", grid {int(grid)}"
-            lines += ["", f"{device} {dtype} [{widths.replace('x', ', ')}] batch {int(batch)}{grid_text}"
-                      "   (median, x width-matched MLP)",
-                      " " * width + "".join(f"{p:>18}" for p in phases)]
-            for model in models:
-                cells = []
-                for phase in phases:
+            lines += ["", f"{device} {dtype} [{str(widths).replace('x', ', ')}] batch {int(batch)}{grid_text}"]
+            lines.append(f"  {'phase':<9} {'model':<{width}} {'median':>9}  {'x MLP':>7} {'95% interval':>18}  verdict")
+            for phase in phases:
+                for model in models:
                     hit = rows[(rows["model"] == model) & (rows["phase"] == phase)]
-                    cells.append(_cell(hit.iloc[0]) if len(hit) else "")
-                if any(cells):
-                    lines.append(f"{model:<{width}}" + "".join(f"{c:>18}" for c in cells))
+                    if not len(hit):
+                        continue
+                    row = hit.iloc[0]
+                    ratio = _number(row["x_mlp"])
+                    lines.append(
+                        f"  {phase:<9} {model:<{width}} {format_seconds(_number(row['median_s'])):>9}  "
+                        f"{stats.plain(ratio) if math.isfinite(ratio) else '-':>7} "
+                        f"{interval(row.get('x_mlp_low'), row.get('x_mlp_high')):>18}  {verdict(row)}"
+                    )
         return "\n".join(lines)
-    lines += ["", f"{len(blocks)} workloads; geometric mean of x width-matched MLP over them:",
-              " " * width + "".join(f"{p:>12}" for p in phases)]
+    lines += ["", f"{len(blocks)} workloads; geometric mean of time over the width-matched MLP "
+              "(unstable rows counted, not averaged in):",
+              " " * width + "".join(f"{p:>22}" for p in phases)]
     ok = frame[(frame["status"] == "ok") & frame["x_mlp"].notna()]
     if ok.empty:
         lines.append("(no width-matched MLP was measured alongside, so there are no ratios)")
     for model in models:
         cells = []
         for phase in phases:
-            r = ok[(ok["model"] == model) & (ok["phase"] == phase)]["x_mlp"]
-            cells.append(f"x{math.exp(r.map(math.log).mean()):.3g}" if len(r) else "-")
-        lines.append(f"{model:<{width}}" + "".join(f"{c:>12}" for c in cells))
+            at = ok[(ok["model"] == model) & (ok["phase"] == phase)]
+            steady = at[at["stable"] != "unstable"]["x_mlp"].to_numpy(float)
+            text = f"x{stats.plain(float(np.exp(np.log(steady).mean())))}" if steady.size else "-"
+            if len(at) > steady.size:
+                text += f" ({len(at) - steady.size} unstable)"
+            cells.append(text)
+        lines.append(f"{model:<{width}}" + "".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """The bench suite: one pytest-benchmark test per case (model, phase, device, dtype, shapes).
 
-The cases come from the selected suite (see ``conftest.py`` and ``suites.py``); the work of
-one case is :func:`benchmarks.suite.measure.measure`. Each finished case, whatever its status,
-appends its row to the run's ``measurements.jsonl`` at once, so an interrupted run keeps
-what finished.
+The cases come from the selected suite (see ``conftest.py`` and ``suites.py``); the models
+of a group are measured together, in turns, when its first case runs
+(:func:`benchmarks.core.measure.measure_group`, through the ``measured`` fixture). Each
+case, whatever its status, appends its row to the run's ``measurements.jsonl`` at once,
+so an interrupted run keeps what finished; its samples go to pytest-benchmark.
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.core import record
-from benchmarks.core.case import ModelUnavailable, zoo
-from benchmarks.suite.measure import measure
+from benchmarks.core.case import zoo
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def test_case(benchmark, case, suite, bench_run, request):
+def test_case(benchmark, case, measured, bench_run, request):
     row = {
         "benchmark": request.node.name,
         **case.record(),
@@ -28,20 +23,22 @@ def test_case(benchmark, case, suite, bench_run, request):
         "machine": record.machine_label(),
     }
     try:
-        measure(benchmark, case, suite, row)
-    except ModelUnavailable as e:
-        row.update(status="skipped", reason=str(e))
-    except Exception as e:
-        row.update(status="error", reason=_one_line(e))
+        row.update(measured(case))
+    except Exception as e:  # the whole group could not be measured
+        text = str(e).strip().splitlines()
+        row.update(status="error", reason=f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
         raise
     finally:
         if "status" in row:
             benchmark.extra_info.update({k: v for k, v in row.items() if k != "samples"})
             if bench_run is not None:
                 bench_run.append_jsonl(record.MEASUREMENTS, row)
-            if row["status"] != "ok":
-                benchmark.skipped = True  # no timing to report: silence pytest-benchmark's "fixture not used"
+    if row["status"] == "ok":
+        clock = request.node.get_closest_marker("benchmark").kwargs["timer"]
+        rounds = clock.load(row["samples"])
+        benchmark.pedantic(lambda: None, rounds=rounds, iterations=1, warmup_rounds=0)
+        return
+    benchmark.skipped = True  # no timing to report: silence pytest-benchmark's "fixture not used"
     if row["status"] == "skipped":
         pytest.skip(row["reason"])
-    if row["status"] == "nonfinite":
-        pytest.fail(f"{case.id}: {row['reason']}", pytrace=False)
+    pytest.fail(f"{case.id}: {row['status']}: {row['reason']}", pytrace=False)

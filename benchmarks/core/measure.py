@@ -1,0 +1,276 @@
+"""One group of cases measured side by side: the rows of a run's measurements.
+
+:func:`measure_group` is the work behind every benchmark of the bench suites (and
+:func:`time_group` behind the peers' command). The models of one workload and their MLP
+baselines (a :class:`Group`) are built, probed for memory, then timed in turns, call by call, the order rotating from
+round to round (:func:`benchmarks.core.protocol.turns_until_clear`), until every ratio to
+an MLP is clear (its 95% interval within +/-5%) or the workload's time budget is spent.
+
+Order of work for one group:
+
+1. build each case (:func:`benchmarks.core.case.make_step`); parameter bytes and the bytes
+   autograd saves for backward are counted on an untimed forward;
+2. each model's first, cold call is timed apart (``first_call_s``), then warm-up rounds;
+   NaN or inf in what a call produced takes the model out, its row ``nonfinite``;
+3. rounds of turns; after each, the ratios are checked for clarity;
+4. the device's peak memory per model, on one more untimed call each;
+5. the rows: the median and spread of each model's samples, its ratios to the MLPs (the
+   median of per-round ratios, with a 95% bootstrap interval), how many samples the
+   machine disturbed, the load before and after, and whether the answer is stable.
+
+Disturbed samples (:func:`benchmarks.core.protocol.disturbed`) are left out of medians
+and ratios where enough undisturbed rounds remain (:data:`CLEAN_SHARE`), since they
+measure the other processes as much as the model; otherwise all are used and the row
+says how many were disturbed. Either way the raw samples are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from benchmarks.core import memory, stats
+from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
+from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
+from benchmarks.core.record import load_average
+from benchmarks.core.timer import DeviceTimer, set_threads
+
+@dataclass(frozen=True)
+class Group:
+    """The cases timed together, in turns: the models of one workload (phase, device, dtype,
+    widths, batch, grid size) and the width-matched MLP, which has no grid.
+
+    ``companions`` are cases timed in the rotation only to be paired with (the MLP of a
+    second grid size: its own row is reported with the first), never reported themselves.
+    """
+
+    cases: tuple[Case, ...]
+    companions: tuple[Case, ...] = ()
+
+    @property
+    def unit(self) -> tuple:
+        """What a shard never splits: a device, dtype, shape, batch and phase, every grid and model."""
+        c = self.cases[0]
+        return (c.device, c.dtype, c.widths, c.batch, c.phase)
+
+
+class Budget(Protocol):
+    """How long a group is timed (a bench suite is one): warm-up rounds, then at least
+    ``min_rounds`` and at most ``max_rounds``, more only while under ``max_time`` s per model."""
+
+    warmup_rounds: int
+    min_rounds: int
+    max_rounds: int
+    max_time: float
+
+
+BASELINES = (("x_mlp", "mlp"), ("x_mlp_param", "mlp-param"))
+# Disturbed rounds are dropped while at least this share of the rounds (and the suite's
+# min_rounds) stay; a machine busier than that is measured with all its samples, and said so.
+CLEAN_SHARE = 0.5
+# Resamples of the interval checked between rounds (the recorded one takes stats' default).
+CHECK_RESAMPLES = 400
+
+
+def _forward_flops(case: Case) -> int | None:
+    """The registry's FLOP count of one forward, or None where the registry has none for the model."""
+    try:
+        zoo().entry(case.model).flops_function()
+    except (ImportError, AttributeError, ValueError):  # ValueError: not registered (a model passed in)
+        return None
+    return case.forward_flops()
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def probe(step, case: Case) -> dict:
+    """The case's size figures, from an untimed forward: parameters, bytes, FLOPs, threads."""
+    parameters = memory.parameter_count(step.model)
+    forward_flops = _forward_flops(case)
+    return dict(
+        parameters=parameters,
+        param_bytes=memory.param_bytes(step.model),
+        saved_bytes=memory.saved_tensor_bytes(step.forward, exclude=step.model.parameters()),
+        flops=None if forward_flops is None else phase_flops(forward_flops, case.phase, parameters),
+        threads=set_threads(None),
+    )
+
+
+class Timed:
+    """A candidate's samples by round, and which of them the machine disturbed."""
+
+    def __init__(self, c: Candidate, min_rounds: int):
+        flags = disturbed(c)
+        self.by_round = dict(zip(c.rounds, c.samples))
+        self.clean = {r for r, bad in zip(c.rounds, flags) if not bad}
+        self.disturbed = sum(flags)
+        self.min_rounds = min_rounds
+
+    def rounds(self, *others: "Timed") -> list[int]:
+        """The rounds to use with ``others``: all those every one has, less the disturbed ones
+        while enough are left (see CLEAN_SHARE)."""
+        common = set(self.by_round).intersection(*(o.by_round for o in others))
+        clean = common.intersection(self.clean, *(o.clean for o in others))
+        enough = max(self.min_rounds, math.ceil(CLEAN_SHARE * len(common)))
+        return sorted(clean if len(clean) >= enough else common)
+
+    def samples(self, rounds: list[int]) -> list[float]:
+        return [self.by_round[r] for r in rounds]
+
+
+def ratio(num: Timed, den: Timed, resamples: int = 2000) -> stats.PairedRatio | None:
+    """num / den over the rounds both took, with its interval; None with too few rounds."""
+    rounds = num.rounds(den)
+    if len(rounds) < 2:
+        return None
+    return stats.paired_ratio_interval(num.samples(rounds), den.samples(rounds), resamples=resamples)
+
+
+def own_interval(t: Timed, resamples: int = 2000) -> stats.PairedRatio | None:
+    """The candidate's median with its interval, as a ratio to itself (for a row without a baseline)."""
+    rounds = t.rounds()
+    if len(rounds) < 2:
+        return None
+    s = np.asarray(t.samples(rounds))
+    low, high = stats.bootstrap_ratio_ci(s, [float(np.median(s))], resamples=resamples)
+    return stats.PairedRatio(1.0, low, high, len(rounds))
+
+
+def measure_group(group: Group, suite: Budget, usage=os_usage,
+                  build: Callable[[Case], object] = make_step) -> dict[str, dict]:
+    """Measure ``group``; a row per reported case (by case id), see the module docstring.
+
+    A row's ``status`` is "ok", "nonfinite" or "error" (with ``reason``), or "skipped" where
+    the model's module cannot be imported. ``build``: the step builder (tests pass odd models).
+    """
+    rows, candidates = build_candidates(group, build)
+    return time_group(group, candidates, rows, suite, usage)
+
+
+def build_candidates(group: Group, build: Callable[[Case], object] = make_step):
+    """(rows, candidates) of a group: each case built and probed, or its row saying why not."""
+    rows: dict[str, dict] = {c.id: {} for c in group.cases}
+    candidates: dict[str, Candidate] = {}
+    for case in group.cases + group.companions:
+        row = rows.get(case.id, {})
+        try:
+            step = build(case)
+            row.update(probe(step, case))
+        except ModelUnavailable as e:
+            row.update(status="skipped", reason=str(e))
+            continue
+        except Exception as e:
+            row.update(status="error", reason=_one_line(e))
+            continue
+        candidates[case.id] = Candidate(case.id, step)
+    return rows, candidates
+
+
+def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Budget,
+               usage=os_usage) -> dict[str, dict]:
+    """Time the candidates of a group in turns until clear (or out of budget) and fill their rows."""
+    device = group.cases[0].device
+    live = list(candidates.values())
+    baseline_of = _baselines(group, candidates)
+
+    def clear(rounds: int) -> bool:
+        timed = {name: Timed(c, suite.min_rounds) for name, c in candidates.items() if c.status == "ok"}
+        for name, t in timed.items():
+            pairs = [b for b in baseline_of.get(name, {}).values() if b in timed]
+            checks = [ratio(t, timed[b], CHECK_RESAMPLES) for b in pairs] or [own_interval(t, CHECK_RESAMPLES)]
+            if any(r is None or not r.clear() for r in checks):
+                return False
+        return True
+
+    load_before = load_average()
+    turns_until_clear(live, DeviceTimer(device), suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
+                      budget_s=suite.max_time * max(1, len(live)), clear=clear, usage=usage)
+    load_after = load_average()
+
+    timed = {name: Timed(c, suite.min_rounds) for name, c in candidates.items() if c.status == "ok"}
+    for case in group.cases:
+        row, c = rows[case.id], candidates.get(case.id)
+        if c is None:
+            continue  # skipped or failed to build: the row says why
+        row["first_call_s"] = None if math.isnan(c.first_call_s) else c.first_call_s
+        if c.status != "ok":
+            row.update(status=c.status, reason=c.reason)
+            continue
+        local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
+        row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
+        row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after))
+    return rows
+
+
+def _baselines(group: Group, candidates: dict[str, Candidate]) -> dict[str, dict[str, str]]:
+    """For each case id, the case ids of its MLP baselines in the group: {column: baseline id}."""
+    every = list(group.cases) + list(group.companions)
+    out: dict[str, dict[str, str]] = {}
+    for case in group.cases:
+        for column, model in BASELINES:
+            if case.model == model:
+                continue  # a model's ratio to itself is 1 by definition
+            match = [b for b in every if b.model == model and b.id in candidates
+                     and (model == "mlp" or b.grid_size == case.grid_size)]
+            if match:
+                out.setdefault(case.id, {})[column] = match[0].id
+    return out
+
+
+def _peak_bytes(step, device: str) -> int | None:
+    """Peak device memory over one untimed call (None where the device keeps no peak)."""
+    peak = memory.DeviceMemory(device)
+    step.setup()
+    peak.reset()
+    step.fn()
+    return peak.read()
+
+
+def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str, Timed],
+             load_before, load_after) -> dict:
+    """A measured row's timings, ratios and stability."""
+    rounds = t.rounds()
+    used = np.asarray(t.samples(rounds))
+    q1, median, q3 = np.percentile(used, [25, 50, 75])
+    row = dict(
+        status="ok", median_s=float(median), iqr_s=float(q3 - q1), mean_s=float(used.mean()),
+        min_s=float(used.min()), max_s=float(used.max()), rounds=len(c.samples), used_rounds=len(rounds),
+        samples=list(c.samples), disturbed=t.disturbed, load_before=_load(load_before), load_after=_load(load_after),
+    )
+    spreads: dict[str, float] = {}  # the interval's reach, per ratio
+    for column, model in BASELINES:
+        if c.step.case.model == model:  # the baseline itself: 1 by definition
+            row.update({column: 1.0, f"{column}_low": 1.0, f"{column}_high": 1.0})
+            continue
+        base = baselines.get(column)
+        r = ratio(t, timed[base]) if base in timed else None
+        if r is not None:
+            row.update({column: r.ratio, f"{column}_low": r.ci_low, f"{column}_high": r.ci_high})
+            spreads[f"to {model}"] = r.spread
+    if not spreads:
+        own = own_interval(t)
+        spreads["of the median"] = own.spread if own else math.inf
+    row.update(_stability(spreads, t.disturbed, len(c.samples), len(rounds)))
+    return row
+
+
+def _load(load) -> float | None:
+    return None if not load else float(load[0])
+
+
+def _stability(spreads: dict[str, float], disturbed_count: int, rounds: int, used: int) -> dict:
+    """stable, or unstable with the reason: a wide interval (which), disturbed samples."""
+    reasons = []
+    what, spread = max(spreads.items(), key=lambda item: item[1])
+    if not spread <= stats.CLEAR_WITHIN:
+        reach = "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"
+        reasons.append(f"interval {what} {reach}")
+    if disturbed_count and used == rounds and disturbed_count > (1 - CLEAN_SHARE) * rounds:
+        reasons.append(f"{disturbed_count} of {rounds} samples disturbed")
+    return {"stable": "unstable" if reasons else "stable", "unstable_reason": "; ".join(reasons) or None}

@@ -1,0 +1,109 @@
+"""The process that builds and times one side's models for ``python -m benchmarks.peers``.
+
+A peer's process runs in that peer's virtual environment with an import path that holds
+the harness (a link to ``benchmarks/``) but not our ``kan`` package, so that pykan's
+``kan`` is the one imported; our models' process is the harness's own. It speaks JSON
+lines on stdin/stdout::
+
+    child  -> {"hello": {"side", "version", "torch", "threads", "status": "ok" | "not available", "reason"}}
+    parent -> {"cmd": "build", "cases": [{case fields}, ...]}
+    child  -> {"cases": {case id: {"status", "reason", <probe figures>}}}
+    parent -> {"cmd": "call", "case": id}            one timed call, by the core's protocol
+    child  -> {"status", "reason", "seconds", "switches", "cpu_s"}
+    parent -> {"cmd": "outputs", "widths", "grid_size", "layers", "inputs"}     (peers that compare)
+    child  -> {"outputs": [[...]]} or {"error": "..."}
+    parent -> {"cmd": "quit"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+OURS = "ours"  # the side of our own models
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """The child's loop. argv[0] is a JSON object: {"side": "ours" or a peer's name, "threads": n}."""
+    config = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything the models print goes to stderr, never into the channel
+    sys.stdout = sys.stderr
+
+    def say(message: dict) -> None:
+        channel.write(json.dumps(message) + "\n")
+        channel.flush()
+
+    import torch
+
+    from benchmarks.core import protocol
+    from benchmarks.core.case import Case, make_step
+    from benchmarks.core.timer import DeviceTimer, set_threads
+    from benchmarks.peers import catalog
+    from benchmarks.core.measure import probe
+
+    set_threads(int(config.get("threads") or torch.get_num_threads()))
+    side = config["side"]
+    peer = catalog.PEERS.get(side)
+    problem = catalog.importable(peer) if peer is not None else None
+    version = None
+    if peer is not None and problem is None:
+        from importlib.metadata import PackageNotFoundError, version as installed
+
+        try:
+            version = installed(peer.name)
+        except PackageNotFoundError:
+            version = None
+        if version != peer.version:
+            problem = f"{peer.name} {version} is installed here, the peers' session pins {peer.spec}"
+    say({"hello": {"side": side, "version": version, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                   "status": "not available" if problem else "ok", "reason": problem or ""}})
+    steps: dict[str, object] = {}
+    timers: dict[str, DeviceTimer] = {}
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "build":
+            built = {}
+            for fields in command["cases"]:
+                case = Case(**{**fields, "widths": tuple(fields["widths"])})
+                try:
+                    model = peer.build(case.widths, case.grid_size) if peer is not None else None
+                    step = make_step(case, model=model)
+                    built[case.id] = {"status": "ok", "reason": "", **probe(step, case)}
+                    steps[case.id] = step
+                    timers[case.id] = DeviceTimer(case.device)
+                except Exception as e:  # unsupported option, out of memory, no CUDA support, ...
+                    built[case.id] = {"status": "not available", "reason": _one_line(e)}
+            say({"cases": built})
+        elif command["cmd"] == "call":
+            name = command["case"]
+            say(protocol.timed_call(steps[name], timers[name]))
+        elif command["cmd"] == "outputs":
+            try:
+                model = peer.build(tuple(command["widths"]), command["grid_size"]).double()
+                peer.load_reference(model, command["layers"])
+                with torch.no_grad():
+                    out = model(torch.tensor(command["inputs"], dtype=torch.float64))
+                say({"outputs": out.tolist()})
+            except Exception as e:
+                say({"error": _one_line(e)})
+        elif command["cmd"] == "quit":
+            break
+        else:
+            say({"error": f"unknown command {command['cmd']!r}"})
+
+
+def main() -> None:
+    """Entry point of the child process: a failure leaves its traceback on stderr and exits 3."""
+    try:
+        serve()
+    except Exception:
+        sys.stderr.write(traceback.format_exc())
+        sys.exit(3)

@@ -1,0 +1,245 @@
+"""``python -m benchmarks.peers``: other KAN packages timed beside ours, each in its own environment.
+
+    python -m benchmarks.peers [--peer pykan,flashkan,inkan] [--python NAME=PATH ...]
+                               [--suite quick] [--grids 5,50] [--model kan,kan-fast,mlp,mlp-param]
+                               [--device cpu] [--threads N]
+
+(``nox -s peers`` builds each peer's virtual environment under ``.nox/peer-<name>`` and
+runs this with ``--python`` pointing at them.)
+
+For each workload of the suite (phase, device, shape, grid size), our models (in this
+process) and each peer's model (in a child process running in the peer's environment,
+where our ``kan`` is not importable: ``benchmarks.peers.child``) take turns call by call,
+in rotating order, until the ratios to the MLPs are clear or the suite's time is spent:
+the bench's own protocol (``benchmarks.core.measure.time_group``), so a peer's ratio to
+an MLP, or to one of ours, compares samples taken side by side.
+
+A peer that cannot be used (its environment missing, its import failing, an option it does
+not support, out of memory) is recorded as ``not available`` with the reason, and the
+others go on. Where a peer computes our reference's function, the ``equivalence`` column
+says how far its output is from ours given the same weights (``benchmarks.peers.catalog``).
+
+The run folder holds the bench's files (``measurements.jsonl``, ``benchmarks.csv`` with the
+peers' rows named ``peer:<package>`` and ``package`` naming the version) and ``peers.json``
+(the settings, and each peer's version and status). Bad input (an unknown peer): one line
+naming the valid ones, exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.core import record
+from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
+from benchmarks.core.process import Child, ChildError
+from benchmarks.core.protocol import Candidate
+from benchmarks.peers.catalog import PEERS, reference_layers
+from benchmarks.peers.child import OURS
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "peer:"
+OUR_MODELS = ("kan", "kan-fast", "mlp", "mlp-param")
+
+
+class RemoteStep:
+    """A case built in a peer's process: timed there, by the core's protocol, on command."""
+
+    def __init__(self, child: Child, case):
+        self.child, self.case = child, case
+
+    def timed_call(self) -> dict:
+        return self.child.ask({"cmd": "call", "case": self.case.id})
+
+
+def start(name: str, python: Path, threads: int, scratch: Path) -> Child:
+    """The peer's process, in its environment, importing the harness but not our ``kan``."""
+    harness = scratch / name
+    harness.mkdir()
+    (harness / "benchmarks").symlink_to(ROOT / "benchmarks", target_is_directory=True)
+    code = (f"import sys; sys.path[:0] = [{str(harness)!r}]; "
+            "from benchmarks.peers.child import main; main()")
+    return Child(name, [str(python), "-I", "-c", code, json.dumps({"side": name, "threads": threads})],
+                 cwd=scratch, env=dict(os.environ))
+
+
+def peer_python(name: str, given: dict[str, str]) -> Path:
+    """The interpreter of a peer's environment: ``--python NAME=PATH``, else ``.nox/peer-NAME``."""
+    if name in given:
+        return Path(given[name])
+    return ROOT / ".nox" / f"peer-{name}" / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def parse(argv):
+    p = Parser(prog="python -m benchmarks.peers", description=__doc__.splitlines()[0])
+    p.add_argument("--peer", default=",".join(PEERS), help=f"peers, comma-separated (default: {','.join(PEERS)})")
+    p.add_argument("--python", action="append", default=[], metavar="NAME=PATH",
+                   help="a peer's interpreter (default: .nox/peer-NAME/bin/python, made by nox -s peers)")
+    p.add_argument("--suite", default="quick", help="the bench suite whose shapes and phases to take")
+    p.add_argument("--grids", default=None, metavar="G,G", help="grid sizes (default: the suite's)")
+    p.add_argument("--model", default=",".join(OUR_MODELS), help="our models beside the peers")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="intra-op threads in every process")
+    args = p.parse_args(argv)
+    try:
+        from benchmarks.suite import suites
+
+        peers = suites.split([args.peer])
+        for name in peers:
+            if name not in PEERS:
+                raise ValueError(f"unknown peer {name!r}; valid peers: {', '.join(PEERS)}")
+        given = {}
+        for item in args.python:
+            name, _, path = item.partition("=")
+            if name not in PEERS or not path:
+                raise ValueError(f"--python takes NAME=PATH with NAME one of {', '.join(PEERS)}, got {item!r}")
+            given[name] = path
+        selection = suites.select(args.suite, [args.model], [args.device])
+        suite = selection.suite
+        if args.grids:
+            suite = dataclasses.replace(suite, grid_sizes=positive_ints(args.grids, "--grids"))
+            selection = dataclasses.replace(selection, suite=suite)
+    except ValueError as e:
+        p.error(str(e))
+    return args, peers, given, selection
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, peers, given, selection = parse(argv)
+    from benchmarks.core.case import Case, zoo
+    from benchmarks.core.timer import set_threads
+    from benchmarks.suite import summary
+    from benchmarks.core.measure import Group, build_candidates, time_group
+
+    try:
+        threads = set_threads(args.threads)
+        run = record.new_run("peers")
+    except (ValueError, record.RunFolderError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    warning = busy_warning(record.load_average(), os.cpu_count())
+    if warning:
+        print(warning, flush=True)
+    print(f"peers: {', '.join(peers)} beside {', '.join(selection.models)}, suite {selection.suite.name}, "
+          f"grids {','.join(map(str, selection.suite.grid_sizes))}, {threads} threads; run folder {run.path}",
+          flush=True)
+    status: dict[str, dict] = {}
+    children: dict[str, Child] = {}
+    compared: dict[tuple, dict[str, str]] = {}  # (widths, grid size) -> each peer's equivalence
+    interrupted = False
+    with tempfile.TemporaryDirectory(prefix="kan-peers-") as scratch, terminate_as_interrupt():
+        try:
+            for name in peers:
+                python = peer_python(name, given)
+                if not python.exists():
+                    status[name] = {"status": "not available", "reason": f"no environment at {python.parent.parent} "
+                                    f"(nox -s peers makes it)", "version": None}
+                    continue
+                child = start(name, python, threads, Path(scratch))
+                try:
+                    hello = child.receive()["hello"]
+                except ChildError as e:
+                    child.close()
+                    status[name] = {"status": "not available", "reason": str(e).splitlines()[0], "version": None}
+                    continue
+                status[name] = {k: hello[k] for k in ("status", "reason", "version")}
+                if hello["status"] == "ok":
+                    children[name] = child
+                else:
+                    child.close()
+            for name, s in status.items():
+                shown = f"{s['version']}" if s["status"] == "ok" else f"not available: {s['reason']}"
+                print(f"  {name:9} {shown}", flush=True)
+
+            for group in selection.groups():
+                gridded = group.cases[0].grid_size if any(c.grid_size for c in group.cases) else None
+                peer_cases = [Case(f"{PREFIX}{name}", c.phase, c.device, c.dtype, c.widths, c.batch, gridded)
+                              for c in group.cases[:1] for name in peers] if gridded else []
+                rows, candidates = build_candidates(Group(group.cases, group.companions))
+                for case in peer_cases:
+                    name = case.model.removeprefix(PREFIX)
+                    rows[case.id] = {"package": f"{name} {status[name]['version'] or PEERS[name].version}"}
+                    if name not in children:
+                        rows[case.id].update(status="not available", reason=status[name]["reason"])
+                        continue
+                    try:
+                        built = children[name].ask({"cmd": "build", "cases": [case_fields(case)]})["cases"][case.id]
+                    except ChildError as e:
+                        built = {"status": "not available", "reason": str(e).splitlines()[0]}
+                    if built["status"] != "ok":
+                        rows[case.id].update(status="not available", reason=built["reason"])
+                        continue
+                    rows[case.id].update({k: v for k, v in built.items() if k not in ("status", "reason")})
+                    candidates[case.id] = Candidate(case.id, RemoteStep(children[name], case))
+                both = Group(tuple(group.cases) + tuple(peer_cases), group.companions)
+                time_group(both, candidates, rows, selection.suite)
+                shape = (group.cases[0].widths, gridded)
+                if gridded and shape not in compared:
+                    compared[shape] = equivalences(children, group.cases[0], gridded)
+                equivalence = compared.get(shape, {})
+                for case in both.cases:
+                    row = {"benchmark": case.id, **case.record(), "machine": record.machine_label(),
+                           "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family,
+                           **rows[case.id]}
+                    if case.model.startswith(PREFIX):
+                        row["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
+                    run.append_jsonl(record.MEASUREMENTS, row)
+                    said = row.get("status", "?") if row.get("status") != "ok" else summary.format_seconds(row["median_s"])
+                    print(f"  {case.id:55} {said}", flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for child in children.values():
+                child.close()
+    frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))
+    run.write_table("benchmarks", frame)
+    run.write_json("peers.json", {"peers": {n: {**s, "spec": PEERS[n].spec} for n, s in status.items()},
+                                  "models": list(selection.models), "suite": selection.suite.name,
+                                  "grids": list(selection.suite.grid_sizes), "threads": threads})
+    print()
+    print(summary.summary(frame))
+    if interrupted:
+        print(f"interrupted: kept the {len(frame)} finished measurements")
+    announce(run)
+    return 130 if interrupted else 0
+
+
+def case_fields(case) -> dict:
+    return {"model": case.model, "phase": case.phase, "device": case.device, "dtype": case.dtype,
+            "widths": list(case.widths), "batch": case.batch, "grid_size": case.grid_size}
+
+
+def equivalences(children: dict[str, Child], case, grid_size: int) -> dict[str, str]:
+    """For each peer that computes our reference's function: its largest output difference from
+    ``kan`` given the same weights, relative to the largest output (float64, 64 inputs in range)."""
+    import torch
+
+    from benchmarks.core.case import zoo
+
+    torch.manual_seed(0)
+    reference = zoo().build("kan", case.widths, grid_size=grid_size).double()
+    inputs = torch.rand(64, case.widths[0], dtype=torch.float64) * 2 - 1  # (64, in)
+    with torch.no_grad():
+        ours = reference(inputs)  # (64, out)
+    layers = reference_layers(reference)
+    out = {}
+    for name, peer in PEERS.items():
+        if peer.load_reference is None:
+            out[name] = f"not comparable: {peer.not_comparable}"
+            continue
+        if name not in children:
+            continue
+        try:
+            theirs = torch.tensor(children[name].ask({"cmd": "outputs", "widths": list(case.widths),
+                                                      "grid_size": grid_size, "layers": layers,
+                                                      "inputs": inputs.tolist()})["outputs"], dtype=torch.float64)
+        except ChildError as e:
+            out[name] = f"not compared: {str(e).splitlines()[0]}"
+            continue
+        error = float((theirs - ours).abs().max() / ours.abs().max())
+        out[name] = f"max |{name} - kan| / max |kan| = {error:.2g} (same weights, float64)"
+    return out

@@ -1,0 +1,138 @@
+"""``python -m benchmarks.studies.busy``: does the bench tell the truth on a busy machine?
+
+    python -m benchmarks.studies.busy [--suite quick] [--hogs 2] [-- BENCH-ARGS]
+
+Runs the suite twice, one after the other: as the machine is, then with ``--hogs``
+CPU-bound processes running beside it (started and stopped here: each spins on one
+core). It compares the two runs row by row (model, phase, shape) and checks what a
+user relies on:
+
+- every row the busy run does not flag unstable keeps its time ratio to the width-matched
+  MLP within 15% of the quiet run's;
+- no headline changes direction: no model and phase said to be slower than the MLP in one
+  run is said to be faster in the other;
+- at most a quarter of the busy run's rows are flagged unstable;
+- the quiet run of the quick suite takes at most 3 minutes.
+
+It writes the comparison (``busy.csv``) and the two runs' folders into a new run folder
+and prints both runs' ratios side by side. Exit status 0 when every check holds, 1 when
+one does not, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.core import record, stats
+from benchmarks.core.cli import Parser, announce
+
+ROOT = Path(__file__).resolve().parents[2]
+KEEPS = 0.15  # a stable row's ratio may move this much between the runs
+FLAGGED = 0.25  # the share of rows that may be flagged unstable on the busy machine
+QUICK_LIMIT_S = 180.0  # the quick suite on a quiet machine
+SPIN = "while True:\n    pass\n"
+
+
+def bench(args: list[str]) -> tuple[Path, float]:
+    """Run ``python -m benchmarks ARGS``; the run folder it wrote and the seconds it took."""
+    with tempfile.TemporaryDirectory() as scratch:
+        run_file = Path(scratch) / "run"
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT,
+                              env={**os.environ, "KAN_RUN_FILE": str(run_file)})
+        took = time.perf_counter() - started
+        if done.returncode not in (0, 1) or not run_file.exists():
+            raise RuntimeError(f"python -m benchmarks {' '.join(args)} failed (exit {done.returncode})")
+        return Path(run_file.read_text().strip()), took
+
+
+def direction(row, side: str) -> str:
+    """"slower", "faster" or "" (no clear difference, unstable, not measured): what ``side`` said."""
+    unstable = row[f"unstable_reason_{side}"] if row[f"stable_{side}"] == "unstable" else None
+    said = stats.words(row[f"x_mlp_{side}"], row[f"x_mlp_low_{side}"], row[f"x_mlp_high_{side}"],
+                       unstable if isinstance(unstable, str) else None)
+    return "slower" if said.endswith("slower") else "faster" if said.endswith("faster") else ""
+
+
+def compare(quiet, busy):
+    """One row per model, phase and shape in both runs, with the checks' columns."""
+    keys = ["model", "phase", "widths", "batch", "grid_size"]
+    both = quiet.merge(busy, on=keys, suffixes=("_quiet", "_busy"))
+    both = both[(both["status_quiet"] == "ok") & (both["status_busy"] == "ok") & (both["model"] != "mlp")]
+    out = both[keys].copy()
+    for side in ("quiet", "busy"):
+        out[f"x_mlp_{side}"] = both[f"x_mlp_{side}"]
+        out[f"interval_{side}"] = [f"[{stats.plain(lo)}, {stats.plain(hi)}]" for lo, hi in
+                                   zip(both[f"x_mlp_low_{side}"], both[f"x_mlp_high_{side}"])]
+        out[f"stable_{side}"] = both[f"stable_{side}"]
+        out[f"said_{side}"] = [direction(r, side) for _, r in both.iterrows()]
+        out[f"disturbed_{side}"] = both[f"disturbed_{side}"]
+    out["change"] = out["x_mlp_busy"] / out["x_mlp_quiet"] - 1
+    out["kept"] = (out["stable_busy"] == "unstable") | (out["change"].abs() <= KEEPS)
+    out["flipped"] = ((out["said_quiet"] != "") & (out["said_busy"] != "") & (out["said_quiet"] != out["said_busy"]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m benchmarks.studies.busy", description=__doc__.splitlines()[0])
+    p.add_argument("--suite", default="quick", help="the suite both runs take (default: quick)")
+    p.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside the second run (default: 2)")
+    p.add_argument("bench_args", nargs="*", help="more arguments for python -m benchmarks (after --)")
+    args = p.parse_args(argv)
+    if args.hogs < 1:
+        p.error(f"--hogs must be at least 1, got {args.hogs}")
+    try:
+        run = record.new_run("busy")
+    except record.RunFolderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    common = ["--suite", args.suite, *args.bench_args]
+    print(f"busy: the {args.suite} suite as the machine is (load average {record.load_average()})", flush=True)
+    quiet_path, quiet_s = bench([*common, "--label", "quiet"])
+    hogs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.hogs)]
+    try:
+        time.sleep(2)  # let the load settle in, as a machine already busy would be
+        print(f"busy: again with {args.hogs} CPU-bound processes beside it", flush=True)
+        busy_path, busy_s = bench([*common, "--label", "busy"])
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    quiet, busy = record.Run(quiet_path).read_bench_table(), record.Run(busy_path).read_bench_table()
+    table = compare(quiet, busy)
+    run.write_rows(record.BUSY, table.to_dict("records"))
+    run.write_json(record.BUSY + ".json", {"quiet": str(quiet_path), "busy": str(busy_path), "quiet_s": quiet_s,
+                                           "busy_s": busy_s, "hogs": args.hogs, "suite": args.suite})
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
+        shown = table.assign(change=(table["change"] * 100).round(1)).drop(columns=["widths"])
+        print(shown.to_string(index=False, float_format=lambda v: stats.plain(v)))
+    flagged = (busy[(busy["status"] == "ok") & (busy["model"] != "mlp")]["stable"] == "unstable").mean()
+    checks = {
+        f"stable rows keep their ratio within {KEEPS:.0%}": bool(table["kept"].all()),
+        "no headline changes direction": not bool(table["flipped"].any()),
+        f"at most {FLAGGED:.0%} of the busy rows flagged ({flagged:.0%})": bool(flagged <= FLAGGED),
+    }
+    if args.suite == "quick":
+        checks[f"the quiet quick suite within {QUICK_LIMIT_S:.0f} s ({quiet_s:.0f} s)"] = quiet_s <= QUICK_LIMIT_S
+    print()
+    for what, held in checks.items():
+        print(f"{'PASS' if held else 'MISS'}  {what}")
+    moved = table[~table["kept"]]
+    for _, r in moved.iterrows():
+        print(f"  moved: {r['model']} {r['phase']} {r['widths']} batch {r['batch']}: "
+              f"x{stats.plain(r['x_mlp_quiet'])} -> x{stats.plain(r['x_mlp_busy'])}")
+    print(f"quiet run {quiet_s:.0f} s ({quiet_path.name}), busy run {busy_s:.0f} s ({busy_path.name})")
+    announce(run)
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

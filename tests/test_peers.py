@@ -1,0 +1,104 @@
+"""`python -m benchmarks.peers`: bad input, a peer that cannot be used, the adapters, the page.
+
+The adapters' tests run where `nox -s peers` has made a peer's environment
+(`.nox/peer-<name>`), and are skipped with that reason elsewhere (CI installs no peer).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.core import record
+from benchmarks.core.case import Case
+from benchmarks.peers import catalog, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_an_unknown_peer_is_one_line_naming_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--peer", "flashkan,nosuch"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "unknown peer 'nosuch'; valid peers: pykan, flashkan, inkan" in err
+
+
+@pytest.mark.slow
+def test_a_peer_that_cannot_be_used_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    """flashkan's 'environment' here is the harness's own, where flashkan is not installed; pykan's does
+    not exist at all. Both are 'not available' with the reason; our models are measured."""
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    status = cli.main(["--peer", "flashkan,pykan", f"--python=flashkan={sys.executable}",
+                       f"--python=pykan={tmp_path / 'none' / 'bin' / 'python'}",
+                       "--suite", "smoke", "--model", "kan,mlp", "--threads", "1"])
+    assert status == 0, capsys.readouterr().err
+    (run,) = record.runs(tmp_path)
+    table = run.read_bench_table()
+    peers = table[table["model"].str.startswith("peer:")]
+    assert set(peers["status"]) == {"not available"} and len(peers) == 6  # 2 peers x 3 phases
+    flash = peers[peers["model"] == "peer:flashkan"]
+    assert flash["reason"].str.contains("cannot import flashkan.network").all()
+    assert peers[peers["model"] == "peer:pykan"]["reason"].str.contains("no environment at").all()
+    ours = table[~table["model"].str.startswith("peer:")]
+    assert set(ours["status"]) == {"ok"} and set(ours["model"]) == {"kan", "mlp"}
+    doc = run.read_json("peers.json")
+    assert doc["peers"]["flashkan"]["status"] == "not available" and doc["peers"]["flashkan"]["spec"] == "flashkan==0.2.0"
+
+    from reports.render import render
+
+    page = render(str(run.path)).read_text()
+    assert "peer:flashkan" in page and "not available" in page
+
+
+def installed(name: str) -> Path | None:
+    python = ROOT / ".nox" / f"peer-{name}" / "bin" / "python"
+    return python if python.exists() else None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(catalog.PEERS))
+def test_each_adapter_builds_the_right_shapes(name):
+    python = installed(name)
+    if python is None:
+        pytest.skip(f"{name} is not installed here (nox -s peers makes .nox/peer-{name})")
+    with tempfile.TemporaryDirectory() as scratch:
+        child = cli.start(name, python, threads=1, scratch=Path(scratch))
+        try:
+            hello = child.receive()["hello"]
+            assert hello["status"] == "ok" and hello["version"] == catalog.PEERS[name].version, hello
+            case = Case(f"peer:{name}", "forward", "cpu", "float32", (4, 3, 2), batch=8, grid_size=5)
+            built = child.ask({"cmd": "build", "cases": [cli.case_fields(case)]})["cases"][case.id]
+            assert built["status"] == "ok", built
+            assert built["parameters"] > 0 and built["saved_bytes"] > 0
+            call = child.ask({"cmd": "call", "case": case.id})
+            assert call["status"] == "ok" and call["seconds"] > 0
+            if catalog.PEERS[name].load_reference is not None:
+                from kan import zoo
+
+                torch.manual_seed(0)
+                reference = zoo.build("kan", [4, 3, 2], grid_size=5).double()
+                x = torch.rand(16, 4, dtype=torch.float64) * 2 - 1
+                out = child.ask({"cmd": "outputs", "widths": [4, 3, 2], "grid_size": 5,
+                                 "layers": catalog.reference_layers(reference), "inputs": x.tolist()})["outputs"]
+                theirs = torch.tensor(out, dtype=torch.float64)  # (16, 2)
+                assert theirs.shape == (16, 2)
+                with torch.no_grad():
+                    assert torch.allclose(theirs, reference(x), rtol=1e-6, atol=1e-7)
+        finally:
+            child.close()
+
+
+def test_the_reference_layers_travel_as_plain_lists():
+    from kan import zoo
+
+    model = zoo.build("kan", [4, 3, 2], grid_size=5)
+    layers = catalog.reference_layers(model)
+    assert [(len(s), len(s[0]), len(s[0][0]), len(b), len(b[0])) for s, b in layers] == [(3, 4, 8, 3, 4),
+                                                                                         (2, 3, 8, 2, 3)]
+    json.dumps(layers)  # what crosses to a peer's process
