@@ -292,22 +292,37 @@ def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = 
 # --------------------------------------------------------------------------- uniform kernels
 #
 # On a uniform grid every kernel below is one elementwise expression over float
-# tensors: the knot span is ``floor`` of the knot coordinate, with no lookup in the
-# knot table. ``torch.compile`` fuses each into a single vectorised loop. Where that
+# tensors: the knot span is ``floor`` of the knot coordinate, and one lookup in the knot
+# table gives the local coordinate from the span's stored knot (``_uniform_span``). ``torch.compile`` fuses each into a single vectorised loop. Where that
 # floor lands on the wrong side of a knot by rounding, the bases are continuous there
 # (orders >= 1), so values move by rounding only; derivatives are continuous from
 # order 2 on, and order 1's input gradient takes the exact path.
 
 
-def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int):
-    """Knot span as a float in ``[-1, knots - 1]`` and the local coordinate ``u = t - span``."""
-    t = (x - origin) * inv_step
-    span = t.clamp(-1, knots - 1).floor()
-    return span, t - span
+def _uniform_floor(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int) -> torch.Tensor:
+    """Knot span as a float in ``[-1, knots - 1]``: the floor of the knot coordinate."""
+    return ((x - origin) * inv_step).clamp(-1, knots - 1).floor()
+
+
+def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor):
+    """Knot span as a float in ``[-1, knots - 1]`` and the local coordinate ``u = (x - t_span) / h``.
+
+    x: (..., features), knots_ext: (features, knots + 2) (``KnotGeometry.knots_ext``).
+    ``t_span`` is the stored knot, as in the C++ kernels: knots made in float32 are
+    evenly spaced only to their rounding, and ``t - span`` (with ``t`` the knot
+    coordinate) would add the rounding of ``t``, which grows with the grid (a float32
+    error up to 9 times the reference's at grid 1000).
+    """
+    features, knots = knots_ext.size(0), knots_ext.size(1) - 2
+    span = _uniform_floor(x, origin, inv_step, knots)
+    column = span.clamp(0, knots - 2).long() + 1  # t_span's column in knots_ext
+    lower = _row_gather(knots_ext, column.reshape(-1, features)).view(x.shape)
+    return span, (x - lower) * inv_step
 
 
 def _uniform_dense_bases(
-    x: torch.Tensor, base: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int
+    x: torch.Tensor, base: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor,
+    order: int, coeff: int,
 ) -> torch.Tensor:
     """One row chunk of the combined product's left operand on a uniform grid.
 
@@ -315,7 +330,7 @@ def _uniform_dense_bases(
     every feature, then ``base`` (the base activation). Features are innermost, so
     the fused loop vectorises over them.
     """
-    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    span, u = _uniform_span(x, origin, inv_step, knots_ext)
     values, _ = _uniform_local(u, order, derivative=False)  # order + 1 of (rows, in)
     position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
         span - order
@@ -327,14 +342,15 @@ def _uniform_dense_bases(
 
 
 def _uniform_input_grad(
-    x: torch.Tensor, grad_columns: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int
+    x: torch.Tensor, grad_columns: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor,
+    knots_ext: torch.Tensor, order: int,
 ) -> torch.Tensor:
     """sum_c grad_columns[:, c, :] * d basis_c / dx on a uniform grid (order >= 2).
 
     x: (rows, in), grad_columns: (rows, coeff, in) -> (rows, in).
     """
     coeff = grad_columns.size(1)
-    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    span, u = _uniform_span(x, origin, inv_step, knots_ext)
     _, slopes = _uniform_local(u, order, derivative=True)
     position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
         span - order
@@ -345,16 +361,18 @@ def _uniform_input_grad(
     return (grad_columns * slope).sum(1) * inv_step
 
 
-def _uniform_bags(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int):
+def _uniform_bags(
+    x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor, order: int, coeff: int
+):
     """Bag indices and weights of the gather forward on a uniform grid.
 
     x: (batch, blocks, block); origin, inv_step: (blocks, block), padding features
-    with ``inv_step == 0`` -> index (blocks * batch, block * (order + 1)) into the
+    with ``inv_step == 0``; knots_ext: (blocks * block, knots + 2) -> index (blocks * batch, block * (order + 1)) into the
     (in * coeff, out) table, weight of the same shape. Bag (blk, b) holds sample b's
     local bases of the features in block blk; bases that do not exist get weight 0.
     """
     batch, blocks, block = x.shape
-    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    span, u = _uniform_span(x, origin, inv_step, knots_ext)
     values, _ = _uniform_local(u, order, derivative=False)
     row = torch.arange(blocks * block, device=x.device).view(blocks, block) * coeff  # (blocks, block)
     index, weight = [], []
@@ -370,16 +388,16 @@ def _uniform_bags(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor,
 
 def _uniform_span_key(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int) -> torch.Tensor:
     """x: (batch, in) -> (in, batch) int64: span + 1, in ``[0, knots]``, features first."""
-    span, _ = _uniform_span(x, origin, inv_step, knots)
-    return (span + 1).long().t()
+    return (_uniform_floor(x, origin, inv_step, knots) + 1).long().t()
 
 
 def _uniform_sorted_values(
-    xs: torch.Tensor, key: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int
+    xs: torch.Tensor, key: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor, order: int, coeff: int
 ) -> torch.Tensor:
     """Local bases of inputs sorted per feature. xs, key: (in, batch) -> (order + 1, in, batch)."""
     span = key.to(xs.dtype) - 1
-    u = (xs - origin.unsqueeze(1)) * inv_step.unsqueeze(1) - span
+    lower = knots_ext.gather(1, key.clamp(1, knots_ext.size(1) - 3))  # (in, batch): t_span, span in [0, knots - 2]
+    u = (xs - lower) * inv_step.unsqueeze(1)
     values, _ = _uniform_local(u, order, derivative=False)
     out = []
     for d, value in enumerate(values):
@@ -470,7 +488,7 @@ def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry) -> 
     """(rows, in), (rows, in) -> (rows, (coeff + 1) * in): the combined product's left operand."""
     g = geometry
     if _fused(g):
-        chunk = _run(_uniform_dense_bases, x, base, g.origin, g.inv_step, g.order, g.coeff)
+        chunk = _run(_uniform_dense_bases, x, base, g.origin, g.inv_step, g.knots_ext, g.order, g.coeff)
         return chunk.view(x.size(0), -1)
     return _scatter_dense_bases(x, base, g)
 
@@ -509,7 +527,7 @@ def _local_input_grad(x: torch.Tensor, grad_columns: torch.Tensor, geometry: Kno
     """
     g = geometry
     if _fused(g) and g.order >= 2:
-        return _run(_uniform_input_grad, x, grad_columns, g.origin, g.inv_step, g.order)
+        return _run(_uniform_input_grad, x, grad_columns, g.origin, g.inv_step, g.knots_ext, g.order)
     first, _, slopes = local_b_splines(x, g, derivative=True)  # slopes (rows, in, order + 1)
     index = first.unsqueeze(1) + torch.arange(g.order + 1, device=x.device).view(1, -1, 1)
     index = index.clamp(0, g.coeff - 1)  # (rows, order + 1, in); invalid slopes are zero
@@ -604,6 +622,7 @@ def _gather_bags(x: torch.Tensor, geometry: KnotGeometry, block: int):
             F.pad(x, (0, pad)).view(batch, blocks, block),
             origin.view(blocks, block),
             inv_step.view(blocks, block),
+            F.pad(g.knots_ext, (0, 0, 0, pad)),
             g.order,
             g.coeff,
         )
@@ -636,7 +655,7 @@ def _gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry: KnotGe
     key, sample = torch.sort(key, dim=1)  # (in, batch), sample: which row of grad_out
     xs = x.t().gather(1, sample)  # (in, batch)
     if _fused(g):
-        values = _run(_uniform_sorted_values, xs, key, g.origin, g.inv_step, g.order, g.coeff)
+        values = _run(_uniform_sorted_values, xs, key, g.inv_step, g.knots_ext, g.order, g.coeff)
     else:
         span = key - 1
         local, _ = _de_boor_local(xs.t(), span.t(), g, derivative=False)  # order + 1 of (batch, in)
