@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from kan import native
-from kan.reference import KAN, KANLinear, check_features
+from kan.reference import KAN, KANLinear, b_splines, check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
 # Contraction crossovers: the gather contraction is used from this many coefficients
@@ -77,6 +77,46 @@ GATHER_BLOCK_FEATURES = 16
 def gather_min_coeff(native_kernels: bool) -> int:
     """The crossover (coefficients per feature) for the C++ kernels or for the PyTorch paths."""
     return NATIVE_GATHER_MIN_COEFF if native_kernels else GATHER_MIN_COEFF
+
+
+# --------------------------------------------------------------------------- non-finite values
+#
+# The local bases and the gathers skip what the reference's dense products multiply by
+# zero, and 0 * inf and 0 * NaN are NaN: on NaN or infinite values the reference's
+# outputs and gradients have NaN where the fast paths' would not. So a layer whose
+# input is not all finite is computed by the reference's own forward (kan.reference:
+# the same operations, the same NaN and inf), and a product whose upstream gradient is
+# not all finite takes its gradients by autograd through those operations. One sum
+# per tensor finds them, outside the kernels' loops.
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is finite: NaN and inf reach its sum. A sum that
+    overflows from finite values also says no, which only sends them down the exact path."""
+    return bool(torch.isfinite(t.sum()))
+
+
+def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometry, activation) -> torch.Tensor:
+    """The reference layer's forward (``KANLinear.forward``'s operations) on these weights and knots.
+
+    x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None, base_weight (out, in) -> (batch, out).
+    """
+    bases = b_splines(x, geometry.knots_ext[:, 1:-1], geometry.order)  # (batch, in, coeff)
+    scaled = spline_weight if scaler is None else spline_weight * scaler.unsqueeze(-1)
+    spline = F.linear(bases.view(x.size(0), bases.size(1) * bases.size(2)), scaled.view(scaled.size(0), -1))
+    return F.linear(activation(x), base_weight) + spline
+
+
+def reference_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
+    """Gradients of ``function(*inputs)`` against ``grad_out``, by autograd, for the inputs
+    whose flag in ``needs`` is set (None for the others); non-tensor inputs pass as they are."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(bool(n)) if isinstance(t, torch.Tensor) else t for t, n in zip(inputs, needs)]
+        wanted = [t for t, n in zip(leaves, needs) if n and isinstance(t, torch.Tensor)]
+        found = iter(torch.autograd.grad(function(*leaves), wanted, grad_out, allow_unused=True) if wanted else ())
+        grads = [next(found) if n and isinstance(t, torch.Tensor) else None for t, n in zip(leaves, needs)]
+    return [torch.zeros_like(t) if g is None and n and isinstance(t, torch.Tensor) else g
+            for g, t, n in zip(grads, inputs, needs)]
 
 
 # --------------------------------------------------------------------------- geometry
@@ -560,11 +600,21 @@ class DenseSplineProduct(torch.autograd.Function):
         return out
 
     @staticmethod
+    def reference(x, weight_t, geometry, activation):
+        """The same product from the reference's dense bases (for non-finite upstream gradients)."""
+        bases = b_splines(x, geometry.knots_ext[:, 1:-1], geometry.order)  # (batch, in, coeff)
+        cells = torch.cat([bases.transpose(1, 2), activation(x).unsqueeze(1)], dim=1)  # (batch, coeff + 1, in)
+        return cells.reshape(x.size(0), weight_t.size(0)) @ weight_t
+
+    @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight_t = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not all_finite(grad_out):
+            function = lambda x, w: DenseSplineProduct.reference(x, w, g, ctx.activation)  # noqa: E731
+            return (*reference_grads(function, (x, weight_t), (need_x, need_w), grad_out), None, None)
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight_t) if need_w else None
@@ -706,6 +756,10 @@ class GatherSplineProduct(torch.autograd.Function):
         x, table = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not all_finite(grad_out):
+            def function(x, table):  # the reference's dense bases times the table
+                return b_splines(x, g.knots_ext[:, 1:-1], g.order).reshape(x.size(0), table.size(0)) @ table
+            return (*reference_grads(function, (x, table), (need_x, need_t), grad_out), None)
         grad_out = grad_out.contiguous()
         batch, in_features = x.shape
         grad_x = grad_t = None
@@ -748,6 +802,13 @@ def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
     ctx.geometry = geometry
     ctx.activation = activation
     ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+
+
+def _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight) -> tuple:
+    """A native product's backward for a non-finite grad_out: autograd through the reference layer."""
+    function = lambda *a: reference_layer(*a, ctx.geometry, ctx.activation)  # noqa: E731
+    inputs = (x, spline_weight, scaler, base_weight)
+    return (*reference_grads(function, inputs, ctx.needs_input_grad[:4], grad_out), None, None)
 
 
 def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
@@ -805,6 +866,9 @@ class NativeDenseProduct(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, base, weight, spline_weight, scaler = ctx.saved_tensors
         g = ctx.geometry
+        if not all_finite(grad_out):
+            base_weight = weight.view(weight.size(0), g.coeff + 1, -1)[:, g.coeff]
+            return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         need_x = ctx.needs_input_grad[0]
         need_w = any(ctx.needs_input_grad[1:4])
         grad_out = grad_out.contiguous()
@@ -841,9 +905,8 @@ class NativeGatherProduct(torch.autograd.Function):
     base_weight (out, in) -> (batch, out); the table (in, coeff, out) holds the scaled
     spline weights. No dense basis: backward sums each feature's samples, sorted by knot
     span, straight into the spline weight and scaler gradients (the table's own gradient
-    is never formed), and forms the input's from the bases' slopes. Saves act(x); the
-    table only where the input's gradient is wanted, and x where that gradient or a
-    non-uniform grid needs it. On a uniform grid, when the spline weights need gradients,
+    is never formed), and forms the input's from the bases' slopes. Saves x and act(x);
+    the table only where the input's gradient is wanted. On a uniform grid, when the spline weights need gradients,
     the forward also saves each input's knot span and local coordinate
     (``native.SavedSpans``, 6 bytes per float32 input), so that backward does not find
     them again. Measured at [784, 64], grid 5: the table gradient 20-30% faster, the two
@@ -865,7 +928,7 @@ class NativeGatherProduct(torch.autograd.Function):
                 native.gather_forward(x, table, geometry), None)
         with region(BASE_BRANCH):
             out.addmm_(base, base_weight.t())
-        keep_x = ctx.needs_input_grad[0] or spans is None
+        keep_x = True  # also read by the backward of a non-finite grad_out
         u, span = spans if spans is not None else (None, None)
         keep_table = ctx.needs_input_grad[0]  # only the input's gradient reads the table
         ctx.save_for_backward(x if keep_x else None, base, table if keep_table else None, spline_weight, scaler,
@@ -877,6 +940,8 @@ class NativeGatherProduct(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, base, table, spline_weight, scaler, base_weight, u, span = ctx.saved_tensors
         g = ctx.geometry
+        if not all_finite(grad_out):
+            return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         grad_out = grad_out.contiguous()
         grad_x = grad_spline = grad_scaler = grad_base_weight = None
         if ctx.needs_weight or ctx.needs_scaler:
@@ -904,7 +969,9 @@ class FastBSplineKANLinear(KANLinear):
     """``KANLinear`` with the same parameters, buffers and function, computed from local bases.
 
     Construction, ``update_grid``, ``curve2coeff``, ``regularization_loss`` and the
-    dense ``b_splines`` are the reference's own; only ``forward`` differs.
+    dense ``b_splines`` are the reference's own; only ``forward`` differs, and it too is
+    the reference's on an input with NaN or inf (whose pattern of NaN and inf in outputs
+    and gradients the local bases would not reproduce) or with no rows.
     """
 
     def knot_geometry(self) -> KnotGeometry:
@@ -942,6 +1009,8 @@ class FastBSplineKANLinear(KANLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
         check_features(x, self.in_features)
+        if x.numel() == 0 or not all_finite(x):  # the reference's operations: its NaN and inf, its empty batch
+            return super().forward(x)
         original_shape = x.shape
         x = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry()
