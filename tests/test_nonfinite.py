@@ -12,9 +12,11 @@ spline orders 0 to 5, with and without the standalone scaler. Seeded and determi
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -222,3 +224,82 @@ def test_native_kernels_take_infinities_without_reading_or_writing_out_of_bounds
     expected = kan.native.gather_table_grad(clean, grad_out, g)
     assert torch.equal(kan.native.gather_table_grad(x, grad_out, g), expected)
     assert torch.equal(kan.native.gather_table_grad(None, grad_out, g, saved=spans), expected)
+
+
+# --------------------------------------------------------------------------- empty batch
+
+
+@pytest.mark.parametrize("name", sorted(__import__("kan.zoo", fromlist=["available"]).available()))
+def test_every_zoo_model_takes_an_empty_batch(name):
+    """An empty output, and a backward that gives an empty input gradient and zero (or no)
+    parameter gradients: the sum over no samples."""
+    from kan import zoo
+
+    torch.manual_seed(0)
+    model = zoo.build(name, [4, 5, 3])
+    x = torch.zeros(0, 4, requires_grad=True)
+    out = model(x)
+    assert out.shape == (0, 3)
+    out.sum().backward()
+    assert x.grad.shape == (0, 4)
+    for parameter in model.parameters():
+        assert parameter.grad is None or torch.equal(parameter.grad, torch.zeros_like(parameter))
+
+
+def test_kan_fast_takes_an_empty_batch_on_every_path(path):
+    reference, fast = pair([4, 5, 3], 30, 3, adapted=False, scaler=True)
+    assert_matches_reference(reference, fast, torch.zeros(0, 4), torch.zeros(0, 3), f"{path}, empty batch")
+    with pytest.raises(ValueError, match="empty batch"):
+        fast.layers[0].update_grid(torch.zeros(0, 4))
+
+
+# --------------------------------------------------------------------------- precision at large grids
+
+
+def spline_layer(grid_size: int, order: int) -> KANLinear:
+    """A float32 [8, 4] reference layer whose spline part is the output: base weights 0,
+    spline weights N(0, 1), scaler 1."""
+    torch.manual_seed(0)
+    layer = KANLinear(8, 4, grid_size=grid_size, spline_order=order)
+    with torch.no_grad():
+        layer.base_weight.zero_()
+        layer.spline_weight.copy_(torch.randn(layer.spline_weight.shape, generator=torch.Generator().manual_seed(1)))
+        layer.spline_scaler.fill_(1.0)
+    return layer
+
+
+@functools.lru_cache(maxsize=None)
+def precision_case(grid_size: int, order: int):
+    """Inputs (2000, 8) uniform in [-1, 1]; the truth: the layer's function on evenly spaced
+    knots (float64, which float32 rounds), by scipy's B-splines; its scale; the float32
+    reference's relative error; and the layer's state dict. Computed once per case."""
+    from scipy.interpolate import BSpline
+
+    x = torch.rand(2000, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    layer = spline_layer(grid_size, order)
+    knots = np.arange(-order, grid_size + order + 1) * (2.0 / grid_size) - 1.0  # float64
+    weight = layer.spline_weight.detach().double().numpy()  # (out, in, coeff)
+    columns = x.double().numpy()
+    truth = np.zeros((x.size(0), 4))
+    for i in range(8):
+        for o in range(4):
+            truth[:, o] += BSpline(knots, weight[o, i], order, extrapolate=False)(columns[:, i])
+    truth = torch.from_numpy(truth)
+    scale = truth.abs().max().item()
+    with torch.no_grad():
+        error = (layer(x).double() - truth).abs().max().item() / scale
+    return x, truth, scale, error, layer.state_dict()
+
+
+@pytest.mark.parametrize("grid_size, order", [(100, 5), (1000, 1), (1000, 3), (1000, 5)])
+def test_float32_error_at_large_grids_stays_near_the_references(path, grid_size, order):
+    """Max error relative to max |output| against the float64 reference on evenly spaced
+    knots: kan-fast's float32 error within 4 times the float32 reference's (both carry the
+    rounding of float32 knots; the PyTorch path's local coordinate used to add the
+    rounding of the knot coordinate, up to 9 times the reference's)."""
+    x, truth, scale, reference_error, state = precision_case(grid_size, order)
+    fast = FastBSplineKANLinear(8, 4, grid_size=grid_size, spline_order=order)
+    fast.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        fast_error = (fast(x).double() - truth).abs().max().item() / scale
+    assert fast_error <= 4 * reference_error, f"{path}: {fast_error:.3g} > 4 * {reference_error:.3g}"
