@@ -333,8 +333,8 @@ def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = 
 #
 # On a uniform grid every kernel below is one elementwise expression over float
 # tensors: the knot span is ``floor`` of the knot coordinate, and one lookup in the knot
-# table gives the local coordinate from the span's stored knot (``_uniform_span``). ``torch.compile`` fuses each into a single vectorised loop. Where that
-# floor lands on the wrong side of a knot by rounding, the bases are continuous there
+# table gives the local coordinate from the span's stored knot (``_uniform_span``).
+# ``torch.compile`` fuses each into a single vectorised loop. Where that floor lands on the wrong side of a knot by rounding, the bases are continuous there
 # (orders >= 1), so values move by rounding only; derivatives are continuous from
 # order 2 on, and order 1's input gradient takes the exact path.
 
@@ -350,8 +350,8 @@ def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor,
     x: (..., features), knots_ext: (features, knots + 2) (``KnotGeometry.knots_ext``).
     ``t_span`` is the stored knot, as in the C++ kernels: knots made in float32 are
     evenly spaced only to their rounding, and ``t - span`` (with ``t`` the knot
-    coordinate) would add the rounding of ``t``, which grows with the grid (a float32
-    error up to 9 times the reference's at grid 1000).
+    coordinate) would add the rounding of ``t``, which grows with the grid (at grid
+    1000 several times the float32 reference's own error).
     """
     features, knots = knots_ext.size(0), knots_ext.size(1) - 2
     span = _uniform_floor(x, origin, inv_step, knots)
@@ -407,8 +407,9 @@ def _uniform_bags(
     """Bag indices and weights of the gather forward on a uniform grid.
 
     x: (batch, blocks, block); origin, inv_step: (blocks, block), padding features
-    with ``inv_step == 0``; knots_ext: (blocks * block, knots + 2) -> index (blocks * batch, block * (order + 1)) into the
-    (in * coeff, out) table, weight of the same shape. Bag (blk, b) holds sample b's
+    with ``inv_step == 0``; knots_ext: (blocks * block, knots + 2) -> index
+    (blocks * batch, block * (order + 1)) into the (in * coeff, out) table, weight of
+    the same shape. Bag (blk, b) holds sample b's
     local bases of the features in block blk; bases that do not exist get weight 0.
     """
     batch, blocks, block = x.shape
