@@ -92,8 +92,10 @@ def gather_min_coeff(native_kernels: bool) -> int:
 
 def all_finite(t: torch.Tensor) -> bool:
     """Whether every element of ``t`` is finite: NaN and inf reach its sum. A sum that
-    overflows from finite values also says no, which only sends them down the exact path."""
-    return bool(torch.isfinite(t.sum()))
+    overflows from finite values also says no, which only sends them down the exact path;
+    half-precision tensors are summed in float32, whose range their sums stay within."""
+    wide = t.dtype in (torch.float32, torch.float64)
+    return bool(torch.isfinite(t.sum() if wide else t.sum(dtype=torch.float32)))
 
 
 def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometry, activation) -> torch.Tensor:
