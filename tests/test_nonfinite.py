@@ -270,12 +270,12 @@ def spline_layer(grid_size: int, order: int) -> KANLinear:
 
 @functools.lru_cache(maxsize=None)
 def precision_case(grid_size: int, order: int):
-    """Inputs (2000, 8) uniform in [-1, 1]; the truth: the layer's function on evenly spaced
+    """Inputs (1000, 8) uniform in [-1, 1]; the truth: the layer's function on evenly spaced
     knots (float64, which float32 rounds), by scipy's B-splines; its scale; the float32
     reference's relative error; and the layer's state dict. Computed once per case."""
     from scipy.interpolate import BSpline
 
-    x = torch.rand(2000, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    x = torch.rand(1000, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
     layer = spline_layer(grid_size, order)
     knots = np.arange(-order, grid_size + order + 1) * (2.0 / grid_size) - 1.0  # float64
     weight = layer.spline_weight.detach().double().numpy()  # (out, in, coeff)
