@@ -249,6 +249,8 @@ class KANLinear(torch.nn.Module):
         check_features(x, self.in_features)
         if x.size(0) == 0:
             raise ValueError("update_grid needs at least one sample, got an empty batch")
+        if not bool(x.isfinite().all()):
+            raise ValueError("update_grid needs finite samples, got NaN or inf (they would become knots)")
         batch = x.size(0)
 
         splines = self.b_splines(x).permute(1, 0, 2)  # (in, batch, coeff)

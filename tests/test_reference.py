@@ -325,10 +325,17 @@ def test_empty_batch_gives_an_empty_output_and_zero_gradients():
         assert torch.equal(parameter.grad, torch.zeros_like(parameter))
 
 
-def test_update_grid_on_an_empty_batch_is_a_value_error():
+def test_update_grid_on_an_empty_batch_or_non_finite_samples_is_a_value_error():
     layer = KANLinear(3, 2)
+    grid = layer.grid.clone()
     with pytest.raises(ValueError, match="empty batch"):
         layer.update_grid(torch.zeros(0, 3))
+    for value in (math.nan, math.inf, -math.inf):
+        x = torch.randn(50, 3)
+        x[7, 1] = value
+        with pytest.raises(ValueError, match="finite samples"):
+            layer.update_grid(x)
+    assert torch.equal(layer.grid, grid)  # nothing was changed
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)], ids=["float64", "float32"])
