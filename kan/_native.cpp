@@ -195,7 +195,9 @@ inline void cardinal(W u, W* v, W* below) {
 
 // Exact knot span and local coordinate of x on a uniform grid, as in
 // kan.fast.knot_span: a floor of the knot coordinate, corrected by one comparison
-// either side with the stored knots; NaN gives span -1.
+// either side with the stored knots; NaN gives span -1, +inf span knots - 1 (the
+// correction would move it onto the +inf end of knots_ext, past every span that the
+// callers' buckets and tables hold).
 template <typename T>
 inline void exact_span(const Geometry<T>& g, int64_t i, T x, T& span, T& u) {
     const T* e = g.knots_ext + i * (g.knots + 2);  // e[m + 1] = t_m
@@ -203,7 +205,7 @@ inline void exact_span(const Geometry<T>& g, int64_t i, T x, T& span, T& u) {
     t = t >= T(-1) ? t : T(-1);  // also NaN
     t = t <= T(g.knots - 1) ? t : T(g.knots - 1);
     int64_t m = static_cast<int64_t>(std::floor(t));
-    m = m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]);
+    m = std::min(m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]), g.knots - 1);
     const int64_t clamped = std::min(std::max(m, int64_t(0)), g.knots - 2);
     span = T(m);
     u = (x - e[clamped + 1]) * g.inv_step[i];

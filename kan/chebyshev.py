@@ -66,7 +66,7 @@ class ChebyshevKANLinear(torch.nn.Module):
         with region(BASIS):
             polynomials = self.basis(x)  # (batch, in, grid_size + 1)
         with region(SPLINE_PRODUCT):
-            output = F.linear(polynomials.view(x.size(0), -1), self.coefficient_matrix)  # (batch, out)
+            output = F.linear(polynomials.flatten(1), self.coefficient_matrix)  # (batch, out); flatten: the batch may be empty
         return output.reshape(*original_shape[:-1], self.out_features)
 
 

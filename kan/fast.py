@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from kan import native
-from kan.reference import KAN, KANLinear, check_features
+from kan.reference import KAN, KANLinear, b_splines, check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
 # Contraction crossovers: the gather contraction is used from this many coefficients
@@ -77,6 +77,48 @@ GATHER_BLOCK_FEATURES = 16
 def gather_min_coeff(native_kernels: bool) -> int:
     """The crossover (coefficients per feature) for the C++ kernels or for the PyTorch paths."""
     return NATIVE_GATHER_MIN_COEFF if native_kernels else GATHER_MIN_COEFF
+
+
+# --------------------------------------------------------------------------- non-finite values
+#
+# The local bases and the gathers skip what the reference's dense products multiply by
+# zero, and 0 * inf and 0 * NaN are NaN: on NaN or infinite values the reference's
+# outputs and gradients have NaN where the fast paths' would not. So a layer whose
+# input is not all finite is computed by the reference's own forward (kan.reference:
+# the same operations, the same NaN and inf), and a product whose upstream gradient is
+# not all finite takes its gradients by autograd through those operations. One sum
+# per tensor finds them, outside the kernels' loops.
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every element of ``t`` is finite: NaN and inf reach its sum. A sum that
+    overflows from finite values also says no, which only sends them down the exact path;
+    half-precision tensors are summed in float32, whose range their sums stay within."""
+    wide = t.dtype in (torch.float32, torch.float64)
+    return bool(torch.isfinite(t.sum() if wide else t.sum(dtype=torch.float32)))
+
+
+def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometry, activation) -> torch.Tensor:
+    """The reference layer's forward (``KANLinear.forward``'s operations) on these weights and knots.
+
+    x: (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None, base_weight (out, in) -> (batch, out).
+    """
+    bases = b_splines(x, geometry.knots_ext[:, 1:-1], geometry.order)  # (batch, in, coeff)
+    scaled = spline_weight if scaler is None else spline_weight * scaler.unsqueeze(-1)
+    spline = F.linear(bases.view(x.size(0), bases.size(1) * bases.size(2)), scaled.view(scaled.size(0), -1))
+    return F.linear(activation(x), base_weight) + spline
+
+
+def reference_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
+    """Gradients of ``function(*inputs)`` against ``grad_out``, by autograd, for the inputs
+    whose flag in ``needs`` is set (None for the others); non-tensor inputs pass as they are."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(bool(n)) if isinstance(t, torch.Tensor) else t for t, n in zip(inputs, needs)]
+        wanted = [t for t, n in zip(leaves, needs) if n and isinstance(t, torch.Tensor)]
+        found = iter(torch.autograd.grad(function(*leaves), wanted, grad_out, allow_unused=True) if wanted else ())
+        grads = [next(found) if n and isinstance(t, torch.Tensor) else None for t, n in zip(leaves, needs)]
+    return [torch.zeros_like(t) if g is None and n and isinstance(t, torch.Tensor) else g
+            for g, t, n in zip(grads, inputs, needs)]
 
 
 # --------------------------------------------------------------------------- geometry
@@ -292,22 +334,37 @@ def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = 
 # --------------------------------------------------------------------------- uniform kernels
 #
 # On a uniform grid every kernel below is one elementwise expression over float
-# tensors: the knot span is ``floor`` of the knot coordinate, with no lookup in the
-# knot table. ``torch.compile`` fuses each into a single vectorised loop. Where that
-# floor lands on the wrong side of a knot by rounding, the bases are continuous there
+# tensors: the knot span is ``floor`` of the knot coordinate, and one lookup in the knot
+# table gives the local coordinate from the span's stored knot (``_uniform_span``).
+# ``torch.compile`` fuses each into a single vectorised loop. Where that floor lands on the wrong side of a knot by rounding, the bases are continuous there
 # (orders >= 1), so values move by rounding only; derivatives are continuous from
 # order 2 on, and order 1's input gradient takes the exact path.
 
 
-def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int):
-    """Knot span as a float in ``[-1, knots - 1]`` and the local coordinate ``u = t - span``."""
-    t = (x - origin) * inv_step
-    span = t.clamp(-1, knots - 1).floor()
-    return span, t - span
+def _uniform_floor(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int) -> torch.Tensor:
+    """Knot span as a float in ``[-1, knots - 1]``: the floor of the knot coordinate."""
+    return ((x - origin) * inv_step).clamp(-1, knots - 1).floor()
+
+
+def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor):
+    """Knot span as a float in ``[-1, knots - 1]`` and the local coordinate ``u = (x - t_span) / h``.
+
+    x: (..., features), knots_ext: (features, knots + 2) (``KnotGeometry.knots_ext``).
+    ``t_span`` is the stored knot, as in the C++ kernels: knots made in float32 are
+    evenly spaced only to their rounding, and ``t - span`` (with ``t`` the knot
+    coordinate) would add the rounding of ``t``, which grows with the grid (at grid
+    1000 several times the float32 reference's own error).
+    """
+    features, knots = knots_ext.size(0), knots_ext.size(1) - 2
+    span = _uniform_floor(x, origin, inv_step, knots)
+    column = span.clamp(0, knots - 2).long() + 1  # t_span's column in knots_ext
+    lower = _row_gather(knots_ext, column.reshape(-1, features)).view(x.shape)
+    return span, (x - lower) * inv_step
 
 
 def _uniform_dense_bases(
-    x: torch.Tensor, base: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int
+    x: torch.Tensor, base: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor,
+    order: int, coeff: int,
 ) -> torch.Tensor:
     """One row chunk of the combined product's left operand on a uniform grid.
 
@@ -315,7 +372,7 @@ def _uniform_dense_bases(
     every feature, then ``base`` (the base activation). Features are innermost, so
     the fused loop vectorises over them.
     """
-    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    span, u = _uniform_span(x, origin, inv_step, knots_ext)
     values, _ = _uniform_local(u, order, derivative=False)  # order + 1 of (rows, in)
     position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
         span - order
@@ -327,14 +384,15 @@ def _uniform_dense_bases(
 
 
 def _uniform_input_grad(
-    x: torch.Tensor, grad_columns: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int
+    x: torch.Tensor, grad_columns: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor,
+    knots_ext: torch.Tensor, order: int,
 ) -> torch.Tensor:
     """sum_c grad_columns[:, c, :] * d basis_c / dx on a uniform grid (order >= 2).
 
     x: (rows, in), grad_columns: (rows, coeff, in) -> (rows, in).
     """
     coeff = grad_columns.size(1)
-    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    span, u = _uniform_span(x, origin, inv_step, knots_ext)
     _, slopes = _uniform_local(u, order, derivative=True)
     position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
         span - order
@@ -345,16 +403,19 @@ def _uniform_input_grad(
     return (grad_columns * slope).sum(1) * inv_step
 
 
-def _uniform_bags(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int):
+def _uniform_bags(
+    x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor, order: int, coeff: int
+):
     """Bag indices and weights of the gather forward on a uniform grid.
 
     x: (batch, blocks, block); origin, inv_step: (blocks, block), padding features
-    with ``inv_step == 0`` -> index (blocks * batch, block * (order + 1)) into the
-    (in * coeff, out) table, weight of the same shape. Bag (blk, b) holds sample b's
+    with ``inv_step == 0``; knots_ext: (blocks * block, knots + 2) -> index
+    (blocks * batch, block * (order + 1)) into the (in * coeff, out) table, weight of
+    the same shape. Bag (blk, b) holds sample b's
     local bases of the features in block blk; bases that do not exist get weight 0.
     """
     batch, blocks, block = x.shape
-    span, u = _uniform_span(x, origin, inv_step, coeff + order + 1)
+    span, u = _uniform_span(x, origin, inv_step, knots_ext)
     values, _ = _uniform_local(u, order, derivative=False)
     row = torch.arange(blocks * block, device=x.device).view(blocks, block) * coeff  # (blocks, block)
     index, weight = [], []
@@ -370,16 +431,16 @@ def _uniform_bags(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor,
 
 def _uniform_span_key(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots: int) -> torch.Tensor:
     """x: (batch, in) -> (in, batch) int64: span + 1, in ``[0, knots]``, features first."""
-    span, _ = _uniform_span(x, origin, inv_step, knots)
-    return (span + 1).long().t()
+    return (_uniform_floor(x, origin, inv_step, knots) + 1).long().t()
 
 
 def _uniform_sorted_values(
-    xs: torch.Tensor, key: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, order: int, coeff: int
+    xs: torch.Tensor, key: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor, order: int, coeff: int
 ) -> torch.Tensor:
     """Local bases of inputs sorted per feature. xs, key: (in, batch) -> (order + 1, in, batch)."""
     span = key.to(xs.dtype) - 1
-    u = (xs - origin.unsqueeze(1)) * inv_step.unsqueeze(1) - span
+    lower = knots_ext.gather(1, key.clamp(1, knots_ext.size(1) - 3))  # (in, batch): t_span, span in [0, knots - 2]
+    u = (xs - lower) * inv_step.unsqueeze(1)
     values, _ = _uniform_local(u, order, derivative=False)
     out = []
     for d, value in enumerate(values):
@@ -470,7 +531,7 @@ def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry: KnotGeometry) -> 
     """(rows, in), (rows, in) -> (rows, (coeff + 1) * in): the combined product's left operand."""
     g = geometry
     if _fused(g):
-        chunk = _run(_uniform_dense_bases, x, base, g.origin, g.inv_step, g.order, g.coeff)
+        chunk = _run(_uniform_dense_bases, x, base, g.origin, g.inv_step, g.knots_ext, g.order, g.coeff)
         return chunk.view(x.size(0), -1)
     return _scatter_dense_bases(x, base, g)
 
@@ -509,7 +570,7 @@ def _local_input_grad(x: torch.Tensor, grad_columns: torch.Tensor, geometry: Kno
     """
     g = geometry
     if _fused(g) and g.order >= 2:
-        return _run(_uniform_input_grad, x, grad_columns, g.origin, g.inv_step, g.order)
+        return _run(_uniform_input_grad, x, grad_columns, g.origin, g.inv_step, g.knots_ext, g.order)
     first, _, slopes = local_b_splines(x, g, derivative=True)  # slopes (rows, in, order + 1)
     index = first.unsqueeze(1) + torch.arange(g.order + 1, device=x.device).view(1, -1, 1)
     index = index.clamp(0, g.coeff - 1)  # (rows, order + 1, in); invalid slopes are zero
@@ -542,11 +603,21 @@ class DenseSplineProduct(torch.autograd.Function):
         return out
 
     @staticmethod
+    def reference(x, weight_t, geometry, activation):
+        """The same product from the reference's dense bases (for non-finite upstream gradients)."""
+        bases = b_splines(x, geometry.knots_ext[:, 1:-1], geometry.order)  # (batch, in, coeff)
+        cells = torch.cat([bases.transpose(1, 2), activation(x).unsqueeze(1)], dim=1)  # (batch, coeff + 1, in)
+        return cells.reshape(x.size(0), weight_t.size(0)) @ weight_t
+
+    @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight_t = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not all_finite(grad_out):
+            function = lambda x, w: DenseSplineProduct.reference(x, w, g, ctx.activation)  # noqa: E731
+            return (*reference_grads(function, (x, weight_t), (need_x, need_w), grad_out), None, None)
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight_t) if need_w else None
@@ -604,6 +675,7 @@ def _gather_bags(x: torch.Tensor, geometry: KnotGeometry, block: int):
             F.pad(x, (0, pad)).view(batch, blocks, block),
             origin.view(blocks, block),
             inv_step.view(blocks, block),
+            F.pad(g.knots_ext, (0, 0, 0, pad)),
             g.order,
             g.coeff,
         )
@@ -636,7 +708,7 @@ def _gather_table_grad(x: torch.Tensor, grad_out: torch.Tensor, geometry: KnotGe
     key, sample = torch.sort(key, dim=1)  # (in, batch), sample: which row of grad_out
     xs = x.t().gather(1, sample)  # (in, batch)
     if _fused(g):
-        values = _run(_uniform_sorted_values, xs, key, g.origin, g.inv_step, g.order, g.coeff)
+        values = _run(_uniform_sorted_values, xs, key, g.inv_step, g.knots_ext, g.order, g.coeff)
     else:
         span = key - 1
         local, _ = _de_boor_local(xs.t(), span.t(), g, derivative=False)  # order + 1 of (batch, in)
@@ -687,6 +759,10 @@ class GatherSplineProduct(torch.autograd.Function):
         x, table = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not all_finite(grad_out):
+            def function(x, table):  # the reference's dense bases times the table
+                return b_splines(x, g.knots_ext[:, 1:-1], g.order).reshape(x.size(0), table.size(0)) @ table
+            return (*reference_grads(function, (x, table), (need_x, need_t), grad_out), None)
         grad_out = grad_out.contiguous()
         batch, in_features = x.shape
         grad_x = grad_t = None
@@ -729,6 +805,13 @@ def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
     ctx.geometry = geometry
     ctx.activation = activation
     ctx.needs_weight, ctx.needs_scaler = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+
+
+def _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight) -> tuple:
+    """A native product's backward for a non-finite grad_out: autograd through the reference layer."""
+    function = lambda *a: reference_layer(*a, ctx.geometry, ctx.activation)  # noqa: E731
+    inputs = (x, spline_weight, scaler, base_weight)
+    return (*reference_grads(function, inputs, ctx.needs_input_grad[:4], grad_out), None, None)
 
 
 def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
@@ -786,6 +869,9 @@ class NativeDenseProduct(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, base, weight, spline_weight, scaler = ctx.saved_tensors
         g = ctx.geometry
+        if not all_finite(grad_out):
+            base_weight = weight.view(weight.size(0), g.coeff + 1, -1)[:, g.coeff]
+            return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         need_x = ctx.needs_input_grad[0]
         need_w = any(ctx.needs_input_grad[1:4])
         grad_out = grad_out.contiguous()
@@ -822,9 +908,8 @@ class NativeGatherProduct(torch.autograd.Function):
     base_weight (out, in) -> (batch, out); the table (in, coeff, out) holds the scaled
     spline weights. No dense basis: backward sums each feature's samples, sorted by knot
     span, straight into the spline weight and scaler gradients (the table's own gradient
-    is never formed), and forms the input's from the bases' slopes. Saves act(x); the
-    table only where the input's gradient is wanted, and x where that gradient or a
-    non-uniform grid needs it. On a uniform grid, when the spline weights need gradients,
+    is never formed), and forms the input's from the bases' slopes. Saves x and act(x);
+    the table only where the input's gradient is wanted. On a uniform grid, when the spline weights need gradients,
     the forward also saves each input's knot span and local coordinate
     (``native.SavedSpans``, 6 bytes per float32 input), so that backward does not find
     them again. Measured at [784, 64], grid 5: the table gradient 20-30% faster, the two
@@ -846,7 +931,7 @@ class NativeGatherProduct(torch.autograd.Function):
                 native.gather_forward(x, table, geometry), None)
         with region(BASE_BRANCH):
             out.addmm_(base, base_weight.t())
-        keep_x = ctx.needs_input_grad[0] or spans is None
+        keep_x = True  # also read by the backward of a non-finite grad_out
         u, span = spans if spans is not None else (None, None)
         keep_table = ctx.needs_input_grad[0]  # only the input's gradient reads the table
         ctx.save_for_backward(x if keep_x else None, base, table if keep_table else None, spline_weight, scaler,
@@ -858,6 +943,8 @@ class NativeGatherProduct(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, base, table, spline_weight, scaler, base_weight, u, span = ctx.saved_tensors
         g = ctx.geometry
+        if not all_finite(grad_out):
+            return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         grad_out = grad_out.contiguous()
         grad_x = grad_spline = grad_scaler = grad_base_weight = None
         if ctx.needs_weight or ctx.needs_scaler:
@@ -885,7 +972,9 @@ class FastBSplineKANLinear(KANLinear):
     """``KANLinear`` with the same parameters, buffers and function, computed from local bases.
 
     Construction, ``update_grid``, ``curve2coeff``, ``regularization_loss`` and the
-    dense ``b_splines`` are the reference's own; only ``forward`` differs.
+    dense ``b_splines`` are the reference's own; only ``forward`` differs, and it too is
+    the reference's on an input with NaN or inf (whose pattern of NaN and inf in outputs
+    and gradients the local bases would not reproduce) or with no rows.
     """
 
     def knot_geometry(self) -> KnotGeometry:
@@ -923,6 +1012,8 @@ class FastBSplineKANLinear(KANLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
         check_features(x, self.in_features)
+        if x.numel() == 0 or not all_finite(x):  # the reference's operations: its NaN and inf, its empty batch
+            return super().forward(x)
         original_shape = x.shape
         x = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry()

@@ -74,7 +74,7 @@ class FourierKANLinear(torch.nn.Module):
             features = self.basis(x)  # (batch, in, 2 * grid_size)
         with region(SPLINE_PRODUCT):
             output = F.linear(
-                features.view(x.size(0), -1),
+                features.flatten(1),  # (batch, in * 2 * grid_size); flatten, not view(batch, -1): the batch may be empty
                 self.coefficient_matrix,
                 self.bias if self.addbias else None,
             )  # (batch, out)

@@ -80,7 +80,7 @@ class RBFKANLinear(torch.nn.Module):
             normalised = self.layernorm(x) if self.layernorm is not None else x  # (batch, in)
             bases = self.basis(normalised)  # (batch, in, grid_size)
         with region(SPLINE_PRODUCT):
-            output = self.spline_linear(bases.view(x.size(0), -1))  # (batch, out)
+            output = self.spline_linear(bases.flatten(1))  # (batch, out); flatten: the batch may be empty
         if self.use_base_update:
             with region(BASE_BRANCH):
                 output = output + self.base_linear(self.base_activation(x))  # (batch, out)

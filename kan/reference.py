@@ -18,8 +18,18 @@ Known defects of the original are fixed without changing its default numerics:
 * ``update_grid`` built its uniform grid in float32 whatever the input; it now keeps
   the input's dtype and device.
 * Rank-deficient least squares (duplicated or constant inputs) went to a solver that
-  assumes full rank on CUDA; every solve now uses LAPACK's ``gelsy`` (rank-revealing
-  QR, the CPU default), on the CPU for devices that have no such driver.
+  assumes full rank on CUDA; ``update_grid`` now solves by LAPACK's ``gelsd`` (the
+  SVD's minimum-norm solution), on the CPU for devices that have no such driver.
+  (``gelsy``, the CPU default, returned near-zero coefficients on data with fewer
+  distinct values than coefficients, so ``update_grid`` changed the function on its
+  own batch; the initialisation, a full-rank fit, keeps it.)
+* A finite input far beyond the grid (about 1e38 in float32) made ``b_splines``
+  overflow to ``inf * 0 = NaN``; such inputs now have the zero bases they have
+  mathematically. NaN and infinite inputs keep the original's NaN bases.
+* An empty batch failed in a reshape; it now gives an empty output. Options that
+  describe no spline (``grid_size < 1``, ``spline_order < 0``, an empty, reversed or
+  infinite ``grid_range``) are refused in one line; ``spline_order=0`` (piecewise
+  constant) failed in ``reset_parameters`` and now works.
 * Shape checks were ``assert`` statements, which ``python -O`` removes; a wrong
   input width now raises ``ValueError`` naming the expected and received widths.
 
@@ -30,6 +40,7 @@ deliberately plain.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -45,16 +56,59 @@ def check_features(x: torch.Tensor, in_features: int) -> None:
         raise ValueError(f"expected input of width {in_features} in its last dimension, got {received}")
 
 
-def solve_least_squares(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+def solve_least_squares(A: torch.Tensor, B: torch.Tensor, driver: str = "gelsd") -> torch.Tensor:
     """Batched least squares ``min ||A X - B||`` that copes with rank-deficient ``A``.
 
     A: (batch, rows, cols), B: (batch, rows, rhs) -> X: (batch, cols, rhs), on A's
-    device and dtype. LAPACK's ``gelsy`` solves rank-deficient systems (duplicated
-    or constant samples); devices whose lstsq has no such driver solve on the CPU.
+    device and dtype, by a LAPACK driver on the CPU (devices whose lstsq has no such
+    driver solve there). ``gelsd`` (by the SVD: the minimum-norm solution) solves
+    rank-deficient systems (duplicated or constant samples, fewer distinct samples
+    than coefficients, coefficients that no sample touches), where ``gelsy`` returned
+    solutions near zero with residuals as large as the targets. ``gelsy`` (rank-revealing
+    QR) is several times faster at large grids, and right for full-rank systems.
     """
     if A.device.type == "cpu":
-        return torch.linalg.lstsq(A, B, driver="gelsy").solution
-    return torch.linalg.lstsq(A.cpu(), B.cpu(), driver="gelsy").solution.to(A.device)
+        return torch.linalg.lstsq(A, B, driver=driver).solution
+    return torch.linalg.lstsq(A.cpu(), B.cpu(), driver=driver).solution.to(A.device)
+
+
+def b_splines(x: torch.Tensor, grid: torch.Tensor, spline_order: int) -> torch.Tensor:
+    """All B-spline bases of every feature, by the Cox-de Boor recursion.
+
+    x: (batch, in), grid: (in, knots) -> (batch, in, knots - 1 - spline_order).
+    Intervals are half-open, [t_i, t_(i+1)), so a point on the last knot has no
+    support. A finite input beyond the knots is first moved to one knot step beyond
+    them, where every basis is zero as well: the recursion's ``(x - t) / (t' - t)``
+    would otherwise overflow for inputs near the dtype's largest value and turn the
+    zero bases into NaN (``inf * 0``). NaN and infinite inputs are left as they are:
+    their bases are NaN from order 1 on, 0 at order 0.
+    """
+    first_step = grid[:, 1:2] - grid[:, :1]  # (in, 1)
+    last_step = grid[:, -1:] - grid[:, -2:-1]
+    bounded = x.clamp(grid[:, 0] - first_step[:, 0], grid[:, -1] + last_step[:, 0])  # (batch, in)
+    x = torch.where(x.isfinite(), bounded, x).unsqueeze(-1)  # (batch, in, 1)
+    bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)  # (batch, in, knots - 1)
+    for k in range(1, spline_order + 1):
+        bases = (
+            (x - grid[:, : -(k + 1)]) / (grid[:, k:-1] - grid[:, : -(k + 1)]) * bases[:, :, :-1]
+        ) + (
+            (grid[:, k + 1 :] - x) / (grid[:, k + 1 :] - grid[:, 1:(-k)]) * bases[:, :, 1:]
+        )  # (batch, in, knots - 1 - k)
+    return bases.contiguous()
+
+
+def check_options(grid_size, spline_order, grid_range) -> None:
+    """``ValueError`` in one line unless the grid options describe a spline."""
+    if isinstance(grid_size, bool) or not isinstance(grid_size, numbers.Integral) or grid_size < 1:
+        raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
+    if isinstance(spline_order, bool) or not isinstance(spline_order, numbers.Integral) or spline_order < 0:
+        raise ValueError(f"spline_order must be an integer >= 0 (0: piecewise constant), got {spline_order!r}")
+    try:
+        low, high = (float(v) for v in grid_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid_range must be two numbers (low, high), got {grid_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"grid_range must be two finite numbers with low < high, got {tuple(grid_range)!r}")
 
 
 class KANLinear(torch.nn.Module):
@@ -73,10 +127,7 @@ class KANLinear(torch.nn.Module):
         grid_range: Sequence[float] = (-1, 1),
     ):
         super().__init__()
-        if grid_size < 1 or spline_order < 0:
-            raise ValueError(
-                f"grid_size must be >= 1 and spline_order >= 0, got {grid_size} and {spline_order}"
-            )
+        check_options(grid_size, spline_order, grid_range)
         self.in_features = in_features
         self.out_features = out_features
         self.grid_size = grid_size
@@ -114,38 +165,31 @@ class KANLinear(torch.nn.Module):
                 * self.scale_noise
                 / self.grid_size
             )  # (grid_size + 1, in, out)
-            knots = self.grid.T[self.spline_order : -self.spline_order]  # (grid_size + 1, in)
+            knots = self.grid.T[self.spline_order : self.spline_order + self.grid_size + 1]  # (grid_size + 1, in)
             self.spline_weight.data.copy_(
                 (self.scale_spline if not self.enable_standalone_scale_spline else 1.0)
-                * self.curve2coeff(knots, noise.to(knots.dtype))
+                * self.curve2coeff(knots, noise.to(knots.dtype), driver="gelsy")  # see curve2coeff
             )
             if self.enable_standalone_scale_spline:
                 torch.nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
 
     def b_splines(self, x: torch.Tensor) -> torch.Tensor:
-        """All B-spline bases of every feature, by the Cox-de Boor recursion.
+        """All B-spline bases of every feature (module-level ``b_splines`` on this layer's grid).
 
-        x: (batch, in) -> (batch, in, grid_size + spline_order). Intervals are
-        half-open, [t_i, t_(i+1)), so a point on the last knot has no support.
+        x: (batch, in) -> (batch, in, grid_size + spline_order).
         """
         if x.dim() != 2:
             raise ValueError(f"b_splines expects a 2-D input (batch, in), got shape {tuple(x.shape)}")
         check_features(x, self.in_features)
-        grid = self.grid  # (in, grid_size + 2 * spline_order + 1)
-        x = x.unsqueeze(-1)  # (batch, in, 1)
-        bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)  # (batch, in, knots - 1)
-        for k in range(1, self.spline_order + 1):
-            bases = (
-                (x - grid[:, : -(k + 1)]) / (grid[:, k:-1] - grid[:, : -(k + 1)]) * bases[:, :, :-1]
-            ) + (
-                (grid[:, k + 1 :] - x) / (grid[:, k + 1 :] - grid[:, 1:(-k)]) * bases[:, :, 1:]
-            )  # (batch, in, knots - 1 - k)
-        return bases.contiguous()
+        return b_splines(x, self.grid, self.spline_order)
 
-    def curve2coeff(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def curve2coeff(self, x: torch.Tensor, y: torch.Tensor, driver: str = "gelsd") -> torch.Tensor:
         """Spline coefficients whose curves pass closest (least squares) to the points.
 
         x: (batch, in), y: (batch, in, out) -> (out, in, grid_size + spline_order).
+        ``driver``: see ``solve_least_squares``. ``reset_parameters`` fits curves through
+        the distinct knots (full rank) with ``gelsy``, efficient-kan's solver: its
+        weights for a seed, and at grid 1000 several times faster than ``gelsd``.
         """
         check_features(x, self.in_features)
         if y.shape != (x.size(0), self.in_features, self.out_features):
@@ -155,7 +199,7 @@ class KANLinear(torch.nn.Module):
             )
         A = self.b_splines(x).transpose(0, 1)  # (in, batch, coeff)
         B = y.transpose(0, 1)  # (in, batch, out)
-        solution = solve_least_squares(A, B)  # (in, coeff, out)
+        solution = solve_least_squares(A, B, driver)  # (in, coeff, out)
         return solution.permute(2, 0, 1).contiguous()  # (out, in, coeff)
 
     @property
@@ -177,7 +221,7 @@ class KANLinear(torch.nn.Module):
             bases = self.b_splines(x)  # (batch, in, coeff)
         with region(SPLINE_PRODUCT):
             spline_output = F.linear(
-                bases.view(x.size(0), -1),
+                bases.view(x.size(0), bases.size(1) * bases.size(2)),  # sizes spelt out: the batch may be empty
                 self.scaled_spline_weight.view(self.out_features, -1),
             )  # (batch, out)
         output = base_output + spline_output
@@ -185,16 +229,28 @@ class KANLinear(torch.nn.Module):
 
     @torch.no_grad()
     def update_grid(self, x: torch.Tensor, margin: float = 0.01) -> None:
-        """Move the knots to the sample quantiles of ``x`` (batch, in), keeping the function.
+        """Move the knots to the sample quantiles of ``x`` (batch, in), keeping the function on ``x``.
 
         The new knots blend the per-feature quantiles with a uniform grid over the
         sample range (weight ``grid_eps`` on the uniform one), and the spline
-        coefficients are refitted by least squares so the spline part of the layer
-        changes as little as possible on ``x``.
+        coefficients are refitted by least squares (minimum norm where the samples
+        do not determine them) to the spline part's values on ``x``. The base part is
+        untouched. What is kept, per feature: the values on the samples of ``x``, to
+        rounding, where a spline on the new knots can pass through them, which holds
+        when the feature has at most ``grid_size + spline_order`` distinct values
+        lying in distinct supports (Schoenberg-Whitney), as with data of few distinct
+        values, whose quantile knots cluster between them. Otherwise (more distinct
+        values than coefficients, as in continuous data) the new spline is the
+        least-squares closest one on ``x``, not the same function; and between and
+        beyond the samples the function always follows the new knots.
         """
         if x.dim() != 2:
             raise ValueError(f"update_grid expects a 2-D input (batch, in), got shape {tuple(x.shape)}")
         check_features(x, self.in_features)
+        if x.size(0) == 0:
+            raise ValueError("update_grid needs at least one sample, got an empty batch")
+        if not bool(x.isfinite().all()):
+            raise ValueError("update_grid needs finite samples, got NaN or inf (they would become knots)")
         batch = x.size(0)
 
         splines = self.b_splines(x).permute(1, 0, 2)  # (in, batch, coeff)

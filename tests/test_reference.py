@@ -260,3 +260,108 @@ def test_initialisation_recipe():
     knots = layer.grid[:, 3:-3].T  # (grid_size + 1, in)
     values = torch.einsum("bic,oic->bio", layer.b_splines(knots), layer.spline_weight)
     assert values.abs().max() <= 0.1 / 5 / 2 + 1e-4
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+def test_spline_order_zero_is_piecewise_constant():
+    """Order 0: basis j is the indicator of [t_j, t_(j+1)) (by hand), and the layer is the oracle's."""
+    torch.manual_seed(11)
+    layer = KANLinear(2, 3, grid_size=4, spline_order=0).double()
+    knots = layer.grid[0]
+    assert torch.equal(knots, torch.linspace(-1, 1, 5, dtype=torch.float64))
+    points = torch.cat([torch.rand(200, dtype=torch.float64) * 3 - 1.5, knots])
+    x = points.unsqueeze(1).expand(-1, 2).contiguous()
+    expected = ((points.unsqueeze(1) >= knots[:-1]) & (points.unsqueeze(1) < knots[1:])).double()  # (n, 4)
+    assert torch.equal(layer.b_splines(x)[:, 0], expected)
+    inside = torch.rand(50, 2, dtype=torch.float64) * 1.8 - 0.9  # off the knots (scipy closes the last interval)
+    np.testing.assert_allclose(layer(inside).detach().numpy(), layer_oracle(layer, inside.numpy()), atol=1e-12)
+
+
+BAD_OPTIONS = [
+    (dict(grid_size=0), "grid_size must be an integer >= 1"),
+    (dict(grid_size=-3), "grid_size must be an integer >= 1"),
+    (dict(grid_size=2.5), "grid_size must be an integer >= 1"),
+    (dict(spline_order=-1), "spline_order must be an integer >= 0"),
+    (dict(grid_range=(0, 0)), "low < high"),
+    (dict(grid_range=(1, -1)), "low < high"),
+    (dict(grid_range=(0, math.inf)), "finite"),
+    (dict(grid_range=(math.nan, 1)), "finite"),
+    (dict(grid_range=(1,)), "two numbers"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_OPTIONS, ids=[str(o) for o, _ in BAD_OPTIONS])
+@pytest.mark.parametrize("model", ["kan", "kan-fast"])
+def test_options_that_describe_no_spline_are_one_line_value_errors(model, options, message):
+    from kan import zoo
+
+    with pytest.raises(ValueError, match=message) as raised:
+        zoo.build(model, [3, 2], **options)
+    assert "\n" not in str(raised.value)
+
+
+def test_huge_finite_inputs_have_zero_bases_and_non_finite_ones_nan():
+    """By hand: beyond the knots every basis is 0, however far (3e38 used to overflow to
+    inf * 0 = NaN in float32); NaN and +-inf have NaN bases from order 1 on, 0 at order 0."""
+    for order in (0, 1, 3):
+        layer = KANLinear(1, 1, grid_size=5, spline_order=order)
+        far = torch.tensor([[3e38], [-3e38], [1e30], [-1e30], [3.4e38]])
+        assert torch.equal(layer.b_splines(far), torch.zeros(5, 1, 5 + order))
+        special = layer.b_splines(torch.tensor([[math.nan], [math.inf], [-math.inf]]))
+        assert (special.isnan().all() if order else torch.equal(special, torch.zeros_like(special)))
+
+
+def test_empty_batch_gives_an_empty_output_and_zero_gradients():
+    torch.manual_seed(12)
+    model = KAN([3, 4, 2])
+    x = torch.zeros(2, 0, 3, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 0, 2)
+    out.sum().backward()
+    assert x.grad.shape == (2, 0, 3)
+    for parameter in model.parameters():
+        assert torch.equal(parameter.grad, torch.zeros_like(parameter))
+
+
+def test_update_grid_on_an_empty_batch_or_non_finite_samples_is_a_value_error():
+    layer = KANLinear(3, 2)
+    grid = layer.grid.clone()
+    with pytest.raises(ValueError, match="empty batch"):
+        layer.update_grid(torch.zeros(0, 3))
+    for value in (math.nan, math.inf, -math.inf):
+        x = torch.randn(50, 3)
+        x[7, 1] = value
+        with pytest.raises(ValueError, match="finite samples"):
+            layer.update_grid(x)
+    assert torch.equal(layer.grid, grid)  # nothing was changed
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)], ids=["float64", "float32"])
+@pytest.mark.parametrize("grid_size", [5, 20, 50])
+@pytest.mark.parametrize("model", ["kan", "kan-fast"])
+def test_update_grid_keeps_the_output_on_data_with_few_distinct_values(model, grid_size, dtype, tolerance):
+    """Seven distinct values per feature (rounded normals, clipped to [-3, 3]), at most as many as
+    coefficients (grid_size + 3 >= 8): a spline on the new knots passes through the old
+    values there (the quantile knots put them in distinct supports), so the refit is an
+    interpolation, exact but for rounding: the SVD solve's residual is a few units of the
+    dtype's rounding times the basis matrix's condition, measured at most 1.6e-6 (float32)
+    and 1.1e-15 (float64) of the output scale; the tolerances leave 60 times and a
+    million times that (a failure means a fit, not rounding, went wrong).
+    The solver this replaced (gelsy) returned near-zero weights here and moved the output
+    by as much as its own size."""
+    from kan import zoo
+
+    torch.manual_seed(13)
+    net = zoo.build(model, [6, 4], grid_size=grid_size).to(dtype)
+    with torch.no_grad():
+        net.layers[0].spline_weight.normal_()
+    x = torch.round(torch.randn(2000, 6, dtype=dtype)).clamp(-3, 3)
+    assert all(len(torch.unique(column)) == 7 for column in x.T)
+    with torch.no_grad():
+        before = net(x)
+        net(x, update_grid=True)
+        after = net(x)
+    assert net.layers[0].grid.diff(dim=1).min() > 0
+    assert (after - before).abs().max() <= tolerance * before.abs().max()
