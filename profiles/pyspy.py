@@ -130,20 +130,30 @@ def read(path: Path | str) -> Samples:
     return Samples(frames, stacks, weights)
 
 
+def _in_scenario_module(file: str) -> bool:
+    return file.replace("\\", "/").endswith("profiles/scenario.py")
+
+
 def _is_measured(frame: tuple[str, str]) -> bool:
     name, file = frame
-    return name == "measured" and file.replace("\\", "/").endswith("profiles/scenario.py")
+    return name == "measured" and _in_scenario_module(file)
 
 
 def select(samples: Samples, step_name: str) -> Samples:
-    """The samples of one scenario: stacks through ``measured`` and then step function ``step_name``."""
-    step_frames = {i for i, (name, _) in enumerate(samples.frames) if name == step_name}
+    """The samples of one scenario: stacks through ``measured`` and then step function ``step_name``.
+
+    The step function is the frame ``measured`` calls, in profiles/scenario.py: a frame
+    of the same name deeper down is not it (the loops call the core's ``train_step``,
+    which must not put their samples in the train phase's).
+    """
+    step_frames = {i for i, (name, file) in enumerate(samples.frames)
+                   if name == step_name and _in_scenario_module(file)}
     measured_frames = {i for i, f in enumerate(samples.frames) if _is_measured(f)}
     stacks, weights = [], []
     for stack, weight in zip(samples.stacks, samples.weights):
         for depth, i in enumerate(stack):
             if i in measured_frames:
-                if step_frames.intersection(stack[depth + 1:]):
+                if depth + 1 < len(stack) and stack[depth + 1] in step_frames:
                     stacks.append(stack[depth + 1:])  # the measured step, from its step function down
                     weights.append(weight)
                 break

@@ -167,6 +167,9 @@ FRAMES = [
     ("_PyObject_Malloc", "/x/libpython3.11.so.1.0"),               # 11
     ("forward_step", "/x/profiles/scenario.py"),                   # 12
     ("backward_setup", "/x/profiles/scenario.py"),                 # 13
+    ("loop_step", "/x/profiles/scenario.py"),                      # 14
+    ("_loop", "/x/profiles/scenario.py"),                          # 15
+    ("train_step", "/x/benchmarks/core/case.py"),                  # 16: the core's step, which the loop calls
 ]
 SAMPLES = [  # (stack root first, count); each sample weighs 0.01 s
     ((0, 1, 2, 3, 4), 10),        # basis (Python code of b_splines)
@@ -180,6 +183,7 @@ SAMPLES = [  # (stack root first, count); each sample weighs 0.01 s
     ((0, 1, 2, 5), 2),            # .to called by the step itself: transfer
     ((0, 13, 3, 4), 50),          # outside measured (setup): not counted
     ((0, 1, 12, 3, 4), 7),        # another scenario's step
+    ((0, 1, 14, 15, 16, 3, 4), 9),  # the loop, through the core's train_step: the loop's, not train's
 ]
 
 
@@ -204,6 +208,7 @@ def test_pyspy_speedscope_attribution(tmp_path):
                 "other": 0.02, "python": 0.07, "transfer": 0.02}
     assert seconds == pytest.approx(expected)
     assert pyspy.attribute(pyspy.select(samples, "forward_step")) == pytest.approx({"basis": 0.07})
+    assert pyspy.attribute(pyspy.select(samples, "loop_step")) == pytest.approx({"basis": 0.09})
 
     # what we write is speedscope again, and reads back to the same attribution
     out = pyspy.write_speedscope(train, tmp_path / "train.speedscope.json", "train")
