@@ -11,7 +11,10 @@ through :func:`profiles.scenario.measured` and then that scenario's step functio
 Each scenario's samples are written as a speedscope JSON and a flame graph SVG.
 
 Attribution. A sample belongs to the part of the outermost matching frame on its
-stack (profiles.attribution). A sample no part claims is "python" when its innermost
+stack (profiles.attribution); inside the backward, to the gradient its innermost
+node frame names (``torch::autograd::generated::MmBackward0::apply``, by the node
+table NODE_RULES: a node's name, not where its forward operator ran, so two parts'
+nodes of one kind count as one part's), else to ``autograd``. A sample no part claims is "python" when its innermost
 frame is Python code or the interpreter (libpython), and "other" when it is in
 another library. Without native frames py-spy cannot tell a Python line from the C
 call it makes, and unclaimed samples are all "other".
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from profiles.attribution import classify, outermost_part
+from profiles.attribution import classify, classify_gradient, outermost_part, resolve
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository, where `python -m profiles.scenario` runs
 
@@ -171,10 +174,12 @@ def _is_interpreter(file: str) -> bool:
 def attribute(samples: Samples) -> dict[str, float]:
     """Seconds per part in ``samples`` (see the module's docstring for the rules)."""
     parts = [classify(name, file) for name, file in samples.frames]
+    gradients = [classify_gradient(name, file) for name, file in samples.frames]
     native = samples.native
     seconds: dict[str, float] = defaultdict(float)
     for stack, weight in zip(samples.stacks, samples.weights):
         part = outermost_part(parts[i] for i in stack)
+        part = resolve(part, outermost_part(gradients[i] for i in reversed(stack)))
         if part is None:
             _, leaf_file = samples.frames[stack[-1]] if stack else ("", "")
             python = _is_python_code(leaf_file) or _is_interpreter(leaf_file)
