@@ -3,19 +3,23 @@
     python -m profiles [--model kan ...] [--device cpu ...] [--phase forward backward train loop]
                        [--profiler cprofile py-spy torch] [--widths 784,64,10] [--batch 1024]
                        [--steps 5] [--warmup 1] [--threads N] [--rate 100] [--no-native]
-                       [--top 30] [--run RUN]
+                       [--no-repeat] [--top 30] [--run RUN]
 
 Writes into a new run folder (or ``--run``, an existing one, whose rows for the same
 scenarios are replaced):
 
     attribution.csv                        share of wall time per part (record.ATTRIBUTION_COLUMNS)
-    profile.json                           settings, each profiler's outcome, the files per scenario
+    profile.json                           settings, each profiler's outcome, the files per scenario,
+                                           what each profiler can split of the backward ("backward"),
+                                           the loop's noise between two profiled runs ("loop_noise"),
+                                           py-spy's sampled against measured time ("py_spy_coverage")
     profiles/<stem>.pstats, .cprofile.txt  cProfile: the profile and its top-N table
     profiles/<stem>.speedscope.json, .flamegraph.svg   py-spy's samples of the scenario
     profiles/<stem>.trace.json, .torch.txt torch.profiler: chrome trace and key_averages table
 
 where ``<stem>`` is ``<model>-<device>-<phase>`` (``...-loop-synchronized`` for the loop
-run with a device synchronisation after each phase).
+run with a device synchronisation after each phase, ``...-loop-repeat`` for the loop as
+it is profiled a second time, whose shares go to profile.json only).
 
 Exit status: 0 every requested profile ran; 1 a scenario failed (an error in the model,
 or NaN/inf in its output); 2 bad arguments; 3 a requested profiler could not run here
@@ -80,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
                + EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
                error_prefix="python -m profiles: error: ",
                description="Profile models x devices x phases with cProfile, py-spy and torch.profiler, "
-                           "and attribute their time to basis, matmul, autograd, optimizer, transfer, "
-                           "python and other.")
+                           "and attribute their time to the parts of a step (" + ", ".join(attribution.PARTS)
+                           + "; the backward by the forward part whose gradient it computes).")
     p.add_argument("--model", nargs="+", default=["kan"], metavar="NAME",
                    help="registered model names (kan.zoo); default: kan")
     p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:1, mps; default: cpu")

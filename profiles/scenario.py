@@ -23,12 +23,18 @@ named for the part whose queued work it waits for (``wait_for_transfer``,
 device's work to the part that queued it instead of to the next call that waits
 (``.to``, ``.item``). forward, backward and train are always synchronized; the loop
 runs both ways. On the CPU every wait returns at once, so both loops are the same
-computation.
+computation; to tell their difference from the noise between two profiled runs, the
+loop as it is can run a third time (``repeat``, ``...-loop-repeat``, step function
+``repeated_loop_step``), after the synchronized one.
 
 Only the measured steps count: each runs inside :func:`measured`, which cProfile
 enables itself around, torch.profiler sees as a ``profiles.measured`` range and py-spy
 finds on the sampled stacks (then the step function of its phase: ``forward_step``,
 ``loop_step``, ...). Warm-up steps and the backward phase's forward setup stay outside it.
+Garbage is collected before the measured steps, so that what earlier work left is not
+collected (and charged to whichever call allocates) inside them. Each scenario's
+measured wall time is kept (:attr:`Workload.measured_s`); the py-spy child prints it,
+so that the sampled time can be compared with it.
 """
 
 from __future__ import annotations

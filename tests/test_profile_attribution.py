@@ -311,6 +311,9 @@ def test_parts_have_one_colour_each_shared_by_the_report_and_the_flame_graphs():
     assert list(record.PART_COLOURS) == record.PARTS
     assert len(set(record.PART_COLOURS.values())) == len(record.PARTS)
     assert charts.PART_COLORS is record.PART_COLOURS
+    assert set(attribution.GRADIENT_PARTS) <= set(record.PARTS)
+    assert {part for part, _, _ in attribution.GRADIENT_RULES + attribution.NODE_RULES} <= set(
+        attribution.GRADIENT_PARTS)
 
 
 @pytest.mark.parametrize("name, file, nodes, part", [
