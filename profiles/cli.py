@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import os
 import sys
 import time
@@ -286,6 +287,11 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
         if "behind in sampling" in (done.stderr or ""):
             notes.append(f"py-spy fell behind its sampling rate for {model} on {device} (the process "
                          f"was paused while it unwound stacks); a lower --rate is steadier")
+            print(f"  py-spy   note: {notes[-1]}")
+        said = re.search(r"Samples: (\d+) Errors: (\d+)", (done.stdout or "") + (done.stderr or ""))
+        if said and int(said.group(2)) > 0:  # samples py-spy could not read (a stack it failed to unwind)
+            notes.append(f"py-spy reported {said.group(2)} errors reading samples for {model} on {device} "
+                         f"({said.group(1)} samples taken): a sample it could not read is in no scenario's time")
             print(f"  py-spy   note: {notes[-1]}")
         took = time.perf_counter() - started
         measured = {}
