@@ -144,8 +144,8 @@ PARTS = ["basis", "matmul", "basis grad", "spline product grad", "base branch gr
          "autograd", "optimizer", "transfer", "python", "other"]
 # One colour per part, on every chart and flame graph (a gradient a lighter shade of its forward part).
 PART_COLOURS = {
-    "basis": "#4c78a8", "matmul": "#f58518", "basis grad": "#9ecae9", "spline product grad": "#ffbf79",
-    "base branch grad": "#72b7b2", "loss grad": "#ff9da6", "autograd": "#54a24b", "optimizer": "#b279a2",
+    "basis": "#4c78a8", "matmul": "#f58518", "basis grad": "#6b9fd1", "spline product grad": "#e89a3c",
+    "base branch grad": "#4f9e98", "loss grad": "#d9687a", "autograd": "#54a24b", "optimizer": "#b279a2",
     "transfer": "#e45756", "python": "#eeca3b", "other": "#9d9d9d",
 }
 
