@@ -41,8 +41,9 @@ frame), time belongs to the gradient of a forward part where a frame says which:
 The innermost frame that names one decides (a basis function called inside a product's
 custom backward is the basis's gradient), by the second table, :data:`GRADIENT_RULES`.
 What no frame places stays ``autograd``: the engine's own work (scheduling nodes,
-validating and summing their outputs into input buffers, ``AccumulateGrad`` writing
-``.grad``).
+summing a node's gradient to its input's shape where the forward broadcast, adding the
+gradients of a tensor used twice, freeing what a node saved, ``AccumulateGrad``
+writing ``.grad``).
 
 How a profiler knows which forward part a node differentiates differs, and so does
 what it can split (the page's note, :data:`BACKWARD_NOTES`):
@@ -54,7 +55,10 @@ what it can split (the page's note, :data:`BACKWARD_NOTES`):
   model used it: the reference KAN makes MmBackward0 in both products and MulBackward0
   in the basis and in the spline weight's scaler, and the table charges each name to
   the part where the reference KAN spends most of its time (the spline product, the
-  basis). torch.profiler's column is the exact one; the difference is this table's error.
+  basis). A BLAS kernel with no node frame above it (py-spy does not unwind through
+  MKL's kernels, so such stacks jump from the Python caller to the kernel) counts as an
+  MmBackward0's. torch.profiler's column is the exact one; the difference between the
+  two is this table's error and py-spy's sampling error.
 - cProfile sees Python frames only: custom autograd Functions' ``backward`` methods
   (kan.fast) and what they call. A backward of plain PyTorch operators (the reference
   KAN) is one C call, ``run_backward``, and stays ``autograd`` whole.
@@ -67,7 +71,7 @@ is paid for.
 **The outermost matching frame wins.** A sample, call or event belongs to the part of
 the outermost frame on its stack that matches a rule: the ``.to(dtype)`` inside
 ``b_splines`` is basis evaluation, not a transfer; the ``mm`` inside ``backward`` is
-autograd; the ``copy_`` inside ``optimizer.step`` is the optimizer. A ``.to(device)``
+the backward's (autograd, or the gradient its node names, above); the ``copy_`` inside ``optimizer.step`` is the optimizer. A ``.to(device)``
 or ``.item()`` called by the loop itself is a transfer, which is where a host
 profiler blames the wait for work queued on an asynchronous device.
 
