@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(--threads 1 makes them steadier)")
 
     table: list[dict] = []
-    repeats: dict[tuple, dict[str, float]] = {}  # (profiler, model, device) -> the repeated loop's shares
+    repeats: dict[tuple, dict] = {}  # (profiler, model, device) -> the repeated loop's shares and seconds
     coverage: dict[str, dict] = {}  # py-spy's sampled time of each scenario against its measured time
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)
     failures: list[str] = []
@@ -188,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
         try:
             if s.repeat:  # a measure of noise, not a row of the table (its key is the first loop's)
-                repeats[(profiler, s.model, s.device)] = attribution.shares(seconds)
+                repeats[(profiler, s.model, s.device)] = {"shares": attribution.shares(seconds),
+                                                          "seconds": sum(seconds.values())}
             else:
                 table.extend(attribution.rows(profiler, s.key, seconds))
         except ValueError as e:
@@ -335,19 +336,24 @@ def backward_notes(profilers: Sequence[str], phases: Sequence[str]) -> dict[str,
 NOISE_NOTE = ("The loop as it is was profiled twice by each profiler. 'noise_points' is how far the two runs' "
               "shares of each part differ (percentage points), 'synchronized_points' how far the synchronized "
               "loop's differ from the first run's. On the CPU the two loops are the same computation, so a "
-              "difference no larger than the noise is noise between profiled runs; one run's noise is a "
-              "single draw, not a bound.")
+              "difference no larger than the noise is noise between profiled runs; one repeat is a single "
+              "draw of the noise, not a bound. 'seconds' is the time each run attributed: where it differs "
+              "much between runs of one computation, the machine's load moved between them.")
 
 
-def loop_noise(table: list[dict], repeats: dict[tuple, dict[str, float]]) -> dict:
+def loop_noise(table: list[dict], repeats: dict[tuple, dict]) -> dict:
     """Per profiler, model and device: the repeated loop against the first, and the synchronized
     loop against the first, part by part in percentage points."""
     shares: dict[tuple, dict[str, float]] = defaultdict(dict)
+    seconds: dict[tuple, float] = defaultdict(float)
     for r in table:
         if r["phase"] == "loop":
-            shares[(r["profiler"], r["model"], r["device"], bool(r["synchronized"]))][r["part"]] = r["share"]
+            key = (r["profiler"], r["model"], r["device"], bool(r["synchronized"]))
+            shares[key][r["part"]] = r["share"]
+            seconds[key] += r["seconds"]
     out = []
-    for (profiler, model, device), again in repeats.items():
+    for (profiler, model, device), repeat in repeats.items():
+        again = repeat["shares"]
         first = shares.get((profiler, model, device, False))
         if not first:
             continue
@@ -362,6 +368,9 @@ def loop_noise(table: list[dict], repeats: dict[tuple, dict[str, float]]) -> dic
             "noise_points": noise, "largest_noise_points": largest,
             "synchronized_points": moved, "largest_synchronized_points": largest_moved,
             "within_noise": (largest_moved <= largest) if moved else None,
+            "seconds": {"first": round(seconds[(profiler, model, device, False)], 4),
+                        "synchronized": round(seconds[(profiler, model, device, True)], 4) if synced else None,
+                        "repeat": round(repeat["seconds"], 4)},
         })
     return {"note": NOISE_NOTE, "profiles": out} if out else {}
 

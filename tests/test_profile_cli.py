@@ -156,8 +156,9 @@ def test_loop_noise_compares_the_repeat_and_the_synchronized_loop_with_the_first
                                            "synchronized": synchronized}, shares)
 
     table = rows("torch", False, {"basis": 6, "autograd": 4}) + rows("torch", True, {"basis": 5, "autograd": 5})
-    repeats = {("torch", "kan", "cpu"): attribution.shares({"basis": 3, "autograd": 7})}
+    repeats = {("torch", "kan", "cpu"): {"shares": attribution.shares({"basis": 3, "autograd": 7}), "seconds": 20.0}}
     (r,) = cli.loop_noise(table, repeats)["profiles"]
+    assert r["seconds"] == {"first": 10.0, "synchronized": 10.0, "repeat": 20.0}
     assert r["noise_points"]["basis"] == pytest.approx(30) and r["noise_points"]["autograd"] == pytest.approx(30)
     assert r["synchronized_points"]["basis"] == pytest.approx(10)
     assert (r["largest_noise_points"], r["largest_synchronized_points"], r["within_noise"]) == (30, 10, True)
