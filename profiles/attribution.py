@@ -157,7 +157,8 @@ BACKWARD_NOTES = {
     "py-spy": "by the node's C++ class (MmBackward0, MulBackward0, ...): a name says which operator a node "
               "differentiates, not where the model used it, so the reference KAN's MmBackward0 counts as "
               "the spline product's (its base branch's linear makes one too) and MulBackward0 as the "
-              "basis's (the spline weight's scaler makes one too); torch.profiler's split is the exact one",
+              "basis's (the spline weight's scaler makes one too); the table is written for the B-spline KANs "
+              "(an MLP's MmBackward0 is no spline product); torch.profiler's split is the exact one",
     "cprofile": "only Python code in the backward: custom autograd Functions' backward methods (kan.fast) and "
                 "what they call; a backward of plain PyTorch operators (the reference KAN) is one C call, "
                 "run_backward, and cProfile cannot split it: it stays autograd whole",
