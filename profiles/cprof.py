@@ -9,7 +9,11 @@ Attribution. cProfile keeps each function's own time (tottime) split by caller, 
 whole stacks. A function's own time goes to the part of the outermost matching frame
 above it, found by walking up the callers; where a function has several callers its
 time is split between them in proportion to the time each caller spent in it (the
-assumption gprof makes). Time no part claims is "python" when it is a Python
+assumption gprof makes). Inside the backward, time goes to the gradient that the
+innermost Python frame names (a custom autograd Function's ``backward`` in kan.fast,
+a basis function it calls); cProfile sees no autograd node of plain PyTorch
+operators, so the reference KAN's whole backward (one C call, ``run_backward``)
+stays ``autograd``. Time no part claims is "python" when it is a Python
 function's own time and "other" when it is a C function's (a built-in or method).
 """
 
@@ -23,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from profiles import scenario as scenarios
-from profiles.attribution import classify
+from profiles.attribution import classify, classify_gradient, resolve
 
 Func = tuple  # pstats' key: (file, line, name); file "~" for C functions
 
@@ -67,21 +71,24 @@ def attribute(stats: pstats.Stats | str | Path) -> dict[str, float]:
         stats = pstats.Stats(str(stats))
     table = {f: v for f, v in stats.stats.items() if not _is_profiler(f)}
     own = {f: classify(f[2], "" if f[0] == "~" else f[0]) for f in table}
+    gradient = {f: classify_gradient(f[2], "" if f[0] == "~" else f[0]) for f in table}
     context: dict[Func, dict] = {}
 
-    def outer(f: Func, visiting: frozenset) -> dict:
-        """How the time inside ``f`` splits over the outermost matching part above or at f."""
+    def chain(f: Func, visiting: frozenset) -> dict:
+        """How the time inside ``f`` splits over (the outermost part at or above f, the
+        innermost gradient at or above f), by the callers' shares of f's time."""
         if f in context:
             return context[f]
         callers = {c: v for c, v in table[f][4].items() if c in table}
         if not callers or f in visiting:  # a root, or a cycle (recursion) cut here
-            return {own[f]: 1.0}
+            return {(own[f], gradient[f]): 1.0}
         total = sum(v[3] for v in callers.values())
         split: dict = defaultdict(float)
         for c, v in callers.items():
             weight = v[3] / total if total > 0 else 1 / len(callers)
-            for part, w in outer(c, visiting | {f}).items():
-                split[part if part is not None else own[f]] += weight * w
+            for (part, grad), w in chain(c, visiting | {f}).items():
+                split[(part if part is not None else own[f],
+                       gradient[f] if gradient[f] is not None else grad)] += weight * w
         context[f] = dict(split)
         return context[f]
 
@@ -93,9 +100,10 @@ def attribute(stats: pstats.Stats | str | Path) -> dict[str, float]:
         callers = {c: v for c, v in callers.items() if c in table}
         by_caller_total = sum(v[2] for v in callers.values())
         if not callers or by_caller_total <= 0:
-            seconds[own[f] or leftover] += tottime
+            seconds[resolve(own[f], gradient[f]) or leftover] += tottime
             continue
         for c, v in callers.items():
-            for part, w in outer(c, frozenset({f})).items():
-                seconds[(part if part is not None else own[f]) or leftover] += tottime * w * v[2] / by_caller_total
+            for (part, grad), w in chain(c, frozenset({f})).items():
+                part = resolve(part if part is not None else own[f], gradient[f] if gradient[f] is not None else grad)
+                seconds[part or leftover] += tottime * w * v[2] / by_caller_total
     return dict(seconds)

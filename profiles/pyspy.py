@@ -11,7 +11,10 @@ through :func:`profiles.scenario.measured` and then that scenario's step functio
 Each scenario's samples are written as a speedscope JSON and a flame graph SVG.
 
 Attribution. A sample belongs to the part of the outermost matching frame on its
-stack (profiles.attribution). A sample no part claims is "python" when its innermost
+stack (profiles.attribution); inside the backward, to the gradient its innermost
+node frame names (``torch::autograd::generated::MmBackward0::apply``, by the node
+table NODE_RULES: a node's name, not where its forward operator ran, so two parts'
+nodes of one kind count as one part's), else to ``autograd``. A sample no part claims is "python" when its innermost
 frame is Python code or the interpreter (libpython), and "other" when it is in
 another library. Without native frames py-spy cannot tell a Python line from the C
 call it makes, and unclaimed samples are all "other".
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from profiles.attribution import classify, outermost_part
+from profiles.attribution import classify, classify_gradient, outermost_part, resolve
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository, where `python -m profiles.scenario` runs
 
@@ -130,20 +133,30 @@ def read(path: Path | str) -> Samples:
     return Samples(frames, stacks, weights)
 
 
+def _in_scenario_module(file: str) -> bool:
+    return file.replace("\\", "/").endswith("profiles/scenario.py")
+
+
 def _is_measured(frame: tuple[str, str]) -> bool:
     name, file = frame
-    return name == "measured" and file.replace("\\", "/").endswith("profiles/scenario.py")
+    return name == "measured" and _in_scenario_module(file)
 
 
 def select(samples: Samples, step_name: str) -> Samples:
-    """The samples of one scenario: stacks through ``measured`` and then step function ``step_name``."""
-    step_frames = {i for i, (name, _) in enumerate(samples.frames) if name == step_name}
+    """The samples of one scenario: stacks through ``measured`` and then step function ``step_name``.
+
+    The step function is the frame ``measured`` calls, in profiles/scenario.py: a frame
+    of the same name deeper down is not it (the loops call the core's ``train_step``,
+    which must not put their samples in the train phase's).
+    """
+    step_frames = {i for i, (name, file) in enumerate(samples.frames)
+                   if name == step_name and _in_scenario_module(file)}
     measured_frames = {i for i, f in enumerate(samples.frames) if _is_measured(f)}
     stacks, weights = [], []
     for stack, weight in zip(samples.stacks, samples.weights):
         for depth, i in enumerate(stack):
             if i in measured_frames:
-                if step_frames.intersection(stack[depth + 1:]):
+                if depth + 1 < len(stack) and stack[depth + 1] in step_frames:
                     stacks.append(stack[depth + 1:])  # the measured step, from its step function down
                     weights.append(weight)
                 break
@@ -161,10 +174,12 @@ def _is_interpreter(file: str) -> bool:
 def attribute(samples: Samples) -> dict[str, float]:
     """Seconds per part in ``samples`` (see the module's docstring for the rules)."""
     parts = [classify(name, file) for name, file in samples.frames]
+    gradients = [classify_gradient(name, file) for name, file in samples.frames]
     native = samples.native
     seconds: dict[str, float] = defaultdict(float)
     for stack, weight in zip(samples.stacks, samples.weights):
         part = outermost_part(parts[i] for i in stack)
+        part = resolve(part, outermost_part(gradients[i] for i in reversed(stack)))
         if part is None:
             _, leaf_file = samples.frames[stack[-1]] if stack else ("", "")
             python = _is_python_code(leaf_file) or _is_interpreter(leaf_file)

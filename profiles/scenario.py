@@ -23,19 +23,28 @@ named for the part whose queued work it waits for (``wait_for_transfer``,
 device's work to the part that queued it instead of to the next call that waits
 (``.to``, ``.item``). forward, backward and train are always synchronized; the loop
 runs both ways. On the CPU every wait returns at once, so both loops are the same
-computation.
+computation; to tell their difference from the noise between two profiled runs, the
+loop as it is can run a third time (``repeat``, ``...-loop-repeat``, step function
+``repeated_loop_step``), after the synchronized one.
 
 Only the measured steps count: each runs inside :func:`measured`, which cProfile
 enables itself around, torch.profiler sees as a ``profiles.measured`` range and py-spy
 finds on the sampled stacks (then the step function of its phase: ``forward_step``,
 ``loop_step``, ...). Warm-up steps and the backward phase's forward setup stay outside it.
+Garbage is collected before the measured steps, so that what earlier work left is not
+collected (and charged to whichever call allocates) inside them. Each scenario's
+measured wall time is kept (:attr:`Workload.measured_s`); the py-spy child prints it,
+so that the sampled time can be compared with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator, Sequence
 
@@ -46,6 +55,7 @@ from profiles.attribution import BASIS_FUNCTIONS
 
 PHASES = ["forward", "backward", "train", "loop"]
 MEASURED = "profiles.measured"  # torch.profiler label of a measured step
+MEASURED_LINE = "profiles.scenario measured: "  # the child's report of each scenario's measured wall time
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Scenario:
     warmup: int = 1
     synchronized: bool = True
     threads: int | None = None  # torch's intra-op threads; None leaves torch's default
+    repeat: bool = False  # the loop as it is, profiled again: the noise between two profiled runs
 
     @property
     def model(self) -> str:
@@ -88,21 +99,29 @@ class Scenario:
         name = f"{self.model}-{self.device}-{self.phase}"
         if self.loop and self.synchronized:
             name += "-synchronized"
+        if self.repeat:
+            name += "-repeat"
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
     @property
     def step_function(self) -> Callable[..., None]:
         if self.loop:
+            if self.repeat:
+                return repeated_loop_step
             return synchronized_loop_step if self.synchronized else loop_step
         return STEPS[self.phase]
 
 
 def expand(models: Sequence[str], devices: Sequence[str], phases: Sequence[str],
-           widths: Sequence[int] = (784, 64, 10), batch: int = 1024, **settings) -> list[Scenario]:
-    """Every scenario for models x devices x phases; "loop" gives two, as it is and synchronized.
+           widths: Sequence[int] = (784, 64, 10), batch: int = 1024, repeat: bool = False,
+           **settings) -> list[Scenario]:
+    """Every scenario for models x devices x phases; "loop" gives two, as it is and synchronized,
+    and with ``repeat`` a third: the loop as it is again, after the synchronized one.
 
-    The models are built with their registry defaults (grid size included); ``settings``
-    are the Scenario's (steps, warmup, threads).
+    The repeat measures what two profiled runs of one computation differ by, so that a
+    difference between the two loops can be told from noise (on the CPU they are the
+    same computation). The models are built with their registry defaults (grid size
+    included); ``settings`` are the Scenario's (steps, warmup, threads).
     """
     out = []
     for model in models:
@@ -113,6 +132,8 @@ def expand(models: Sequence[str], devices: Sequence[str], phases: Sequence[str],
                             grid_size=None)
                 for synchronized in ((False, True) if loop else (True,)):
                     out.append(Scenario(case, loop, synchronized=synchronized, **settings))
+                if loop and repeat:
+                    out.append(Scenario(case, loop, synchronized=False, repeat=True, **settings))
     return out
 
 
@@ -164,6 +185,7 @@ class Workload:
     host_batches: list = field(default_factory=list)  # [(inputs, targets)] on the host, for the loop
     logged: list = field(default_factory=list)  # the loop's logged losses (floats)
     steps_done: int = 0
+    measured_s: float = 0.0  # wall time of the measured steps, profiler included
 
     @property
     def device(self) -> str:
@@ -241,8 +263,13 @@ def synchronized_loop_step(w: Workload) -> None:
     _loop(w)
 
 
+def repeated_loop_step(w: Workload) -> None:
+    _loop(w)
+
+
 STEPS = {"forward": forward_step, "backward": backward_step, "train": train_step}
-STEP_NAMES = ("forward_step", "backward_step", "train_step", "loop_step", "synchronized_loop_step")
+STEP_NAMES = ("forward_step", "backward_step", "train_step", "loop_step", "synchronized_loop_step",
+              "repeated_loop_step")
 
 
 def measured(step: Callable, w: Workload) -> None:
@@ -269,10 +296,16 @@ def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcont
             step(w)
             w.steps_done += 1
         synchronize(s.device)
+        # collect what earlier work left (a previous profiler's events, the last scenario's
+        # model) now, so that the collector's pause is not charged to whichever call of a
+        # measured step happens to allocate when it runs
+        gc.collect()
         for _ in range(s.steps):
             w.step.setup()
+            started = time.perf_counter()
             with section():
                 measured(step, w)
+            w.measured_s += time.perf_counter() - started
             w.steps_done += 1
     finally:
         torch.set_num_threads(threads)
@@ -330,16 +363,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=positive_int, default=5)
     parser.add_argument("--warmup", type=count_arg, default=1)
     parser.add_argument("--threads", type=positive_int, default=None)
+    parser.add_argument("--repeat", action="store_true", help="profile the loop as it is a second time")
     args = parser.parse_args(argv)
     failed = 0
     for s in expand([args.model], [args.device], args.phase,
                      widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                     threads=args.threads):
+                     threads=args.threads, repeat=args.repeat):
         try:
-            run(s)
+            w = run(s)
         except Exception as e:  # one line per failed scenario; the others still run
             print(f"profiles.scenario: {s.stem} failed: {type(e).__name__}: {e}", file=sys.stderr)
             failed += 1
+            continue
+        # the wall time of the measured steps, for the sampler's coverage of them
+        print(MEASURED_LINE + json.dumps({"stem": s.stem, "seconds": w.measured_s}), flush=True)
     return 1 if failed else 0
 
 

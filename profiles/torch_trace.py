@@ -15,6 +15,16 @@ belongs to the part of the outermost matching event around it
 interpreter's: "python", as is the unclaimed own time of a label
 (``kan.spline_product``). An operator's unclaimed own time is "other". Device-side
 events (kernels, memcpy on the GPU timeline) are not host time and are left out.
+
+The backward is split exactly: autograd numbers each node it records in the forward,
+and the trace carries that "Sequence number" on the forward operator that made the
+node and on the engine's ``autograd::engine::evaluate_function: <Node>`` event that
+runs it. The node's own event under it (``MmBackward0``) goes to the gradient of the
+model region its forward operator ran in (:func:`forward_gradients`); the engine's
+work around the nodes (summing a gradient to its input's shape, adding gradients of
+a tensor used twice) and ``AccumulateGrad`` (which has no number) stay ``autograd``,
+as py-spy sees them. A region label
+inside a backward (a custom autograd Function's, kan.fast) names its part there.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from profiles import scenario as scenarios
-from profiles.attribution import classify
+from profiles.attribution import classify, classify_gradient, resolve
 from profiles.scenario import MEASURED
 
 _DEVICE_SIDE = ("kernel", "gpu_memcpy", "gpu_memset", "gpu_user_annotation", "ac2g", "Trace")
@@ -63,6 +73,10 @@ def _events(doc: dict) -> list[dict]:
     ]
 
 
+_EVALUATE = "autograd::engine::evaluate_function: "  # the engine's event around one backward node
+_SEQ, _FWD_THREAD = "Sequence number", "Fwd thread id"
+
+
 def attribute(trace: Path | str | dict) -> dict[str, float]:
     """Seconds per part in a torch.profiler chrome trace (a path or the loaded JSON)."""
     if not isinstance(trace, dict):
@@ -75,24 +89,63 @@ def attribute(trace: Path | str | dict) -> dict[str, float]:
     if not marks:
         marks = [e for e in events if str(e["name"]).startswith("ProfilerStep#")]
     threads = {(e.get("pid"), e.get("tid")) for e in marks}
+    by_thread: dict = defaultdict(list)
+    for e in events:
+        by_thread[(e.get("pid"), e.get("tid"))].append(e)
+    for mine in by_thread.values():
+        mine.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
+    made_by = forward_gradients(by_thread.values())
     seconds: dict[str, float] = defaultdict(float)
     for thread in threads:
-        mine = sorted(
-            (e for e in events if (e.get("pid"), e.get("tid")) == thread),
-            key=lambda e: (float(e["ts"]), -float(e["dur"])),
-        )
-        _attribute_thread(mine, {id(m) for m in marks}, seconds)
+        _attribute_thread(by_thread[thread], {id(m) for m in marks}, made_by, seconds)
     return dict(seconds)
 
 
-def _attribute_thread(events: list[dict], marks: set[int], seconds: dict[str, float]) -> None:
-    # stack entries: [end, part (outermost claim so far), inside a measured range, own us, leftover]
+def _sequence(e: dict) -> int | None:
+    args = e.get("args") or {}
+    return args.get(_SEQ) if isinstance(args.get(_SEQ), int) else None
+
+
+def forward_gradients(threads) -> dict[int, str]:
+    """{sequence number: the gradient part of the backward node it numbers}, from the forward.
+
+    Every operator run with autograd recording carries the sequence number the next
+    autograd node will take, so the node numbered N was made by the last operator to
+    start that carries N. That operator's part is the innermost model region around it
+    (``kan.basis`` -> "basis grad"), else its own name's (``aten::mse_loss`` -> "loss
+    grad"), else "other" (a forward operator no part claims, such as the sum of the two
+    products). Backward events carry the forward's number too; they are left out here.
+    """
+    last: dict[int, tuple[float, str]] = {}
+    for events in threads:
+        stack: list[tuple[float, str | None]] = []  # (end, innermost region gradient so far)
+        for e in events:
+            start = float(e["ts"])
+            while stack and stack[-1][0] <= start + _NESTING_SLACK_US:
+                stack.pop()
+            name = str(e["name"])
+            label = classify_gradient(name, nodes=False) if e.get("cat") in _LABEL else None
+            inherited = stack[-1][1] if stack else None
+            seq = _sequence(e)
+            forward = (e.get("args") or {}).get(_FWD_THREAD, 0) in (0, None) and not name.startswith(_EVALUATE)
+            if seq is not None and forward and e.get("cat") not in _LABEL:
+                part = inherited or classify_gradient(name, nodes=False) or "other"
+                if seq not in last or start >= last[seq][0]:
+                    last[seq] = (start, part)
+            stack.append((start + max(float(e["dur"]), 0.0), label or inherited))
+    return {seq: part for seq, (_, part) in last.items()}
+
+
+def _attribute_thread(events: list[dict], marks: set[int], made_by: dict[int, str],
+                      seconds: dict[str, float]) -> None:
+    # stack entries: [end, part (outermost claim so far), inside a measured range, own us, leftover,
+    #                 gradient (innermost so far), the node an evaluate_function runs: (name, gradient)]
     stack: list[list] = []
 
     def close(entry: list) -> None:
-        _, part, inside, own, leftover = entry
+        _, part, inside, own, leftover, gradient, _ = entry
         if inside and own > 0:
-            seconds[part or leftover] += own / 1e6
+            seconds[resolve(part, gradient) or leftover] += own / 1e6
 
     for e in events:
         start, duration = float(e["ts"]), max(float(e["dur"]), 0.0)
@@ -102,9 +155,20 @@ def _attribute_thread(events: list[dict], marks: set[int], seconds: dict[str, fl
         if parent is not None:
             duration = min(duration, parent[0] - start)  # clamp an overhanging child
             parent[3] -= duration
+        name = str(e["name"])
         inside = (parent is not None and parent[2]) or id(e) in marks
-        part = (parent[1] if parent is not None else None) or classify(str(e["name"]))
+        part = (parent[1] if parent is not None else None) or classify(name)
         leftover = "python" if (id(e) in marks or e.get("cat") in _LABEL) else "other"
-        stack.append([start + duration, part, inside, duration, leftover])
+        gradient = parent[5] if parent is not None else None
+        node = None
+        if name.startswith(_EVALUATE) and _sequence(e) in made_by:
+            # the node's own event (named as the engine's, less its prefix) is its forward part's;
+            # the engine's work around it (summing gradients to the inputs' shapes, adding
+            # into input buffers) stays autograd, as py-spy sees it
+            node = (name[len(_EVALUATE):], made_by[_sequence(e)])
+        elif parent is not None and parent[6] is not None and name == parent[6][0]:
+            gradient = parent[6][1]
+        gradient = classify_gradient(name, nodes=False) or gradient
+        stack.append([start + duration, part, inside, duration, leftover, gradient, node])
     while stack:
         close(stack.pop())

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+from benchmarks.core.record import PART_COLOURS as PART_COLORS  # one colour per part, as in the flame graphs
 from benchmarks.core.record import PARTS
 from reports import tables
 from reports.data import PHASES, SHAPE
@@ -39,11 +40,6 @@ RC = {
     "grid.alpha": 0.3,
 }
 WIDTH = 9.0  # inches; the page scales the SVG to its column
-
-PART_COLORS = {
-    "basis": "#4c78a8", "matmul": "#f58518", "autograd": "#54a24b", "optimizer": "#b279a2",
-    "transfer": "#e45756", "python": "#eeca3b", "other": "#9d9d9d",
-}
 
 
 @dataclass

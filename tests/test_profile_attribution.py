@@ -167,12 +167,15 @@ FRAMES = [
     ("_PyObject_Malloc", "/x/libpython3.11.so.1.0"),               # 11
     ("forward_step", "/x/profiles/scenario.py"),                   # 12
     ("backward_setup", "/x/profiles/scenario.py"),                 # 13
+    ("loop_step", "/x/profiles/scenario.py"),                      # 14
+    ("_loop", "/x/profiles/scenario.py"),                          # 15
+    ("train_step", "/x/benchmarks/core/case.py"),                  # 16: the core's step, which the loop calls
 ]
 SAMPLES = [  # (stack root first, count); each sample weighs 0.01 s
     ((0, 1, 2, 3, 4), 10),        # basis (Python code of b_splines)
     ((0, 1, 2, 3, 4, 5), 4),      # .to inside b_splines: basis
     ((0, 1, 2, 3, 6, 7), 8),      # linear -> sgemm: matmul
-    ((0, 1, 2, 8, 7), 5),         # sgemm inside backward: autograd
+    ((0, 1, 2, 8, 7), 5),         # sgemm inside backward, no node frame unwound: an MmBackward0's
     ((0, 1, 2, 9, 10), 3),        # optimizer
     ((0, 1, 2, 3, 10), 2),        # an unclaimed elementwise op: other
     ((0, 1, 2, 3), 6),            # the interpreter in forward: python
@@ -180,6 +183,7 @@ SAMPLES = [  # (stack root first, count); each sample weighs 0.01 s
     ((0, 1, 2, 5), 2),            # .to called by the step itself: transfer
     ((0, 13, 3, 4), 50),          # outside measured (setup): not counted
     ((0, 1, 12, 3, 4), 7),        # another scenario's step
+    ((0, 1, 14, 15, 16, 3, 4), 9),  # the loop, through the core's train_step: the loop's, not train's
 ]
 
 
@@ -200,10 +204,11 @@ def test_pyspy_speedscope_attribution(tmp_path):
     assert samples.native
     train = pyspy.select(samples, "train_step")
     seconds = pyspy.attribute(train)
-    expected = {"basis": 0.14, "matmul": 0.08, "autograd": 0.05, "optimizer": 0.03,
+    expected = {"basis": 0.14, "matmul": 0.08, "spline product grad": 0.05, "optimizer": 0.03,
                 "other": 0.02, "python": 0.07, "transfer": 0.02}
     assert seconds == pytest.approx(expected)
     assert pyspy.attribute(pyspy.select(samples, "forward_step")) == pytest.approx({"basis": 0.07})
+    assert pyspy.attribute(pyspy.select(samples, "loop_step")) == pytest.approx({"basis": 0.09})
 
     # what we write is speedscope again, and reads back to the same attribution
     out = pyspy.write_speedscope(train, tmp_path / "train.speedscope.json", "train")
@@ -296,3 +301,228 @@ def test_torch_trace_of_a_real_profile(tmp_path):
     assert seconds["autograd"] == pytest.approx(truth["autograd"], abs=0.002)
     # the interpreter's time also holds entering and leaving the ranges
     assert truth["python"] - 0.001 < seconds["python"] < truth["python"] + 0.01
+
+
+# The backward, split by the forward part each node differentiates.
+
+def test_parts_have_one_colour_each_shared_by_the_report_and_the_flame_graphs():
+    from reports import charts
+
+    assert list(record.PART_COLOURS) == record.PARTS
+    assert len(set(record.PART_COLOURS.values())) == len(record.PARTS)
+    assert charts.PART_COLORS is record.PART_COLOURS
+    assert set(attribution.GRADIENT_PARTS) <= set(record.PARTS)
+    assert {part for part, _, _ in attribution.GRADIENT_RULES + attribution.NODE_RULES} <= set(
+        attribution.GRADIENT_PARTS)
+
+
+@pytest.mark.parametrize("name, file, nodes, part", [
+    # py-spy's C++ node classes, by the node table
+    ("torch::autograd::generated::MmBackward0::apply", "/x/libtorch_cpu.so", True, "spline product grad"),
+    ("torch::autograd::generated::MulBackward0_apply_functional", "/x/libtorch_cpu.so", True, "basis grad"),
+    ("torch::autograd::generated::SiluBackward0::apply", "/x/libtorch_cpu.so", True, "base branch grad"),
+    ("torch::autograd::generated::MseLossBackward0::apply", "/x/libtorch_cpu.so", True, "loss grad"),
+    ("mkl_blas_avx512_sgemm_kernel_0", "/x/libtorch_cpu.so", True, "spline product grad"),
+    ("torch::autograd::AccumulateGrad::apply", "/x/libtorch_cpu.so", True, None),
+    ("torch::autograd::validate_outputs_impl<torch::autograd::Edge>", "/x/libtorch_cpu.so", True, None),
+    # torch.profiler does not read node names: it links nodes by sequence number
+    ("MmBackward0", "", False, None),
+    ("kan.basis", "", False, "basis grad"),
+    ("kan.spline_product", "", False, "spline product grad"),
+    ("kan.base_branch", "", False, "base branch grad"),
+    ("aten::mse_loss", "", False, "loss grad"),
+    ("aten::mm", "", False, None),
+    # Python frames: custom autograd Functions' backward in kan.fast, basis functions
+    ("backward", "/x/kan/fast.py", True, "spline product grad"),
+    ("DenseSplineProduct.backward", "/x/kan/fast.py", True, "spline product grad"),
+    ("backward", "/x/torch/_tensor.py", True, None),
+    ("dense_bases", "/x/kan/fast.py", True, "basis grad"),
+])
+def test_classify_gradient(name, file, nodes, part):
+    assert attribution.classify_gradient(name, file, nodes) == part
+
+
+def test_resolve_splits_only_the_backward():
+    assert attribution.resolve("autograd", "basis grad") == "basis grad"
+    assert attribution.resolve("autograd", None) == "autograd"
+    assert attribution.resolve("basis", "basis grad") == "basis"  # a basis function in the forward
+    assert attribution.resolve(None, "loss grad") is None
+
+
+BACKWARD_FRAMES = [
+    ("measured", "/x/profiles/scenario.py"),                                        # 0
+    ("backward_step", "/x/profiles/scenario.py"),                                   # 1
+    ("Tensor.backward", "/x/torch/_tensor.py"),                                     # 2
+    ("torch::autograd::Engine::evaluate_function", "/x/libtorch_cpu.so"),           # 3
+    ("torch::autograd::generated::MmBackward0::apply", "/x/libtorch_cpu.so"),       # 4
+    ("mkl_blas_def_sgemm_kernel_0_zen", "/x/libtorch_cpu.so"),                      # 5
+    ("torch::autograd::generated::MulBackward0::apply", "/x/libtorch_cpu.so"),      # 6
+    ("torch::autograd::generated::SiluBackward0::apply", "/x/libtorch_cpu.so"),     # 7
+    ("torch::autograd::generated::MseLossBackward0::apply", "/x/libtorch_cpu.so"),  # 8
+    ("torch::autograd::validate_outputs_impl<torch::autograd::Edge>", "/x/libtorch_cpu.so"),  # 9
+    ("torch::autograd::AccumulateGrad::apply", "/x/libtorch_cpu.so"),               # 10
+    ("DenseSplineProduct.backward", "/x/kan/fast.py"),                              # 11
+    ("dense_bases", "/x/kan/fast.py"),                                              # 12
+]
+BACKWARD_SAMPLES = [
+    ((0, 1, 2, 3, 4, 5), 7),   # sgemm in MmBackward0: spline product grad
+    ((0, 1, 2, 5), 2),         # sgemm, no frame unwound between: the node table's MmBackward0
+    ((0, 1, 2, 3, 6), 5),      # basis grad
+    ((0, 1, 2, 3, 7), 1),      # base branch grad
+    ((0, 1, 2, 3, 8), 1),      # loss grad
+    ((0, 1, 2, 3, 9), 3),      # the engine summing a gradient to its input's shape: autograd
+    ((0, 1, 2, 3, 10), 1),     # AccumulateGrad: autograd
+    ((0, 1, 2, 3), 2),         # the engine itself: autograd
+    ((0, 1, 2, 11, 5), 4),     # a custom Function's backward: its own frame names it, the gemm agrees
+    ((0, 1, 2, 11, 12), 6),    # a basis function inside it: the innermost frame decides
+]
+
+
+def test_pyspy_backward_split_by_node(tmp_path):
+    path = tmp_path / "backward.json"
+    path.write_text(json.dumps(speedscope(BACKWARD_FRAMES, BACKWARD_SAMPLES)))
+    samples = pyspy.select(pyspy.read(path), "backward_step")
+    expected = {"spline product grad": 0.13, "basis grad": 0.11, "base branch grad": 0.01, "loss grad": 0.01,
+                "autograd": 0.06}
+    assert pyspy.attribute(samples) == pytest.approx(expected)
+    # the flame graph colours the node frames and what runs in them by the gradient, and its key says so
+    svg = ET.parse(flamegraph.write(samples, tmp_path / "backward.svg", "backward")).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    key = next(g for g in svg.iter(f"{ns}g") if g.get("class") == "key")
+    names = [t.text for t in key.iter(f"{ns}text")]
+    assert names == [p for p in record.PARTS if p in expected] + ["no part"]  # backward_step: no part
+    swatches = [r.get("fill") for r in key.iter(f"{ns}rect")]
+    assert swatches[:-1] == [record.PART_COLOURS[p] for p in names[:-1]]
+    fills = {}
+    for g in svg.iter(f"{ns}g"):
+        title, rect = g.find(f"{ns}title"), g.find(f"{ns}rect")
+        if g.get("class") != "key" and title is not None and rect is not None:
+            fills[title.text.split(" (")[0]] = rect.get("fill")
+    assert fills["torch::autograd::generated::MulBackward0::apply"] == record.PART_COLOURS["basis grad"]
+    assert fills["Tensor.backward"] == record.PART_COLOURS["autograd"]
+    assert fills["dense_bases"] == record.PART_COLOURS["basis grad"]
+
+
+def test_cprofile_splits_a_custom_backward_by_its_python_frames(tmp_path):
+    """A backward whose nodes are Python (a custom autograd Function in kan/fast.py) is split;
+    the engine's own time stays autograd. The functions are compiled as if from those files."""
+    source = (
+        "def dense_bases(spin):\n    spin(0.02, 'basis grad')\n"
+        "def backward(spin):\n    spin(0.03, 'spline product grad')\n    dense_bases(spin)\n"
+    )
+    fast = {}
+    exec(compile(source, "/x/kan/fast.py", "exec"), fast)
+    engine = {}
+    exec(compile("def run_backward(spin, node):\n    spin(0.02, 'autograd')\n    node(spin)\n",
+                 "/x/torch/autograd/graph.py", "exec"), engine)
+    truth.clear()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    engine["run_backward"](spin, fast["backward"])
+    profiler.disable()
+    path = tmp_path / "custom.pstats"
+    profiler.dump_stats(str(path))
+    seconds = cprof.attribute(path)
+    for part, expected in truth.items():
+        assert seconds[part] == pytest.approx(expected, abs=0.003), part
+    assert sum(seconds.values()) == pytest.approx(sum(truth.values()), abs=0.004)
+
+
+# torch.profiler: forward operators and backward nodes linked by autograd's sequence numbers.
+
+def op(name, ts, dur, seq=None, backward=False, cat="cpu_op"):
+    e = event(name, ts, dur, cat=cat)
+    if seq is not None:
+        e["args"] = {"Sequence number": seq, "Fwd thread id": 1 if backward else 0}
+    return e
+
+
+def backward_trace():
+    evaluate = "autograd::engine::evaluate_function: "
+    return [
+        # the forward, outside the measured range (the backward phase's setup); every op
+        # carries the number of the next node, the last op to start with N made node N
+        op("kan.base_branch", 0, 30, cat="user_annotation"),
+        op("aten::silu", 1, 5, seq=10),                         # makes node 10
+        op("aten::linear", 10, 15, seq=11),
+        op("aten::mm", 12, 10, seq=11),                         # makes node 11: base branch
+        op("kan.basis", 30, 20, cat="user_annotation"),
+        op("aten::unsqueeze", 31, 2, seq=12),                   # no node (input without grad)
+        op("aten::mul", 35, 10, seq=12),                        # makes node 12: basis
+        op("kan.spline_product", 50, 30, cat="user_annotation"),
+        op("aten::mm", 52, 20, seq=13),                         # makes node 13: spline product
+        op("aten::add", 85, 3, seq=14),                         # makes node 14: in no region
+        op("aten::mse_loss", 90, 5, seq=15),                    # makes node 15: the loss
+        # the measured backward
+        op("profiles.measured", 100, 1000, cat="user_annotation"),
+        op("profiles.backward", 100, 1000, cat="user_annotation"),
+        op(evaluate + "MseLossBackward0", 110, 20, seq=15, backward=True),
+        op("MseLossBackward0", 112, 10, seq=15, backward=True),  # 10 loss grad; 10 engine
+        op(evaluate + "AddBackward0", 140, 10, seq=14, backward=True),
+        op("AddBackward0", 141, 4, seq=14, backward=True),       # 4 other; 6 engine
+        op(evaluate + "MmBackward0", 200, 300, seq=13, backward=True),
+        op("MmBackward0", 201, 250, seq=13, backward=True),      # 250 spline product grad
+        op("aten::mm", 205, 240),
+        op("aten::sum", 460, 30),                                # the engine's reduction: autograd
+        op(evaluate + "MulBackward0", 520, 100, seq=12, backward=True),
+        op("MulBackward0", 521, 90, seq=12, backward=True),      # 90 basis grad
+        op(evaluate + "MmBackward0", 640, 60, seq=11, backward=True),
+        op("MmBackward0", 641, 50, seq=11, backward=True),       # 50 base branch grad
+        op(evaluate + "SiluBackward0", 720, 20, seq=10, backward=True),
+        op("SiluBackward0", 721, 15, seq=10, backward=True),     # 15 base branch grad
+        op(evaluate + "torch::autograd::AccumulateGrad", 800, 50),
+        op("torch::autograd::AccumulateGrad", 801, 45),          # no number: autograd
+    ]
+
+
+def test_torch_trace_backward_by_sequence_number():
+    seconds = torch_trace.attribute({"traceEvents": backward_trace()})
+    expected = {"loss grad": 10e-6, "other": 4e-6, "spline product grad": 250e-6, "basis grad": 90e-6,
+                "base branch grad": 65e-6}
+    expected["autograd"] = 1000e-6 - sum(expected.values())  # the engine, the reduction, AccumulateGrad
+    assert seconds == pytest.approx(expected)
+    assert torch_trace.forward_gradients([sorted(backward_trace(), key=lambda e: (e["ts"], -e["dur"]))]) == {
+        10: "base branch grad", 11: "base branch grad", 12: "basis grad", 13: "spline product grad",
+        14: "other", 15: "loss grad"}
+
+
+def test_torch_trace_backward_of_a_real_profile(tmp_path):
+    """A real trace of a small model whose two products make nodes of one kind (MmBackward0):
+    each is told apart by the shapes the profiler recorded on its mm, an independent truth."""
+    import torch
+    from torch.profiler import record_function
+
+    torch.manual_seed(0)
+    x = torch.rand(256, 3, requires_grad=True)
+    base_w, spline_w = torch.rand(3, 2, requires_grad=True), torch.rand(300, 2, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        with record_function("kan.base_branch"):
+            base = torch.nn.functional.silu(x) @ base_w  # (256, 2)
+        with record_function("kan.basis"):
+            bases = (x.unsqueeze(-1) * torch.linspace(0, 1, 100)).reshape(256, 300)  # (256, 300)
+        with record_function("kan.spline_product"):
+            spline = bases @ spline_w  # (256, 2)
+        loss = torch.nn.functional.mse_loss(base + spline, torch.zeros(256, 2))
+        with record_function("profiles.measured"):
+            loss.backward()
+    path = tmp_path / "real-backward.json"
+    prof.export_chrome_trace(str(path))
+    seconds = torch_trace.attribute(path)
+
+    # the truth: each node event's whole time (what runs inside a node is its gradient's); the
+    # node of each mm is known by the shapes of the aten::mm calls it makes
+    events = sorted(torch_trace._events(json.loads(path.read_text())), key=lambda e: (e["ts"], -e["dur"]))
+    nodes = [e for e in events if str(e["name"]).endswith("Backward0") and not str(e["name"]).startswith("autograd::")]
+    truth_s: dict = {}
+    for node in nodes:
+        inner = [e for e in events if node["ts"] <= e["ts"] < node["ts"] + node["dur"] and e["name"] == "aten::mm"]
+        dims = str([e.get("args", {}).get("Input Dims") for e in inner])
+        if node["name"] == "MmBackward0":
+            part = "spline product grad" if "300" in dims else "base branch grad"
+        else:
+            part = {"SiluBackward0": "base branch grad", "MseLossBackward0": "loss grad",
+                    "AddBackward0": "other"}.get(node["name"], "basis grad")
+        truth_s[part] = truth_s.get(part, 0.0) + node["dur"] / 1e6
+    for part in ("spline product grad", "base branch grad", "basis grad", "loss grad"):
+        assert part in truth_s
+        assert seconds[part] == pytest.approx(truth_s[part], rel=1e-6, abs=1e-9), part

@@ -68,7 +68,15 @@ def test_tiny_profile_end_to_end(results, capsys):
     meta = run.read_json("profile.json")
     assert meta["profilers"] == {"cprofile": "ok", "torch": "ok"}
     assert meta["settings"]["threads_used"] == 1
-    for stem in ("kan-cpu-train", "kan-cpu-loop", "kan-cpu-loop-synchronized"):
+    assert set(meta["backward"]) == {"cprofile", "torch"}
+    # the loop as it is ran twice under each profiler: its repeat is noise in profile.json, not a row
+    noise = meta["loop_noise"]["profiles"]
+    assert {r["profiler"] for r in noise} == {"cprofile", "torch"}
+    for r in noise:
+        assert set(r["noise_points"]) == set(record.PARTS) == set(r["synchronized_points"])
+        assert r["largest_noise_points"] == max(r["noise_points"].values())
+        assert r["within_noise"] == (r["largest_synchronized_points"] <= r["largest_noise_points"])
+    for stem in ("kan-cpu-train", "kan-cpu-loop", "kan-cpu-loop-synchronized", "kan-cpu-loop-repeat"):
         for name in meta["files"][stem]["cprofile"] + meta["files"][stem]["torch"]:
             assert run.file(name).stat().st_size > 0
     assert "{method 'to' of 'torch._C.TensorBase' objects}" in run.file(
@@ -128,12 +136,30 @@ def test_tiny_pyspy_profile_end_to_end(results, capsys):
     # frames (outermost matching frame) and checks the table says the same.
     recount = dict.fromkeys(record.PARTS, 0.0)
     for stack, weight in zip(samples.stacks, samples.weights):
-        parts = [attribution.classify(*samples.frames[i]) for i in stack]
         # without native frames py-spy cannot tell a Python line from the C call it makes,
         # so a sample no part claims is "other"
-        recount[attribution.outermost_part(parts) or "other"] += weight
+        recount[attribution.stack_part(samples.frames[i] for i in stack) or "other"] += weight
     total = sum(recount.values())
     shares = table.set_index("part")["share"]
     for part, seconds in recount.items():
         assert shares[part] == pytest.approx(seconds / total), part
     assert run.file("profiles/kan-cpu-train.flamegraph.svg").read_text().startswith("<svg")
+    # the sampled time of the scenario against the child's own clock of its measured steps
+    coverage = run.read_json("profile.json")["py_spy_coverage"]["kan-cpu-train"]
+    assert coverage["measured_s"] > 0
+    assert coverage["sampled_s"] == pytest.approx(samples.seconds, abs=1e-4)
+
+
+def test_loop_noise_compares_the_repeat_and_the_synchronized_loop_with_the_first():
+    def rows(profiler, synchronized, shares):
+        return attribution.rows(profiler, {"scenario": "loop", "model": "kan", "device": "cpu", "phase": "loop",
+                                           "synchronized": synchronized}, shares)
+
+    table = rows("torch", False, {"basis": 6, "autograd": 4}) + rows("torch", True, {"basis": 5, "autograd": 5})
+    repeats = {("torch", "kan", "cpu"): {"shares": attribution.shares({"basis": 3, "autograd": 7}), "seconds": 20.0}}
+    (r,) = cli.loop_noise(table, repeats)["profiles"]
+    assert r["seconds"] == {"first": 10.0, "synchronized": 10.0, "repeat": 20.0}
+    assert r["noise_points"]["basis"] == pytest.approx(30) and r["noise_points"]["autograd"] == pytest.approx(30)
+    assert r["synchronized_points"]["basis"] == pytest.approx(10)
+    assert (r["largest_noise_points"], r["largest_synchronized_points"], r["within_noise"]) == (30, 10, True)
+    assert cli.loop_noise(table, {}) == {}

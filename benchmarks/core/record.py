@@ -76,7 +76,7 @@ BENCH_COLUMNS = [
 ATTRIBUTION_COLUMNS = [
     "profiler",  # "cprofile", "py-spy", "torch"
     "scenario", "model", "device", "phase", "synchronized",
-    "part",  # "basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"
+    "part",  # one of PARTS: forward parts, the backward's by the forward part it differentiates, the rest
     "seconds", "share",
 ]
 
@@ -174,7 +174,17 @@ _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
                  "reason", "stable", "unstable_reason", "package", "equivalence"]
 
-PARTS = ["basis", "matmul", "autograd", "optimizer", "transfer", "python", "other"]
+# The parts of attribution.csv (profiles.attribution says which frames belong to each). The
+# backward is split by the forward part whose gradient it computes ("... grad"); "autograd"
+# is what is left of it: the engine, and nodes no profiler can place.
+PARTS = ["basis", "matmul", "basis grad", "spline product grad", "base branch grad", "loss grad",
+         "autograd", "optimizer", "transfer", "python", "other"]
+# One colour per part, on every chart and flame graph (a gradient a lighter shade of its forward part).
+PART_COLOURS = {
+    "basis": "#4c78a8", "matmul": "#f58518", "basis grad": "#6b9fd1", "spline product grad": "#e89a3c",
+    "base branch grad": "#4f9e98", "loss grad": "#d9687a", "autograd": "#54a24b", "optimizer": "#b279a2",
+    "transfer": "#e45756", "python": "#eeca3b", "other": "#9d9d9d",
+}
 
 # The files a profiler writes per scenario under profiles/, by suffix: (profiler, what it is).
 PROFILE_FILES = {
