@@ -51,6 +51,7 @@ class RunData:
     quality: pd.DataFrame | None = None
     gate: Any = None
     profile_files: list[ProfileFile] = field(default_factory=list)
+    profile: dict = field(default_factory=dict)  # profile.json: settings, the loop's noise, backward notes
     quality_summary: pd.DataFrame | None = None  # per task and model over seeds, with the Pareto front
 
     @property

@@ -100,7 +100,8 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         scenarios = attribution.groupby("scenario").apply(lambda g: len(g.groupby(["profiler", "synchronized"], dropna=False)))
         scenarios = sorted(scenarios.index, key=lambda s: (-scenarios[s], s))
         figures["attribution"] = [charts.attribution(attribution, s) for s in scenarios]
-        example, lesson_table = tables.sync_lesson(tables.sync_pairs(attribution))
+        noise = [p for r in runs for p in (r.profile.get("loop_noise") or {}).get("profiles", [])]
+        example, lesson_table = tables.sync_lesson(tables.sync_pairs(attribution), noise)
         if lesson_table is not None:
             lesson = SYNC_LESSON + example
     figures = {k: [c for c in v if c is not None] for k, v in figures.items()}
@@ -138,6 +139,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "groups": page_groups,
         "figures": figures,
         "attribution": attribution is not None,
+        "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},
         "lesson": lesson,
         "lesson_table": lesson_table,
         "comparison": comparison,

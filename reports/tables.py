@@ -361,8 +361,30 @@ def sync_pairs(attribution: pd.DataFrame) -> pd.DataFrame:
 ASYNC_DEVICES = ("cuda", "mps", "xpu")
 
 
-def sync_lesson(pairs: pd.DataFrame) -> tuple[list[str], Table | None]:
-    """A sentence with this run's own example of the lesson, and the shares before and after synchronising."""
+def noise_sentence(noise: list[dict]) -> str:
+    """What the loop profiled twice says of the CPU's two loops: how large the noise between profiled
+    runs was, and whether the synchronised loop's difference stays within it."""
+    if not noise:
+        return ("This run profiled only the CPU, where work runs as it is called: the two loops are one "
+                "computation, so where the columns below differ it is noise between two profiled runs "
+                "(profile the loop again to see how large that noise is here).")
+    parts = []
+    for n in noise:
+        moved = n.get("largest_synchronized_points")
+        said = f"{n['profiler']}: the same loop profiled twice moved a part's share by up to {n['largest_noise_points']:.0f} points"
+        if moved is not None:
+            said += (f", the synchronised loop by up to {moved:.0f}, "
+                     + ("within that noise" if n.get("within_noise") else "more than that noise (the load moved between the runs)"))
+        parts.append(said)
+    return ("This run profiled only the CPU, where work runs as it is called: the two loops are one computation, "
+            "so their differences below are noise between profiled runs. " + "; ".join(parts) + ".")
+
+
+def sync_lesson(pairs: pd.DataFrame, noise: list[dict] | None = None) -> tuple[list[str], Table | None]:
+    """A sentence with this run's own example of the lesson, and the shares before and after synchronising.
+
+    ``noise``: the loop_noise entries of profile.json (the loop profiled twice), which say on the
+    CPU how large the noise between profiled runs was."""
     if pairs.empty:
         return [], None
     pairs = pairs.assign(moved=pairs["unsynchronized"] - pairs["synchronized"],
@@ -375,8 +397,7 @@ def sync_lesson(pairs: pd.DataFrame) -> tuple[list[str], Table | None]:
                    f"{top['unsynchronized']:.0%} of the time in {top['part']} without synchronisation "
                    f"and {top['synchronized']:.0%} with it.")
     elif on_device.empty:
-        example = ("This run profiled only the CPU, where work runs as it is called: the two columns below "
-                   "should agree, and where they differ it is the noise between two profiled runs.")
+        example = noise_sentence([n for n in noise or [] if str(n.get("device", "cpu")).startswith("cpu")])
     else:
         example = "In this run synchronising moved no part's share by as much as 10 points."
     several_machines = pairs["machine"].nunique() > 1

@@ -783,3 +783,19 @@ def test_a_peers_run_adds_its_peers_to_the_bench_page(tmp_path, monkeypatch):
     assert len(rows[rows["model"] == "kan"]) == len(bench.read_bench_table().query("model == 'kan'"))  # ours once
     page = render().read_text()
     assert "peer:flashkan" in page
+
+
+def test_the_cpu_lesson_says_how_large_the_noise_between_profiled_runs_was():
+    pairs = pd.DataFrame([
+        {"machine": "m", "scenario": "loop", "profiler": "py-spy", "model": "kan", "device": "cpu", "phase": "loop",
+         "part": "basis", "unsynchronized": 0.40, "synchronized": 0.22},
+        {"machine": "m", "scenario": "loop", "profiler": "py-spy", "model": "kan", "device": "cpu", "phase": "loop",
+         "part": "matmul", "unsynchronized": 0.60, "synchronized": 0.78},
+    ])
+    noise = [{"profiler": "py-spy", "device": "cpu", "largest_noise_points": 6.7,
+              "largest_synchronized_points": 18.0, "within_noise": False}]
+    (said,), table = tables.sync_lesson(pairs, noise)
+    assert "should agree" not in said and "noise between profiled runs" in said
+    assert "moved a part's share by up to 7 points, the synchronised loop by up to 18, more than that noise" in said
+    (without,), _ = tables.sync_lesson(pairs)
+    assert "profile the loop again" in without and table is not None
