@@ -530,8 +530,16 @@ def comparison(table: pd.DataFrame, limit: int = 40, title: str = "New / old tim
     ax.set_yticks(y, [label(n) for n in names], fontsize=7)
     ax.grid(axis="y", visible=False)
     ax.set_xlabel(f"{axis} (interval: 95%)")
-    note = (f"the {len(t)} benchmarks that changed most; grey band: within ±{(threshold - 1) * 100:.0f}%"
-            "; red slower, green faster, grey no significant change")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    key = [Line2D([], [], color=c, marker="o", markersize=4, linewidth=1.5, label=v)
+           for v, c in (("slower", colors["slower"]), ("faster", colors["faster"]),
+                        ("no significant change", "#555555"))]
+    key.append(Patch(color="#dddddd", alpha=0.6, label=f"within ±{(threshold - 1) * 100:.0f}%"))
+    fig.legend(handles=key, loc="outside right upper", fontsize=7)
+    note = (f"the {len(t)} benchmarks that changed most, each with its 95% interval; grey band: within "
+            f"±{(threshold - 1) * 100:.0f}%; red slower, green faster, grey no significant change")
     return _svg(fig, title, "Ratio of new to old time per benchmark", note)
 
 

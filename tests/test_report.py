@@ -799,3 +799,18 @@ def test_the_cpu_lesson_says_how_large_the_noise_between_profiled_runs_was():
     assert "moved a part's share by up to 7 points, the synchronised loop by up to 18, more than that noise" in said
     (without,), _ = tables.sync_lesson(pairs)
     assert "profile the loop again" in without and table is not None
+
+
+def test_every_chart_has_a_key_and_no_section_is_an_empty_heading(pages):
+    import base64
+
+    for name in ("single", "full"):
+        page = pages[name].read_text()
+        charts = re.findall(r'<img src="data:image/svg\+xml;base64,([^"]+)" alt="([^"]*)"', page)
+        assert len(charts) >= 6
+        for data_uri, alt in charts:
+            svg = base64.b64decode(data_uri).decode()
+            assert re.search(r'id="legend_\d+"', svg), f"no key on the chart: {alt}"
+        for section in re.findall(r"<section id=\"[^\"]+\">(.*?)</section>", page, flags=re.S):
+            body = re.sub(r"<h2>.*?</h2>|<p class=\"from\">.*?</p>|\s", "", section, flags=re.S)
+            assert body, f"a heading over emptiness: {section[:80]}"
