@@ -6,7 +6,8 @@
 For each backend (``native``: the C++ kernels of kan.native; ``torch``: the PyTorch
 paths, as on CUDA or without a compiler) and grid size, times the forward+backward of
 ``kan-fast`` (float32, CPU, cubic splines) with every layer forced to the dense
-contraction and to the gather one, the two taking turns call by call
+contraction and to the gather one (the layers' ``contraction`` and ``backend`` options),
+the two taking turns call by call
 (benchmarks/fast_kan_targets.py's timing), and prints the medians and the smallest
 coefficient count (grid_size + spline_order) from which the gather contraction is
 faster at that and every larger grid measured: the value for
@@ -31,29 +32,14 @@ GRIDS = (2, 3, 5, 8, 12, 20, 30)
 BACKENDS = ("native", "torch")
 
 
-class Forced(torch.nn.Module):
-    """``model`` with every layer's contraction and backend forced while it runs forward.
+def forced(widths: list[int], grid: int, contraction: str, backend: str) -> torch.nn.Module:
+    """kan-fast with every layer on one contraction and backend (its options); seed 0, so that
+    every choice gets the same weights."""
+    from benchmarks.cases import zoo
 
-    Backward follows the autograd function forward chose, so only forward is wrapped.
-    """
-
-    def __init__(self, model: torch.nn.Module, gather: bool, backend: str):
-        super().__init__()
-        self.model, self.gather, self.backend = model, gather, backend
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import kan.fast
-        import kan.native
-
-        saved = kan.fast.GATHER_MIN_COEFF, kan.fast.NATIVE_GATHER_MIN_COEFF, kan.native.enabled()
-        threshold = 1 if self.gather else 10**9
-        kan.fast.GATHER_MIN_COEFF = kan.fast.NATIVE_GATHER_MIN_COEFF = threshold
-        kan.native.set_enabled(self.backend == "native")
-        try:
-            return self.model(x)
-        finally:
-            kan.fast.GATHER_MIN_COEFF, kan.fast.NATIVE_GATHER_MIN_COEFF = saved[:2]
-            kan.native.set_enabled(saved[2])
+    torch.manual_seed(0)
+    return zoo().build("kan-fast", widths, grid_size=grid, spline_order=SPLINE_ORDER, backend=backend,
+                       contraction=contraction).float().train()
 
 
 def crossover(rows: list[dict], backend: str) -> int | None:
@@ -105,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from benchmarks import record
-    from benchmarks.cases import zoo
     from benchmarks.timer import DeviceTimer, set_threads
 
     threads = set_threads(args.threads)
@@ -123,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for backend in backends:
         for grid in grids:
-            torch.manual_seed(0)
-            model = zoo().build("kan-fast", widths, grid_size=grid, spline_order=SPLINE_ORDER).float().train()
-            group = [forward_backward_candidate(Forced(model, gather, backend), inputs, cotangent,
-                                                f"{'gather' if gather else 'dense'}", grid, "cpu")
-                     for gather in (False, True)]
+            group = [forward_backward_candidate(forced(widths, grid, contraction, backend), inputs, cotangent,
+                                                contraction, grid, "cpu")
+                     for contraction in ("dense", "gather")]
             time_interleaved(group, timer, args.repeats, warmup=2)
             medians = {}
             for c in group:
