@@ -73,7 +73,7 @@ _NO = ("0", "false", "no", "off")
 ENABLED = os.environ.get("KAN_NATIVE", "1").lower() not in _NO  # read once: KAN_NATIVE=0 turns the kernels off
 
 _state: dict = {"functions": None, "error": None, "path": None, "max_order": MAX_ORDER, "opened": set(),
-               "private": None}
+               "private": None, "notice": None}
 _lock = threading.RLock()
 
 
@@ -216,7 +216,8 @@ def _remove(library: Path) -> None:
 def _compile(cxx: str, target: Path, timeout: float) -> None:
     """Compile the source into ``target``, with its checksum beside it; both by rename, so a
     reader never sees a partial file, and the checksum before the library it vouches for."""
-    print("kan.native: building kan-fast's C++ kernels, about 30 s, once", file=sys.stderr, flush=True)
+    print("kan.native: building kan-fast's C++ kernels, about 30 s, once", file=_state["notice"] or sys.stderr,
+          flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
         result = _run_compiler([cxx, *flags(), str(SOURCE), "-o", str(built)], timeout)
@@ -595,6 +596,10 @@ def _checked(name: str, params: tuple[Param, ...], given: tuple[Param, ...], arg
     for p in params:
         if not p.given and p.rule is not None:
             a[p.name] = p.rule(a)
+    rule = _RULES.get(name)  # first: the shapes below assume a valid order
+    problem = rule(a) if rule else None
+    if problem:
+        raise ValueError(f"kan_native::{name}: {problem}")
     for p in given:
         t = a[p.name]
         if not p.tensor or t is None:
@@ -607,10 +612,6 @@ def _checked(name: str, params: tuple[Param, ...], given: tuple[Param, ...], arg
             raise ValueError(f"kan_native::{name}: {p.name} must be {tuple(p.rule(a))}, got {tuple(t.shape)}")
         if not p.strided and not t.is_contiguous():
             raise ValueError(f"kan_native::{name}: {p.name} must be contiguous")
-    rule = _RULES.get(name)
-    problem = rule(a) if rule else None
-    if problem:
-        raise ValueError(f"kan_native::{name}: {problem}")
     return a, dtype
 
 
@@ -928,6 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["build"]:
         started = time.perf_counter()
+        _state["notice"] = sys.stdout  # stderr is for the one line saying why a build failed
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the one line below says it
