@@ -631,7 +631,7 @@ def _kernel(name: str):
 
     def run(*args):
         a, dtype = _checked(name, params, given, args)
-        functions = _load()
+        functions = _load() if ENABLED else None
         if functions is None:
             raise RuntimeError(f"kan.native: C++ kernels unavailable ({error()})")
         values = []

@@ -531,3 +531,14 @@ def test_forward_flops_linear_in_batch_for_both_contractions(grid_size):
     flops = kan.fast.forward_flops
     one, two, four = (flops([6, 5, 3], b, grid_size=grid_size) for b in (1, 2, 4))
     assert 0 < one < two < four and four - two == 2 * (two - one)
+
+
+def test_forward_flops_count_the_contraction_the_options_choose():
+    flops = kan.fast.forward_flops
+    widths, batch = [6, 5, 3], 8
+    dense = flops(widths, batch, grid_size=5, contraction="dense")
+    gather = flops(widths, batch, grid_size=5, contraction="gather")
+    assert dense != gather
+    assert flops(widths, batch, grid_size=5, backend="native") == gather  # 8 coefficients: past the C++ crossover
+    assert flops(widths, batch, grid_size=5, backend="torch") == dense  # below the PyTorch one
+    assert zoo.flops("kan-fast", widths, batch=batch, grid_size=5, contraction="gather") == gather
