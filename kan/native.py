@@ -44,6 +44,7 @@ below allocate the outputs and call the operators by keyword.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -171,10 +172,18 @@ def _private(folder: Path) -> str | None:
     return None
 
 
+def _temporary_folder() -> Path:
+    """A fresh folder of this process only (mode 0700), removed at exit (a loaded library
+    stays mapped after its file is gone)."""
+    folder = tempfile.mkdtemp(prefix="kan-native-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder)
+
+
 def _private_temporary_folder() -> Path:
-    """A folder of this process only (mode 0700, fresh), for when the cache folder is refused."""
+    """Where this process builds when the cache folder is refused."""
     if _state["private"] is None:
-        _state["private"] = Path(tempfile.mkdtemp(prefix="kan-native-"))
+        _state["private"] = _temporary_folder()
     return _state["private"]
 
 
@@ -265,7 +274,7 @@ def _dlopen(library: Path) -> ctypes.CDLL:
     ``dlopen`` of the same path returns the library already loaded."""
     path = library
     if str(library) in _state["opened"]:
-        path = Path(tempfile.mkdtemp(prefix="kan-native-")) / library.name
+        path = _temporary_folder() / library.name
         shutil.copyfile(library, path)
     _state["opened"].add(str(path))
     return ctypes.CDLL(str(path))
@@ -580,38 +589,62 @@ def schema(name: str) -> str:
     return f"{name}({', '.join(arguments)}) -> ()"
 
 
-def _checked(name: str, params: tuple[Param, ...], given: tuple[Param, ...], args: tuple) -> tuple[dict, torch.dtype]:
+class _Plan(NamedTuple):
+    """A kernel's table entry, laid out for the per-call checks (which run on every call)."""
+
+    name: str
+    arguments: tuple[str, ...]  # the operator's arguments, in order
+    floats: tuple[str, ...]  # T tensors, the data before the knot tables: the first present gives T
+    sizes: tuple[tuple[str, Callable], ...]  # derived integers and their rules
+    tensors: tuple[tuple[str, bool, torch.dtype | None, Callable | None, bool], ...]  # name, optional, dtype, shape, strided
+    c_arguments: tuple[tuple[str, bool], ...]  # every C parameter: name, whether a pointer
+    rule: Callable[[dict], str | None] | None
+
+
+def _plan(name: str) -> _Plan:
+    params = KERNELS[name]
+    given = [p for p in params if p.given]
+    floats = [p.name for p in given if p.c.endswith("T*")]
+    return _Plan(
+        name=name,
+        arguments=tuple(p.name for p in given),
+        floats=tuple([n for n in floats if n not in _GEOMETRY_NAMES] + [n for n in floats if n in _GEOMETRY_NAMES]),
+        sizes=tuple((p.name, p.rule) for p in params if not p.given and p.rule is not None),
+        tensors=tuple((p.name, p.optional, None if p.c.endswith("T*") else _ELEMENT[p.c.replace("const ", "")[:-1]],
+                       p.rule, p.strided) for p in given if p.tensor),
+        c_arguments=tuple((p.name, p.tensor) for p in params),
+        rule=_RULES.get(name),
+    )
+
+
+def _checked(plan: _Plan, args: tuple) -> tuple[dict, torch.dtype]:
     """The operator's arguments with the derived sizes, and the float dtype T, after checking
-    every tensor's presence, dtype, shape and contiguity; ValueError naming the first problem."""
-    a = dict(zip((p.name for p in given), args))
-    floats = [p.name for p in given if p.c.endswith("T*") and a[p.name] is not None]
-    for p in given:
-        if p.tensor and a[p.name] is None and not p.optional:
-            raise ValueError(f"kan_native::{name}: {p.name} is required")
-    # T is the dtype of the data (x, w, ...); the knot tables must follow it
-    reference = next((n for n in floats if n not in _GEOMETRY_NAMES), floats[0] if floats else None)
-    dtype = a[reference].dtype if reference else None
-    if dtype not in (torch.float32, torch.float64):
+    every tensor's presence, dtype, device, shape and contiguity; ValueError naming the first problem."""
+    name = plan.name
+    a = dict(zip(plan.arguments, args))
+    reference = next((n for n in plan.floats if a[n] is not None), plan.floats[0])
+    dtype = None if a[reference] is None else a[reference].dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
         raise ValueError(f"kan_native::{name}: {reference} must be float32 or float64, got {dtype}")
-    for p in params:
-        if not p.given and p.rule is not None:
-            a[p.name] = p.rule(a)
-    rule = _RULES.get(name)  # first: the shapes below assume a valid order
-    problem = rule(a) if rule else None
+    for size, rule in plan.sizes:
+        a[size] = rule(a)
+    problem = plan.rule(a) if plan.rule else None  # first: the shapes below assume a valid order
     if problem:
         raise ValueError(f"kan_native::{name}: {problem}")
-    for p in given:
-        t = a[p.name]
-        if not p.tensor or t is None:
+    for tensor, optional, element, shape, strided in plan.tensors:
+        t = a[tensor]
+        if t is None:
+            if not optional:
+                raise ValueError(f"kan_native::{name}: {tensor} is required")
             continue
-        element = dtype if p.c.endswith("T*") else _ELEMENT[p.c.replace("const ", "")[:-1]]
-        if t.dtype != element or t.device.type not in ("cpu", "meta"):
-            raise ValueError(f"kan_native::{name}: {p.name} must be a CPU {element} tensor "
+        element = element or dtype
+        if t.dtype is not element or not (t.is_cpu or t.is_meta):  # meta: the fake kernel's tensors
+            raise ValueError(f"kan_native::{name}: {tensor} must be a CPU {element} tensor "
                              f"(as {reference}), got {t.device.type} {t.dtype}")
-        if p.rule is not None and tuple(t.shape) != tuple(p.rule(a)):
-            raise ValueError(f"kan_native::{name}: {p.name} must be {tuple(p.rule(a))}, got {tuple(t.shape)}")
-        if not p.strided and not t.is_contiguous():
-            raise ValueError(f"kan_native::{name}: {p.name} must be contiguous")
+        if shape is not None and t.shape != shape(a):
+            raise ValueError(f"kan_native::{name}: {tensor} must be {tuple(shape(a))}, got {tuple(t.shape)}")
+        if not strided and not t.is_contiguous():
+            raise ValueError(f"kan_native::{name}: {tensor} must be contiguous")
     return a, dtype
 
 
@@ -625,21 +658,16 @@ def _threads() -> int:
 
 def _kernel(name: str):
     """The CPU implementation of operator ``kan_native::<name>``: check, then call C."""
-    params = KERNELS[name]
-    given = tuple(p for p in params if p.given)
+    plan = _plan(name)
     label = f"kan.native::{name}"
 
     def run(*args):
-        a, dtype = _checked(name, params, given, args)
+        a, dtype = _checked(plan, args)
         functions = _load() if ENABLED else None
         if functions is None:
             raise RuntimeError(f"kan.native: C++ kernels unavailable ({error()})")
-        values = []
-        for p in params:
-            value = a.get(p.name) if p.name != "threads" else _threads()
-            if p.tensor:
-                value = None if value is None else value.data_ptr()
-            values.append(value)
+        a["threads"] = _threads()
+        values = [(None if a[n] is None else a[n].data_ptr()) if pointer else a[n] for n, pointer in plan.c_arguments]
         with region(label):
             functions[name, dtype](*values)
 
@@ -647,11 +675,10 @@ def _kernel(name: str):
 
 
 def _fake(name: str):
-    params = KERNELS[name]
-    given = tuple(p for p in params if p.given)
+    plan = _plan(name)
 
     def check(*args):
-        _checked(name, params, given, args)
+        _checked(plan, args)
 
     return check
 
