@@ -596,7 +596,8 @@ class _Plan(NamedTuple):
     arguments: tuple[str, ...]  # the operator's arguments, in order
     floats: tuple[str, ...]  # T tensors, the data before the knot tables: the first present gives T
     sizes: tuple[tuple[str, Callable], ...]  # derived integers and their rules
-    tensors: tuple[tuple[str, bool, torch.dtype | None, Callable | None, bool], ...]  # name, optional, dtype, shape, strided
+    # each tensor: name, optional, dtype (None: T), shape rule, strided
+    tensors: tuple[tuple[str, bool, torch.dtype | None, Callable | None, bool], ...]
     c_arguments: tuple[tuple[str, bool], ...]  # every C parameter: name, whether a pointer
     rule: Callable[[dict], str | None] | None
 
@@ -617,11 +618,11 @@ def _plan(name: str) -> _Plan:
     )
 
 
-def _checked(plan: _Plan, args: tuple) -> tuple[dict, torch.dtype]:
-    """The operator's arguments with the derived sizes, and the float dtype T, after checking
-    every tensor's presence, dtype, device, shape and contiguity; ValueError naming the first problem."""
+def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
+    """The operator's arguments ``a`` (by name) with the derived sizes added, and the float
+    dtype T, after checking every tensor's presence, dtype, device, shape and contiguity;
+    ValueError naming the first problem."""
     name = plan.name
-    a = dict(zip(plan.arguments, args))
     reference = next((n for n in plan.floats if a[n] is not None), plan.floats[0])
     dtype = None if a[reference] is None else a[reference].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:
@@ -657,13 +658,14 @@ def _threads() -> int:
 
 
 def _kernel(name: str):
-    """The CPU implementation of operator ``kan_native::<name>``: check, then call C."""
+    """The CPU implementation of operator ``kan_native::<name>``: check, then call C. The
+    dispatcher passes the arguments in schema order; ``_call`` passes them by name."""
     plan = _plan(name)
     label = f"kan.native::{name}"
 
-    def run(*args):
-        a, dtype = _checked(plan, args)
-        functions = _load() if ENABLED else None
+    def run(*args, **by_name):
+        a, dtype = _checked(plan, by_name or dict(zip(plan.arguments, args)))
+        functions = _state["functions"] or (_load() if ENABLED else None)
         if functions is None:
             raise RuntimeError(f"kan.native: C++ kernels unavailable ({error()})")
         a["threads"] = _threads()
@@ -678,16 +680,30 @@ def _fake(name: str):
     plan = _plan(name)
 
     def check(*args):
-        _checked(plan, args)
+        _checked(plan, dict(zip(plan.arguments, args)))
 
     return check
+
+
+_RUN = {name: _kernel(name) for name in KERNELS}
+
+
+def _call(name: str, **arguments) -> None:
+    """Run operator ``kan_native::<name>`` with ``arguments``: through the dispatcher where
+    something may trace or fake tensors (torch.compile, export, a dispatch mode such as
+    fake tensors), so that it sees the operator; else its implementation directly, the same
+    checks and C call without the dispatcher's per-call cost, which small layers feel."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        getattr(ops, name)(**arguments)
+    else:
+        _RUN[name](**arguments)
 
 
 def _register() -> torch.library.Library:
     library = torch.library.Library("kan_native", "DEF")
     for name in KERNELS:
         library.define(schema(name))
-        library.impl(name, _kernel(name), "CPU")
+        library.impl(name, _RUN[name], "CPU")
         torch.library.register_fake(f"kan_native::{name}", _fake(name), lib=library)
     return library
 
@@ -792,7 +808,7 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = 
     saved = None
     if save:
         saved = SavedSpans(x.new_empty(x.size(1), batch), torch.empty(x.size(1), batch, dtype=torch.int16))
-    ops.gather_forward(**_geometry(geometry), x=x, table=table, result=result,
+    _call("gather_forward", **_geometry(geometry), x=x, table=table, result=result,
                        **_spans(saved))
     return (result, saved) if save else result
 
@@ -804,7 +820,7 @@ def gather_table_grad(x: torch.Tensor | None, grad_out: torch.Tensor, geometry,
     (grad_out,) = _contiguous(grad_out)
     x = None if x is None or saved is not None else x.detach().contiguous()
     grad = grad_out.new_empty(geometry.knots_ext.size(0), geometry.coeff, grad_out.size(-1))
-    ops.gather_table_grad(**_geometry(geometry), x=x, **_spans(saved),
+    _call("gather_table_grad", **_geometry(geometry), x=x, **_spans(saved),
                           grad_out=grad_out, grad_table=grad, w=None, scaler=None, grad_w=None, grad_scaler=None)
     return grad
 
@@ -821,7 +837,7 @@ def gather_weight_grads(x: torch.Tensor | None, grad_out: torch.Tensor, geometry
     s = None if scaler is None else scaler.detach().contiguous()
     grad_weight = torch.empty_like(w)
     grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
-    ops.gather_table_grad(**_geometry(geometry), x=x, **_spans(saved),
+    _call("gather_table_grad", **_geometry(geometry), x=x, **_spans(saved),
                           grad_out=grad_out, grad_table=None, w=w, scaler=s, grad_w=grad_weight,
                           grad_scaler=grad_scaler)
     return grad_weight, grad_scaler
@@ -831,7 +847,7 @@ def gather_input_grad(x: torch.Tensor, table: torch.Tensor, grad_out: torch.Tens
     """x (batch, in), table (in, coeff, out), grad_out (batch, out) -> (batch, in): gather_forward's x gradient."""
     x, table, grad_out = _contiguous(x, table, grad_out)
     grad = torch.empty_like(x)
-    ops.gather_input_grad(**_geometry(geometry), x=x, table=table, grad_out=grad_out, grad_x=grad)
+    _call("gather_input_grad", **_geometry(geometry), x=x, table=table, grad_out=grad_out, grad_x=grad)
     return grad
 
 
@@ -846,7 +862,7 @@ def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry, out: torch.Tensor
     x, base = _contiguous(x, base)
     if out is None:
         out = x.new_empty(x.size(0), (geometry.coeff + 1) * x.size(1))
-    ops.dense_bases(**_geometry(geometry), x=x, base=base, result=out)
+    _call("dense_bases", **_geometry(geometry), x=x, base=base, result=out)
     return out
 
 
@@ -854,7 +870,7 @@ def scale_spline(spline_weight: torch.Tensor, scaler: torch.Tensor | None, out: 
     """out (out_features, in, coeff), any strides, = spline_weight * scaler.unsqueeze(-1) (or a copy)."""
     w = spline_weight.detach().contiguous()
     s = None if scaler is None else scaler.detach().contiguous()
-    ops.scale_spline(w=w, scaler=s, dst=out)
+    _call("scale_spline", w=w, scaler=s, dst=out)
     return out
 
 
@@ -870,7 +886,7 @@ def spline_grads(grad_scaled: torch.Tensor, spline_weight: torch.Tensor, scaler:
     s = None if scaler is None else scaler.detach().contiguous()
     grad_weight = torch.empty_like(w)
     grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
-    ops.spline_grads(G=grad_scaled.detach(), w=w, scaler=s, grad_w=grad_weight, grad_scaler=grad_scaler)
+    _call("spline_grads", G=grad_scaled.detach(), w=w, scaler=s, grad_w=grad_weight, grad_scaler=grad_scaler)
     return grad_weight, grad_scaler
 
 
@@ -882,7 +898,7 @@ def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
     first = torch.empty(batch, in_features, dtype=torch.int64)
     values = x.new_empty(batch, in_features, width)
     slopes = x.new_empty(batch, in_features, width) if derivative else None
-    ops.local_bases(**_geometry(geometry), x=x, first=first, value=values, slope=slopes)
+    _call("local_bases", **_geometry(geometry), x=x, first=first, value=values, slope=slopes)
     return first, values, slopes
 
 
@@ -890,7 +906,7 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     """``torch.nn.functional.silu(x)`` (no autograd), for float32/float64 CPU tensors."""
     (x,) = _contiguous(x)
     y = torch.empty_like(x)
-    ops.silu(x=x, y=y)
+    _call("silu", x=x, y=y)
     return y
 
 
@@ -900,7 +916,7 @@ def silu_grad(x: torch.Tensor, grad: torch.Tensor, out: torch.Tensor | None = No
     accumulate = out is not None
     if out is None:
         out = torch.empty_like(x)
-    ops.silu_grad(x=x, grad=grad, out=out, accumulate=int(accumulate))
+    _call("silu_grad", x=x, grad=grad, out=out, accumulate=int(accumulate))
     return out
 
 
