@@ -2,8 +2,8 @@
 
 The kernels are plain C++ with OpenMP and no PyTorch headers: they take data
 pointers, so one ``g++`` call builds them (every spline order from 0 to MAX_ORDER,
-float and double), without PyTorch's headers, whose parsing would add far more to the
-build than the kernels themselves. They are built on first use, or ahead of it by
+float and double), without PyTorch's headers, whose parsing lengthens the build, and
+without a tie to the installed torch's C++ ABI, so that a torch upgrade needs no rebuild. They are built on first use, or ahead of it by
 ``python -m kan.native build``, into a cache folder (``$KAN_NATIVE_CACHE``, else
 ``$XDG_CACHE_HOME/kan-harness`` or ``~/.cache/kan-harness``), one file per source,
 compiler, flags and CPU, with its sha256 beside it. They are loaded with ``ctypes``
@@ -39,7 +39,10 @@ whose Python autograd and mutation wrappers cost several times the dispatch itse
 every call (the C++ work of a small layer is of the same order); ``register_fake``
 gives each one its shape checks for fake tensors and ``torch.compile``, and
 ``torch.library.opcheck`` checks them (tests/test_native.py). The Python functions
-below allocate the outputs and call the operators by keyword.
+below allocate the outputs and call the operators by keyword: through the dispatcher
+where torch.compile, export or a dispatch mode (fake tensors) may be watching, else
+straight into the operator's implementation, the same checks and C call without the
+dispatcher's cost per call.
 """
 
 from __future__ import annotations
@@ -720,7 +723,18 @@ if __name__ != "__main__":
 
 def _self_test() -> str | None:
     """Every kernel against the PyTorch formulas of kan.fast on a tiny input, in float32 and
-    float64, on a uniform and an uneven grid: what differs, or None."""
+    float64, on a uniform and an uneven grid: what differs, or None. On one thread: waking
+    a team of threads for inputs this small would cost more than the work, on a busy machine
+    far more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _compare_with_pytorch()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_with_pytorch() -> str | None:
     from kan.fast import knot_geometry, local_b_splines
 
     generator = torch.Generator().manual_seed(0)

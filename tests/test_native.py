@@ -11,6 +11,7 @@ grid, and NaN. The build and its fallback are checked in subprocesses.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import os
 import re
@@ -674,3 +675,19 @@ def test_any_thread_count_is_clamped_in_cpp(threads):
     y = torch.empty(100_000)
     native._load()["silu", torch.float32](x.data_ptr(), 100_000 if x.numel() >= 100_000 else x.numel(), y.data_ptr(),
                                          threads)
+
+
+def test_the_python_functions_take_fake_tensors_through_the_operators():
+    grid, g = geometry_for((5, 4, 3, True), torch.float32)
+    x = inputs(grid, 9, seed=13)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = dataclasses.replace(g, **{f.name: mode.from_tensor(getattr(g, f.name))
+                                         for f in dataclasses.fields(g) if isinstance(getattr(g, f.name), torch.Tensor)})
+        x_fake, table = mode.from_tensor(x), torch.empty(5, g.coeff, 6)
+        out, spans = native.gather_forward(x_fake, table, fake, save=True)
+        assert out.shape == (9, 6) and spans.span.dtype == torch.int16
+        grad_w, grad_s = native.gather_weight_grads(None, torch.empty(9, 6), fake, torch.empty(6, 5, g.coeff),
+                                                    torch.empty(6, 5), saved=spans)
+        assert grad_w.shape == (6, 5, g.coeff) and grad_s.shape == (6, 5)
+        with pytest.raises(ValueError, match="table must be"):
+            native.gather_forward(x_fake, torch.empty(5, g.coeff + 1, 6), fake)
