@@ -262,8 +262,8 @@ inline typename Simd<T>::V gather_knots(const T* knots, int64_t stride, typename
 }
 
 // knots[index[l]] for index[l] in [0, kSharedKnots), from a table held in registers: two
-// in-register permutes and a blend where the CPU has AVX2 and T is float (measured: the
-// gather instruction was a fifth of the basis evaluation's time), else gather_knots.
+// in-register permutes and a blend where the CPU has AVX2 and T is float (the gather
+// instruction is a large share of the basis evaluation's time), else gather_knots.
 template <typename T>
 inline typename Simd<T>::V knot_lookup(const T* knots, typename Simd<T>::VI index) {
 #if defined(__AVX2__)
@@ -354,9 +354,8 @@ __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, cons
 // Then the span is the truncated knot coordinate and the rest is lane_bases' arithmetic
 // without its clamps, so the results are the same bit for bit. Returns false, with
 // nothing computed that counts, where any lane is not such an input: lane_bases takes
-// the vector. (Measured, grid 5, uniform inputs in the grid: the basis evaluation alone
-// 25-28% faster on one thread; the gather forward at [784, 64] 5-7%, at [64, 10] 9-10%,
-// the [64, 10] input gradient 6-8%, on two.)
+// the vector. Most inputs of a trained layer lie inside its grid, so most vectors take
+// this shorter path.
 template <typename T, int K, bool Column>
 __attribute__((always_inline)) inline bool interior_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t j,
                                                           typename Simd<T>::V& span, typename Simd<T>::V& inv_step,
@@ -500,9 +499,8 @@ inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, 
 }
 
 // Table bytes per block of the sample-major kernels: half of a 32 KB L1 data cache, so
-// that the block's rows, the tile and the sample's outputs all stay in it (measured at
-// [784, 64], grid 5, 2 threads, against 128 KB blocks that lived in L2: forward 2-12%
-// and input gradient 14-16% faster; 32 KB blocks 4% slower than 16 KB).
+// that the block's rows, the tile and the sample's outputs all stay in it (blocks that
+// live in L2 are slower, and so are blocks of the whole L1).
 constexpr int64_t kBlockBytes = 16 << 10;
 
 // Features per block of the sample-major kernels, so that a block's coeff * out table
@@ -668,15 +666,14 @@ void silu_grad(const T* x, const T* grad, int64_t n, T* out, bool accumulate, in
 // How many samples ahead sample_major prefetches its strip of x, at least. A block's strip
 // of a row of x is a few cache lines, one row of x apart from the next sample's: a stride
 // the hardware does not follow, so without it every strip is a miss past the core's
-// caches (measured: it took about half the basis evaluation's time in the forward).
+// caches, which would cost more than the basis evaluation itself.
 constexpr int64_t kAheadSamples = 4;
 
 // Samples per group when gather_forward saves spans: a group's tiles are all evaluated
 // before any is used, so that their coordinates and spans go to the feature-major saved
 // arrays a vector of 8 samples per store (save_spans) rather than one value per store
-// (measured at [784, 64], grid 5, 2 threads: the saving forward 3-6% faster, [64, 10]
-// 20%; without saving, groups made the forward and the input gradient 3-7% slower,
-// so those take one sample at a time).
+// (without saving, groups make the forward and the input gradient slower, so those
+// take one sample at a time).
 constexpr int64_t kSaveGroup = 8;
 
 // The sample-major loop of the gather kernels: features in blocks (feature_block), and
@@ -780,8 +777,8 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
 template <int K>
 constexpr int kPartitionBasis = K / 2;
 
-// How far ahead bucket_rows prefetches grad_out rows (measured: 8 samples, about 10% off the
-// single-thread table gradient; order[] carries that many padding entries).
+// How far ahead bucket_rows prefetches grad_out rows, far enough to hide a miss past the
+// core's caches (order[] carries that many padding entries).
 constexpr int32_t kPrefetch = 8;
 
 // One feature's table gradient over one chunk of outputs, its samples grouped by knot
@@ -817,9 +814,8 @@ inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* orde
             // values here): basis E's sum is the rows' plain sum less the others' sums, one
             // addition in place of a multiply-add per vector and sample, on the adders the
             // multiply-adds leave idle. The span's sums start from 0 and are added to the
-            // rows at its end. Measured at [784, 64]: table gradient 5-7% faster on one
-            // thread, 3% on two; max error against float64, relative to the largest
-            // gradient, 6.0e-7 against 7.9e-7 before.
+            // rows at its end. The subtraction loses no accuracy against float64: the
+            // middle basis is the largest, so it cancels least (kPartitionBasis).
             constexpr int E = kPartitionBasis<K>;
             V c[K + 1][NV];
             for (int d = 0; d <= K; ++d)
@@ -927,7 +923,7 @@ struct TableGrad {
 // Features whose table-gradient rows gather_table_grad holds before it writes their weights'
 // gradients: for each output, the features' (feature, coefficient) gradients are then one
 // contiguous run of the (out, in, coeff) weight layout, rather than one feature's few
-// values a whole output's stride apart (measured: that write took 15% of the kernel).
+// values a whole output's stride apart, a scattered write the size of the kernel's output.
 constexpr int64_t kWeightBlock = 8;
 
 // spline_grads for the features [i0, i1) of a G whose outputs are contiguous, read at
@@ -940,8 +936,7 @@ void spline_grads_run(const T* G, int64_t si, int64_t sc, const T* w, const T* s
 #if defined(__AVX2__)
     // float with 8 coefficients (grid 5, order 3) and G's outputs in runs of 8: 8 outputs
     // by 8 coefficients at a time, transposed in registers, so that G, w and grad_w move
-    // a vector at a time (measured: the scalar loop below took 8-9 cycles a gradient;
-    // with this, the [784, 64] table gradient is 2-7% faster).
+    // a vector at a time rather than in the scalar loop below, several cycles a gradient.
     if constexpr (sizeof(T) == 4) {
         if (C == 8) {
             for (; o_done + 8 <= O; o_done += 8) {
@@ -1157,28 +1152,6 @@ void dense_bases(const Geometry<T>& g, const T* x, const T* base, int64_t rows, 
     }
 }
 
-// grad_x[r, i] = sum over the local bases c of grad_cells[r, c, i] * d basis_c / dx, for
-// the dense product's backward; grad_cells (rows, coeff + 1, in), the last row the base's.
-template <typename T, int K>
-void dense_input_grad(const Geometry<T>& g, const T* x, const T* grad_cells, int64_t rows, T* grad_x, int threads) {
-    const int64_t I = g.in_features, width = g.coeff + 1;
-#pragma omp parallel num_threads(threads)
-    {
-        Tile<T> tile(I, K, true);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            tile_bases<T, K>(g, x + r * I, 0, I, tile, true);
-            const int64_t s = tile.stride;
-            const T* cells = grad_cells + r * width * I;
-            for (int64_t i = 0; i < I; ++i) {
-                T total = T(0);
-                for (int d = 0; d <= K; ++d) total += tile.slope[d * s + i] * cells[int64_t(tile.row[d * s + i]) * I + i];
-                grad_x[r * I + i] = total;
-            }
-        }
-    }
-}
-
 // ----------------------------------------------------------------- weights
 
 // The scaled spline weights written into a kernel's layout: dst[o * so + i * si + c * sc]
@@ -1198,7 +1171,7 @@ void scale_spline(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, 
     // float with 8 coefficients (grid 5, order 3) into the gather table (so == 1): a thread
     // takes a feature, and for 8 outputs at a time reads their 8 coefficients, scales them
     // and turns the 8 x 8 block round in registers into 8 vector stores, one per
-    // coefficient run (measured at [784, 64]: 0.21 -> 0.10 ms, 2 threads).
+    // coefficient run, rather than 8 strided scalar stores per output.
     if constexpr (sizeof(T) == 4) {
         if (so == 1 && C == 8) {
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -1331,8 +1304,19 @@ KAN_KERNEL(GatherForward, gather_forward)
 KAN_KERNEL(GatherTableGrad, gather_table_grad)
 KAN_KERNEL(GatherInputGrad, gather_input_grad)
 KAN_KERNEL(DenseBases, dense_bases)
-KAN_KERNEL(DenseInputGrad, dense_input_grad)
 KAN_KERNEL(LocalBases, local_bases)
+
+// The team for a caller's thread count: at least one thread, and no more than OpenMP
+// would run anyway (the larger of the processors and its own limit, which torch sets),
+// so that no count passed in asks the runtime for an absurd team.
+int team(int threads) {
+#if defined(_OPENMP)
+    const int most = std::max(omp_get_num_procs(), omp_get_max_threads());
+#else
+    const int most = 1;
+#endif
+    return std::max(1, std::min(threads, most));
+}
 
 }  // namespace
 
@@ -1342,53 +1326,49 @@ KAN_KERNEL(LocalBases, local_bases)
 #define KAN_GEOMETRY(T) \
     with_shared_knots(Geometry<T>{in_features, order, knots - 1 - order, knots, knots_ext, knots_padded, origin, inv_step})
 
-#define KAN_EXPORT(T, suffix)                                                                                       \
+#define KAN_EXPORT(T, suffix)                                                                                        \
     extern "C" int kan_max_order_##suffix() { return kMaxOrder; }                                                    \
-    extern "C" void kan_gather_forward_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, const T* table,    \
-                                                int64_t out, T* result, T* saved_u, int16_t* saved_span,            \
-                                                int threads) {                                                      \
+    extern "C" void kan_gather_forward_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, const T* table,     \
+                                                int64_t out, T* result, T* saved_u, int16_t* saved_span,             \
+                                                int threads) {                                                       \
         dispatch<T, GatherForward>(order, KAN_GEOMETRY(T), x, batch, table, out, result, saved_u, saved_span,        \
-                                   threads);                                                                        \
-    }                                                                                                               \
-    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* saved_u,              \
-                                                   const int16_t* saved_span, int64_t batch, const T* grad_out,     \
-                                                   int64_t out, T* grad_table, const T* w, const T* scaler,         \
-                                                   T* grad_w, T* grad_scaler, int threads) {                        \
-        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, saved_u, saved_span, batch, grad_out, out,          \
-                                     TableGrad<T>{grad_table, w, scaler, grad_w, grad_scaler}, threads);             \
-    }                                                                                                               \
-    extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                 \
-                                                   const T* table, const T* grad_out, int64_t out, T* grad_x,       \
-                                                   int threads) {                                                   \
-        dispatch<T, GatherInputGrad>(order, KAN_GEOMETRY(T), x, batch, table, grad_out, out, grad_x, threads);       \
-    }                                                                                                               \
-    extern "C" void kan_dense_bases_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* base, int64_t rows,         \
-                                             T* result, int threads) {                                              \
-        dispatch<T, DenseBases>(order, KAN_GEOMETRY(T), x, base, rows, result, threads);                             \
-    }                                                                                                               \
-    extern "C" void kan_dense_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* grad_cells,            \
-                                                  int64_t rows, T* grad_x, int threads) {                           \
-        dispatch<T, DenseInputGrad>(order, KAN_GEOMETRY(T), x, grad_cells, rows, grad_x, threads);                   \
-    }                                                                                                               \
-    extern "C" void kan_local_bases_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, int64_t* first,       \
-                                             T* value, T* slope, int threads) {                                     \
-        dispatch<T, LocalBases>(order, KAN_GEOMETRY(T), x, batch, first, value, slope, threads);                     \
+                                   team(threads));                                                                   \
+    }                                                                                                                \
+    extern "C" void kan_gather_table_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* saved_u,               \
+                                                   const int16_t* saved_span, int64_t batch, const T* grad_out,      \
+                                                   int64_t out, T* grad_table, const T* w, const T* scaler,          \
+                                                   T* grad_w, T* grad_scaler, int threads) {                         \
+        dispatch<T, GatherTableGrad>(order, KAN_GEOMETRY(T), x, saved_u, saved_span, batch, grad_out, out,           \
+                                     TableGrad<T>{grad_table, w, scaler, grad_w, grad_scaler}, team(threads));       \
+    }                                                                                                                \
+    extern "C" void kan_gather_input_grad_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch,                  \
+                                                   const T* table, const T* grad_out, int64_t out, T* grad_x,        \
+                                                   int threads) {                                                    \
+        dispatch<T, GatherInputGrad>(order, KAN_GEOMETRY(T), x, batch, table, grad_out, out, grad_x, team(threads)); \
+    }                                                                                                                \
+    extern "C" void kan_dense_bases_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, const T* base, int64_t rows,          \
+                                             T* result, int threads) {                                               \
+        dispatch<T, DenseBases>(order, KAN_GEOMETRY(T), x, base, rows, result, team(threads));                       \
+    }                                                                                                                \
+    extern "C" void kan_local_bases_##suffix(KAN_GEOMETRY_ARGS(T), const T* x, int64_t batch, int64_t* first,        \
+                                             T* value, T* slope, int threads) {                                      \
+        dispatch<T, LocalBases>(order, KAN_GEOMETRY(T), x, batch, first, value, slope, team(threads));               \
     }
 
-#define KAN_EXPORT_WEIGHTS(T, suffix)                                                                              \
-    extern "C" void kan_scale_spline_##suffix(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst,     \
-                                              int64_t so, int64_t si, int64_t sc, int threads) {                    \
-        scale_spline(w, scaler, O, I, C, dst, so, si, sc, threads);                                                   \
-    }                                                                                                               \
-    extern "C" void kan_silu_##suffix(const T* x, int64_t n, T* y, int threads) { silu(x, n, y, threads); }      \
-    extern "C" void kan_silu_grad_##suffix(const T* x, const T* grad, int64_t n, T* out, int accumulate,          \
-                                           int threads) {                                                        \
-        silu_grad(x, grad, n, out, accumulate != 0, threads);                                                     \
-    }                                                                                                               \
+#define KAN_EXPORT_WEIGHTS(T, suffix)                                                                                \
+    extern "C" void kan_scale_spline_##suffix(const T* w, const T* scaler, int64_t O, int64_t I, int64_t C, T* dst,  \
+                                              int64_t so, int64_t si, int64_t sc, int threads) {                     \
+        scale_spline(w, scaler, O, I, C, dst, so, si, sc, team(threads));                                            \
+    }                                                                                                                \
+    extern "C" void kan_silu_##suffix(const T* x, int64_t n, T* y, int threads) { silu(x, n, y, team(threads)); }    \
+    extern "C" void kan_silu_grad_##suffix(const T* x, const T* grad, int64_t n, T* out, int accumulate,             \
+                                           int threads) {                                                            \
+        silu_grad(x, grad, n, out, accumulate != 0, team(threads));                                                  \
+    }                                                                                                                \
     extern "C" void kan_spline_grads_##suffix(const T* G, int64_t so, int64_t si, int64_t sc, const T* w,            \
                                               const T* scaler, int64_t O, int64_t I, int64_t C, T* grad_w,           \
                                               T* grad_scaler, int threads) {                                         \
-        spline_grads(G, so, si, sc, w, scaler, O, I, C, grad_w, grad_scaler, threads);                               \
+        spline_grads(G, so, si, sc, w, scaler, O, I, C, grad_w, grad_scaler, team(threads));                         \
     }
 
 KAN_EXPORT_WEIGHTS(float, f32)

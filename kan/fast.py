@@ -16,7 +16,8 @@ feature by the Cox-de Boor recursion over the whole knot vector. Only
 
 Two contractions turn local bases into outputs, chosen by the number of
 coefficients per feature (measured crossovers, ``NATIVE_GATHER_MIN_COEFF`` and
-``GATHER_MIN_COEFF``; ``python -m benchmarks.fast_kan_crossover`` measures them):
+``GATHER_MIN_COEFF``; ``python -m benchmarks.studies.crossover`` measures them), or
+by the layer's ``contraction`` option (``"auto"``, ``"dense"``, ``"gather"``):
 
 * dense (small grids): the layer's combined spline + base product
   ``[bases(x), silu(x)] @ [scaled spline weights; base weights]``, one matrix
@@ -36,6 +37,9 @@ from those sums); the default SiLU base activation in C++ as well. Elsewhere (CU
 MPS, or no compiler) PyTorch: on a uniform grid one float-only expression per chunk,
 fused by ``torch.compile`` where that is on (eagerly otherwise), on other grids the
 exact local bases scattered; the gather as an ``embedding_bag`` with per-sample weights.
+The layer's ``backend`` option chooses: ``"auto"`` (the default) the C++ kernels where
+they are available and take the tensor, else PyTorch; ``"native"`` the C++ kernels or
+an error saying why they cannot run; ``"torch"`` PyTorch.
 
 All of them run inside custom autograd functions that save the input (and the
 combined weights, or the base activation) and recompute the bases in backward,
@@ -46,6 +50,7 @@ only the weights need gradients.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -61,9 +66,11 @@ from kan import native
 from kan.reference import KAN, KANLinear, b_splines, check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
-# Contraction crossovers: the gather contraction is used from this many coefficients
-# per feature (grid_size + spline_order) on; below it the dense product. Measured
-# apart for the PyTorch paths and for the C++ kernels (python -m benchmarks.fast_kan_crossover).
+# Contraction crossovers of contraction="auto": the gather contraction is used from this
+# many coefficients per feature (grid_size + spline_order) on; below it the dense product.
+# Measured apart for the PyTorch paths and for the C++ kernels
+# (python -m benchmarks.studies.crossover). Read-only defaults: a layer's ``contraction``
+# option forces either contraction.
 GATHER_MIN_COEFF = 24
 NATIVE_GATHER_MIN_COEFF = 5
 # Bytes of dense basis per row chunk on the CPU: small enough to stay in the last-level
@@ -72,6 +79,16 @@ CHUNK_BYTES = 4 << 20
 # Features per block in the gather forward: a block's coefficient rows stay in cache
 # while every sample of the batch reads them.
 GATHER_BLOCK_FEATURES = 16
+# The layers' choices (constructor options of FastBSplineKANLinear and FastBSplineKAN).
+BACKENDS = ("auto", "native", "torch")
+CONTRACTIONS = ("auto", "dense", "gather")
+
+
+def check_choice(option: str, value: str, valid: Sequence[str]) -> str:
+    """``value`` if it is one of ``valid``; a one-line ValueError naming them otherwise."""
+    if value not in valid:
+        raise ValueError(f"{option} must be one of {', '.join(valid)}; got {value!r}")
+    return value
 
 
 def gather_min_coeff(native_kernels: bool) -> int:
@@ -543,19 +560,16 @@ def _chunk_rows(x: torch.Tensor, width: int) -> int:
     return max(8, min(x.size(0), CHUNK_BYTES // max(1, width * x.element_size())))
 
 
-def _native_silu(activation: torch.nn.Module, x: torch.Tensor) -> bool:
-    """Whether the base activation is SiLU (the default) and the C++ kernels take x."""
-    return type(activation) is torch.nn.SiLU and native.takes(x)
-
-
 def _activate(activation: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """activation(x), no autograd; SiLU by the C++ kernel where it takes x."""
-    return native.silu(x) if _native_silu(activation, x) else activation(x)
+    """activation(x), no autograd, on the C++ paths: SiLU (the default) by the C++ kernel."""
+    return native.silu(x) if type(activation) is torch.nn.SiLU else activation(x)
 
 
-def _base_and_grad(activation: torch.nn.Module, x: torch.Tensor, grad_base: torch.Tensor) -> torch.Tensor:
-    """d(activation(x))/dx applied to ``grad_base``, for any activation module."""
-    if _native_silu(activation, x):
+def _base_and_grad(activation: torch.nn.Module, x: torch.Tensor, grad_base: torch.Tensor,
+                   native_kernels: bool) -> torch.Tensor:
+    """d(activation(x))/dx applied to ``grad_base``, for any activation module; SiLU by the
+    C++ kernel on the C++ paths."""
+    if native_kernels and type(activation) is torch.nn.SiLU:
         return native.silu_grad(x, grad_base)
     with torch.enable_grad():
         leaf = x.detach().requires_grad_()
@@ -637,7 +651,7 @@ class DenseSplineProduct(torch.autograd.Function):
                 with region(BASIS):
                     grad = _local_input_grad(xc, grad_chunk[:, : g.coeff], g)
                 with region(BASE_BRANCH):
-                    grad += _base_and_grad(ctx.activation, xc, grad_chunk[:, g.coeff])
+                    grad += _base_and_grad(ctx.activation, xc, grad_chunk[:, g.coeff], False)
                 grad_x[start : start + rows] = grad
         return grad_x, grad_w, None, None
 
@@ -794,11 +808,6 @@ class GatherSplineProduct(torch.autograd.Function):
 # the C++ writes straight from vector registers; the gather table is (in, coeff, out).
 
 
-def _native(x: torch.Tensor, geometry: KnotGeometry) -> bool:
-    """Whether the C++ kernels take this input (CPU, float32/float64, built, an order they handle)."""
-    return native.supports(x, geometry.order)
-
-
 def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
     """What a native product's backward reads besides its saved tensors; inputs 1 and 2 are
     spline_weight and its scaler."""
@@ -896,7 +905,7 @@ class NativeDenseProduct(torch.autograd.Function):
             with region(BASIS):
                 grad_x = native.gather_input_grad(x, table, grad_out, g)
             with region(BASE_BRANCH):
-                grad_x += _base_and_grad(ctx.activation, x, grad_out @ weight[:, g.coeff])
+                grad_x += _base_and_grad(ctx.activation, x, grad_out @ weight[:, g.coeff], True)
         return grad_x, grad_spline, grad_scaler, grad_base_weight, None, None
 
 
@@ -912,9 +921,7 @@ class NativeGatherProduct(torch.autograd.Function):
     the table only where the input's gradient is wanted. On a uniform grid, when the spline weights need gradients,
     the forward also saves each input's knot span and local coordinate
     (``native.SavedSpans``, 6 bytes per float32 input), so that backward does not find
-    them again. Measured at [784, 64], grid 5: the table gradient 20-30% faster, the two
-    kernels together 4-10% faster; saving, allocations included, costs the forward kernel
-    8-10% (``native.gather_forward`` with and without ``save``, interleaved).
+    them again: the table gradient then gains more than saving costs the forward.
     """
 
     @staticmethod
@@ -961,7 +968,7 @@ class NativeGatherProduct(torch.autograd.Function):
             with region(BASIS):
                 grad_x = native.gather_input_grad(x, table, grad_out, g)
             with region(BASE_BRANCH):
-                grad_x += _base_and_grad(ctx.activation, x, grad_out @ base_weight)
+                grad_x += _base_and_grad(ctx.activation, x, grad_out @ base_weight, True)
         return grad_x, grad_spline, grad_scaler, grad_base_weight, None, None
 
 
@@ -974,8 +981,43 @@ class FastBSplineKANLinear(KANLinear):
     Construction, ``update_grid``, ``curve2coeff``, ``regularization_loss`` and the
     dense ``b_splines`` are the reference's own; only ``forward`` differs, and it too is
     the reference's on an input with NaN or inf (whose pattern of NaN and inf in outputs
-    and gradients the local bases would not reproduce) or with no rows.
+    and gradients the local bases would not reproduce) or with no rows. Two options
+    choose how forward computes, and are not part of the state dict:
+
+    * ``backend``: ``"auto"`` (default) the C++ kernels of ``kan.native`` where they are
+      available (built, not turned off by ``KAN_NATIVE=0``) and take the input (CPU,
+      float32/float64, spline order up to ``native.MAX_ORDER``), else PyTorch;
+      ``"native"`` the C++ kernels, or a ValueError saying why they cannot run;
+      ``"torch"`` PyTorch (as on CUDA or without a compiler).
+    * ``contraction``: ``"auto"`` (default) dense below the backend's crossover
+      (``NATIVE_GATHER_MIN_COEFF`` or ``GATHER_MIN_COEFF`` coefficients per feature),
+      gather from it on; ``"dense"`` or ``"gather"`` that contraction at any grid.
     """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
+        grid_eps: float = 0.02,
+        grid_range: Sequence[float] = (-1, 1),
+        backend: str = "auto",
+        contraction: str = "auto",
+    ):
+        check_choice("backend", backend, BACKENDS)
+        check_choice("contraction", contraction, CONTRACTIONS)
+        super().__init__(in_features, out_features, grid_size, spline_order, scale_noise, scale_base, scale_spline,
+                         enable_standalone_scale_spline, base_activation, grid_eps, grid_range)
+        self.backend, self.contraction = backend, contraction
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}, contraction={self.contraction!r}"
 
     def knot_geometry(self) -> KnotGeometry:
         """The grid's analysis, recomputed whenever the grid buffer changes.
@@ -998,15 +1040,35 @@ class FastBSplineKANLinear(KANLinear):
         self.__dict__["_knot_cache"] = (grid, key, grid.clone(), geometry)
         return geometry
 
+    def uses_native(self, x: torch.Tensor) -> bool:
+        """Whether forward on a tensor like ``x`` runs the C++ kernels (see ``backend``)."""
+        if self.backend == "torch":
+            return False
+        if native.supports(x, self.spline_order):
+            return True
+        if self.backend == "native":
+            raise ValueError(f"backend='native' cannot run here: {self._why_not_native(x)}; "
+                             "use backend='auto' or 'torch'")
+        return False
+
+    def _why_not_native(self, x: torch.Tensor) -> str:
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            return f"the C++ kernels take float32 or float64 CPU tensors, not {x.dtype} on {x.device.type}"
+        if not native.available():
+            return f"the C++ kernels are unavailable ({native.error()})"
+        return f"the C++ kernels take spline orders 0 to {native.MAX_ORDER}, not {self.spline_order}"
+
     def uses_gather(self) -> bool:
         """Whether forward contracts by gathering coefficient rows (large grids) or densely.
 
-        The crossover is that of the path this layer's tensors take: the C++ kernels on
-        the CPU where they build, else the PyTorch paths.
+        ``contraction`` if it names one; else the crossover of the path this layer's
+        tensors take: the C++ kernels on the CPU where they build, else the PyTorch paths.
         """
-        return self._gathers(native.supports(self.grid, self.spline_order))
+        return self._gathers(self.uses_native(self.grid))
 
     def _gathers(self, native_kernels: bool) -> bool:
+        if self.contraction != "auto":
+            return self.contraction == "gather"
         return self.grid_size + self.spline_order >= gather_min_coeff(native_kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -1017,7 +1079,7 @@ class FastBSplineKANLinear(KANLinear):
         original_shape = x.shape
         x = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry()
-        native_kernels = _native(x, geometry)
+        native_kernels = self.uses_native(x)
         gather = self._gathers(native_kernels)
         if native_kernels:
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
@@ -1037,9 +1099,32 @@ class FastBSplineKANLinear(KANLinear):
 
 
 class FastBSplineKAN(KAN):
-    """``KAN`` built from ``FastBSplineKANLinear`` layers: same options, state dict and seed behaviour."""
+    """``KAN`` built from ``FastBSplineKANLinear`` layers: same options, state dict and seed
+    behaviour, plus the layers' ``backend`` and ``contraction`` (see FastBSplineKANLinear)."""
 
     layer_class = FastBSplineKANLinear
+
+    def __init__(
+        self,
+        layers_hidden: Sequence[int],
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
+        grid_eps: float = 0.02,
+        grid_range: Sequence[float] = (-1, 1),
+        backend: str = "auto",
+        contraction: str = "auto",
+    ):
+        check_choice("backend", backend, BACKENDS)
+        check_choice("contraction", contraction, CONTRACTIONS)
+        # every layer built with this model's choices (an instance attribute over the class's)
+        self.layer_class = functools.partial(FastBSplineKANLinear, backend=backend, contraction=contraction)
+        super().__init__(layers_hidden, grid_size, spline_order, scale_noise, scale_base, scale_spline,
+                         enable_standalone_scale_spline, base_activation, grid_eps, grid_range)
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -1047,7 +1132,7 @@ class FastBSplineKAN(KAN):
 
 def layer_forward_flops(
     in_features: int, out_features: int, batch: int, grid_size: int, spline_order: int, scaled: bool = True,
-    native_kernels: bool | None = None,
+    native_kernels: bool | None = None, contraction: str = "auto",
 ) -> int:
     """FLOPs of one ``FastBSplineKANLinear.forward`` on ``batch`` rows (kan.zoo's convention).
 
@@ -1057,10 +1142,10 @@ def layer_forward_flops(
     and a scale: 5 per basis); the base branch (SiLU, 4 per element); the scaler
     multiply; then the contraction: dense, one (batch, in * (coeff + 1)) x
     (in * (coeff + 1), out) product, or gathered, ``spline_order + 1`` multiply-adds
-    per input, output and sample plus the base product. Which contraction is that of
-    ``native_kernels`` (the C++ kernels or the PyTorch paths); None: the one a float32
-    CPU input takes in this process (the C++ kernels where they are on and can build;
-    counting does not build them).
+    per input, output and sample plus the base product. Which contraction is
+    ``contraction``'s, or with "auto" that of ``native_kernels`` (the C++ kernels or the
+    PyTorch paths); None: the one a float32 CPU input takes in this process (the C++
+    kernels where they are on and can build; counting does not build them).
     """
     b, i, o = batch, in_features, out_features
     coeff = grid_size + spline_order
@@ -1069,7 +1154,8 @@ def layer_forward_flops(
     scaler = o * i * coeff if scaled else 0
     if native_kernels is None:
         native_kernels = native.expected() and spline_order <= native.MAX_ORDER
-    if coeff >= gather_min_coeff(native_kernels):
+    gather = contraction == "gather" if contraction != "auto" else coeff >= gather_min_coeff(native_kernels)
+    if gather:
         product = 2 * b * i * (spline_order + 1) * o + 2 * b * i * o + b * o
     else:
         product = 2 * b * i * (coeff + 1) * o
@@ -1077,9 +1163,14 @@ def layer_forward_flops(
 
 
 def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 5, spline_order: int = 3,
-                  enable_standalone_scale_spline: bool = True, **_unused) -> int:
+                  enable_standalone_scale_spline: bool = True, backend: str = "auto", contraction: str = "auto",
+                  **_unused) -> int:
     """FLOPs of one ``FastBSplineKAN.forward`` on ``batch`` rows; options that do not change the count are ignored."""
+    check_choice("backend", backend, BACKENDS)
+    check_choice("contraction", contraction, CONTRACTIONS)
+    native_kernels = {"auto": None, "native": True, "torch": False}[backend]
     return sum(
-        layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline)
+        layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline, native_kernels,
+                            contraction)
         for i, o in zip(widths, widths[1:])
     )

@@ -1,32 +1,67 @@
-"""Build, load and call the fast KAN's CPU kernels (``kan/_native.cpp``).
+"""Build, check, load and call the fast KAN's CPU kernels (``kan/_native.cpp``).
 
 The kernels are plain C++ with OpenMP and no PyTorch headers: they take data
 pointers, so one ``g++`` call builds them (every spline order from 0 to MAX_ORDER,
-float and double: 25 to 40 s on a 2-core machine), on first use, into a cache
-folder (``$KAN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/kan-harness`` or
-``~/.cache/kan-harness``), keyed by the source, the compiler, its flags and the CPU.
-They are loaded with ``ctypes`` after ``torch``, so they share the OpenMP runtime that
-``torch`` loaded and its thread pool.
+float and double), without PyTorch's headers, whose parsing lengthens the build, and
+without a tie to the installed torch's C++ ABI, so that a torch upgrade needs no rebuild. They are built on first use, or ahead of it by
+``python -m kan.native build``, into a cache folder (``$KAN_NATIVE_CACHE``, else
+``$XDG_CACHE_HOME/kan-harness`` or ``~/.cache/kan-harness``), one file per source,
+compiler, flags and CPU, with its sha256 beside it. They are loaded with ``ctypes``
+after ``torch``, so they share the OpenMP runtime that ``torch`` loaded and its thread
+pool. ``python -m kan.native status`` says where the library is and whether it is
+current and sound.
 
-``available()`` says whether they can be used: they are off where no C++ compiler
-is found, where the build fails (a warning says why, once), or when
-``KAN_NATIVE=0`` or ``set_enabled(False)`` turns them off; callers then take the
-PyTorch paths in ``kan.fast``, which compute the same function.
+Before a cached library is loaded (``dlopen`` runs its constructors), the cache folder
+and the file must belong to this user and be writable by nobody else, and the file must
+match its recorded checksum; after loading, a self-test compares every kernel with the
+PyTorch formulas on a tiny input. A library that fails is removed and rebuilt once. A
+folder that is not private is refused with a warning, and the library is built into a
+fresh private temporary folder instead. A build that outlasts
+``$KAN_NATIVE_BUILD_TIMEOUT`` seconds (default 300) is stopped. Whenever the kernels
+cannot be used, one warning says why and callers take the PyTorch paths in ``kan.fast``,
+which compute the same function. ``KAN_NATIVE=0``, read once at import, turns them off.
+``KAN_NATIVE_SANITIZE=1`` builds them with AddressSanitizer and UBSan (a separate cache
+entry; run Python with the ASan runtime preloaded, as ``tests/sanitize.sh`` does).
+
+Each kernel is a PyTorch operator ``kan_native::<kernel>``, declared once in
+:data:`KERNELS`: the C parameters in order, from which both the ``ctypes`` argument
+types and the operator's schema are derived. Pointers become tensors (``const`` ones
+inputs, the others written in place), sizes and strides are derived from the tensors'
+shapes, and every call checks dtypes, shapes and contiguity before a pointer reaches
+C++, so a wrong call is a ``ValueError``, not corrupted memory. The operators write
+into tensors their callers allocate (the dense path reuses one cache-sized buffer, the
+weight scaling writes into strided views), so they are out-style and have no autograd
+formula of their own: gradients come from the layers' ``autograd.Function``s in
+``kan.fast``, whose backward passes combine several kernels (the spline weight and
+scaler gradients straight from the gather sums) in ways no per-kernel formula gives.
+They are defined with ``torch.library.Library`` rather than ``torch.library.custom_op``,
+whose Python autograd and mutation wrappers cost several times the dispatch itself on
+every call (the C++ work of a small layer is of the same order); ``register_fake``
+gives each one its shape checks for fake tensors and ``torch.compile``, and
+``torch.library.opcheck`` checks them (tests/test_native.py). The Python functions
+below allocate the outputs and call the operators by keyword: through the dispatcher
+where torch.compile, export or a dispatch mode (fake tensors) may be watching, else
+straight into the operator's implementation, the same checks and C call without the
+dispatcher's cost per call.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -34,21 +69,25 @@ from kan.regions import region
 
 SOURCE = Path(__file__).with_name("_native.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+# The sanitized build keeps -O3: the same code paths and floating-point contractions as the
+# build it checks, so that tests with tight tolerances judge the same arithmetic.
+SANITIZE_FLAGS = ("-O3", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-march=native",
+                  "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 MAX_ORDER = 7  # the highest spline order the kernels are built for (kMaxOrder in _native.cpp)
+BUILD_TIMEOUT = 300.0  # seconds; $KAN_NATIVE_BUILD_TIMEOUT overrides
 _NO = ("0", "false", "no", "off")
+ENABLED = os.environ.get("KAN_NATIVE", "1").lower() not in _NO  # read once: KAN_NATIVE=0 turns the kernels off
 
-_state: dict = {"enabled": os.environ.get("KAN_NATIVE", "1").lower() not in _NO, "library": None, "error": None}
-_lock = threading.Lock()
-
-
-def set_enabled(enabled: bool) -> None:
-    """Turn the C++ kernels on or off for this process (``KAN_NATIVE=0`` starts with them off)."""
-    _state["enabled"] = bool(enabled)
+_state: dict = {"functions": None, "error": None, "path": None, "max_order": MAX_ORDER, "opened": set(),
+               "private": None, "notice": None}
+_lock = threading.RLock()
 
 
-def enabled() -> bool:
-    """Whether the C++ kernels are switched on (they may still be unavailable: see ``available``)."""
-    return bool(_state["enabled"])
+class NativeError(RuntimeError):
+    """Why the kernels cannot be built, loaded or trusted (one line)."""
+
+
+# --------------------------------------------------------------------------- where and how to build
 
 
 def compiler() -> str | None:
@@ -59,12 +98,36 @@ def compiler() -> str | None:
     return None
 
 
+def sanitized() -> bool:
+    """Whether the kernels are built with AddressSanitizer and UBSan (``KAN_NATIVE_SANITIZE=1``)."""
+    return os.environ.get("KAN_NATIVE_SANITIZE", "0").lower() not in _NO
+
+
+def flags() -> tuple[str, ...]:
+    """The compiler flags of this build."""
+    return SANITIZE_FLAGS if sanitized() else FLAGS
+
+
 def cache_dir() -> Path:
-    """Where built libraries are kept."""
+    """Where built libraries are kept (before the privacy check: see ``library_path``)."""
     if os.environ.get("KAN_NATIVE_CACHE"):
         return Path(os.environ["KAN_NATIVE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "kan-harness"
+
+
+def build_timeout() -> float:
+    """Seconds a build may take: ``$KAN_NATIVE_BUILD_TIMEOUT``, else BUILD_TIMEOUT."""
+    text = os.environ.get("KAN_NATIVE_BUILD_TIMEOUT", "")
+    if not text:
+        return BUILD_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise NativeError(f"KAN_NATIVE_BUILD_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _cpu_signature() -> str:
@@ -77,82 +140,233 @@ def _cpu_signature() -> str:
     return "\n".join(sorted(set(wanted)))
 
 
-def _build(cxx: str) -> Path:
-    """Compile the source into the cache (once per source, compiler, flags and CPU); the library's path."""
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), cxx, version, " ".join(FLAGS), platform.machine(), _cpu_signature()]).encode()
-    ).hexdigest()[:16]
-    target = cache_dir() / f"kan_native_{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _run_compiler(arguments: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run the compiler in its own process group, killed whole (driver, cc1plus, ld) on timeout."""
+    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.communicate()
+        raise NativeError(f"{arguments[0]} did not finish within {timeout:g} s "
+                          "(KAN_NATIVE_BUILD_TIMEOUT sets the limit)") from None
+    return subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr)
+
+
+def _key(cxx: str, timeout: float) -> str:
+    """What the library depends on: source, compiler and its version, flags, CPU."""
+    version = _run_compiler([cxx, "--version"], timeout).stdout
+    parts = [SOURCE.read_text(), cxx, version, " ".join(flags()), platform.machine(), _cpu_signature()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _private(folder: Path) -> str | None:
+    """Why ``folder`` is not safe to load code from (not ours, or writable by others), or None."""
+    try:
+        status = folder.stat()
+    except OSError as error:
+        return f"cannot read {folder}: {error.strerror}"
+    if status.st_uid != os.getuid():
+        return f"{folder} belongs to another user"
+    if status.st_mode & 0o022:
+        return f"{folder} is writable by group or others"
+    return None
+
+
+def _temporary_folder() -> Path:
+    """A fresh folder of this process only (mode 0700), removed at exit (a loaded library
+    stays mapped after its file is gone)."""
+    folder = tempfile.mkdtemp(prefix="kan-native-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return Path(folder)
+
+
+def _private_temporary_folder() -> Path:
+    """Where this process builds when the cache folder is refused."""
+    if _state["private"] is None:
+        _state["private"] = _temporary_folder()
+    return _state["private"]
+
+
+def _checksum_path(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(library: Path) -> str | None:
+    """Why ``library`` must not be loaded (not ours, writable by others, checksum), or None."""
+    for path in (library, _checksum_path(library)):
+        try:
+            status = path.stat()
+        except OSError:
+            return f"{path.name} is missing"
+        if status.st_uid != os.getuid() or status.st_mode & 0o022:
+            return f"{path.name} belongs to another user or is writable by others"
+    recorded = _checksum_path(library).read_text().split()
+    if not recorded or recorded[0] != _sha256(library):
+        return f"{library.name} does not match its checksum (truncated or changed)"
+    return None
+
+
+def _remove(library: Path) -> None:
+    for path in (library, _checksum_path(library)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _compile(cxx: str, target: Path, timeout: float) -> None:
+    """Compile the source into ``target``, with its checksum beside it; both by rename, so a
+    reader never sees a partial file, and the checksum before the library it vouches for."""
+    print("kan.native: building kan-fast's C++ kernels, about 30 s, once", file=_state["notice"] or sys.stderr,
+          flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        result = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+        result = _run_compiler([cxx, *flags(), str(SOURCE), "-o", str(built)], timeout)
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             errors = [line for line in lines if "error" in line] or lines or [f"exit {result.returncode}"]
-            raise RuntimeError(f"{cxx} failed: {errors[0]}")
-        os.replace(built, target)  # atomic: a concurrent build of the same key writes the same bytes
-    return target
+            raise NativeError(f"{cxx} failed: {errors[0]}")
+        os.chmod(built, 0o755)
+        checksum = Path(scratch) / "checksum"
+        checksum.write_text(f"{_sha256(built)}  {target.name}\n")
+        os.chmod(checksum, 0o644)
+        os.replace(checksum, _checksum_path(target))
+        os.replace(built, target)
 
 
-_I64, _INT, _PTR = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-_GEOMETRY = [_I64, _INT, _I64, _PTR, _PTR, _PTR, _PTR]
-_SIGNATURES = {
-    "gather_forward": _GEOMETRY + [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _INT],
-    "gather_table_grad": _GEOMETRY + [_PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _INT],
-    "gather_input_grad": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _I64, _PTR, _INT],
-    "dense_bases": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
-    "dense_input_grad": _GEOMETRY + [_PTR, _PTR, _I64, _PTR, _INT],
-    "local_bases": _GEOMETRY + [_PTR, _I64, _PTR, _PTR, _PTR, _INT],
-    "scale_spline": [_PTR, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _INT],
-    "spline_grads": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, _PTR, _PTR, _INT],
-    "silu": [_PTR, _I64, _PTR, _INT],
-    "silu_grad": [_PTR, _PTR, _I64, _PTR, _INT, _INT],
-}
+class Place(NamedTuple):
+    """Where this process's library is: its path, and why the cache folder was refused (or None)."""
+
+    library: Path
+    refused: str | None
 
 
-def _load() -> ctypes.CDLL | None:
-    if _state["library"] is not None or _state["error"] is not None:
-        return _state["library"]
-    with _lock:
-        if _state["library"] is None and _state["error"] is None:
-            cxx = compiler()
-            if cxx is None:
-                _state["error"] = "no C++ compiler found (set CXX or install g++)"
-                return None
+def library_path() -> Place:
+    """The library for this source, compiler, flags and CPU, in the cache folder, or in a
+    private temporary folder when the cache folder is not private (see ``_private``)."""
+    cxx = compiler()
+    if cxx is None:
+        raise NativeError("no C++ compiler found (set CXX or install g++)")
+    key = _key(cxx, build_timeout())
+    folder = cache_dir()
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True, mode=0o700)
+        except OSError as error:
+            raise NativeError(f"cannot create the cache folder {folder}: {error.strerror}") from None
+    refused = _private(folder)
+    if refused is not None:
+        folder = _private_temporary_folder()
+    prefix = "kan_native_asan" if sanitized() else "kan_native"
+    return Place(folder / f"{prefix}_{key}.so", refused)
+
+
+def _dlopen(library: Path) -> ctypes.CDLL:
+    """Load ``library``; a path this process loaded before goes through a fresh copy, since
+    ``dlopen`` of the same path returns the library already loaded."""
+    path = library
+    if str(library) in _state["opened"]:
+        path = _temporary_folder() / library.name
+        shutil.copyfile(library, path)
+    _state["opened"].add(str(path))
+    return ctypes.CDLL(str(path))
+
+
+def _bind(library: ctypes.CDLL) -> dict:
+    """Every kernel's C function for float32 and float64, with its argument types."""
+    functions = {}
+    for name, params in KERNELS.items():
+        argtypes = [_CTYPES[p.c] for p in params]
+        for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):
             try:
-                library = ctypes.CDLL(str(_build(cxx)))
-                for suffix in ("f32", "f64"):
-                    for name, arguments in _SIGNATURES.items():
-                        function = getattr(library, f"kan_{name}_{suffix}")
-                        function.argtypes = arguments
-                        function.restype = None
-                _state["max_order"] = int(library.kan_max_order_f32())
-                _state["library"] = library
-            except (OSError, RuntimeError, AttributeError) as error:
-                _state["error"] = f"{type(error).__name__}: {error}"
+                function = getattr(library, f"kan_{name}_{suffix}")
+            except AttributeError:
+                raise NativeError(f"the library lacks kan_{name}_{suffix}") from None
+            function.argtypes = argtypes
+            function.restype = None
+            functions[name, dtype] = function
+    try:
+        _state["max_order"] = min(MAX_ORDER, int(library.kan_max_order_f32()))
+    except AttributeError:
+        raise NativeError("the library lacks kan_max_order_f32") from None
+    return functions
+
+
+def _open(place: Place) -> dict:
+    """Build if needed, verify, load and self-test the library; remove and rebuild it once
+    if it fails. The bound functions; NativeError naming the cause otherwise."""
+    cxx, timeout = compiler(), build_timeout()
+    library = place.library
+    for attempt in range(2):
+        if not library.exists():
+            _compile(cxx, library, timeout)
+        problem = _verify(library)
+        if problem is None:
+            try:
+                functions = _bind(_dlopen(library))
+                _state["functions"] = functions
+                problem = _self_test()
+                if problem is None:
+                    _state["path"] = library
+                    return functions
+            except (OSError, NativeError, ValueError, RuntimeError) as error:  # a kernel that fails its checks too
+                problem = str(error)
+            _state["functions"] = None
+        if attempt == 1:
+            raise NativeError(f"{library.name} unusable after a rebuild: {problem}")
+        _remove(library)
+    raise AssertionError("unreachable")
+
+
+def _load() -> dict | None:
+    """The kernels' bound functions, building and checking them on the first call; None if
+    they cannot be used (``error()`` says why; one warning said so)."""
+    if _state["functions"] is not None or _state["error"] is not None:
+        return _state["functions"]
+    with _lock:
+        if _state["functions"] is None and _state["error"] is None:
+            try:
+                place = library_path()
+                if place.refused is not None:
+                    warnings.warn(f"kan.native: refusing the cache folder ({place.refused}); "
+                                  f"building into the private folder {place.library.parent}")
+                _state["functions"] = _open(place)
+            except (OSError, NativeError) as error:
+                _state["error"] = str(error) if isinstance(error, NativeError) else f"{type(error).__name__}: {error}"
                 warnings.warn(f"kan.native: C++ kernels unavailable ({_state['error']}); using the PyTorch paths")
-    return _state["library"]
+    return _state["functions"]
 
 
 def available() -> bool:
-    """Whether the C++ kernels are on and built (builds them on the first call)."""
-    return bool(_state["enabled"]) and _load() is not None
+    """Whether the C++ kernels are on, built and sound (builds them on the first call)."""
+    return ENABLED and _load() is not None
 
 
 def expected() -> bool:
     """Whether the kernels are on and should work, without building them: built already, or
     a compiler is there and no build has failed."""
-    if not _state["enabled"] or _state["error"] is not None:
+    if not ENABLED or _state["error"] is not None:
         return False
-    return _state["library"] is not None or compiler() is not None
+    return _state["functions"] is not None or compiler() is not None
 
 
 def error() -> str | None:
     """Why the kernels could not be built or loaded, if they could not."""
+    if not ENABLED:
+        return "turned off by KAN_NATIVE=0"
     return _state["error"]
 
 
@@ -166,47 +380,416 @@ def supports(x: torch.Tensor, order: int) -> bool:
     return takes(x) and 0 <= order <= _state["max_order"]
 
 
-def _call(name: str, dtype: torch.dtype, *arguments) -> None:
-    """Run kernel ``name`` for ``dtype``; labelled ``kan.native::<name>`` in torch.profiler traces."""
-    function = _function(name, dtype)
-    with region(f"kan.native::{name}"):
-        function(*arguments)
+# --------------------------------------------------------------------------- the kernels' signatures
 
 
-def _function(name: str, dtype: torch.dtype):
-    library = _load()
-    if library is None:
-        raise RuntimeError(f"kan.native: C++ kernels unavailable ({_state['error']})")
-    return getattr(library, f"kan_{name}_{'f32' if dtype == torch.float32 else 'f64'}")
+class Param(NamedTuple):
+    """One C parameter of a kernel, in order.
+
+    ``c``: its C type, ``T`` being the kernel's float type. Pointers are tensors of the
+    operator (``const`` ones read, the others written); ``int`` parameters with
+    ``given`` are the operator's integer arguments; other integers are derived by
+    ``rule`` from the arguments (sizes, strides), and ``threads`` is torch's thread
+    count. For tensors, ``rule`` gives the shape they must have; ``strided`` ones may
+    have any strides (the kernel takes them), the others must be contiguous.
+    """
+
+    name: str
+    c: str
+    given: bool = True
+    optional: bool = False
+    rule: Callable[[dict], object] | None = None
+    strided: bool = False
+
+    @property
+    def tensor(self) -> bool:
+        return self.c.endswith("*")
+
+    @property
+    def written(self) -> bool:
+        return self.tensor and not self.c.startswith("const ")
 
 
-def _pointer(tensor: torch.Tensor | None) -> int | None:
-    return None if tensor is None else tensor.data_ptr()
+_CTYPES = {"const T*": ctypes.c_void_p, "T*": ctypes.c_void_p, "const int16_t*": ctypes.c_void_p,
+           "int16_t*": ctypes.c_void_p, "int64_t*": ctypes.c_void_p, "int64_t": ctypes.c_int64, "int": ctypes.c_int}
+_ELEMENT = {"int16_t": torch.int16, "int64_t": torch.int64}
 
 
-def _geometry(geometry, x: torch.Tensor) -> tuple:
-    """The kernels' geometry arguments; the tables must match x's dtype and be contiguous."""
-    g = geometry
-    tables = (g.knots_ext, g.knots_padded, g.origin, g.inv_step)
-    for table in tables:
-        if table is not None and (table.dtype != x.dtype or not table.is_contiguous()):
-            raise ValueError("kan.native: knot tables must be contiguous and of the input's dtype")
-    return (g.knots_ext.size(0), g.order, g.knots, *(_pointer(t) for t in tables))
+def _coeff(a: dict) -> int:
+    return a["knots"] - 1 - a["order"]
+
+
+def _size(name: str, rule: Callable[[dict], int]) -> Param:
+    return Param(name, "int64_t", given=False, rule=rule)
+
+
+_THREADS = Param("threads", "int", given=False)
+# The knots, as kan.fast.KnotGeometry holds them; origin and inv_step on uniform grids only.
+_GEOMETRY = (
+    _size("in_features", lambda a: a["knots_ext"].size(0)),
+    Param("order", "int"),
+    _size("knots", lambda a: a["knots_ext"].size(1) - 2),
+    Param("knots_ext", "const T*", rule=lambda a: (a["in_features"], a["knots"] + 2)),
+    Param("knots_padded", "const T*", rule=lambda a: (a["in_features"], a["knots"] + 2 * a["order"])),
+    Param("origin", "const T*", optional=True, rule=lambda a: (a["in_features"],)),
+    Param("inv_step", "const T*", optional=True, rule=lambda a: (a["in_features"],)),
+)
+_BATCH_IN = lambda a: (a["batch"], a["in_features"])  # noqa: E731
+_IN_BATCH = lambda a: (a["in_features"], a["batch"])  # noqa: E731
+_OUT_IN_COEFF = lambda a: (a["O"], a["I"], a["C"])  # noqa: E731
+
+# kernel -> its C parameters, in the order of ``kan_<kernel>_f32`` / ``_f64`` in _native.cpp
+# (tests/test_native.py reads that file and compares).
+KERNELS: dict[str, tuple[Param, ...]] = {
+    "gather_forward": (
+        *_GEOMETRY,
+        Param("x", "const T*", rule=_BATCH_IN),
+        _size("batch", lambda a: a["x"].size(0)),
+        Param("table", "const T*", rule=lambda a: (a["in_features"], _coeff(a), a["out"])),
+        _size("out", lambda a: a["table"].size(-1)),
+        Param("result", "T*", rule=lambda a: (a["batch"], a["out"])),
+        Param("saved_u", "T*", optional=True, rule=_IN_BATCH),
+        Param("saved_span", "int16_t*", optional=True, rule=_IN_BATCH),
+        _THREADS,
+    ),
+    "gather_table_grad": (
+        *_GEOMETRY,
+        Param("x", "const T*", optional=True, rule=_BATCH_IN),
+        Param("saved_u", "const T*", optional=True, rule=_IN_BATCH),
+        Param("saved_span", "const int16_t*", optional=True, rule=_IN_BATCH),
+        _size("batch", lambda a: a["grad_out"].size(0)),
+        Param("grad_out", "const T*", rule=lambda a: (a["batch"], a["out"])),
+        _size("out", lambda a: a["grad_out"].size(-1)),
+        Param("grad_table", "T*", optional=True, rule=lambda a: (a["in_features"], _coeff(a), a["out"])),
+        Param("w", "const T*", optional=True, rule=lambda a: (a["out"], a["in_features"], _coeff(a))),
+        Param("scaler", "const T*", optional=True, rule=lambda a: (a["out"], a["in_features"])),
+        Param("grad_w", "T*", optional=True, rule=lambda a: (a["out"], a["in_features"], _coeff(a))),
+        Param("grad_scaler", "T*", optional=True, rule=lambda a: (a["out"], a["in_features"])),
+        _THREADS,
+    ),
+    "gather_input_grad": (
+        *_GEOMETRY,
+        Param("x", "const T*", rule=_BATCH_IN),
+        _size("batch", lambda a: a["x"].size(0)),
+        Param("table", "const T*", rule=lambda a: (a["in_features"], _coeff(a), a["out"])),
+        Param("grad_out", "const T*", rule=lambda a: (a["batch"], a["out"])),
+        _size("out", lambda a: a["table"].size(-1)),
+        Param("grad_x", "T*", rule=_BATCH_IN),
+        _THREADS,
+    ),
+    "dense_bases": (
+        *_GEOMETRY,
+        Param("x", "const T*", rule=lambda a: (a["rows"], a["in_features"])),
+        Param("base", "const T*", rule=lambda a: (a["rows"], a["in_features"])),
+        _size("rows", lambda a: a["x"].size(0)),
+        Param("result", "T*", rule=lambda a: (a["rows"], (_coeff(a) + 1) * a["in_features"])),
+        _THREADS,
+    ),
+    "local_bases": (
+        *_GEOMETRY,
+        Param("x", "const T*", rule=_BATCH_IN),
+        _size("batch", lambda a: a["x"].size(0)),
+        Param("first", "int64_t*", rule=_BATCH_IN),
+        Param("value", "T*", rule=lambda a: (a["batch"], a["in_features"], a["order"] + 1)),
+        Param("slope", "T*", optional=True, rule=lambda a: (a["batch"], a["in_features"], a["order"] + 1)),
+        _THREADS,
+    ),
+    "scale_spline": (
+        Param("w", "const T*", rule=_OUT_IN_COEFF),
+        Param("scaler", "const T*", optional=True, rule=lambda a: (a["O"], a["I"])),
+        _size("O", lambda a: a["w"].size(0)),
+        _size("I", lambda a: a["w"].size(1)),
+        _size("C", lambda a: a["w"].size(2)),
+        Param("dst", "T*", rule=_OUT_IN_COEFF, strided=True),
+        _size("so", lambda a: a["dst"].stride(0)),
+        _size("si", lambda a: a["dst"].stride(1)),
+        _size("sc", lambda a: a["dst"].stride(2)),
+        _THREADS,
+    ),
+    "silu": (
+        Param("x", "const T*"),
+        _size("n", lambda a: a["x"].numel()),
+        Param("y", "T*", rule=lambda a: a["x"].shape),
+        _THREADS,
+    ),
+    "silu_grad": (
+        Param("x", "const T*"),
+        Param("grad", "const T*", rule=lambda a: a["x"].shape),
+        _size("n", lambda a: a["x"].numel()),
+        Param("out", "T*", rule=lambda a: a["x"].shape),
+        Param("accumulate", "int"),
+        _THREADS,
+    ),
+    "spline_grads": (
+        Param("G", "const T*", rule=_OUT_IN_COEFF, strided=True),
+        _size("so", lambda a: a["G"].stride(0)),
+        _size("si", lambda a: a["G"].stride(1)),
+        _size("sc", lambda a: a["G"].stride(2)),
+        Param("w", "const T*", rule=_OUT_IN_COEFF),
+        Param("scaler", "const T*", optional=True, rule=lambda a: (a["O"], a["I"])),
+        _size("O", lambda a: a["w"].size(0)),
+        _size("I", lambda a: a["w"].size(1)),
+        _size("C", lambda a: a["w"].size(2)),
+        Param("grad_w", "T*", rule=_OUT_IN_COEFF),
+        Param("grad_scaler", "T*", optional=True, rule=lambda a: (a["O"], a["I"])),
+        _THREADS,
+    ),
+}
+
+
+def _geometry_rules(a: dict) -> str | None:
+    if not 0 <= a["order"] <= MAX_ORDER:
+        return f"order must be in [0, {MAX_ORDER}], got {a['order']}"
+    if _coeff(a) < 1:
+        return f"{a['knots']} knots leave no coefficient at order {a['order']}"
+    if (a["origin"] is None) != (a["inv_step"] is None):
+        return "origin and inv_step come together (a uniform grid) or not at all"
+    return None
+
+
+def _saved_rules(a: dict) -> str | None:
+    if (a["saved_u"] is None) != (a["saved_span"] is None):
+        return "saved_u and saved_span come together"
+    if a["saved_u"] is not None and (a["origin"] is None or a["knots"] >= 2**15):
+        return "saving spans needs a uniform grid of under 32768 knots"
+    return None
+
+
+def _table_grad_rules(a: dict) -> str | None:
+    if a["x"] is None and a["saved_u"] is None:
+        return "the table gradient needs x or the spans gather_forward saved"
+    if a["grad_table"] is None and (a["w"] is None or a["grad_w"] is None):
+        return "needs grad_table, or w and grad_w"
+    if a["grad_scaler"] is not None and (a["scaler"] is None or a["w"] is None):
+        return "grad_scaler needs w and scaler"
+    return _saved_rules(a)
+
+
+# What the shapes alone do not say: kernel -> a check giving the problem, or None.
+_RULES: dict[str, Callable[[dict], str | None]] = {
+    "gather_forward": lambda a: _geometry_rules(a) or _saved_rules(a),
+    "gather_table_grad": lambda a: _geometry_rules(a) or _table_grad_rules(a),
+    "gather_input_grad": _geometry_rules,
+    "dense_bases": _geometry_rules,
+    "local_bases": _geometry_rules,
+    "silu_grad": lambda a: None if a["accumulate"] in (0, 1) else "accumulate must be 0 or 1",
+    "spline_grads": lambda a: "grad_scaler needs scaler" if a["grad_scaler"] is not None and a["scaler"] is None
+    else None,
+}
+
+
+def schema(name: str) -> str:
+    """The operator schema of kernel ``name``, derived from its C parameters."""
+    arguments, written = [], 0
+    for p in KERNELS[name]:
+        if not p.given:
+            continue
+        if p.tensor:
+            alias = ""
+            if p.written:
+                alias, written = f"({chr(ord('a') + written)}!)", written + 1
+            arguments.append(f"Tensor{alias}{'?' if p.optional else ''} {p.name}")
+        else:
+            arguments.append(f"int {p.name}")
+    return f"{name}({', '.join(arguments)}) -> ()"
+
+
+class _Plan(NamedTuple):
+    """A kernel's table entry, laid out for the per-call checks (which run on every call)."""
+
+    name: str
+    arguments: tuple[str, ...]  # the operator's arguments, in order
+    floats: tuple[str, ...]  # T tensors, the data before the knot tables: the first present gives T
+    sizes: tuple[tuple[str, Callable], ...]  # derived integers and their rules
+    # each tensor: name, optional, dtype (None: T), shape rule, strided
+    tensors: tuple[tuple[str, bool, torch.dtype | None, Callable | None, bool], ...]
+    c_arguments: tuple[tuple[str, bool], ...]  # every C parameter: name, whether a pointer
+    rule: Callable[[dict], str | None] | None
+
+
+def _plan(name: str) -> _Plan:
+    params = KERNELS[name]
+    given = [p for p in params if p.given]
+    floats = [p.name for p in given if p.c.endswith("T*")]
+    return _Plan(
+        name=name,
+        arguments=tuple(p.name for p in given),
+        floats=tuple([n for n in floats if n not in _GEOMETRY_NAMES] + [n for n in floats if n in _GEOMETRY_NAMES]),
+        sizes=tuple((p.name, p.rule) for p in params if not p.given and p.rule is not None),
+        tensors=tuple((p.name, p.optional, None if p.c.endswith("T*") else _ELEMENT[p.c.replace("const ", "")[:-1]],
+                       p.rule, p.strided) for p in given if p.tensor),
+        c_arguments=tuple((p.name, p.tensor) for p in params),
+        rule=_RULES.get(name),
+    )
+
+
+def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
+    """The operator's arguments ``a`` (by name) with the derived sizes added, and the float
+    dtype T, after checking every tensor's presence, dtype, device, shape and contiguity;
+    ValueError naming the first problem."""
+    name = plan.name
+    reference = next((n for n in plan.floats if a[n] is not None), plan.floats[0])
+    dtype = None if a[reference] is None else a[reference].dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
+        raise ValueError(f"kan_native::{name}: {reference} must be float32 or float64, got {dtype}")
+    for size, rule in plan.sizes:
+        a[size] = rule(a)
+    problem = plan.rule(a) if plan.rule else None  # first: the shapes below assume a valid order
+    if problem:
+        raise ValueError(f"kan_native::{name}: {problem}")
+    for tensor, optional, element, shape, strided in plan.tensors:
+        t = a[tensor]
+        if t is None:
+            if not optional:
+                raise ValueError(f"kan_native::{name}: {tensor} is required")
+            continue
+        element = element or dtype
+        if t.dtype is not element or not (t.is_cpu or t.is_meta):  # meta: the fake kernel's tensors
+            raise ValueError(f"kan_native::{name}: {tensor} must be a CPU {element} tensor "
+                             f"(as {reference}), got {t.device.type} {t.dtype}")
+        if shape is not None and t.shape != shape(a):
+            raise ValueError(f"kan_native::{name}: {tensor} must be {tuple(shape(a))}, got {tuple(t.shape)}")
+        if not strided and not t.is_contiguous():
+            raise ValueError(f"kan_native::{name}: {tensor} must be contiguous")
+    return a, dtype
+
+
+_GEOMETRY_NAMES = frozenset(p.name for p in _GEOMETRY)
 
 
 def _threads() -> int:
-    return torch.get_num_threads()
+    """torch's intra-op thread count, which the kernels never exceed (they clamp it too)."""
+    return max(1, torch.get_num_threads())
+
+
+def _kernel(name: str):
+    """The CPU implementation of operator ``kan_native::<name>``: check, then call C. The
+    dispatcher passes the arguments in schema order; ``_call`` passes them by name."""
+    plan = _plan(name)
+    label = f"kan.native::{name}"
+
+    def run(*args, **by_name):
+        a, dtype = _checked(plan, by_name or dict(zip(plan.arguments, args)))
+        functions = _state["functions"] or (_load() if ENABLED else None)
+        if functions is None:
+            raise RuntimeError(f"kan.native: C++ kernels unavailable ({error()})")
+        a["threads"] = _threads()
+        values = [(None if a[n] is None else a[n].data_ptr()) if pointer else a[n] for n, pointer in plan.c_arguments]
+        with region(label):
+            functions[name, dtype](*values)
+
+    return run
+
+
+def _fake(name: str):
+    plan = _plan(name)
+
+    def check(*args):
+        _checked(plan, dict(zip(plan.arguments, args)))
+
+    return check
+
+
+_RUN = {name: _kernel(name) for name in KERNELS}
+
+
+def _call(name: str, **arguments) -> None:
+    """Run operator ``kan_native::<name>`` with ``arguments``: through the dispatcher where
+    something may trace or fake tensors (torch.compile, export, a dispatch mode such as
+    fake tensors), so that it sees the operator; else its implementation directly, the same
+    checks and C call without the dispatcher's per-call cost, which small layers feel."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        getattr(ops, name)(**arguments)
+    else:
+        _RUN[name](**arguments)
+
+
+def _register() -> torch.library.Library:
+    library = torch.library.Library("kan_native", "DEF")
+    for name in KERNELS:
+        library.define(schema(name))
+        library.impl(name, _RUN[name], "CPU")
+        torch.library.register_fake(f"kan_native::{name}", _fake(name), lib=library)
+    return library
+
+
+# Registered once per process: not in the copy that ``python -m kan.native`` runs as __main__,
+# which calls into the imported module instead.
+if __name__ != "__main__":
+    _LIBRARY = _register()
+    ops = torch.ops.kan_native
+
+
+# --------------------------------------------------------------------------- self-test
+
+
+def _self_test() -> str | None:
+    """Every kernel against the PyTorch formulas of kan.fast on a tiny input, in float32 and
+    float64, on a uniform and an uneven grid: what differs, or None. On one thread: waking
+    a team of threads for inputs this small would cost more than the work, on a busy machine
+    far more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _compare_with_pytorch()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_with_pytorch() -> str | None:
+    from kan.fast import knot_geometry, local_b_splines
+
+    generator = torch.Generator().manual_seed(0)
+    for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
+        uniform = (torch.arange(-3, 9, dtype=dtype) * 0.4 - 1).expand(3, -1).contiguous()  # (3, 12), order 3
+        uneven = (uniform + torch.rand(3, 12, generator=generator, dtype=dtype) * 0.1).cummax(1).values
+        for grid in (uniform, uneven.contiguous()):
+            g = knot_geometry(grid, 3)
+            x = torch.cat([torch.rand(6, 3, generator=generator, dtype=dtype) * 3 - 1.5, grid[:, 4:6].t()])
+            first, values, slopes = local_b_splines(x, g, derivative=True)
+            index = (first.unsqueeze(-1) + torch.arange(4)).clamp(0, g.coeff - 1)
+            bases = x.new_zeros(*x.shape, g.coeff).scatter_add_(2, index, values)  # (batch, in, coeff)
+            dslope = x.new_zeros(*x.shape, g.coeff).scatter_add_(2, index, slopes)
+            weight = torch.randn(2, 3, g.coeff, generator=generator, dtype=dtype)  # (out, in, coeff)
+            scaler = torch.randn(2, 3, generator=generator, dtype=dtype)
+            grad_out = torch.randn(x.size(0), 2, generator=generator, dtype=dtype)
+            table = (weight * scaler.unsqueeze(-1)).permute(1, 2, 0).contiguous()  # (in, coeff, out)
+            flat_bases = bases.reshape(x.size(0), -1)
+            scaled_grad = (flat_bases.t() @ grad_out).view(3, g.coeff, 2).permute(2, 0, 1)  # (out, in, coeff)
+            n_first, n_values, n_slopes = local_bases(x, g, derivative=True)
+            silu_grad_expected = grad_out * torch.sigmoid(grad_out) * (1 + grad_out * (1 - torch.sigmoid(grad_out)))
+            checks = {
+                "local_bases": (n_values, values), "local_bases slopes": (n_slopes, slopes),
+                "gather_forward": (gather_forward(x, table, g), flat_bases @ table.reshape(-1, 2)),
+                "gather_table_grad": (gather_table_grad(x, grad_out, g).permute(2, 0, 1), scaled_grad),
+                "gather_input_grad": (gather_input_grad(x, table, grad_out, g),
+                                      ((grad_out @ table.reshape(-1, 2).t()).view(x.size(0), 3, -1) * dslope).sum(-1)),
+                "dense_bases": (dense_bases(x, x, g).view(x.size(0), -1, 3)[:, : g.coeff], bases.transpose(1, 2)),
+                "scale_spline": (scale_spline(weight, scaler, torch.empty_like(weight)), weight * scaler.unsqueeze(-1)),
+                "spline_grads": (spline_grads(scaled_grad, weight, scaler)[1], (scaled_grad * weight).sum(-1)),
+                "silu": (silu(grad_out), torch.nn.functional.silu(grad_out)),
+                "silu_grad": (silu_grad(grad_out, grad_out), silu_grad_expected),
+            }
+            if not torch.equal(n_first, first):
+                return f"local_bases gives other knot spans than PyTorch ({dtype})"
+            for what, (actual, truth) in checks.items():
+                if actual.shape != truth.shape or not torch.allclose(actual, truth, rtol=tolerance, atol=tolerance):
+                    return f"{what} differs from PyTorch ({dtype})"
+    return None
+
+
+# --------------------------------------------------------------------------- the kernels, for kan.fast
+
+
+def _geometry(geometry) -> dict:
+    """The kernels' geometry arguments (see _GEOMETRY)."""
+    g = geometry
+    return dict(order=g.order, knots_ext=g.knots_ext, knots_padded=g.knots_padded, origin=g.origin,
+                inv_step=g.inv_step)
 
 
 def _contiguous(*tensors: torch.Tensor):
     return [t.detach().contiguous() for t in tensors]
-
-
-def _check_table(table: torch.Tensor, x: torch.Tensor, geometry) -> None:
-    expected = (x.size(1), geometry.coeff)
-    if table.dim() != 3 or tuple(table.shape[:2]) != expected or table.dtype != x.dtype:
-        raise ValueError(f"kan.native: table must be ({expected[0]}, {expected[1]}, out) of {x.dtype}, "
-                         f"got {tuple(table.shape)} of {table.dtype}")
 
 
 class SavedSpans(NamedTuple):
@@ -224,50 +807,26 @@ def can_save(geometry) -> bool:
     return geometry.origin is not None and geometry.knots < 2**15
 
 
+def _spans(saved: SavedSpans | None) -> dict:
+    return dict(saved_u=None, saved_span=None) if saved is None else dict(saved_u=saved.u, saved_span=saved.span)
+
+
 def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = False):
     """x (batch, in), table (in, coeff, out) -> (batch, out): each input's local bases times their table rows.
 
     With ``save`` (a geometry that ``can_save``), returns (result, SavedSpans) for
     ``gather_weight_grads``, which then needs no x."""
     x, table = _contiguous(x, table)
-    _check_table(table, x, geometry)
     if save and not can_save(geometry):
         raise ValueError("kan.native.gather_forward: saving spans needs a uniform grid of under 32768 knots")
     batch = x.size(0)
-    result = x.new_empty(batch, table.size(2))
+    result = x.new_empty(batch, table.size(-1))
     saved = None
     if save:
         saved = SavedSpans(x.new_empty(x.size(1), batch), torch.empty(x.size(1), batch, dtype=torch.int16))
-    _call(
-        "gather_forward", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), batch, table.data_ptr(), table.size(2), result.data_ptr(),
-        *_saved_arguments(saved), _threads(),
-    )
+    _call("gather_forward", **_geometry(geometry), x=x, table=table, result=result,
+                       **_spans(saved))
     return (result, saved) if save else result
-
-
-def _saved_arguments(saved: SavedSpans | None) -> tuple:
-    return (None, None) if saved is None else (saved.u.data_ptr(), saved.span.data_ptr())
-
-
-def _bases_source(x: torch.Tensor | None, saved: SavedSpans | None, geometry, grad_out: torch.Tensor) -> tuple:
-    """The table-gradient kernels' (x, saved_u, saved_span, batch) arguments."""
-    if saved is None:
-        if x is None:
-            raise ValueError("kan.native: the table gradient needs x or the spans gather_forward saved")
-        if x.dim() != 2 or x.size(0) != grad_out.size(0) or x.size(1) != geometry.knots_ext.size(0):
-            raise ValueError(f"kan.native: x must be ({grad_out.size(0)}, {geometry.knots_ext.size(0)}), "
-                             f"got {tuple(x.shape)}")
-        if x.dtype != grad_out.dtype:
-            raise ValueError(f"kan.native: x is {x.dtype}, grad_out {grad_out.dtype}")
-        return x.data_ptr(), None, None, x.size(0)
-    u, span = saved
-    rows = geometry.knots_ext.size(0)
-    if (u.dtype != grad_out.dtype or span.dtype != torch.int16 or u.shape != span.shape or u.size(0) != rows
-            or u.size(1) != grad_out.size(0) or not (u.is_contiguous() and span.is_contiguous())
-            or not can_save(geometry)):
-        raise ValueError("kan.native: saved spans do not match this geometry and grad_out")
-    return (None, *_saved_arguments(saved), u.size(1))
 
 
 def gather_table_grad(x: torch.Tensor | None, grad_out: torch.Tensor, geometry,
@@ -275,14 +834,10 @@ def gather_table_grad(x: torch.Tensor | None, grad_out: torch.Tensor, geometry,
     """x (batch, in), grad_out (batch, out) -> (in, coeff, out): the gradient of gather_forward's table.
     The bases come from x, or from ``saved`` (then x may be None)."""
     (grad_out,) = _contiguous(grad_out)
-    x = None if x is None else x.detach().contiguous()
-    source = _bases_source(x, saved, geometry, grad_out)
-    grad = grad_out.new_empty(geometry.knots_ext.size(0), geometry.coeff, grad_out.size(1))
-    _call(
-        "gather_table_grad", grad_out.dtype,
-        *_geometry(geometry, grad_out), *source, grad_out.data_ptr(), grad_out.size(1), grad.data_ptr(),
-        None, None, None, None, _threads(),
-    )
+    x = None if x is None or saved is not None else x.detach().contiguous()
+    grad = grad_out.new_empty(geometry.knots_ext.size(0), geometry.coeff, grad_out.size(-1))
+    _call("gather_table_grad", **_geometry(geometry), x=x, **_spans(saved),
+                          grad_out=grad_out, grad_table=grad, w=None, scaler=None, grad_w=None, grad_scaler=None)
     return grad
 
 
@@ -293,35 +848,22 @@ def gather_weight_grads(x: torch.Tensor | None, grad_out: torch.Tensor, geometry
     in one pass, without the table gradient. Returns (grad_weight, grad_scaler), as spline_grads.
     The bases come from x, or from ``saved`` (then x may be None)."""
     (grad_out,) = _contiguous(grad_out)
-    x = None if x is None else x.detach().contiguous()
-    source = _bases_source(x, saved, geometry, grad_out)
+    x = None if x is None or saved is not None else x.detach().contiguous()
     w = spline_weight.detach().contiguous()
     s = None if scaler is None else scaler.detach().contiguous()
-    expected = (grad_out.size(1), geometry.knots_ext.size(0), geometry.coeff)
-    bad_scaler = s is not None and (s.shape != w.shape[:2] or s.dtype != w.dtype)
-    if tuple(w.shape) != expected or w.dtype != grad_out.dtype or bad_scaler:
-        raise ValueError(f"kan.native.gather_weight_grads: spline_weight must be {expected} of {grad_out.dtype}, "
-                         f"the scaler {expected[:2]}")
     grad_weight = torch.empty_like(w)
     grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
-    _call(
-        "gather_table_grad", grad_out.dtype,
-        *_geometry(geometry, grad_out), *source, grad_out.data_ptr(), grad_out.size(1), None,
-        w.data_ptr(), _pointer(s), grad_weight.data_ptr(), _pointer(grad_scaler), _threads(),
-    )
+    _call("gather_table_grad", **_geometry(geometry), x=x, **_spans(saved),
+                          grad_out=grad_out, grad_table=None, w=w, scaler=s, grad_w=grad_weight,
+                          grad_scaler=grad_scaler)
     return grad_weight, grad_scaler
 
 
 def gather_input_grad(x: torch.Tensor, table: torch.Tensor, grad_out: torch.Tensor, geometry) -> torch.Tensor:
     """x (batch, in), table (in, coeff, out), grad_out (batch, out) -> (batch, in): gather_forward's x gradient."""
     x, table, grad_out = _contiguous(x, table, grad_out)
-    _check_table(table, x, geometry)
     grad = torch.empty_like(x)
-    _call(
-        "gather_input_grad", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), x.size(0), table.data_ptr(), grad_out.data_ptr(), table.size(2),
-        grad.data_ptr(), _threads(),
-    )
+    _call("gather_input_grad", **_geometry(geometry), x=x, table=table, grad_out=grad_out, grad_x=grad)
     return grad
 
 
@@ -334,39 +876,17 @@ def dense_bases(x: torch.Tensor, base: torch.Tensor, geometry, out: torch.Tensor
     of that shape and x's dtype).
     """
     x, base = _contiguous(x, base)
-    shape = (x.size(0), (geometry.coeff + 1) * x.size(1))
     if out is None:
-        out = x.new_empty(shape)
-    elif tuple(out.shape) != shape or not out.is_contiguous() or out.dtype != x.dtype:
-        raise ValueError(f"kan.native.dense_bases: out must be a contiguous {shape} tensor of {x.dtype}")
-    _call(
-        "dense_bases", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), base.data_ptr(), x.size(0), out.data_ptr(), _threads()
-    )
+        out = x.new_empty(x.size(0), (geometry.coeff + 1) * x.size(1))
+    _call("dense_bases", **_geometry(geometry), x=x, base=base, result=out)
     return out
-
-
-def dense_input_grad(x: torch.Tensor, grad_cells: torch.Tensor, geometry) -> torch.Tensor:
-    """x (rows, in), grad_cells (rows, (coeff + 1) * in) -> (rows, in): the bases' part of the input's gradient."""
-    x, grad_cells = _contiguous(x, grad_cells)
-    grad = torch.empty_like(x)
-    _call(
-        "dense_input_grad", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), grad_cells.data_ptr(), x.size(0), grad.data_ptr(), _threads()
-    )
-    return grad
 
 
 def scale_spline(spline_weight: torch.Tensor, scaler: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
     """out (out_features, in, coeff), any strides, = spline_weight * scaler.unsqueeze(-1) (or a copy)."""
     w = spline_weight.detach().contiguous()
     s = None if scaler is None else scaler.detach().contiguous()
-    if tuple(out.shape) != tuple(w.shape) or out.dtype != w.dtype or (s is not None and s.dtype != w.dtype):
-        raise ValueError(f"kan.native.scale_spline: out must be {tuple(w.shape)} of {w.dtype}")
-    _call(
-        "scale_spline", w.dtype,
-        w.data_ptr(), _pointer(s), *w.shape, out.data_ptr(), *out.stride(), _threads()
-    )
+    _call("scale_spline", w=w, scaler=s, dst=out)
     return out
 
 
@@ -380,15 +900,9 @@ def spline_grads(grad_scaled: torch.Tensor, spline_weight: torch.Tensor, scaler:
     """
     w = spline_weight.detach().contiguous()
     s = None if scaler is None else scaler.detach().contiguous()
-    if tuple(grad_scaled.shape) != tuple(w.shape) or grad_scaled.dtype != w.dtype:
-        raise ValueError(f"kan.native.spline_grads: grad_scaled must be {tuple(w.shape)} of {w.dtype}")
     grad_weight = torch.empty_like(w)
     grad_scaler = torch.empty_like(s) if s is not None and need_scaler else None
-    _call(
-        "spline_grads", w.dtype,
-        grad_scaled.data_ptr(), *grad_scaled.stride(), w.data_ptr(), _pointer(s), *w.shape, grad_weight.data_ptr(),
-        _pointer(grad_scaler), _threads(),
-    )
+    _call("spline_grads", G=grad_scaled.detach(), w=w, scaler=s, grad_w=grad_weight, grad_scaler=grad_scaler)
     return grad_weight, grad_scaler
 
 
@@ -400,11 +914,7 @@ def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
     first = torch.empty(batch, in_features, dtype=torch.int64)
     values = x.new_empty(batch, in_features, width)
     slopes = x.new_empty(batch, in_features, width) if derivative else None
-    _call(
-        "local_bases", x.dtype,
-        *_geometry(geometry, x), x.data_ptr(), batch, first.data_ptr(), values.data_ptr(), _pointer(slopes),
-        _threads(),
-    )
+    _call("local_bases", **_geometry(geometry), x=x, first=first, value=values, slope=slopes)
     return first, values, slopes
 
 
@@ -412,19 +922,91 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     """``torch.nn.functional.silu(x)`` (no autograd), for float32/float64 CPU tensors."""
     (x,) = _contiguous(x)
     y = torch.empty_like(x)
-    _call("silu", x.dtype, x.data_ptr(), x.numel(), y.data_ptr(), _threads())
+    _call("silu", x=x, y=y)
     return y
 
 
 def silu_grad(x: torch.Tensor, grad: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``grad * silu'(x)``, written to a new tensor, or added into ``out`` (contiguous, x's shape)."""
     x, grad = _contiguous(x, grad)
-    if grad.shape != x.shape or grad.dtype != x.dtype:
-        raise ValueError(f"kan.native.silu_grad: grad must be {tuple(x.shape)} of {x.dtype}")
     accumulate = out is not None
     if out is None:
         out = torch.empty_like(x)
-    elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous():
-        raise ValueError(f"kan.native.silu_grad: out must be contiguous {tuple(x.shape)} of {x.dtype}")
-    _call("silu_grad", x.dtype, x.data_ptr(), grad.data_ptr(), x.numel(), out.data_ptr(), int(accumulate), _threads())
+    _call("silu_grad", x=x, grad=grad, out=out, accumulate=int(accumulate))
     return out
+
+
+# --------------------------------------------------------------------------- python -m kan.native
+
+
+def build() -> Path:
+    """Build the library if it is not current, verify, load and self-test it: its path.
+    NativeError naming the cause where that fails."""
+    if not ENABLED:
+        raise NativeError("the C++ kernels are turned off by KAN_NATIVE=0")
+    if _load() is None:
+        raise NativeError(_state["error"])
+    return _state["path"]
+
+
+def status() -> tuple[bool, list[str]]:
+    """Whether the kernels are usable, and lines saying where the library is and in what state."""
+    lines = [f"source: {SOURCE}", f"compiler: {compiler() or 'none found'}; flags: {' '.join(flags())}"]
+    if not ENABLED:
+        return False, lines + ["off: KAN_NATIVE=0"]
+    try:
+        place = library_path()
+    except NativeError as problem:
+        return False, lines + [f"unusable: {problem}"]
+    if place.refused:
+        lines.append(f"cache folder refused: {place.refused}; a private folder is used instead")
+    library = place.library
+    lines.append(f"library: {library}")
+    if not library.exists():
+        return False, lines + ["current: no (not built for this source, compiler, flags and CPU); "
+                               "python -m kan.native build builds it"]
+    problem = _verify(library)
+    lines.append("current: yes (built for this source, compiler, flags and CPU)")
+    lines.append(f"checksum: {'ok' if problem is None else problem}")
+    if problem is not None:
+        return False, lines + ["loads: not tried (it would be removed and rebuilt on first use)"]
+    try:
+        functions = _bind(_dlopen(library))
+        with _lock:
+            _state["functions"] = functions
+            problem = _self_test()
+    except (OSError, NativeError, ValueError, RuntimeError) as error:
+        problem = str(error)
+    if problem is not None:
+        _state["functions"] = None
+        return False, lines + [f"loads: no, or fails its self-test: {problem}"]
+    return True, lines + ["loads: yes; self-test: passed"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kan.native build|status``; exit 0 where the kernels are usable, else 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["build"]:
+        started = time.perf_counter()
+        _state["notice"] = sys.stdout  # stderr is for the one line saying why a build failed
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the one line below says it
+                path = build()
+        except NativeError as problem:
+            print(f"kan.native: build failed: {problem}", file=sys.stderr)
+            return 1
+        print(f"kan.native: {path} ready in {time.perf_counter() - started:.1f} s")
+        return 0
+    if argv == ["status"]:
+        usable, lines = status()
+        print("\n".join(lines))
+        return 0 if usable else 1
+    print("usage: python -m kan.native build|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    from kan import native as _imported  # the module kan.fast uses, whose operators are registered
+
+    sys.exit(_imported.main())

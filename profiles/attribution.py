@@ -9,7 +9,7 @@ profilers speak of the same things:
 
     part        frames that belong to it
     basis       any model's basis function: b_splines, local_b_splines, dense_bases, basis;
-                the models' ``kan.basis`` region; kan.native's dense_input_grad
+                the models' ``kan.basis`` region
     autograd    the backward pass: Tensor.backward, torch.autograd.backward,
                 run_backward, the C++ autograd engine, ``autograd::engine::...``
                 events, the scenario's ``profiles.backward`` label; what of it is
@@ -102,7 +102,6 @@ _TRANSFER_OPS = r"(?:to|_to_copy|to_dtype|to_device|to_dtype_layout|to_other|cop
 RULES: list[tuple[str, str, str | None]] = [
     ("basis", r"kan\.basis|" + _ANY + "(?:" + "|".join(BASIS_FUNCTIONS) + "|wait_for_basis)", None),
     # the fast KAN's C++ kernels (kan.native): Python wrappers and their trace labels
-    ("basis", r"(?:kan\.native::)?dense_input_grad", r"kan/native\.py$|^$"),
     ("matmul", r"(?:kan\.native::)?" + NATIVE_CONTRACTIONS, r"kan/native\.py$|^$"),
     ("autograd", _ANY + r"(?:run_backward|_engine_run_backward|wait_for_autograd)", None),
     ("autograd", _ANY + r"backward", r"torch/(?:_tensor\.py|autograd/__init__\.py|autograd/graph\.py)$"),

@@ -7,16 +7,17 @@ large as the base part, loads its state dict into the fast one with ``strict=Tru
 compares outputs and gradients on inputs inside the grid, beyond it, far outside it and
 exactly on the knots.
 
-Only the public surface of kan.fast is used. Both contractions are forced through
-``GATHER_MIN_COEFF`` and ``NATIVE_GATHER_MIN_COEFF``, which the layers read at call time, each computed both by the
-C++ kernels (kan.native) and by PyTorch; every test runs with the ``torch.compile``'d
-kernels off except the few marked compiled, which turn them on.
+Only the public surface of kan.fast is used. Both contractions are forced through the
+layers' ``contraction`` option, each computed both by the C++ kernels (``backend="native"``,
+kan.native) and by PyTorch (``backend="torch"``); every test runs with the
+``torch.compile``'d kernels off except the few marked compiled, which turn them on.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -52,36 +53,34 @@ def compile_off():
 
 @pytest.fixture
 def compiled():
-    """Compilation on and the C++ kernels off for this test: the compiled kernels serve the PyTorch path."""
-    previous = kan.native.enabled()
-    kan.native.set_enabled(False)
+    """Compilation on for this test: the compiled kernels serve the PyTorch backend."""
     kan.fast.set_compile(True)
-    try:
-        if not kan.fast.compile_enabled():
-            pytest.skip("torch.compile kernels unavailable here (kan.fast.compile_enabled() is False: no C++ compiler)")
-        yield
-    finally:
-        kan.native.set_enabled(previous)
+    if not kan.fast.compile_enabled():
+        pytest.skip("torch.compile kernels unavailable here (kan.fast.compile_enabled() is False: no C++ compiler)")
+
+
+class Forced(NamedTuple):
+    """A contraction ('dense' or 'gather') and a backend ('native' or 'torch') for every layer."""
+
+    name: str
+    backend: str
+
+    @property
+    def options(self) -> dict:
+        return {"contraction": self.name, "backend": self.backend}
 
 
 @pytest.fixture(params=["dense-native", "dense-torch", "gather-native", "gather-torch"])
-def contraction(request, monkeypatch):
-    """Force one contraction for every layer, computed by the C++ kernels or by PyTorch.
+def contraction(request):
+    """One contraction for every layer, computed by the C++ kernels or by PyTorch.
 
-    'gather' from 1 coefficient on, 'dense' never gather; '-native' with kan.native's
-    C++ kernels (skipped where they cannot be built), '-torch' with them off, as on a
-    machine without a compiler and on CUDA. Returns the contraction's name.
+    '-native' with kan.native's C++ kernels (skipped where they cannot be built),
+    '-torch' with PyTorch, as on a machine without a compiler and on CUDA.
     """
-    name, backend = request.param.split("-")
-    for threshold in ("GATHER_MIN_COEFF", "NATIVE_GATHER_MIN_COEFF"):
-        monkeypatch.setattr(kan.fast, threshold, 1 if name == "gather" else 10**9)
-    previous = kan.native.enabled()
-    kan.native.set_enabled(backend == "native")
-    if backend == "native" and not kan.native.available():
-        kan.native.set_enabled(previous)
+    forced = Forced(*request.param.split("-"))
+    if forced.backend == "native" and not kan.native.available():
         pytest.skip(f"C++ kernels unavailable here: {kan.native.error()}")
-    yield name
-    kan.native.set_enabled(previous)
+    return forced
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,22 +94,26 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
 
 
-def layer_pair(in_features, out_features, grid_size, order, dtype=torch.float32, seed=0, **options):
-    """A randomised reference ``KANLinear`` and a ``FastBSplineKANLinear`` loaded from its state dict."""
+def layer_pair(in_features, out_features, grid_size, order, dtype=torch.float32, seed=0, forced=None, **options):
+    """A randomised reference ``KANLinear`` and a ``FastBSplineKANLinear`` (with the ``forced``
+    contraction and backend, if given) loaded from its state dict."""
     torch.manual_seed(seed)
     reference = KANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **options)
     randomise(reference, seed)
-    fast = FastBSplineKANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **options)
+    fast_options = {**options, **(forced.options if forced else {})}
+    fast = FastBSplineKANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **fast_options)
     fast.load_state_dict(reference.state_dict(), strict=True)
     return reference.to(dtype), fast.to(dtype)
 
 
-def model_pair(widths, grid_size=5, order=3, dtype=torch.float32, seed=0, **options):
-    """A randomised reference ``KAN`` and a ``FastBSplineKAN`` loaded from its state dict."""
+def model_pair(widths, grid_size=5, order=3, dtype=torch.float32, seed=0, forced=None, **options):
+    """A randomised reference ``KAN`` and a ``FastBSplineKAN`` (with the ``forced`` contraction
+    and backend, if given) loaded from its state dict."""
     torch.manual_seed(seed)
     reference = KAN(widths, grid_size=grid_size, spline_order=order, **options)
     randomise(reference, seed)
-    fast = FastBSplineKAN(widths, grid_size=grid_size, spline_order=order, **options)
+    fast_options = {**options, **(forced.options if forced else {})}
+    fast = FastBSplineKAN(widths, grid_size=grid_size, spline_order=order, **fast_options)
     fast.load_state_dict(reference.state_dict(), strict=True)
     return reference.to(dtype), fast.to(dtype)
 
@@ -215,8 +218,9 @@ def sweep() -> list:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("order, grid_size, in_features, out_features, batch", sweep())
 def test_outputs_equal_reference(order, grid_size, in_features, out_features, batch, dtype, contraction):
-    reference, fast = layer_pair(in_features, out_features, grid_size, order, dtype, seed=order * 100 + grid_size)
-    assert fast.uses_gather() == (contraction == "gather")
+    reference, fast = layer_pair(in_features, out_features, grid_size, order, dtype, seed=order * 100 + grid_size,
+                                 forced=contraction)
+    assert fast.uses_gather() == (contraction.name == "gather")
     tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
     generator = torch.Generator().manual_seed(order * 100 + grid_size)
     pool = probe_inputs(reference, generator)  # (n, in): every special point in every column
@@ -245,10 +249,52 @@ def test_both_contractions_taken_over_the_sweep():
     assert not smallest.uses_gather() and largest.uses_gather()
 
 
+def test_options_reach_every_layer_through_the_registry_and_are_not_state():
+    assert {"backend": "auto", "contraction": "auto"}.items() <= zoo.options("kan-fast").items()
+    torch.manual_seed(13)
+    reference = zoo.build("kan", [3, 4, 2], grid_size=6)
+    randomise(reference, 13)
+    pool = probe_inputs(reference.layers[0], torch.Generator().manual_seed(13))  # (n, 3)
+    backends = ["torch"] + (["native"] if kan.native.available() else [])
+    for backend, name in itertools.product(backends, ["dense", "gather"]):
+        fast = zoo.build("kan-fast", [3, 4, 2], grid_size=6, backend=backend, contraction=name)
+        assert all(layer.backend == backend and layer.contraction == name for layer in fast.layers)
+        assert all(layer.uses_gather() == (name == "gather") for layer in fast.layers)
+        assert all(layer.uses_native(pool) == (backend == "native") for layer in fast.layers)
+        assert set(fast.state_dict()) == set(reference.state_dict())
+        fast.load_state_dict(reference.state_dict(), strict=True)
+        with torch.no_grad():
+            assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, f"{backend} {name}")
+        reference.load_state_dict(fast.state_dict(), strict=True)  # and back
+
+
+@pytest.mark.parametrize("option, value", [("backend", "cuda"), ("contraction", "sparse"), ("backend", None)])
+def test_a_bad_option_is_one_line_naming_the_valid_values(option, value):
+    valid = {"backend": "auto, native, torch", "contraction": "auto, dense, gather"}[option]
+    for build in (lambda: FastBSplineKANLinear(2, 3, **{option: value}),
+                  lambda: zoo.build("kan-fast", [2, 3], **{option: value})):
+        with pytest.raises(ValueError) as raised:
+            build()
+        assert str(raised.value) == f"{option} must be one of {valid}; got {value!r}"
+
+
+def test_native_backend_where_the_kernels_cannot_run_says_why():
+    layer = FastBSplineKANLinear(2, 3, backend="native").to(torch.float16)
+    with pytest.raises(ValueError, match="backend='native' cannot run here: .*float16") as raised:
+        layer(torch.zeros(4, 2, dtype=torch.float16))
+    assert "\n" not in str(raised.value)
+    high = FastBSplineKANLinear(2, 3, spline_order=kan.native.MAX_ORDER + 1, backend="native")
+    if kan.native.available():
+        with pytest.raises(ValueError, match="spline orders 0 to"):
+            high(torch.zeros(4, 2))
+    auto = FastBSplineKANLinear(2, 3, spline_order=kan.native.MAX_ORDER + 1)
+    assert not auto.uses_native(torch.zeros(4, 2)), "auto takes PyTorch where the kernels cannot run"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_multilayer_model_equals_reference(dtype, contraction):
-    reference, fast = model_pair([4, 7, 3], grid_size=8, order=3, dtype=dtype, seed=3)
-    assert all(layer.uses_gather() == (contraction == "gather") for layer in fast.layers)
+    reference, fast = model_pair([4, 7, 3], grid_size=8, order=3, dtype=dtype, seed=3, forced=contraction)
+    assert all(layer.uses_gather() == (contraction.name == "gather") for layer in fast.layers)
     pool = probe_inputs(reference.layers[0], torch.Generator().manual_seed(3))  # (n, 4)
     tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else FLOAT64_TOLERANCE
     with torch.no_grad():
@@ -261,8 +307,8 @@ def test_multilayer_model_equals_reference(dtype, contraction):
 @pytest.mark.parametrize("order", [1, 2, 3, 5], ids=lambda v: f"order{v}")
 @pytest.mark.parametrize("grid_size", [2, 7, 26], ids=lambda v: f"grid{v}")
 def test_gradients_equal_reference(order, grid_size, contraction):
-    reference, fast = layer_pair(4, 3, grid_size, order, seed=order * 10 + grid_size)
-    assert fast.uses_gather() == (contraction == "gather")
+    reference, fast = layer_pair(4, 3, grid_size, order, seed=order * 10 + grid_size, forced=contraction)
+    assert fast.uses_gather() == (contraction.name == "gather")
     generator = torch.Generator().manual_seed(order * 10 + grid_size)
     pool = probe_inputs(reference, generator)  # (n, 4): on knots, across them, far outside
     assert_same_gradients(reference, fast, pool, generator)
@@ -272,7 +318,7 @@ def test_gradients_equal_reference(order, grid_size, contraction):
 @pytest.mark.parametrize("activation", [torch.nn.SiLU, torch.nn.Tanh, torch.nn.GELU], ids=lambda a: a.__name__)
 def test_base_activation_outputs_and_gradients_equal_reference(activation, contraction):
     """SiLU (the default) runs through the C++ kernel on the native paths; any other activation module, as is."""
-    reference, fast = layer_pair(5, 9, 6, 3, seed=7, base_activation=activation)
+    reference, fast = layer_pair(5, 9, 6, 3, seed=7, base_activation=activation, forced=contraction)
     assert type(fast.base_activation) is activation
     generator = torch.Generator().manual_seed(7)
     pool = probe_inputs(reference, generator)  # (n, 5)
@@ -282,7 +328,7 @@ def test_base_activation_outputs_and_gradients_equal_reference(activation, contr
 
 
 def test_model_gradients_equal_reference(contraction):
-    reference, fast = model_pair([3, 5, 2], grid_size=6, order=3, seed=4)
+    reference, fast = model_pair([3, 5, 2], grid_size=6, order=3, seed=4, forced=contraction)
     generator = torch.Generator().manual_seed(4)
     pool = probe_inputs(reference.layers[0], generator)  # (n, 3)
     assert_same_gradients(reference, fast, pool, generator)
@@ -294,7 +340,7 @@ def test_model_gradients_equal_reference(contraction):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("order", [1, 3, 5], ids=lambda v: f"order{v}")
 def test_updated_nonuniform_grid_equals_reference(order, dtype, contraction):
-    reference, fast = layer_pair(3, 4, 8, order, dtype, seed=order)
+    reference, fast = layer_pair(3, 4, 8, order, dtype, seed=order, forced=contraction)
     assert knot_geometry(fast.grid, order).uniform  # grid 8 on (-1, 1): exact steps in any dtype
     generator = torch.Generator().manual_seed(order)
     with torch.no_grad():
@@ -319,7 +365,7 @@ def test_updated_nonuniform_grid_equals_reference(order, dtype, contraction):
 
 def test_grid_loaded_from_a_state_dict_is_used(contraction):
     """A non-uniform grid arriving by load_state_dict (not update_grid) replaces a used uniform one."""
-    reference, fast = layer_pair(2, 3, 6, 3, seed=5)
+    reference, fast = layer_pair(2, 3, 6, 3, seed=5, forced=contraction)
     with torch.no_grad():
         fast(torch.zeros(4, 2))  # (4, 2): forward on the uniform grid first
     reference.update_grid(nonuniform_sample(2, torch.float32, seed=5))
@@ -331,7 +377,7 @@ def test_grid_loaded_from_a_state_dict_is_used(contraction):
 
 
 def test_update_grid_with_a_constant_column_gives_no_nan(contraction):
-    reference, fast = layer_pair(3, 2, 5, 3, seed=6)
+    reference, fast = layer_pair(3, 2, 5, 3, seed=6, forced=contraction)
     samples = nonuniform_sample(3, torch.float32, seed=6)  # (500, 3)
     samples[:, 1] = 0.25  # a constant feature: every quantile knot is the same value
     reference.update_grid(samples)
@@ -354,11 +400,12 @@ def test_update_grid_with_a_constant_column_gives_no_nan(contraction):
 @pytest.mark.parametrize("grid", ["uniform", "nonuniform"])
 @pytest.mark.parametrize("order", [1, 3], ids=lambda v: f"order{v}")
 def test_gradcheck_float64(order, grid, contraction):
-    _, layer = layer_pair(3, 2, 4, order, torch.float64, seed=7 + order)  # grid 4 on (-1, 1): exact steps
+    # grid 4 on (-1, 1): exact steps
+    _, layer = layer_pair(3, 2, 4, order, torch.float64, seed=7 + order, forced=contraction)
     if grid == "nonuniform":
         layer.update_grid(nonuniform_sample(3, torch.float64, seed=order))
     assert knot_geometry(layer.grid, order).uniform == (grid == "uniform")
-    assert layer.uses_gather() == (contraction == "gather")
+    assert layer.uses_gather() == (contraction.name == "gather")
     x = away_from_knots(layer, 6, seed=order).requires_grad_(True)  # (6, 3)
     names = [name for name, _ in layer.named_parameters()]
     parameters = [p.detach().clone().requires_grad_(True) for _, p in layer.named_parameters()]
@@ -398,13 +445,13 @@ def test_state_dict_round_trip(scaler):
 
 
 def test_leading_dimensions_are_kept(contraction):
-    reference, fast = layer_pair(4, 3, 5, 3, seed=10)
+    reference, fast = layer_pair(4, 3, 5, 3, seed=10, forced=contraction)
     x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(10)) * 2  # (2, 3, in)
     with torch.no_grad():
         out = fast(x)
         assert out.shape == (2, 3, 3)  # (2, 3, out)
         assert_close(out, reference(x), FLOAT32_TOLERANCE, "outputs of a (2, 3, in) input")
-    reference_model, fast_model = model_pair([4, 5, 2], seed=10)
+    reference_model, fast_model = model_pair([4, 5, 2], seed=10, forced=contraction)
     with torch.no_grad():
         assert_close(fast_model(x), reference_model(x), FLOAT32_TOLERANCE, "model outputs of a (2, 3, in) input")
         assert fast_model(x[0, 0]).shape == (2,)  # (in,) -> (out,)
@@ -412,8 +459,8 @@ def test_leading_dimensions_are_kept(contraction):
 
 @pytest.mark.parametrize("shape", [(5, 7), (2, 3, 7), (7,)], ids=["2d", "3d", "1d"])
 def test_wrong_input_width_raises_value_error(shape, contraction):
-    _, fast = layer_pair(4, 3, 5, 3)
-    _, fast_model = model_pair([4, 5, 2])
+    _, fast = layer_pair(4, 3, 5, 3, forced=contraction)
+    _, fast_model = model_pair([4, 5, 2], forced=contraction)
     for model in (fast, fast_model):
         with pytest.raises(ValueError) as raised:
             model(torch.zeros(shape))
@@ -424,9 +471,10 @@ def test_wrong_input_width_raises_value_error(shape, contraction):
 # --------------------------------------------------------------------------- compiled kernels, CUDA
 
 
-def test_compiled_kernels_equal_reference(contraction, compiled):
-    reference, fast = layer_pair(4, 3, 12, 3, seed=11)
-    assert fast.uses_gather() == (contraction == "gather")
+@pytest.mark.parametrize("name", ["dense", "gather"])
+def test_compiled_kernels_equal_reference(name, compiled):
+    reference, fast = layer_pair(4, 3, 12, 3, seed=11, forced=Forced(name, "torch"))
+    assert fast.uses_gather() == (name == "gather") and not fast.uses_native(fast.grid)
     assert knot_geometry(fast.grid, 3).uniform  # the compiled kernels serve uniform grids
     generator = torch.Generator().manual_seed(11)
     pool = probe_inputs(reference, generator)  # (n, 4)
@@ -442,11 +490,13 @@ def test_compiled_kernels_equal_reference(contraction, compiled):
 @pytest.mark.parametrize("compile_kernels", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("order, grid_size", [(1, 3), (3, 5), (3, 30), (5, 12)])
 def test_cuda_equals_reference(order, grid_size, compile_kernels, contraction):
+    if contraction.backend == "native":
+        pytest.skip("the C++ kernels are CPU-only")
     if compile_kernels:
         kan.fast.set_compile(True)
         if not kan.fast.compile_enabled("cuda"):
             pytest.skip("torch.compile kernels unavailable on CUDA here (no Triton)")
-    reference, fast = layer_pair(5, 4, grid_size, order, seed=12)
+    reference, fast = layer_pair(5, 4, grid_size, order, seed=12, forced=contraction)
     generator = torch.Generator().manual_seed(12)
     pool = probe_inputs(reference, generator)  # (n, 5) on the CPU
     upstream = torch.randn(pool.size(0), 4, generator=generator)  # (n, out)
@@ -454,7 +504,7 @@ def test_cuda_equals_reference(order, grid_size, compile_kernels, contraction):
     with torch.no_grad():
         expected_out = reference(pool)
     fast = fast.cuda()
-    assert fast.uses_gather() == (contraction == "gather")
+    assert fast.uses_gather() == (contraction.name == "gather")
     with torch.no_grad():
         assert_close(fast(pool.cuda()).cpu(), expected_out, FLOAT32_TOLERANCE, "CUDA outputs")
     actual = gradients(fast, pool.cuda(), upstream.cuda())
@@ -481,3 +531,14 @@ def test_forward_flops_linear_in_batch_for_both_contractions(grid_size):
     flops = kan.fast.forward_flops
     one, two, four = (flops([6, 5, 3], b, grid_size=grid_size) for b in (1, 2, 4))
     assert 0 < one < two < four and four - two == 2 * (two - one)
+
+
+def test_forward_flops_count_the_contraction_the_options_choose():
+    flops = kan.fast.forward_flops
+    widths, batch = [6, 5, 3], 8
+    dense = flops(widths, batch, grid_size=5, contraction="dense")
+    gather = flops(widths, batch, grid_size=5, contraction="gather")
+    assert dense != gather
+    assert flops(widths, batch, grid_size=5, backend="native") == gather  # 8 coefficients: past the C++ crossover
+    assert flops(widths, batch, grid_size=5, backend="torch") == dense  # below the PyTorch one
+    assert zoo.flops("kan-fast", widths, batch=batch, grid_size=5, contraction="gather") == gather

@@ -10,16 +10,23 @@ grid, and NaN. The build and its fallback are checked in subprocesses.
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import hashlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 import kan.native as native
-from kan.fast import knot_geometry, local_b_splines
+from kan.fast import FastBSplineKAN, knot_geometry, local_b_splines
+from kan.reference import KAN
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"C++ kernels unavailable: {native.error()}")
 
@@ -179,9 +186,6 @@ def test_dense_kernels_equal_dense_basis(case, dtype):
     written = native.dense_bases(x, base, g).view(batch, g.coeff + 1, in_features)
     assert torch.equal(written[:, g.coeff], base), "the base row is copied as is"
     assert_close(written[:, : g.coeff], dense_oracle(x, g).transpose(1, 2), TOLERANCE[dtype], "dense bases")
-    cells = torch.randn(batch, (g.coeff + 1) * in_features, generator=generator, dtype=torch.float64).to(dtype)
-    expected = (cells.view(batch, -1, in_features)[:, : g.coeff] * dense_oracle(x, g, True).transpose(1, 2)).sum(1)
-    assert_close(native.dense_input_grad(x, cells, g), expected, TOLERANCE[dtype], "dense input gradient")
     into = torch.full((batch, (g.coeff + 1) * in_features), float("nan"), dtype=dtype)
     assert native.dense_bases(x, base, g, out=into) is into
     assert torch.equal(into, written.reshape(batch, -1)), "writing into a given buffer overwrites all of it"
@@ -304,31 +308,35 @@ def test_supports_only_cpu_float_tensors_and_built_orders():
 def test_wrong_table_or_buffer_shape_is_a_value_error():
     grid, g = geometry_for((7, 5, 3, True), torch.float32)
     x = inputs(grid, 4, seed=6)
-    with pytest.raises(ValueError, match="table must be"):
+    with pytest.raises(ValueError, match=r"gather_forward: table must be \(7, 8, 5\), got \(7, 9, 5\)"):
         native.gather_forward(x, torch.zeros(7, g.coeff + 1, 5), g)
-    with pytest.raises(ValueError, match="spline_weight must be"):
+    with pytest.raises(ValueError, match=r"w must be \(5, 7, 8\)"):
         native.gather_weight_grads(x, torch.zeros(4, 5), g, torch.zeros(5, 7, g.coeff + 1), None)
-    with pytest.raises(ValueError, match="spline_weight must be"):
+    with pytest.raises(ValueError, match=r"scaler must be \(5, 7\)"):
         native.gather_weight_grads(x, torch.zeros(4, 5), g, torch.zeros(5, 7, g.coeff), torch.zeros(7, 5))
-    with pytest.raises(ValueError, match="table must be"):
+    with pytest.raises(ValueError, match="table must be a CPU torch.float32 tensor"):
         native.gather_input_grad(x, torch.zeros(7, g.coeff, 5, dtype=torch.float64), torch.zeros(4, 5), g)
-    with pytest.raises(ValueError, match="out must be"):
+    with pytest.raises(ValueError, match="result must be"):
         native.dense_bases(x, x, g, out=torch.zeros(4, 3))
-    with pytest.raises(ValueError, match="knot tables"):
+    with pytest.raises(ValueError, match="result must be contiguous"):
+        native.dense_bases(x, x, g, out=torch.zeros(9 * 7, 4).t())
+    with pytest.raises(ValueError, match="knots_ext must be a CPU torch.float64 tensor"):
         native.gather_forward(x.double(), torch.zeros(7, g.coeff, 5, dtype=torch.float64), g)
+    with pytest.raises(ValueError, match="grad must be"):
+        native.silu_grad(x, x[:, :3])
     table = torch.zeros(7, g.coeff, 5)
     _, spans = native.gather_forward(x, table, g, save=True)
-    with pytest.raises(ValueError, match="saved spans do not match"):
+    with pytest.raises(ValueError, match=r"saved_u must be \(7, 5\)"):
         native.gather_table_grad(None, torch.zeros(5, 5), g, saved=spans)  # another batch
     with pytest.raises(ValueError, match="needs x or the spans"):
         native.gather_table_grad(None, torch.zeros(4, 5), g)
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match=r"x must be \(4, 7\)"):
         native.gather_table_grad(x[:, :6], torch.zeros(4, 5), g)
     uneven, h = geometry_for((7, 5, 3, False), torch.float32)
     assert not native.can_save(h)
     with pytest.raises(ValueError, match="uniform grid"):
         native.gather_forward(inputs(uneven, 4, seed=6), table, h, save=True)
-    with pytest.raises(ValueError, match="saved spans do not match"):
+    with pytest.raises(ValueError, match="uniform grid"):
         native.gather_table_grad(None, torch.zeros(4, 5), h, saved=spans)
 
 
@@ -358,11 +366,16 @@ FALLBACK_CHECK = """
 """
 
 
+def warnings_about(result: subprocess.CompletedProcess, text: str) -> int:
+    return sum(text in line for line in result.stderr.splitlines() if "Warning" in line)
+
+
+@pytest.mark.slow
 def test_a_failing_compiler_falls_back_to_pytorch_with_one_warning(tmp_path):
     result = run_python(FALLBACK_CHECK, CXX="false", KAN_NATIVE_CACHE=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "available False" in result.stdout
-    assert "error RuntimeError" in result.stdout and "failed" in result.stdout
+    assert "error" in result.stdout and "false failed" in result.stdout
     assert "warnings 1" in result.stdout
     assert not list(tmp_path.glob("*.so"))
 
@@ -374,18 +387,307 @@ def test_kan_native_0_turns_the_kernels_off_without_building(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def the_library() -> Path:
+    """This session's library (built by tests/conftest.py)."""
+    return native.library_path().library
+
+
+@pytest.mark.slow
 def test_the_build_is_cached_and_reused(tmp_path):
     code = """
+        import torch
         import kan.native as native
-        assert native.available(), native.error()
-        print(sorted(p.name for p in native.cache_dir().glob("*.so")))
+        from kan.fast import FastBSplineKAN
+        FastBSplineKAN([3, 2], backend="native")(torch.zeros(4, 3))
+        print(sorted(p.name for p in native.cache_dir().iterdir()))
     """
     first = run_python(code, KAN_NATIVE_CACHE=str(tmp_path))
     assert first.returncode == 0, first.stderr
+    notices = [line for line in first.stderr.splitlines() if "building kan-fast's C++ kernels" in line]
+    assert len(notices) == 1, first.stderr
     built = list(tmp_path.glob("kan_native_*.so"))
     assert len(built) == 1
+    assert built[0].stat().st_mode & 0o022 == 0, "the library is writable by its owner only"
+    checksum = built[0].with_name(built[0].name + ".sha256").read_text().split()[0]
+    assert checksum == hashlib.sha256(built[0].read_bytes()).hexdigest()
     stamp = built[0].stat().st_mtime_ns
     second = run_python(code, KAN_NATIVE_CACHE=str(tmp_path))
     assert second.returncode == 0, second.stderr
     assert first.stdout == second.stdout
+    assert "building" not in second.stderr
     assert built[0].stat().st_mtime_ns == stamp, "the second process loads the first one's library"
+
+
+def planted(folder: Path, name: str, source: str, checksum: bool = True) -> Path:
+    """A shared library built from C ``source`` at folder/name, with a matching checksum file."""
+    library = folder / name
+    c_file = folder.parent / f"{folder.name}-planted.c"
+    c_file.write_text(textwrap.dedent(source))
+    subprocess.run(["gcc", "-shared", "-fPIC", str(c_file), "-o", str(library)], check=True)
+    if checksum:
+        digest = hashlib.sha256(library.read_bytes()).hexdigest()
+        library.with_name(name + ".sha256").write_text(f"{digest}  {name}\n")
+    return library
+
+
+AVAILABLE = """
+    import warnings
+    import kan.native as native
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        print("available", native.available())
+    for w in caught:
+        print("warning", w.message)
+"""
+
+
+@pytest.mark.slow
+def test_a_truncated_library_is_rebuilt_without_a_crash(tmp_path):
+    library = tmp_path / the_library().name
+    shutil.copyfile(the_library(), library)
+    shutil.copyfile(the_library().with_name(library.name + ".sha256"), library.with_name(library.name + ".sha256"))
+    with open(library, "r+b") as file:
+        file.truncate(library.stat().st_size // 2)
+    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(tmp_path))  # a child: a crash cannot take pytest down
+    assert result.returncode == 0, result.stderr
+    assert "available True" in result.stdout and "warning" not in result.stdout
+    assert library.stat().st_size == the_library().stat().st_size, "rebuilt whole"
+
+
+@pytest.mark.slow
+def test_a_library_without_the_kernels_is_removed_and_rebuilt(tmp_path):
+    library = planted(tmp_path, the_library().name, "int kan_something_else(void) { return 1; }")
+    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available True" in result.stdout and "warning" not in result.stdout
+    assert hasattr(ctypes.CDLL(str(library)), "kan_gather_forward_f32"), "the planted library was replaced"
+
+
+CONSTRUCTOR = """
+    #include <stdio.h>
+    __attribute__((constructor)) static void planted(void) {
+        FILE* marker = fopen("MARKER", "w");
+        if (marker) { fputs("ran", marker); fclose(marker); }
+    }
+"""
+
+
+@pytest.mark.slow
+def test_a_cache_folder_others_can_write_is_refused_and_its_library_never_runs(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    marker = tmp_path / "marker"
+    library = planted(folder, the_library().name, CONSTRUCTOR.replace("MARKER", str(marker)))
+    ctypes.CDLL(str(shutil.copy(library, tmp_path / "probe.so")))  # the plant works: its constructor runs
+    assert marker.exists()
+    marker.unlink()
+    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(folder))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "available True" in lines, result.stdout
+    refused = [line for line in lines if line.startswith("warning")]
+    assert len(refused) == 1 and "refusing the cache folder" in refused[0] and "writable by group or others" in refused[0]
+    assert not marker.exists(), "the planted library's constructor ran"
+
+
+def fake_compiler(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "fake-cxx"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_hanging_compiler_times_out_with_one_warning_and_pytorch_runs(tmp_path):
+    cxx = fake_compiler(tmp_path, "exec sleep 60")
+    result = run_python(FALLBACK_CHECK, CXX=str(cxx), KAN_NATIVE_CACHE=str(tmp_path / "cache"),
+                        KAN_NATIVE_BUILD_TIMEOUT="1", KAN_FAST_COMPILE="0")  # torch.compile would call it too
+    assert result.returncode == 0, result.stderr
+    assert "available False" in result.stdout and "did not finish within 1 s" in result.stdout
+    assert "warnings 1" in result.stdout
+
+
+def test_a_library_still_bad_after_its_rebuild_leaves_one_warning_naming_the_cause(tmp_path):
+    bad = planted(tmp_path, "bad.so", "int kan_something_else(void) { return 1; }", checksum=False)
+    # a "compiler" that answers --version and otherwise writes the bad library where -o says
+    cxx = fake_compiler(tmp_path, f'[ "$1" = --version ] && {{ echo fake 1.0; exit 0; }}\n'
+                                  f'while [ "$1" != -o ]; do shift; done\ncp {bad} "$2"')
+    result = run_python(FALLBACK_CHECK, CXX=str(cxx), KAN_NATIVE_CACHE=str(tmp_path / "cache"), KAN_FAST_COMPILE="0")
+    assert result.returncode == 0, result.stderr
+    assert "available False" in result.stdout and "warnings 1" in result.stdout
+    assert "unusable after a rebuild: the library lacks kan_gather_forward_f32" in result.stdout
+
+
+def test_status_and_build_commands(tmp_path):
+    status = subprocess.run([sys.executable, "-m", "kan.native", "status"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"library: {the_library()}" in status.stdout and "self-test: passed" in status.stdout
+    build = subprocess.run([sys.executable, "-m", "kan.native", "build"], capture_output=True, text=True)
+    assert build.returncode == 0 and str(the_library()) in build.stdout, build.stdout + build.stderr
+    environment = {**os.environ, "CXX": "false", "KAN_NATIVE_CACHE": str(tmp_path)}
+    failed = subprocess.run([sys.executable, "-m", "kan.native", "build"], capture_output=True, text=True,
+                            env=environment)
+    assert failed.returncode == 1 and failed.stderr.strip().count("\n") == 0, failed.stderr
+    assert "build failed" in failed.stderr and "false failed" in failed.stderr
+    missing = subprocess.run([sys.executable, "-m", "kan.native", "status"], capture_output=True, text=True,
+                             env=environment)
+    assert missing.returncode == 1 and "current: no" in missing.stdout
+
+
+# --------------------------------------------------------------------------- the operators
+
+
+def c_signatures() -> dict[str, list[tuple[str, str]]]:
+    """Each exported kernel's (type, name) parameters, as _native.cpp declares them."""
+    text = native.SOURCE.read_text().replace("\\\n", " ")
+    geometry = re.search(r"#define KAN_GEOMETRY_ARGS\(T\)(.*)", text).group(1)
+    text = text.replace("KAN_GEOMETRY_ARGS(T)", geometry)
+    found = {}
+    for name, params in re.findall(r'extern "C" void kan_(\w+)_##suffix\(([^)]*)\)', text):
+        pairs = []
+        for param in params.split(","):
+            param = " ".join(param.replace("*", " * ").split())
+            kind, _, identifier = param.rpartition(" ")
+            pairs.append((kind.replace(" *", "*"), identifier))
+        found[name] = pairs
+    return found
+
+
+def test_the_signature_table_matches_the_c_source():
+    declared = {name: [(p.c, p.name) for p in params] for name, params in native.KERNELS.items()}
+    assert c_signatures() == declared
+
+
+def test_every_kernel_is_an_operator_with_the_schema_the_table_gives():
+    for name in native.KERNELS:
+        op = getattr(torch.ops.kan_native, name).default
+        assert str(op._schema) == f"kan_native::{native.schema(name)}"
+        written = [p.name for p in native.KERNELS[name] if p.written]
+        assert [a.name for a in op._schema.arguments if a.alias_info and a.alias_info.is_write] == written
+
+
+def operator_calls(dtype: torch.dtype, uniform: bool):
+    """(kernel, keyword arguments) covering every operator and its optional tensors."""
+    grid, g = geometry_for((5, 4, 3, uniform), dtype)
+    generator = torch.Generator().manual_seed(11)
+    x = inputs(grid, 9, seed=11)
+    batch, in_features, out = 9, 5, 6
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
+
+    geometry = dict(order=g.order, knots_ext=g.knots_ext, knots_padded=g.knots_padded, origin=g.origin,
+                    inv_step=g.inv_step)
+    table, grad_out = randn(in_features, g.coeff, out), randn(batch, out)
+    w, scaler = randn(out, in_features, g.coeff), randn(out, in_features)
+    spans = dict(saved_u=x.new_empty(in_features, batch), saved_span=torch.empty(in_features, batch, dtype=torch.int16))
+    none = dict(saved_u=None, saved_span=None)
+    calls = [
+        ("gather_forward", dict(**geometry, x=x, table=table, result=x.new_empty(batch, out), **none)),
+        ("gather_table_grad", dict(**geometry, x=x, **none, grad_out=grad_out,
+                                   grad_table=x.new_empty(in_features, g.coeff, out), w=None, scaler=None,
+                                   grad_w=None, grad_scaler=None)),
+        ("gather_table_grad", dict(**geometry, x=x, **none, grad_out=grad_out, grad_table=None, w=w, scaler=scaler,
+                                   grad_w=torch.empty_like(w), grad_scaler=torch.empty_like(scaler))),
+        ("gather_input_grad", dict(**geometry, x=x, table=table, grad_out=grad_out, grad_x=torch.empty_like(x))),
+        ("dense_bases", dict(**geometry, x=x, base=randn(batch, in_features),
+                             result=x.new_empty(batch, (g.coeff + 1) * in_features))),
+        ("local_bases", dict(**geometry, x=x, first=torch.empty(batch, in_features, dtype=torch.int64),
+                             value=x.new_empty(batch, in_features, 4), slope=x.new_empty(batch, in_features, 4))),
+        ("scale_spline", dict(w=w, scaler=scaler, dst=torch.empty(in_features, g.coeff, out, dtype=dtype).permute(2, 0, 1))),
+        ("spline_grads", dict(G=randn(in_features, g.coeff, out).permute(2, 0, 1), w=w, scaler=scaler,
+                              grad_w=torch.empty_like(w), grad_scaler=torch.empty_like(scaler))),
+        ("silu", dict(x=grad_out, y=torch.empty_like(grad_out))),
+        ("silu_grad", dict(x=grad_out, grad=randn(batch, out), out=randn(batch, out), accumulate=1)),
+    ]
+    if uniform:
+        calls.append(("gather_forward", dict(**geometry, x=x, table=table, result=x.new_empty(batch, out), **spans)))
+        calls.append(("gather_table_grad", dict(**geometry, x=None, **spans, grad_out=grad_out, grad_table=None,
+                                                w=w, scaler=None, grad_w=torch.empty_like(w), grad_scaler=None)))
+    return calls
+
+
+@pytest.mark.parametrize("uniform", [True, False], ids=["uniform", "uneven"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_every_operator(dtype, uniform):
+    """Schema (what is written), fake tensors, autograd registration and compiled dispatch."""
+    checked = set()
+    for name, arguments in operator_calls(dtype, uniform):
+        if name == "gather_table_grad" and arguments["saved_u"] is not None:  # needs the forward's spans
+            forward = [a for n, a in operator_calls(dtype, uniform) if n == "gather_forward" and a["saved_u"] is not None]
+            torch.ops.kan_native.gather_forward(**forward[0])
+            arguments.update(saved_u=forward[0]["saved_u"], saved_span=forward[0]["saved_span"])
+        op = getattr(torch.ops.kan_native, name).default
+        ordered = tuple(arguments[p.name] for p in native.KERNELS[name] if p.given)
+        torch.library.opcheck(op, ordered)
+        checked.add(name)
+    assert checked == set(native.KERNELS)
+
+
+def test_an_operator_rejects_what_would_corrupt_memory():
+    grid, g = geometry_for((5, 4, 3, True), torch.float32)
+    x = inputs(grid, 9, seed=12)
+    arguments = dict(order=g.order, knots_ext=g.knots_ext, knots_padded=g.knots_padded, origin=g.origin,
+                     inv_step=g.inv_step, x=x, table=torch.zeros(5, g.coeff, 6), saved_u=None, saved_span=None)
+    op = torch.ops.kan_native.gather_forward
+    with pytest.raises(ValueError, match=r"result must be \(9, 6\), got \(8, 6\)"):
+        op(**arguments, result=torch.empty(8, 6))
+    with pytest.raises(ValueError, match="order must be in"):
+        op(**{**arguments, "order": 9}, result=torch.empty(9, 6))
+    with pytest.raises(ValueError, match="origin and inv_step come together"):
+        op(**{**arguments, "origin": None}, result=torch.empty(9, 6))
+    with pytest.raises(ValueError, match="x must be float32 or float64, got torch.int32"):
+        op(**{**arguments, "x": x.to(torch.int32)}, result=torch.empty(9, 6))
+    with pytest.raises(ValueError, match="table must be contiguous"):
+        op(**{**arguments, "table": torch.zeros(6, g.coeff, 5).transpose(0, 2)}, result=torch.empty(9, 6))
+    with pytest.raises(ValueError, match="saved_u and saved_span come together"):
+        op(**{**arguments, "saved_u": x.new_empty(5, 9)}, result=torch.empty(9, 6))
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:  # the fake kernel checks the same
+        fake = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in arguments.items()}
+        with pytest.raises(ValueError, match="result must be"):
+            op(**fake, result=torch.empty(8, 6))
+
+
+def test_under_torch_compile_the_layer_equals_the_reference():
+    torch.manual_seed(14)
+    reference = KAN([4, 6, 3], grid_size=5)
+    for contraction in ("dense", "gather"):
+        fast = FastBSplineKAN([4, 6, 3], grid_size=5, backend="native", contraction=contraction)
+        fast.load_state_dict(reference.state_dict())
+        x = torch.randn(17, 4, dtype=torch.float32)
+        with torch.no_grad():
+            compiled = torch.compile(fast, backend="aot_eager", fullgraph=False)
+            assert_close(compiled(x), reference(x), TOLERANCE[torch.float32] * 10, f"compiled {contraction}")
+
+
+@pytest.mark.parametrize("threads", [0, -7, 2**31 - 1])
+def test_any_thread_count_is_clamped_in_cpp(threads):
+    """The C entry points clamp what they are given: no absurd OpenMP team, the same results."""
+    grid, g = geometry_for((33, 50, 3, True), torch.float32)
+    x = inputs(grid, 257, seed=5)
+    table = torch.randn(33, g.coeff, 64)
+    expected = native.gather_forward(x, table, g)
+    result = torch.empty_like(expected)
+    function = native._load()["gather_forward", torch.float32]
+    function(33, 3, g.knots, g.knots_ext.data_ptr(), g.knots_padded.data_ptr(), g.origin.data_ptr(),
+             g.inv_step.data_ptr(), x.data_ptr(), 257, table.data_ptr(), 64, result.data_ptr(), None, None, threads)
+    assert torch.equal(result, expected)
+    y = torch.empty(100_000)
+    native._load()["silu", torch.float32](x.data_ptr(), 100_000 if x.numel() >= 100_000 else x.numel(), y.data_ptr(),
+                                         threads)
+
+
+def test_the_python_functions_take_fake_tensors_through_the_operators():
+    grid, g = geometry_for((5, 4, 3, True), torch.float32)
+    x = inputs(grid, 9, seed=13)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = dataclasses.replace(g, **{f.name: mode.from_tensor(getattr(g, f.name))
+                                         for f in dataclasses.fields(g) if isinstance(getattr(g, f.name), torch.Tensor)})
+        x_fake, table = mode.from_tensor(x), torch.empty(5, g.coeff, 6)
+        out, spans = native.gather_forward(x_fake, table, fake, save=True)
+        assert out.shape == (9, 6) and spans.span.dtype == torch.int16
+        grad_w, grad_s = native.gather_weight_grads(None, torch.empty(9, 6), fake, torch.empty(6, 5, g.coeff),
+                                                    torch.empty(6, 5), saved=spans)
+        assert grad_w.shape == (6, 5, g.coeff) and grad_s.shape == (6, 5)
+        with pytest.raises(ValueError, match="table must be"):
+            native.gather_forward(x_fake, torch.empty(5, g.coeff + 1, 6), fake)

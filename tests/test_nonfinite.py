@@ -30,26 +30,27 @@ VALUES = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
 TOLERANCE = 1e-4  # float32, relative to max(1, max |finite reference value|)
 
 
-def use_path(monkeypatch, path: str) -> None:
-    """Make every kan-fast layer take ``path``: 'dense' or 'gather', by the C++ kernels
-    ('native') or by PyTorch ('torch'). The one place that selects a path in this file."""
-    contraction, backend = path.split("-")
-    for threshold in ("GATHER_MIN_COEFF", "NATIVE_GATHER_MIN_COEFF"):
-        monkeypatch.setattr(kan.fast, threshold, 1 if contraction == "gather" else 10**9)
-    kan.native.set_enabled(backend == "native")
-    if backend == "native" and not kan.native.available():
-        pytest.skip(f"C++ kernels unavailable here: {kan.native.error()}")
+class Path(str):
+    """A path's name ("gather-native") with the kan-fast options that take it."""
+
+    @property
+    def options(self) -> dict:
+        contraction, backend = self.split("-")
+        return {"contraction": contraction, "backend": backend}
 
 
 @pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    previous_native, previous_compile = kan.native.enabled(), kan.fast.compile_enabled()
+def path(request):
+    """Every kan-fast layer of a test on one path: 'dense' or 'gather', by the C++ kernels
+    ('native') or by PyTorch ('torch'), through the layers' options."""
+    chosen = Path(request.param)
+    if chosen.options["backend"] == "native" and not kan.native.available():
+        pytest.skip(f"C++ kernels unavailable here: {kan.native.error()}")
+    previous_compile = kan.fast.compile_enabled()
     kan.fast.set_compile(False)
     try:
-        use_path(monkeypatch, request.param)
-        yield request.param
+        yield chosen
     finally:
-        kan.native.set_enabled(previous_native)
         kan.fast.set_compile(previous_compile)
 
 
@@ -64,17 +65,19 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator))
 
 
-def pair(widths, grid_size, order, adapted, scaler, seed=0):
-    """A randomised reference (layer for two widths, else model) and kan-fast loaded from its state dict.
+def pair(path, widths, grid_size, order, adapted, scaler, seed=0):
+    """A randomised reference (layer for two widths, else model) and kan-fast on ``path``
+    loaded from its state dict.
 
     ``adapted``: the knots moved by ``update_grid`` to skewed data (a non-uniform grid).
     """
     options = dict(grid_size=grid_size, spline_order=order, enable_standalone_scale_spline=scaler)
     torch.manual_seed(seed)
     if len(widths) == 2:
-        reference, fast = KANLinear(*widths, **options), FastBSplineKANLinear(*widths, **options)
+        reference = KANLinear(*widths, **options)
+        fast = FastBSplineKANLinear(*widths, **options, **path.options)
     else:
-        reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options)
+        reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options, **path.options)
     randomise(reference, seed)
     if adapted:
         generator = torch.Generator().manual_seed(seed + 1)
@@ -130,7 +133,7 @@ def grid_inputs(batch: int, in_features: int, seed: int) -> torch.Tensor:
 def test_every_value_in_every_position_of_a_layer(path, order, adapted):
     """Layer [3, 2], batch 4: each of the 12 positions takes each special value, alone."""
     for scaler in (True, False):
-        reference, fast = pair([3, 2], 4, order, adapted, scaler, seed=order)
+        reference, fast = pair(path, [3, 2], 4, order, adapted, scaler, seed=order)
         clean = grid_inputs(4, 3, seed=order)
         upstream = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
         for position in range(clean.numel()):
@@ -145,7 +148,7 @@ def test_every_value_in_every_position_of_a_layer(path, order, adapted):
 def test_every_value_in_every_position_of_a_model(path, order):
     """Model [3, 4, 2]: a special value in the input reaches the hidden layer, and its
     gradient comes back through the first layer's backward as a non-finite upstream gradient."""
-    reference, fast = pair([3, 4, 2], 5, order, adapted=False, scaler=True, seed=10 + order)
+    reference, fast = pair(path, [3, 4, 2], 5, order, adapted=False, scaler=True, seed=10 + order)
     clean = grid_inputs(3, 3, seed=3)
     upstream = torch.randn(3, 2, generator=torch.Generator().manual_seed(8))
     for position in range(clean.numel()):
@@ -158,7 +161,7 @@ def test_every_value_in_every_position_of_a_model(path, order):
 @pytest.mark.parametrize("order", [0, 1, 3, 5])
 def test_non_finite_upstream_gradient(path, order):
     """Finite inputs, each special value in each position of the upstream gradient."""
-    reference, fast = pair([3, 2], 6, order, adapted=order == 3, scaler=order != 5, seed=20 + order)
+    reference, fast = pair(path, [3, 2], 6, order, adapted=order == 3, scaler=order != 5, seed=20 + order)
     x = grid_inputs(4, 3, seed=5)
     clean = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
     for position in range(clean.numel()):
@@ -170,7 +173,7 @@ def test_non_finite_upstream_gradient(path, order):
 
 def test_huge_input_overflows_in_the_hidden_layer(path):
     """The issue's case: 3e38 in a [17, 33, 5] model overflows to inf in the hidden layer."""
-    reference, fast = pair([17, 33, 5], 5, 3, adapted=False, scaler=True, seed=4)
+    reference, fast = pair(path, [17, 33, 5], 5, 3, adapted=False, scaler=True, seed=4)
     x = torch.rand(64, 17, generator=torch.Generator().manual_seed(4)) * 2 - 1
     x[5, 3] = 3e38
     with torch.no_grad():
@@ -247,7 +250,7 @@ def test_every_zoo_model_takes_an_empty_batch(name):
 
 
 def test_kan_fast_takes_an_empty_batch_on_every_path(path):
-    reference, fast = pair([4, 5, 3], 30, 3, adapted=False, scaler=True)
+    reference, fast = pair(path, [4, 5, 3], 30, 3, adapted=False, scaler=True)
     assert_matches_reference(reference, fast, torch.zeros(0, 4), torch.zeros(0, 3), f"{path}, empty batch")
     with pytest.raises(ValueError, match="empty batch"):
         fast.layers[0].update_grid(torch.zeros(0, 4))
@@ -298,7 +301,7 @@ def test_float32_error_at_large_grids_stays_near_the_references(path, grid_size,
     rounding of float32 knots; the PyTorch path's local coordinate used to add the
     rounding of the knot coordinate, up to 9 times the reference's)."""
     x, truth, scale, reference_error, state = precision_case(grid_size, order)
-    fast = FastBSplineKANLinear(8, 4, grid_size=grid_size, spline_order=order)
+    fast = FastBSplineKANLinear(8, 4, grid_size=grid_size, spline_order=order, **path.options)
     fast.load_state_dict(state, strict=True)
     with torch.no_grad():
         fast_error = (fast(x).double() - truth).abs().max().item() / scale

@@ -69,7 +69,6 @@ def test_parts_are_the_record_schema():
     ("kan.native::gather_forward", "", "matmul"),
     ("kan.native::gather_table_grad", "", "matmul"),
     ("kan.native::dense_bases", "", "basis"),
-    ("kan.native::dense_input_grad", "", "basis"),
     ("kan.native::spline_grads", "", None),
     # the C++ kernels' Python wrappers (cProfile, py-spy)
     ("gather_input_grad", "/x/kan/native.py", "matmul"),

@@ -6,8 +6,9 @@
 For each backend (``native``: the C++ kernels of kan.native; ``torch``: the PyTorch
 paths, as on CUDA or without a compiler) and grid size, times the forward+backward of
 ``kan-fast`` (float32, CPU, cubic splines) with every layer forced to the dense
-contraction and to the gather one, the two taking turns call by call
-(:func:`benchmarks.core.protocol.turns`), and prints the medians and the smallest
+contraction and to the gather one (the layers' ``contraction`` and ``backend`` options),
+the two taking turns call by call (:func:`benchmarks.core.protocol.turns`), and prints
+the medians and the smallest
 coefficient count (grid_size + spline_order) from which the gather contraction is
 faster at that and every larger grid measured: the value for
 ``kan.fast.NATIVE_GATHER_MIN_COEFF`` and ``kan.fast.GATHER_MIN_COEFF``. The rows go to
@@ -31,29 +32,12 @@ GRIDS = (2, 3, 5, 8, 12, 20, 30)
 BACKENDS = ("native", "torch")
 
 
-class Forced(torch.nn.Module):
-    """``model`` with every layer's contraction and backend forced while it runs forward.
-
-    Backward follows the autograd function forward chose, so only forward is wrapped.
-    """
-
-    def __init__(self, model: torch.nn.Module, gather: bool, backend: str):
-        super().__init__()
-        self.model, self.gather, self.backend = model, gather, backend
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import kan.fast
-        import kan.native
-
-        saved = kan.fast.GATHER_MIN_COEFF, kan.fast.NATIVE_GATHER_MIN_COEFF, kan.native.enabled()
-        threshold = 1 if self.gather else 10**9
-        kan.fast.GATHER_MIN_COEFF = kan.fast.NATIVE_GATHER_MIN_COEFF = threshold
-        kan.native.set_enabled(self.backend == "native")
-        try:
-            return self.model(x)
-        finally:
-            kan.fast.GATHER_MIN_COEFF, kan.fast.NATIVE_GATHER_MIN_COEFF = saved[:2]
-            kan.native.set_enabled(saved[2])
+def forced(widths: list[int], grid: int, contraction: str, backend: str) -> torch.nn.Module:
+    """kan-fast with every layer on one contraction and backend (its options); seed 0, so that
+    every choice gets the same weights."""
+    torch.manual_seed(0)
+    return zoo().build("kan-fast", widths, grid_size=grid, spline_order=SPLINE_ORDER, backend=backend,
+                       contraction=contraction).float().train()
 
 
 def crossover(rows: list[dict], backend: str) -> int | None:
@@ -123,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for backend in backends:
         for grid in grids:
-            torch.manual_seed(0)
-            model = zoo().build("kan-fast", widths, grid_size=grid, spline_order=SPLINE_ORDER).float().train()
             case = Case("kan-fast", "forward+backward", "cpu", "float32", widths, args.batch, grid)
-            group = [Candidate("gather" if gather else "dense", make_step(case, model=Forced(model, gather, backend)))
-                     for gather in (False, True)]
+            group = [Candidate(contraction, make_step(case, model=forced(widths, grid, contraction, backend)))
+                     for contraction in ("dense", "gather")]
             turns(group, timer, args.repeats, warmup=2)
             medians = {}
             for c in group:
