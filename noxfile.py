@@ -68,14 +68,32 @@ def run_command(session: nox.Session, python: str, *args: str, success_codes=(0,
         return Path(run_file.read_text().strip()) if run_file.exists() else None
 
 
+def build_kernels(session: nox.Session, python: str) -> None:
+    """Build kan-fast's C++ kernels now (about 30 s, once per source, compiler and CPU), so that no
+    test or measurement waits for the build inside its first forward. A failed build is said in
+    one line; the PyTorch paths then run instead."""
+    session.run(python, "-m", "kan.native", "build", external=True, success_codes=[0, 1])
+
+
 def render(session: nox.Session, python: str, run: Path) -> None:
     session.run(python, "-m", "reports", "--run", str(run), external=True)
+
+
+@nox.session
+def sanitize(session: nox.Session) -> None:
+    """kan-fast's kernel tests against an AddressSanitizer/UBSan build of the kernels (tests/sanitize.sh).
+
+    Its own build (a separate cache entry) takes minutes; pytest arguments pass through.
+    """
+    python = harness_python(session)
+    session.run("sh", str(ROOT / "tests" / "sanitize.sh"), *session.posargs, external=True, env={"PYTHON": python})
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`)."""
     python = harness_python(session)
+    build_kernels(session, python)
     session.run(python, "-m", "pytest", *session.posargs, external=True)
 
 
@@ -88,6 +106,7 @@ def bench(session: nox.Session) -> None:
     when reports/ offers `python -m reports`.
     """
     python = harness_python(session)
+    build_kernels(session, python)
     sys.path.insert(0, str(ROOT))
     from benchmarks.core import record# the standard library only, at import
 
@@ -111,6 +130,7 @@ def gate(session: nox.Session) -> None:
     Exit 1 on a significant slowdown, 2 when the gate cannot run; see benchmarks/gate/cli.py.
     """
     python = harness_python(session)
+    build_kernels(session, python)
     session.run(python, "-m", "benchmarks.gate", *session.posargs, external=True)
 
 
@@ -118,9 +138,11 @@ def gate(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """Render a run as one self-contained HTML page, report.html in its folder.
 
-    `nox -s report` renders the newest run; `nox -s report -- RUN` a named one (run id or
-    folder); `-- --against OLD_RUN` adds a new/old comparison per benchmark; `-- --merge
-    RUN ...` puts runs from other machines on the same page. `-- --help` for the rest.
+    `nox -s report` renders the newest run with the newest bench, profile, quality and gate
+    runs of its machine and commit, on one page; `nox -s report -- RUN` a named one (run id
+    or folder); `-- --against OLD_RUN` adds a new/old comparison per benchmark; `-- --merge
+    RUN ...` puts runs from other machines (or a suite's shards) on the same page.
+    `-- --help` for the rest.
     """
     python = harness_python(session)
     session.run(python, "-m", "reports", *session.posargs, external=True)
@@ -138,6 +160,7 @@ def profile(session: nox.Session) -> None:
     run here (py-spy missing or not permitted; the message says how to enable it).
     """
     python = harness_python(session)
+    build_kernels(session, python)
     sys.path.insert(0, str(ROOT))
     from benchmarks.core import record# the standard library only, at import
 
@@ -165,6 +188,7 @@ def quality(session: nox.Session) -> None:
     `nox -s quality -- --help` lists the tasks and budgets. The run is then rendered as a report.
     """
     python = harness_python(session)
+    build_kernels(session, python)
     run = run_command(session, python, "benchmarks.quality", *session.posargs, success_codes=(0, 1))
     if run is not None:
         render(session, python, run)
@@ -177,6 +201,7 @@ def all_sessions(session: nox.Session) -> None:
     Each step's failures are reported at the end; the page shows whatever finished.
     """
     python = harness_python(session)
+    build_kernels(session, python)
     failed = []
     for what, command, ok in (("bench", ["benchmarks"], (0, 1)), ("profile", ["profiles"], (0, 1, 3)),
                               ("quality", ["benchmarks.quality"], (0, 1))):
@@ -237,6 +262,7 @@ def peers(session: nox.Session) -> None:
         print(f"peers: unknown peer {unknown[0]!r}; valid peers: {', '.join(PEERS)}", file=sys.stderr)
         raise SystemExit(2)
     python = harness_python(session)
+    build_kernels(session, python)
     interpreters = [f"--python={name}={peer_python(session, name)}" for name in chosen]
     run = run_command(session, python, "benchmarks.peers", *interpreters, *session.posargs, success_codes=(0, 130))
     if run is not None:

@@ -331,8 +331,16 @@ __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, cons
     const auto near = (fraction < kNearKnot) | (fraction > T(1) - kNearKnot);
     const V clamped_span = span < T(0) ? V{} : (span > top - T(1) ? V{} + (top - T(1)) : span);
     const VI knot_index = __builtin_convertvector(clamped_span, VI) + 1;
-    const V knot = g.shared ? knot_lookup(g.shared_knots, knot_index)
-                            : gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index);
+    V knot;
+    if (g.shared) {
+        knot = knot_lookup(g.shared_knots, knot_index);
+    } else if (partial && !Column) {
+        // Row mode: the lanes past n would read the rows of features that do not exist.
+        knot = V{};
+        for (int l = 0; j + l < n; ++l) knot[l] = g.knots_ext[(i + l) * ext_stride + knot_index[l]];
+    } else {
+        knot = gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index);
+    }
     u = (xv - knot) * inv_step;
     if (any_lane(near)) {
         for (int l = 0; l < L && j + l < n; ++l) {
