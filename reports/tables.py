@@ -544,7 +544,7 @@ def quality_tables(summary: pd.DataFrame, caption_suffix: str = "") -> list[Tabl
         target = rows["target"].iloc[0] if "target" in rows else np.nan
         target_text = "" if is_missing(target) else f"{'at least' if better == 'higher' else 'at most'} " \
                                                      f"{_quality_value(metric, float(target))}"
-        columns = [f"model", f"{metric} ({better} is better)", "seeds ok", "training time",
+        columns = ["model", f"{metric} ({better} is better)", "seeds ok", "training time",
                    "time per step", f"time to target {target_text}".strip(), "parameters", "FLOPs per step",
                    "Pareto front"]
         out.append(Table(f"{task}{caption_suffix}", columns, table_rows))

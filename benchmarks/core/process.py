@@ -8,9 +8,13 @@ dead child is reported with the last lines it wrote, in one error, never a hang.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import tempfile
+import traceback
 from pathlib import Path
+from typing import Callable
 
 
 class ChildError(Exception):
@@ -61,3 +65,39 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
         self._stderr.close()
+
+
+# --- the child's side ------------------------------------------------------------------------
+
+
+def channel() -> Callable[[dict], None]:
+    """In a child: ``say(message)``, which writes one JSON line to the parent. The process's own
+    stdout goes to stderr from here on, so that anything a model prints never enters the channel."""
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def say(message: dict) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    return say
+
+
+def commands(say: Callable[[dict], None], handlers: dict[str, Callable[[dict], dict]]) -> None:
+    """In a child: answer each command line from stdin with its handler's reply, until "quit"."""
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["cmd"] == "quit":
+            break
+        handler = handlers.get(command["cmd"])
+        say(handler(command) if handler else {"error": f"unknown command {command['cmd']!r}"})
+
+
+def child_main(serve: Callable[[], None]) -> None:
+    """A child's entry point: a failure leaves its traceback on stderr and exits 3."""
+    try:
+        serve()
+    except Exception:
+        sys.stderr.write(traceback.format_exc())
+        sys.exit(3)

@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 
 MODELS = ("kan", "kan-fast", "mlp")
@@ -170,15 +169,10 @@ def _drop_editable_finders() -> None:
 def serve(argv: list[str] | None = None) -> None:
     """The child's main loop. argv[0] is a JSON object:
     {"cases": [fields(case)], "threads": n, "clock": "wall" | "cpu", "warmup_s": s, "cpus": [ids] | null}."""
+    from benchmarks.core.process import channel, commands
+
     config = json.loads((argv if argv is not None else sys.argv[1:])[0])
-    channel = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything the models print goes to stderr, never into the channel
-    sys.stdout = sys.stderr
-
-    def say(message: dict) -> None:
-        channel.write(json.dumps(message) + "\n")
-        channel.flush()
-
+    say = channel()
     if config.get("cpus") and hasattr(os, "sched_setaffinity"):  # before torch starts its threads
         os.sched_setaffinity(0, config["cpus"])
     import torch
@@ -212,34 +206,28 @@ def serve(argv: list[str] | None = None) -> None:
                   for n, p in prepared.items()},
     }})
     ready = {n: p for n, p in prepared.items() if p.status == "ok"}
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["cmd"] == "warmup":
-            per_call, failed = {}, {}
-            for n, p in list(ready.items()):
-                try:
-                    per_call[n] = warmup(p, float(config.get("warmup_s", 0.3)))
-                except Exception as e:  # NaN/inf in steady state, or a call that fails
-                    failed[n] = {"status": "nonfinite" if isinstance(e, FloatingPointError) else "error",
-                                 "reason": str(e) if isinstance(e, FloatingPointError)
-                                 else f"{type(e).__name__}: {e}"}
-                    del ready[n]
-            say({"per_call_s": per_call, "failed": failed})
-        elif command["cmd"] == "round":
-            k, number = int(command["samples"]), command["number"]  # number: {case: calls per sample}
-            samples = {n: [turn(ready[n], int(calls)) for _ in range(k)]
-                       for n, calls in number.items() if n in ready}
-            say({"samples": samples})
-        elif command["cmd"] == "quit":
-            break
-        else:
-            say({"error": f"unknown command {command['cmd']!r}"})
+
+    def warm(command: dict) -> dict:
+        per_call, failed = {}, {}
+        for n, p in list(ready.items()):
+            try:
+                per_call[n] = warmup(p, float(config.get("warmup_s", 0.3)))
+            except Exception as e:  # NaN/inf in steady state, or a call that fails
+                failed[n] = {"status": "nonfinite" if isinstance(e, FloatingPointError) else "error",
+                             "reason": str(e) if isinstance(e, FloatingPointError) else f"{type(e).__name__}: {e}"}
+                del ready[n]
+        return {"per_call_s": per_call, "failed": failed}
+
+    def take(command: dict) -> dict:
+        k, number = int(command["samples"]), command["number"]  # number: {case: calls per sample}
+        return {"samples": {n: [turn(ready[n], int(calls)) for _ in range(k)]
+                            for n, calls in number.items() if n in ready}}
+
+    commands(say, {"warmup": warm, "round": take})
 
 
 def child_main() -> None:
-    """Entry point of the child process: a failure leaves its traceback on stderr and exits 3."""
-    try:
-        serve()
-    except Exception:
-        sys.stderr.write(traceback.format_exc())
-        sys.exit(3)
+    """Entry point of the child process (see ``benchmarks.core.process.child_main``)."""
+    from benchmarks.core import process
+
+    process.child_main(serve)

@@ -18,11 +18,8 @@ lines on stdin/stdout::
 from __future__ import annotations
 
 import json
-import os
 import sys
-import traceback
 
-OURS = "ours"  # the side of our own models
 
 
 def _one_line(e: BaseException) -> str:
@@ -32,15 +29,10 @@ def _one_line(e: BaseException) -> str:
 
 def serve(argv: list[str] | None = None) -> None:
     """The child's loop. argv[0] is a JSON object: {"side": "ours" or a peer's name, "threads": n}."""
+    from benchmarks.core.process import channel, commands
+
     config = json.loads((argv if argv is not None else sys.argv[1:])[0])
-    channel = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything the models print goes to stderr, never into the channel
-    sys.stdout = sys.stderr
-
-    def say(message: dict) -> None:
-        channel.write(json.dumps(message) + "\n")
-        channel.flush()
-
+    say = channel()
     import torch
 
     from benchmarks.core import protocol
@@ -67,43 +59,39 @@ def serve(argv: list[str] | None = None) -> None:
                    "status": "not available" if problem else "ok", "reason": problem or ""}})
     steps: dict[str, object] = {}
     timers: dict[str, DeviceTimer] = {}
-    for line in sys.stdin:
-        command = json.loads(line)
-        if command["cmd"] == "build":
-            built = {}
-            for fields in command["cases"]:
-                case = Case(**{**fields, "widths": tuple(fields["widths"])})
-                try:
-                    model = peer.build(case.widths, case.grid_size) if peer is not None else None
-                    step = make_step(case, model=model)
-                    built[case.id] = {"status": "ok", "reason": "", **probe(step, case)}
-                    steps[case.id] = step
-                    timers[case.id] = DeviceTimer(case.device)
-                except Exception as e:  # unsupported option, out of memory, no CUDA support, ...
-                    built[case.id] = {"status": "not available", "reason": _one_line(e)}
-            say({"cases": built})
-        elif command["cmd"] == "call":
-            name = command["case"]
-            say(protocol.timed_call(steps[name], timers[name]))
-        elif command["cmd"] == "outputs":
+
+    def build(command: dict) -> dict:
+        built = {}
+        for fields in command["cases"]:
+            case = Case(**{**fields, "widths": tuple(fields["widths"])})
             try:
-                model = peer.build(tuple(command["widths"]), command["grid_size"]).double()
-                peer.load_reference(model, command["layers"])
-                with torch.no_grad():
-                    out = model(torch.tensor(command["inputs"], dtype=torch.float64))
-                say({"outputs": out.tolist()})
-            except Exception as e:
-                say({"error": _one_line(e)})
-        elif command["cmd"] == "quit":
-            break
-        else:
-            say({"error": f"unknown command {command['cmd']!r}"})
+                model = peer.build(case.widths, case.grid_size) if peer is not None else None
+                step = make_step(case, model=model)
+                built[case.id] = {"status": "ok", "reason": "", **probe(step, case)}
+                steps[case.id] = step
+                timers[case.id] = DeviceTimer(case.device)
+            except Exception as e:  # unsupported option, out of memory, no CUDA support, ...
+                built[case.id] = {"status": "not available", "reason": _one_line(e)}
+        return {"cases": built}
+
+    def call(command: dict) -> dict:
+        return protocol.timed_call(steps[command["case"]], timers[command["case"]])
+
+    def outputs(command: dict) -> dict:
+        try:
+            model = peer.build(tuple(command["widths"]), command["grid_size"]).double()
+            peer.load_reference(model, command["layers"])
+            with torch.no_grad():
+                out = model(torch.tensor(command["inputs"], dtype=torch.float64))
+            return {"outputs": out.tolist()}
+        except Exception as e:
+            return {"error": _one_line(e)}
+
+    commands(say, {"build": build, "call": call, "outputs": outputs})
 
 
 def main() -> None:
-    """Entry point of the child process: a failure leaves its traceback on stderr and exits 3."""
-    try:
-        serve()
-    except Exception:
-        sys.stderr.write(traceback.format_exc())
-        sys.exit(3)
+    """Entry point of the child process (see ``benchmarks.core.process.child_main``)."""
+    from benchmarks.core import process
+
+    process.child_main(serve)

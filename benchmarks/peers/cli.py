@@ -39,7 +39,6 @@ from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, t
 from benchmarks.core.process import Child, ChildError
 from benchmarks.core.protocol import Candidate
 from benchmarks.peers.catalog import PEERS, reference_layers
-from benchmarks.peers.child import OURS
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "peer:"

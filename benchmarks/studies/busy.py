@@ -21,7 +21,6 @@ one does not, 2 on bad input.
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys

@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import kan.native
-    import pandas as pd
 
     from benchmarks.core import record
     from benchmarks.core.timer import DeviceTimer, set_threads
