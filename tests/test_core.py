@@ -319,3 +319,21 @@ def test_a_paired_interval_is_clear_within_five_percent():
     assert steady.ratio == pytest.approx(2.0) and steady.clear()
     noisy = stats.paired_ratio_interval([2 * b * (1.5 if i % 2 else 0.7) for i, b in enumerate(base)], base)
     assert not noisy.clear() and noisy.ci_low < 2.0 < noisy.ci_high
+
+
+def test_one_thread_on_the_cpu_is_timed_by_cpu_time_and_keeps_disturbed_samples():
+    import time
+
+    from benchmarks.core.measure import Timed
+    from benchmarks.core.timer import CpuTimer, DeviceTimer, clock_for
+
+    clock, name = clock_for("cpu", 1)
+    assert isinstance(clock, CpuTimer) and name == "cpu"
+    start = clock()
+    time.sleep(0.05)  # waiting is not CPU time
+    assert clock() - start < 0.02
+    assert isinstance(clock_for("cpu", 2)[0], DeviceTimer) and clock_for("cpu", 2)[1] == "wall"
+    c = protocol.Candidate("a", samples=[0.01, 0.01, 0.01, 0.01], rounds=[0, 1, 2, 3],
+                           switches=[0, 3, 0, 1], cpu_s=[0.01] * 4)
+    assert Timed(c, min_rounds=2, clock="wall").rounds() == [0, 2]  # the disturbed rounds left out
+    assert Timed(c, min_rounds=2, clock="cpu").rounds() == [0, 1, 2, 3]  # nothing to leave out

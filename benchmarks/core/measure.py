@@ -18,10 +18,13 @@ Order of work for one group:
    median of per-round ratios, with a 95% bootstrap interval), how many samples the
    machine disturbed, the load before and after, and whether the answer is stable.
 
-Disturbed samples (:func:`benchmarks.core.protocol.disturbed`) are left out of medians
-and ratios where enough undisturbed rounds remain (:data:`CLEAN_SHARE`), since they
-measure the other processes as much as the model; otherwise all are used and the row
-says how many were disturbed. Either way the raw samples are kept.
+The clock is the device-aware wall clock, or, for the CPU on one thread, the process's CPU
+time (:func:`benchmarks.core.timer.clock_for`), which leaves out the time the OS gave the
+core to other processes. On the wall clock, disturbed samples
+(:func:`benchmarks.core.protocol.disturbed`) are left out of medians and ratios where
+enough undisturbed rounds remain (:data:`CLEAN_SHARE`), since they measure the other
+processes as much as the model; otherwise all are used and the row says how many were
+disturbed. Either way the raw samples are kept.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
+import torch
 
 from benchmarks.core import memory, stats
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.record import load_average
-from benchmarks.core.timer import DeviceTimer, set_threads
+from benchmarks.core.timer import clock_for, set_threads
 
 @dataclass(frozen=True)
 class Group:
@@ -105,10 +109,11 @@ def probe(step, case: Case) -> dict:
 class Timed:
     """A candidate's samples by round, and which of them the machine disturbed."""
 
-    def __init__(self, c: Candidate, min_rounds: int):
+    def __init__(self, c: Candidate, min_rounds: int, clock: str = "wall"):
         flags = disturbed(c)
         self.by_round = dict(zip(c.rounds, c.samples))
-        self.clean = {r for r, bad in zip(c.rounds, flags) if not bad}
+        # the CPU clock does not count the time the OS took the core away: nothing to leave out
+        self.clean = {r for r, bad in zip(c.rounds, flags) if not bad or clock == "cpu"}
         self.disturbed = sum(flags)
         self.min_rounds = min_rounds
 
@@ -180,7 +185,7 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
     baseline_of = _baselines(group, candidates)
 
     def clear(rounds: int) -> bool:
-        timed = {name: Timed(c, suite.min_rounds) for name, c in candidates.items() if c.status == "ok"}
+        timed = {name: Timed(c, suite.min_rounds, clock) for name, c in candidates.items() if c.status == "ok"}
         for name, t in timed.items():
             pairs = [b for b in baseline_of.get(name, {}).values() if b in timed]
             checks = [ratio(t, timed[b], CHECK_RESAMPLES) for b in pairs] or [own_interval(t, CHECK_RESAMPLES)]
@@ -188,12 +193,13 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
                 return False
         return True
 
+    timer, clock = clock_for(device, torch.get_num_threads())
     load_before = load_average()
-    turns_until_clear(live, DeviceTimer(device), suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
+    turns_until_clear(live, timer, suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
                       budget_s=suite.max_time * max(1, len(live)), clear=clear, usage=usage)
     load_after = load_average()
 
-    timed = {name: Timed(c, suite.min_rounds) for name, c in candidates.items() if c.status == "ok"}
+    timed = {name: Timed(c, suite.min_rounds, clock) for name, c in candidates.items() if c.status == "ok"}
     for case in group.cases:
         row, c = rows[case.id], candidates.get(case.id)
         if c is None:
@@ -204,6 +210,7 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
             continue
         local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
         row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
+        row["clock"] = clock
         row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after))
     return rows
 

@@ -66,6 +66,7 @@ BENCH_COLUMNS = [
     "disturbed",  # samples during which the OS took a core from the process (kept, counted)
     "used_rounds",  # the rounds the median and ratios use (the undisturbed ones where enough)
     "load_before", "load_after",  # 1-minute load average around the workload's measurement
+    "clock",  # "wall" (device-aware), or "cpu": the process's CPU time, for the CPU on one thread
     "threads", "machine",
     "parameters",  # trainable scalars of the model (kan.zoo.parameter_count)
     "package",  # a peer's package and version (benchmarks.peers): "flashkan 0.2.0"; empty for ours
@@ -172,7 +173,7 @@ _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s
                   "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
                   "load_before", "load_after"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
-                 "reason", "stable", "unstable_reason", "package", "equivalence"]
+                 "reason", "stable", "unstable_reason", "package", "equivalence", "clock"]
 
 # The parts of attribution.csv (profiles.attribution says which frames belong to each). The
 # backward is split by the forward part whose gradient it computes ("... grad"); "autograd"

@@ -97,6 +97,31 @@ def _nothing() -> None:
     pass
 
 
+class CpuTimer:
+    """The CPU time of this process (all its threads), for CPU work on one thread.
+
+    A single-threaded call's CPU time is its run time without the time the OS gave its core
+    to other processes: on a machine shared with other work it measures the model, where the
+    wall clock measures the queue as well. (With several threads it would add up the threads'
+    time, so it is not used there.)"""
+
+    __name__ = "CpuTimer(cpu)"
+
+    def __call__(self) -> float:
+        return time.process_time()
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+
+def clock_for(device: str, threads: int) -> tuple[object, str]:
+    """(clock, its name) for timing work on ``device`` with ``threads`` intra-op threads: the CPU
+    time of the process for the CPU on one thread, else the device-aware wall clock."""
+    if device_type(device) == "cpu" and threads == 1:
+        return CpuTimer(), "cpu"
+    return DeviceTimer(device), "wall"
+
+
 def max_threads() -> int:
     """The most intra-op threads a run may ask for: the cores this process may use."""
     import os

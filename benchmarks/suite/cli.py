@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if warning:
         print(warning)
-    print(f"threads: {why}")
+    clocks = sorted(set(frame["clock"].dropna()))
+    print(f"threads: {why}" + (f"; clock: {', '.join(clocks)}" if clocks else "")
+          + (" (cpu: the process's CPU time, one thread on the CPU)" if "cpu" in clocks else ""))
     if interrupted:
         print(f"interrupted: kept the {len(frame)} finished measurements")
     print(f"tidy table {path.name}, pytest-benchmark JSON {run.benchmark_json.name}, environment.json")
