@@ -211,7 +211,7 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
         local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
         row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
         row["clock"] = clock
-        row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after))
+        row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after, clock))
     return rows
 
 
@@ -240,8 +240,9 @@ def _peak_bytes(step, device: str) -> int | None:
 
 
 def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str, Timed],
-             load_before, load_after) -> dict:
-    """A measured row's timings, ratios and stability."""
+             load_before, load_after, clock: str) -> dict:
+    """A measured row's timings, ratios and stability. Disturbed samples make a row unstable
+    on the wall clock only: the CPU clock does not count the time they lost."""
     rounds = t.rounds()
     used = np.asarray(t.samples(rounds))
     q1, median, q3 = np.percentile(used, [25, 50, 75])
@@ -263,7 +264,7 @@ def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str,
     if not spreads:
         own = own_interval(t)
         spreads["of the median"] = own.spread if own else math.inf
-    row.update(_stability(spreads, t.disturbed, len(c.samples), len(rounds)))
+    row.update(_stability(spreads, t.disturbed if clock == "wall" else 0, len(c.samples), len(rounds)))
     return row
 
 

@@ -114,7 +114,7 @@ SUITES = {
     "quick": Suite(
         "quick", "the default: [2, 5, 1] batch 1024 and [784, 64, 10] batch 256, grid 5, float32 (minutes)",
         shapes=(Shape("tiny", TINY, (1024,)), Shape("mnist", MNIST, (256,))), grid_sizes=(5,),
-        dtypes=("float32",), max_time=1.0, min_rounds=10, max_rounds=400, warmup_rounds=2,
+        dtypes=("float32",), max_time=3.0, min_rounds=10, max_rounds=600, warmup_rounds=2,
     ),
     "full": Suite(
         "full", "every shape ([2, 5, 1], [784, 64, 10], [256, 256, 256, 256]) at several batch sizes, "
