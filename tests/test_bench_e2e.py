@@ -26,6 +26,7 @@ def _bench(results: Path, *args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
+@pytest.mark.slow
 def test_smoke_suite_end_to_end(tmp_path):
     proc = _bench(tmp_path, "--suite", "smoke", "--model", "kan,mlp,mlp-param", "--device", "cpu",
                   "--threads", "1", "--label", "e2e")

@@ -210,6 +210,7 @@ def project(tmp_path, monkeypatch):
     return path
 
 
+@pytest.mark.slow
 def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, monkeypatch, capsys):
     """The base's kan comes first on its child's import path, ahead of the working tree and of
     the editable install: a module the base lacks is missing there (the MLP is "new"), never

@@ -380,6 +380,7 @@ def test_a_failing_compiler_falls_back_to_pytorch_with_one_warning(tmp_path):
     assert not list(tmp_path.glob("*.so"))
 
 
+@pytest.mark.slow
 def test_kan_native_0_turns_the_kernels_off_without_building(tmp_path):
     result = run_python(FALLBACK_CHECK, KAN_NATIVE="0", KAN_NATIVE_CACHE=str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -498,6 +499,7 @@ def fake_compiler(tmp_path: Path, body: str) -> Path:
     return script
 
 
+@pytest.mark.slow
 def test_a_hanging_compiler_times_out_with_one_warning_and_pytorch_runs(tmp_path):
     cxx = fake_compiler(tmp_path, "exec sleep 60")
     result = run_python(FALLBACK_CHECK, CXX=str(cxx), KAN_NATIVE_CACHE=str(tmp_path / "cache"),
@@ -518,6 +520,7 @@ def test_a_library_still_bad_after_its_rebuild_leaves_one_warning_naming_the_cau
     assert "unusable after a rebuild: the library lacks kan_gather_forward_f32" in result.stdout
 
 
+@pytest.mark.slow
 def test_status_and_build_commands(tmp_path):
     status = subprocess.run([sys.executable, "-m", "kan.native", "status"], capture_output=True, text=True)
     assert status.returncode == 0, status.stdout + status.stderr

@@ -42,6 +42,7 @@ def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
     assert says in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_tiny_profile_end_to_end(results, capsys):
     """cProfile and torch.profiler in-process; the loop both as it is and synchronized."""
     import torch
@@ -115,6 +116,7 @@ def pyspy_problem() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(pyspy_problem() is not None, reason=str(pyspy_problem()))
 def test_tiny_pyspy_profile_end_to_end(results, capsys):
     # without --native, which costs py-spy a long start on a large libtorch (the native

@@ -199,6 +199,7 @@ def test_unwritable_results_folder_is_one_line(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and "cannot write a run folder" in err[0]
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_the_finished_rows(tmp_path):
     """Stopped as CI stops a job: exit 130, and every row finished before the signal is in quality.csv."""
     import os
