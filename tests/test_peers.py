@@ -31,10 +31,15 @@ def test_an_unknown_peer_is_one_line_naming_the_valid_ones(capsys):
 
 @pytest.mark.slow
 def test_a_peer_that_cannot_be_used_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
-    """flashkan's 'environment' here is the harness's own, where flashkan is not installed; pykan's does
-    not exist at all. Both are 'not available' with the reason; our models are measured."""
+    """flashkan's 'environment' here is the harness's interpreter with flashkan made unimportable;
+    pykan's does not exist at all. Both are 'not available' with the reason; our models are measured."""
     monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
-    status = cli.main(["--peer", "flashkan,pykan", f"--python=flashkan={sys.executable}",
+    broken = tmp_path / "python-without-flashkan"
+    # the child is started as PYTHON -I -c CODE CONFIG: run CODE with flashkan blocked
+    broken.write_text(f"#!/bin/sh\nexec {sys.executable} -I -c "
+                      "\"import sys; sys.modules['flashkan'] = None; exec(sys.argv.pop(1))\" \"$3\" \"$4\"\n")
+    broken.chmod(0o755)
+    status = cli.main(["--peer", "flashkan,pykan", f"--python=flashkan={broken}",
                        f"--python=pykan={tmp_path / 'none' / 'bin' / 'python'}",
                        "--suite", "smoke", "--model", "kan,mlp", "--threads", "1"])
     assert status == 0, capsys.readouterr().err
