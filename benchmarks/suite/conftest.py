@@ -3,7 +3,7 @@
 Run through ``python -m benchmarks`` (or ``nox -s bench``), which passes these options;
 running pytest on ``benchmarks/`` directly works too::
 
-    pytest benchmarks/test_bench.py --bench-suite smoke --bench-model kan,mlp
+    pytest benchmarks/suite/test_bench.py --bench-suite smoke --bench-model kan,mlp
 
 Every case gets ``pytest.mark.benchmark(timer=DeviceTimer(device), group=workload)``, so
 pytest-benchmark times it with the device-aware clock and groups the models that share
