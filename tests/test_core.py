@@ -337,3 +337,12 @@ def test_one_thread_on_the_cpu_is_timed_by_cpu_time_and_keeps_disturbed_samples(
                            switches=[0, 3, 0, 1], cpu_s=[0.01] * 4)
     assert Timed(c, min_rounds=2, clock="wall").rounds() == [0, 2]  # the disturbed rounds left out
     assert Timed(c, min_rounds=2, clock="cpu").rounds() == [0, 1, 2, 3]  # nothing to leave out
+
+
+def test_with_several_threads_a_call_is_disturbed_when_it_lost_cpu_time_and_took_longer():
+    # 2 threads: a switch alone (call 0), less CPU use alone (call 2: a serial stretch) are not
+    # disturbances; call 3 lost CPU time and took twice as long: a thread waited for a core
+    c = protocol.Candidate("a", samples=[0.01, 0.01, 0.01, 0.02, 0.01], switches=[2, 0, 1, 1, 0],
+                           cpu_s=[0.02, 0.02, 0.011, 0.022, 0.02])
+    assert protocol.disturbed(c, threads=2) == [False, False, False, True, False]
+    assert protocol.disturbed(c, threads=1) == [True, False, True, True, False]

@@ -109,8 +109,8 @@ def probe(step, case: Case) -> dict:
 class Timed:
     """A candidate's samples by round, and which of them the machine disturbed."""
 
-    def __init__(self, c: Candidate, min_rounds: int, clock: str = "wall"):
-        flags = disturbed(c)
+    def __init__(self, c: Candidate, min_rounds: int, clock: str = "wall", threads: int = 1):
+        flags = disturbed(c, threads)
         self.by_round = dict(zip(c.rounds, c.samples))
         # the CPU clock does not count the time the OS took the core away: nothing to leave out
         self.clean = {r for r, bad in zip(c.rounds, flags) if not bad or clock == "cpu"}
@@ -185,7 +185,7 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
     baseline_of = _baselines(group, candidates)
 
     def clear(rounds: int) -> bool:
-        timed = {name: Timed(c, suite.min_rounds, clock) for name, c in candidates.items() if c.status == "ok"}
+        timed = {name: Timed(c, suite.min_rounds, clock, threads) for name, c in candidates.items() if c.status == "ok"}
         for name, t in timed.items():
             pairs = [b for b in baseline_of.get(name, {}).values() if b in timed]
             checks = [ratio(t, timed[b], CHECK_RESAMPLES) for b in pairs] or [own_interval(t, CHECK_RESAMPLES)]
@@ -193,13 +193,14 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
                 return False
         return True
 
-    timer, clock = clock_for(device, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    timer, clock = clock_for(device, threads)
     load_before = load_average()
     turns_until_clear(live, timer, suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
                       budget_s=suite.max_time * max(1, len(live)), clear=clear, usage=usage)
     load_after = load_average()
 
-    timed = {name: Timed(c, suite.min_rounds, clock) for name, c in candidates.items() if c.status == "ok"}
+    timed = {name: Timed(c, suite.min_rounds, clock, threads) for name, c in candidates.items() if c.status == "ok"}
     for case in group.cases:
         row, c = rows[case.id], candidates.get(case.id)
         if c is None:

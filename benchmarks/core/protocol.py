@@ -109,17 +109,28 @@ def os_usage() -> tuple[int, float]:
 # and the call takes many times as long while using fewer cores' time).
 MIN_CPU_CLOCK_S = 1e-3
 DISTURBED_USE = 0.7
+DISTURBED_SLOWER = 1.3
 
 
-def disturbed(c: Candidate) -> list[bool]:
-    """Which of ``c``'s samples the machine disturbed (see above)."""
+def disturbed(c: Candidate, threads: int = 1) -> list[bool]:
+    """Which of ``c``'s samples the machine disturbed (see above).
+
+    With several threads neither sign alone counts: the OS moves a pool's threads for a few
+    microseconds many times a second on an idle machine too, and a pool's CPU use varies
+    from call to call with its serial parts. There a sample is disturbed when it lost CPU
+    time and took longer for it (over DISTURBED_SLOWER times the median call): a thread
+    waited for a core, and the call waited for the thread.
+    """
     use = [cpu / wall if wall >= MIN_CPU_CLOCK_S and math.isfinite(cpu) else math.nan
            for cpu, wall in zip(c.cpu_s, c.samples)]
     typical = [u for u in use if not math.isnan(u)]
     # the undisturbed level: the 90th percentile, which holds even when most samples are disturbed
     level = sorted(typical)[int(0.9 * (len(typical) - 1))] if typical else math.nan
-    return [s > 0 or (not math.isnan(u) and u < DISTURBED_USE * level)
-            for s, u in zip(c.switches, use)]
+    lost = [not math.isnan(u) and u < DISTURBED_USE * level for u in use]
+    if threads == 1:
+        return [s > 0 or low for s, low in zip(c.switches, lost)]
+    median = sorted(c.samples)[len(c.samples) // 2] if c.samples else math.nan
+    return [low and wall > DISTURBED_SLOWER * median for low, wall in zip(lost, c.samples)]
 
 
 def _one_line(e: BaseException) -> str:

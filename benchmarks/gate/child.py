@@ -129,13 +129,13 @@ def clock(kind: str, device: str):
 def turn(prepared: _Prepared, calls: int) -> list[tuple[float, bool]]:
     """(seconds, disturbed) of each of ``calls`` calls, each timed alone after its untimed ``setup``
     (the protocol of the pytest-benchmark suites). The parent makes one sample of them."""
-    from benchmarks.core import protocol
+    from benchmarks.core import protocol, timer
 
     c = protocol.Candidate(name(prepared.case), prepared.step)
     protocol.calls(c, prepared.clock, calls)
     if c.status != "ok":
         raise FloatingPointError(c.reason) if c.status == "nonfinite" else RuntimeError(c.reason)
-    return list(zip(c.samples, protocol.disturbed(c)))
+    return list(zip(c.samples, protocol.disturbed(c, timer.set_threads(None))))
 
 
 def warmup(prepared: _Prepared, seconds: float = 0.3, max_calls: int = 50) -> float:
