@@ -2,7 +2,8 @@
 
     case       Case (model, phase, device, dtype, widths, batch, grid) and make_step: the model,
                data and the timed step of each phase; the one loss and optimizer of every phase
-    timer      DeviceTimer: a host clock that waits for CUDA/MPS before its stop reading
+    timer      DeviceTimer: a host clock that waits for CUDA/MPS before its stop reading;
+               CpuTimer (the process's CPU time) for the CPU on one thread; clock_for picks
     protocol   first_call and rounds (one candidate), turns (candidates side by side),
                paired_turns (two processes, the gate)
     measure    a group of cases (a workload's models and their MLPs) timed in turns until its

@@ -43,6 +43,16 @@ def positive_ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+def choices(given, valid, what: str) -> list[str]:
+    """Names given comma-separated or repeated (``["kan,mlp", "rbf-kan"]``), in order without
+    repeats, each one of ``valid``; ``ValueError`` naming the first that is not and the valid ones."""
+    names = list(dict.fromkeys(n.strip() for g in given or () for n in str(g).split(",") if n.strip()))
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"unknown {what} {n!r}; valid {what}s: {', '.join(valid)}")
+    return names
+
+
 def busy_warning(load: list[float] | None, cores: int | None) -> str | None:
     """A warning when other processes were keeping the CPU busy as the run began."""
     cores = cores or 1

@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.core import record
-from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
+from benchmarks.core.cli import Parser, announce, busy_warning, choices, positive_ints, terminate_as_interrupt
 from benchmarks.core.process import Child, ChildError
 from benchmarks.core.protocol import Candidate
 from benchmarks.peers.catalog import PEERS, reference_layers
@@ -87,10 +87,7 @@ def parse(argv):
     try:
         from benchmarks.suite import suites
 
-        peers = suites.split([args.peer])
-        for name in peers:
-            if name not in PEERS:
-                raise ValueError(f"unknown peer {name!r}; valid peers: {', '.join(PEERS)}")
+        peers = choices([args.peer], list(PEERS), "peer")
         given = {}
         for item in args.python:
             name, _, path = item.partition("=")

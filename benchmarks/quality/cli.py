@@ -28,7 +28,7 @@ import math
 import sys
 import time
 
-from benchmarks.core.cli import Parser, announce, busy_warning, terminate_as_interrupt
+from benchmarks.core.cli import Parser, announce, busy_warning, choices, terminate_as_interrupt
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEVICES = ("cpu", "cuda", "mps")
@@ -69,15 +69,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _names(given: list[str], valid, what: str) -> list[str]:
-    """Comma-separated or repeated names, each one of ``valid``; all of them when none given."""
-    names = [n.strip() for g in given for n in g.split(",") if n.strip()]
-    for n in names:
-        if n not in valid:
-            raise ValueError(f"unknown {what} {n!r}; valid {what}s: {', '.join(valid)}")
-    return list(dict.fromkeys(names)) or list(valid)
-
-
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in str(text).split(","))
@@ -104,8 +95,8 @@ def settings(args):
         if args.steps < 1:
             raise ValueError(f"--steps must be a positive integer, got {args.steps}")
         budget = dataclasses.replace(budget, steps=args.steps)
-    tasks = [TASKS[n] for n in _names(args.task, TASKS, "task")]
-    models = _names(args.model, list(zoo().available()), "model")
+    tasks = [TASKS[n] for n in choices(args.task, list(TASKS), "task") or TASKS]
+    models = choices(args.model, list(zoo().available()), "model") or list(zoo().available())
     seeds = _seeds(args.seeds)
     if args.device not in DEVICES:
         raise ValueError(f"unknown device {args.device!r}; valid devices: {', '.join(DEVICES)}")

@@ -61,12 +61,15 @@ class Recorded:
     """
 
     def __init__(self, device: str):
+        self.device = device
         self.__name__ = f"DeviceTimer({device}), in turns"  # how pytest-benchmark names its timer
         self._samples: list[float] = []
         self._calls = 0
 
-    def load(self, samples: list[float]) -> int:
+    def load(self, samples: list[float], clock: str = "wall") -> int:
+        """Take the samples, and the name of the clock that took them ("wall" or "cpu")."""
         self._samples, self._calls = list(samples), 0
+        self.__name__ = f"{'CpuTimer' if clock == 'cpu' else 'DeviceTimer'}({self.device}), in turns"
         return len(self._samples)
 
     def __call__(self) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.core.case import DTYPES, Case, device_unavailable, has_grid, zoo
+from benchmarks.core.cli import choices
 from benchmarks.core.measure import Group
 from benchmarks.core.timer import DEVICE_TYPES
 
@@ -155,23 +156,6 @@ class Selection:
         return [d for d in self.devices if device_unavailable(d) is None]
 
 
-def split(values) -> list[str]:
-    """``["kan,mlp", "rbf-kan"]`` as ``["kan", "mlp", "rbf-kan"]`` (order kept, repeats dropped)."""
-    out: list[str] = []
-    for v in values or ():
-        for part in str(v).split(","):
-            part = part.strip()
-            if part and part not in out:
-                out.append(part)
-    return out
-
-
-def _check(kind: str, given: list[str], valid) -> None:
-    for v in given:
-        if v not in valid:
-            raise ValueError(f"unknown {kind} {v!r}; valid {kind}s: {', '.join(valid)}")
-
-
 def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: str | None = None) -> Selection:
     """Check user input and build a :class:`Selection`; ``ValueError`` (one line) on a bad value.
 
@@ -181,10 +165,9 @@ def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: 
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
     all_models = list(zoo().available())
-    model_list, device_list, dtype_list = split(models), split(devices), split(dtypes)
-    _check("model", model_list, all_models)
-    _check("device", device_list, DEVICE_TYPES)
-    _check("dtype", dtype_list, DTYPES)
+    model_list = choices(models, all_models, "model")
+    device_list = choices(devices, DEVICE_TYPES, "device")
+    dtype_list = choices(dtypes, DTYPES, "dtype")
     for d in device_list:
         reason = device_unavailable(d)
         if reason:

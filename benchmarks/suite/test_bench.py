@@ -35,7 +35,7 @@ def test_case(benchmark, case, measured, bench_run, request):
                 bench_run.append_jsonl(record.MEASUREMENTS, row)
     if row["status"] == "ok":
         clock = request.node.get_closest_marker("benchmark").kwargs["timer"]
-        rounds = clock.load(row["samples"])
+        rounds = clock.load(row["samples"], row.get("clock", "wall"))
         benchmark.pedantic(lambda: None, rounds=rounds, iterations=1, warmup_rounds=0)
         return
     benchmark.skipped = True  # no timing to report: silence pytest-benchmark's "fixture not used"
