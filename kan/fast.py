@@ -80,7 +80,7 @@ CHUNK_BYTES = 4 << 20
 # while every sample of the batch reads them.
 GATHER_BLOCK_FEATURES = 16
 # The layers' choices (constructor options of FastBSplineKANLinear and FastBSplineKAN).
-BACKENDS = ("auto", "native", "torch")
+BACKENDS = ("auto", "native", "torch", "triton")
 CONTRACTIONS = ("auto", "dense", "gather")
 
 
@@ -89,6 +89,16 @@ def check_choice(option: str, value: str, valid: Sequence[str]) -> str:
     if value not in valid:
         raise ValueError(f"{option} must be one of {', '.join(valid)}; got {value!r}")
     return value
+
+
+@functools.lru_cache(maxsize=None)
+def triton_kernels():
+    """``kan.triton_spline`` (the Triton kernels), or None where Triton does not import."""
+    try:
+        from kan import triton_spline
+    except ImportError:
+        return None
+    return triton_spline
 
 
 def gather_min_coeff(native_kernels: bool) -> int:
@@ -1042,7 +1052,7 @@ class FastBSplineKANLinear(KANLinear):
 
     def uses_native(self, x: torch.Tensor) -> bool:
         """Whether forward on a tensor like ``x`` runs the C++ kernels (see ``backend``)."""
-        if self.backend == "torch":
+        if self.backend in ("torch", "triton"):
             return False
         if native.supports(x, self.spline_order):
             return True
@@ -1057,6 +1067,37 @@ class FastBSplineKANLinear(KANLinear):
         if not native.available():
             return f"the C++ kernels are unavailable ({native.error()})"
         return f"the C++ kernels take spline orders 0 to {native.MAX_ORDER}, not {self.spline_order}"
+
+    def uses_triton(self, x: torch.Tensor) -> bool:
+        """Whether forward on a tensor like ``x`` runs the Triton kernels (``kan.triton_spline``).
+
+        ``backend="auto"`` takes them for CUDA tensors where Triton imports; ``"triton"``
+        wherever they can run (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), else a
+        ValueError saying why. A layer they do not compute (adapted grid, spline order
+        outside 1..5, another base activation, float64 on CUDA) takes the PyTorch path,
+        with a warning said once per layer.
+        """
+        if self.backend not in ("auto", "triton") or (self.backend == "auto" and x.device.type != "cuda"):
+            return False
+        kernels = triton_kernels()
+        if kernels is None:
+            if self.backend == "triton":
+                raise ValueError("backend='triton' cannot run here: Triton is not installed; "
+                                 "use backend='auto' or 'torch'")
+            return False
+        device_reason = kernels.why_not_device(x)
+        if device_reason is not None:
+            if self.backend == "triton":
+                raise ValueError(f"backend='triton' cannot run here: {device_reason}; use backend='auto' or 'torch'")
+            return False
+        reason = kernels.why_not_layer(x, self.spline_order, self.knot_geometry().uniform,
+                                       type(self.base_activation) is torch.nn.SiLU)
+        if reason is None:
+            return True
+        if not self.__dict__.get("_triton_warned"):
+            self.__dict__["_triton_warned"] = True
+            warnings.warn(f"kan.fast: this layer takes the PyTorch path, not the Triton kernels: {reason}")
+        return False
 
     def uses_gather(self) -> bool:
         """Whether forward contracts by gathering coefficient rows (large grids) or densely.
@@ -1078,6 +1119,11 @@ class FastBSplineKANLinear(KANLinear):
             return super().forward(x)
         original_shape = x.shape
         flat = x.reshape(-1, self.in_features)  # (batch, in)
+        if self.uses_triton(flat):  # the kernels give the reference's NaN and inf themselves: no check here
+            scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
+            output = triton_kernels().layer(flat, self.spline_weight, scaler, self.base_weight, self.grid,
+                                            self.spline_order)
+            return output.reshape(*original_shape[:-1], self.out_features)
         native_kernels = self.uses_native(flat)
         if native_kernels and type(self.base_activation) is torch.nn.SiLU:
             # The C++ kernels take any input safely, and with SiLU a NaN or inf input always
@@ -1182,7 +1228,9 @@ def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 5, spline_
     """FLOPs of one ``FastBSplineKAN.forward`` on ``batch`` rows; options that do not change the count are ignored."""
     check_choice("backend", backend, BACKENDS)
     check_choice("contraction", contraction, CONTRACTIONS)
-    native_kernels = {"auto": None, "native": True, "torch": False}[backend]
+    native_kernels = {"auto": None, "native": True, "torch": False, "triton": False}[backend]
+    if backend == "triton":  # the Triton kernels contract densely at every grid
+        contraction = "dense"
     return sum(
         layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline, native_kernels,
                             contraction)

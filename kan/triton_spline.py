@@ -1,0 +1,555 @@
+"""Triton kernels for kan-fast's uniform-grid B-spline layer (``backend="triton"``).
+
+One layer computes ``y = [B(x), silu(x)] @ W`` where ``B(x)`` holds the ``coeff =
+grid_size + spline_order`` B-spline bases of every feature and ``W`` stacks, for
+feature ``i``, the scaled spline weights ``spline_weight[:, i, c] * scaler[:, i]``
+(columns ``c < coeff``) and the base weights ``base_weight[:, i]`` (column ``coeff``).
+The contraction index is flattened, ``k = i * (coeff + 1) + c``, so no feature is
+padded to a power of two in the forward and in the weight gradient.
+
+Kernels (each launch one of them; ``launches()`` says how many per layer):
+
+* ``_forward_kernel``: tiles (rows, outputs); loops over ``k``; the basis tile is
+  built in registers from ``x`` (knot span by ``floor`` against the stored knots,
+  corrected by one comparison either side; local coordinate ``u = (x - t_m) /
+  (t_(m+1) - t_m)`` from the stored knots of that interval; the cardinal recursion;
+  zero outside the ``order + 1`` local bases) and the weight tile is read straight
+  from ``spline_weight``, ``scaler`` and ``base_weight``; both meet in ``tl.dot``.
+* ``_weight_grad_kernel``: tiles (k, outputs); loops over rows; the same basis tile,
+  transposed, times ``grad_out``; writes the spline-weight and base-weight gradients
+  and, with a scaler, ``grad * spline_weight`` whose sum over ``c`` (one reduction
+  launch) is the scaler's gradient.
+* ``_input_grad_kernel``: tiles (rows, features); for a block of features the
+  columns are padded to a power of two (the reshape that sums each feature's
+  columns needs it); ``grad_out @ W^T`` by ``tl.dot`` over the outputs, times the
+  bases' derivatives (and SiLU's), summed per feature.
+
+No host synchronisation: NaN and infinite inputs are not detected on the host.
+The kernels give a non-finite input all-NaN spline bases (the reference's Cox-de
+Boor recursion does, from order 1 on) and the same SiLU and SiLU derivative as
+torch; the dense products then make of them, and of a non-finite ``grad_out``,
+what the reference's dense products make (``0 * inf = NaN`` included), because they
+are the same dense products.
+
+``tl.dot`` runs in IEEE float32 unless ``torch.backends.cuda.matmul.allow_tf32`` is
+set (then TF32); ``math_mode`` says which. Float64 runs where Triton's dot takes it:
+in the interpreter (``TRITON_INTERPRET=1``, CPU tensors); on CUDA float64 layers take
+the PyTorch path (``supports``).
+
+Double backward: the operators' backward computes, when it is itself being
+differentiated (``torch.is_grad_enabled()`` inside it), the gradients by autograd
+through the reference's operations (``kan.reference.b_splines``), so second-order
+gradients are exact.
+
+Triton is imported here; ``kan.fast`` imports this module only when a layer may use
+it, so ``import kan`` works without Triton.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+import triton
+import triton.language as tl
+
+from kan.reference import b_splines
+
+MAX_ORDER = 5
+NAN = tl.constexpr(float("nan"))
+INF = tl.constexpr(float("inf"))
+
+
+def interpreted() -> bool:
+    """Whether this module's kernels run in Triton's interpreter (TRITON_INTERPRET=1 when it was imported)."""
+    return type(_forward_kernel).__name__ == "InterpretedFunction"
+
+
+def math_mode(x: torch.Tensor) -> str:
+    """Which arithmetic the kernels' dot products use for a tensor like ``x``: "fp64", "tf32" or "fp32"."""
+    if x.dtype == torch.float64:
+        return "fp64"
+    if x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+def why_not_device(x: torch.Tensor) -> Optional[str]:
+    """None if the kernels can run on ``x``'s device here; else the reason, in a few words."""
+    if x.device.type == "cuda" or (x.device.type == "cpu" and interpreted()):
+        return None
+    return (f"the Triton kernels run on CUDA tensors (or on CPU tensors with TRITON_INTERPRET=1 set before "
+            f"kan.triton_spline is imported), not on {x.device.type}")
+
+
+def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool) -> Optional[str]:
+    """None if the kernels compute a layer of this spline order, grid and activation on ``x``; else why not."""
+    if not silu:
+        return "the kernels compute the default SiLU base activation only"
+    if not 1 <= order <= MAX_ORDER:
+        return f"the kernels take spline orders 1 to {MAX_ORDER}, not {order}"
+    if not uniform:
+        return "the grid is not uniform (update_grid adapted it)"
+    wanted = (torch.float32,) if x.device.type == "cuda" else (torch.float32, torch.float64)
+    if x.dtype not in wanted:
+        return f"on {x.device.type} the kernels take {' or '.join(str(t) for t in wanted)}, not {x.dtype}"
+    return None
+
+
+@triton.jit
+def _local1(u, d):
+    """Order 1: the value and the u-slope of local basis d (0..1) at u; 0 for any other d."""
+    b1_0 = 1.0 - u
+    b1_1 = u
+    s0 = -1.0 + 0.0 * u
+    s1 = 1.0 + 0.0 * u
+    value = tl.where(d == 0, b1_0, tl.where(d == 1, b1_1, 0.0))
+    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, 0.0))
+    return value, slope
+
+
+@triton.jit
+def _local2(u, d):
+    """Order 2: the value and the u-slope of local basis d (0..2) at u; 0 for any other d."""
+    b1_0 = 1.0 - u
+    b1_1 = u
+    b2_0 = b1_0 * ((1.0 - u) / 2.0)
+    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
+    b2_2 = b1_1 * ((u + 0.0) / 2.0)
+    s0 = -b1_0
+    s1 = b1_0 - b1_1
+    s2 = b1_1
+    value = tl.where(d == 0, b2_0, tl.where(d == 1, b2_1, tl.where(d == 2, b2_2, 0.0)))
+    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, 0.0)))
+    return value, slope
+
+
+@triton.jit
+def _local3(u, d):
+    """Order 3: the value and the u-slope of local basis d (0..3) at u; 0 for any other d."""
+    b1_0 = 1.0 - u
+    b1_1 = u
+    b2_0 = b1_0 * ((1.0 - u) / 2.0)
+    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
+    b2_2 = b1_1 * ((u + 0.0) / 2.0)
+    b3_0 = b2_0 * ((1.0 - u) / 3.0)
+    b3_1 = b2_0 * ((u + 2.0) / 3.0) + b2_1 * ((2.0 - u) / 3.0)
+    b3_2 = b2_1 * ((u + 1.0) / 3.0) + b2_2 * ((3.0 - u) / 3.0)
+    b3_3 = b2_2 * ((u + 0.0) / 3.0)
+    s0 = -b2_0
+    s1 = b2_0 - b2_1
+    s2 = b2_1 - b2_2
+    s3 = b2_2
+    value = tl.where(d == 0, b3_0, tl.where(d == 1, b3_1, tl.where(d == 2, b3_2, tl.where(d == 3, b3_3, 0.0))))
+    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, tl.where(d == 3, s3, 0.0))))
+    return value, slope
+
+
+@triton.jit
+def _local4(u, d):
+    """Order 4: the value and the u-slope of local basis d (0..4) at u; 0 for any other d."""
+    b1_0 = 1.0 - u
+    b1_1 = u
+    b2_0 = b1_0 * ((1.0 - u) / 2.0)
+    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
+    b2_2 = b1_1 * ((u + 0.0) / 2.0)
+    b3_0 = b2_0 * ((1.0 - u) / 3.0)
+    b3_1 = b2_0 * ((u + 2.0) / 3.0) + b2_1 * ((2.0 - u) / 3.0)
+    b3_2 = b2_1 * ((u + 1.0) / 3.0) + b2_2 * ((3.0 - u) / 3.0)
+    b3_3 = b2_2 * ((u + 0.0) / 3.0)
+    b4_0 = b3_0 * ((1.0 - u) / 4.0)
+    b4_1 = b3_0 * ((u + 3.0) / 4.0) + b3_1 * ((2.0 - u) / 4.0)
+    b4_2 = b3_1 * ((u + 2.0) / 4.0) + b3_2 * ((3.0 - u) / 4.0)
+    b4_3 = b3_2 * ((u + 1.0) / 4.0) + b3_3 * ((4.0 - u) / 4.0)
+    b4_4 = b3_3 * ((u + 0.0) / 4.0)
+    s0 = -b3_0
+    s1 = b3_0 - b3_1
+    s2 = b3_1 - b3_2
+    s3 = b3_2 - b3_3
+    s4 = b3_3
+    value = tl.where(d == 0, b4_0, tl.where(d == 1, b4_1, tl.where(d == 2, b4_2, tl.where(d == 3, b4_3, tl.where(d == 4, b4_4, 0.0)))))
+    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, tl.where(d == 3, s3, tl.where(d == 4, s4, 0.0)))))
+    return value, slope
+
+
+@triton.jit
+def _local5(u, d):
+    """Order 5: the value and the u-slope of local basis d (0..5) at u; 0 for any other d."""
+    b1_0 = 1.0 - u
+    b1_1 = u
+    b2_0 = b1_0 * ((1.0 - u) / 2.0)
+    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
+    b2_2 = b1_1 * ((u + 0.0) / 2.0)
+    b3_0 = b2_0 * ((1.0 - u) / 3.0)
+    b3_1 = b2_0 * ((u + 2.0) / 3.0) + b2_1 * ((2.0 - u) / 3.0)
+    b3_2 = b2_1 * ((u + 1.0) / 3.0) + b2_2 * ((3.0 - u) / 3.0)
+    b3_3 = b2_2 * ((u + 0.0) / 3.0)
+    b4_0 = b3_0 * ((1.0 - u) / 4.0)
+    b4_1 = b3_0 * ((u + 3.0) / 4.0) + b3_1 * ((2.0 - u) / 4.0)
+    b4_2 = b3_1 * ((u + 2.0) / 4.0) + b3_2 * ((3.0 - u) / 4.0)
+    b4_3 = b3_2 * ((u + 1.0) / 4.0) + b3_3 * ((4.0 - u) / 4.0)
+    b4_4 = b3_3 * ((u + 0.0) / 4.0)
+    b5_0 = b4_0 * ((1.0 - u) / 5.0)
+    b5_1 = b4_0 * ((u + 4.0) / 5.0) + b4_1 * ((2.0 - u) / 5.0)
+    b5_2 = b4_1 * ((u + 3.0) / 5.0) + b4_2 * ((3.0 - u) / 5.0)
+    b5_3 = b4_2 * ((u + 2.0) / 5.0) + b4_3 * ((4.0 - u) / 5.0)
+    b5_4 = b4_3 * ((u + 1.0) / 5.0) + b4_4 * ((5.0 - u) / 5.0)
+    b5_5 = b4_4 * ((u + 0.0) / 5.0)
+    s0 = -b4_0
+    s1 = b4_0 - b4_1
+    s2 = b4_1 - b4_2
+    s3 = b4_2 - b4_3
+    s4 = b4_3 - b4_4
+    s5 = b4_4
+    value = tl.where(d == 0, b5_0, tl.where(d == 1, b5_1, tl.where(d == 2, b5_2, tl.where(d == 3, b5_3, tl.where(d == 4, b5_4, tl.where(d == 5, b5_5, 0.0))))))
+    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, tl.where(d == 3, s3, tl.where(d == 4, s4, tl.where(d == 5, s5, 0.0))))))
+    return value, slope
+
+
+
+@triton.jit
+def _local(u, d, ORDER: tl.constexpr):
+    if ORDER == 1:
+        value, slope = _local1(u, d)
+    elif ORDER == 2:
+        value, slope = _local2(u, d)
+    elif ORDER == 3:
+        value, slope = _local3(u, d)
+    elif ORDER == 4:
+        value, slope = _local4(u, d)
+    else:
+        value, slope = _local5(u, d)
+    return value, slope
+
+
+@triton.jit
+def _silu(x):
+    # torch's x * sigmoid(x): NaN at -inf, inf at +inf, -0 for large negative x
+    return x * (1.0 / (1.0 + tl.exp(-x)))
+
+
+@triton.jit
+def _silu_slope(x):
+    # torch's silu backward: s * (1 + x * (1 - s)), NaN at +-inf
+    s = 1.0 / (1.0 + tl.exp(-x))
+    return s * (1.0 + x * (1.0 - s))
+
+
+@triton.jit
+def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
+             DERIV: tl.constexpr):
+    """Columns of the left operand at inputs xv: basis c of feature feat (c < COEFF) or silu (c == COEFF).
+
+    xv: the input of each element; feat, c: its feature and column (broadcast against
+    xv); inside: which elements exist (the others are 0). Returns the values and, with
+    DERIV, their derivatives by x (else the values again, unused).
+    """
+    finite = (xv == xv) & (tl.abs(xv) < INF)
+    xs = tl.where(finite, xv, 0.0)
+    row = grid_ptr + feat * KNOTS
+    first = tl.load(row, mask=inside, other=0.0)
+    last = tl.load(row + (KNOTS - 1), mask=inside, other=1.0)
+    t = (xs - first) * ((KNOTS - 1) / (last - first))
+    t = tl.minimum(tl.maximum(t, -1.0), KNOTS - 1.0)
+    guess = tl.floor(t).to(tl.int32)
+    # the floor lands on the right span up to rounding: one comparison either side with the stored knots
+    lower = tl.load(row + tl.maximum(guess, 0), mask=inside, other=0.0)
+    lower = tl.where(guess >= 0, lower, -INF)
+    upper = tl.load(row + tl.minimum(guess + 1, KNOTS - 1), mask=inside, other=0.0)
+    upper = tl.where(guess + 1 <= KNOTS - 1, upper, INF)
+    span = guess - (xs < lower).to(tl.int32) + (xs >= upper).to(tl.int32)
+    clamped = tl.minimum(tl.maximum(span, 0), KNOTS - 2)
+    t_m = tl.load(row + clamped, mask=inside, other=0.0)
+    t_n = tl.load(row + clamped + 1, mask=inside, other=1.0)
+    width = t_n - t_m
+    u = (xs - t_m) / width  # this interval's own stored knots
+    value, slope = _local(u, c - span + ORDER, ORDER)  # local basis index d = c - (span - ORDER)
+    is_base = c == COEFF
+    value = tl.where(is_base, _silu(xv), tl.where(finite, value, NAN))
+    value = tl.where(inside, value, 0.0)
+    if DERIV:
+        slope = tl.where(is_base, _silu_slope(xv), tl.where(finite, slope / width, NAN))
+        slope = tl.where(inside, slope, 0.0)
+    else:
+        slope = value
+    return value, slope
+
+
+@triton.jit
+def _weights(sw_ptr, sc_ptr, bw_ptr, out, feat, c, inside, IN, COEFF: tl.constexpr, HAS_SCALER: tl.constexpr):
+    """W[(feat, c), out]: spline_weight[out, feat, c] * scaler[out, feat] for c < COEFF, base_weight[out, feat]
+    for c == COEFF, 0 elsewhere (all broadcast together)."""
+    spline = c < COEFF
+    w = tl.load(sw_ptr + (out * IN + feat) * COEFF + c, mask=inside & spline, other=0.0)
+    if HAS_SCALER:
+        w = w * tl.load(sc_ptr + out * IN + feat, mask=inside & spline, other=0.0)
+    base = tl.load(bw_ptr + out * IN + feat, mask=inside & (c == COEFF), other=0.0)
+    return tl.where(spline, w, base)
+
+
+@triton.jit
+def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
+                    ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
+                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    outs = pid_n * BN + tl.arange(0, BN)
+    row_in = rows < B
+    out_in = outs < OUT
+    K = IN * (COEFF + 1)
+    acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
+    for k0 in range(0, K, BK):
+        k = k0 + tl.arange(0, BK)
+        k_in = k < K
+        feat = k // (COEFF + 1)
+        c = k % (COEFF + 1)
+        inside = row_in[:, None] & k_in[None, :]
+        xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
+        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False)
+        w = _weights(sw_ptr, sc_ptr, bw_ptr, outs[None, :], feat[:, None], c[:, None],
+                     k_in[:, None] & out_in[None, :], IN, COEFF, HAS_SCALER)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    tl.store(out_ptr + rows[:, None] * OUT + outs[None, :], acc, mask=row_in[:, None] & out_in[None, :])
+
+
+@triton.jit
+def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, gsw_ptr, prod_ptr, gbw_ptr, B, IN, OUT,
+                        ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
+                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+    pid_k = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    k = pid_k * BK + tl.arange(0, BK)
+    outs = pid_n * BN + tl.arange(0, BN)
+    K = IN * (COEFF + 1)
+    k_in = k < K
+    out_in = outs < OUT
+    feat = k // (COEFF + 1)
+    c = k % (COEFF + 1)
+    acc = tl.zeros((BK, BN), dtype=g_ptr.dtype.element_ty)
+    for m0 in range(0, B, BM):
+        rows = m0 + tl.arange(0, BM)
+        row_in = rows < B
+        inside = row_in[:, None] & k_in[None, :]
+        xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
+        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False)
+        g = tl.load(g_ptr + rows[:, None] * OUT + outs[None, :], mask=row_in[:, None] & out_in[None, :], other=0.0)
+        acc = tl.dot(tl.trans(a), g, acc, input_precision=PRECISION)
+    # acc[(feat, c), out]: the gradient of W; W's spline rows are spline_weight * scaler
+    both = k_in[:, None] & out_in[None, :]
+    spline = both & (c < COEFF)[:, None]
+    at = (outs[None, :] * IN + feat[:, None]) * COEFF + c[:, None]
+    if HAS_SCALER:
+        scaler = tl.load(sc_ptr + outs[None, :] * IN + feat[:, None], mask=spline, other=0.0)
+        tl.store(gsw_ptr + at, acc * scaler, mask=spline)
+        weight = tl.load(sw_ptr + at, mask=spline, other=0.0)
+        tl.store(prod_ptr + at, acc * weight, mask=spline)
+    else:
+        tl.store(gsw_ptr + at, acc, mask=spline)
+    tl.store(gbw_ptr + outs[None, :] * IN + feat[:, None], acc, mask=both & (c == COEFF)[:, None])
+
+
+@triton.jit
+def _input_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, gx_ptr, B, IN, OUT,
+                       ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
+                       BM: tl.constexpr, BO: tl.constexpr, FB: tl.constexpr, CC: tl.constexpr,
+                       PRECISION: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_f = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    row_in = rows < B
+    j = tl.arange(0, FB * CC)
+    feat = pid_f * FB + j // CC  # (FB * CC,): FB features, CC columns each
+    acc = tl.zeros((BM, FB), dtype=g_ptr.dtype.element_ty)
+    for c0 in range(0, COEFF + 1, CC):
+        c = c0 + j % CC
+        col_in = (feat < IN) & (c <= COEFF)
+        h = tl.zeros((BM, FB * CC), dtype=g_ptr.dtype.element_ty)
+        for o0 in range(0, OUT, BO):
+            outs = o0 + tl.arange(0, BO)
+            out_in = outs < OUT
+            g = tl.load(g_ptr + rows[:, None] * OUT + outs[None, :], mask=row_in[:, None] & out_in[None, :],
+                        other=0.0)
+            w = _weights(sw_ptr, sc_ptr, bw_ptr, outs[:, None], feat[None, :], c[None, :],
+                         out_in[:, None] & col_in[None, :], IN, COEFF, HAS_SCALER)
+            h = tl.dot(g, w, h, input_precision=PRECISION)
+        inside = row_in[:, None] & col_in[None, :]
+        xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
+        _, da = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, True)
+        e = tl.where(inside, h * da, 0.0)
+        acc += tl.sum(tl.reshape(e, (BM, FB, CC)), axis=2)
+    feats = pid_f * FB + tl.arange(0, FB)
+    tl.store(gx_ptr + rows[:, None] * IN + feats[None, :], acc, mask=row_in[:, None] & (feats < IN)[None, :])
+
+
+
+# --------------------------------------------------------------------------- launches
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _precision(x: torch.Tensor) -> str:
+    return "tf32" if math_mode(x) == "tf32" else "ieee"
+
+
+def _geometry(grid: torch.Tensor, order: int) -> tuple[int, int]:
+    """(coeff, knots) of a grid (in, knots) of spline order ``order``."""
+    knots = grid.size(1)
+    return knots - 1 - order, knots
+
+
+def forward_tiles(batch: int, out_features: int) -> tuple[int, int, int]:
+    """(BM, BN, BK) of the forward: rows, outputs and contraction columns per tile."""
+    return (min(64, max(16, _pow2(batch))), min(64, max(16, _pow2(out_features))), 32)
+
+
+def weight_grad_tiles(batch: int, out_features: int) -> tuple[int, int, int]:
+    """(BM, BN, BK) of the weight gradient: rows per step, outputs and contraction columns per tile."""
+    return (min(32, max(16, _pow2(batch))), min(64, max(16, _pow2(out_features))), 64)
+
+
+def input_grad_tiles(batch: int, out_features: int, coeff: int) -> tuple[int, int, int, int]:
+    """(BM, BO, FB, CC) of the input gradient: rows, outputs per step, features per tile, columns per step."""
+    cc = min(64, _pow2(coeff + 1))
+    return (min(64, max(16, _pow2(batch))), min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
+
+
+def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool = True) -> tuple[int, int]:
+    """Kernel launches of one layer's forward and of its backward (first-order)."""
+    backward = int(needs_input) + (int(needs_weights) * (1 + int(scaler)))  # the scaler's sum is one reduction
+    return 1, backward
+
+
+def _forward(x, spline_weight, scaler, base_weight, grid, order):
+    batch, in_features = x.shape
+    out_features = base_weight.size(0)
+    coeff, knots = _geometry(grid, order)
+    out = x.new_empty(batch, out_features)
+    bm, bn, bk = forward_tiles(batch, out_features)
+    launch = (triton.cdiv(batch, bm), triton.cdiv(out_features, bn))
+    _forward_kernel[launch](
+        x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out,
+        batch, in_features, out_features,
+        ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BN=bn, BK=bk,
+        PRECISION=_precision(x),
+    )
+    return out
+
+
+def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights):
+    batch, in_features = x.shape
+    out_features = base_weight.size(0)
+    coeff, knots = _geometry(grid, order)
+    precision = _precision(x)
+    scaler_arg = scaler if scaler is not None else spline_weight
+    empty = x.new_empty(0)
+    grad_x = grad_spline = grad_scaler = grad_base = empty
+    if needs_weights:
+        grad_spline = torch.empty_like(spline_weight)
+        grad_base = torch.empty_like(base_weight)
+        product = torch.empty_like(spline_weight) if scaler is not None else empty
+        bm, bn, bk = weight_grad_tiles(batch, out_features)
+        launch = (triton.cdiv(in_features * (coeff + 1), bk), triton.cdiv(out_features, bn))
+        _weight_grad_kernel[launch](
+            x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product if scaler is not None else grad_spline,
+            grad_base, batch, in_features, out_features,
+            ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BN=bn, BK=bk,
+            PRECISION=precision,
+        )
+        if scaler is not None:
+            grad_scaler = product.sum(dim=2)
+    if needs_input:
+        grad_x = torch.empty_like(x)
+        bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff)
+        launch = (triton.cdiv(batch, bm), triton.cdiv(in_features, fb))
+        _input_grad_kernel[launch](
+            x, grad_out, spline_weight, scaler_arg, base_weight, grid, grad_x, batch, in_features, out_features,
+            ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BO=bo, FB=fb, CC=cc,
+            PRECISION=precision,
+        )
+    return grad_x, grad_spline, grad_scaler, grad_base
+
+
+# --------------------------------------------------------------------------- operators
+
+
+@torch.library.custom_op("kan::triton_spline_forward", mutates_args=())
+def spline_forward(x: torch.Tensor, spline_weight: torch.Tensor, scaler: Optional[torch.Tensor],
+                   base_weight: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
+    """One layer's output: x (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None,
+    base_weight (out, in), grid (in, coeff + order + 1) uniform, order 1..5 -> (batch, out).
+    Every tensor contiguous, of x's dtype and device."""
+    return _forward(x, spline_weight, scaler, base_weight, grid, order)
+
+
+@spline_forward.register_fake
+def _(x, spline_weight, scaler, base_weight, grid, order):
+    return x.new_empty(x.size(0), base_weight.size(0))
+
+
+@torch.library.custom_op("kan::triton_spline_backward", mutates_args=())
+def spline_backward(grad_out: torch.Tensor, x: torch.Tensor, spline_weight: torch.Tensor,
+                    scaler: Optional[torch.Tensor], base_weight: torch.Tensor, grid: torch.Tensor, order: int,
+                    needs_input: bool, needs_weights: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                     torch.Tensor]:
+    """Gradients of the input, spline weights, scaler and base weights for ``grad_out`` (batch, out);
+    an empty tensor for those not asked (``needs_input``, ``needs_weights``) and for a missing scaler."""
+    return tuple(t.clone() if t.numel() == 0 else t for t in
+                 _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights))
+
+
+@spline_backward.register_fake
+def _(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights):
+    empty = x.new_empty(0)
+    return (torch.empty_like(x) if needs_input else empty,
+            torch.empty_like(spline_weight) if needs_weights else x.new_empty(0),
+            x.new_empty(scaler.shape) if needs_weights and scaler is not None else x.new_empty(0),
+            torch.empty_like(base_weight) if needs_weights else x.new_empty(0))
+
+
+def reference_output(x, spline_weight, scaler, base_weight, grid, order):
+    """The reference layer's operations (kan.reference): differentiable to any order."""
+    bases = b_splines(x, grid, order)  # (batch, in, coeff)
+    scaled = spline_weight if scaler is None else spline_weight * scaler.unsqueeze(-1)
+    spline = F.linear(bases.reshape(x.size(0), -1), scaled.reshape(scaled.size(0), -1))
+    return F.linear(F.silu(x), base_weight) + spline
+
+
+def _setup_context(ctx, inputs, output):
+    x, spline_weight, scaler, base_weight, grid, order = inputs
+    ctx.save_for_backward(x, spline_weight, scaler, base_weight, grid)
+    ctx.order = order
+
+
+def _spline_backward(ctx, grad_out):
+    x, spline_weight, scaler, base_weight, grid = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:4]
+    if torch.is_grad_enabled():
+        # this backward is itself differentiated (create_graph=True): the reference's operations
+        inputs = (x, spline_weight, scaler, base_weight)
+        wanted = [t for t, n in zip(inputs, needs) if n]
+        found = iter(torch.autograd.grad(reference_output(x, spline_weight, scaler, base_weight, grid, ctx.order),
+                                         wanted, grad_out, create_graph=True, allow_unused=True))
+        grads = [next(found) if n else None for n in needs]
+        grads = [torch.zeros_like(t) if g is None and n else g for g, t, n in zip(grads, inputs, needs)]
+        return (*grads, None, None)
+    needs_weights = needs[1] or needs[2] or needs[3]
+    grad_x, grad_spline, grad_scaler, grad_base = spline_backward(
+        grad_out.contiguous(), x, spline_weight, scaler, base_weight, grid, ctx.order, needs[0], needs_weights)
+    return (grad_x if needs[0] else None, grad_spline if needs[1] else None,
+            grad_scaler if needs[2] else None, grad_base if needs[3] else None, None, None)
+
+
+spline_forward.register_autograd(_spline_backward, setup_context=_setup_context)
+
+
+def layer(x, spline_weight, scaler, base_weight, grid, order) -> torch.Tensor:
+    """A layer's output through the operators (differentiable); x (batch, in) any layout."""
+    return spline_forward(x.contiguous(), spline_weight.contiguous(),
+                          None if scaler is None else scaler.contiguous(), base_weight.contiguous(),
+                          grid.contiguous(), order)
