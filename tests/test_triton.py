@@ -1,0 +1,372 @@
+"""kan-fast's Triton kernels (kan.triton_spline, ``backend="triton"``) against the reference.
+
+Where CUDA is present the kernels are compiled and run on the GPU; elsewhere Triton's
+interpreter runs them on CPU tensors (``TRITON_INTERPRET=1``, set below before
+``kan.triton_spline`` is first imported; numpy underneath, so the cases are small).
+Skipped where Triton does not import.
+
+The truth is the reference (kan.reference, efficient-kan semantics) in float64 on the
+same parameters and knots: outputs, and the gradients of the input and of every
+parameter, within test_fast.py's tolerances (float32: 1e-5 for outputs, 1e-4 for
+gradients, relative to max(1, max |reference|); float64 kernels, interpreter only: 1e-10).
+Non-finite inputs and upstream gradients must give the reference's NaN and inf in
+the same places (test_nonfinite.py's check).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when kan.triton_spline's kernels are defined
+
+triton = pytest.importorskip("triton")
+
+import kan.fast  # noqa: E402
+from kan import zoo  # noqa: E402
+from kan.fast import FastBSplineKAN, FastBSplineKANLinear  # noqa: E402
+from kan.reference import KAN, KANLinear  # noqa: E402
+
+ts = kan.fast.triton_kernels()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+if ts is None or (not CUDA and not ts.interpreted()):
+    pytest.skip("Triton kernels cannot run here (kan.triton_spline was imported before TRITON_INTERPRET=1 was set, "
+                "or does not import)", allow_module_level=True)
+
+FLOAT32_TOLERANCE = 1e-5
+GRADIENT_TOLERANCE = 1e-4
+FLOAT64_TOLERANCE = 1e-10
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy under the interpreter, on inf and NaN
+VALUES = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
+
+
+@pytest.fixture(autouse=True)
+def ieee_dot():
+    """TF32 off, as torch's default for matrix products (the kernels follow torch's flag)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter from N(0, 1): the spline part weighs as much as the base part."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+
+
+def build(widths, grid_size, order, dtype=torch.float32, seed=0, scaler=True, adapted=False):
+    """A randomised reference (KANLinear for two widths, else KAN), built in ``dtype`` (its knots
+    uniform in that dtype), and kan-fast with backend="triton" loaded from its state dict, on DEVICE."""
+    options = dict(grid_size=grid_size, spline_order=order, enable_standalone_scale_spline=scaler)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        torch.manual_seed(seed)
+        if len(widths) == 2:
+            reference, fast = KANLinear(*widths, **options), FastBSplineKANLinear(*widths, **options, backend="triton")
+        else:
+            reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options, backend="triton")
+    finally:
+        torch.set_default_dtype(previous)
+    randomise(reference, seed)
+    if adapted:
+        first = reference if len(widths) == 2 else reference.layers[0]
+        first.update_grid(torch.randn(64, widths[0], generator=torch.Generator().manual_seed(seed + 1), dtype=dtype) ** 3)
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    return reference, fast.to(DEVICE)
+
+
+def probe(layer: KANLinear, batch: int, seed: int) -> torch.Tensor:
+    """(batch, in): random points across the knots and one unit beyond, far outside (+-3, +-100),
+    and every knot exactly, column i on feature i's own knots, rows shuffled per column."""
+    generator = torch.Generator().manual_seed(seed)
+    grid = layer.grid
+    lo, hi = grid[:, 0], grid[:, -1]
+    across = lo - 1 + torch.rand(batch, grid.size(0), generator=generator, dtype=grid.dtype) * (hi - lo + 2)
+    special = torch.cat([torch.tensor([-100.0, -3.0, 3.0, 100.0], dtype=grid.dtype).unsqueeze(1).expand(-1, grid.size(0)),
+                         grid.T])  # (4 + knots, in)
+    pick = torch.randint(0, special.size(0), (batch, grid.size(0)), generator=generator)
+    use = torch.rand(batch, grid.size(0), generator=generator) < 0.3
+    return torch.where(use, special.gather(0, pick), across).contiguous()
+
+
+def outputs_and_gradients(model, x, upstream) -> dict:
+    x = x.detach().clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    out.backward(upstream)
+    found = {"output": out.detach(), "input": x.grad}
+    found.update({name: p.grad for name, p in model.named_parameters()})
+    return {k: v.detach().cpu() for k, v in found.items()}
+
+
+def assert_close(actual, expected, tolerance, what):
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    error = (actual.double() - expected.double()).abs().max().item() if expected.numel() else 0.0
+    assert error <= tolerance * scale, f"{what}: max |triton - reference| = {error:.3g} > {tolerance:g} * {scale:.3g}"
+
+
+def compare(reference, fast, x, upstream, dtype, what):
+    """kan-fast(triton) in ``dtype`` on DEVICE against the reference in float64 on the CPU."""
+    truth = outputs_and_gradients(reference.double(), x.double(), upstream.double())
+    found = outputs_and_gradients(fast, x.to(DEVICE, dtype), upstream.to(DEVICE, dtype))
+    assert set(found) == set(truth)
+    exact = dtype == torch.float64
+    for name in truth:
+        tolerance = FLOAT64_TOLERANCE if exact else (FLOAT32_TOLERANCE if name == "output" else GRADIENT_TOLERANCE)
+        assert_close(found[name], truth[name], tolerance, f"{what}, {name}")
+
+
+def assert_same_pattern(actual, expected, what):
+    """NaN, +inf and -inf in the same places; the finite values close (test_nonfinite.py's check)."""
+    assert actual is not None and actual.shape == expected.shape, what
+    for name, test in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+        where = test(actual) != test(expected)
+        assert not where.any(), f"{what}: {name} differs at {where.nonzero()[:4].tolist()}"
+    finite = expected.isfinite()
+    if finite.any():
+        scale = max(1.0, expected[finite].abs().max().item())
+        error = (actual[finite] - expected[finite]).abs().max().item()
+        assert error <= 1e-4 * scale, f"{what}: max |triton - reference| = {error:.3g} > 1e-4 * {scale:.3g}"
+
+
+# --------------------------------------------------------------------------- values and gradients
+
+SHAPES = [(3, 4, 1), (5, 17, 33), (2, 3, 70)]  # (in, out, batch): batch 1, widths off the tile sizes
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("grid_size", [3, 5, 50])
+def test_layer_outputs_and_gradients_equal_reference(order, grid_size):
+    for index, (i, o, b) in enumerate(SHAPES):
+        reference, fast = build([i, o], grid_size, order, seed=order + index)
+        x = probe(reference, b, seed=index)
+        upstream = torch.randn(b, o, generator=torch.Generator().manual_seed(index))
+        compare(reference, fast, x, upstream, torch.float32, f"order {order}, grid {grid_size}, [{i}, {o}] b{b}")
+
+
+@pytest.mark.parametrize("scaler", [True, False])
+def test_model_outputs_and_gradients_equal_reference(scaler):
+    reference, fast = build([6, 19, 3], 7, 3, seed=3, scaler=scaler)
+    x = probe(reference.layers[0], 45, seed=2)
+    compare(reference, fast, x, torch.randn(45, 3, generator=torch.Generator().manual_seed(1)), torch.float32,
+            f"[6, 19, 3], scaler {scaler}")
+
+
+@pytest.mark.skipif(CUDA, reason="float64 kernels run in the interpreter only; on CUDA float64 takes the PyTorch path")
+@pytest.mark.parametrize("order", [1, 3, 5])
+def test_float64_kernels_equal_reference_to_rounding(order):
+    reference, fast = build([4, 5], 6, order, dtype=torch.float64, seed=order)
+    assert fast.uses_triton(torch.zeros(1, 4, dtype=torch.float64, device=DEVICE))
+    x = probe(reference, 30, seed=order)
+    compare(reference, fast, x, torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4)),
+            torch.float64, f"float64, order {order}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("grid_size", [4, 10, 20, 37, 50])
+def test_larger_shapes_sweep(order, grid_size):
+    for index, (i, o, b) in enumerate([(40, 70, 130), (65, 33, 257), (1, 1, 1)]):
+        reference, fast = build([i, o], grid_size, order, seed=order + index)
+        x = probe(reference, b, seed=index)
+        upstream = torch.randn(b, o, generator=torch.Generator().manual_seed(index))
+        compare(reference, fast, x, upstream, torch.float32, f"order {order}, grid {grid_size}, [{i}, {o}] b{b}")
+
+
+# --------------------------------------------------------------------------- non-finite values
+
+
+@pytest.mark.parametrize("order", [1, 3, 5])
+def test_every_value_in_every_position_of_a_layer(order):
+    """Layer [3, 2], batch 4: each position takes each special value, alone (no host check on this path:
+    the kernels make the reference's NaN and inf themselves)."""
+    for scaler in (True, False):
+        reference, fast = build([3, 2], 4, order, seed=order, scaler=scaler)
+        clean = torch.rand(4, 3, generator=torch.Generator().manual_seed(order)) * 3 - 1.5
+        upstream = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
+        for position in range(clean.numel()):
+            for value in VALUES:
+                x = clean.clone()
+                x.view(-1)[position] = value
+                expected = outputs_and_gradients(reference, x, upstream)
+                actual = outputs_and_gradients(fast, x.to(DEVICE), upstream.to(DEVICE))
+                for name in expected:
+                    assert_same_pattern(actual[name], expected[name],
+                                        f"order {order}, scaler {scaler}, x[{position}] = {value}, {name}")
+
+
+def test_every_value_in_every_position_of_a_model():
+    """Model [3, 4, 2]: the hidden layer's backward receives a non-finite upstream gradient."""
+    reference, fast = build([3, 4, 2], 5, 3, seed=11)
+    clean = torch.rand(3, 3, generator=torch.Generator().manual_seed(3)) * 3 - 1.5
+    upstream = torch.randn(3, 2, generator=torch.Generator().manual_seed(8))
+    for position in range(clean.numel()):
+        for value in VALUES:
+            x = clean.clone()
+            x.view(-1)[position] = value
+            expected = outputs_and_gradients(reference, x, upstream)
+            actual = outputs_and_gradients(fast, x.to(DEVICE), upstream.to(DEVICE))
+            for name in expected:
+                assert_same_pattern(actual[name], expected[name], f"x[{position}] = {value}, {name}")
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_non_finite_upstream_gradient(order):
+    reference, fast = build([3, 2], 6, order, seed=20 + order, scaler=order == 1)
+    x = torch.rand(4, 3, generator=torch.Generator().manual_seed(5)) * 3 - 1.5
+    clean = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
+    for position in range(clean.numel()):
+        for value in VALUES[:3]:
+            upstream = clean.clone()
+            upstream.view(-1)[position] = value
+            expected = outputs_and_gradients(reference, x, upstream)
+            actual = outputs_and_gradients(fast, x.to(DEVICE), upstream.to(DEVICE))
+            for name in expected:
+                assert_same_pattern(actual[name], expected[name], f"upstream[{position}] = {value}, {name}")
+
+
+# --------------------------------------------------------------------------- fallback and options
+
+
+def test_adapted_grid_falls_back_with_one_warning_and_equals_reference():
+    reference, fast = build([4, 3], 5, 3, seed=1, adapted=True)
+    x = probe(reference, 20, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not fast.uses_triton(x.to(DEVICE))
+        compare(reference, fast, x, torch.randn(20, 3, generator=torch.Generator().manual_seed(2)), torch.float32,
+                "adapted grid")
+        fast(x.to(DEVICE))
+    said = [str(w.message) for w in caught if "Triton" in str(w.message)]
+    assert len(said) == 1 and "not uniform" in said[0], said
+
+
+@pytest.mark.parametrize("order", [0, 6])
+def test_other_orders_fall_back_and_equal_reference(order):
+    reference, fast = build([3, 2], 4, order, seed=2)
+    x = probe(reference, 10, seed=3)
+    with pytest.warns(UserWarning, match="spline orders 1 to 5"):
+        compare(reference, fast, x, torch.randn(10, 2, generator=torch.Generator().manual_seed(2)), torch.float32,
+                f"order {order}")
+
+
+def test_zoo_builds_the_triton_backend_and_counts_its_flops():
+    torch.manual_seed(0)
+    model = zoo.build("kan-fast", [4, 5, 3], backend="triton").to(DEVICE)
+    assert all(layer.uses_triton(torch.zeros(2, layer.in_features, device=DEVICE)) for layer in model.layers)
+    assert model(torch.rand(6, 4, device=DEVICE)).shape == (6, 3)
+    dense = kan.fast.forward_flops([4, 5, 3], 6, backend="torch", contraction="dense")
+    assert kan.fast.forward_flops([4, 5, 3], 6, backend="triton") == dense
+    assert kan.fast.forward_flops([4, 5, 3], 6, grid_size=50, backend="triton") == kan.fast.forward_flops(
+        [4, 5, 3], 6, grid_size=50, backend="torch", contraction="dense")
+
+
+def test_math_mode_follows_torch_tf32_flag():
+    x = torch.zeros(1, device=DEVICE)
+    assert ts.math_mode(x) == "fp32"
+    assert ts.math_mode(x.double()) == "fp64"
+    torch.backends.cuda.matmul.allow_tf32 = True
+    assert ts.math_mode(x) == ("tf32" if CUDA else "fp32")
+
+
+def test_triton_backend_on_cpu_without_the_interpreter_is_one_line_error():
+    script = (
+        "import torch\n"
+        "from kan.fast import FastBSplineKANLinear\n"
+        "layer = FastBSplineKANLinear(3, 2, backend='triton')\n"
+        "try:\n"
+        "    layer(torch.rand(4, 3))\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "ValueError: backend='triton' cannot run here" in result.stdout, result.stderr[-2000:]
+    assert "TRITON_INTERPRET" in result.stdout and len(result.stdout.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def operator_args(dtype=torch.float32, scaler=True, batch=5):
+    reference, _ = build([3, 4], 5, 3, dtype=dtype, seed=5, scaler=scaler)
+    x = probe(reference, batch, seed=5).to(DEVICE, dtype)
+    sw = reference.spline_weight.detach().to(DEVICE)
+    sc = reference.spline_scaler.detach().to(DEVICE) if scaler else None
+    bw = reference.base_weight.detach().to(DEVICE)
+    return x, sw, sc, bw, reference.grid.to(DEVICE), 3
+
+
+@pytest.mark.parametrize("scaler", [True, False])
+def test_opcheck_forward_and_backward_operators(scaler):
+    x, sw, sc, bw, grid, order = operator_args(scaler=scaler)
+    leaves = [x.requires_grad_(), sw.requires_grad_(), sc.requires_grad_() if sc is not None else None,
+              bw.requires_grad_()]
+    torch.library.opcheck(ts.spline_forward, (*leaves, grid, order))
+    grad_out = torch.randn(x.size(0), bw.size(0), device=DEVICE)
+    for needs_input, needs_weights in ((True, True), (True, False), (False, True)):
+        torch.library.opcheck(ts.spline_backward, (grad_out, x.detach(), sw.detach(),
+                                                   None if sc is None else sc.detach(), bw.detach(), grid, order,
+                                                   needs_input, needs_weights))
+
+
+def test_launches_per_layer():
+    assert ts.launches() == (1, 3)
+    assert ts.launches(scaler=False) == (1, 2)
+    assert ts.launches(needs_weights=False) == (1, 1)
+
+
+# --------------------------------------------------------------------------- double backward
+
+
+@pytest.mark.skipif(CUDA, reason="float64 kernels run in the interpreter only")
+@pytest.mark.parametrize("order", [1, 3])
+def test_gradgradcheck_float64(order):
+    reference, _ = build([2, 3], 4, order, dtype=torch.float64, seed=order)
+    x = probe(reference, 4, seed=order).requires_grad_()
+    x = x.where((x.abs() < 1.5), x * 0.1).detach().requires_grad_()  # away from the far points, on finite slopes
+    params = [reference.spline_weight.detach().clone().requires_grad_(),
+              reference.spline_scaler.detach().clone().requires_grad_(),
+              reference.base_weight.detach().clone().requires_grad_()]
+    grid = reference.grid
+
+    def function(x, sw, sc, bw):
+        return ts.layer(x, sw, sc, bw, grid, order)
+
+    assert torch.autograd.gradcheck(function, (x, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradgradcheck(function, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_hessian_of_a_physics_loss_equals_reference():
+    """d/dx of (d out / dx) (the second derivative a physics-informed loss needs) and its gradient by the weights."""
+    reference, fast = build([2, 5, 1], 5, 3, seed=9)
+    x = (torch.rand(16, 2, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8)
+
+    def second_order(model, x, dtype, device):
+        model = model.to(device, dtype)
+        x = x.to(device, dtype).requires_grad_()
+        out = model(x)
+        (slope,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        loss = (slope ** 2).sum()
+        grads = torch.autograd.grad(loss, [x, *model.parameters()])
+        return [g.detach().cpu().double() for g in grads]
+
+    expected = second_order(reference, x, torch.float64, torch.device("cpu"))
+    actual = second_order(fast, x, torch.float32, DEVICE)
+    for a, e, name in zip(actual, expected, ["input"] + [n for n, _ in fast.named_parameters()]):
+        assert_close(a, e, GRADIENT_TOLERANCE, f"second order, {name}")
