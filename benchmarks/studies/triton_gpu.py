@@ -1,0 +1,371 @@
+"""``python -m benchmarks.studies.triton_gpu``: kan-fast's Triton kernels on one CUDA GPU, checked then timed.
+
+    python -m benchmarks.studies.triton_gpu [--budget-s 220] [--rounds 7] [--round-s 0.02]
+                                            [--shapes all|small|big] [--tf32]
+
+For each shape of issue 26 (widths, batch, grid): ``[2,5,1]`` b1024 G5; ``[784,64,10]``
+b256 G5, b4096 G5 and G50; ``[256,256,256,256]`` b4096 G5; ``[1024,1024,1024]`` b8192 G5
+and G20:
+
+1. correctness on CUDA: kan-fast with ``backend="triton"`` loaded from the reference's
+   state dict (``kan``), its output and the gradients of the input and every parameter
+   (MSE loss) against the reference in float64 on the same weights; the error relative to
+   max(1, max |float64 value|), beside the float32 reference's own error;
+2. timing by CUDA events, the models taking turns (order rotated every round, ``--rounds``
+   rounds, each of as many calls as fill ``--round-s`` seconds): ``forward`` (no grad) and
+   ``fwd+bwd`` (zero_grad, forward, MSE loss, backward; no optimizer) for kan-fast(triton),
+   kan-fast(backend="torch"), kan, mlp-param, and the pip peers inkan and flashkan where
+   they import; medians, and the spread (max - min) / median;
+3. the dense floor (one matrix product per layer, ``h @ W`` of the layers' in and out
+   sizes, chained) beside the forward, and the bytes autograd saves for backward
+   (``benchmarks.core.memory.saved_tensor_bytes``, parameters left out);
+4. the issue's targets as rows with verdicts (1: fwd+bwd >= 2x faster than the faster
+   peer, 1.2x at [1024,1024,1024] b8192 G5; 2: fwd+bwd faster than mlp-param at
+   [1024,1024,1024] b8192 grid >= 20; 3: forward <= 1.5x the dense floor at [784,64,10]
+   b4096 G5; 4: saved bytes <= 1/3 of the reference's).
+
+TF32 off unless ``--tf32`` (each row says which math the kernels ran: ``math``). Rows are
+JSON lines in ``$OUT/triton_gpu.jsonl`` (``$OUT`` or a new temporary folder); a table at
+the end. Shapes left when ``--budget-s`` runs out are skipped, and said so. Figures from one
+process on one GPU: ratios within the run are the point, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+from benchmarks.core.memory import saved_tensor_bytes
+from benchmarks.peers import catalog
+
+SHAPES = {
+    "small": [([2, 5, 1], 1024, 5), ([784, 64, 10], 256, 5), ([784, 64, 10], 4096, 5), ([784, 64, 10], 4096, 50)],
+    "big": [([256, 256, 256, 256], 4096, 5), ([1024, 1024, 1024], 8192, 5), ([1024, 1024, 1024], 8192, 20)],
+}
+SHAPES["all"] = SHAPES["small"] + SHAPES["big"]
+# a dry run of the script itself: --device cpu under TRITON_INTERPRET=1 (figures meaningless)
+SHAPES["tiny"] = [([2, 5, 1], 64, 5), ([7, 9, 3], 33, 50)]
+PEERS = ("inkan", "flashkan")
+DEVICE = torch.device("cuda")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Run:
+    def __init__(self, out_dir: str, budget_s: float):
+        self.path = os.path.join(out_dir, "triton_gpu.jsonl")
+        self.file = open(self.path, "a")
+        self.deadline = time.time() + budget_s
+        self.rows: list[dict] = []
+
+    def emit(self, **row) -> dict:
+        self.rows.append(row)
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        return row
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+
+def shape_id(widths, batch, grid) -> str:
+    return f"[{','.join(map(str, widths))}] b{batch} G{grid}"
+
+
+def builders(widths, grid) -> dict:
+    from kan import zoo
+
+    found = {
+        "kan-fast(triton)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="triton"),
+        "kan-fast(torch)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="torch"),
+        "kan": lambda: zoo.build("kan", widths, grid_size=grid),
+        "mlp-param": lambda: zoo.build("mlp-param", widths, grid_size=grid),
+    }
+    for name in PEERS:
+        peer = catalog.PEERS[name]
+        if catalog.importable(peer) is None:
+            found[name] = (lambda p: lambda: p.build(widths, grid))(peer)
+    return found
+
+
+def relative_error(actual: torch.Tensor, truth: torch.Tensor) -> float:
+    scale = max(1.0, truth.abs().max().item())
+    return (actual.double() - truth).abs().max().item() / scale
+
+
+def outputs_and_gradients(model, x, y) -> dict:
+    x = x.detach().clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    torch.nn.functional.mse_loss(out, y.to(out.dtype)).backward()
+    found = {"output": out.detach(), "input": x.grad}
+    found.update({n: p.grad for n, p in model.named_parameters()})
+    return found
+
+
+def check(run: Run, widths, batch, grid, models, x, y) -> None:
+    """kan-fast(triton) and the float32 reference against the float64 reference, same weights."""
+    reference, fast = models["kan"], models["kan-fast(triton)"]
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    exact = type(reference)(widths, grid_size=grid).to(x.device, torch.float64)
+    exact.load_state_dict(reference.state_dict(), strict=True)
+    truth = outputs_and_gradients(exact, x.double(), y.double())
+    errors = {}
+    for label, model in (("kan-fast(triton)", fast), ("kan", reference)):
+        found = outputs_and_gradients(model, x, y)
+        errors[label] = {k: relative_error(found[k], truth[k]) for k in truth}
+    del exact, truth
+    worst = {k: max(v.values()) for k, v in errors.items()}
+    out_ok = errors["kan-fast(triton)"]["output"] <= max(1e-5, 4 * errors["kan"]["output"])
+    grads_ok = all(errors["kan-fast(triton)"][k] <= max(1e-4, 4 * errors["kan"][k]) for k in errors["kan"])
+    run.emit(kind="check", shape=shape_id(widths, batch, grid), widths=widths, batch=batch, grid=grid,
+             errors=errors, worst=worst, verdict="ok" if out_ok and grads_ok else "FAIL",
+             rule="output <= max(1e-5, 4x float32 reference), gradients <= max(1e-4, 4x float32 reference), "
+                  "relative to max(1, max |float64 reference|)")
+
+
+def event_seconds(fn, calls: int) -> float:
+    if not torch.cuda.is_available() or DEVICE.type != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - t0) / calls
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / 1e3 / calls
+
+
+def steps(model, x, y) -> dict:
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def fwd_bwd():
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+
+    return {"forward": forward, "fwd+bwd": fwd_bwd}
+
+
+def floor_step(widths, x) -> callable:
+    """One matrix product per layer, of the layers' in and out sizes, chained: the dense floor."""
+    weights = [torch.randn(i, o, device=x.device) / i ** 0.5 for i, o in zip(widths, widths[1:])]
+
+    def floor():
+        with torch.no_grad():
+            h = x
+            for w in weights:
+                h = h @ w
+
+    return floor
+
+
+def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) -> dict:
+    """{name: seconds per call, one per round}: the candidates in turns, order rotated each round."""
+    calls, first = {}, {}
+    for name, fn in list(fns.items()):
+        try:
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            first[name] = time.perf_counter() - t0
+            for _ in range(2):
+                fn()
+            once = event_seconds(fn, 3)
+            calls[name] = max(1, min(200, int(round_s / max(once, 1e-6))))
+        except Exception as e:  # a peer that fails at this shape
+            run.emit(kind="error", phase=phase, model=name, error=f"{type(e).__name__}: {str(e)[:300]}")
+            del fns[name]
+    names = list(fns)
+    samples = {n: [] for n in names}
+    for r in range(rounds):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(event_seconds(fns[name], calls[name]))
+    return {n: (samples[n], calls[n], first[n]) for n in names}
+
+
+def median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
+    from kan import triton_spline
+
+    torch.manual_seed(0)
+    device = DEVICE
+    x = torch.rand(batch, widths[0], device=device) * 2 - 1
+    y = torch.randn(batch, widths[-1], device=device)
+    models = {}
+    for name, build in builders(widths, grid).items():
+        try:
+            models[name] = build().to(device)
+        except Exception as e:
+            run.emit(kind="error", shape=shape_id(widths, batch, grid), model=name,
+                     error=f"{type(e).__name__}: {str(e)[:300]}")
+    check(run, widths, batch, grid, models, x, y)
+    math = triton_spline.math_mode(x)
+    medians = {}
+    for phase in ("forward", "fwd+bwd"):
+        fns = {name: steps(model, x, y)[phase] for name, model in models.items()}
+        if phase == "forward":
+            fns["dense floor"] = floor_step(widths, x)
+        timed = time_in_turns(run, phase, fns, rounds, round_s)
+        for name, (samples, calls, first) in timed.items():
+            med = median(samples)
+            medians[(phase, name)] = med
+            run.emit(kind="time", shape=shape_id(widths, batch, grid), widths=widths, batch=batch, grid=grid,
+                     phase=phase, model=name, median_s=med, min_s=min(samples), max_s=max(samples),
+                     spread=(max(samples) - min(samples)) / med, rounds=len(samples), calls_per_round=calls,
+                     first_call_s=first, math=math if name == "kan-fast(triton)" else None,
+                     tf32=torch.backends.cuda.matmul.allow_tf32)
+    saved = {}
+    for name in ("kan-fast(triton)", "kan"):
+        model = models[name]
+        saved[name] = saved_tensor_bytes(lambda: model(x), exclude=list(model.parameters()))
+        run.emit(kind="saved", shape=shape_id(widths, batch, grid), model=name, saved_bytes=saved[name])
+    del models
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"medians": medians, "saved": saved}
+
+
+def verdicts(run: Run, widths, batch, grid, found: dict) -> None:
+    med, saved = found["medians"], found["saved"]
+    shape = shape_id(widths, batch, grid)
+    mine = med.get(("fwd+bwd", "kan-fast(triton)"))
+    peers = [med[("fwd+bwd", p)] for p in PEERS if ("fwd+bwd", p) in med]
+    need = 1.2 if (widths == [1024, 1024, 1024] and grid == 5) else 2.0
+    if mine and peers:
+        ratio = min(peers) / mine
+        run.emit(kind="target", shape=shape, target=1, what=f"fwd+bwd >= {need}x faster than the faster peer",
+                 ratio=ratio, verdict="met" if ratio >= need else "not met",
+                 note="" if len(peers) == len(PEERS) else "only one peer measured")
+    elif mine:
+        run.emit(kind="target", shape=shape, target=1, verdict="not measured", note="no peer imports")
+    if widths == [1024, 1024, 1024] and grid >= 20 and mine and ("fwd+bwd", "mlp-param") in med:
+        ratio = med[("fwd+bwd", "mlp-param")] / mine
+        run.emit(kind="target", shape=shape, target=2, what="fwd+bwd faster than mlp-param", ratio=ratio,
+                 verdict="met" if ratio > 1 else "not met")
+    if widths == [784, 64, 10] and batch == 4096 and grid == 5:
+        ratio = med[("forward", "kan-fast(triton)")] / med[("forward", "dense floor")]
+        run.emit(kind="target", shape=shape, target=3, what="forward <= 1.5x the dense floor", ratio=ratio,
+                 verdict="met" if ratio <= 1.5 else "not met")
+    ratio = saved["kan-fast(triton)"] / max(1, saved["kan"])
+    run.emit(kind="target", shape=shape, target=4, what="saved bytes <= 1/3 of the reference's", ratio=ratio,
+             verdict="met" if ratio <= 1 / 3 else "not met")
+
+
+def launch_counts(run: Run) -> None:
+    """CUDA kernels per forward and per backward of one kan-fast(triton) layer, by the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kan import zoo
+
+    layer = zoo.build("kan-fast", [64, 32], backend="triton").cuda()
+    x = torch.rand(256, 64, device="cuda") * 2 - 1
+    layer(x).sum().backward()  # compiled, warm
+    counts = {}
+    for phase in ("forward", "backward"):
+        out = layer(x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            if phase == "forward":
+                layer(x)
+            else:
+                out.backward(torch.ones_like(out))
+            torch.cuda.synchronize()
+        kernels = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
+        counts[phase] = kernels
+    run.emit(kind="launches", forward=len(counts["forward"]), backward=len(counts["backward"]),
+             kernels=counts)
+
+
+def table(run: Run) -> str:
+    lines = []
+    for row in run.rows:
+        if row["kind"] == "check":
+            e = row["errors"]
+            lines.append(f"check  {row['shape']:28} {row['verdict']:4}  triton worst {row['worst']['kan-fast(triton)']:.2e}"
+                         f"  (kan float32 worst {row['worst']['kan']:.2e})")
+        elif row["kind"] == "time":
+            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:18} {row['median_s'] * 1e3:9.3f} ms"
+                         f"  spread {row['spread']:6.1%}" + (f"  math {row['math']}" if row.get("math") else ""))
+        elif row["kind"] == "target":
+            ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
+            lines.append(f"target {row.get('shape', ''):28} #{row['target']} {row['verdict']:12} ratio {ratio}"
+                         f"  {row.get('what', '')} {row.get('note', '')}")
+        elif row["kind"] == "saved":
+            lines.append(f"saved  {row['shape']:28} {row['model']:18} {row['saved_bytes'] / 2**20:9.2f} MiB")
+        elif row["kind"] in ("error", "skipped", "launches"):
+            lines.append(f"{row['kind']:6} " + json.dumps({k: v for k, v in row.items() if k not in ('kind', 'kernels')}))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.triton_gpu", description=__doc__.split("\n")[0])
+    parser.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this (seconds)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--round-s", type=float, default=0.02, help="seconds of calls per model per round")
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="all")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 (torch's flag; the kernels follow it)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: a dry run of this script under TRITON_INTERPRET=1 (with --shapes tiny)")
+    args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        print("triton_gpu: no CUDA device here; this study runs on a GPU", file=sys.stderr)
+        return 2
+    from kan import fast
+
+    if fast.triton_kernels() is None:
+        print("triton_gpu: Triton does not import here", file=sys.stderr)
+        return 2
+    warnings.filterwarnings("ignore")
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    out_dir = os.environ.get("OUT") or tempfile.mkdtemp(prefix="triton-gpu-")
+    os.makedirs(out_dir, exist_ok=True)
+    run = Run(out_dir, args.budget_s)
+    run.emit(kind="run", torch=torch.__version__, device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu (interpreter)",
+             triton=__import__("triton").__version__, tf32=args.tf32, rounds=args.rounds, round_s=args.round_s)
+    try:
+        if DEVICE.type == "cuda":
+            launch_counts(run)
+    except Exception as e:
+        run.emit(kind="error", model="launch count", error=f"{type(e).__name__}: {str(e)[:300]}")
+    for widths, batch, grid in SHAPES[args.shapes]:
+        if run.left() <= 0:
+            run.emit(kind="skipped", shape=shape_id(widths, batch, grid), reason="time budget spent")
+            continue
+        t0 = time.time()
+        try:
+            found = measure(run, widths, batch, grid, args.rounds, args.round_s)
+            verdicts(run, widths, batch, grid, found)
+        except Exception as e:
+            run.emit(kind="error", shape=shape_id(widths, batch, grid), error=f"{type(e).__name__}: {str(e)[:500]}")
+        print(f"{shape_id(widths, batch, grid)}: {time.time() - t0:.1f} s", flush=True)
+    print(table(run))
+    print(f"rows: {run.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
