@@ -270,7 +270,7 @@ def test_options_reach_every_layer_through_the_registry_and_are_not_state():
 
 @pytest.mark.parametrize("option, value", [("backend", "cuda"), ("contraction", "sparse"), ("backend", None)])
 def test_a_bad_option_is_one_line_naming_the_valid_values(option, value):
-    valid = {"backend": "auto, native, torch", "contraction": "auto, dense, gather"}[option]
+    valid = {"backend": "auto, native, torch, triton", "contraction": "auto, dense, gather"}[option]
     for build in (lambda: FastBSplineKANLinear(2, 3, **{option: value}),
                   lambda: zoo.build("kan-fast", [2, 3], **{option: value})):
         with pytest.raises(ValueError) as raised:
