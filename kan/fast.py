@@ -1074,7 +1074,7 @@ class FastBSplineKANLinear(KANLinear):
         ``backend="auto"`` takes them for CUDA tensors where Triton imports; ``"triton"``
         wherever they can run (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), else a
         ValueError saying why. A layer they do not compute (adapted grid, spline order
-        outside 1..5, another base activation, float64 on CUDA) takes the PyTorch path,
+        outside 1..5, another base activation, a dtype other than float32 and float64) takes the PyTorch path,
         with a warning said once per layer.
         """
         if self.backend not in ("auto", "triton") or (self.backend == "auto" and x.device.type != "cuda"):

@@ -32,9 +32,8 @@ what the reference's dense products make (``0 * inf = NaN`` included), because t
 are the same dense products.
 
 ``tl.dot`` runs in IEEE float32 unless ``torch.backends.cuda.matmul.allow_tf32`` is
-set (then TF32); ``math_mode`` says which. Float64 runs where Triton's dot takes it:
-in the interpreter (``TRITON_INTERPRET=1``, CPU tensors); on CUDA float64 layers take
-the PyTorch path (``supports``).
+set (then TF32); ``math_mode`` says which. Float64 layers run the same kernels with
+float64 dot products (IEEE).
 
 Double backward: the operators' backward computes, when it is itself being
 differentiated (``torch.is_grad_enabled()`` inside it), the gradients by autograd
@@ -59,6 +58,11 @@ import triton.language as tl
 from kan.reference import b_splines
 
 MAX_ORDER = 5
+# Launch options of every kernel. One stage: the loop's loads are gathers whose addresses
+# depend on one another (input, span, knots), which the software pipeliner would stage in
+# shared memory several times over (float64 at three stages does not fit an H100's).
+NUM_WARPS = 4
+NUM_STAGES = 1
 NAN = tl.constexpr(float("nan"))
 INF = tl.constexpr(float("inf"))
 
@@ -93,9 +97,8 @@ def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool) -> Opt
         return f"the kernels take spline orders 1 to {MAX_ORDER}, not {order}"
     if not uniform:
         return "the grid is not uniform (update_grid adapted it)"
-    wanted = (torch.float32,) if x.device.type == "cuda" else (torch.float32, torch.float64)
-    if x.dtype not in wanted:
-        return f"on {x.device.type} the kernels take {' or '.join(str(t) for t in wanted)}, not {x.dtype}"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"the kernels take float32 or float64, not {x.dtype}"
     return None
 
 
@@ -403,20 +406,24 @@ def _geometry(grid: torch.Tensor, order: int) -> tuple[int, int]:
     return knots - 1 - order, knots
 
 
+# Tile sizes depend on the output width (and the input gradient's on coeff) only, not on the
+# batch: every distinct tile is one more compilation of a kernel.
+
+
 def forward_tiles(batch: int, out_features: int) -> tuple[int, int, int]:
     """(BM, BN, BK) of the forward: rows, outputs and contraction columns per tile."""
-    return (min(64, max(16, _pow2(batch))), min(64, max(16, _pow2(out_features))), 32)
+    return (64, min(64, max(16, _pow2(out_features))), 32)
 
 
 def weight_grad_tiles(batch: int, out_features: int) -> tuple[int, int, int]:
     """(BM, BN, BK) of the weight gradient: rows per step, outputs and contraction columns per tile."""
-    return (min(32, max(16, _pow2(batch))), min(64, max(16, _pow2(out_features))), 64)
+    return (32, min(64, max(16, _pow2(out_features))), 64)
 
 
 def input_grad_tiles(batch: int, out_features: int, coeff: int) -> tuple[int, int, int, int]:
     """(BM, BO, FB, CC) of the input gradient: rows, outputs per step, features per tile, columns per step."""
     cc = min(64, _pow2(coeff + 1))
-    return (min(64, max(16, _pow2(batch))), min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
+    return (64, min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
 
 
 def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool = True) -> tuple[int, int]:
@@ -436,7 +443,7 @@ def _forward(x, spline_weight, scaler, base_weight, grid, order):
         x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out,
         batch, in_features, out_features,
         ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BN=bn, BK=bk,
-        PRECISION=_precision(x),
+        PRECISION=_precision(x), num_warps=NUM_WARPS, num_stages=NUM_STAGES,
     )
     return out
 
@@ -459,7 +466,7 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
             x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product if scaler is not None else grad_spline,
             grad_base, batch, in_features, out_features,
             ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BN=bn, BK=bk,
-            PRECISION=precision,
+            PRECISION=precision, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
@@ -470,7 +477,7 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
         _input_grad_kernel[launch](
             x, grad_out, spline_weight, scaler_arg, base_weight, grid, grad_x, batch, in_features, out_features,
             ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BO=bo, FB=fb, CC=cc,
-            PRECISION=precision,
+            PRECISION=precision, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
         )
     return grad_x, grad_spline, grad_scaler, grad_base
 

@@ -8,7 +8,7 @@ Skipped where Triton does not import.
 The truth is the reference (kan.reference, efficient-kan semantics) in float64 on the
 same parameters and knots: outputs, and the gradients of the input and of every
 parameter, within test_fast.py's tolerances (float32: 1e-5 for outputs, 1e-4 for
-gradients, relative to max(1, max |reference|); float64 kernels, interpreter only: 1e-10).
+gradients, relative to max(1, max |reference|); float64 kernels: 1e-10).
 Non-finite inputs and upstream gradients must give the reference's NaN and inf in
 the same places (test_nonfinite.py's check).
 """
@@ -166,7 +166,6 @@ def test_model_outputs_and_gradients_equal_reference(scaler):
             f"[6, 19, 3], scaler {scaler}")
 
 
-@pytest.mark.skipif(CUDA, reason="float64 kernels run in the interpreter only; on CUDA float64 takes the PyTorch path")
 @pytest.mark.parametrize("order", [1, 3, 5])
 def test_float64_kernels_equal_reference_to_rounding(order):
     reference, fast = build([4, 5], 6, order, dtype=torch.float64, seed=order)
@@ -334,16 +333,15 @@ def test_launches_per_layer():
 # --------------------------------------------------------------------------- double backward
 
 
-@pytest.mark.skipif(CUDA, reason="float64 kernels run in the interpreter only")
 @pytest.mark.parametrize("order", [1, 3])
 def test_gradgradcheck_float64(order):
     reference, _ = build([2, 3], 4, order, dtype=torch.float64, seed=order)
-    x = probe(reference, 4, seed=order).requires_grad_()
-    x = x.where((x.abs() < 1.5), x * 0.1).detach().requires_grad_()  # away from the far points, on finite slopes
-    params = [reference.spline_weight.detach().clone().requires_grad_(),
-              reference.spline_scaler.detach().clone().requires_grad_(),
-              reference.base_weight.detach().clone().requires_grad_()]
-    grid = reference.grid
+    generator = torch.Generator().manual_seed(order)
+    x = (torch.rand(4, 2, generator=generator, dtype=torch.float64) * 2.4 - 1.2).to(DEVICE).requires_grad_()
+    params = [reference.spline_weight.detach().to(DEVICE).requires_grad_(),
+              reference.spline_scaler.detach().to(DEVICE).requires_grad_(),
+              reference.base_weight.detach().to(DEVICE).requires_grad_()]
+    grid = reference.grid.to(DEVICE)
 
     def function(x, sw, sc, bw):
         return ts.layer(x, sw, sc, bw, grid, order)
