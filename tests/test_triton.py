@@ -49,11 +49,14 @@ VALUES = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
 
 @pytest.fixture(autouse=True)
 def ieee_dot():
-    """TF32 off, as torch's default for matrix products (the kernels follow torch's flag)."""
-    previous = torch.backends.cuda.matmul.allow_tf32
+    """TF32 off, as torch's default for matrix products (the kernels follow torch's flag); the PyTorch
+    path's torch.compile off (the fallbacks run eagerly, as in test_fast.py, and compile nothing)."""
+    previous = torch.backends.cuda.matmul.allow_tf32, kan.fast.compile_enabled()
     torch.backends.cuda.matmul.allow_tf32 = False
+    kan.fast.set_compile(False)
     yield
-    torch.backends.cuda.matmul.allow_tf32 = previous
+    torch.backends.cuda.matmul.allow_tf32 = previous[0]
+    kan.fast.set_compile(previous[1])
 
 
 # --------------------------------------------------------------------------- helpers

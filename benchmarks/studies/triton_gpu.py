@@ -14,7 +14,7 @@ and G20:
 2. timing by CUDA events, the models taking turns (order rotated every round, ``--rounds``
    rounds, each of as many calls as fill ``--round-s`` seconds): ``forward`` (no grad) and
    ``fwd+bwd`` (zero_grad, forward, MSE loss, backward; no optimizer) for kan-fast(triton),
-   kan-fast(backend="torch"), kan, mlp-param, and the pip peers inkan and flashkan where
+   kan-fast(backend="torch"; eager unless ``--compile``), kan, mlp-param, and the pip peers inkan and flashkan where
    they import; medians, and the spread (max - min) / median;
 3. the dense floor (one matrix product per layer, ``h @ W`` of the layers' in and out
    sizes, chained) beside the forward, and the bytes autograd saves for backward
@@ -283,13 +283,15 @@ def launch_counts(run: Run) -> None:
     layer(x).sum().backward()  # compiled, warm
     counts = {}
     for phase in ("forward", "backward"):
+        layer.zero_grad(set_to_none=True)  # no accumulation kernels
         out = layer(x)
+        upstream = torch.ones_like(out)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             if phase == "forward":
                 layer(x)
             else:
-                out.backward(torch.ones_like(out))
+                out.backward(upstream)
             torch.cuda.synchronize()
         kernels = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
         counts[phase] = kernels
@@ -325,6 +327,9 @@ def main(argv=None) -> int:
     parser.add_argument("--round-s", type=float, default=0.02, help="seconds of calls per model per round")
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="all")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 (torch's flag; the kernels follow it)")
+    parser.add_argument("--compile", action="store_true",
+                        help="kan-fast(torch) with its torch.compile'd kernels (off by default: compiling them "
+                             "at every shape costs minutes of the budget)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: a dry run of this script under TRITON_INTERPRET=1 (with --shapes tiny)")
     args = parser.parse_args(argv)
@@ -339,13 +344,14 @@ def main(argv=None) -> int:
         print("triton_gpu: Triton does not import here", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore")
+    fast.set_compile(args.compile)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     out_dir = os.environ.get("OUT") or tempfile.mkdtemp(prefix="triton-gpu-")
     os.makedirs(out_dir, exist_ok=True)
     run = Run(out_dir, args.budget_s)
     run.emit(kind="run", torch=torch.__version__, device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu (interpreter)",
-             triton=__import__("triton").__version__, tf32=args.tf32, rounds=args.rounds, round_s=args.round_s)
+             triton=__import__("triton").__version__, tf32=args.tf32, kan_fast_torch_compiled=args.compile, rounds=args.rounds, round_s=args.round_s)
     try:
         if DEVICE.type == "cuda":
             launch_counts(run)
