@@ -38,8 +38,11 @@ MPS, or no compiler) PyTorch: on a uniform grid one float-only expression per ch
 fused by ``torch.compile`` where that is on (eagerly otherwise), on other grids the
 exact local bases scattered; the gather as an ``embedding_bag`` with per-sample weights.
 The layer's ``backend`` option chooses: ``"auto"`` (the default) the C++ kernels where
-they are available and take the tensor, else PyTorch; ``"native"`` the C++ kernels or
-an error saying why they cannot run; ``"torch"`` PyTorch.
+they are available and take the tensor, on CUDA the Triton kernels of
+``kan.triton_spline`` where Triton imports (uniform grids, spline orders 1 to 5; see
+``docs/triton.md``), else PyTorch; ``"native"`` the C++ kernels or an error saying why
+they cannot run; ``"triton"`` the Triton kernels, or an error saying why they cannot run;
+``"torch"`` PyTorch.
 
 All of them run inside custom autograd functions that save the input (and the
 combined weights, or the base activation) and recompute the bases in backward,
@@ -998,7 +1001,8 @@ class FastBSplineKANLinear(KANLinear):
       available (built, not turned off by ``KAN_NATIVE=0``) and take the input (CPU,
       float32/float64, spline order up to ``native.MAX_ORDER``), else PyTorch;
       ``"native"`` the C++ kernels, or a ValueError saying why they cannot run;
-      ``"torch"`` PyTorch (as on CUDA or without a compiler).
+      ``"torch"`` PyTorch (as without a compiler); on CUDA, ``"auto"`` and ``"triton"``
+      take the Triton kernels (see ``uses_triton``).
     * ``contraction``: ``"auto"`` (default) dense below the backend's crossover
       (``NATIVE_GATHER_MIN_COEFF`` or ``GATHER_MIN_COEFF`` coefficients per feature),
       gather from it on; ``"dense"`` or ``"gather"`` that contraction at any grid.
