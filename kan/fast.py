@@ -38,11 +38,12 @@ MPS, or no compiler) PyTorch: on a uniform grid one float-only expression per ch
 fused by ``torch.compile`` where that is on (eagerly otherwise), on other grids the
 exact local bases scattered; the gather as an ``embedding_bag`` with per-sample weights.
 The layer's ``backend`` option chooses: ``"auto"`` (the default) the C++ kernels where
-they are available and take the tensor, on CUDA the Triton kernels of
-``kan.triton_spline`` where Triton imports (uniform grids, spline orders 1 to 5; see
-``docs/triton.md``), else PyTorch; ``"native"`` the C++ kernels or an error saying why
-they cannot run; ``"triton"`` the Triton kernels, or an error saying why they cannot run;
-``"torch"`` PyTorch.
+they are available and take the tensor, else PyTorch; ``"native"`` the C++ kernels or an
+error saying why they cannot run; ``"triton"`` the Triton kernels of ``kan.triton_spline``
+(CUDA; uniform grids, spline orders 1 to 5; see ``docs/triton.md``), or an error saying why
+they cannot run; ``"torch"`` PyTorch. ``"auto"`` does not take the Triton kernels yet: they
+have been checked for correctness (Triton's interpreter, a compile for sm_90) but not yet
+timed on a GPU, and the default waits for that measurement.
 
 All of them run inside custom autograd functions that save the input (and the
 combined weights, or the base activation) and recompute the bases in backward,
@@ -1001,8 +1002,8 @@ class FastBSplineKANLinear(KANLinear):
       available (built, not turned off by ``KAN_NATIVE=0``) and take the input (CPU,
       float32/float64, spline order up to ``native.MAX_ORDER``), else PyTorch;
       ``"native"`` the C++ kernels, or a ValueError saying why they cannot run;
-      ``"torch"`` PyTorch (as without a compiler); on CUDA, ``"auto"`` and ``"triton"``
-      take the Triton kernels (see ``uses_triton``).
+      ``"torch"`` PyTorch (as on CUDA or without a compiler); ``"triton"`` the Triton
+      kernels (see ``uses_triton``).
     * ``contraction``: ``"auto"`` (default) dense below the backend's crossover
       (``NATIVE_GATHER_MIN_COEFF`` or ``GATHER_MIN_COEFF`` coefficients per feature),
       gather from it on; ``"dense"`` or ``"gather"`` that contraction at any grid.
@@ -1075,13 +1076,13 @@ class FastBSplineKANLinear(KANLinear):
     def uses_triton(self, x: torch.Tensor) -> bool:
         """Whether forward on a tensor like ``x`` runs the Triton kernels (``kan.triton_spline``).
 
-        ``backend="auto"`` takes them for CUDA tensors where Triton imports; ``"triton"``
-        wherever they can run (CUDA, or CPU tensors under ``TRITON_INTERPRET=1``), else a
-        ValueError saying why. A layer they do not compute (adapted grid, spline order
+        Only ``backend="triton"`` takes them, wherever they can run (CUDA, or CPU tensors
+        under ``TRITON_INTERPRET=1``), else a ValueError saying why; ``"auto"`` keeps the
+        PyTorch path on CUDA until the kernels' speed has been measured on a GPU. A layer they do not compute (adapted grid, spline order
         outside 1..5, another base activation, a dtype other than float32 and float64) takes the PyTorch path,
         with a warning said once per layer.
         """
-        if self.backend not in ("auto", "triton") or (self.backend == "auto" and x.device.type != "cuda"):
+        if self.backend != "triton":
             return False
         kernels = triton_kernels()
         if kernels is None:
