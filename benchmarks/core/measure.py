@@ -224,7 +224,9 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
             continue
         local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
         row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
-        row["device_s"] = _device_seconds(c.step) if local else None
+        busy = _device_seconds(c.step) if local else None
+        if busy is not None:  # accelerator rows only: a CPU row keeps the fields it always had
+            row["device_s"] = busy
         row["clock"] = clock
         row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after, clock))
     return rows
