@@ -221,3 +221,51 @@ def test_a_model_that_cannot_be_captured_gets_a_row_saying_why():
     assert rows[case.id]["status"] == "skipped"
     assert "CUDA graphs need a CUDA device" in rows[case.id]["reason"]
     assert not candidates
+
+
+def gpu_run(root: Path, with_graphs: bool = True) -> record.Run:
+    """A run folder of the H200 rows, with device time from the kan-fast trace (launch-bound) for
+    every row but the MLP's, which is made busy, and one model that could not be captured."""
+    run = record.Run(root / "20261204T150229-abc-gpu")
+    run.path.mkdir(parents=True)
+    run.write_json("environment.json", {"machine": "h200", "devices": [{"type": "cuda", "name": "NVIDIA H200"}]})
+    traced = float(np.median(device.trace_device_seconds(
+        FIXTURES / "h200-kan-fast-cuda-train.trace.json.gz", label=MEASURED)))
+    rows = []
+    for row in h200_rows().to_dict("records"):
+        row.update(machine="h200", math="fp32", peak_flops=67e12, peak_bandwidth=4.8e12,
+                   peak_source="datasheet: NVIDIA H200 SXM", bytes_moved=int(row["param_bytes"] * 3 + row["saved_bytes"]),
+                   device_s=0.9 * row["median_s"] if row["model"] == "mlp" else traced)
+        rows.append(row)
+        if with_graphs:
+            graphed = {**row, "mode": "cuda graph", "benchmark": row["benchmark"] + "-graph",
+                       "median_s": row["median_s"] / 3, "device_s": traced}
+            if row["model"] == "kan":
+                graphed.update(status="skipped", reason="cannot be captured in a CUDA graph: RuntimeError: x")
+            rows.append(graphed)
+    run.write_table("benchmarks", record.bench_table(rows))
+    return run
+
+
+def test_a_gpu_page_names_its_launch_bound_rows_and_draws_the_roofline(tmp_path):
+    from reports.render import render
+
+    page = render(str(gpu_run(tmp_path).path)).read_text()
+    headline = page[page.index('id="headline"'):page.index('id="device"')]
+    assert "rows are launch-bound" in headline and "compare overheads, not models" in headline
+    assert "kan-fast train" in headline  # named: the busy MLP leaves the shape's rows not all bound
+    section = page[page.index('id="device"'):]
+    assert "device busy and share of peak" in section and "Roofline" in section
+    assert "eager and in CUDA graphs" in section and "cannot be captured in a CUDA graph" in section
+
+
+def test_a_cpu_page_has_no_device_section(tmp_path):
+    from reports.render import render
+
+    run = record.Run(tmp_path / "20261204T150229-abc-cpu")
+    run.path.mkdir()
+    run.write_json("environment.json", {"machine": "laptop"})
+    rows = [{**r, "device": "cpu", "machine": "laptop"} for r in h200_rows().to_dict("records")]
+    run.write_table("benchmarks", record.bench_table(rows))
+    page = render(str(run.path)).read_text()
+    assert 'id="device"' not in page and "launch-bound" not in page
