@@ -108,6 +108,10 @@ def parser() -> argparse.ArgumentParser:
                         "profile.json can say how far two profiled runs of one computation differ (the "
                         "noise the two loops' difference is judged against)")
     p.add_argument("--top", type=positive_int, default=30, help="rows of the top-N tables")
+    p.add_argument("--compile", action="store_true",
+                   help="on CUDA, keep kan-fast's torch.compile kernels on (by default a profile that includes "
+                        "CUDA runs them eagerly: each process compiles them again, seconds to minutes of "
+                        "warm-up for a few measured steps)")
     p.add_argument("--run", help="an existing run folder (path or run id) to add to; default: a new run")
     return p
 
@@ -165,11 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, record.RunFolderError) as e:
         p.error(str(e))
     out = run.profiles_dir
+    eager = eager_on_cuda(args.device, args.compile)
     settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,
                     threads=args.threads)
     repeat = "loop" in args.phase and not args.no_repeat
     todo = expand(args.model, args.device, args.phase, repeat=repeat, **settings)
     print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
+    if eager:
+        print(f"note: {eager}")
     load_before = record.load_average()
     if load_before and load_before[0] > (os.cpu_count() or 1):
         print(f"note: this machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
@@ -182,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)
     failures: list[str] = []
     unavailable: dict[str, str] = {}
-    notes: list[str] = []
+    notes: list[str] = [eager] if eager else []
 
     def note(s: Scenario, profiler: str, seconds: dict[str, float], made: list[Path], took: float) -> None:
         files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
@@ -240,6 +247,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failures:
         return SCENARIO_FAILED
     return PROFILER_UNAVAILABLE if unavailable else OK
+
+
+EAGER_NOTE = ("kan-fast ran its eager kernels in this profile (torch.compile off, --compile keeps it on): on "
+              "CUDA each process would compile them again, a warm-up far longer than the few steps profiled. "
+              "The bench times the compiled kernels.")
+
+
+def eager_on_cuda(devices: Sequence[str], keep_compile: bool) -> str | None:
+    """Switch kan-fast's compiled kernels off for this profile (in this process and the py-spy
+    children) where a CUDA device is profiled and ``--compile`` was not given; the note saying so."""
+    if keep_compile or not any(str(d).startswith("cuda") for d in devices):
+        return None
+    import kan.fast
+
+    kan.fast.set_compile(False)
+    os.environ["KAN_FAST_COMPILE"] = "0"  # the py-spy children read it at import
+    return EAGER_NOTE
 
 
 def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str],

@@ -269,3 +269,14 @@ def test_a_cpu_page_has_no_device_section(tmp_path):
     run.write_table("benchmarks", record.bench_table(rows))
     page = render(str(run.path)).read_text()
     assert 'id="device"' not in page and "launch-bound" not in page
+
+
+def test_the_gpu_check_reads_the_labels_back(tmp_path):
+    from benchmarks.studies import gpu_check
+
+    frame = record.Run(gpu_run(tmp_path, with_graphs=False).path).read_bench_table()
+    lines, ok = gpu_check.report(frame)
+    assert ok
+    assert any(line.startswith(f"launch-bound: {len(frame) - 1} of {len(frame)} rows") for line in lines)
+    frame.loc[frame["model"] == "kan", "launch_bound"] = "no"  # a label lost
+    assert not gpu_check.report(frame)[1]
