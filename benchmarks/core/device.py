@@ -328,7 +328,10 @@ def graphed_step(case):
     try:
         graphed = torch.cuda.make_graphed_callables(model, (inputs,), num_warmup_iters=3)
     except Exception as e:  # noqa: BLE001 - any failure to capture is a row, never a crash
-        torch.cuda.synchronize(case.device)
+        try:
+            torch.cuda.synchronize(case.device)
+        except RuntimeError:
+            pass  # the capture's own error, raised again by the wait: the row says the first one
         text = str(e).strip().splitlines()
         raise CaptureFailed(f"cannot be captured in a CUDA graph: {type(e).__name__}: "
                             f"{text[0] if text else ''}".rstrip(": ")) from None
