@@ -45,13 +45,22 @@ def launch_bound_sentences(rows: pd.DataFrame, where: str) -> list[str]:
         return []
     parts = []
     size = ["widths", "batch"]  # the MLPs have no grid: a shape here is widths and batch
-    for (widths, batch), at in sorted(bound.groupby(size), key=lambda kv: shape_sort_key(*kv[0], None)):
-        of_shape = acc[(acc["widths"] == widths) & (acc["batch"] == batch)]
-        if len(at) == len(of_shape):
-            parts.append(f"{shape_label(widths, batch, None)}: all {len(at)} rows")
+
+    def names(rows) -> str:
+        return ", ".join(f"{r['model']} {r['phase']}{_mode(r)}" for _, r in rows.iterrows())
+
+    for (widths, batch), of_shape in sorted(acc.groupby(size), key=lambda kv: shape_sort_key(*kv[0], None)):
+        at = of_shape[of_shape["launch_bound"] == "yes"]
+        rest = of_shape[of_shape["launch_bound"] != "yes"]
+        if at.empty:
+            continue
+        label = shape_label(widths, batch, None)
+        if rest.empty:
+            parts.append(f"{label}: all {len(at)} rows")
+        elif len(rest) < len(at):
+            parts.append(f"{label}: all but {names(rest)}")
         else:
-            named = ", ".join(f"{r['model']} {r['phase']}{_mode(r)}" for _, r in at.iterrows())
-            parts.append(f"{shape_label(widths, batch, None)}: {named}")
+            parts.append(f"{label}: {names(at)}")
     return [f"{where}: {len(bound)} of {len(acc)} rows are launch-bound (the device sat idle more than half "
             f"the call), so their times are Python and kernel launches and their ratios to the MLPs compare "
             f"overheads, not models — " + "; ".join(parts) + "."]
@@ -156,13 +165,21 @@ def chart(rows: pd.DataFrame, where: str) -> charts.Chart | None:
         bound = (at["launch_bound"] == "yes").to_numpy()
         style = dict(marker=PHASE_MARKERS.get(phase, "o"), s=28, edgecolors=colors[model])
         face = "none" if mode != "eager" else colors[model]
-        ax.scatter(intensity[i][~bound], achieved[i][~bound], facecolors=face, **style,
-                   label=charts.label(f"{model} {phase}" + ("" if mode == "eager" else f", {mode}")))
+        ax.scatter(intensity[i][~bound], achieved[i][~bound], facecolors=face, **style)
         if bound.any():
             ax.scatter(intensity[i][bound], achieved[i][bound], facecolors=face, alpha=0.35, **style)
+    # the key: a colour per model, a marker per phase, hollow for CUDA graphs (outside the axes)
+    from matplotlib.lines import Line2D
+
+    keys = [Line2D([], [], ls="", marker="o", color=colors[m], label=charts.label(m)) for m in colors]
+    keys += [Line2D([], [], ls="", marker=PHASE_MARKERS.get(p, "o"), color="#555555", label=p)
+             for p in dict.fromkeys(acc["phase"])]
+    if acc["mode"].notna().any():
+        keys.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", color="#555555", label="CUDA graph"))
+    keys.append(Line2D([], [], ls="", marker="o", color="#555555", alpha=0.35, label="launch-bound"))
+    ax.legend(handles=keys, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("arithmetic intensity (FLOPs per byte of the least memory traffic)")
     ax.set_ylabel("achieved FLOP/s")
-    ax.legend(fontsize=6.5, ncol=3, loc="lower right")
     ax.set_title(charts.label(where), fontsize=9, loc="left")
     return charts._svg(fig, f"Roofline — {where}", f"Achieved FLOP/s against arithmetic intensity, {where}",
                        "each row of the run; hollow: captured in CUDA graphs; faint: launch-bound (the device idle "

@@ -280,3 +280,30 @@ def test_the_gpu_check_reads_the_labels_back(tmp_path):
     assert any(line.startswith(f"launch-bound: {len(frame) - 1} of {len(frame)} rows") for line in lines)
     frame.loc[frame["model"] == "kan", "launch_bound"] = "no"  # a label lost
     assert not gpu_check.report(frame)[1]
+
+
+def test_the_profile_is_sized_for_the_device_and_keeps_given_shapes():
+    from types import SimpleNamespace
+
+    from profiles import cli
+
+    cpu = SimpleNamespace(device=["cpu"], widths=None, batch=None)
+    assert cli.size_for_devices(cpu) is None and (cpu.widths, cpu.batch) == ((784, 64, 10), 1024)
+    gpu = SimpleNamespace(device=["cuda"], widths=None, batch=None)
+    assert "batch 8192" in cli.size_for_devices(gpu) and (gpu.widths, gpu.batch) == ((1024, 1024, 1024), 8192)
+    given = SimpleNamespace(device=["cuda"], widths=(16, 8), batch=32)
+    assert cli.size_for_devices(given) is None and (given.widths, given.batch) == ((16, 8), 32)
+    both = SimpleNamespace(device=["cpu", "cuda"], widths=None, batch=None)
+    assert cli.size_for_devices(both) is None and both.batch == 1024
+    assert cli.eager_on_cuda(["cpu"], keep_compile=False) is None
+    assert cli.eager_on_cuda(["cuda"], keep_compile=True) is None
+
+
+def test_a_failed_capture_names_its_first_error():
+    try:
+        try:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        except RuntimeError:
+            raise RuntimeError("operation failed due to a previous error during capture")
+    except RuntimeError as e:
+        assert device._first_cause(e) == "RuntimeError: operation not permitted when stream is capturing"

@@ -309,6 +309,15 @@ GRAPH_NOTE = ("captured with torch.cuda.make_graphed_callables: the model's forw
               "replay one CUDA graph; the loss and the optimizer step run eagerly")
 
 
+def _first_cause(e: BaseException) -> str:
+    """The first error of a chain, in one line: a failed capture raises again on leaving the
+    capture ("operation failed due to a previous error during capture"), hiding what failed."""
+    while e.__context__ is not None and e.__context__ is not e:
+        e = e.__context__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def graphed_step(case):
     """The step of ``case`` (``case.graph`` True) with its model captured in CUDA graphs.
 
@@ -332,9 +341,7 @@ def graphed_step(case):
             torch.cuda.synchronize(case.device)
         except RuntimeError:
             pass  # the capture's own error, raised again by the wait: the row says the first one
-        text = str(e).strip().splitlines()
-        raise CaptureFailed(f"cannot be captured in a CUDA graph: {type(e).__name__}: "
-                            f"{text[0] if text else ''}".rstrip(": ")) from None
+        raise CaptureFailed(f"cannot be captured in a CUDA graph: {_first_cause(e)}") from None
     step = make_step(plain, model=graphed)
     step.case = case
     return step
