@@ -116,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
                         "profile.json can say how far two profiled runs of one computation differ (the "
                         "noise the two loops' difference is judged against)")
     p.add_argument("--top", type=positive_int, default=30, help="rows of the top-N tables")
+    p.add_argument("--pyspy-timeout", type=positive_int, default=None, metavar="SECONDS",
+                   help="stop a py-spy child (one per model and device) that runs longer, and say so; "
+                        "default: no limit")
     p.add_argument("--compile", action="store_true",
                    help="on CUDA, keep kan-fast's torch.compile kernels on (by default a profile that includes "
                         "CUDA runs them eagerly: each process compiles them again, seconds to minutes of "
@@ -178,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(str(e))
     out = run.profiles_dir
     sized = size_for_devices(args)
+    if "py-spy" in args.profiler and not args.no_native and all(not str(d).startswith("cpu") for d in args.device):
+        # unwinding native stacks pauses the child for each sample, and the CUDA libraries make that
+        # slow enough to take the profile past minutes; the device's work is not on the host's stacks
+        args.no_native = True
+        sized = (sized + "; " if sized else "") + "py-spy ran without --native (on a GPU its native unwinding is slow)"
     eager = eager_on_cuda(args.device, args.compile)
     settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,
                     threads=args.threads)
@@ -328,7 +336,8 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "py-spy.speedscope.json"
             try:
-                done = pyspy.record(child, raw, rate=args.rate, native=False if args.no_native else None)
+                done = pyspy.record(child, raw, rate=args.rate, native=False if args.no_native else None,
+                                    timeout=args.pyspy_timeout)
                 samples = pyspy.read(raw)
             except pyspy.Unavailable as e:
                 unavailable["py-spy"] = f"py-spy did not run: {e}; the other profilers ran"

@@ -307,3 +307,27 @@ def test_a_failed_capture_names_its_first_error():
             raise RuntimeError("operation failed due to a previous error during capture")
     except RuntimeError as e:
         assert device._first_cause(e) == "RuntimeError: operation not permitted when stream is capturing"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="process groups are POSIX")
+def test_a_pyspy_child_past_its_time_is_stopped_with_its_own_child(tmp_path):
+    import os
+    import sys
+    import time
+
+    from profiles import pyspy
+
+    pid_file = tmp_path / "grandchild"
+    script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    with pytest.raises(RuntimeError, match="ran past 2 s and were stopped"):
+        pyspy._run_in_own_group([sys.executable, "-c", script], timeout=2)
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # the kill is sent; the process table may take a moment to say so
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the scenario child outlived py-spy's timeout")
