@@ -26,8 +26,10 @@ macOS without sudo), raises :class:`Unavailable` with one line saying how to ena
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -66,6 +68,25 @@ def native_supported() -> bool:
 _NOT_PERMITTED = re.compile(r"permission denied|operation not permitted|ptrace|sudo|requires root", re.I)
 
 
+def _run_in_own_group(command: list[str], timeout: float | None) -> subprocess.CompletedProcess:
+    """Run ``command`` (py-spy, which starts the scenario child) in a process group of its own, so
+    that past ``timeout`` seconds both are stopped, not py-spy alone (the child would run on,
+    holding the device); ``RuntimeError`` saying so then."""
+    posix = os.name == "posix"
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=posix)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if posix:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"py-spy and its child ran past {timeout:g} s and were stopped") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 def record(
     args: Sequence[str], output: Path, rate: int = 100, native: bool | None = None,
     program: str | None = None, timeout: float | None = None,
@@ -84,7 +105,7 @@ def record(
                "--rate", str(rate), "--idle", *(["--native"] if native else []),
                "--", sys.executable, "-m", "profiles.scenario", *args]
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        done = _run_in_own_group(command, timeout)
     except FileNotFoundError:
         raise Unavailable(f"py-spy is not installed ({program} not found): {HOW_TO_INSTALL}") from None
     except PermissionError:

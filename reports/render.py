@@ -10,7 +10,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import charts, tables
+from reports import charts, roofline, tables
 from reports.units import is_missing
 from reports.data import ReportError, RunData, default_runs, environment_items, load, load_all, open_run
 
@@ -41,12 +41,24 @@ class Group:
 def groups(bench: pd.DataFrame) -> list[Group]:
     """One group per machine (in the order the runs were named) and device."""
     keys = ["machine", "device"] + (["dtype"] if bench["dtype"].nunique() > 1 else [])
+    if "mode" in bench.columns and bench["mode"].notna().any():
+        keys.append("mode")  # steps captured in CUDA graphs: a group of their own beside the eager one
     machines = list(dict.fromkeys(bench["machine"]))
     several_machines = len(machines) > 1
     out = []
     for k, rows in sorted(bench.groupby(keys, dropna=False, sort=True), key=lambda kg: machines.index(kg[0][0])):
         parts = list(k)[0 if several_machines else 1:]
         out.append(Group(" · ".join(str(p) for p in parts if not is_missing(p)), rows))
+    return out
+
+
+def device_groups(bench: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The accelerator rows per machine and device, eager and graphed together (set side by side)."""
+    out = []
+    for g in groups(bench.assign(mode=None) if "mode" in bench.columns else bench):
+        rows = bench.loc[g.rows.index]
+        if not roofline.accelerator(rows).empty:
+            out.append((g.where, rows))
     return out
 
 
@@ -78,9 +90,15 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
     page_groups = groups(bench)
     for g in page_groups:
         g.headline = tables.headline(g.rows, g.where)
-        g.sentences = tables.headline_sentences(g.rows, g.where)
+        g.sentences = roofline.launch_bound_sentences(g.rows, g.where) + tables.headline_sentences(g.rows, g.where)
         g.timings = tables.timings(g.rows, g.where)
         g.details = tables.details(g.rows, g.where)
+    device = []
+    for where, rows in device_groups(bench):
+        section = {"where": where, "table": roofline.device_table(rows, where), "chart": roofline.chart(rows, where),
+                   "graphs": roofline.graphs_table(rows, where)}
+        if section["table"] is not None:
+            device.append(section)
 
     figures = {
         "time": [charts.time_split(g.rows, g.where) for g in page_groups],
@@ -137,6 +155,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "machines": list(dict.fromkeys(bench["machine"])),
         "gates": [(r.machine, gate_context(r.gate)) for r in runs if r.gate is not None],
         "groups": page_groups,
+        "device": device,
         "figures": figures,
         "attribution": attribution is not None,
         "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},

@@ -487,7 +487,9 @@ def test_compiled_kernels_equal_reference(name, compiled):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-@pytest.mark.parametrize("compile_kernels", [False, True], ids=["eager", "compiled"])
+# compiling the kernels for CUDA (Triton) takes seconds per shape: those cases run with the slow tests
+@pytest.mark.parametrize("compile_kernels", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["eager", "compiled"])
 @pytest.mark.parametrize("order, grid_size", [(1, 3), (3, 5), (3, 30), (5, 12)])
 def test_cuda_equals_reference(order, grid_size, compile_kernels, contraction):
     if contraction.backend == "native":

@@ -119,6 +119,7 @@ class Case:
     batch: int = 64
     grid_size: int | None = 5
     seed: int = field(default=0, compare=False)
+    graph: bool = False  # the step captured in CUDA graphs (benchmarks.core.device.graphed_step)
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -132,13 +133,15 @@ class Case:
     def id(self) -> str:
         """A readable, unique name: ``kan-forward-cpu-float32-784x64x10-b256-g5``."""
         grid = "" if self.grid_size is None else f"-g{self.grid_size}"
-        return f"{self.model}-{self.phase}-{self.device}-{self.dtype}-{widths_label(self.widths)}-b{self.batch}{grid}"
+        graph = "-graph" if self.graph else ""
+        return f"{self.model}-{self.phase}-{self.device}-{self.dtype}-{widths_label(self.widths)}-b{self.batch}{grid}{graph}"
 
     @property
     def workload(self) -> str:
         """The case less its model: the models sharing it are compared with each other."""
         grid = "" if self.grid_size is None else f" grid {self.grid_size}"
-        return f"{self.phase} {self.device} {self.dtype} {widths_label(self.widths)} batch {self.batch}{grid}"
+        graph = " cuda graph" if self.graph else ""
+        return f"{self.phase} {self.device} {self.dtype} {widths_label(self.widths)} batch {self.batch}{grid}{graph}"
 
     def options(self) -> dict[str, object]:
         """Keyword options for ``kan.zoo.build``."""
@@ -152,6 +155,8 @@ class Case:
         """The case as tidy-table fields."""
         d = asdict(self)
         d.pop("seed")
+        if d.pop("graph"):
+            d["mode"] = "cuda graph"
         d["widths"] = widths_label(self.widths)
         return d
 
@@ -278,8 +283,13 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
               part: Callable[[str], contextlib.AbstractContextManager] = no_part) -> Step:
     """Build ``case``: its model (``model`` when given, else from the registry), data and step.
 
-    ``part``: the context of each part of the step (see the module docstring).
+    ``part``: the context of each part of the step (see the module docstring). A case with
+    ``graph`` set is built by :func:`benchmarks.core.device.graphed_step`.
     """
+    if case.graph and model is None:
+        from benchmarks.core.device import graphed_step
+
+        return graphed_step(case)
     torch.manual_seed(case.seed)
     if model is None:
         model = build_model(case)

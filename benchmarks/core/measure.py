@@ -36,7 +36,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from benchmarks.core import memory, stats
+from benchmarks.core import device as accelerator, memory, stats
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.record import load_average
@@ -97,13 +97,26 @@ def probe(step, case: Case) -> dict:
     """The case's size figures, from an untimed forward: parameters, bytes, FLOPs, threads."""
     parameters = memory.parameter_count(step.model)
     forward_flops = _forward_flops(case)
-    return dict(
+    row = dict(
         parameters=parameters,
         param_bytes=memory.param_bytes(step.model),
         saved_bytes=memory.saved_tensor_bytes(step.forward, exclude=step.model.parameters()),
         flops=None if forward_flops is None else phase_flops(forward_flops, case.phase, parameters),
         threads=set_threads(None),
     )
+    return {**row, **accelerator_figures(step, case, row)}
+
+
+def accelerator_figures(step, case: Case, row: dict) -> dict:
+    """On an accelerator: the math that ran, the device's peaks for it, and the least bytes a
+    call moves (:mod:`benchmarks.core.device`); nothing on the CPU."""
+    peak = accelerator.row_peak(case.device, case.dtype)
+    if peak is None:
+        return {}
+    itemsize = step.inputs.element_size()
+    io = itemsize * case.batch * (case.widths[0] + case.widths[-1])
+    return dict(math=peak.math, peak_flops=peak.flops, peak_bandwidth=peak.bandwidth, peak_source=peak.source,
+                bytes_moved=accelerator.bytes_moved(case.phase, row["param_bytes"], row["saved_bytes"] or 0, io))
 
 
 class Timed:
@@ -211,6 +224,9 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
             continue
         local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
         row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
+        busy = _device_seconds(c.step) if local else None
+        if busy is not None:  # accelerator rows only: a CPU row keeps the fields it always had
+            row["device_s"] = busy
         row["clock"] = clock
         row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after, clock))
     return rows
@@ -238,6 +254,15 @@ def _peak_bytes(step, device: str) -> int | None:
     peak.reset()
     step.fn()
     return peak.read()
+
+
+def _device_seconds(step) -> float | None:
+    """Device seconds per call from a short profiler pass after the timing (CUDA only); a
+    profiler that cannot run here leaves the column empty rather than failing the row."""
+    try:
+        return accelerator.device_seconds(step)
+    except RuntimeError:
+        return None
 
 
 def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str, Timed],

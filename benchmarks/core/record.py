@@ -71,6 +71,17 @@ BENCH_COLUMNS = [
     "parameters",  # trainable scalars of the model (kan.zoo.parameter_count)
     "package",  # a peer's package and version (benchmarks.peers): "flashkan 0.2.0"; empty for ours
     "equivalence",  # a peer's output against our reference's given the same weights, or why not compared
+    # Accelerator rows only (benchmarks.core.device); empty on the CPU:
+    "mode",  # "cuda graph": the model captured in CUDA graphs (--graphs); empty: eager
+    "device_s",  # the device's time in kernels, copies and memsets per call (torch.profiler, overlaps merged)
+    "device_busy",  # device_s / median_s (at most 1): the share of the call the device was busy
+    "launch_bound",  # "yes" where the device sat idle more than half the call (device_busy < 0.5), else "no"
+    "math",  # the math the device's matmuls ran: fp32, tf32, bf16, fp16, fp64
+    "peak_flops", "peak_bandwidth",  # the device's dense peak FLOP/s for that math, its memory bytes/s
+    "peak_source",  # "datasheet: <device>" or "probe: ..." (device.json in the run folder)
+    "flop_share",  # flops / median_s / peak_flops
+    "bytes_moved",  # an estimate of the least memory traffic of one call (device.bytes_moved)
+    "bandwidth_share",  # bytes_moved / median_s / peak_bandwidth
     "reason",  # one line saying why a row is not "ok"; empty when it is
 ]
 
@@ -164,16 +175,19 @@ _WHOLE_COLUMNS = {"batch", "grid_size", "rounds", "saved_bytes", "threads", "coe
 
 # Bench rows are matched to their MLP baselines on these; the parameter-matched MLP's grid
 # size must match too (its widths follow the KAN's parameter count).
-MLP_MATCH = ["machine", "device", "dtype", "phase", "widths", "batch"]
+MLP_MATCH = ["machine", "device", "dtype", "phase", "widths", "batch", "mode"]
 MLP_BASELINES = (("x_mlp", "mlp", False), ("x_mlp_param", "mlp-param", True))
-_TIME_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds", "throughput", "gflops"]
+_TIME_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "rounds", "throughput", "gflops",
+                 "device_s", "device_busy", "flop_share", "bandwidth_share"]
 _INTEGER_COLUMNS = ["batch", "grid_size", "rounds", "flops", "param_bytes", "saved_bytes", "peak_bytes",
-                    "threads", "parameters", "disturbed", "used_rounds"]
+                    "threads", "parameters", "disturbed", "used_rounds", "bytes_moved"]
 _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s", "throughput", "gflops",
                   "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
-                  "load_before", "load_after"]
+                  "load_before", "load_after", "device_s", "device_busy", "peak_flops", "peak_bandwidth",
+                  "flop_share", "bandwidth_share"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
-                 "reason", "stable", "unstable_reason", "package", "equivalence", "clock"]
+                 "reason", "stable", "unstable_reason", "package", "equivalence", "clock", "mode", "launch_bound",
+                 "math", "peak_source"]
 
 # The parts of attribution.csv (profiles.attribution says which frames belong to each). The
 # backward is split by the forward part whose gradient it computes ("... grad"); "autograd"
@@ -210,7 +224,9 @@ def bench_table(rows: list[dict]):
 
     - ``throughput`` = batch / median_s (samples per second);
     - ``gflops`` = flops / median_s / 1e9, with ``flops`` the analytic count of the timed work;
-    - ``x_mlp`` and ``x_mlp_param``: as measured (paired, with intervals), else :func:`mlp_ratios`.
+    - ``x_mlp`` and ``x_mlp_param``: as measured (paired, with intervals), else :func:`mlp_ratios`;
+    - on accelerator rows (:func:`accelerator_shares`): ``device_busy`` = device_s / median_s
+      (at most 1), ``launch_bound``, ``flop_share`` and ``bandwidth_share`` of the device's peaks.
 
     Only rows whose status is "ok" carry times and the figures derived from them.
     """
@@ -221,9 +237,27 @@ def bench_table(rows: list[dict]):
     frame.loc[~ok, _TIME_COLUMNS + [c for c in _FLOAT_COLUMNS if c.startswith("x_mlp")]] = math.nan
     frame["throughput"] = (frame["batch"] / frame["median_s"]).where(ok)
     frame["gflops"] = (frame["flops"] / frame["median_s"] / 1e9).where(ok)
+    frame = accelerator_shares(frame)
     frame = mlp_ratios(frame, only_missing=True)
     for column in _INTEGER_COLUMNS:  # whole numbers stay whole in the CSV, empty where unknown
         frame[column] = frame[column].round().astype("Int64")
+    return frame
+
+
+LAUNCH_BOUND_BELOW = 0.5  # device_busy under this: the device sat idle more than half the call
+
+
+def accelerator_shares(frame):
+    """The accelerator columns derived from a row's median: the device's busy share, whether the
+    row is launch-bound, and the achieved rates as shares of the device's peaks. Rows without
+    ``device_s`` or peaks (every CPU row) keep them empty."""
+    ok = frame["status"] == "ok"
+    frame["device_busy"] = (frame["device_s"] / frame["median_s"]).clip(upper=1.0).where(ok)
+    frame["launch_bound"] = frame["device_busy"].map(
+        lambda b: None if not isinstance(b, float) or math.isnan(b) else ("yes" if b < LAUNCH_BOUND_BELOW else "no"))
+    frame["launch_bound"] = frame["launch_bound"].astype(object)
+    frame["flop_share"] = (frame["flops"] / frame["median_s"] / frame["peak_flops"]).where(ok)
+    frame["bandwidth_share"] = (frame["bytes_moved"] / frame["median_s"] / frame["peak_bandwidth"]).where(ok)
     return frame
 
 

@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run a bench suite into a new run folder and print a summary.
 
     python -m benchmarks [--suite smoke|quick|full] [--model NAME ...] [--device cpu|cuda|mps ...]
-                         [--dtype float32|bfloat16 ...] [--threads N] [--label TEXT] [-- PYTEST-ARGS]
+                         [--dtype float32|bfloat16 ...] [--threads N] [--label TEXT] [--graphs]
+                         [-- PYTEST-ARGS]
 
 1. check the arguments (a bad value: one line naming it and the valid ones, exit 2);
 2. create the run folder (``record.new_run``: environment.json);
@@ -62,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default=None, help="appended to the run folder's name")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run the I-th of N parts of the suite (whole workloads; for a CI matrix)")
+    p.add_argument("--graphs", action="store_true",
+                   help="on CUDA, also time every step with its model captured in CUDA graphs (forward and "
+                        "backward replayed; the loss and optimizer step eager), beside the eager step")
     p.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
     return p
 
@@ -80,19 +84,21 @@ def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
     args += [f"--bench-dtype={d}" for d in selection.dtypes or ()]
     if selection.shard:
         args.append(f"--bench-shard={selection.shard[0]}/{selection.shard[1]}")
+    if selection.graphs:
+        args.append("--bench-graphs")
     return args + list(extra)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from benchmarks.core import record
+    from benchmarks.core import device, record
     from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
     from benchmarks.core.record import idle_cores
     from benchmarks.core.timer import default_threads, set_threads
     from benchmarks.suite import suites, summary
 
     try:
-        selection = suites.select(args.suite, args.model, args.device, args.dtype, args.shard)
+        selection = suites.select(args.suite, args.model, args.device, args.dtype, args.shard, args.graphs)
         threads = set_threads(args.threads)
     except (ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -120,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "suite": selection.suite.name, "models": list(selection.models), "devices": list(selection.devices),
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
+        "graphs": selection.graphs,
     })
     shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
     print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}; threads {why}; "
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
         code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
     interrupted = code == pytest.ExitCode.INTERRUPTED
+    device.record_peaks(run, device.peaks_used())  # device.json: the peaks the rows were set against
 
     frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))
     path = run.write_table("benchmarks", frame)

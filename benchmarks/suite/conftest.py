@@ -35,6 +35,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-threads", type=int, default=None, help="torch intra-op threads")
     group.addoption("--bench-run", default=None, help="run folder that receives measurements.jsonl")
     group.addoption("--bench-shard", default=None, help="I/N: the I-th of N parts of the suite")
+    group.addoption("--bench-graphs", action="store_true", help="on CUDA, also time each step in CUDA graphs")
 
 
 def pytest_configure(config):
@@ -44,7 +45,7 @@ def pytest_configure(config):
         config._kan_selection = select(
             config.getoption("--bench-suite"), config.getoption("--bench-model"),
             config.getoption("--bench-device"), config.getoption("--bench-dtype"),
-            config.getoption("--bench-shard"),
+            config.getoption("--bench-shard"), config.getoption("--bench-graphs"),
         )
         config._kan_groups = {}
         set_threads(config.getoption("--bench-threads"))

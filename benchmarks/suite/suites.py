@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from benchmarks.core.case import DTYPES, Case, device_unavailable, has_grid, zoo
 from benchmarks.core.cli import choices
 from benchmarks.core.measure import Group
-from benchmarks.core.timer import DEVICE_TYPES
+from benchmarks.core.timer import DEVICE_TYPES, device_type
 
 BENCH_PHASES = ("forward", "backward", "train")  # the suites' phases, in the order tables show them
 
@@ -29,6 +29,7 @@ class Shape:
 TINY = (2, 5, 1)  # the KAN paper's toy net
 MNIST = (784, 64, 10)
 DEEP = (256, 256, 256, 256)
+BUSY = (1024, 1024, 1024)  # wide enough that a GPU's kernels, not its launches, take the time
 
 
 @dataclass(frozen=True)
@@ -51,23 +52,31 @@ class Suite:
     max_rounds: int
     warmup_rounds: int
     phases: tuple[str, ...] = BENCH_PHASES
+    # Shapes added on an accelerator (CUDA, MPS): the small shapes measure a GPU's launches, so
+    # these keep it busy. The CPU runs ``shapes`` only.
+    accelerator_shapes: tuple[Shape, ...] = ()
 
-    def groups(self, models, devices, dtypes=None) -> list[Group]:
+    def shapes_for(self, device: str) -> tuple[Shape, ...]:
+        return self.shapes if device_type(device) == "cpu" else self.shapes + self.accelerator_shapes
+
+    def groups(self, models, devices, dtypes=None, graphs: bool = False) -> list[Group]:
         """Every group of this suite for ``models`` on ``devices`` in ``dtypes`` (the suite's by default).
 
         Within a group the models keep the order given; a model without a grid is reported in
-        the first grid size's group and joins the others as a companion.
+        the first grid size's group and joins the others as a companion. ``graphs``: on CUDA,
+        each group again with its steps captured in CUDA graphs (``Case.graph``), timed apart.
         """
         gridded = [m for m in models if has_grid(m)]
         plain = [m for m in models if m not in gridded]
         out = []
         for device in devices:
+            modes = (False, True) if graphs and device_type(device) == "cuda" else (False,)
             for dtype in dtypes or self.dtypes:
-                for shape in self.shapes:
+                for shape in self.shapes_for(device):
                     for batch in shape.batches:
-                        for phase in self.phases:
+                        for phase, graph in ((p, g) for p in self.phases for g in modes):
                             def case(model, grid):
-                                return Case(model, phase, device, dtype, shape.widths, batch, grid)
+                                return Case(model, phase, device, dtype, shape.widths, batch, grid, graph=graph)
 
                             grids = self.grid_sizes if gridded else (None,)
                             for i, grid in enumerate(grids):
@@ -79,9 +88,9 @@ class Suite:
                                     out.append(Group(tuple(own), tuple(loose)))
         return out
 
-    def cases(self, models, devices, dtypes=None) -> list[Case]:
+    def cases(self, models, devices, dtypes=None, graphs: bool = False) -> list[Case]:
         """Every reported case, group by group."""
-        return [c for g in self.groups(models, devices, dtypes) for c in g.cases]
+        return [c for g in self.groups(models, devices, dtypes, graphs) for c in g.cases]
 
 
 def shard(groups: list[Group], index: int, count: int) -> list[Group]:
@@ -113,17 +122,23 @@ SUITES = {
         max_time=0.0, min_rounds=2, max_rounds=2, warmup_rounds=1,
     ),
     "quick": Suite(
-        "quick", "the default: [2, 5, 1] batch 1024 and [784, 64, 10] batch 256, grid 5, float32 (minutes)",
+        "quick", "the default: [2, 5, 1] batch 1024 and [784, 64, 10] batch 256, grid 5, float32 (minutes); "
+        "on a GPU also [1024, 1024, 1024] batch 8192",
         shapes=(Shape("tiny", TINY, (1024,)), Shape("mnist", MNIST, (256,))), grid_sizes=(5,),
         dtypes=("float32",), max_time=3.0, min_rounds=10, max_rounds=600, warmup_rounds=2,
+        accelerator_shapes=(Shape("busy", BUSY, (8192,)),),
     ),
     "full": Suite(
         "full", "every shape ([2, 5, 1], [784, 64, 10], [256, 256, 256, 256]) at several batch sizes, "
-        "grids 5, 20 and 50, float32 and bfloat16 (an hour or more on a laptop CPU)",
+        "grids 5, 20 and 50, float32 and bfloat16 (an hour or more on a laptop CPU); on a GPU also "
+        "[1024, 1024, 1024] at batch 1024, 8192, 32768 and [4096, 4096, 4096] at 8192",
         shapes=(Shape("tiny", TINY, (1, 64, 1024)), Shape("mnist", MNIST, (64, 256, 1024)),
                 Shape("deep", DEEP, (64, 1024))),
         grid_sizes=(5, 20, 50), dtypes=("float32", "bfloat16"),
         max_time=1.0, min_rounds=10, max_rounds=1000, warmup_rounds=3,
+        # on a GPU, batch and width grow until the device, not the launches, takes the time
+        accelerator_shapes=(Shape("busy", BUSY, (1024, 8192, 32768)),
+                            Shape("wide", (4096, 4096, 4096), (8192,))),
     ),
 }
 
@@ -138,9 +153,10 @@ class Selection:
     dtypes: tuple[str, ...] | None = None
     explicit_devices: bool = False  # asked for by name: absent ones are an error, not a skip
     shard: tuple[int, int] | None = None  # (I, N): the I-th of N parts
+    graphs: bool = False  # on CUDA, every step also captured in CUDA graphs
 
     def groups(self) -> list[Group]:
-        groups = self.suite.groups(self.models, self.devices, self.dtypes)
+        groups = self.suite.groups(self.models, self.devices, self.dtypes, self.graphs)
         return shard(groups, *self.shard) if self.shard else groups
 
     def cases(self) -> list[Case]:
@@ -156,7 +172,8 @@ class Selection:
         return [d for d in self.devices if device_unavailable(d) is None]
 
 
-def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: str | None = None) -> Selection:
+def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: str | None = None,
+           graphs: bool = False) -> Selection:
     """Check user input and build a :class:`Selection`; ``ValueError`` (one line) on a bad value.
 
     ``models``, ``devices`` and ``dtypes`` are lists of names (comma-separated lists
@@ -180,4 +197,5 @@ def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: 
         tuple(dtype_list) or None,
         explicit_devices=bool(device_list),
         shard=parse_shard(shard),
+        graphs=graphs,
     )

@@ -49,12 +49,35 @@ def verdict(row) -> str:
     if row.get("model") == "mlp":
         return "the baseline"
     unstable = row.get("unstable_reason") if row.get("stable") == "unstable" else None
-    return stats.words(_number(row["x_mlp"]), _number(row.get("x_mlp_low")), _number(row.get("x_mlp_high")),
+    said = stats.words(_number(row["x_mlp"]), _number(row.get("x_mlp_low")), _number(row.get("x_mlp_high")),
                        unstable if isinstance(unstable, str) else None, than="the MLP")
+    return launch_bound_words(row, said)
+
+
+def launch_bound_words(row, said: str) -> str:
+    """``said`` of a launch-bound row (the device idle more than half the call) as what it is:
+    a comparison of Python and kernel-launch overheads, not of the models; other rows unchanged."""
+    if row.get("launch_bound") != "yes":
+        return said
+    return (f"launch-bound (device busy {_number(row.get('device_busy')):.0%}): overheads compared, "
+            f"not models: {said}")
+
+
+def launch_bound_line(frame: pd.DataFrame) -> str | None:
+    """One line naming how many rows were launch-bound, or None where none was."""
+    if "launch_bound" not in frame.columns:
+        return None
+    bound = frame[frame["launch_bound"] == "yes"]
+    if bound.empty:
+        return None
+    busy = frame[frame["launch_bound"] == "no"]
+    return (f"{len(bound)} of {len(bound) + len(busy)} accelerator rows launch-bound (the device idle more than "
+            f"half the call): their times are Python and kernel launches, and their ratios compare overheads, "
+            f"not models")
 
 
 def _blocks(frame: pd.DataFrame):
-    keys = ["device", "dtype", "widths", "batch"]
+    keys = ["device", "dtype", "widths", "batch", "mode"]  # a CUDA-graph row is a workload of its own
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         grids = sorted(set(group["grid_size"].dropna())) or [math.nan]
         for grid in grids:
@@ -73,14 +96,18 @@ def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
     unstable = frame[frame["stable"] == "unstable"]
     if len(unstable):
         lines[0] += f"; {len(unstable)} unstable (their ratios are not called faster or slower)"
+    bound = launch_bound_line(frame)
+    if bound:
+        lines.append(bound)
     phases = [p for p in PHASES if p in set(frame["phase"])]
     models = list(dict.fromkeys(frame["model"]))
     width = max(len(m) for m in models) + 2
     blocks = list(_blocks(frame))
     if len(blocks) <= max_blocks:
-        for (device, dtype, widths, batch), grid, rows in blocks:
+        for (device, dtype, widths, batch, mode), grid, rows in blocks:
             grid_text = "" if math.isnan(grid) else f", grid {int(grid)}"
-            lines += ["", f"{device} {dtype} [{str(widths).replace('x', ', ')}] batch {int(batch)}{grid_text}"]
+            mode_text = f", {mode}" if isinstance(mode, str) else ""
+            lines += ["", f"{device} {dtype} [{str(widths).replace('x', ', ')}] batch {int(batch)}{grid_text}{mode_text}"]
             lines.append(f"  {'phase':<9} {'model':<{width}} {'median':>9}  {'x MLP':>7} {'95% interval':>18}  verdict")
             for phase in phases:
                 for model in models:
