@@ -278,8 +278,17 @@ def _stability(spreads: dict[str, float], disturbed_count: int, rounds: int, use
     reasons = []
     what, spread = max(spreads.items(), key=lambda item: item[1])
     if not spread <= stats.CLEAR_WITHIN:
-        reach = "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"
-        reasons.append(f"interval {what} {reach}")
+        reasons.append(f"interval {what} {_reach(spread)}")
+    # every ratio's own: a reader of the ratio to the MLP is told of that ratio's interval, not another's
+    imprecise = [f"interval {what} {_reach(s)}" for what, s in spreads.items() if not s <= stats.CLEAR_WITHIN]
+    interference = None
     if disturbed_count and used == rounds and disturbed_count > (1 - CLEAN_SHARE) * rounds:
-        reasons.append(f"{disturbed_count} of {rounds} samples disturbed")
-    return {"stable": "unstable" if reasons else "stable", "unstable_reason": "; ".join(reasons) or None}
+        interference = f"{disturbed_count} of {rounds} samples disturbed"
+        reasons.append(interference)
+    # "stable"/"unstable_reason" as older harnesses wrote them; the summary and page read the two flags
+    return {"stable": "unstable" if reasons else "stable", "unstable_reason": "; ".join(reasons) or None,
+            "imprecise": "; ".join(imprecise) or None, "interference": interference}
+
+
+def _reach(spread: float) -> str:
+    return "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"

@@ -62,7 +62,9 @@ BENCH_COLUMNS = [
     # the same round, with its 95% bootstrap interval (a table made without rounds: medians' ratio)
     "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
     "stable",  # "stable", or "unstable" where an interval is wider than +/-5% or too many samples were disturbed
-    "unstable_reason",
+    "unstable_reason",  # (both as older harnesses wrote them; the two flags below split them)
+    "imprecise",  # why the precision asked for was not reached ("interval to mlp ±6.1%"); empty when it was
+    "interference",  # the OS evidence that the machine disturbed the samples used; empty when none
     "disturbed",  # samples during which the OS took a core from the process (kept, counted)
     "used_rounds",  # the rounds the median and ratios use (the undisturbed ones where enough)
     "load_before", "load_after",  # 1-minute load average around the workload's measurement
@@ -173,7 +175,8 @@ _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s
                   "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
                   "load_before", "load_after"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
-                 "reason", "stable", "unstable_reason", "package", "equivalence", "clock"]
+                 "reason", "stable", "unstable_reason", "imprecise", "interference", "package", "equivalence",
+                 "clock"]
 
 # The parts of attribution.csv (profiles.attribution says which frames belong to each). The
 # backward is split by the forward part whose gradient it computes ("... grad"); "autograd"
@@ -246,6 +249,19 @@ def _conform(frame):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in _TEXT_COLUMNS:
         frame[column] = frame[column].map(lambda v: None if _blank(v) else str(v)).astype(object)
+    return _split_stability(frame)
+
+
+def _split_stability(frame):
+    """Fill ``imprecise`` and ``interference`` from ``stable``/``unstable_reason`` where a table written
+    by an older harness has only those: "interval ..." is imprecision, "... disturbed" interference."""
+    old = frame["imprecise"].isna() & frame["interference"].isna() & (frame["stable"] == "unstable")
+    for i in frame.index[old]:
+        reasons = [r.strip() for r in str(frame.at[i, "unstable_reason"] or "").split(";") if r.strip()]
+        disturbed = [r for r in reasons if "disturbed" in r]
+        frame.at[i, "interference"] = "; ".join(disturbed) or None
+        frame.at[i, "imprecise"] = "; ".join(r for r in reasons if r not in disturbed) or \
+            (None if disturbed else "interval wider than asked")
     return frame
 
 
