@@ -92,46 +92,69 @@ def _models(rows: pd.DataFrame) -> list[str]:
     return sorted(set(rows["model"]), key=lambda m: (families.get(m) == "mlp", m))
 
 
-def combined(at: pd.DataFrame, column: str) -> tuple[float, float, float, str | None, int]:
-    """A ratio column over the shapes of ``at``: (geometric mean, geometric mean of the interval's
-    ends, the reason it is unstable or None, how many shapes). The interval of the mean is no
-    wider than the mean of the intervals, so the words said of it are safe."""
+BASELINE_OF = {"x_mlp": "mlp", "x_mlp_param": "mlp-param"}
+
+
+@dataclass
+class Combined:
+    """A ratio column over the shapes of a model and phase (see :func:`combined`)."""
+
+    ratio: float
+    low: float
+    high: float
+    imprecise: str | None  # why the interval is wider than asked, or None
+    disturbed: str | None  # the OS evidence of interference in the samples used, or None
+    shapes: int
+
+
+def _flag(at: pd.DataFrame, column: str, read) -> str | None:
+    """A flag over shapes: the reason where one shape, "k of n shapes: first reason" where several."""
+    if column not in at:
+        return None
+    said = [r for r in (read(v) for v in at[column]) if r]
+    if not said:
+        return None
+    return said[0] if len(at) == 1 else f"{len(said)} of {len(at)} shapes: {said[0]}"
+
+
+def combined(at: pd.DataFrame, column: str) -> Combined:
+    """A ratio column over the shapes of ``at``: the geometric mean, the geometric mean of the
+    interval's ends, and the flags. The interval of the mean is no wider than the mean of the
+    intervals, so the words said of it are safe."""
     ok = at[np.isfinite(at[column].to_numpy(float)) & (at[column].to_numpy(float) > 0)]
     if ok.empty:
-        return float("nan"), float("nan"), float("nan"), None, 0
+        return Combined(float("nan"), float("nan"), float("nan"), None, None, 0)
     low = ok[f"{column}_low"].to_numpy(float) if f"{column}_low" in ok else np.full(len(ok), np.nan)
     high = ok[f"{column}_high"].to_numpy(float) if f"{column}_high" in ok else np.full(len(ok), np.nan)
-    unstable = ok[ok["stable"] == "unstable"] if "stable" in ok else ok.iloc[:0]
-    reason = None
-    if len(unstable):
-        first = unstable["unstable_reason"].dropna()
-        reason = (first.iloc[0] if len(first) else "unstable") if len(ok) == 1 else \
-            f"{len(unstable)} of {len(ok)} shapes" + (f": {first.iloc[0]}" if len(first) else "")
-    return geomean(ok[column]), geomean(low), geomean(high), reason, len(ok)
+    baseline = BASELINE_OF.get(column, "mlp")
+    imprecise = _flag(ok, "imprecise", lambda v: stats.imprecision_of(v, baseline))
+    disturbed = _flag(ok, "interference", lambda v: v if isinstance(v, str) and v.strip() else None)
+    return Combined(geomean(ok[column]), geomean(low), geomean(high), imprecise, disturbed, len(ok))
 
 
 def said(at: pd.DataFrame, column: str) -> Cell:
-    """The cell of a ratio column: what may be said of it, with its interval and shapes below."""
-    ratio, low, high, unstable, n = combined(at, column)
-    if not n:
+    """The cell of a ratio column: direction and size, with its interval, shapes and flags below."""
+    c = combined(at, column)
+    if not c.shapes:
         return Cell("–")
-    text = stats.words(ratio, low, high, unstable)
-    cls = ("unstable" if unstable else "same" if text.startswith("no clear") else
-           "slower" if "slower" in text else "faster" if "faster" in text else "")
-    sub = f"{stats.plain(ratio)}×" + (f" [{stats.plain(low)}, {stats.plain(high)}]" if np.isfinite(low) else "")
-    sub += f", {n} shapes" if n > 1 else ""
-    sub += f"; {unstable}" if unstable else ""
-    shown = "unstable" if unstable else text.replace("x slower", "× slower").replace("x faster", "× faster")
-    return Cell(shown, sub, cls, title=text)  # the reason an unstable cell gives, on hover and in the title
+    text = stats.words(c.ratio, c.low, c.high, c.imprecise, disturbed=c.disturbed, interval=True)
+    way = stats.direction(c.ratio, c.low, c.high)
+    cls = {"same": "same", "slower": "slower", "faster": "faster"}.get(way, "")
+    sub = f"{stats.plain(c.ratio)}×" + (f" [{stats.plain(c.low)}, {stats.plain(c.high)}]" if np.isfinite(c.low) else "")
+    sub += f", {c.shapes} shapes" if c.shapes > 1 else ""
+    flags = [w for w, why in (("imprecise", c.imprecise), ("disturbed", c.disturbed)) if why]
+    sub += f"; {', '.join(flags)}" if flags else ""
+    shown = stats.words(c.ratio, c.low, c.high).replace("x slower", "× slower").replace("x faster", "× faster")
+    return Cell(shown, sub, cls + (" imprecise" if flags else ""), title=text)  # the flags' reasons on hover
 
 
 def headline(rows: pd.DataFrame, where: str) -> Table | None:
     """For each KAN: times slower or faster than the width- and parameter-matched MLP, per phase.
 
     A cell says what the measurement allows (:func:`benchmarks.core.stats.words`): slower or
-    faster only where the interval excludes 1 and the measurement is stable. Over several
-    shapes it is the geometric mean (ratios multiply, so that is their fair average).
-    KANs come fastest first.
+    faster with its size where the interval excludes 1, "no clear difference" where it holds
+    1; "imprecise" and "disturbed" are said below, never instead. Over several shapes it is
+    the geometric mean (ratios multiply, so that is their fair average). KANs come fastest first.
     """
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
     if kan.empty or (kan["x_mlp"].isna().all() and kan["x_mlp_param"].isna().all()):
@@ -152,8 +175,12 @@ def headline(rows: pd.DataFrame, where: str) -> Table | None:
     return Table(where, columns, table_rows, groups)
 
 
+REFERENCE = "kan"  # the reference B-spline KAN: its ratio leads every headline
+
+
 def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
-    """One line per phase: the fastest KAN and how it stands against the width-matched MLP."""
+    """One line per phase: the reference KAN's ratio to the width-matched MLP, then the KANs with
+    the smallest and the largest ratio."""
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok") & rows["x_mlp"].notna()]
     lines = []
     for phase in _phases(kan["phase"]):
@@ -163,17 +190,20 @@ def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
             continue
 
         def say(model: str) -> str:
-            ratio, low, high, unstable, _ = combined(at[at["model"] == model], "x_mlp")
-            text = stats.words(ratio, low, high, unstable, than="the width-matched MLP")
-            interval = f" ({stats.plain(ratio)}×, 95% interval {stats.plain(low)}–{stats.plain(high)})" \
-                if np.isfinite(low) and not unstable else ""
-            return text + interval
+            c = combined(at[at["model"] == model], "x_mlp")
+            return stats.words(c.ratio, c.low, c.high, c.imprecise, than="the width-matched MLP",
+                               disturbed=c.disturbed, interval=True)
 
+        parts = []
+        if REFERENCE in by_model.index:
+            parts.append(f"the reference KAN ({REFERENCE}): {say(REFERENCE)}")
         best, worst = by_model.idxmin(), by_model.idxmax()
-        text = f"{where}, {phase}: the KAN with the smallest time ratio is {best}: {say(best)}"
-        if worst != best:
-            text += f"; the largest is {worst}: {say(worst)}"
-        lines.append(text + ".")
+        if best != REFERENCE:
+            parts.append(f"the KAN with the smallest time ratio is {best}: {say(best)}")
+        if worst not in (best, REFERENCE):
+            parts.append(f"the largest is {worst}: {say(worst)}")
+        lines.append(f"{where}, {phase}: " + "; ".join(parts).replace("; imprecise", ", imprecise")
+                     .replace("; disturbed", ", disturbed") + ".")
     return lines
 
 

@@ -96,7 +96,7 @@ def reference_lines(frame: pd.DataFrame) -> list[str]:
         imprecise = int(at["imprecise"].map(lambda v: stats.imprecision_of(v, "mlp") is not None).sum()) \
             if "imprecise" in at else 0
         over = f" over {len(values)} workloads" if len(values) > 1 else ""
-        lines.append(f"{phase}: the reference KAN ({REFERENCE}) is "
+        lines.append(f"{phase}, the reference KAN ({REFERENCE}): "
                      + stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
                                    than="the width-matched MLP", interval=True) + over)
     return lines
