@@ -130,6 +130,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "sources": sources,
         "runs": [{
             "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
+            "partial": r.partial,
             "profiles": profile_table(r.profile_files, page),
             "quality": tables.frame_table(r.quality) if r.quality is not None else None,
             **quality_context(r, several=len(runs) > 1),

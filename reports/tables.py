@@ -36,14 +36,14 @@ class Table:
 
 
 def fmt_time(seconds: float) -> str:
-    if seconds is None or not np.isfinite(seconds):
+    if is_missing(seconds) or not np.isfinite(seconds):
         return "–"
     scale, unit = time_unit(seconds)
     return f"{seconds * scale:.3g} {unit}"
 
 
 def fmt_bytes(n: float) -> str:
-    if n is None or not np.isfinite(n):
+    if is_missing(n) or not np.isfinite(n):
         return "–"
     scale, unit = byte_unit(n)
     return f"{n * scale:.3g} {unit}"
@@ -52,7 +52,7 @@ def fmt_bytes(n: float) -> str:
 def fmt_number(v: object) -> str:
     if isinstance(v, (float, np.floating)):
         return "–" if not np.isfinite(v) else f"{v:.4g}"
-    if v is None:
+    if is_missing(v):
         return "–"
     return str(v)
 

@@ -926,3 +926,47 @@ def test_every_text_of_every_chart_lies_inside_its_picture(pages, tmp_path):
     assert len(svgs) >= 15
     problems = [f"{alt}: {p}" for svg, alt in svgs for p in texts_outside(svg)]
     assert problems == []
+
+
+# --- partial runs ----------------------------------------------------------------------------------
+
+def killed_run(root: Path, name: str, rows: int = 7, state: str | None = "running") -> record.Run:
+    """A bench run stopped before it wrote its table: measurements.jsonl only (whole-number figures
+    missing, as a row without a peak memory has them), and bench.json still saying it runs."""
+    run = make_run(root, name, **SMALL)
+    table = pd.read_csv(run.file("benchmarks.csv")).to_dict("records")
+    run.file("benchmarks.csv").unlink()
+    for r in table[:rows]:
+        r = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        run.append_jsonl(record.MEASUREMENTS, {**r, "peak_bytes": None, "flops": None})
+    if state is not None:
+        run.write_json(record.BENCH_SETTINGS, {"suite": "quick", "cases": len(table), "state": state})
+    return run
+
+
+def test_a_killed_run_renders_and_is_marked_partial(tmp_path):
+    run = killed_run(tmp_path, "20250601T120000-aaaaaaa")
+    assert run.partial() == "stopped before it finished (killed, or still running) after 7 of 24 cases"
+    page = render(str(run.path)).read_text()
+    assert '(<strong class="partial">partial run</strong>)' in page
+    assert "is a <strong>partial run</strong>: stopped before it finished (killed, or still running) after 7 of 24" in page
+    older = killed_run(tmp_path, "20250601T110000-aaaaaaa", state=None)  # an older harness's killed run: no state
+    assert older.partial() == "stopped before it finished (killed, or still running) after 7 cases"
+    interrupted = killed_run(tmp_path, "20250601T130000-aaaaaaa", state=record.INTERRUPTED)
+    assert interrupted.partial().startswith("interrupted (Ctrl-C or SIGTERM) after 7 of 24 cases")
+
+
+def test_the_default_page_prefers_the_newest_complete_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    complete = make_run(tmp_path, "20250601T110000-aaaaaaa", **SMALL)
+    complete.write_json(record.BENCH_SETTINGS, {"suite": "quick", "cases": 24, "state": record.COMPLETE})
+    killed_run(tmp_path, "20250601T120000-aaaaaaa")
+    assert [r.name for r in data.default_runs()] == [complete.name]
+    page = render().read_text()
+    assert page.count("partial run") == 0
+    # with no complete run, the partial one is shown, and marked
+    only = tmp_path / "only"
+    monkeypatch.setenv("KAN_RESULTS", str(only))
+    partial = killed_run(only, "20250601T120000-aaaaaaa", state=record.INTERRUPTED)
+    assert [r.name for r in data.default_runs()] == [partial.name]
+    assert "is a <strong>partial run</strong>: interrupted" in render().read_text()

@@ -84,7 +84,9 @@ ATTRIBUTION_COLUMNS = [
 ]
 
 MEASUREMENTS = "measurements.jsonl"  # the bench stage's rows, one JSON object per finished case
-BENCH_SETTINGS = "bench.json"  # the bench run's suite, models, threads (and why), shard
+BENCH_SETTINGS = "bench.json"  # the bench run's suite, models, threads (and why), shard, and its state:
+# "running" while it runs (so a killed run says so), then "complete" or "interrupted"; "cases" planned
+RUNNING, COMPLETE, INTERRUPTED = "running", "complete", "interrupted"
 
 # One row per benchmark of gate.json's "benchmarks" list.
 GATE_COLUMNS = [
@@ -506,6 +508,33 @@ class Run:
 
     def has_bench(self) -> bool:
         return self.has("benchmarks.csv") or self.has(MEASUREMENTS)
+
+    def mark(self, state: str) -> None:
+        """Record the bench run's state in its settings (bench.json): RUNNING, COMPLETE or INTERRUPTED."""
+        settings = self.read_json(BENCH_SETTINGS) if self.has(BENCH_SETTINGS) else {}
+        self.write_json(BENCH_SETTINGS, {**settings, "state": state})
+
+    def partial(self) -> str | None:
+        """Why this bench run holds less than it set out to measure, in words, or None when it is
+        complete (or not a bench run). A run that never recorded its state (an older harness) is
+        complete when it wrote its table."""
+        if not self.has_bench():
+            return None
+        try:
+            settings = self.read_json(BENCH_SETTINGS) if self.has(BENCH_SETTINGS) else {}
+        except ValueError:
+            settings = {}
+        state = settings.get("state") if isinstance(settings, dict) else None
+        if state == COMPLETE or (state is None and self.has("benchmarks.csv")):
+            return None
+        done = len(self.read_jsonl(MEASUREMENTS))
+        planned = settings.get("cases") if isinstance(settings, dict) else None
+        of = f"{done} of {planned} cases" if isinstance(planned, int) else f"{done} cases"
+        if state == INTERRUPTED:
+            return f"interrupted (Ctrl-C or SIGTERM) after {of}"
+        if isinstance(state, str) and state.startswith("failed"):
+            return f"stopped by an error ({state.removeprefix('failed: ')}) after {of}"
+        return f"stopped before it finished (killed, or still running) after {of}"
 
     # JSON lines: one object per line, appended as results arrive (measurements.jsonl)
     def append_jsonl(self, name: str, obj: Any) -> Path:
