@@ -109,13 +109,17 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
     comparison = None
     if against is not None:
         primary = runs[0]
-        frame = tables.compare_runs(primary, against, threshold)
+        conditions = tables.environments(primary, against)
+        frame = tables.compare_runs(primary, against, threshold, judge_times=conditions["matched"])
+        same = frame["verdict"].isin(["no significant change", "not judged"])
         comparison = {
             "new": primary.name, "old": against.name, "new_machine": primary.machine,
             "old_machine": against.machine, "threshold": threshold, "counts": tables.verdict_counts(frame),
-            "changed": tables.comparison_table(frame[frame["verdict"] != "no significant change"]),
-            "unchanged": tables.comparison_table(frame[frame["verdict"] == "no significant change"]),
-            "chart": charts.comparison(frame) if len(frame) else None,
+            "conditions": conditions,
+            "changed": tables.run_comparison_table(frame[~same]),
+            "unchanged": tables.run_comparison_table(frame[same]),
+            "chart": charts.comparison(frame, title="New / old time over the MLP per benchmark",
+                                       axis="new / old (time over the MLP; the MLP itself: time)") if len(frame) else None,
             "only_new": sorted(set(primary.benchmarks["benchmark"]) - set(against.benchmarks["benchmark"])),
             "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
         }

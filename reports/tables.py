@@ -282,19 +282,81 @@ VERDICT_WORDS = {  # benchmarks.core.stats verdicts as the page says them
     "regression": "slower", "improvement": "faster", "unchanged": "no significant change",
     "insufficient samples": "too few samples",
 }
-VERDICT_ORDER = ["slower", "faster", "no significant change", "too few samples", "no samples", "failed"]
+VERDICT_ORDER = ["slower", "faster", "no significant change", "too few samples", "not judged", "no samples", "failed"]
 
 
-def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
-    """Per benchmark in both runs: new/old ratio of medians, its interval, p-value and verdict.
+LOAD_PER_CORE = 0.25  # two runs' loads may differ by this much per core (at least 0.5) and still match
 
-    The statistics are the speed gate's (:func:`benchmarks.core.stats.compare`: Mann-Whitney
-    U on the raw samples, a bootstrap interval of the ratio of medians), so the report
-    and the gate judge a change by the same rule; ``threshold`` is the ratio beyond which
-    a significant change counts (1.05: 5%).
+
+def _one(values) -> set:
+    return {v for v in values if not is_missing(v)}
+
+
+def _load(run: RunData) -> float | None:
+    """The load a run's numbers were taken under: the median of its rows' load before and after
+    each workload, else the 1-minute load average as the run began."""
+    rows = run.benchmarks
+    loads = pd.concat([pd.to_numeric(rows.get(c, pd.Series(dtype=float)), errors="coerce")
+                       for c in ("load_before", "load_after")]).dropna()
+    if len(loads):
+        return float(loads.median())
+    start = run.environment.get("load_average")
+    return float(start[0]) if isinstance(start, list) and start and isinstance(start[0], (int, float)) else None
+
+
+def environments(new: RunData, old: RunData) -> dict:
+    """Whether two runs were measured under the same conditions, so that their absolute times may
+    be judged against each other: the same CPU, devices and torch, the same clock and threads, and
+    loads within LOAD_PER_CORE per core. ``matched``: bool; ``differences``: what differed, in words;
+    ``same_commit``: the commit both measured, where it is one (None otherwise); ``dirty``: either
+    side had uncommitted changes."""
+    differences = []
+    n_env, o_env = new.environment, old.environment
+    for key, what in (("cpu", "CPU"), ("machine", "machine")):
+        if n_env.get(key) != o_env.get(key):
+            differences.append(f"{what} {o_env.get(key) or '?'} then {n_env.get(key) or '?'}")
+    n_torch, o_torch = (e.get("torch", {}).get("version") if isinstance(e.get("torch"), dict) else None
+                        for e in (n_env, o_env))
+    if n_torch != o_torch:
+        differences.append(f"torch {o_torch or '?'} then {n_torch or '?'}")
+    devices = [sorted(str(d.get("name")) for d in e.get("devices", []) if isinstance(d, dict)) for e in (o_env, n_env)]
+    if devices[0] != devices[1]:
+        differences.append(f"devices {', '.join(devices[0]) or '?'} then {', '.join(devices[1]) or '?'}")
+    for column, what in (("clock", "clock"), ("threads", "threads")):
+        o, n = (sorted(map(str, _one(r.benchmarks[column]))) if column in r.benchmarks else []
+                for r in (old, new))
+        if column == "threads" and not (o and n):
+            o, n = ([str(e.get("threads"))] if e.get("threads") is not None else [] for e in (o_env, n_env))
+        if o != n:
+            differences.append(f"{what} {', '.join(o) or '?'} then {', '.join(n) or '?'}")
+    cores = n_env.get("cpu_count") or o_env.get("cpu_count") or 1
+    bound = max(0.5, LOAD_PER_CORE * float(cores))
+    o_load, n_load = _load(old), _load(new)
+    if o_load is None or n_load is None:
+        differences.append("the load of one run is not recorded")
+    elif abs(n_load - o_load) > bound:
+        differences.append(f"load {o_load:.1f} then {n_load:.1f} on {cores} cores (within {bound:g} would match)")
+    n_commit, o_commit = (e.get("commit") if isinstance(e.get("commit"), dict) else {} for e in (n_env, o_env))
+    same = n_commit.get("id") if n_commit.get("id") and n_commit.get("id") == o_commit.get("id") else None
+    return {"matched": not differences, "differences": differences, "same_commit": same,
+            "dirty": bool(n_commit.get("dirty") or o_commit.get("dirty")),
+            "load_old": o_load, "load_new": n_load}
+
+
+RATIO_COLUMN = {"mlp-param": "x_mlp"}  # which ratio carries a model's comparison; the MLP itself has none
+
+
+def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool | None = None) -> pd.DataFrame:
+    """Per benchmark in both runs: the change of its time over the width-matched MLP measured in the
+    same run (new x_mlp / old x_mlp), with an interval, p-value and verdict
+    (:func:`benchmarks.core.stats.compare_ratios`); a machine that was uniformly slower in one run
+    cancels. The absolute times are compared too (:func:`benchmarks.core.stats.compare` on the raw
+    samples: the speed gate's rule), but judged only where ``judge_times`` (by default: the two
+    runs' environments match, :func:`environments`); the width-matched MLP's own row has only its
+    absolute time to go by. ``threshold`` is the ratio beyond which a significant change counts.
     """
-    from benchmarks.core import stats
-
+    if judge_times is None:
+        judge_times = environments(new, old)["matched"]
     new_samples, old_samples = new.samples(), old.samples()
     old_rows = old.benchmarks.drop_duplicates("benchmark").set_index("benchmark")
     out = []
@@ -306,34 +368,83 @@ def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
         entry = {
             "benchmark": name, "model": row["model"], "phase": row["phase"], "device": row["device"],
             "shape": shape_label(row["widths"], row["batch"], row["grid_size"]),
-            "old_s": before["median_s"], "new_s": row["median_s"], "ratio": np.nan, "ci_low": np.nan,
-            "ci_high": np.nan, "p": np.nan, "n_new": 0, "n_old": 0, "threshold": threshold, "verdict": "",
+            "old_s": before["median_s"], "new_s": row["median_s"], "old_x": np.nan, "new_x": np.nan,
+            "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n_new": 0, "n_old": 0,
+            "threshold": threshold, "verdict": "", "note": "", "judged_by": "",
+            "time_ratio": np.nan, "time_low": np.nan, "time_high": np.nan, "time_verdict": "",
         }
         if row["status"] != "ok" or before["status"] != "ok":
             entry["verdict"] = "failed"
             entry["note"] = f"status new {row['status']}, old {before['status']}"
-        elif name in new_samples and name in old_samples and new_samples[name] and old_samples[name]:
-            try:
-                c = stats.compare(new_samples[name], old_samples[name], threshold=threshold)
-            except ValueError as e:
-                entry.update(verdict="failed", note=str(e))
-            else:
-                entry.update(
-                    old_s=c.median_base, new_s=c.median_head, ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high,
-                    p=c.p_slower if c.ratio >= 1 else c.p_faster, n_new=c.n_head, n_old=c.n_base,
-                    verdict=VERDICT_WORDS.get(c.verdict, c.verdict),
-                )
+            out.append(entry)
+            continue
+        time_said = _compare_times(entry, name, new_samples, old_samples, row, before, threshold)
+        is_baseline = row["model"] == "mlp" or row.get("family") == "mlp" and row["model"] not in RATIO_COLUMN
+        column = RATIO_COLUMN.get(row["model"], "x_mlp")
+        figures = [_number(r.get(c)) for r in (row, before) for c in (column, f"{column}_low", f"{column}_high")]
+        if not is_baseline and np.isfinite(figures).all() and all(v > 0 for v in figures):
+            n = min(_rounds(row), _rounds(before))
+            c = stats.compare_ratios(*figures, threshold=threshold, n=n)
+            entry.update(old_x=figures[3], new_x=figures[0], ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high,
+                         p=c.p_slower if c.ratio >= 1 else c.p_faster, n_new=_rounds(row), n_old=_rounds(before),
+                         verdict=VERDICT_WORDS.get(c.verdict, c.verdict),
+                         judged_by="time over the MLP")
+        elif judge_times and time_said:
+            entry.update(ratio=entry["time_ratio"], ci_low=entry["time_low"], ci_high=entry["time_high"],
+                         verdict=time_said, judged_by="time")
+            if is_baseline:
+                entry["note"] = "the baseline: judged by its time (the environments match)"
         else:
-            entry["ratio"] = row["median_s"] / before["median_s"]
-            entry["verdict"] = "no samples"
+            entry["ratio"] = entry["time_ratio"]
+            entry["ci_low"], entry["ci_high"] = entry["time_low"], entry["time_high"]
+            entry["verdict"] = "not judged"
+            why = ("its time is judged only where the two runs' environments match" if not judge_times
+                   else "no raw samples of its time in both runs")
+            entry["note"] = (f"the baseline: {why}" if is_baseline
+                             else "no ratio to the MLP with an interval in both runs" + ("" if judge_times else f"; {why}"))
+        if not judge_times and entry["time_verdict"] not in ("", "no samples"):
+            entry["time_verdict"] = "not judged"
         out.append(entry)
-    columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "ratio", "ci_low", "ci_high",
-               "p", "n_new", "n_old", "threshold", "verdict", "note"]
+    columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "old_x", "new_x", "ratio",
+               "ci_low", "ci_high", "p", "n_new", "n_old", "threshold", "verdict", "note", "judged_by",
+               "time_ratio", "time_low", "time_high", "time_verdict"]
     frame = pd.DataFrame(out, columns=columns)
     rank = {v: i for i, v in enumerate(VERDICT_ORDER)}
     frame["_rank"] = frame["verdict"].map(lambda v: rank.get(v, len(rank)))
     frame["_size"] = -np.abs(np.log(frame["ratio"].astype(float).where(frame["ratio"] > 0)))
     return frame.sort_values(["_rank", "_size"]).drop(columns=["_rank", "_size"]).reset_index(drop=True)
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _rounds(row) -> int:
+    for column in ("used_rounds", "rounds"):
+        v = _number(row.get(column))
+        if np.isfinite(v) and v > 0:
+            return int(v)
+    return stats.MIN_SAMPLES  # a table without counts: the intervals carry the uncertainty
+
+
+def _compare_times(entry: dict, name: str, new_samples: dict, old_samples: dict, row, before,
+                   threshold: float) -> str:
+    """Fill the absolute comparison of one benchmark into ``entry``; its verdict in words, or ""."""
+    if name in new_samples and name in old_samples and new_samples[name] and old_samples[name]:
+        try:
+            c = stats.compare(new_samples[name], old_samples[name], threshold=threshold)
+        except ValueError as e:
+            entry["note"] = str(e)
+            return ""
+        entry.update(old_s=c.median_base, new_s=c.median_head, time_ratio=c.ratio, time_low=c.ci_low,
+                     time_high=c.ci_high, time_verdict=VERDICT_WORDS.get(c.verdict, c.verdict))
+        return entry["time_verdict"]
+    entry["time_ratio"] = row["median_s"] / before["median_s"]
+    entry["time_verdict"] = "no samples"
+    return ""
 
 
 def comparison_table(frame: pd.DataFrame, caption: str = "", value=fmt_time,
@@ -354,6 +465,31 @@ def comparison_table(frame: pd.DataFrame, caption: str = "", value=fmt_time,
         ])
     columns = ["model", "phase", "device", "shape", old, new, "new / old", "95% interval", "p", "n new / old",
                "verdict"]
+    keep = [i for i, c in enumerate(columns) if c not in ("device", "shape") or any(row[i].text for row in rows)]
+    return Table(caption, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
+
+
+def run_comparison_table(frame: pd.DataFrame, caption: str = "") -> Table:
+    """One row per benchmark of :func:`compare_runs`: each run's time over the MLP, the change and its
+    verdict, then the medians and their ratio, judged or not."""
+    rows = []
+    for _, r in frame.iterrows():
+        cls = {"slower": "slower", "faster": "faster", "no significant change": "same", "failed": "bad"}.get(r["verdict"], "")
+        interval = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}" if np.isfinite(r["ci_low"]) else "–"
+        p = f"{r['p']:.2g}" if np.isfinite(r["p"]) else "–"
+        time_ratio = f"{r['time_ratio']:.3f}" if np.isfinite(r["time_ratio"]) else "–"
+        rows.append([
+            Cell(str(r["model"]), title=str(r["benchmark"])), Cell(str(r["phase"])), Cell(str(r["device"])),
+            Cell(str(r["shape"]), cls="nowrap"),
+            Cell(fmt_times(r["old_x"]), cls="num"), Cell(fmt_times(r["new_x"]), cls="num"),
+            Cell(f"{r['ratio']:.3f}" if np.isfinite(r["ratio"]) else "–", r["judged_by"], cls="num"),
+            Cell(interval, cls="num"), Cell(p, cls="num"),
+            Cell(str(r["verdict"]), str(r["note"]) if isinstance(r["note"], str) else "", cls),
+            Cell(fmt_time(r["old_s"]), cls="num"), Cell(fmt_time(r["new_s"]), cls="num"),
+            Cell(time_ratio, str(r["time_verdict"] or ""), cls="num"),
+        ])
+    columns = ["model", "phase", "device", "shape", "old × MLP", "new × MLP", "change", "95% interval", "p",
+               "verdict", "old median", "new median", "time new / old"]
     keep = [i for i, c in enumerate(columns) if c not in ("device", "shape") or any(row[i].text for row in rows)]
     return Table(caption, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
 

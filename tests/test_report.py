@@ -43,18 +43,25 @@ def true_median(model: str, factor: float, phase: str, widths: str, batch: int, 
     if model not in MLPS:
         factor *= (grid + 3) / 8
     rate = 4e9 if device == "cpu" else 4e11
-    return (20e-6 + factor * flops / rate) * PHASE_COST[phase] * speedup.get(model, 1.0)
+    return (20e-6 + factor * flops / rate) * PHASE_COST[phase] * speedup.get(model, 1.0) * speedup.get((model, phase), 1.0)
 
 
 def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu", speedup: dict | None = None,
              rounds: int = 15, attribution: bool = True, quality: bool = True, seed: int = 0,
-             models: dict | None = None, shapes: list | None = None, skip: str | None = None) -> record.Run:
+             models: dict | None = None, shapes: list | None = None, skip: str | None = None,
+             load: float | None = None, drift: float = 0.0, noise: float = 0.03,
+             commit: str = "0123456789abcdef") -> record.Run:
     """Write a run folder through the record module; return it.
 
     As the bench stage does: the width-matched MLP has no grid size (one measurement per
     widths and batch), and a model that cannot be imported (``skip``) has "skipped" rows.
+    ``speedup``: a time factor per model, or per (model, phase). Each sample is the true median
+    times a log-normal factor of its own (``noise``) and one its round shares with every model
+    (``drift``: the machine's load moving, which the models timed in turns all feel); ``load`` is
+    recorded in the environment and each row.
     """
     rng = np.random.default_rng(seed)
+    shared = np.exp(rng.normal(0, drift, (len(shapes or SHAPES), 3, rounds)))  # (shapes, phases, rounds)
     run = record.Run(root / name)
     run.path.mkdir(parents=True)
     run.write_json("environment.json", {
@@ -66,14 +73,15 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
         "devices": [{"type": "cpu", "name": "Intel(R) Xeon(R) CPU @ 2.20GHz"}] + (
             [{"type": "cuda", "index": 0, "name": "NVIDIA H200", "memory_bytes": 150 * 2**30, "capability": "9.0"}]
             if device == "cuda" else []),
-        "commit": {"id": "0123456789abcdef", "short": "012345678", "dirty": False, "branch": "main"},
+        "commit": {"id": commit, "short": commit[:9], "dirty": False, "branch": "main"},
+        **({"load_average": [load, load, load]} if load is not None else {}),
     })
     rows, benchmarks, samples = [], [], {}
     models = models or {**KANS, **MLPS}
     done = set()
-    for widths, batch, grid in shapes or SHAPES:
+    for k, (widths, batch, grid) in enumerate(shapes or SHAPES):
         for model, factor in models.items():
-            for phase in PHASE_COST:
+            for j, phase in enumerate(PHASE_COST):
                 g = None if model == "mlp" else grid
                 if (model, phase, widths, batch, g) in done:
                     continue
@@ -85,7 +93,7 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                                  "machine": machine, "reason": f"model {model!r} cannot be imported here"})
                     continue
                 median = true_median(model, factor, phase, widths, batch, grid, device, speedup or {})
-                data = median * np.exp(rng.normal(0, 0.03, rounds))  # (rounds,)
+                data = median * np.exp(rng.normal(0, noise, rounds)) * shared[k, j]  # (rounds,)
                 samples[(model, phase, widths, batch, g)] = data
                 q1, q3 = np.percentile(data, [25, 75])
                 name = f"test_case[{model}-{phase}-{device}-float32-{widths}-b{batch}" + (f"-g{g}]" if g else "]")
@@ -111,14 +119,15 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                     "saved_bytes": 4 * batch * 64 * ((grid + 4) if is_kan else 2),
                     "peak_bytes": params * (3 if phase == "train" else 1) + 4 * batch * 800,
                     "x_mlp": np.nan, "x_mlp_param": np.nan, "threads": 2, "machine": machine,
+                    "load_before": load, "load_after": load, "used_rounds": rounds,
                 })
     for row in rows:  # as the bench measures them: paired ratios (sample i with sample i) and intervals
-        if row["status"] != "ok" or row["family"] != "kan":
+        if row["status"] != "ok" or row["model"] == "mlp":
             continue
         key = (row["model"], row["phase"], row["widths"], row["batch"], row["grid_size"])
         spreads = {}
         for column, base_key in (("x_mlp", ("mlp", *key[1:4], None)), ("x_mlp_param", ("mlp-param", *key[1:]))):
-            if base_key in samples:
+            if base_key in samples and base_key != key:
                 r = stats.paired_ratio_interval(samples[key], samples[base_key])
                 row.update({column: r.ratio, f"{column}_low": r.ci_low, f"{column}_high": r.ci_high})
                 spreads[base_key[0]] = r.spread
@@ -287,8 +296,9 @@ def test_without_a_width_sweep_size_is_the_parameter_count():
 
 
 def test_comparison_finds_the_changes_that_were_made(tmp_path):
-    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, **SMALL)
-    new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, **SMALL)
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.5, **SMALL)
+    new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, load=0.5,
+                   **SMALL)
     frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
     assert len(frame) == 4 * 2 * 3
     verdicts = frame.groupby("model")["verdict"].agg(set).to_dict()
@@ -299,13 +309,60 @@ def test_comparison_finds_the_changes_that_were_made(tmp_path):
     assert (kan.n_new == 15).all() and (kan.n_old == 15).all()
 
 
-def test_comparison_without_raw_samples_says_so(tmp_path):
-    old = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
-    new = make_run(tmp_path, "20250602T120000-bbbbbbb", **SMALL)
+def test_comparison_without_raw_samples_judges_the_ratios_alone(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", load=0.5, **SMALL)
+    new = make_run(tmp_path, "20250602T120000-bbbbbbb", load=0.5, **SMALL)
     old.benchmark_json.unlink()
     frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
-    assert set(frame["verdict"]) == {"no samples"}
+    assert set(frame["time_verdict"]) == {"no samples"}
+    mlp = frame[frame.model == "mlp"]
+    assert set(mlp["verdict"]) == {"not judged"} and mlp["note"].str.contains("no raw samples").all()
+    assert set(frame[frame.model != "mlp"]["verdict"]) <= {"no significant change", "slower", "faster"}
     assert frame["ratio"].notna().all()
+
+
+# A shared 2-core machine: each round's samples move together by 20% (the load), each sample by 3%.
+BUSY = dict(SMALL, models={"kan": 9.0, "kan-fast": 3.0, "rbf-kan": 2.5, "mlp": 1.0, "mlp-param": 2.2},
+            shapes=[("784x64x10", 256, 5), ("784x64x10", 1024, 5), ("784x128x10", 256, 5)], drift=0.2, rounds=20)
+
+
+def test_a_uniformly_slower_machine_cancels_out(tmp_path):
+    """The same code on a machine 30% slower (busier) in the second run: at most 1 row in 20 called changed,
+    and the absolute times, which did change, are shown but not judged, the loads differing."""
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    slower = {m: 1.3 for m in BUSY["models"]}
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=3.5, speedup=slower, **BUSY)
+    conditions = tables.environments(data.load(new), data.load(old))
+    assert not conditions["matched"] and conditions["differences"] == ["load 0.4 then 3.5 on 2 cores (within 0.5 would match)"]
+    assert conditions["same_commit"] == "0123456789abcdef"
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    changed = frame["verdict"].isin(["slower", "faster"]).sum()
+    assert len(frame) == 45 and changed <= len(frame) / 20, frame[["model", "phase", "ratio", "verdict"]]
+    assert set(frame[frame.model == "mlp"]["verdict"]) == {"not judged"}
+    assert (frame["time_ratio"] > 1.1).mean() > 0.9  # the times did move: they are shown
+    assert set(frame["time_verdict"]) == {"not judged"}
+
+
+def test_one_model_25_percent_slower_in_its_forward_is_called_slower(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-bbbbbbb", seed=2, load=3.5, speedup={("kan-fast", "forward"): 1.25},
+                   commit="fedcba9876543210", **BUSY)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    target = (frame.model == "kan-fast") & (frame.phase == "forward")
+    assert set(frame[target]["verdict"]) == {"slower"}
+    assert ((frame[target]["ci_low"] < 1.25) & (1.25 < frame[target]["ci_high"])).all()
+    assert frame[~target]["verdict"].isin(["slower", "faster"]).sum() <= 1
+
+
+def test_the_page_says_how_it_judged_and_that_the_commit_is_the_same(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=3.5, **BUSY)
+    page = render(str(new.path), against=str(old.path)).read_text()
+    assert "Absolute times are shown but <strong>not judged</strong>" in page and "load 0.4 then 3.5" in page
+    assert "Both runs measured the <strong>same commit</strong>, <code>012345678</code>" in page
+    quiet = make_run(tmp_path, "20250601T121400-aaaaaaa", seed=3, load=0.6, **BUSY)
+    page = render(str(quiet.path), against=str(old.path)).read_text()
+    assert "conditions match" in page and "absolute times are judged too" in page
 
 
 def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_path):
@@ -434,8 +491,10 @@ def test_merged_page_labels_machines_and_compares(pages):
         assert f"Forward and backward time per model — {label}" in page
     assert re.findall(r"<h3>(\w[\w-]*) · <code>", page) == ["laptop", "gpu-box"]
     counts = dict((v, int(n)) for n, v in re.findall(r"<span>(\d+) ([a-z ]+)</span>", page))
-    assert counts == {"slower": 12, "faster": 12, "no significant change": 33}
-    assert "New / old time per benchmark" in page
+    # the width-matched MLP's 9 rows have only their times, not judged: these runs recorded no load
+    assert counts == {"slower": 12, "faster": 12, "no significant change": 24, "not judged": 9}
+    assert "the load of one run is not recorded" in page
+    assert "New / old time over the MLP per benchmark" in page
 
 
 def test_two_runs_of_one_machine_are_told_apart(tmp_path):
