@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -226,8 +227,29 @@ def render(
     if page.exists() and page.is_dir():
         raise ReportError(f"--out {page} is a folder; give a file name")
     html = environment().get_template("report.html.j2").render(**context(runs, old, page, threshold))
-    page.parent.mkdir(parents=True, exist_ok=True)
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(page)  # atomic: a reader never sees half a page
+    write_page(page, html)
     return page
+
+
+def write_page(page: Path, html: str) -> None:
+    """Write ``html`` to ``page`` atomically (a reader never sees half a page), making its folder if
+    needed; :class:`ReportError` in one line where it cannot be written (a read-only run folder, a
+    folder that cannot be made, /proc/...)."""
+    tmp = page.with_name(page.name + ".tmp")
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(page)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        where = "the run folder" if out_is_run_folder(page) else "that folder"
+        raise ReportError(f"cannot write the page to {page} ({e.strerror or type(e).__name__}); "
+                          f"{where} is not writable here: give --out a file in one that is") from None
+
+
+def out_is_run_folder(page: Path) -> bool:
+    try:
+        return (page.parent / "environment.json").exists()
+    except OSError:
+        return False

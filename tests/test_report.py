@@ -597,6 +597,33 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("where", ["read-only run folder", "out under a file", "proc"])
+def test_a_page_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, where):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "20250601T120000-aaaaaaa", **SMALL)
+    args = [run.name]
+    if where == "read-only run folder":
+        if os.geteuid() == 0:  # root writes anywhere: stand in a folder no one can write (/proc/... is one)
+            monkeypatch.setattr(Path, "write_text", _refuse)
+        else:
+            run.path.chmod(0o555)
+    elif where == "out under a file":
+        args += ["--out", str(run.file("environment.json") / "page.html")]  # a folder that cannot be made
+    else:
+        args += ["--out", "/proc/self/report.html"]
+    try:
+        assert main(args) == 2
+    finally:
+        run.path.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.startswith("report: error: cannot write the page to ") and err.count("\n") == 1, err
+    assert not list(run.path.glob("*.tmp"))
+
+
+def _refuse(self, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(self))
+
+
 def test_python_m_reports_without_kan(tmp_path):
     """The real entry point in a fresh interpreter: one clear line on bad input, exit 2, no `kan` imported."""
     code = ("import runpy, sys\n"
