@@ -188,14 +188,25 @@ def gate_context(gate: object) -> dict:
     }
 
 
+CELL_LENGTH = 300  # characters of one table cell; a record's text beyond that is cut on the page
+
+
+def cut(text: object, length: int = CELL_LENGTH) -> str:
+    """``text`` as a string of at most about ``length`` characters, saying how much was left out."""
+    text = str(text)
+    return text if len(text) <= length else f"{text[:length]}… ({len(text) - length:,} more characters)"
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,  # every string from a record is escaped, whatever the template name
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["cut"] = cut  # a record's text (a model name of megabytes) never swamps the page
+    return env
 
 
 def render(

@@ -1056,3 +1056,13 @@ def test_the_default_page_prefers_the_newest_complete_run(tmp_path, monkeypatch)
     partial = killed_run(only, "20250601T120000-aaaaaaa", state=record.INTERRUPTED)
     assert [r.name for r in data.default_runs()] == [partial.name]
     assert "is a <strong>partial run</strong>: interrupted" in render().read_text()
+
+
+def test_a_model_name_of_megabytes_is_cut_on_the_page_and_its_charts(tmp_path):
+    huge = "k" * 2_000_000 + "-kan"
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", models={"kan": 9.0, huge: 3.0, "mlp": 1.0, "mlp-param": 2.2},
+                   shapes=[("784x64x10", 256, 5)], attribution=False, quality=False)
+    page = render(str(run.path)).read_text()
+    assert len(page) < 2_000_000 and "(1,999,704 more characters)" in page
+    for svg, alt in page_svgs(page):
+        assert "k" * 100 not in svg and texts_outside(svg) == [], alt
