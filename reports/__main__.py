@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
                    help="more runs (from other machines, say) to show on the same page, labelled by machine")
     p.add_argument("--out", metavar="FILE", help="where to write the page (default: RUN/report.html)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"new/old ratio beyond which a significant change counts (default {DEFAULT_THRESHOLD})")
+                   help=f"--against: the change (new / old time over the MLP) beyond which a significant one "
+                        f"counts (default {DEFAULT_THRESHOLD})")
     return p
 
 

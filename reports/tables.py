@@ -7,6 +7,7 @@ unit here; ratios read "3.2× slower" or "1.5× faster".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -336,6 +337,10 @@ def environments(new: RunData, old: RunData) -> dict:
         differences.append("the load of one run is not recorded")
     elif abs(n_load - o_load) > bound:
         differences.append(f"load {o_load:.1f} then {n_load:.1f} on {cores} cores (within {bound:g} would match)")
+    elif max(o_load, n_load) > float(cores):
+        # alike, but so busy that the times measure the neighbours as much as the code
+        differences.append(f"load {o_load:.1f} and {n_load:.1f} on {cores} cores: more work than cores in "
+                           f"{'both runs' if min(o_load, n_load) > float(cores) else 'one run'}")
     n_commit, o_commit = (e.get("commit") if isinstance(e.get("commit"), dict) else {} for e in (n_env, o_env))
     same = n_commit.get("id") if n_commit.get("id") and n_commit.get("id") == o_commit.get("id") else None
     return {"matched": not differences, "differences": differences, "same_commit": same,
@@ -372,6 +377,7 @@ def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool
             "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n_new": 0, "n_old": 0,
             "threshold": threshold, "verdict": "", "note": "", "judged_by": "",
             "time_ratio": np.nan, "time_low": np.nan, "time_high": np.nan, "time_verdict": "",
+            "workload_shift": np.nan,
         }
         if row["status"] != "ok" or before["status"] != "ok":
             entry["verdict"] = "failed"
@@ -383,12 +389,8 @@ def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool
         column = RATIO_COLUMN.get(row["model"], "x_mlp")
         figures = [_number(r.get(c)) for r in (row, before) for c in (column, f"{column}_low", f"{column}_high")]
         if not is_baseline and np.isfinite(figures).all() and all(v > 0 for v in figures):
-            n = min(_rounds(row), _rounds(before))
-            c = stats.compare_ratios(*figures, threshold=threshold, n=n)
-            entry.update(old_x=figures[3], new_x=figures[0], ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high,
-                         p=c.p_slower if c.ratio >= 1 else c.p_faster, n_new=_rounds(row), n_old=_rounds(before),
-                         verdict=VERDICT_WORDS.get(c.verdict, c.verdict),
-                         judged_by="time over the MLP")
+            entry.update(old_x=figures[3], new_x=figures[0], n_new=_rounds(row), n_old=_rounds(before),
+                         _figures=figures, judged_by="time over the MLP")  # judged below, with its workload
         elif judge_times and time_said:
             entry.update(ratio=entry["time_ratio"], ci_low=entry["time_low"], ci_high=entry["time_high"],
                          verdict=time_said, judged_by="time")
@@ -404,15 +406,48 @@ def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool
                              else "no ratio to the MLP with an interval in both runs" + ("" if judge_times else f"; {why}"))
         if not judge_times and entry["time_verdict"] not in ("", "no samples"):
             entry["time_verdict"] = "not judged"
+        entry["_workload"] = (row["phase"], row["device"], row["dtype"], row["widths"], row["batch"])
         out.append(entry)
+    _judge_ratios(out, threshold)
     columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "old_x", "new_x", "ratio",
                "ci_low", "ci_high", "p", "n_new", "n_old", "threshold", "verdict", "note", "judged_by",
-               "time_ratio", "time_low", "time_high", "time_verdict"]
+               "time_ratio", "time_low", "time_high", "time_verdict", "workload_shift"]
     frame = pd.DataFrame(out, columns=columns)
     rank = {v: i for i, v in enumerate(VERDICT_ORDER)}
     frame["_rank"] = frame["verdict"].map(lambda v: rank.get(v, len(rank)))
     frame["_size"] = -np.abs(np.log(frame["ratio"].astype(float).where(frame["ratio"] > 0)))
     return frame.sort_values(["_rank", "_size"]).drop(columns=["_rank", "_size"]).reset_index(drop=True)
+
+
+def _judge_ratios(entries: list[dict], threshold: float) -> None:
+    """Judge each model's change of its time over the MLP (new x_mlp / old x_mlp) against the typical
+    change of its workload: the median over every model of the workload, the MLP's 1 among them.
+
+    On a shared machine the MLP's own time moves between runs too (a busy neighbour costs a
+    small, memory-bound step more than a large one), and then every ratio of its workload moves
+    with it. The median of the workload's changes is that shift; a model that changed is one that
+    moved away from its workload. A shift common to every model of a workload is said in the row.
+    """
+    changes: dict[tuple, list[float]] = {}
+    for e in entries:
+        if "_figures" in e:
+            changes.setdefault(e["_workload"], [1.0]).append(e["_figures"][0] / e["_figures"][3])
+        elif e["model"] == "mlp":
+            changes.setdefault(e["_workload"], [1.0])
+    for e in entries:
+        figures = e.pop("_figures", None)
+        workload = e.pop("_workload", None)
+        if figures is None:
+            continue
+        members = changes.get(workload, [1.0])
+        shift = float(np.median(members)) if len(members) >= 3 else 1.0
+        new_x, new_low, new_high, old_x, old_low, old_high = figures
+        c = stats.compare_ratios(new_x, new_low, new_high, old_x * shift, old_low * shift, old_high * shift,
+                                 threshold=threshold, n=min(e["n_new"], e["n_old"]))
+        e.update(ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high, p=c.p_slower if c.ratio >= 1 else c.p_faster,
+                 verdict=VERDICT_WORDS.get(c.verdict, c.verdict), workload_shift=shift)
+        if abs(math.log(shift)) > math.log(1.02):
+            e["judged_by"] = f"time over the MLP, against its workload's shift ×{shift:.2f}"
 
 
 def _number(v) -> float:

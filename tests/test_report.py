@@ -343,6 +343,19 @@ def test_a_uniformly_slower_machine_cancels_out(tmp_path):
     assert set(frame["time_verdict"]) == {"not judged"}
 
 
+def test_an_mlp_that_alone_moved_is_a_shift_of_its_workload_not_a_change_of_every_model(tmp_path):
+    """As seen on the shared machine: the MLP's forward 20% faster in the second run, nothing else changed,
+    so every model's time over the MLP of that workload rose by a quarter."""
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=0.4, speedup={("mlp", "forward"): 0.8}, **BUSY)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.10, judge_times=False)
+    forward = frame[(frame.phase == "forward") & (frame.model != "mlp")]
+    assert (forward["new_x"] / forward["old_x"]).between(1.15, 1.35).all()  # the ratios did all move
+    assert forward["workload_shift"].between(1.15, 1.35).all()
+    assert frame["verdict"].isin(["slower", "faster"]).sum() <= len(frame) / 20
+    assert forward["judged_by"].str.contains("against its workload's shift").all()
+
+
 def test_one_model_25_percent_slower_in_its_forward_is_called_slower(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
     new = make_run(tmp_path, "20250601T120700-bbbbbbb", seed=2, load=3.5, speedup={("kan-fast", "forward"): 1.25},

@@ -95,10 +95,10 @@ def reference_lines(frame: pd.DataFrame) -> list[str]:
             else (math.nan, math.nan)
         imprecise = int(at["imprecise"].map(lambda v: stats.imprecision_of(v, "mlp") is not None).sum()) \
             if "imprecise" in at else 0
-        over = f" over {len(values)} workloads" if len(values) > 1 else ""
-        lines.append(f"{phase}, the reference KAN ({REFERENCE}): "
+        over = f", geometric mean over {len(values)} workloads" if len(values) > 1 else ""
+        lines.append(f"{phase}, the reference KAN ({REFERENCE}){over}: "
                      + stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
-                                   than="the width-matched MLP", interval=True) + over)
+                                   than="the width-matched MLP", interval=True))
     return lines
 
 
