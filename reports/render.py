@@ -109,6 +109,10 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
             lesson = SYNC_LESSON + example
     figures = {k: [c for c in v if c is not None] for k, v in figures.items()}
 
+    overhead = [(r.machine, tables.overhead_table(r.profile.get("overhead") or {}),
+                 tables.profiler_sentence(r.profile.get("settings") or {})) for r in runs if r.attribution is not None]
+    overhead = [o for o in overhead if o[1] is not None]
+
     comparison = None
     if against is not None:
         primary = runs[0]
@@ -148,6 +152,9 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "figures": figures,
         "attribution": attribution is not None,
         "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},
+        "overhead": overhead,
+        "profiler_sentence": tables.profiler_sentence(next((r.profile.get("settings") for r in runs
+                                                            if r.attribution is not None and r.profile), {}) or {}),
         "lesson": lesson,
         "lesson_table": lesson_table,
         "comparison": comparison,

@@ -628,6 +628,43 @@ def sync_lesson(pairs: pd.DataFrame, noise: list[dict] | None = None) -> tuple[l
     return [example], table
 
 
+PROFILER_ORDER = ["cprofile", "torch", "py-spy"]
+
+
+def overhead_table(overhead: dict, caption: str = "") -> Table | None:
+    """profile.json's "overhead": per scenario, its measured steps' time without a profiler and under each,
+    with the factor it slowed them by."""
+    scenarios = overhead.get("scenarios") if isinstance(overhead, dict) else None
+    if not isinstance(scenarios, dict) or not scenarios:
+        return None
+    names = sorted({n for said in scenarios.values() for n in (said.get("profilers") or {})},
+                   key=lambda n: (PROFILER_ORDER.index(n) if n in PROFILER_ORDER else len(PROFILER_ORDER), n))
+    rows = []
+    for stem, said in scenarios.items():
+        steps = said.get("steps")
+        cells = [Cell(str(stem), f"{steps} steps" if steps else ""), Cell(fmt_time(said.get("bare_s")), cls="num")]
+        for name in names:
+            under = (said.get("profilers") or {}).get(name)
+            if not isinstance(under, dict):
+                cells.append(Cell("–", cls="num"))
+                continue
+            factor = under.get("factor")
+            cells.append(Cell(fmt_time(under.get("seconds")), f"{factor:.3g}× the bare time" if factor else "", "num"))
+        rows.append(cells)
+    return Table(caption, ["scenario", "no profiler"] + names, rows,
+                 note="the same measured steps, timed without a profiler and under each, one run after another")
+
+
+def profiler_sentence(settings: dict) -> str:
+    """What the share chart's bars may be compared by, and what py-spy --native does to the process it samples."""
+    said = ("Each profiler slows the steps it watches by its own factor (the table below), so the bars compare by "
+            "their shares of the time, never by their times.")
+    if isinstance(settings, dict) and settings.get("py_spy_native"):
+        said += (" py-spy ran with --native: to read the C++ frames it pauses the process it samples while it "
+                 "unwinds each stack, which slows that process most of all.")
+    return said
+
+
 def slope_table(series: list[dict], phases: list[str], models: list[str]) -> Table:
     """The fitted log-log slopes of scaling series: one row per model, one column per phase."""
     slopes = {(s["model"], s["phase"]): s for s in series}

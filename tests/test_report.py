@@ -1079,3 +1079,31 @@ def test_a_model_name_of_megabytes_is_cut_on_the_page_and_its_charts(tmp_path):
     assert len(page) < 2_000_000 and "(1,999,704 more characters)" in page
     for svg, alt in page_svgs(page):
         assert "k" * 100 not in svg and texts_outside(svg) == [], alt
+
+
+# --- the profile on the page -----------------------------------------------------------------------
+
+def test_a_profile_run_shows_its_noise_backward_notes_and_each_profilers_cost(tmp_path):
+    run = record.Run(tmp_path / "20250603T120000-ccccccc-profile")
+    run.path.mkdir()
+    run.write_table("attribution", attribution_rows(device="cpu"))
+    run.write_json("profile.json", {
+        "settings": {"steps": 5, "py_spy_native": True},
+        "backward": {"cprofile": "sees only the engine's one C call", "torch": "splits it exactly"},
+        "loop_noise": {"profiles": [{"profiler": "cprofile", "device": "cpu", "largest_noise_points": 4.2,
+                                     "largest_synchronized_points": 3.0, "within_noise": True}]},
+        "overhead": {"scenarios": {"kan-cpu-loop": {"steps": 5, "bare_s": 0.5, "profilers": {
+            "cprofile": {"seconds": 0.584, "factor": 1.17}, "torch": {"seconds": 0.799, "factor": 1.6},
+            "py-spy": {"seconds": 12.4, "factor": 24.8}}}}},
+    })
+    page = render(str(run.path)).read_text()
+    # profile.json is read: the noise sentence and the backward notes, never "profile the loop again"
+    assert "the same loop profiled twice moved a part&#39;s share by up to 4 points" in page
+    assert "profile the loop again" not in page
+    assert "<dt>torch</dt><dd>splits it exactly</dd>" in page
+    # each profiler's cost, and the shares compared, not the times
+    assert "What each profiler costs" in page
+    assert re.search(r"12.4 s<span class=\"sub\">24.8× the bare time</span>", page)
+    assert "500 ms" in page and "1.17× the bare time" in page
+    assert "py-spy ran with --native" in page and "pauses the process it samples" in page
+    assert "compare by their shares of the time, never by their times" in page
