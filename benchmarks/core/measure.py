@@ -38,6 +38,7 @@ import torch
 
 from benchmarks.core import memory, stats
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
+from benchmarks.core.equivalence import same_function
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.record import load_average
 from benchmarks.core.timer import clock_for, set_threads
@@ -155,6 +156,7 @@ def measure_group(group: Group, suite: Budget, usage=os_usage,
     the model's module cannot be imported. ``build``: the step builder (tests pass odd models).
     """
     rows, candidates = build_candidates(group, build)
+    same_function(group, candidates, rows)  # kan-fast against kan, on the inputs timed, before any timing
     return time_group(group, candidates, rows, suite, usage)
 
 
