@@ -131,6 +131,18 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
             "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
         }
 
+    facts = []  # what a reader looks for next to the headline
+    for r in runs:
+        rows = r.benchmarks
+        if rows.empty:
+            continue
+        prefix = f"{r.machine}: " if len([x for x in runs if not x.benchmarks.empty]) > 1 else ""
+        said = [tables.same_function(rows), *tables.speedup(rows), tables.conditions(rows, r.environment)]
+        facts += [prefix + s for s in said if s]
+    if not any(r.gate is not None for r in runs) and not bench.empty:
+        facts.append("No speed gate run on this page: these are measurements, not a verdict on a change "
+                     "(`nox -s gate` times the working tree against a base commit, side by side).")
+
     sources = {
         "bench": [r.name for r in runs if not r.benchmarks.empty],
         "profile": [r.name for r in runs if r.attribution is not None],
@@ -155,6 +167,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "overhead": overhead,
         "profiler_sentence": tables.profiler_sentence(next((r.profile.get("settings") for r in runs
                                                             if r.attribution is not None and r.profile), {}) or {}),
+        "facts": facts,
         "lesson": lesson,
         "lesson_table": lesson_table,
         "comparison": comparison,

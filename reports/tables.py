@@ -208,6 +208,71 @@ def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
     return lines
 
 
+def same_function(rows: pd.DataFrame) -> str | None:
+    """A line on whether kan-fast computes kan's function, from the difference each workload recorded."""
+    fast = rows[(rows["model"] == "kan-fast") & (rows["status"] == "ok")]
+    if fast.empty or "kan" not in set(rows["model"]):
+        return None
+    measured = pd.to_numeric(fast.get("max_difference", pd.Series(dtype=float)), errors="coerce").dropna()
+    if measured.empty:
+        return ("kan-fast against kan: this run did not record whether they compute the same function (a bench "
+                "made by an older harness, or no forward workload of both); tests/test_fast.py checks it.")
+    worst = fast.loc[measured.idxmax()]
+    said = worst.get("equivalence")
+    return (f"kan-fast computes the same function as kan: the largest output difference given kan's weights is "
+            f"{measured.max():.2g} over {len(measured)} workload{'s' if len(measured) > 1 else ''} of this run's own "
+            f"inputs" + (f" (the largest: {said})" if isinstance(said, str) else "") + ".")
+
+
+def speedup(rows: pd.DataFrame, fast: str = "kan-fast", reference: str = "kan") -> list[str]:
+    """Per phase: ``fast``'s time over ``reference``'s, from their times over the MLP in each workload
+    (each with its interval), as the geometric mean over workloads, in words."""
+    ok = rows[rows["status"] == "ok"]
+    keys = ["phase", "device", "dtype", "widths", "batch", "grid_size"]
+    pair = ok[ok["model"] == fast].merge(ok[ok["model"] == reference], on=keys, suffixes=("_fast", "_ref"))
+    lines = []
+    for phase in _phases(pair["phase"]):
+        found = []
+        for _, r in pair[pair["phase"] == phase].iterrows():
+            figures = [float(r.get(f"x_mlp{end}_{side}", np.nan)) for side in ("fast", "ref") for end in ("", "_low", "_high")]
+            if np.isfinite(figures).all() and min(figures) > 0:
+                c = stats.compare_ratios(*figures)
+                found.append((c.ratio, c.ci_low, c.ci_high))
+        if found:
+            ratio, low, high = (geomean([f[k] for f in found]) for k in range(3))
+            over = f", geometric mean over {len(found)} workloads" if len(found) > 1 else ""
+            lines.append(f"{phase}{over}: {fast} is " + stats.words(ratio, low, high, than=reference, interval=True))
+    return lines
+
+
+def conditions(rows: pd.DataFrame, environment: dict) -> str | None:
+    """The clock, threads and load the numbers were taken under, in one line."""
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        return None
+    clocks = sorted({str(c) for c in ok["clock"].dropna()}) if "clock" in ok else []
+    clock = {"cpu": "the process's CPU time (one thread on the CPU: time the OS gave other processes is not "
+                    "counted)", "wall": "the wall clock, the device synchronised"}
+    threads = sorted({int(t) for t in pd.to_numeric(ok["threads"], errors="coerce").dropna()})
+    loads = pd.concat([pd.to_numeric(ok[c], errors="coerce") for c in ("load_before", "load_after") if c in ok]).dropna()
+    cores = environment.get("cpu_count")
+    parts = [" and ".join(clock.get(c, c) for c in clocks) if clocks else "a clock this table does not name"]
+    if threads:
+        parts.append(f"{'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''}")
+    if len(loads):
+        low, high = loads.min(), loads.max()
+        load = f"load average {low:.1f}" + (f" to {high:.1f}" if high - low >= 0.05 else "")
+        load += f" on {cores} cores" if cores else ""
+        if cores and high > cores:
+            load += " (more work than cores: other processes competed for the CPU)"
+        parts.append(load)
+    else:
+        start = environment.get("load_average")
+        parts.append(f"load average {start[0]:.1f} as the run began" if isinstance(start, list) and start
+                     else "load not recorded")
+    return "Measured on " + "; ".join(parts) + "."
+
+
 def timings(rows: pd.DataFrame, where: str) -> list[Table]:
     """Per phase, median time (IQR below) for every shape and model; KANs carry their ×MLP."""
     tables = []

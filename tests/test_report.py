@@ -1107,3 +1107,33 @@ def test_a_profile_run_shows_its_noise_backward_notes_and_each_profilers_cost(tm
     assert "500 ms" in page and "1.17× the bare time" in page
     assert "py-spy ran with --native" in page and "pauses the process it samples" in page
     assert "compare by their shares of the time, never by their times" in page
+
+
+# --- what a user looks for next to the headline -----------------------------------------------------
+
+def test_next_to_the_headline_the_same_function_the_speedup_no_gate_and_the_conditions(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", load=3.2, **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    fast_forward = (bench.model == "kan-fast") & (bench.phase == "forward")
+    bench["equivalence"] = bench["equivalence"].astype(object)
+    bench.loc[fast_forward, "max_difference"] = [2.4e-7, 3.1e-7]
+    bench.loc[fast_forward, "equivalence"] = ["max |kan-fast - kan| = 2.4e-07", "max |kan-fast - kan| = 3.1e-07"]
+    bench["clock"] = "cpu"
+    bench["threads"] = 1
+    run.write_table("benchmarks", bench)
+    page = render(str(run.path)).read_text()
+    assert ("kan-fast computes the same function as kan: the largest output difference given kan&#39;s weights is "
+            "3.1e-07 over 2 workloads of this run&#39;s own inputs") in page
+    # the speed-up, by hand: kan-fast / kan of the ratios to the MLP, geometric mean over the two shapes
+    rows = data.load(run).benchmarks
+    for phase in ("forward", "train"):
+        at = rows[rows.phase == phase].set_index(["model", "batch"])["x_mlp"]
+        expected = math.exp(np.mean([math.log(at[("kan", b)] / at[("kan-fast", b)]) for b in (256, 1024)]))
+        assert f"{phase}, geometric mean over 2 workloads: kan-fast is {stats.plain(expected)}x faster than kan" in page
+    assert "No speed gate run on this page" in page
+    assert "Measured on the process&#39;s CPU time (one thread" in page and "1 thread; load average 3.2 on 2 cores" in page
+    assert "more work than cores" in page
+    # an older run, without the difference recorded, says so rather than claim it
+    bench = bench.drop(columns=["max_difference"])
+    run.write_table("benchmarks", bench)
+    assert "this run did not record whether they compute the same function" in render(str(run.path)).read_text()
