@@ -1137,3 +1137,14 @@ def test_next_to_the_headline_the_same_function_the_speedup_no_gate_and_the_cond
     bench = bench.drop(columns=["max_difference"])
     run.write_table("benchmarks", bench)
     assert "this run did not record whether they compute the same function" in render(str(run.path)).read_text()
+
+
+def test_a_ratio_outside_its_own_interval_still_draws(tmp_path):
+    """An older table's x_mlp (a ratio of medians) can fall outside its interval (of per-round ratios)."""
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    kan = bench.model == "kan"
+    bench.loc[kan, "x_mlp"] = bench.loc[kan, "x_mlp_high"] * 1.1
+    run.write_table("benchmarks", bench)
+    chart = charts.mlp_ratios(data.load(run).benchmarks, "cpu")
+    assert chart is not None and "KAN / MLP time over shapes and grid sizes" in render(str(run.path)).read_text()
