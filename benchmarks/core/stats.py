@@ -24,7 +24,12 @@ one-sided Wilcoxon signed-rank test on the log ratios. The rule is the same.
 Without raw samples of the base (a committed baseline file holds only ratios), the
 figure that travels between machines is compared instead: :func:`compare_to_reference`
 judges a ratio measured in this run (a KAN's time over the MLP's) against a recorded one,
-with a bootstrap test in place of the rank test.
+with a bootstrap test in place of the rank test; :func:`compare_ratios` judges two such
+ratios, each measured with its interval in its own run (the report's ``--against``).
+
+What may be said of one ratio (:func:`words`) goes by direction and size: "N x slower" or
+"N x faster" where its 95% interval excludes 1, "no clear difference" where it holds 1;
+"imprecise" and "disturbed" are said beside that, never instead of it.
 
 Samples are times in seconds (any positive unit works: only ratios and ranks are used).
 """
