@@ -4,7 +4,7 @@ For every group that holds both a variant and its reference (``kan-fast`` and ``
 in the forward phase, the variant is given the reference's weights (kan-fast loads kan's state
 dict as it is) and both run once, untimed, on the inputs the group is timed on. The largest
 absolute difference of the outputs, and that over the largest absolute output, go in the
-variant's row: ``max_difference`` and, in words, ``equivalence``. One forward each: cheap
+variant's row: ``max_rel_difference`` (the first over the second) and, in words, ``equivalence``. One forward each: cheap
 next to the timing, and said per workload (shape, batch, grid size, dtype, device).
 """
 
@@ -18,7 +18,7 @@ VARIANTS = {"kan-fast": "kan"}  # variant -> the reference whose function it com
 
 
 def same_function(group, candidates: dict, rows: dict[str, dict]) -> None:
-    """Fill ``max_difference`` and ``equivalence`` of each variant's row in ``group`` (forward phase)."""
+    """Fill ``max_rel_difference`` and ``equivalence`` of each variant's row in ``group`` (forward phase)."""
     by_model = {c.model: c for c in group.cases if c.id in candidates}
     for variant, reference in VARIANTS.items():
         if variant not in by_model or reference not in by_model or by_model[variant].phase != "forward":
@@ -34,7 +34,7 @@ def same_function(group, candidates: dict, rows: dict[str, dict]) -> None:
             continue
         dtype = str(ref_step.inputs.dtype).removeprefix("torch.")
         rows[by_model[variant].id].update(
-            max_difference=difference,
+            max_rel_difference=difference / largest if largest > 0 else (0.0 if difference == 0 else float("inf")),
             equivalence=(f"max |{variant} - {reference}| = {difference:.2g} ({difference / largest:.2g} of max "
                          f"|{reference}|) given {reference}'s weights, on this workload's "
                          f"{ref_step.inputs.shape[0]} inputs, {dtype}") if largest > 0 else

@@ -74,7 +74,8 @@ BENCH_COLUMNS = [
     "package",  # a peer's package and version (benchmarks.peers): "flashkan 0.2.0"; empty for ours
     "equivalence",  # a peer's output against our reference's given the same weights, or why not compared
                     # (and kan-fast's against kan's on the workload's own inputs: benchmarks.core.equivalence)
-    "max_difference",  # kan-fast's largest output difference from kan given kan's weights (forward rows)
+    "max_rel_difference",  # kan-fast's largest output difference from kan given kan's weights, over the
+                           # largest |kan output|, on the workload's inputs (forward rows)
     "reason",  # one line saying why a row is not "ok"; empty when it is
 ]
 
@@ -177,7 +178,7 @@ _INTEGER_COLUMNS = ["batch", "grid_size", "rounds", "flops", "param_bytes", "sav
                     "threads", "parameters", "disturbed", "used_rounds"]
 _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s", "throughput", "gflops",
                   "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
-                  "load_before", "load_after", "max_difference"]
+                  "load_before", "load_after", "max_rel_difference"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
                  "reason", "stable", "unstable_reason", "imprecise", "interference", "package", "equivalence",
                  "clock"]
