@@ -1154,3 +1154,17 @@ def test_a_ratio_outside_its_own_interval_still_draws(tmp_path):
     run.write_table("benchmarks", bench)
     chart = charts.mlp_ratios(data.load(run).benchmarks, "cpu")
     assert chart is not None and "KAN / MLP time over shapes and grid sizes" in render(str(run.path)).read_text()
+
+
+def test_an_older_run_with_stable_and_unstable_reason_only_still_renders_its_words(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv")).drop(columns=["imprecise", "interference"])
+    kan = (bench.model == "kan") & (bench.phase == "forward")
+    bench["unstable_reason"] = bench["unstable_reason"].astype(object)
+    bench.loc[kan, ["stable", "unstable_reason"]] = ["unstable", "interval to mlp ±9%; 30 of 40 samples disturbed"]
+    run.write_table("benchmarks", bench)
+    page = render(str(run.path)).read_text()
+    assert "unstable" not in re.sub(r"<details>.*?</details>", "", page, flags=re.S)
+    cells = {row[0].text: row for row in tables.headline(data.load(run).benchmarks, "cpu").rows}
+    assert cells["kan"][1].text.endswith("× slower") and "imprecise" in cells["kan"][1].sub
+    assert "disturbed (2 of 2 shapes: 30 of 40 samples disturbed)" in cells["kan"][1].title
