@@ -430,9 +430,9 @@ RATIO_COLUMN = {"mlp-param": "x_mlp"}  # which ratio carries a model's compariso
 
 def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool | None = None) -> pd.DataFrame:
     """Per benchmark in both runs: the change of its time over the width-matched MLP measured in the
-    same run (new x_mlp / old x_mlp), with an interval, p-value and verdict
-    (:func:`benchmarks.core.stats.compare_ratios`); a machine that was uniformly slower in one run
-    cancels. The absolute times are compared too (:func:`benchmarks.core.stats.compare` on the raw
+    same run (new x_mlp / old x_mlp), judged against its workload's typical change (:func:`_judge_ratios`),
+    with an interval, p-value and verdict (:func:`benchmarks.core.stats.compare_ratios`); a machine
+    that was uniformly slower in one run cancels. The absolute times are compared too (:func:`benchmarks.core.stats.compare` on the raw
     samples: the speed gate's rule), but judged only where ``judge_times`` (by default: the two
     runs' environments match, :func:`environments`); the width-matched MLP's own row has only its
     absolute time to go by. ``threshold`` is the ratio beyond which a significant change counts.
@@ -462,7 +462,7 @@ def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool
             out.append(entry)
             continue
         time_said = _compare_times(entry, name, new_samples, old_samples, row, before, threshold)
-        is_baseline = row["model"] == "mlp" or row.get("family") == "mlp" and row["model"] not in RATIO_COLUMN
+        is_baseline = row["model"] == "mlp" or (row.get("family") == "mlp" and row["model"] not in RATIO_COLUMN)
         column = RATIO_COLUMN.get(row["model"], "x_mlp")
         figures = [_number(r.get(c)) for r in (row, before) for c in (column, f"{column}_low", f"{column}_high")]
         if not is_baseline and np.isfinite(figures).all() and all(v > 0 for v in figures):
@@ -509,7 +509,7 @@ def _judge_ratios(entries: list[dict], threshold: float) -> None:
     for e in entries:
         if "_figures" in e:
             changes.setdefault(e["_workload"], [1.0]).append(e["_figures"][0] / e["_figures"][3])
-        elif e["model"] == "mlp":
+        elif e["model"] == "mlp" and "_workload" in e:
             changes.setdefault(e["_workload"], [1.0])
     for e in entries:
         figures = e.pop("_figures", None)

@@ -356,6 +356,17 @@ def test_an_mlp_that_alone_moved_is_a_shift_of_its_workload_not_a_change_of_ever
     assert forward["judged_by"].str.contains("against its workload's shift").all()
 
 
+def test_a_failed_row_in_either_run_is_compared_as_failed(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=0.4, **BUSY)
+    bench = pd.read_csv(new.file("benchmarks.csv"))
+    bench.loc[bench.model.isin(["mlp", "kan"]), "status"] = "nonfinite"
+    new.write_table("benchmarks", bench)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.10)
+    assert set(frame[frame.model.isin(["mlp", "kan"])]["verdict"]) == {"failed"}
+    assert frame[~frame.model.isin(["mlp", "kan"])]["verdict"].isin(["no significant change", "not judged"]).all()
+
+
 def test_one_model_25_percent_slower_in_its_forward_is_called_slower(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
     new = make_run(tmp_path, "20250601T120700-bbbbbbb", seed=2, load=3.5, speedup={("kan-fast", "forward"): 1.25},
