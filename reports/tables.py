@@ -593,7 +593,7 @@ def run_comparison_table(frame: pd.DataFrame, caption: str = "") -> Table:
         rows.append([
             Cell(str(r["model"]), title=str(r["benchmark"])), Cell(str(r["phase"])), Cell(str(r["device"])),
             Cell(str(r["shape"]), cls="nowrap"),
-            Cell(fmt_times(r["old_x"]), cls="num"), Cell(fmt_times(r["new_x"]), cls="num"),
+            *(Cell(f"{stats.plain(v)}×" if np.isfinite(v) else "–", cls="num") for v in (r["old_x"], r["new_x"])),
             Cell(f"{r['ratio']:.3f}" if np.isfinite(r["ratio"]) else "–", r["judged_by"], cls="num"),
             Cell(interval, cls="num"), Cell(p, cls="num"),
             Cell(str(r["verdict"]), str(r["note"]) if isinstance(r["note"], str) else "", cls),
