@@ -29,6 +29,11 @@ nox.options.default_venv_backend = "none"
 
 ROOT = Path(__file__).parent
 HARNESS_ENV = ROOT / ".nox" / "harness"
+# On Ctrl-C the terminal interrupts nox and the command it runs (one process group). nox's own
+# habit is to wait 0.3 s and then terminate and kill the command, which loses what a bench run
+# writes as it stops (its table, its summary, the mark that it is partial). The harness's commands
+# stop themselves on Ctrl-C, so the sessions wait for them; a second Ctrl-C stops the waiting.
+WAIT_ON_INTERRUPT = {"interrupt_timeout": None}
 
 
 def harness_python(session: nox.Session) -> str:
@@ -64,7 +69,7 @@ def run_command(session: nox.Session, python: str, *args: str, success_codes=(0,
     with tempfile.TemporaryDirectory() as scratch:
         run_file = Path(scratch) / "run"
         session.run(python, "-m", *args, external=True, success_codes=list(success_codes),
-                    env={"KAN_RUN_FILE": str(run_file)})
+                    env={"KAN_RUN_FILE": str(run_file)}, **WAIT_ON_INTERRUPT)
         return Path(run_file.read_text().strip()) if run_file.exists() else None
 
 
@@ -103,7 +108,8 @@ def bench(session: nox.Session) -> None:
 
     Arguments pass through: `nox -s bench -- --suite full --device cuda --model kan,mlp`;
     `nox -s bench -- --help` lists the choices. The run is then rendered as a report
-    when reports/ offers `python -m reports`.
+    when reports/ offers `python -m reports`. Ctrl-C stops the suite and keeps what finished:
+    the session waits while the bench writes its table and summary and marks the run partial.
     """
     python = harness_python(session)
     build_kernels(session, python)
@@ -111,7 +117,8 @@ def bench(session: nox.Session) -> None:
     from benchmarks.core import record# the standard library only, at import
 
     before = {r.name for r in record.runs()}
-    session.run(python, "-m", "benchmarks", *session.posargs, external=True, success_codes=[0, 1])
+    session.run(python, "-m", "benchmarks", *session.posargs, external=True, success_codes=[0, 1],
+                **WAIT_ON_INTERRUPT)
     new = [r for r in record.runs() if r.name not in before and r.has("benchmarks.csv")]
     if not new:
         return
@@ -131,7 +138,7 @@ def gate(session: nox.Session) -> None:
     """
     python = harness_python(session)
     build_kernels(session, python)
-    session.run(python, "-m", "benchmarks.gate", *session.posargs, external=True)
+    session.run(python, "-m", "benchmarks.gate", *session.posargs, external=True, **WAIT_ON_INTERRUPT)
 
 
 @nox.session
@@ -165,7 +172,8 @@ def profile(session: nox.Session) -> None:
     from benchmarks.core import record# the standard library only, at import
 
     before = {r.name for r in record.runs()}
-    session.run(python, "-m", "profiles", *session.posargs, external=True, success_codes=[0, 1, 3])
+    session.run(python, "-m", "profiles", *session.posargs, external=True, success_codes=[0, 1, 3],
+                **WAIT_ON_INTERRUPT)
     new = [r for r in record.runs() if r.name not in before and r.has("profile.json")]
     if not new:
         return

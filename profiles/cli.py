@@ -115,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
                    help="profile the loop as it is once only; by default it runs a second time so that "
                         "profile.json can say how far two profiled runs of one computation differ (the "
                         "noise the two loops' difference is judged against)")
+    p.add_argument("--no-overhead", action="store_true",
+                   help="do not time each scenario's steps without a profiler; by default they are, so that "
+                        "profile.json can say how much each profiler slowed the same steps ('overhead')")
     p.add_argument("--top", type=positive_int, default=30, help="rows of the top-N tables")
     p.add_argument("--pyspy-timeout", type=positive_int, default=None, metavar="SECONDS",
                    help="stop a py-spy child (one per model and device) that runs longer, and say so; "
@@ -223,12 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   {largest} {seconds[largest] / sum(seconds.values()):6.1%}")
 
     in_process = [p for p in PROFILER_TABLE if p.name in args.profiler and p.profile is not None]
+    under: dict[str, dict[str, float]] = defaultdict(dict)  # scenario stem -> profiler -> measured seconds
     for s in todo:
         for profiler in in_process:
             started = time.perf_counter()
             made = [out / f"{s.stem}{suffix}" for suffix in profiler.files]
+            took: list[float] = []
             try:
-                seconds = profiler.function()(s, *made, top=args.top)
+                seconds = profiler.function()(s, *made, top=args.top, measured=took)
+                under[s.stem][profiler.name] = took[0] if took else None
             except Exception as e:  # one line per failed scenario; the others still run
                 failures.append(f"{s.stem} ({profiler.name}): {type(e).__name__}: {e}")
                 print(f"  {profiler.name:8} {s.stem:40} failed: {type(e).__name__}: {e}")
@@ -238,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "py-spy" in args.profiler:
         profile_with_pyspy(todo, args, out, note, failures, unavailable, notes, coverage)
 
+    for stem, said in coverage.items():
+        under[stem]["py-spy"] = said.get("measured_s")
+    bare = {} if args.no_overhead else time_bare([s for s in todo if not s.repeat], failures)
     _write_table(run, table)
     noise = loop_noise(table, repeats)
     run.write_json("profile.json", {
@@ -251,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "notes": notes,
         "backward": backward_notes(args.profiler, args.phase),
         "loop_noise": noise,
+        "overhead": overhead(bare, under, args.steps),
         "py_spy_coverage": coverage,
         "files": files,
     })
@@ -396,6 +406,36 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
             pyspy.write_speedscope(mine, made[0], f"{s.stem} (py-spy)")
             flamegraph.write(mine, made[1], f"{s.stem} (py-spy)")
             note(s, "py-spy", pyspy.attribute(mine), made, took / len(group))
+
+
+OVERHEAD_NOTE = ("Each scenario's measured steps timed without a profiler ('bare_s') and under each profiler "
+                 "('seconds'; 'factor' = seconds / bare_s), one run after another: on a busy machine a factor "
+                 "moves with the load between the runs, so read it as a rough size. py-spy with --native pauses "
+                 "the process it samples to unwind native stacks, which slows that process most. The profilers' "
+                 "shares of one computation compare with each other; their times do not.")
+
+
+def time_bare(todo: Sequence[Scenario], failures: list[str]) -> dict[str, float]:
+    """The wall time of each scenario's measured steps with no profiler attached, by stem."""
+    from profiles import scenario as scenarios
+
+    bare = {}
+    for s in todo:
+        try:
+            bare[s.stem] = scenarios.run(s).measured_s
+        except Exception as e:  # one line per failed scenario; the others still run
+            failures.append(f"{s.stem} (no profiler): {type(e).__name__}: {e}")
+    return bare
+
+
+def overhead(bare: dict[str, float], under: dict[str, dict[str, float]], steps: int) -> dict:
+    """Per scenario: its steps' time bare and under each profiler, and the factor between them."""
+    out = {}
+    for stem, seconds in bare.items():
+        profilers = {name: {"seconds": round(t, 4), "factor": round(t / seconds, 2) if seconds > 0 else None}
+                     for name, t in under.get(stem, {}).items() if t is not None}
+        out[stem] = {"steps": steps, "bare_s": round(seconds, 4), "profilers": profilers}
+    return {"note": OVERHEAD_NOTE, "scenarios": out} if out else {}
 
 
 def backward_notes(profilers: Sequence[str], phases: Sequence[str]) -> dict[str, str]:

@@ -42,8 +42,10 @@ _LABEL = ("user_annotation", "python_function")  # the interpreter's own time wh
 _NESTING_SLACK_US = 0.01  # timestamps are rounded to 1 ns; a child may overhang its parent by that
 
 
-def profile(s: scenarios.Scenario, trace_path: Path, table_path: Path, top: int = 30) -> dict[str, float]:
-    """Run ``s`` under torch.profiler; write the chrome trace and the table; seconds per part."""
+def profile(s: scenarios.Scenario, trace_path: Path, table_path: Path, top: int = 30,
+            measured: list | None = None) -> dict[str, float]:
+    """Run ``s`` under torch.profiler; write the chrome trace and the table; seconds per part.
+    ``measured``: the wall time of the measured steps, profiler included, is appended to it."""
     import torch
     from torch.profiler import ProfilerActivity, record_function
 
@@ -56,7 +58,9 @@ def profile(s: scenarios.Scenario, trace_path: Path, table_path: Path, top: int 
     regions.set_annotation(True)
     try:
         with torch.profiler.profile(activities=activities) as prof:
-            scenarios.run(s, lambda: record_function(MEASURED))
+            w = scenarios.run(s, lambda: record_function(MEASURED))
+            if measured is not None:
+                measured.append(w.measured_s)
     finally:
         regions.set_annotation(was)
     prof.export_chrome_trace(str(trace_path))

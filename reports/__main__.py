@@ -20,12 +20,16 @@ def parser() -> argparse.ArgumentParser:
                    help="the run to render (default: the newest run with something to show, together with the "
                         "newest bench, profile, quality and gate runs of the same machine and commit, on one page)")
     p.add_argument("--run", help="the same as RUN")
-    p.add_argument("--against", metavar="RUN", help="compare with an older run: new/old ratio and verdict per benchmark")
+    p.add_argument("--against", metavar="RUN",
+                   help="compare with an older run: per benchmark, the change of its time over the MLP (each "
+                        "run's own), judged against its workload; absolute times judged only where both runs' "
+                        "conditions match (docs/reading-the-page.md)")
     p.add_argument("--merge", metavar="RUN", nargs="+", default=[],
                    help="more runs (from other machines, say) to show on the same page, labelled by machine")
     p.add_argument("--out", metavar="FILE", help="where to write the page (default: RUN/report.html)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"new/old ratio beyond which a significant change counts (default {DEFAULT_THRESHOLD})")
+                   help=f"--against: the change (new / old time over the MLP) beyond which a significant one "
+                        f"counts (default {DEFAULT_THRESHOLD})")
     return p
 
 

@@ -64,7 +64,8 @@ def styled(chart_function):
 
 def _svg(fig: Figure, title: str, alt: str, note: str = "", table: tables.Table | None = None) -> Chart:
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})  # constrained layout keeps labels inside
+    # constrained layout keeps labels inside; a tight box takes in any key or text that still reaches out
+    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.05)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return Chart(title, f"data:image/svg+xml;base64,{data}", alt, note, table)
 
@@ -77,9 +78,17 @@ def _subplots(fig: Figure, rows: int, cols: int, **kw):
     return fig.subplots(rows, cols, squeeze=False, **kw)
 
 
+LABEL_LENGTH = 60  # characters of a record's text on a chart; the tables carry it whole
+
+
 def label(text: object) -> str:
-    """Text from a record, safe for matplotlib: ``$`` would otherwise start mathtext."""
-    return str(text).replace("$", r"\$")
+    """Text from a record, safe for matplotlib: ``$`` would otherwise start mathtext, and a text
+    longer than LABEL_LENGTH is cut (a very long model name would stall the layout and push
+    everything else off the chart)."""
+    text = str(text)
+    if len(text) > LABEL_LENGTH:
+        text = text[:LABEL_LENGTH - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 TAB = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
@@ -226,7 +235,7 @@ def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
         for (model, widths, batch), g in at.groupby(["model", "widths", "batch"], dropna=False):
             x = np.array([index[_shape(*s)] for s in g[SHAPE].itertuples(index=False)], dtype=float)
             order = np.argsort(x)
-            faint = (g["stable"].to_numpy()[order] == "unstable") if "stable" in g else np.zeros(len(g), bool)
+            faint = g["imprecise"].notna().to_numpy()[order] if "imprecise" in g else np.zeros(len(g), bool)
             for k, (column, marker, line, _) in enumerate(MATCHED):
                 values = g[column].to_numpy(float)[order]
                 if not np.isfinite(values).any():
@@ -240,7 +249,11 @@ def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
                 handles.setdefault(model, drawn)
                 has = np.isfinite(low) & np.isfinite(high)
                 if has.any():
-                    ax.errorbar(xs[has], values[has], yerr=[values[has] - low[has], high[has] - values[has]],
+                    # a ratio outside its own interval (the median of per-round ratios against an interval
+                    # made another way, in an older table) draws the bar to the ratio, never a negative one
+                    below = np.maximum(values[has] - low[has], 0)
+                    above = np.maximum(high[has] - values[has], 0)
+                    ax.errorbar(xs[has], values[has], yerr=[below, above],
                                 fmt="none", ecolor=colors[model], elinewidth=0.8, capsize=1.5)
                 if faint.any():
                     ax.plot(xs[faint], values[faint], "x", color="#999999", markersize=6)
@@ -261,14 +274,14 @@ def mlp_ratios(rows: pd.DataFrame, where: str) -> Chart | None:
     key = [Line2D([], [], color="black", marker=marker, linestyle=line, markersize=4, linewidth=1,
                   markerfacecolor="black" if marker == "o" else "white", label=f"against {what}")
            for _, marker, line, what in MATCHED]
-    key.append(Line2D([], [], color="#999999", marker="x", linestyle="none", label="unstable (not said faster or slower)"))
+    key.append(Line2D([], [], color="#999999", marker="x", linestyle="none", label="imprecise (interval wider than ±5%)"))
     fig.legend(list(handles.values()) + key, [label(m) for m in handles] + [k.get_label() for k in key],
                loc="outside right upper", fontsize=7, title="model (colour) and MLP (mark)", title_fontsize=7)
     ticks = [label(shape_label(*s)).replace("batch ", "b").replace("grid ", "g") for s in shapes]
     axes[-1].set_xticks(range(len(shapes)), ticks, rotation=90 if many else 30, ha="center" if many else "right",
                         fontsize=7 if many else 8)
     note = ("Colour: the model. Filled circle on a solid line: against the width-matched MLP; open square on a "
-            "dashed line: against the parameter-matched MLP; bars: the 95% interval; a grey x: unstable. Above 1 "
+            "dashed line: against the parameter-matched MLP; bars: the 95% interval; a grey x: imprecise. Above 1 "
             "the KAN is slower; b: batch, g: grid size; a line joins the grid sizes of one shape.")
     return _svg(fig, f"KAN / MLP time over shapes and grid sizes — {where}",
                 f"KAN to MLP time ratios over shapes, {where}", note)
@@ -467,18 +480,19 @@ def attribution(rows: pd.DataFrame, scenario: str) -> Chart | None:
             if wi >= 7:
                 ax.text(li + wi / 2, yi, f"{wi:.0f}%", ha="center", va="center", fontsize=7, color="white")
         left += widths
-    for yi, (_, _, total) in zip(y, bars):
-        if total is not None:
-            scale, unit = time_unit(total)
-            ax.text(101, yi, f"{total * scale:.3g} {unit}", va="center", fontsize=7)
+    # no seconds beside the bars: each profiler slows the steps it watches by its own factor, so
+    # only the shares compare across bars (the times, bare and under each profiler, are in a table)
     ax.set_yticks(y, [label(b[0]) for b in bars])
-    ax.set_xlim(0, 112)
+    ax.set_xlim(0, 100)
     ax.set_xticks([0, 25, 50, 75, 100])
     ax.set_xlabel("share of time (%)")
     ax.grid(axis="y", visible=False)
-    ax.legend(ncol=len(parts), fontsize=7, loc="lower center", bbox_to_anchor=(0.45, 1.0), frameon=False)
+    # the key above the bars, inside the figure: constrained layout makes room for it, in rows
+    fig.legend(*ax.get_legend_handles_labels(), ncol=min(len(parts), 6), fontsize=7, loc="outside upper center",
+               frameon=False)
     return _svg(fig, f"Where the time goes — {scenario}", f"Share of time per part, scenario {scenario}",
-                "each bar is one profiler's view; the total measured time is at its right")
+                "each bar is one profiler's view of the same steps: compare the shares, not the times, "
+                "since each profiler slows the steps by its own factor (see the overhead table)")
 
 
 RATIO_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.5,

@@ -53,6 +53,7 @@ class RunData:
     profile_files: list[ProfileFile] = field(default_factory=list)
     profile: dict = field(default_factory=dict)  # profile.json: settings, the loop's noise, backward notes
     quality_summary: pd.DataFrame | None = None  # per task and model over seeds, with the Pareto front
+    partial: str | None = None  # why a bench run holds less than it set out to (record.Run.partial)
 
     @property
     def name(self) -> str:
@@ -95,16 +96,23 @@ def kinds_of(run: record.Run) -> list[str]:
 
 
 def open_run(name: str | None) -> record.Run:
-    """The run named (a folder or a run id), or the newest run that has something to report."""
+    """The run named (a folder or a run id), or the newest run that has something to report,
+    preferring a complete one to a partial one (an interrupted or killed bench run)."""
     try:
         if name is not None:
             return record.open_run(name)
-        found = [r for r in record.runs() if reportable(r)]
+        found = complete_first([r for r in record.runs() if reportable(r)])
         if not found:
             record.latest(having="benchmarks.csv")  # raises, naming the folder and `nox -s bench`
         return found[-1]
     except FileNotFoundError as e:
         raise ReportError(str(e)) from None
+
+
+def complete_first(runs: list[record.Run]) -> list[record.Run]:
+    """``runs`` (oldest first) with the partial bench runs moved before every complete run, so that
+    the last one is the newest complete run where there is one."""
+    return [r for r in runs if r.partial()] + [r for r in runs if not r.partial()]
 
 
 def origin(run: record.Run) -> tuple[str | None, str | None]:
@@ -120,7 +128,7 @@ def default_runs() -> list[record.Run]:
     newest = open_run(None)
     picked = [newest]
     covered = set(kinds_of(newest))
-    for run in reversed([r for r in record.runs() if reportable(r)]):
+    for run in reversed(complete_first([r for r in record.runs() if reportable(r)])):
         new_kinds = set(kinds_of(run)) - covered
         if new_kinds and origin(run) == origin(newest):
             picked.append(run)
@@ -165,8 +173,16 @@ def load(run: record.Run) -> RunData:
             gate = run.read_json("gate.json")
         except ValueError as e:
             raise ReportError(str(e)) from None
+    profile = {}
+    if run.has("profile.json"):
+        try:
+            profile = run.read_json("profile.json")
+        except ValueError as e:
+            raise ReportError(str(e)) from None
+        if not isinstance(profile, dict):
+            raise ReportError(f"{run.file('profile.json')} does not hold a JSON object")
     return RunData(run, machine, environment, bench, attribution, quality, gate, profile_files(run),
-                   quality_summary=quality_summary)
+                   profile=profile, quality_summary=quality_summary, partial=run.partial())
 
 
 def shard_of(run: record.Run) -> tuple[str, str] | None:
@@ -249,6 +265,11 @@ def _rows_for_page(df: pd.DataFrame, run: record.Run, machine: str) -> pd.DataFr
     """What the page needs beside the record's columns: a status, family, machine and benchmark name
     on every row, and the run it came from."""
     df = df.copy()
+    # a table rebuilt from measurements.jsonl (a killed run) keeps whole numbers as pandas' nullable
+    # integers, whose missing value (pd.NA) has no truth value; the page reads every number as a float
+    for column in df.columns:
+        if pd.api.types.is_extension_array_dtype(df[column].dtype) and pd.api.types.is_numeric_dtype(df[column].dtype):
+            df[column] = df[column].astype("float64")
     df["status"] = df["status"].fillna("ok")
     guessed = df["model"].map(lambda m: "mlp" if str(m).startswith("mlp") else "kan")
     df["family"] = df["family"].fillna(guessed)

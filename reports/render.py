@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from reports.units import is_missing
 from reports.data import ReportError, RunData, default_runs, environment_items, load, load_all, open_run
 
 TEMPLATES = Path(__file__).parent / "templates"
-DEFAULT_THRESHOLD = 1.05  # a significant change within ±5% reads "no significant change"
+# A significant change within ±10% reads "no significant change": on a shared machine a model's
+# time over the MLP moves by several percent between two runs of one commit (docs/reading-the-page.md).
+DEFAULT_THRESHOLD = 1.10
 
 SYNC_LESSON = [
     "On CUDA and MPS the host only queues work for the device, so a host-side profiler (cProfile, "
@@ -124,19 +127,39 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
             lesson = SYNC_LESSON + example
     figures = {k: [c for c in v if c is not None] for k, v in figures.items()}
 
+    overhead = [(r.machine, tables.overhead_table(r.profile.get("overhead") or {}),
+                 tables.profiler_sentence(r.profile.get("settings") or {})) for r in runs if r.attribution is not None]
+    overhead = [o for o in overhead if o[1] is not None]
+
     comparison = None
     if against is not None:
         primary = runs[0]
-        frame = tables.compare_runs(primary, against, threshold)
+        conditions = tables.environments(primary, against)
+        frame = tables.compare_runs(primary, against, threshold, judge_times=conditions["matched"])
+        same = frame["verdict"].isin(["no significant change", "not judged"])
         comparison = {
             "new": primary.name, "old": against.name, "new_machine": primary.machine,
             "old_machine": against.machine, "threshold": threshold, "counts": tables.verdict_counts(frame),
-            "changed": tables.comparison_table(frame[frame["verdict"] != "no significant change"]),
-            "unchanged": tables.comparison_table(frame[frame["verdict"] == "no significant change"]),
-            "chart": charts.comparison(frame) if len(frame) else None,
+            "conditions": conditions,
+            "changed": tables.run_comparison_table(frame[~same]),
+            "unchanged": tables.run_comparison_table(frame[same]),
+            "chart": charts.comparison(frame, title="New / old time over the MLP per benchmark",
+                                       axis="new / old (time over the MLP; the MLP itself: time)") if len(frame) else None,
             "only_new": sorted(set(primary.benchmarks["benchmark"]) - set(against.benchmarks["benchmark"])),
             "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
         }
+
+    facts = []  # what a reader looks for next to the headline
+    for r in runs:
+        rows = r.benchmarks
+        if rows.empty:
+            continue
+        prefix = f"{r.machine}: " if len([x for x in runs if not x.benchmarks.empty]) > 1 else ""
+        said = [tables.same_function(rows), *tables.speedup(rows), tables.conditions(rows, r.environment)]
+        facts += [prefix + s for s in said if s]
+    if not any(r.gate is not None for r in runs) and not bench.empty:
+        facts.append("No speed gate run on this page: these are measurements, not a verdict on a change "
+                     "(`nox -s gate` times the working tree against a base commit, side by side).")
 
     sources = {
         "bench": [r.name for r in runs if not r.benchmarks.empty],
@@ -148,6 +171,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "sources": sources,
         "runs": [{
             "name": r.name, "machine": r.machine, "environment": environment_items(r.environment),
+            "partial": r.partial,
             "profiles": profile_table(r.profile_files, page),
             "quality": tables.frame_table(r.quality) if r.quality is not None else None,
             **quality_context(r, several=len(runs) > 1),
@@ -159,6 +183,10 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "figures": figures,
         "attribution": attribution is not None,
         "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},
+        "overhead": overhead,
+        "profiler_sentence": tables.profiler_sentence(next((r.profile.get("settings") for r in runs
+                                                            if r.attribution is not None and r.profile), {}) or {}),
+        "facts": facts,
         "lesson": lesson,
         "lesson_table": lesson_table,
         "comparison": comparison,
@@ -201,14 +229,25 @@ def gate_context(gate: object) -> dict:
     }
 
 
+CELL_LENGTH = 300  # characters of one table cell; a record's text beyond that is cut on the page
+
+
+def cut(text: object, length: int = CELL_LENGTH) -> str:
+    """``text`` as a string of at most about ``length`` characters, saying how much was left out."""
+    text = str(text)
+    return text if len(text) <= length else f"{text[:length]}… ({len(text) - length:,} more characters)"
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,  # every string from a record is escaped, whatever the template name
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["cut"] = cut  # a record's text (a model name of megabytes) never swamps the page
+    return env
 
 
 def render(
@@ -240,8 +279,29 @@ def render(
     if page.exists() and page.is_dir():
         raise ReportError(f"--out {page} is a folder; give a file name")
     html = environment().get_template("report.html.j2").render(**context(runs, old, page, threshold))
-    page.parent.mkdir(parents=True, exist_ok=True)
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(page)  # atomic: a reader never sees half a page
+    write_page(page, html)
     return page
+
+
+def write_page(page: Path, html: str) -> None:
+    """Write ``html`` to ``page`` atomically (a reader never sees half a page), making its folder if
+    needed; :class:`ReportError` in one line where it cannot be written (a read-only run folder, a
+    folder that cannot be made, /proc/...)."""
+    tmp = page.with_name(page.name + ".tmp")
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(page)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        where = "the run folder" if out_is_run_folder(page) else "that folder"
+        raise ReportError(f"cannot write the page to {page} ({e.strerror or type(e).__name__}); "
+                          f"{where} is not writable here: give --out a file in one that is") from None
+
+
+def out_is_run_folder(page: Path) -> bool:
+    try:
+        return (page.parent / "environment.json").exists()
+    except OSError:
+        return False

@@ -7,6 +7,7 @@ unit here; ratios read "3.2× slower" or "1.5× faster".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,14 +37,14 @@ class Table:
 
 
 def fmt_time(seconds: float) -> str:
-    if seconds is None or not np.isfinite(seconds):
+    if is_missing(seconds) or not np.isfinite(seconds):
         return "–"
     scale, unit = time_unit(seconds)
     return f"{seconds * scale:.3g} {unit}"
 
 
 def fmt_bytes(n: float) -> str:
-    if n is None or not np.isfinite(n):
+    if is_missing(n) or not np.isfinite(n):
         return "–"
     scale, unit = byte_unit(n)
     return f"{n * scale:.3g} {unit}"
@@ -52,7 +53,7 @@ def fmt_bytes(n: float) -> str:
 def fmt_number(v: object) -> str:
     if isinstance(v, (float, np.floating)):
         return "–" if not np.isfinite(v) else f"{v:.4g}"
-    if v is None:
+    if is_missing(v):
         return "–"
     return str(v)
 
@@ -92,46 +93,69 @@ def _models(rows: pd.DataFrame) -> list[str]:
     return sorted(set(rows["model"]), key=lambda m: (families.get(m) == "mlp", m))
 
 
-def combined(at: pd.DataFrame, column: str) -> tuple[float, float, float, str | None, int]:
-    """A ratio column over the shapes of ``at``: (geometric mean, geometric mean of the interval's
-    ends, the reason it is unstable or None, how many shapes). The interval of the mean is no
-    wider than the mean of the intervals, so the words said of it are safe."""
+BASELINE_OF = {"x_mlp": "mlp", "x_mlp_param": "mlp-param"}
+
+
+@dataclass
+class Combined:
+    """A ratio column over the shapes of a model and phase (see :func:`combined`)."""
+
+    ratio: float
+    low: float
+    high: float
+    imprecise: str | None  # why the interval is wider than asked, or None
+    disturbed: str | None  # the OS evidence of interference in the samples used, or None
+    shapes: int
+
+
+def _flag(at: pd.DataFrame, column: str, read) -> str | None:
+    """A flag over shapes: the reason where one shape, "k of n shapes: first reason" where several."""
+    if column not in at:
+        return None
+    said = [r for r in (read(v) for v in at[column]) if r]
+    if not said:
+        return None
+    return said[0] if len(at) == 1 else f"{len(said)} of {len(at)} shapes: {said[0]}"
+
+
+def combined(at: pd.DataFrame, column: str) -> Combined:
+    """A ratio column over the shapes of ``at``: the geometric mean, the geometric mean of the
+    interval's ends, and the flags. The interval of the mean is no wider than the mean of the
+    intervals, so the words said of it are safe."""
     ok = at[np.isfinite(at[column].to_numpy(float)) & (at[column].to_numpy(float) > 0)]
     if ok.empty:
-        return float("nan"), float("nan"), float("nan"), None, 0
+        return Combined(float("nan"), float("nan"), float("nan"), None, None, 0)
     low = ok[f"{column}_low"].to_numpy(float) if f"{column}_low" in ok else np.full(len(ok), np.nan)
     high = ok[f"{column}_high"].to_numpy(float) if f"{column}_high" in ok else np.full(len(ok), np.nan)
-    unstable = ok[ok["stable"] == "unstable"] if "stable" in ok else ok.iloc[:0]
-    reason = None
-    if len(unstable):
-        first = unstable["unstable_reason"].dropna()
-        reason = (first.iloc[0] if len(first) else "unstable") if len(ok) == 1 else \
-            f"{len(unstable)} of {len(ok)} shapes" + (f": {first.iloc[0]}" if len(first) else "")
-    return geomean(ok[column]), geomean(low), geomean(high), reason, len(ok)
+    baseline = BASELINE_OF.get(column, "mlp")
+    imprecise = _flag(ok, "imprecise", lambda v: stats.imprecision_of(v, baseline))
+    disturbed = _flag(ok, "interference", lambda v: v if isinstance(v, str) and v.strip() else None)
+    return Combined(geomean(ok[column]), geomean(low), geomean(high), imprecise, disturbed, len(ok))
 
 
 def said(at: pd.DataFrame, column: str) -> Cell:
-    """The cell of a ratio column: what may be said of it, with its interval and shapes below."""
-    ratio, low, high, unstable, n = combined(at, column)
-    if not n:
+    """The cell of a ratio column: direction and size, with its interval, shapes and flags below."""
+    c = combined(at, column)
+    if not c.shapes:
         return Cell("–")
-    text = stats.words(ratio, low, high, unstable)
-    cls = ("unstable" if unstable else "same" if text.startswith("no clear") else
-           "slower" if "slower" in text else "faster" if "faster" in text else "")
-    sub = f"{stats.plain(ratio)}×" + (f" [{stats.plain(low)}, {stats.plain(high)}]" if np.isfinite(low) else "")
-    sub += f", {n} shapes" if n > 1 else ""
-    sub += f"; {unstable}" if unstable else ""
-    shown = "unstable" if unstable else text.replace("x slower", "× slower").replace("x faster", "× faster")
-    return Cell(shown, sub, cls, title=text)  # the reason an unstable cell gives, on hover and in the title
+    text = stats.words(c.ratio, c.low, c.high, c.imprecise, disturbed=c.disturbed, interval=True)
+    way = stats.direction(c.ratio, c.low, c.high)
+    cls = {"same": "same", "slower": "slower", "faster": "faster"}.get(way, "")
+    sub = f"{stats.plain(c.ratio)}×" + (f" [{stats.plain(c.low)}, {stats.plain(c.high)}]" if np.isfinite(c.low) else "")
+    sub += f", {c.shapes} shapes" if c.shapes > 1 else ""
+    flags = [w for w, why in (("imprecise", c.imprecise), ("disturbed", c.disturbed)) if why]
+    sub += f"; {', '.join(flags)}" if flags else ""
+    shown = stats.words(c.ratio, c.low, c.high).replace("x slower", "× slower").replace("x faster", "× faster")
+    return Cell(shown, sub, cls + (" imprecise" if flags else ""), title=text)  # the flags' reasons on hover
 
 
 def headline(rows: pd.DataFrame, where: str) -> Table | None:
     """For each KAN: times slower or faster than the width- and parameter-matched MLP, per phase.
 
     A cell says what the measurement allows (:func:`benchmarks.core.stats.words`): slower or
-    faster only where the interval excludes 1 and the measurement is stable. Over several
-    shapes it is the geometric mean (ratios multiply, so that is their fair average).
-    KANs come fastest first.
+    faster with its size where the interval excludes 1, "no clear difference" where it holds
+    1; "imprecise" and "disturbed" are said below, never instead. Over several shapes it is
+    the geometric mean (ratios multiply, so that is their fair average). KANs come fastest first.
     """
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok")]
     if kan.empty or (kan["x_mlp"].isna().all() and kan["x_mlp_param"].isna().all()):
@@ -152,8 +176,12 @@ def headline(rows: pd.DataFrame, where: str) -> Table | None:
     return Table(where, columns, table_rows, groups)
 
 
+REFERENCE = "kan"  # the reference B-spline KAN: its ratio leads every headline
+
+
 def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
-    """One line per phase: the fastest KAN and how it stands against the width-matched MLP."""
+    """One line per phase: the reference KAN's ratio to the width-matched MLP, then the KANs with
+    the smallest and the largest ratio."""
     kan = rows[(rows["family"] == "kan") & (rows["status"] == "ok") & rows["x_mlp"].notna()]
     lines = []
     for phase in _phases(kan["phase"]):
@@ -163,18 +191,98 @@ def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
             continue
 
         def say(model: str) -> str:
-            ratio, low, high, unstable, _ = combined(at[at["model"] == model], "x_mlp")
-            text = stats.words(ratio, low, high, unstable, than="the width-matched MLP")
-            interval = f" ({stats.plain(ratio)}×, 95% interval {stats.plain(low)}–{stats.plain(high)})" \
-                if np.isfinite(low) and not unstable else ""
-            return text + interval
+            c = combined(at[at["model"] == model], "x_mlp")
+            return stats.words(c.ratio, c.low, c.high, c.imprecise, than="the width-matched MLP",
+                               disturbed=c.disturbed, interval=True)
 
+        parts = []
+        if REFERENCE in by_model.index:
+            parts.append(f"the reference KAN ({REFERENCE}): {say(REFERENCE)}")
         best, worst = by_model.idxmin(), by_model.idxmax()
-        text = f"{where}, {phase}: the KAN with the smallest time ratio is {best}: {say(best)}"
-        if worst != best:
-            text += f"; the largest is {worst}: {say(worst)}"
-        lines.append(text + ".")
+        if best != REFERENCE:
+            parts.append(f"the KAN with the smallest time ratio is {best}: {say(best)}")
+        if worst not in (best, REFERENCE):
+            parts.append(f"the largest is {worst}: {say(worst)}")
+        lines.append(f"{where}, {phase}: " + "; ".join(parts).replace("; imprecise", ", imprecise")
+                     .replace("; disturbed", ", disturbed") + ".")
     return lines
+
+
+# The largest output difference, over the largest output, within which two computations of one
+# function agree in a dtype: a few units of its rounding, grown over a network's sums.
+SAME_WITHIN = {"float64": 1e-10, "float32": 1e-5, "bfloat16": 3e-2, "float16": 3e-3}
+
+
+def same_function(rows: pd.DataFrame) -> str | None:
+    """A line on whether kan-fast computes kan's function, from the difference each workload recorded."""
+    fast = rows[(rows["model"] == "kan-fast") & (rows["status"] == "ok")]
+    if fast.empty or "kan" not in set(rows["model"]):
+        return None
+    measured = pd.to_numeric(fast.get("max_rel_difference", pd.Series(dtype=float)), errors="coerce").dropna()
+    if measured.empty:
+        return ("kan-fast against kan: this run did not record whether they compute the same function (a bench "
+                "made by an older harness, or no forward workload of both); tests/test_fast.py checks it.")
+    within = fast.loc[measured.index, "dtype"].map(lambda d: SAME_WITHIN.get(str(d), 1e-5))
+    off = measured[measured > within]
+    n = f"{len(measured)} workload{'s' if len(measured) > 1 else ''}"
+    if off.empty:
+        return (f"kan-fast computes the same function as kan: given kan's weights, its largest output difference "
+                f"is {measured.max():.2g} of kan's largest output over {n} of this run's own inputs (within "
+                f"the dtype's rounding).")
+    worst = fast.loc[off.idxmax()]
+    return (f"kan-fast does NOT compute the same function as kan in {len(off)} of {n}: given kan's weights, its "
+            f"output differs by up to {off.max():.2g} of kan's largest output ({worst['dtype']}, "
+            f"{shape_label(worst['widths'], worst['batch'], worst['grid_size'])}; within "
+            f"{SAME_WITHIN.get(str(worst['dtype']), 1e-5):g} would be rounding).")
+
+
+def speedup(rows: pd.DataFrame, fast: str = "kan-fast", reference: str = "kan") -> list[str]:
+    """Per phase: ``fast``'s time over ``reference``'s, from their times over the MLP in each workload
+    (each with its interval), as the geometric mean over workloads, in words."""
+    ok = rows[rows["status"] == "ok"]
+    keys = ["phase", "device", "dtype", "widths", "batch", "grid_size"]
+    pair = ok[ok["model"] == fast].merge(ok[ok["model"] == reference], on=keys, suffixes=("_fast", "_ref"))
+    lines = []
+    for phase in _phases(pair["phase"]):
+        found = []
+        for _, r in pair[pair["phase"] == phase].iterrows():
+            figures = [float(r.get(f"x_mlp{end}_{side}", np.nan)) for side in ("fast", "ref") for end in ("", "_low", "_high")]
+            if np.isfinite(figures).all() and min(figures) > 0:
+                c = stats.compare_ratios(*figures)
+                found.append((c.ratio, c.ci_low, c.ci_high))
+        if found:
+            ratio, low, high = (geomean([f[k] for f in found]) for k in range(3))
+            over = f", geometric mean over {len(found)} workloads" if len(found) > 1 else ""
+            lines.append(f"{phase}{over}: {fast} is " + stats.words(ratio, low, high, than=reference, interval=True))
+    return lines
+
+
+def conditions(rows: pd.DataFrame, environment: dict) -> str | None:
+    """The clock, threads and load the numbers were taken under, in one line."""
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        return None
+    clocks = sorted({str(c) for c in ok["clock"].dropna()}) if "clock" in ok else []
+    clock = {"cpu": "the process's CPU time (one thread on the CPU: time the OS gave other processes is not "
+                    "counted)", "wall": "the wall clock, the device synchronised"}
+    threads = sorted({int(t) for t in pd.to_numeric(ok["threads"], errors="coerce").dropna()})
+    loads = pd.concat([pd.to_numeric(ok[c], errors="coerce") for c in ("load_before", "load_after") if c in ok]).dropna()
+    cores = environment.get("cpu_count")
+    parts = [" and ".join(clock.get(c, c) for c in clocks) if clocks else "a clock this table does not name"]
+    if threads:
+        parts.append(f"{'/'.join(map(str, threads))} thread{'s' if threads != [1] else ''}")
+    if len(loads):
+        low, high = loads.min(), loads.max()
+        load = f"load average {low:.1f}" + (f" to {high:.1f}" if high - low >= 0.05 else "")
+        load += f" on {cores} cores" if cores else ""
+        if cores and high > cores:
+            load += " (more work than cores: other processes competed for the CPU)"
+        parts.append(load)
+    else:
+        start = environment.get("load_average")
+        parts.append(f"load average {start[0]:.1f} as the run began" if isinstance(start, list) and start
+                     else "load not recorded")
+    return "Measured on " + "; ".join(parts) + "."
 
 
 def timings(rows: pd.DataFrame, where: str) -> list[Table]:
@@ -252,19 +360,85 @@ VERDICT_WORDS = {  # benchmarks.core.stats verdicts as the page says them
     "regression": "slower", "improvement": "faster", "unchanged": "no significant change",
     "insufficient samples": "too few samples",
 }
-VERDICT_ORDER = ["slower", "faster", "no significant change", "too few samples", "no samples", "failed"]
+VERDICT_ORDER = ["slower", "faster", "no significant change", "too few samples", "not judged", "no samples", "failed"]
 
 
-def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
-    """Per benchmark in both runs: new/old ratio of medians, its interval, p-value and verdict.
+LOAD_PER_CORE = 0.25  # two runs' loads may differ by this much per core (at least 0.5) and still match
 
-    The statistics are the speed gate's (:func:`benchmarks.core.stats.compare`: Mann-Whitney
-    U on the raw samples, a bootstrap interval of the ratio of medians), so the report
-    and the gate judge a change by the same rule; ``threshold`` is the ratio beyond which
-    a significant change counts (1.05: 5%).
+
+def _one(values) -> set:
+    return {v for v in values if not is_missing(v)}
+
+
+def _load(run: RunData) -> float | None:
+    """The load a run's numbers were taken under: the median of its rows' load before and after
+    each workload, else the 1-minute load average as the run began."""
+    rows = run.benchmarks
+    loads = pd.concat([pd.to_numeric(rows.get(c, pd.Series(dtype=float)), errors="coerce")
+                       for c in ("load_before", "load_after")]).dropna()
+    if len(loads):
+        return float(loads.median())
+    start = run.environment.get("load_average")
+    return float(start[0]) if isinstance(start, list) and start and isinstance(start[0], (int, float)) else None
+
+
+def environments(new: RunData, old: RunData) -> dict:
+    """Whether two runs were measured under the same conditions, so that their absolute times may
+    be judged against each other: the same CPU, devices and torch, the same clock and threads, and
+    loads within LOAD_PER_CORE per core. ``matched``: bool; ``differences``: what differed, in words;
+    ``same_commit``: the commit both measured, where it is one (None otherwise); ``dirty``: either
+    side had uncommitted changes."""
+    differences = []
+    n_env, o_env = new.environment, old.environment
+    for key, what in (("cpu", "CPU"), ("machine", "machine")):
+        if n_env.get(key) != o_env.get(key):
+            differences.append(f"{what} {o_env.get(key) or '?'} then {n_env.get(key) or '?'}")
+    n_torch, o_torch = (e.get("torch", {}).get("version") if isinstance(e.get("torch"), dict) else None
+                        for e in (n_env, o_env))
+    if n_torch != o_torch:
+        differences.append(f"torch {o_torch or '?'} then {n_torch or '?'}")
+    devices = [sorted(str(d.get("name")) for d in e.get("devices", []) if isinstance(d, dict)) for e in (o_env, n_env)]
+    if devices[0] != devices[1]:
+        differences.append(f"devices {', '.join(devices[0]) or '?'} then {', '.join(devices[1]) or '?'}")
+    for column, what in (("clock", "clock"), ("threads", "threads")):
+        o, n = (sorted(map(str, _one(r.benchmarks[column]))) if column in r.benchmarks else []
+                for r in (old, new))
+        if column == "threads" and not (o and n):
+            o, n = ([str(e.get("threads"))] if e.get("threads") is not None else [] for e in (o_env, n_env))
+        if o != n:
+            differences.append(f"{what} {', '.join(o) or '?'} then {', '.join(n) or '?'}")
+    cores = n_env.get("cpu_count") or o_env.get("cpu_count") or 1
+    bound = max(0.5, LOAD_PER_CORE * float(cores))
+    o_load, n_load = _load(old), _load(new)
+    if o_load is None or n_load is None:
+        differences.append("the load of one run is not recorded")
+    elif abs(n_load - o_load) > bound:
+        differences.append(f"load {o_load:.1f} then {n_load:.1f} on {cores} cores (within {bound:g} would match)")
+    elif max(o_load, n_load) > float(cores):
+        # alike, but so busy that the times measure the neighbours as much as the code
+        differences.append(f"load {o_load:.1f} and {n_load:.1f} on {cores} cores: more work than cores in "
+                           f"{'both runs' if min(o_load, n_load) > float(cores) else 'one run'}")
+    n_commit, o_commit = (e.get("commit") if isinstance(e.get("commit"), dict) else {} for e in (n_env, o_env))
+    same = n_commit.get("id") if n_commit.get("id") and n_commit.get("id") == o_commit.get("id") else None
+    return {"matched": not differences, "differences": differences, "same_commit": same,
+            "dirty": bool(n_commit.get("dirty") or o_commit.get("dirty")),
+            "load_old": o_load, "load_new": n_load}
+
+
+RATIO_COLUMN = {"mlp-param": "x_mlp"}  # which ratio carries a model's comparison; the MLP itself has none
+
+
+def compare_runs(new: RunData, old: RunData, threshold: float, judge_times: bool | None = None) -> pd.DataFrame:
+    """Per benchmark in both runs: the change of its time over the width-matched MLP measured in the
+    same run (new x_mlp / old x_mlp), judged against its workload's typical change (:func:`_judge_ratios`),
+    with an interval, p-value and verdict (:func:`benchmarks.core.stats.compare_ratios`); a machine
+    that was uniformly slower in one run cancels. The absolute times are compared too (:func:`benchmarks.core.stats.compare` on the raw
+    samples: the speed gate's rule), but judged only where ``judge_times`` (by default: the two
+    runs' environments match, :func:`environments`); the width-matched MLP's own row has only its
+    absolute time to go by. ``threshold`` is the ratio beyond which a significant change counts.
     """
-    from benchmarks.core import stats
-
+    if judge_times is None:
+        judge_times = environments(new, old)["matched"]
     new_samples, old_samples = new.samples(), old.samples()
     old_rows = old.benchmarks.drop_duplicates("benchmark").set_index("benchmark")
     out = []
@@ -276,34 +450,113 @@ def compare_runs(new: RunData, old: RunData, threshold: float) -> pd.DataFrame:
         entry = {
             "benchmark": name, "model": row["model"], "phase": row["phase"], "device": row["device"],
             "shape": shape_label(row["widths"], row["batch"], row["grid_size"]),
-            "old_s": before["median_s"], "new_s": row["median_s"], "ratio": np.nan, "ci_low": np.nan,
-            "ci_high": np.nan, "p": np.nan, "n_new": 0, "n_old": 0, "threshold": threshold, "verdict": "",
+            "old_s": before["median_s"], "new_s": row["median_s"], "old_x": np.nan, "new_x": np.nan,
+            "ratio": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n_new": 0, "n_old": 0,
+            "threshold": threshold, "verdict": "", "note": "", "judged_by": "",
+            "time_ratio": np.nan, "time_low": np.nan, "time_high": np.nan, "time_verdict": "",
+            "workload_shift": np.nan,
         }
         if row["status"] != "ok" or before["status"] != "ok":
             entry["verdict"] = "failed"
             entry["note"] = f"status new {row['status']}, old {before['status']}"
-        elif name in new_samples and name in old_samples and new_samples[name] and old_samples[name]:
-            try:
-                c = stats.compare(new_samples[name], old_samples[name], threshold=threshold)
-            except ValueError as e:
-                entry.update(verdict="failed", note=str(e))
-            else:
-                entry.update(
-                    old_s=c.median_base, new_s=c.median_head, ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high,
-                    p=c.p_slower if c.ratio >= 1 else c.p_faster, n_new=c.n_head, n_old=c.n_base,
-                    verdict=VERDICT_WORDS.get(c.verdict, c.verdict),
-                )
+            out.append(entry)
+            continue
+        time_said = _compare_times(entry, name, new_samples, old_samples, row, before, threshold)
+        is_baseline = row["model"] == "mlp" or (row.get("family") == "mlp" and row["model"] not in RATIO_COLUMN)
+        column = RATIO_COLUMN.get(row["model"], "x_mlp")
+        figures = [_number(r.get(c)) for r in (row, before) for c in (column, f"{column}_low", f"{column}_high")]
+        if not is_baseline and np.isfinite(figures).all() and all(v > 0 for v in figures):
+            entry.update(old_x=figures[3], new_x=figures[0], n_new=_rounds(row), n_old=_rounds(before),
+                         _figures=figures, judged_by="time over the MLP")  # judged below, with its workload
+        elif judge_times and time_said:
+            entry.update(ratio=entry["time_ratio"], ci_low=entry["time_low"], ci_high=entry["time_high"],
+                         verdict=time_said, judged_by="time")
+            if is_baseline:
+                entry["note"] = "the baseline: judged by its time (the environments match)"
         else:
-            entry["ratio"] = row["median_s"] / before["median_s"]
-            entry["verdict"] = "no samples"
+            entry["ratio"] = entry["time_ratio"]
+            entry["ci_low"], entry["ci_high"] = entry["time_low"], entry["time_high"]
+            entry["verdict"] = "not judged"
+            why = ("its time is judged only where the two runs' environments match" if not judge_times
+                   else "no raw samples of its time in both runs")
+            entry["note"] = (f"the baseline: {why}" if is_baseline
+                             else "no ratio to the MLP with an interval in both runs" + ("" if judge_times else f"; {why}"))
+        if not judge_times and entry["time_verdict"] not in ("", "no samples"):
+            entry["time_verdict"] = "not judged"
+        entry["_workload"] = (row["phase"], row["device"], row["dtype"], row["widths"], row["batch"])
         out.append(entry)
-    columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "ratio", "ci_low", "ci_high",
-               "p", "n_new", "n_old", "threshold", "verdict", "note"]
+    _judge_ratios(out, threshold)
+    columns = ["benchmark", "model", "phase", "device", "shape", "old_s", "new_s", "old_x", "new_x", "ratio",
+               "ci_low", "ci_high", "p", "n_new", "n_old", "threshold", "verdict", "note", "judged_by",
+               "time_ratio", "time_low", "time_high", "time_verdict", "workload_shift"]
     frame = pd.DataFrame(out, columns=columns)
     rank = {v: i for i, v in enumerate(VERDICT_ORDER)}
     frame["_rank"] = frame["verdict"].map(lambda v: rank.get(v, len(rank)))
     frame["_size"] = -np.abs(np.log(frame["ratio"].astype(float).where(frame["ratio"] > 0)))
     return frame.sort_values(["_rank", "_size"]).drop(columns=["_rank", "_size"]).reset_index(drop=True)
+
+
+def _judge_ratios(entries: list[dict], threshold: float) -> None:
+    """Judge each model's change of its time over the MLP (new x_mlp / old x_mlp) against the typical
+    change of its workload: the median over every model of the workload, the MLP's 1 among them.
+
+    On a shared machine the MLP's own time moves between runs too (a busy neighbour costs a
+    small, memory-bound step more than a large one), and then every ratio of its workload moves
+    with it. The median of the workload's changes is that shift; a model that changed is one that
+    moved away from its workload. A shift common to every model of a workload is said in the row.
+    """
+    changes: dict[tuple, list[float]] = {}
+    for e in entries:
+        if "_figures" in e:
+            changes.setdefault(e["_workload"], [1.0]).append(e["_figures"][0] / e["_figures"][3])
+        elif e["model"] == "mlp" and "_workload" in e:
+            changes.setdefault(e["_workload"], [1.0])
+    for e in entries:
+        figures = e.pop("_figures", None)
+        workload = e.pop("_workload", None)
+        if figures is None:
+            continue
+        members = changes.get(workload, [1.0])
+        shift = float(np.median(members)) if len(members) >= 3 else 1.0
+        new_x, new_low, new_high, old_x, old_low, old_high = figures
+        c = stats.compare_ratios(new_x, new_low, new_high, old_x * shift, old_low * shift, old_high * shift,
+                                 threshold=threshold, n=min(e["n_new"], e["n_old"]))
+        e.update(ratio=c.ratio, ci_low=c.ci_low, ci_high=c.ci_high, p=c.p_slower if c.ratio >= 1 else c.p_faster,
+                 verdict=VERDICT_WORDS.get(c.verdict, c.verdict), workload_shift=shift)
+        if abs(math.log(shift)) > math.log(1.02):
+            e["judged_by"] = f"time over the MLP, against its workload's shift ×{shift:.2f}"
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _rounds(row) -> int:
+    for column in ("used_rounds", "rounds"):
+        v = _number(row.get(column))
+        if np.isfinite(v) and v > 0:
+            return int(v)
+    return stats.MIN_SAMPLES  # a table without counts: the intervals carry the uncertainty
+
+
+def _compare_times(entry: dict, name: str, new_samples: dict, old_samples: dict, row, before,
+                   threshold: float) -> str:
+    """Fill the absolute comparison of one benchmark into ``entry``; its verdict in words, or ""."""
+    if name in new_samples and name in old_samples and new_samples[name] and old_samples[name]:
+        try:
+            c = stats.compare(new_samples[name], old_samples[name], threshold=threshold)
+        except ValueError as e:
+            entry["note"] = str(e)
+            return ""
+        entry.update(old_s=c.median_base, new_s=c.median_head, time_ratio=c.ratio, time_low=c.ci_low,
+                     time_high=c.ci_high, time_verdict=VERDICT_WORDS.get(c.verdict, c.verdict))
+        return entry["time_verdict"]
+    entry["time_ratio"] = row["median_s"] / before["median_s"]
+    entry["time_verdict"] = "no samples"
+    return ""
 
 
 def comparison_table(frame: pd.DataFrame, caption: str = "", value=fmt_time,
@@ -324,6 +577,31 @@ def comparison_table(frame: pd.DataFrame, caption: str = "", value=fmt_time,
         ])
     columns = ["model", "phase", "device", "shape", old, new, "new / old", "95% interval", "p", "n new / old",
                "verdict"]
+    keep = [i for i, c in enumerate(columns) if c not in ("device", "shape") or any(row[i].text for row in rows)]
+    return Table(caption, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
+
+
+def run_comparison_table(frame: pd.DataFrame, caption: str = "") -> Table:
+    """One row per benchmark of :func:`compare_runs`: each run's time over the MLP, the change and its
+    verdict, then the medians and their ratio, judged or not."""
+    rows = []
+    for _, r in frame.iterrows():
+        cls = {"slower": "slower", "faster": "faster", "no significant change": "same", "failed": "bad"}.get(r["verdict"], "")
+        interval = f"{r['ci_low']:.3f}–{r['ci_high']:.3f}" if np.isfinite(r["ci_low"]) else "–"
+        p = f"{r['p']:.2g}" if np.isfinite(r["p"]) else "–"
+        time_ratio = f"{r['time_ratio']:.3f}" if np.isfinite(r["time_ratio"]) else "–"
+        rows.append([
+            Cell(str(r["model"]), title=str(r["benchmark"])), Cell(str(r["phase"])), Cell(str(r["device"])),
+            Cell(str(r["shape"]), cls="nowrap"),
+            *(Cell(f"{stats.plain(v)}×" if np.isfinite(v) else "–", cls="num") for v in (r["old_x"], r["new_x"])),
+            Cell(f"{r['ratio']:.3f}" if np.isfinite(r["ratio"]) else "–", r["judged_by"], cls="num"),
+            Cell(interval, cls="num"), Cell(p, cls="num"),
+            Cell(str(r["verdict"]), str(r["note"]) if isinstance(r["note"], str) else "", cls),
+            Cell(fmt_time(r["old_s"]), cls="num"), Cell(fmt_time(r["new_s"]), cls="num"),
+            Cell(time_ratio, str(r["time_verdict"] or ""), cls="num"),
+        ])
+    columns = ["model", "phase", "device", "shape", "old × MLP", "new × MLP", "change", "95% interval", "p",
+               "verdict", "old median", "new median", "time new / old"]
     keep = [i for i, c in enumerate(columns) if c not in ("device", "shape") or any(row[i].text for row in rows)]
     return Table(caption, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
@@ -425,6 +703,43 @@ def sync_lesson(pairs: pd.DataFrame, noise: list[dict] | None = None) -> tuple[l
     table = Table("Share of time per part, without and with synchronisation", ["part"] + ["async", "synced"] * len(profiles),
                   rows, groups=[("", 1)] + [(n, 2) for n in names])
     return [example], table
+
+
+PROFILER_ORDER = ["cprofile", "torch", "py-spy"]
+
+
+def overhead_table(overhead: dict, caption: str = "") -> Table | None:
+    """profile.json's "overhead": per scenario, its measured steps' time without a profiler and under each,
+    with the factor it slowed them by."""
+    scenarios = overhead.get("scenarios") if isinstance(overhead, dict) else None
+    if not isinstance(scenarios, dict) or not scenarios:
+        return None
+    names = sorted({n for said in scenarios.values() for n in (said.get("profilers") or {})},
+                   key=lambda n: (PROFILER_ORDER.index(n) if n in PROFILER_ORDER else len(PROFILER_ORDER), n))
+    rows = []
+    for stem, said in scenarios.items():
+        steps = said.get("steps")
+        cells = [Cell(str(stem), f"{steps} steps" if steps else ""), Cell(fmt_time(said.get("bare_s")), cls="num")]
+        for name in names:
+            under = (said.get("profilers") or {}).get(name)
+            if not isinstance(under, dict):
+                cells.append(Cell("–", cls="num"))
+                continue
+            factor = under.get("factor")
+            cells.append(Cell(fmt_time(under.get("seconds")), f"{factor:.3g}× the bare time" if factor else "", "num"))
+        rows.append(cells)
+    return Table(caption, ["scenario", "no profiler"] + names, rows,
+                 note="the same measured steps, timed without a profiler and under each, one run after another")
+
+
+def profiler_sentence(settings: dict) -> str:
+    """What the share chart's bars may be compared by, and what py-spy --native does to the process it samples."""
+    said = ("Each profiler slows the steps it watches by its own factor (the table below), so the bars compare by "
+            "their shares of the time, never by their times.")
+    if isinstance(settings, dict) and settings.get("py_spy_native"):
+        said += (" py-spy ran with --native: to read the C++ frames it pauses the process it samples while it "
+                 "unwinds each stack, which slows that process most of all.")
+    return said
 
 
 def slope_table(series: list[dict], phases: list[str], models: list[str]) -> Table:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 import re
 
+import pandas as pd
+
 WIDTH_SEPARATOR = re.compile(r"[x×\-, ]+")
 
 
 def is_missing(v: object) -> bool:
-    """None or NaN: a figure the record does not have."""
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """None, NaN or pandas' NA: a figure the record does not have."""
+    if v is None or v is pd.NA:
+        return True
+    try:
+        return math.isnan(v)
+    except TypeError:
+        return False
 
 
 def time_unit(seconds: float) -> tuple[float, str]:

@@ -100,14 +100,15 @@ def test_summary_words_follow_the_interval_and_stability():
         _row("kan-fast", 0.001, x_mlp=0.98, x_mlp_low=0.95, x_mlp_high=1.02, stable="stable"),
         _row("fourier-kan", 0.0005, x_mlp=0.5, x_mlp_low=0.49, x_mlp_high=0.51, stable="stable"),
         _row("rbf-kan", 0.002, x_mlp=2620.4, x_mlp_low=2000, x_mlp_high=3000, stable="unstable",
-             unstable_reason="interval ±20%"),
+             unstable_reason="interval ±20%"),  # as an older harness wrote it: read as imprecise
         _row("mlp", 0.001, grid=None, family="mlp", x_mlp=1.0, x_mlp_low=1.0, x_mlp_high=1.0, stable="stable"),
     ]
     lines = {l.split()[1]: " ".join(l.split()) for l in summary(tidy(rows)).splitlines() if l.startswith("  forward")}
     assert lines["kan"].endswith("4.00 [3.90, 4.10] 4.00x slower than the MLP")
     assert lines["kan-fast"].endswith("no clear difference from the MLP")
     assert lines["fourier-kan"].endswith("2.00x faster than the MLP")
-    assert lines["rbf-kan"].endswith("2,620 [2,000, 3,000] unstable (interval ±20%)")
+    # imprecise is said beside the direction and size, never instead of them
+    assert lines["rbf-kan"].endswith("2,620 [2,000, 3,000] 2,620x slower than the MLP; imprecise (interval ±20%)")
     assert lines["mlp"].endswith("the baseline")
 
 
@@ -118,3 +119,40 @@ def test_summary_of_many_workloads_gives_geometric_means():
     text = summary(tidy(rows), max_blocks=1)
     line = next(l for l in text.splitlines() if l.startswith("kan "))
     assert "x4.00" in line  # sqrt(2 * 8)
+
+
+def test_the_summary_counts_kan_rows_and_states_the_reference_kan_first():
+    """The counts are of KAN rows only (the baselines are not measurements of a KAN), and the
+    reference KAN's ratio is said with its interval however wide that interval is."""
+    rows = [
+        _row("kan", 0.0675, x_mlp=67.5, x_mlp_low=65.3, x_mlp_high=71.7, imprecise="interval to mlp ±6.1%"),
+        _row("kan-fast", 0.001, x_mlp=0.98, x_mlp_low=0.95, x_mlp_high=1.02, imprecise="interval to mlp-param ±9%"),
+        _row("mlp", 0.001, grid=None, family="mlp", x_mlp=1.0, x_mlp_low=1.0, x_mlp_high=1.0,
+             imprecise="interval of the median ±7%"),
+        _row("mlp-param", 0.002, family="mlp", x_mlp=2.0, x_mlp_low=1.8, x_mlp_high=2.3,
+             imprecise="interval to mlp ±12%", interference="9 of 12 samples disturbed"),
+    ]
+    text = summary(tidy(rows))
+    first = text.splitlines()[0]
+    assert first == "4 measurements: 4 ok; of the 2 KAN rows, 2 imprecise (their direction and size are still said)"
+    assert text.splitlines()[1] == ("forward, the reference KAN (kan): 67.5x slower than the width-matched MLP "
+                                    "(95% interval 65.3\u201371.7); imprecise (1 of 1 workloads)")
+    line = next(" ".join(l.split()) for l in text.splitlines() if l.split()[1:2] == ["mlp-param"])
+    assert line.endswith("2.00x slower than the MLP; imprecise (interval to mlp ±12%); disturbed (9 of 12 samples disturbed)")
+    assert "unstable" not in text
+    # the row about the width-matched MLP never names the other baseline's interval
+    fast = next(" ".join(l.split()) for l in text.splitlines() if l.split()[1:2] == ["kan-fast"])
+    assert fast.endswith("no clear difference from the MLP") and "mlp-param" not in fast
+
+
+def test_an_older_tables_unstable_rows_read_as_imprecise_or_disturbed():
+    frame = tidy([
+        _row("kan", 0.004, x_mlp=4.0, x_mlp_low=3.5, x_mlp_high=4.6, stable="unstable",
+             unstable_reason="interval to mlp ±15%; 8 of 10 samples disturbed"),
+        _row("kan-fast", 0.004, x_mlp=4.0, x_mlp_low=3.9, x_mlp_high=4.1, stable="stable"),
+        _row("mlp", 0.001, grid=None, family="mlp"),
+    ])
+    kan = frame[frame.model == "kan"].iloc[0]
+    assert kan["imprecise"] == "interval to mlp ±15%" and kan["interference"] == "8 of 10 samples disturbed"
+    fast = frame[frame.model == "kan-fast"].iloc[0]
+    assert fast["imprecise"] is None and fast["interference"] is None

@@ -154,3 +154,34 @@ def test_a_model_that_cannot_be_imported_is_unavailable_not_a_crash(monkeypatch)
         entry.name, entry.description, "kan.no_such_module:KAN", entry.flops, entry.family))
     with pytest.raises(ModelUnavailable, match="kan.no_such_module:KAN cannot be imported: ModuleNotFoundError"):
         build_model(Case("kan"))
+
+
+def test_kan_fast_is_compared_with_kan_on_the_workloads_own_inputs():
+    """The forward group of kan and kan-fast: kan-fast's row says how far its output is from kan's,
+    given kan's weights; a variant shifted by a known amount is caught by that amount."""
+    kan = Case("kan", "forward", widths=(4, 9, 3), batch=16, grid_size=5)
+    fast = Case("kan-fast", "forward", widths=(4, 9, 3), batch=16, grid_size=5)
+    mlp = Case("mlp", "forward", widths=(4, 9, 3), batch=16, grid_size=None)
+    group = group_of(kan, fast, mlp)
+    rows, candidates = measure_module.build_candidates(group)
+    from benchmarks.core.equivalence import same_function
+
+    same_function(group, candidates, rows)
+    row = rows[fast.id]
+    assert 0 <= row["max_rel_difference"] <= 1e-5  # float32 outputs of a small net: within 1e-5 of their scale
+    assert row["equivalence"].startswith("max |kan-fast - kan| = ") and "16 inputs, float32" in row["equivalence"]
+    assert "max_rel_difference" not in rows[kan.id] and "max_rel_difference" not in rows[mlp.id]
+    # a variant that computes another function is caught, by how much it is off
+    rows, candidates = measure_module.build_candidates(group)
+    model = candidates[fast.id].step.model
+    shifted = model.forward
+    model.forward = lambda x: shifted(x) + 0.01
+    same_function(group, candidates, rows)
+    largest = float(candidates[kan.id].step.model(candidates[kan.id].step.inputs).abs().max())
+    assert rows[fast.id]["max_rel_difference"] == pytest.approx(0.01 / largest, rel=1e-3)
+    # a backward group is not checked again: once per workload, on its forward
+    back = group_of(Case("kan", "backward", widths=(4, 9, 3), batch=16), Case("kan-fast", "backward", widths=(4, 9, 3), batch=16))
+    rows, candidates = measure_module.build_candidates(back)
+    same_function(back, candidates, rows)
+    assert all("max_rel_difference" not in r for r in rows.values())
+

@@ -302,13 +302,50 @@ def test_threads_follow_the_idle_cores():
     (0.5, 0.48, 0.52, None, "2.00x faster than the MLP"),
     (1.02, 0.97, 1.08, None, "no clear difference from the MLP"),
     (2620.4, 2500.0, 2700.0, None, "2,620x slower than the MLP"),
-    (3.0, 1.1, 9.0, "interval ±200%", "unstable (interval ±200%)"),
+    (3.0, 1.1, 9.0, "interval ±200%", "3.00x slower than the MLP; imprecise (interval ±200%)"),
+    (3.0, 0.9, 9.0, "interval ±200%", "no clear difference from the MLP; imprecise (interval ±200%)"),
     (3.0, float("nan"), float("nan"), None, "no interval measured"),
 ])
 def test_the_words_for_a_ratio(ratio, low, high, unstable, said):
     from benchmarks.core import stats
 
     assert stats.words(ratio, low, high, unstable, than="the MLP") == said
+
+
+def test_the_words_say_direction_and_size_with_the_interval_and_every_flag():
+    from benchmarks.core import stats
+
+    said = stats.words(32.5, 31.4, 33.6, "interval to mlp ±6.1%", than="the MLP", disturbed="9 of 12 samples disturbed",
+                       interval=True)
+    assert said == ("32.5x slower than the MLP (95% interval 31.4\u201333.6); imprecise (interval to mlp ±6.1%); "
+                    "disturbed (9 of 12 samples disturbed)")
+    # a faster ratio's interval is said in the same direction: 0.5 [0.4, 0.625] is 2x faster, 1.6 to 2.5
+    assert stats.words(0.5, 0.4, 0.625, interval=True) == "2.00x faster (95% interval 1.60\u20132.50)"
+    assert "unstable" not in said
+    assert [stats.direction(*r) for r in ((2.0, 1.5, 2.5), (0.5, 0.4, 0.6), (1.1, 0.9, 1.3), (2.0, math.nan, 3.0))] \
+        == ["slower", "faster", "same", ""]
+
+
+def test_a_ratio_compared_across_runs_by_its_intervals():
+    """new / old of two ratios, each with a 95% interval read as normal on the log scale: checked by hand."""
+    from scipy.stats import norm
+
+    from benchmarks.core import stats
+
+    z = norm.ppf(0.975)
+    s_new, s_old = 0.02, 0.03  # log-scale standard errors
+    new, old = 3.0, 2.4
+    c = stats.compare_ratios(new, new * math.exp(-z * s_new), new * math.exp(z * s_new),
+                             old, old * math.exp(-z * s_old), old * math.exp(z * s_old), threshold=1.05, n=20)
+    sigma = math.hypot(s_new, s_old)
+    assert c.ratio == pytest.approx(1.25)
+    assert c.ci_low == pytest.approx(1.25 * math.exp(-z * sigma)) and c.ci_high == pytest.approx(1.25 * math.exp(z * sigma))
+    assert c.p_slower == pytest.approx(norm.sf(math.log(1.25) / sigma))
+    assert c.verdict == "regression"
+    same = stats.compare_ratios(3.0, 2.7, 3.3, 3.05, 2.8, 3.3, threshold=1.05, n=20)
+    assert same.verdict == "unchanged"
+    with pytest.raises(ValueError):
+        stats.compare_ratios(3.0, math.nan, 3.3, 3.0, 2.8, 3.3)
 
 
 def test_a_paired_interval_is_clear_within_five_percent():

@@ -98,7 +98,24 @@ def test_missing_pyspy_says_how_to_install_and_exits_3(results, capsys, monkeypa
     assert "pip install py-spy" in capsys.readouterr().err
     run = only_run(results)
     assert set(run.read_table("attribution")["profiler"]) == {"cprofile"}
-    assert run.read_json("profile.json")["profilers"]["py-spy"].startswith("py-spy did not run")
+    meta = run.read_json("profile.json")
+    assert meta["profilers"]["py-spy"].startswith("py-spy did not run")
+    # the same steps timed bare and under cProfile: the overhead is a field of profile.json
+    (stem, said), = meta["overhead"]["scenarios"].items()
+    assert stem == "kan-cpu-forward" and said["steps"] == 1 and said["bare_s"] > 0
+    cprofile = said["profilers"]["cprofile"]
+    assert cprofile["seconds"] > 0 and cprofile["factor"] == pytest.approx(cprofile["seconds"] / said["bare_s"], rel=0.02)
+    assert "py-spy" not in said["profilers"] and "compare with each other; their times do not" in meta["overhead"]["note"]
+
+
+def test_overhead_is_each_profilers_time_over_the_bare_time():
+    said = cli.overhead({"kan-cpu-loop": 2.0, "kan-cpu-train": 1.0},
+                        {"kan-cpu-loop": {"cprofile": 3.0, "py-spy": 40.0, "torch": None}}, steps=5)
+    assert said["scenarios"]["kan-cpu-loop"] == {
+        "steps": 5, "bare_s": 2.0, "profilers": {"cprofile": {"seconds": 3.0, "factor": 1.5},
+                                                 "py-spy": {"seconds": 40.0, "factor": 20.0}}}
+    assert said["scenarios"]["kan-cpu-train"]["profilers"] == {}
+    assert cli.overhead({}, {}, steps=5) == {}
 
 
 def test_pyspy_not_permitted_says_how_to_enable_it(tmp_path):

@@ -43,18 +43,25 @@ def true_median(model: str, factor: float, phase: str, widths: str, batch: int, 
     if model not in MLPS:
         factor *= (grid + 3) / 8
     rate = 4e9 if device == "cpu" else 4e11
-    return (20e-6 + factor * flops / rate) * PHASE_COST[phase] * speedup.get(model, 1.0)
+    return (20e-6 + factor * flops / rate) * PHASE_COST[phase] * speedup.get(model, 1.0) * speedup.get((model, phase), 1.0)
 
 
 def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu", speedup: dict | None = None,
              rounds: int = 15, attribution: bool = True, quality: bool = True, seed: int = 0,
-             models: dict | None = None, shapes: list | None = None, skip: str | None = None) -> record.Run:
+             models: dict | None = None, shapes: list | None = None, skip: str | None = None,
+             load: float | None = None, drift: float = 0.0, noise: float = 0.03,
+             commit: str = "0123456789abcdef") -> record.Run:
     """Write a run folder through the record module; return it.
 
     As the bench stage does: the width-matched MLP has no grid size (one measurement per
     widths and batch), and a model that cannot be imported (``skip``) has "skipped" rows.
+    ``speedup``: a time factor per model, or per (model, phase). Each sample is the true median
+    times a log-normal factor of its own (``noise``) and one its round shares with every model
+    (``drift``: the machine's load moving, which the models timed in turns all feel); ``load`` is
+    recorded in the environment and each row.
     """
     rng = np.random.default_rng(seed)
+    shared = np.exp(rng.normal(0, drift, (len(shapes or SHAPES), 3, rounds)))  # (shapes, phases, rounds)
     run = record.Run(root / name)
     run.path.mkdir(parents=True)
     run.write_json("environment.json", {
@@ -66,14 +73,15 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
         "devices": [{"type": "cpu", "name": "Intel(R) Xeon(R) CPU @ 2.20GHz"}] + (
             [{"type": "cuda", "index": 0, "name": "NVIDIA H200", "memory_bytes": 150 * 2**30, "capability": "9.0"}]
             if device == "cuda" else []),
-        "commit": {"id": "0123456789abcdef", "short": "012345678", "dirty": False, "branch": "main"},
+        "commit": {"id": commit, "short": commit[:9], "dirty": False, "branch": "main"},
+        **({"load_average": [load, load, load]} if load is not None else {}),
     })
     rows, benchmarks, samples = [], [], {}
     models = models or {**KANS, **MLPS}
     done = set()
-    for widths, batch, grid in shapes or SHAPES:
+    for k, (widths, batch, grid) in enumerate(shapes or SHAPES):
         for model, factor in models.items():
-            for phase in PHASE_COST:
+            for j, phase in enumerate(PHASE_COST):
                 g = None if model == "mlp" else grid
                 if (model, phase, widths, batch, g) in done:
                     continue
@@ -85,7 +93,7 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                                  "machine": machine, "reason": f"model {model!r} cannot be imported here"})
                     continue
                 median = true_median(model, factor, phase, widths, batch, grid, device, speedup or {})
-                data = median * np.exp(rng.normal(0, 0.03, rounds))  # (rounds,)
+                data = median * np.exp(rng.normal(0, noise, rounds)) * shared[k, j]  # (rounds,)
                 samples[(model, phase, widths, batch, g)] = data
                 q1, q3 = np.percentile(data, [25, 75])
                 name = f"test_case[{model}-{phase}-{device}-float32-{widths}-b{batch}" + (f"-g{g}]" if g else "]")
@@ -111,20 +119,21 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                     "saved_bytes": 4 * batch * 64 * ((grid + 4) if is_kan else 2),
                     "peak_bytes": params * (3 if phase == "train" else 1) + 4 * batch * 800,
                     "x_mlp": np.nan, "x_mlp_param": np.nan, "threads": 2, "machine": machine,
+                    "load_before": load, "load_after": load, "used_rounds": rounds,
                 })
     for row in rows:  # as the bench measures them: paired ratios (sample i with sample i) and intervals
-        if row["status"] != "ok" or row["family"] != "kan":
+        if row["status"] != "ok" or row["model"] == "mlp":
             continue
         key = (row["model"], row["phase"], row["widths"], row["batch"], row["grid_size"])
-        spreads = []
+        spreads = {}
         for column, base_key in (("x_mlp", ("mlp", *key[1:4], None)), ("x_mlp_param", ("mlp-param", *key[1:]))):
-            if base_key in samples:
+            if base_key in samples and base_key != key:
                 r = stats.paired_ratio_interval(samples[key], samples[base_key])
                 row.update({column: r.ratio, f"{column}_low": r.ci_low, f"{column}_high": r.ci_high})
-                spreads.append(r.spread)
-        clear = all(s <= stats.CLEAR_WITHIN for s in spreads)
-        row.update(stable="stable" if clear else "unstable",
-                   unstable_reason=None if clear else f"interval ±{max(spreads):.0%}")
+                spreads[base_key[0]] = r.spread
+        wide = [f"interval to {m} ±{s:.0%}" for m, s in spreads.items() if s > stats.CLEAR_WITHIN]
+        row.update(stable="unstable" if wide else "stable", unstable_reason="; ".join(wide) or None,
+                   imprecise="; ".join(wide) or None)
     bench = pd.DataFrame(rows, columns=record.BENCH_COLUMNS)
     run.write_table("benchmarks", bench)
     run.write_json("benchmark.json", {
@@ -189,7 +198,7 @@ SMALL = dict(models={"kan": 9.0, "kan-fast": 3.0, "mlp": 1.0, "mlp-param": 2.2},
 def test_headline_is_geometric_mean_of_kan_over_mlp(tmp_path):
     run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
     bench = pd.read_csv(run.file("benchmarks.csv"))
-    rows = data.load(run).benchmarks.assign(stable="stable")  # here the means, not the stability
+    rows = data.load(run).benchmarks.assign(imprecise=None)  # here the means, not the precision
     table = tables.headline(rows, "cpu")
     cells = {row[0].text: row for row in table.rows}
     assert list(cells) == ["kan-fast", "kan"]  # fastest first
@@ -204,21 +213,32 @@ def test_headline_is_geometric_mean_of_kan_over_mlp(tmp_path):
             assert cell.sub == f"{stats.plain(expected)}× [{stats.plain(low)}, {stats.plain(high)}], 2 shapes"
 
 
-def test_the_headline_says_no_more_than_the_measurement_allows(tmp_path):
+def test_the_headline_says_direction_and_size_and_precision_apart(tmp_path):
     run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
-    bench = data.load(run).benchmarks
+    bench = data.load(run).benchmarks.assign(imprecise=None)
     kan_fwd = (bench.model == "kan") & (bench.phase == "forward")
     bench.loc[kan_fwd, ["x_mlp_low", "x_mlp_high"]] = [0.9, 11.0]  # an interval that includes 1
     fast_fwd = (bench.model == "kan-fast") & (bench.phase == "forward")
-    bench.loc[fast_fwd & (bench.batch == 256), ["stable", "unstable_reason"]] = ["unstable", "interval ±12%"]
+    bench.loc[fast_fwd & (bench.batch == 256), "imprecise"] = "interval to mlp ±12%"
+    bench.loc[fast_fwd & (bench.batch == 1024), "imprecise"] = "interval to mlp-param ±9%"  # another ratio's
     bench.loc[(bench.model == "kan") & (bench.phase == "train"), ["x_mlp_low", "x_mlp_high"]] = np.nan
     cells = {row[0].text: row for row in tables.headline(bench, "cpu").rows}
     assert cells["kan"][1].text == "no clear difference" and cells["kan"][1].cls == "same"
-    assert cells["kan-fast"][1].text == "unstable" and cells["kan-fast"][1].cls == "unstable"
-    assert cells["kan-fast"][1].title == "unstable (1 of 2 shapes: interval ±12%)"
+    fast = bench[fast_fwd]
+    expected = math.exp(np.mean(np.log(fast["x_mlp"])))
+    # imprecise: said beside the direction and size, never instead of them
+    assert cells["kan-fast"][1].text == f"{stats.plain(expected)}× slower"
+    assert cells["kan-fast"][1].cls == "slower imprecise" and cells["kan-fast"][1].sub.endswith("; imprecise")
+    assert cells["kan-fast"][1].title.endswith("; imprecise (1 of 2 shapes: interval to mlp ±12%)")
+    assert "imprecise" in cells["kan-fast"][2].title and "mlp-param ±9%" in cells["kan-fast"][2].title
     assert cells["kan"][5].text == "no interval measured"
-    sentences = " ".join(tables.headline_sentences(bench, "cpu"))
-    assert "faster" not in sentences and "slower than the width-matched MLP" in sentences
+    sentences = tables.headline_sentences(bench, "cpu")
+    assert "unstable" not in " ".join(sentences)
+    # the reference KAN is always stated, first
+    assert sentences[0].startswith("cpu, forward: the reference KAN (kan): no clear difference from the width-matched MLP")
+    assert "kan-fast: " in sentences[0] and "x slower than the width-matched MLP (95% interval" in sentences[0]
+    assert sentences[1].startswith("cpu, backward: the reference KAN (kan): ") and "x slower than the width" in sentences[1]
+    assert "95% interval" in sentences[1]
 
 
 def test_fmt_ratio_reads_slower_faster_and_same():
@@ -276,8 +296,9 @@ def test_without_a_width_sweep_size_is_the_parameter_count():
 
 
 def test_comparison_finds_the_changes_that_were_made(tmp_path):
-    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, **SMALL)
-    new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, **SMALL)
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.5, **SMALL)
+    new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, load=0.5,
+                   **SMALL)
     frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
     assert len(frame) == 4 * 2 * 3
     verdicts = frame.groupby("model")["verdict"].agg(set).to_dict()
@@ -288,13 +309,84 @@ def test_comparison_finds_the_changes_that_were_made(tmp_path):
     assert (kan.n_new == 15).all() and (kan.n_old == 15).all()
 
 
-def test_comparison_without_raw_samples_says_so(tmp_path):
-    old = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
-    new = make_run(tmp_path, "20250602T120000-bbbbbbb", **SMALL)
+def test_comparison_without_raw_samples_judges_the_ratios_alone(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", load=0.5, **SMALL)
+    new = make_run(tmp_path, "20250602T120000-bbbbbbb", load=0.5, **SMALL)
     old.benchmark_json.unlink()
     frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
-    assert set(frame["verdict"]) == {"no samples"}
+    assert set(frame["time_verdict"]) == {"no samples"}
+    mlp = frame[frame.model == "mlp"]
+    assert set(mlp["verdict"]) == {"not judged"} and mlp["note"].str.contains("no raw samples").all()
+    assert set(frame[frame.model != "mlp"]["verdict"]) <= {"no significant change", "slower", "faster"}
     assert frame["ratio"].notna().all()
+
+
+# A shared 2-core machine: each round's samples move together by 20% (the load), each sample by 3%.
+BUSY = dict(SMALL, models={"kan": 9.0, "kan-fast": 3.0, "rbf-kan": 2.5, "mlp": 1.0, "mlp-param": 2.2},
+            shapes=[("784x64x10", 256, 5), ("784x64x10", 1024, 5), ("784x128x10", 256, 5)], drift=0.2, rounds=20)
+
+
+def test_a_uniformly_slower_machine_cancels_out(tmp_path):
+    """The same code on a machine 30% slower (busier) in the second run: at most 1 row in 20 called changed,
+    and the absolute times, which did change, are shown but not judged, the loads differing."""
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    slower = {m: 1.3 for m in BUSY["models"]}
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=3.5, speedup=slower, **BUSY)
+    conditions = tables.environments(data.load(new), data.load(old))
+    assert not conditions["matched"] and conditions["differences"] == ["load 0.4 then 3.5 on 2 cores (within 0.5 would match)"]
+    assert conditions["same_commit"] == "0123456789abcdef"
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    changed = frame["verdict"].isin(["slower", "faster"]).sum()
+    assert len(frame) == 45 and changed <= len(frame) / 20, frame[["model", "phase", "ratio", "verdict"]]
+    assert set(frame[frame.model == "mlp"]["verdict"]) == {"not judged"}
+    assert (frame["time_ratio"] > 1.1).mean() > 0.9  # the times did move: they are shown
+    assert set(frame["time_verdict"]) == {"not judged"}
+
+
+def test_an_mlp_that_alone_moved_is_a_shift_of_its_workload_not_a_change_of_every_model(tmp_path):
+    """As seen on the shared machine: the MLP's forward 20% faster in the second run, nothing else changed,
+    so every model's time over the MLP of that workload rose by a quarter."""
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=0.4, speedup={("mlp", "forward"): 0.8}, **BUSY)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.10, judge_times=False)
+    forward = frame[(frame.phase == "forward") & (frame.model != "mlp")]
+    assert (forward["new_x"] / forward["old_x"]).between(1.15, 1.35).all()  # the ratios did all move
+    assert forward["workload_shift"].between(1.15, 1.35).all()
+    assert frame["verdict"].isin(["slower", "faster"]).sum() <= len(frame) / 20
+    assert forward["judged_by"].str.contains("against its workload's shift").all()
+
+
+def test_a_failed_row_in_either_run_is_compared_as_failed(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=0.4, **BUSY)
+    bench = pd.read_csv(new.file("benchmarks.csv"))
+    bench.loc[bench.model.isin(["mlp", "kan"]), "status"] = "nonfinite"
+    new.write_table("benchmarks", bench)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.10)
+    assert set(frame[frame.model.isin(["mlp", "kan"])]["verdict"]) == {"failed"}
+    assert frame[~frame.model.isin(["mlp", "kan"])]["verdict"].isin(["no significant change", "not judged"]).all()
+
+
+def test_one_model_25_percent_slower_in_its_forward_is_called_slower(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-bbbbbbb", seed=2, load=3.5, speedup={("kan-fast", "forward"): 1.25},
+                   commit="fedcba9876543210", **BUSY)
+    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    target = (frame.model == "kan-fast") & (frame.phase == "forward")
+    assert set(frame[target]["verdict"]) == {"slower"}
+    assert ((frame[target]["ci_low"] < 1.25) & (1.25 < frame[target]["ci_high"])).all()
+    assert frame[~target]["verdict"].isin(["slower", "faster"]).sum() <= 1
+
+
+def test_the_page_says_how_it_judged_and_that_the_commit_is_the_same(tmp_path):
+    old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
+    new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=3.5, **BUSY)
+    page = render(str(new.path), against=str(old.path)).read_text()
+    assert "Absolute times are shown but <strong>not judged</strong>" in page and "load 0.4 then 3.5" in page
+    assert "Both runs measured the <strong>same commit</strong>, <code>012345678</code>" in page
+    quiet = make_run(tmp_path, "20250601T121400-aaaaaaa", seed=3, load=0.6, **BUSY)
+    page = render(str(quiet.path), against=str(old.path)).read_text()
+    assert "conditions match" in page and "absolute times are judged too" in page
 
 
 def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_path):
@@ -423,8 +515,10 @@ def test_merged_page_labels_machines_and_compares(pages):
         assert f"Forward and backward time per model — {label}" in page
     assert re.findall(r"<h3>(\w[\w-]*) · <code>", page) == ["laptop", "gpu-box"]
     counts = dict((v, int(n)) for n, v in re.findall(r"<span>(\d+) ([a-z ]+)</span>", page))
-    assert counts == {"slower": 12, "faster": 12, "no significant change": 33}
-    assert "New / old time per benchmark" in page
+    # the width-matched MLP's 9 rows have only their times, not judged: these runs recorded no load
+    assert counts == {"slower": 12, "faster": 12, "no significant change": 24, "not judged": 9}
+    assert "the load of one run is not recorded" in page
+    assert "New / old time over the MLP per benchmark" in page
 
 
 def test_two_runs_of_one_machine_are_told_apart(tmp_path):
@@ -525,6 +619,33 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
     err = capsys.readouterr().err
     assert err.startswith("report: error: ") and err.count("\n") == 1, err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["read-only run folder", "out under a file", "proc"])
+def test_a_page_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, where):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    run = make_run(tmp_path / "results", "20250601T120000-aaaaaaa", **SMALL)
+    args = [run.name]
+    if where == "read-only run folder":
+        if os.geteuid() == 0:  # root writes anywhere: stand in a folder no one can write (/proc/... is one)
+            monkeypatch.setattr(Path, "write_text", _refuse)
+        else:
+            run.path.chmod(0o555)
+    elif where == "out under a file":
+        args += ["--out", str(run.file("environment.json") / "page.html")]  # a folder that cannot be made
+    else:
+        args += ["--out", "/proc/self/report.html"]
+    try:
+        assert main(args) == 2
+    finally:
+        run.path.chmod(0o755)
+    err = capsys.readouterr().err
+    assert err.startswith("report: error: cannot write the page to ") and err.count("\n") == 1, err
+    assert not list(run.path.glob("*.tmp"))
+
+
+def _refuse(self, *args, **kwargs):
+    raise PermissionError(13, "Permission denied", str(self))
 
 
 def test_python_m_reports_without_kan(tmp_path):
@@ -814,3 +935,247 @@ def test_every_chart_has_a_key_and_no_section_is_an_empty_heading(pages):
         for section in re.findall(r"<section id=\"[^\"]+\">(.*?)</section>", page, flags=re.S):
             body = re.sub(r"<h2>.*?</h2>|<p class=\"from\">.*?</p>|\s", "", section, flags=re.S)
             assert body, f"a heading over emptiness: {section[:80]}"
+
+
+# --- every text of every chart inside its picture ------------------------------------------------
+
+def _transform(text: str | None) -> np.ndarray:
+    """An SVG transform attribute as a 3x3 matrix (translate, scale, rotate, matrix; applied in order)."""
+    m = np.eye(3)
+    for name, args in re.findall(r"(\w+)\s*\(([^)]*)\)", text or ""):
+        v = [float(a) for a in re.split(r"[\s,]+", args.strip()) if a]
+        if name == "translate":
+            t = np.array([[1, 0, v[0]], [0, 1, v[1] if len(v) > 1 else 0], [0, 0, 1]])
+        elif name == "scale":
+            t = np.diag([v[0], v[1] if len(v) > 1 else v[0], 1])
+        elif name == "rotate":
+            a = math.radians(v[0])
+            cx, cy = (v[1], v[2]) if len(v) == 3 else (0, 0)
+            r = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+            t = np.array([[1, 0, cx], [0, 1, cy], [0, 0, 1]]) @ r @ np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
+        elif name == "matrix":
+            t = np.array([[v[0], v[2], v[4]], [v[1], v[3], v[5]], [0, 0, 1]])
+        else:
+            raise AssertionError(f"unknown SVG transform {name}")
+        m = m @ t
+    return m
+
+
+def texts_outside(svg: str, slack: float = 1.0) -> list[str]:
+    """The text elements of a matplotlib SVG (text kept as text) whose box reaches out of the viewBox.
+
+    A text's box is the width, height and descent that the font (DejaVu Sans, matplotlib's and the
+    page's first choice) gives the string at its font size, placed by its text-anchor at its
+    baseline, then carried through its own and its parents' transforms.
+    """
+    import xml.etree.ElementTree as ET
+
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    measure = TextToPath()
+
+    root = ET.fromstring(svg.encode())
+    x0, y0, width, height = (float(v) for v in root.get("viewBox").split())
+    outside = []
+
+    def walk(node, matrix):
+        matrix = matrix @ _transform(node.get("transform")) if not node.tag.endswith("text") else matrix
+        if node.tag.endswith("text"):
+            content = "".join(node.itertext())
+            style = node.get("style", "")
+            size = float(re.search(r"font-size:\s*([\d.]+)px", style).group(1))
+            anchor = (re.search(r"text-anchor:\s*(\w+)", style) or [None, "start"])[1]
+            x, y = float(node.get("x", 0)), float(node.get("y", 0))
+            w, h, d = measure.get_text_width_height_descent(content, FontProperties(family="DejaVu Sans", size=size),
+                                                            ismath=False)
+            left = {"start": x, "middle": x - w / 2, "end": x - w}[anchor]
+            top, bottom = y - (h - d), y + d
+            corners = np.array([[left, top, 1], [left + w, top, 1], [left, bottom, 1], [left + w, bottom, 1]]).T
+            placed = (matrix @ _transform(node.get("transform")) @ corners)[:2]
+            if (placed[0].min() < x0 - slack or placed[0].max() > x0 + width + slack
+                    or placed[1].min() < y0 - slack or placed[1].max() > y0 + height + slack):
+                outside.append(f"{content!r} at x {placed[0].min():.1f}..{placed[0].max():.1f}, "
+                               f"y {placed[1].min():.1f}..{placed[1].max():.1f} in {width:g} x {height:g}")
+            return
+        for child in node:
+            walk(child, matrix)
+
+    walk(root, np.eye(3))
+    return outside
+
+
+def test_the_text_check_finds_a_key_that_reaches_out():
+    """The checker itself, on a hand-written SVG: one text inside, one cut at the left, one rotated out."""
+    svg = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 50">'
+           '<text style="font-size: 10px; text-anchor: start" x="5" y="20">inside</text>'
+           '<text style="font-size: 10px; text-anchor: middle" x="3" y="40">basis</text>'
+           '<g transform="translate(90 10)"><text style="font-size: 10px; text-anchor: start" x="0" y="0" '
+           'transform="rotate(-90 0 0)">up and away</text></g></svg>')
+    found = texts_outside(svg)
+    assert len(found) == 2 and found[0].startswith("'basis'") and found[1].startswith("'up and away'")
+
+
+def page_svgs(page: str) -> list[tuple[str, str]]:
+    import base64
+
+    return [(base64.b64decode(uri).decode(), alt)
+            for uri, alt in re.findall(r'<img src="data:image/svg\+xml;base64,([^"]+)" alt="([^"]*)"', page)]
+
+
+def test_every_text_of_every_chart_lies_inside_its_picture(pages, tmp_path):
+    """Every chart of the pages, and the share chart with every part of a real profile (the widest key)."""
+    svgs = [s for name in ("single", "full") for s in page_svgs(pages[name].read_text())]
+    every_part = pd.DataFrame([
+        {"profiler": profiler, "scenario": "loop", "model": "kan", "device": "cpu", "phase": "loop",
+         "synchronized": sync, "part": part, "seconds": 1.0 + i, "share": np.nan}
+        for profiler in ("cprofile", "py-spy", "torch") for sync in (False, True)
+        for i, part in enumerate(record.PARTS)])
+    chart = charts.attribution(data._tidy_attribution(every_part, record.Run(tmp_path)), "loop")
+    svgs += page_svgs(f'<img src="{chart.uri}" alt="{chart.alt}"')
+    assert len(svgs) >= 15
+    problems = [f"{alt}: {p}" for svg, alt in svgs for p in texts_outside(svg)]
+    assert problems == []
+
+
+# --- partial runs ----------------------------------------------------------------------------------
+
+def killed_run(root: Path, name: str, rows: int = 7, state: str | None = "running") -> record.Run:
+    """A bench run stopped before it wrote its table: measurements.jsonl only (whole-number figures
+    missing, as a row without a peak memory has them), and bench.json still saying it runs."""
+    run = make_run(root, name, **SMALL)
+    table = pd.read_csv(run.file("benchmarks.csv")).to_dict("records")
+    run.file("benchmarks.csv").unlink()
+    for r in table[:rows]:
+        r = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+        run.append_jsonl(record.MEASUREMENTS, {**r, "peak_bytes": None, "flops": None})
+    if state is not None:
+        run.write_json(record.BENCH_SETTINGS, {"suite": "quick", "cases": len(table), "state": state})
+    return run
+
+
+def test_a_killed_run_renders_and_is_marked_partial(tmp_path):
+    run = killed_run(tmp_path, "20250601T120000-aaaaaaa")
+    assert run.partial() == "stopped before it finished (killed, or still running) after 7 of 24 cases"
+    page = render(str(run.path)).read_text()
+    assert '(<strong class="partial">partial run</strong>)' in page
+    assert "is a <strong>partial run</strong>: stopped before it finished (killed, or still running) after 7 of 24" in page
+    older = killed_run(tmp_path, "20250601T110000-aaaaaaa", state=None)  # an older harness's killed run: no state
+    assert older.partial() == "stopped before it finished (killed, or still running) after 7 cases"
+    interrupted = killed_run(tmp_path, "20250601T130000-aaaaaaa", state=record.INTERRUPTED)
+    assert interrupted.partial().startswith("interrupted (Ctrl-C or SIGTERM) after 7 of 24 cases")
+
+
+def test_the_default_page_prefers_the_newest_complete_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path))
+    complete = make_run(tmp_path, "20250601T110000-aaaaaaa", **SMALL)
+    complete.write_json(record.BENCH_SETTINGS, {"suite": "quick", "cases": 24, "state": record.COMPLETE})
+    killed_run(tmp_path, "20250601T120000-aaaaaaa")
+    assert [r.name for r in data.default_runs()] == [complete.name]
+    page = render().read_text()
+    assert page.count("partial run") == 0
+    # with no complete run, the partial one is shown, and marked
+    only = tmp_path / "only"
+    monkeypatch.setenv("KAN_RESULTS", str(only))
+    partial = killed_run(only, "20250601T120000-aaaaaaa", state=record.INTERRUPTED)
+    assert [r.name for r in data.default_runs()] == [partial.name]
+    assert "is a <strong>partial run</strong>: interrupted" in render().read_text()
+
+
+def test_a_model_name_of_megabytes_is_cut_on_the_page_and_its_charts(tmp_path):
+    huge = "k" * 2_000_000 + "-kan"
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", models={"kan": 9.0, huge: 3.0, "mlp": 1.0, "mlp-param": 2.2},
+                   shapes=[("784x64x10", 256, 5)], attribution=False, quality=False)
+    page = render(str(run.path)).read_text()
+    assert len(page) < 2_000_000 and "(1,999,704 more characters)" in page
+    for svg, alt in page_svgs(page):
+        assert "k" * 100 not in svg and texts_outside(svg) == [], alt
+
+
+# --- the profile on the page -----------------------------------------------------------------------
+
+def test_a_profile_run_shows_its_noise_backward_notes_and_each_profilers_cost(tmp_path):
+    run = record.Run(tmp_path / "20250603T120000-ccccccc-profile")
+    run.path.mkdir()
+    run.write_table("attribution", attribution_rows(device="cpu"))
+    run.write_json("profile.json", {
+        "settings": {"steps": 5, "py_spy_native": True},
+        "backward": {"cprofile": "sees only the engine's one C call", "torch": "splits it exactly"},
+        "loop_noise": {"profiles": [{"profiler": "cprofile", "device": "cpu", "largest_noise_points": 4.2,
+                                     "largest_synchronized_points": 3.0, "within_noise": True}]},
+        "overhead": {"scenarios": {"kan-cpu-loop": {"steps": 5, "bare_s": 0.5, "profilers": {
+            "cprofile": {"seconds": 0.584, "factor": 1.17}, "torch": {"seconds": 0.799, "factor": 1.6},
+            "py-spy": {"seconds": 12.4, "factor": 24.8}}}}},
+    })
+    page = render(str(run.path)).read_text()
+    # profile.json is read: the noise sentence and the backward notes, never "profile the loop again"
+    assert "the same loop profiled twice moved a part&#39;s share by up to 4 points" in page
+    assert "profile the loop again" not in page
+    assert "<dt>torch</dt><dd>splits it exactly</dd>" in page
+    # each profiler's cost, and the shares compared, not the times
+    assert "What each profiler costs" in page
+    assert re.search(r"12.4 s<span class=\"sub\">24.8× the bare time</span>", page)
+    assert "500 ms" in page and "1.17× the bare time" in page
+    assert "py-spy ran with --native" in page and "pauses the process it samples" in page
+    assert "compare by their shares of the time, never by their times" in page
+
+
+# --- what a user looks for next to the headline -----------------------------------------------------
+
+def test_next_to_the_headline_the_same_function_the_speedup_no_gate_and_the_conditions(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", load=3.2, **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    fast_forward = (bench.model == "kan-fast") & (bench.phase == "forward")
+    bench["equivalence"] = bench["equivalence"].astype(object)
+    bench.loc[fast_forward, "max_rel_difference"] = [2.4e-7, 3.1e-7]
+    bench.loc[fast_forward, "equivalence"] = ["max |kan-fast - kan| = 2.4e-07", "max |kan-fast - kan| = 3.1e-07"]
+    bench["clock"] = "cpu"
+    bench["threads"] = 1
+    run.write_table("benchmarks", bench)
+    page = render(str(run.path)).read_text()
+    assert ("kan-fast computes the same function as kan: given kan&#39;s weights, its largest output difference "
+            "is 3.1e-07 of kan&#39;s largest output over 2 workloads of this run&#39;s own inputs") in page
+    # the speed-up, by hand: kan-fast / kan of the ratios to the MLP, geometric mean over the two shapes
+    rows = data.load(run).benchmarks
+    for phase in ("forward", "train"):
+        at = rows[rows.phase == phase].set_index(["model", "batch"])["x_mlp"]
+        expected = math.exp(np.mean([math.log(at[("kan", b)] / at[("kan-fast", b)]) for b in (256, 1024)]))
+        assert f"{phase}, geometric mean over 2 workloads: kan-fast is {stats.plain(expected)}x faster than kan" in page
+    assert "No speed gate run on this page" in page
+    assert "Measured on the process&#39;s CPU time (one thread" in page and "1 thread; load average 3.2 on 2 cores" in page
+    assert "more work than cores" in page
+    # a difference beyond float32's rounding is said as such
+    bench.loc[fast_forward & (bench.batch == 1024), "max_rel_difference"] = 2e-3
+    run.write_table("benchmarks", bench)
+    assert ("kan-fast does NOT compute the same function as kan in 1 of 2 workloads: given kan&#39;s weights, its "
+            "output differs by up to 0.002 of kan&#39;s largest output (float32, 784x64x10 · batch 1024 · grid 5")\
+        in render(str(run.path)).read_text()
+    # an older run, without the difference recorded, says so rather than claim it
+    bench = bench.drop(columns=["max_rel_difference"])
+    run.write_table("benchmarks", bench)
+    assert "this run did not record whether they compute the same function" in render(str(run.path)).read_text()
+
+
+def test_a_ratio_outside_its_own_interval_still_draws(tmp_path):
+    """An older table's x_mlp (a ratio of medians) can fall outside its interval (of per-round ratios)."""
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv"))
+    kan = bench.model == "kan"
+    bench.loc[kan, "x_mlp"] = bench.loc[kan, "x_mlp_high"] * 1.1
+    run.write_table("benchmarks", bench)
+    chart = charts.mlp_ratios(data.load(run).benchmarks, "cpu")
+    assert chart is not None and "KAN / MLP time over shapes and grid sizes" in render(str(run.path)).read_text()
+
+
+def test_an_older_run_with_stable_and_unstable_reason_only_still_renders_its_words(tmp_path):
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    bench = pd.read_csv(run.file("benchmarks.csv")).drop(columns=["imprecise", "interference"])
+    kan = (bench.model == "kan") & (bench.phase == "forward")
+    bench["unstable_reason"] = bench["unstable_reason"].astype(object)
+    bench.loc[kan, ["stable", "unstable_reason"]] = ["unstable", "interval to mlp ±9%; 30 of 40 samples disturbed"]
+    run.write_table("benchmarks", bench)
+    page = render(str(run.path)).read_text()
+    assert "unstable" not in re.sub(r"<details>.*?</details>", "", page, flags=re.S)
+    cells = {row[0].text: row for row in tables.headline(data.load(run).benchmarks, "cpu").rows}
+    assert cells["kan"][1].text.endswith("× slower") and "imprecise" in cells["kan"][1].sub
+    assert "disturbed (2 of 2 shapes: 30 of 40 samples disturbed)" in cells["kan"][1].title

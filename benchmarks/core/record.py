@@ -62,7 +62,9 @@ BENCH_COLUMNS = [
     # the same round, with its 95% bootstrap interval (a table made without rounds: medians' ratio)
     "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
     "stable",  # "stable", or "unstable" where an interval is wider than +/-5% or too many samples were disturbed
-    "unstable_reason",
+    "unstable_reason",  # (both as older harnesses wrote them; the two flags below split them)
+    "imprecise",  # why the precision asked for was not reached ("interval to mlp ±6.1%"); empty when it was
+    "interference",  # the OS evidence that the machine disturbed the samples used; empty when none
     "disturbed",  # samples during which the OS took a core from the process (kept, counted)
     "used_rounds",  # the rounds the median and ratios use (the undisturbed ones where enough)
     "load_before", "load_after",  # 1-minute load average around the workload's measurement
@@ -71,6 +73,9 @@ BENCH_COLUMNS = [
     "parameters",  # trainable scalars of the model (kan.zoo.parameter_count)
     "package",  # a peer's package and version (benchmarks.peers): "flashkan 0.2.0"; empty for ours
     "equivalence",  # a peer's output against our reference's given the same weights, or why not compared
+                    # (and kan-fast's against kan's on the workload's own inputs: benchmarks.core.equivalence)
+    "max_rel_difference",  # kan-fast's largest output difference from kan given kan's weights, over the
+                           # largest |kan output|, on the workload's inputs (forward rows)
     # Accelerator rows only (benchmarks.core.device); empty on the CPU:
     "mode",  # "cuda graph": the model captured in CUDA graphs (--graphs); empty: eager
     "device_s",  # the device's time in kernels, copies and memsets per call (torch.profiler, overlaps merged)
@@ -93,7 +98,9 @@ ATTRIBUTION_COLUMNS = [
 ]
 
 MEASUREMENTS = "measurements.jsonl"  # the bench stage's rows, one JSON object per finished case
-BENCH_SETTINGS = "bench.json"  # the bench run's suite, models, threads (and why), shard
+BENCH_SETTINGS = "bench.json"  # the bench run's suite, models, threads (and why), shard, and its state:
+# "running" while it runs (so a killed run says so), then "complete" or "interrupted"; "cases" planned
+RUNNING, COMPLETE, INTERRUPTED = "running", "complete", "interrupted"
 
 # One row per benchmark of gate.json's "benchmarks" list.
 GATE_COLUMNS = [
@@ -183,11 +190,11 @@ _INTEGER_COLUMNS = ["batch", "grid_size", "rounds", "flops", "param_bytes", "sav
                     "threads", "parameters", "disturbed", "used_rounds", "bytes_moved"]
 _FLOAT_COLUMNS = ["median_s", "iqr_s", "mean_s", "min_s", "max_s", "first_call_s", "throughput", "gflops",
                   "x_mlp", "x_mlp_low", "x_mlp_high", "x_mlp_param", "x_mlp_param_low", "x_mlp_param_high",
-                  "load_before", "load_after", "device_s", "device_busy", "peak_flops", "peak_bandwidth",
-                  "flop_share", "bandwidth_share"]
+                  "load_before", "load_after", "max_rel_difference", "device_s", "device_busy", "peak_flops",
+                  "peak_bandwidth", "flop_share", "bandwidth_share"]
 _TEXT_COLUMNS = ["benchmark", "model", "family", "phase", "device", "dtype", "widths", "status", "machine",
-                 "reason", "stable", "unstable_reason", "package", "equivalence", "clock", "mode", "launch_bound",
-                 "math", "peak_source"]
+                 "reason", "stable", "unstable_reason", "imprecise", "interference", "package", "equivalence",
+                 "clock", "mode", "launch_bound", "math", "peak_source"]
 
 # The parts of attribution.csv (profiles.attribution says which frames belong to each). The
 # backward is split by the forward part whose gradient it computes ("... grad"); "autograd"
@@ -280,6 +287,19 @@ def _conform(frame):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     for column in _TEXT_COLUMNS:
         frame[column] = frame[column].map(lambda v: None if _blank(v) else str(v)).astype(object)
+    return _split_stability(frame)
+
+
+def _split_stability(frame):
+    """Fill ``imprecise`` and ``interference`` from ``stable``/``unstable_reason`` where a table written
+    by an older harness has only those: "interval ..." is imprecision, "... disturbed" interference."""
+    old = frame["imprecise"].isna() & frame["interference"].isna() & (frame["stable"] == "unstable")
+    for i in frame.index[old]:
+        reasons = [r.strip() for r in str(frame.at[i, "unstable_reason"] or "").split(";") if r.strip()]
+        disturbed = [r for r in reasons if "disturbed" in r]
+        frame.at[i, "interference"] = "; ".join(disturbed) or None
+        frame.at[i, "imprecise"] = "; ".join(r for r in reasons if r not in disturbed) or \
+            (None if disturbed else "interval wider than asked")
     return frame
 
 
@@ -524,6 +544,33 @@ class Run:
 
     def has_bench(self) -> bool:
         return self.has("benchmarks.csv") or self.has(MEASUREMENTS)
+
+    def mark(self, state: str) -> None:
+        """Record the bench run's state in its settings (bench.json): RUNNING, COMPLETE or INTERRUPTED."""
+        settings = self.read_json(BENCH_SETTINGS) if self.has(BENCH_SETTINGS) else {}
+        self.write_json(BENCH_SETTINGS, {**settings, "state": state})
+
+    def partial(self) -> str | None:
+        """Why this bench run holds less than it set out to measure, in words, or None when it is
+        complete (or not a bench run). A run that never recorded its state (an older harness) is
+        complete when it wrote its table."""
+        if not self.has_bench():
+            return None
+        try:
+            settings = self.read_json(BENCH_SETTINGS) if self.has(BENCH_SETTINGS) else {}
+        except ValueError:
+            settings = {}
+        state = settings.get("state") if isinstance(settings, dict) else None
+        if state == COMPLETE or (state is None and self.has("benchmarks.csv")):
+            return None
+        done = len(self.read_jsonl(MEASUREMENTS))
+        planned = settings.get("cases") if isinstance(settings, dict) else None
+        of = f"{done} of {planned} cases" if isinstance(planned, int) else f"{done} cases"
+        if state == INTERRUPTED:
+            return f"interrupted (Ctrl-C or SIGTERM) after {of}"
+        if isinstance(state, str) and state.startswith("failed"):
+            return f"stopped by an error ({state.removeprefix('failed: ')}) after {of}"
+        return f"stopped before it finished (killed, or still running) after {of}"
 
     # JSON lines: one object per line, appended as results arrive (measurements.jsonl)
     def append_jsonl(self, name: str, obj: Any) -> Path:

@@ -24,7 +24,12 @@ one-sided Wilcoxon signed-rank test on the log ratios. The rule is the same.
 Without raw samples of the base (a committed baseline file holds only ratios), the
 figure that travels between machines is compared instead: :func:`compare_to_reference`
 judges a ratio measured in this run (a KAN's time over the MLP's) against a recorded one,
-with a bootstrap test in place of the rank test.
+with a bootstrap test in place of the rank test; :func:`compare_ratios` judges two such
+ratios, each measured with its interval in its own run (the report's ``--against``).
+
+What may be said of one ratio (:func:`words`) goes by direction and size: "N x slower" or
+"N x faster" where its 95% interval excludes 1, "no clear difference" where it holds 1;
+"imprecise" and "disturbed" are said beside that, never instead of it.
 
 Samples are times in seconds (any positive unit works: only ratios and ranks are used).
 """
@@ -330,22 +335,98 @@ def plain(x: float) -> str:
     return f"{x:.3g}"
 
 
-def words(ratio: float, ci_low: float, ci_high: float, unstable: str | None = None,
-          than: str = "") -> str:
-    """What may be said of a time ratio (this / other): "2.77x slower", "no clear difference", or
-    "unstable (why)". Nothing is called faster or slower where the interval includes 1."""
-    if unstable:
-        return f"unstable ({unstable})"
+def direction(ratio: float, ci_low: float, ci_high: float) -> str:
+    """"slower" or "faster" where the interval excludes 1, "same" where it holds 1, "" where
+    the ratio or its interval was not measured."""
+    if not (math.isfinite(ratio) and math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return ""
+    if ci_low <= 1 <= ci_high:
+        return "same"
+    return "slower" if ratio > 1 else "faster"
+
+
+def interval_words(ratio: float, ci_low: float, ci_high: float) -> str:
+    """The 95% interval in the direction the words go: "95% interval 31.4-33.6" for 32.5x slower,
+    and inverted for a faster ratio (0.5 [0.45, 0.55] is 2x faster, 1.82-2.22)."""
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)) or ci_low <= 0:
+        return ""
+    low, high = (ci_low, ci_high) if ratio >= 1 else (1 / ci_high, 1 / ci_low)
+    return f"95% interval {plain(low)}\u2013{plain(high)}"
+
+
+def words(ratio: float, ci_low: float, ci_high: float, imprecise: str | None = None,
+          than: str = "", disturbed: str | None = None, interval: bool = False) -> str:
+    """What may be said of a time ratio (this / other), by direction and size:
+
+    "2.77x slower than X" or "2.00x faster than X" where the 95% interval excludes 1, "no clear
+    difference from X" where it holds 1. ``imprecise`` (why the interval is wider than the
+    precision asked for) and ``disturbed`` (the OS evidence of interference) are said after it,
+    as separate words: they never hide the direction and size. ``interval``: the interval too.
+    """
     if not math.isfinite(ratio):
         return "not measured"
     if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
-        return "no interval measured"
-    if ci_low <= 1 <= ci_high:
-        return "no clear difference" + (f" from {than}" if than else "")
-    tail = f" than {than}" if than else ""
-    if ratio > 1:
-        return f"{plain(ratio)}x slower{tail}"
-    return f"{plain(1 / ratio)}x faster{tail}"
+        said = "no interval measured"
+    elif ci_low <= 1 <= ci_high:
+        said = "no clear difference" + (f" from {than}" if than else "")
+    else:
+        tail = f" than {than}" if than else ""
+        said = f"{plain(ratio)}x slower{tail}" if ratio > 1 else f"{plain(1 / ratio)}x faster{tail}"
+    if interval and (span := interval_words(ratio, ci_low, ci_high)):
+        said += f" ({span})"
+    notes = [f"{word} ({why})" for word, why in (("imprecise", imprecise), ("disturbed", disturbed)) if why]
+    return "; ".join([said, *notes])
+
+
+def imprecision_of(flags: str | None, baseline: str) -> str | None:
+    """The parts of an ``imprecise`` flag ("interval to mlp ±6.1%; interval to mlp-param ±8%") that
+    concern the ratio to ``baseline`` (or no ratio: "interval of the median ..."), or None."""
+    if not isinstance(flags, str):
+        return None
+    parts = [p.strip() for p in flags.split(";") if p.strip()]
+    mine = [p for p in parts if f" to {baseline} " in f"{p} " or " to " not in p]
+    return "; ".join(mine) or None
+
+
+def log_normal_sigma(ci_low: float, ci_high: float, z: float = 1.959964) -> float:
+    """The standard error of log(ratio) that a 95% interval implies, read as a normal one on logs."""
+    return (math.log(ci_high) - math.log(ci_low)) / (2 * z)
+
+
+def compare_ratios(new: float, new_low: float, new_high: float, old: float, old_low: float, old_high: float,
+                   threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA, n: int = MIN_SAMPLES,
+                   min_samples: int = MIN_SAMPLES) -> Comparison:
+    """Judge a ratio measured in one run (a model's time over the MLP's, with its 95% interval)
+    against the same ratio measured in another run: new / old, by the rule of :func:`compare`.
+
+    Each side's interval is read as a normal one on the log scale (the two runs are
+    independent), so the change's standard error is the two sides' combined; the p-values
+    are the one-sided normal tail probabilities that new / old lies beyond 1. Since each side
+    is a ratio to a baseline timed beside it, a machine that is uniformly slower in one run
+    cancels. ``n``: the fewer rounds behind either side (fewer than ``min_samples``: never judged).
+    """
+    _check_rule(threshold, alpha)
+    values = (new, new_low, new_high, old, old_low, old_high)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"ratios and their intervals must be finite positive numbers, got {values!r}")
+    from scipy.stats import norm
+
+    ratio = new / old
+    sigma = math.hypot(log_normal_sigma(new_low, new_high), log_normal_sigma(old_low, old_high))
+    if sigma > 0:
+        z = math.log(ratio) / sigma
+        p_slower, p_faster = float(norm.sf(z)), float(norm.cdf(z))
+        half = norm.ppf(0.975) * sigma
+        low, high = ratio * math.exp(-half), ratio * math.exp(half)
+    else:  # two exact ratios (a baseline against itself): any difference is certain
+        p_slower, p_faster = float(ratio <= 1), float(ratio >= 1)
+        low = high = ratio
+    verdict = decide(ratio, p_slower, p_faster, n, threshold, alpha, min_samples)
+    return Comparison(
+        ratio=ratio, ci_low=low, ci_high=high, confidence=0.95, p_slower=p_slower, p_faster=p_faster,
+        n_head=int(n), n_base=int(n), median_head=float(new), median_base=float(old),
+        threshold=float(threshold), alpha=float(alpha), verdict=verdict, test="ratio intervals",
+    )
 
 
 def min_pairs(alpha: float) -> int:

@@ -53,10 +53,10 @@ def bench(args: list[str]) -> tuple[Path, float]:
 
 def direction(row, side: str) -> str:
     """"slower", "faster" or "" (no clear difference, unstable, not measured): what ``side`` said."""
-    unstable = row[f"unstable_reason_{side}"] if row[f"stable_{side}"] == "unstable" else None
-    said = stats.words(row[f"x_mlp_{side}"], row[f"x_mlp_low_{side}"], row[f"x_mlp_high_{side}"],
-                       unstable if isinstance(unstable, str) else None)
-    return "slower" if said.endswith("slower") else "faster" if said.endswith("faster") else ""
+    if row[f"stable_{side}"] == "unstable":
+        return ""
+    said = stats.direction(row[f"x_mlp_{side}"], row[f"x_mlp_low_{side}"], row[f"x_mlp_high_{side}"])
+    return said if said in ("slower", "faster") else ""
 
 
 def compare(quiet, busy):

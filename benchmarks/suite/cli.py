@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
         "graphs": selection.graphs,
+        "cases": len(cases) - absent, "state": record.RUNNING,  # a run killed before its end stays "running"
     })
     shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
     print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}; threads {why}; "
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))
     path = run.write_table("benchmarks", frame)
+    finished = code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
+    run.mark(record.INTERRUPTED if interrupted else record.COMPLETE if finished else f"failed: pytest exit {int(code)}")
     print()
     print(summary.summary(frame))
     print()
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads: {why}" + (f"; clock: {', '.join(clocks)}" if clocks else "")
           + (" (cpu: the process's CPU time, one thread on the CPU)" if "cpu" in clocks else ""))
     if interrupted:
-        print(f"interrupted: kept the {len(frame)} finished measurements")
+        print(f"interrupted: kept the {len(frame)} finished measurements; the run is marked partial")
     print(f"tidy table {path.name}, pytest-benchmark JSON {run.benchmark_json.name}, environment.json")
     announce(run)
     if interrupted:

@@ -3,7 +3,8 @@ be said of it against the width-matched MLP.
 
 It reads the tidy table that :func:`benchmarks.core.record.bench_table` built (the figures
 are computed there, once) and words every ratio with :func:`benchmarks.core.stats.words`:
-nothing is called faster or slower where the interval includes 1 or the row is unstable.
+"N x slower/faster" where the interval excludes 1, "no clear difference" where it holds 1,
+and "imprecise" or "disturbed" said beside it, never instead of it.
 """
 
 from __future__ import annotations
@@ -42,15 +43,20 @@ def interval(low, high) -> str:
     return f"[{stats.plain(low)}, {stats.plain(high)}]"
 
 
+def _text(row, column: str) -> str | None:
+    v = row.get(column)
+    return v if isinstance(v, str) and v.strip() else None
+
+
 def verdict(row) -> str:
     """What may be said of one row against the width-matched MLP."""
     if row["status"] != "ok":
         return f"{row['status']}: {row['reason']}" if isinstance(row.get("reason"), str) else str(row["status"])
     if row.get("model") == "mlp":
         return "the baseline"
-    unstable = row.get("unstable_reason") if row.get("stable") == "unstable" else None
     said = stats.words(_number(row["x_mlp"]), _number(row.get("x_mlp_low")), _number(row.get("x_mlp_high")),
-                       unstable if isinstance(unstable, str) else None, than="the MLP")
+                       stats.imprecision_of(_text(row, "imprecise"), "mlp"), than="the MLP",
+                       disturbed=_text(row, "interference"))
     return launch_bound_words(row, said)
 
 
@@ -76,6 +82,50 @@ def launch_bound_line(frame: pd.DataFrame) -> str | None:
             f"not models")
 
 
+
+def counts_line(frame: pd.DataFrame) -> str:
+    """How many measurements and of which status; of the KAN rows (not the baselines), how many
+    were imprecise or disturbed."""
+    counts = frame["status"].value_counts()
+    line = f"{len(frame)} measurements: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    kan = frame[(frame["status"] == "ok") & (frame["family"] == "kan")] if "family" in frame else frame.iloc[:0]
+    flags = [f"{int(kan[c].notna().sum())} {word}" for c, word in (("imprecise", "imprecise"),
+                                                                    ("interference", "disturbed"))
+             if c in kan and kan[c].notna().any()]
+    if len(kan) and flags:
+        line += (f"; of the {len(kan)} KAN rows, " + ", ".join(flags)
+                 + " (their direction and size are still said)")
+    return line
+
+
+REFERENCE = "kan"  # the reference KAN, whose ratio every summary and headline states
+
+
+def reference_lines(frame: pd.DataFrame) -> list[str]:
+    """Per phase, the reference KAN's time over the width-matched MLP: the geometric mean over the
+    workloads measured, with the geometric mean of the intervals' ends (no narrower than the
+    interval of the mean), in words."""
+    kan = frame[(frame["model"] == REFERENCE) & (frame["status"] == "ok")]
+    lines = []
+    for phase in PHASES:
+        at = kan[kan["phase"] == phase]
+        values = at[["x_mlp", "x_mlp_low", "x_mlp_high"]].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        values = values[np.isfinite(values[:, 0]) & (values[:, 0] > 0)]
+        if not len(values):
+            continue
+        ratio = float(np.exp(np.log(values[:, 0]).mean()))
+        ends = values[np.isfinite(values[:, 1:]).all(axis=1) & (values[:, 1:] > 0).all(axis=1)]
+        low, high = (float(np.exp(np.log(ends[:, k]).mean())) for k in (1, 2)) if len(ends) == len(values) \
+            else (math.nan, math.nan)
+        imprecise = int(at["imprecise"].map(lambda v: stats.imprecision_of(v, "mlp") is not None).sum()) \
+            if "imprecise" in at else 0
+        over = f", geometric mean over {len(values)} workloads" if len(values) > 1 else ""
+        lines.append(f"{phase}, the reference KAN ({REFERENCE}){over}: "
+                     + stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
+                                   than="the width-matched MLP", interval=True))
+    return lines
+
+
 def _blocks(frame: pd.DataFrame):
     keys = ["device", "dtype", "widths", "batch", "mode"]  # a CUDA-graph row is a workload of its own
     for key, group in frame.groupby(keys, sort=False, dropna=False):
@@ -91,11 +141,7 @@ def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
     the geometric mean of each model's ratio over them instead, with how many were unstable."""
     if frame.empty:
         return "no measurements"
-    counts = frame["status"].value_counts()
-    lines = [f"{len(frame)} measurements: " + ", ".join(f"{n} {s}" for s, n in counts.items())]
-    unstable = frame[frame["stable"] == "unstable"]
-    if len(unstable):
-        lines[0] += f"; {len(unstable)} unstable (their ratios are not called faster or slower)"
+    lines = [counts_line(frame)] + reference_lines(frame)
     bound = launch_bound_line(frame)
     if bound:
         lines.append(bound)
@@ -123,7 +169,7 @@ def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
                     )
         return "\n".join(lines)
     lines += ["", f"{len(blocks)} workloads; geometric mean of time over the width-matched MLP "
-              "(unstable rows counted, not averaged in):",
+              "(imprecise rows averaged in, and counted):",
               " " * width + "".join(f"{p:>22}" for p in phases)]
     ok = frame[(frame["status"] == "ok") & frame["x_mlp"].notna()]
     if ok.empty:
@@ -132,10 +178,12 @@ def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
         cells = []
         for phase in phases:
             at = ok[(ok["model"] == model) & (ok["phase"] == phase)]
-            steady = at[at["stable"] != "unstable"]["x_mlp"].to_numpy(float)
-            text = f"x{stats.plain(float(np.exp(np.log(steady).mean())))}" if steady.size else "-"
-            if len(at) > steady.size:
-                text += f" ({len(at) - steady.size} unstable)"
+            values = at["x_mlp"].to_numpy(float)
+            text = f"x{stats.plain(float(np.exp(np.log(values).mean())))}" if values.size else "-"
+            imprecise = int(at["imprecise"].map(lambda v: stats.imprecision_of(v, "mlp") is not None).sum()) \
+                if "imprecise" in at else 0
+            if imprecise:
+                text += f" ({imprecise} imprecise)"
             cells.append(text)
         lines.append(f"{model:<{width}}" + "".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
