@@ -139,10 +139,13 @@ def _one_line(e: BaseException) -> str:
 
 
 def timed_call(step, timer, usage=os_usage) -> dict:
-    """One call of ``step`` after its untimed setup: {"status", "reason", "seconds", "switches", "cpu_s"}.
+    """One call of ``step`` after its untimed setup:
+    {"status", "reason", "seconds", "switches", "cpu_s", "clock"}.
 
     The OS's counters are read outside the timed region, just around it. A status other than
-    "ok" ("error", "nonfinite") says why the call does not count."""
+    "ok" ("error", "nonfinite") says why the call does not count. "clock" names the clock that
+    took the seconds ("wall", "cpu"; None for a clock without a name), so that a caller in
+    another process can check the call was timed by the run's clock."""
     try:
         step.setup()
         switches, cpu = usage()
@@ -156,19 +159,24 @@ def timed_call(step, timer, usage=os_usage) -> dict:
     if bad:
         return {"status": "nonfinite", "reason": bad}
     return {"status": "ok", "reason": "", "seconds": seconds, "switches": switches_after - switches,
-            "cpu_s": cpu_after - cpu}
+            "cpu_s": cpu_after - cpu, "clock": getattr(timer, "clock", None)}
 
 
 def _call(c: Candidate, timer, usage) -> float | None:
     """One call of ``c`` (see :func:`timed_call`); its seconds, or None when it failed (``c`` says why).
 
     A step that lives in another process (the peers' children) times itself there, by the same
-    protocol, through its own ``timed_call()``."""
+    protocol, through its own ``timed_call()``; a call it timed by another clock than ``timer``'s
+    fails (its samples could not be paired with the others')."""
     remote = getattr(c.step, "timed_call", None)
     try:
         result = remote() if remote is not None else timed_call(c.step, timer, usage)
     except Exception as e:  # the other process failed
         result = {"status": "error", "reason": _one_line(e)}
+    wanted = getattr(timer, "clock", None)
+    if result["status"] == "ok" and result.get("clock") != wanted and wanted is not None:
+        result = {"status": "error", "reason": f"timed by the {result.get('clock')} clock, "
+                                               f"not the run's {wanted} clock"}
     if result["status"] != "ok":
         c.fail(result["status"], result["reason"])
         return None
