@@ -40,6 +40,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from benchmarks.core import memory, stats
+from benchmarks.core.cli import one_line
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.record import load_average
@@ -89,11 +90,6 @@ def _forward_flops(case: Case) -> int | None:
     except (ImportError, AttributeError, ValueError):  # ValueError: not registered (a model passed in)
         return None
     return case.forward_flops()
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def probe(step, case: Case, threads: int) -> dict:
@@ -179,7 +175,7 @@ def build_candidates(group: Group, *, threads: int, build: Callable[[Case], obje
             row.update(status="skipped", reason=str(e))
             continue
         except Exception as e:
-            row.update(status="error", reason=_one_line(e))
+            row.update(status="error", reason=one_line(e))
             continue
         candidates[case.id] = Candidate(case.id, step)
     return rows, candidates

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from benchmarks.core.cli import one_line
+
 MIN_CALLS, MAX_CALLS = 3, 200  # calls per turn in paired turns
 
 
@@ -133,11 +135,6 @@ def disturbed(c: Candidate, threads: int = 1) -> list[bool]:
     return [low and wall > DISTURBED_SLOWER * median for low, wall in zip(lost, c.samples)]
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def timed_call(step, timer, usage=os_usage) -> dict:
     """One call of ``step`` after its untimed setup:
     {"status", "reason", "seconds", "switches", "cpu_s", "clock"}.
@@ -155,7 +152,7 @@ def timed_call(step, timer, usage=os_usage) -> dict:
         switches_after, cpu_after = usage()
         bad = step.nonfinite()
     except Exception as e:
-        return {"status": "error", "reason": _one_line(e)}
+        return {"status": "error", "reason": one_line(e)}
     if bad:
         return {"status": "nonfinite", "reason": bad}
     return {"status": "ok", "reason": "", "seconds": seconds, "switches": switches_after - switches,
@@ -172,7 +169,7 @@ def _call(c: Candidate, timer, usage) -> float | None:
     try:
         result = remote() if remote is not None else timed_call(c.step, timer, usage)
     except Exception as e:  # the other process failed
-        result = {"status": "error", "reason": _one_line(e)}
+        result = {"status": "error", "reason": one_line(e)}
     wanted = getattr(timer, "clock", None)
     if result["status"] == "ok" and result.get("clock") != wanted and wanted is not None:
         result = {"status": "error", "reason": f"timed by the {result.get('clock')} clock, "

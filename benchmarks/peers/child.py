@@ -20,11 +20,7 @@ from __future__ import annotations
 import json
 import sys
 
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+from benchmarks.core.cli import one_line
 
 
 def serve(argv: list[str] | None = None) -> None:
@@ -82,7 +78,7 @@ def _serve(side: str, threads: int, clocks: dict[str, str], say) -> None:
                 built[case.id] = {"status": "ok", "reason": "", **probe(step, case, threads)}
                 steps[case.id] = step
             except Exception as e:  # unsupported option, out of memory, no CUDA support, ...
-                built[case.id] = {"status": "not available", "reason": _one_line(e)}
+                built[case.id] = {"status": "not available", "reason": one_line(e)}
         return {"cases": built}
 
     def call(command: dict) -> dict:
@@ -96,7 +92,7 @@ def _serve(side: str, threads: int, clocks: dict[str, str], say) -> None:
                 out = model(torch.tensor(command["inputs"], dtype=torch.float64))
             return {"outputs": out.tolist()}
         except Exception as e:
-            return {"error": _one_line(e)}
+            return {"error": one_line(e)}
 
     commands(say, {"build": build, "call": call, "outputs": outputs})
 
