@@ -23,10 +23,10 @@ def native_kernels():
         kan.native.available()  # builds, checks and loads once; a warning says why where it cannot
 
 
-def covering_sample(cases: list[dict[str, int]]) -> list[int]:
-    """Indices of a small deterministic subset of ``cases`` (each a {parameter: value index}
-    mapping) in which every value of every parameter occurs at least once: greedily the case
-    that adds the most values not yet seen, the earliest on a tie."""
+def covering_sample(cases: list[dict[str, str]]) -> list[int]:
+    """Indices of a small deterministic subset of ``cases`` (each a {parameter: value} mapping)
+    in which every value of every parameter occurs at least once: greedily the case that adds
+    the most values not yet seen, the earliest on a tie."""
     unseen = set().union(*(c.items() for c in cases)) if cases else set()
     chosen: list[int] = []
     while unseen:
@@ -44,7 +44,8 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("sweep") is not None and hasattr(item, "callspec"):
             sweeps.setdefault((item.path, item.originalname), []).append(item)
     for cases in sweeps.values():
-        keep = set(covering_sample([dict(c.callspec.indices) for c in cases]))
+        # a value by its repr: the same object (a dtype, a fixture's param) in two cases is one value
+        keep = set(covering_sample([{k: repr(v) for k, v in c.callspec.params.items()} for c in cases]))
         for i, item in enumerate(cases):
             if i not in keep:
                 item.add_marker(pytest.mark.slow)
