@@ -109,6 +109,7 @@ def test_forward_accepts_leading_dimensions():
     torch.testing.assert_close(y.reshape(-1, 2), layer(x.reshape(-1, 3)))
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("order", [1, 3])
 @pytest.mark.parametrize("standalone", [True, False])
 def test_gradcheck_input_and_parameters(order, standalone):
