@@ -74,7 +74,7 @@ def run_command(session: nox.Session, python: str, *args: str, success_codes=(0,
 
 
 def build_kernels(session: nox.Session, python: str) -> None:
-    """Build kan-fast's C++ kernels now (about 30 s, once per source, compiler and CPU), so that no
+    """Build kan-fast's C++ kernels now (once per source, compiler and CPU), so that no
     test or measurement waits for the build inside its first forward. A failed build is said in
     one line; the PyTorch paths then run instead."""
     session.run(python, "-m", "kan.native", "build", external=True, success_codes=[0, 1])
@@ -96,7 +96,10 @@ def sanitize(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`)."""
+    """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`).
+
+    The whole suite by default (what .ci/run runs); `nox -s tests -- -m "not slow"` is the quick
+    run, with a covering sample of each large parametrised sweep (tests/conftest.py)."""
     python = harness_python(session)
     build_kernels(session, python)
     session.run(python, "-m", "pytest", *session.posargs, external=True)

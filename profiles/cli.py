@@ -499,9 +499,10 @@ def print_noise(noise: dict) -> None:
 
 
 def _torch_threads() -> int:
-    import torch
+    """torch's own count, where the run was given none."""
+    from benchmarks.core.timer import torch_threads
 
-    return torch.get_num_threads()
+    return torch_threads()
 
 
 def pyspy_native() -> bool:

@@ -283,12 +283,10 @@ class NonFinite(RuntimeError):
 
 def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcontext) -> Workload:
     """Prepare ``s``, run its warm-up steps, then its measured steps inside ``section()``."""
-    import torch
+    from benchmarks.core.timer import using_threads
 
-    threads = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    try:
+    # the scenario's threads while it runs, the caller's count restored after
+    with using_threads(s.threads) if s.threads else contextlib.nullcontext():
         w = prepare(s)
         step = s.step_function
         for _ in range(s.warmup):
@@ -307,8 +305,6 @@ def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcont
                 measured(step, w)
             w.measured_s += time.perf_counter() - started
             w.steps_done += 1
-    finally:
-        torch.set_num_threads(threads)
     bad = w.step.nonfinite()
     if bad:
         raise NonFinite(f"{s.model} on {s.device}, {s.phase}: {bad}")

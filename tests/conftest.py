@@ -1,7 +1,14 @@
-"""Shared test setup: kan-fast's C++ kernels are built (or found built) once per test session.
+"""Shared test setup: kan-fast's C++ kernels are built (or found built) once per test session,
+and the large parametrised sweeps are sampled in the quick run.
 
 Tests that need their own build use a temporary ``KAN_NATIVE_CACHE`` in a subprocess
 and are marked ``slow`` (``pytest -m "not slow"`` skips them).
+
+A test marked ``sweep`` is a parametrised sweep whose whole product is too slow for the
+quick run: there, a covering sample of its cases runs (every value of every parameter in
+at least one case, chosen the same way on every run), and the other cases are marked
+``slow``, so the whole suite still runs every case and each sampled case checks the same
+thing as before.
 """
 
 import pytest
@@ -14,3 +21,31 @@ def native_kernels():
 
     if kan.native.ENABLED:
         kan.native.available()  # builds, checks and loads once; a warning says why where it cannot
+
+
+def covering_sample(cases: list[dict[str, str]]) -> list[int]:
+    """Indices of a small deterministic subset of ``cases`` (each a {parameter: value} mapping)
+    in which every value of every parameter occurs at least once: greedily the case that adds
+    the most values not yet seen, the earliest on a tie."""
+    unseen = set().union(*(c.items() for c in cases)) if cases else set()
+    chosen: list[int] = []
+    while unseen:
+        best = max(range(len(cases)), key=lambda i: (len(unseen & cases[i].items()), -i))
+        chosen.append(best)
+        unseen -= cases[best].items()
+    return sorted(chosen)
+
+
+# tryfirst: the slow marks must be on before `-m "not slow"` deselects
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    sweeps: dict[tuple, list] = {}
+    for item in items:
+        if item.get_closest_marker("sweep") is not None and hasattr(item, "callspec"):
+            sweeps.setdefault((item.path, item.originalname), []).append(item)
+    for cases in sweeps.values():
+        # a value by its repr: the same object (a dtype, a fixture's param) in two cases is one value
+        keep = set(covering_sample([{k: repr(v) for k, v in c.callspec.params.items()} for c in cases]))
+        for i, item in enumerate(cases):
+            if i not in keep:
+                item.add_marker(pytest.mark.slow)

@@ -11,6 +11,7 @@ from benchmarks.core.case import Case, ModelUnavailable, build_model, make_step
 from benchmarks.core.measure import Group
 from benchmarks.suite.suites import SUITES
 from benchmarks.core.record import bench_table as tidy
+from benchmarks.core.timer import max_threads
 
 
 class FakeBenchmark:
@@ -52,7 +53,7 @@ def odd(models: dict):
 def test_nonfinite_first_call_is_flagged_and_never_timed():
     case = Case("nan", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
     mlp = Case("mlp", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
-    rows = measure_module.measure_group(group_of(case, mlp), SUITES["smoke"],
+    rows = measure_module.measure_group(group_of(case, mlp), SUITES["smoke"], threads=1,
                                         build=odd({"nan": lambda: NaNAfter(case.widths, after=1)}))
     row = rows[case.id]
     assert row["status"] == "nonfinite" and "NaN in the forward output" in row["reason"]
@@ -62,7 +63,7 @@ def test_nonfinite_first_call_is_flagged_and_never_timed():
 
 def test_nonfinite_during_timing_discards_the_timing():
     case = Case("nan", "train", widths=(2, 5, 1), batch=8, grid_size=None)
-    row = measure_module.measure_group(group_of(case), SUITES["smoke"],
+    row = measure_module.measure_group(group_of(case), SUITES["smoke"], threads=1,
                                        build=odd({"nan": lambda: NaNAfter(case.widths, after=3)}))[case.id]
     assert row["status"] == "nonfinite" and "NaN" in row["reason"] and "median_s" not in row
 
@@ -73,7 +74,7 @@ def test_nonfinite_is_flagged_in_the_record(tmp_path):
 
     case = Case("mlp", "backward", widths=(2, 5, 1), batch=8, grid_size=None)
     build = odd({"mlp": lambda: NaNAfter(case.widths)})
-    measured = lambda c: measure_module.measure_group(group_of(c), SUITES["smoke"], build=build)[c.id]  # noqa: E731
+    measured = lambda c: measure_module.measure_group(group_of(c), SUITES["smoke"], threads=1, build=build)[c.id]  # noqa: E731
     run = record.new_run(root=tmp_path)
     request = type("Request", (), {"node": type("Node", (), {"name": "test_case[nan]"})()})()
     with pytest.raises(pytest.fail.Exception, match="NaN"):
@@ -92,10 +93,14 @@ def test_a_finite_group_fills_every_figure():
     mlp = Case("mlp", "train", widths=(2, 5, 1), batch=8, grid_size=None)
     kan = Case("kan", "train", widths=(2, 5, 1), batch=8, grid_size=5)
     param = Case("mlp-param", "train", widths=(2, 5, 1), batch=8, grid_size=5)
-    rows = measure_module.measure_group(group_of(kan, param, mlp), SUITES["smoke"])
+    threads = max_threads()
+    before = torch.get_num_threads()
+    rows = measure_module.measure_group(group_of(kan, param, mlp), SUITES["smoke"], threads=threads)
+    assert torch.get_num_threads() == before  # the run's count applied while it measured, then restored
     row = rows[mlp.id]
     assert row["status"] == "ok" and row["rounds"] == 2 and len(row["samples"]) == 2
-    assert row["first_call_s"] > 0 and row["threads"] == torch.get_num_threads()
+    assert row["first_call_s"] > 0 and row["threads"] == threads
+    assert row["clock"] == ("cpu" if threads == 1 else "wall")
     assert row["param_bytes"] == 4 * row["parameters"] and row["saved_bytes"] > 0
     assert row["peak_bytes"] is None  # the CPU keeps no peak
     assert row["x_mlp"] == 1.0 and "x_mlp_param" not in row  # the MLP has no grid to match mlp-param's
@@ -163,7 +168,7 @@ def test_kan_fast_is_compared_with_kan_on_the_workloads_own_inputs():
     fast = Case("kan-fast", "forward", widths=(4, 9, 3), batch=16, grid_size=5)
     mlp = Case("mlp", "forward", widths=(4, 9, 3), batch=16, grid_size=None)
     group = group_of(kan, fast, mlp)
-    rows, candidates = measure_module.build_candidates(group)
+    rows, candidates = measure_module.build_candidates(group, threads=1)
     from benchmarks.core.equivalence import same_function
 
     same_function(group, candidates, rows)
@@ -172,7 +177,7 @@ def test_kan_fast_is_compared_with_kan_on_the_workloads_own_inputs():
     assert row["equivalence"].startswith("max |kan-fast - kan| = ") and "16 inputs, float32" in row["equivalence"]
     assert "max_rel_difference" not in rows[kan.id] and "max_rel_difference" not in rows[mlp.id]
     # a variant that computes another function is caught, by how much it is off
-    rows, candidates = measure_module.build_candidates(group)
+    rows, candidates = measure_module.build_candidates(group, threads=1)
     model = candidates[fast.id].step.model
     shifted = model.forward
     model.forward = lambda x: shifted(x) + 0.01
@@ -181,7 +186,7 @@ def test_kan_fast_is_compared_with_kan_on_the_workloads_own_inputs():
     assert rows[fast.id]["max_rel_difference"] == pytest.approx(0.01 / largest, rel=1e-3)
     # a backward group is not checked again: once per workload, on its forward
     back = group_of(Case("kan", "backward", widths=(4, 9, 3), batch=16), Case("kan-fast", "backward", widths=(4, 9, 3), batch=16))
-    rows, candidates = measure_module.build_candidates(back)
+    rows, candidates = measure_module.build_candidates(back, threads=1)
     same_function(back, candidates, rows)
     assert all("max_rel_difference" not in r for r in rows.values())
 

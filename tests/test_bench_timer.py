@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmarks.core.protocol import first_call, rounds
-from benchmarks.core.timer import DeviceTimer, set_threads, synchronize
+from benchmarks.core.timer import (CpuTimer, DeviceTimer, check_threads, clock_name, make_clock, max_threads,
+                                   synchronize, using_threads)
 
 
 class FakeDevice:
@@ -99,12 +100,46 @@ def test_cpu_timer_measures_a_sleep():
     assert "DeviceTimer(cpu)" in str(timer)
 
 
-def test_threads_are_settable_and_reported():
+def test_a_thread_count_is_applied_for_the_block_and_the_previous_one_restored():
     before = torch.get_num_threads()
-    try:
-        assert set_threads(1) == 1 == torch.get_num_threads()
-        assert set_threads(None) == 1
-    finally:
-        torch.set_num_threads(before)
-    with pytest.raises(ValueError, match="positive integer"):
-        set_threads(0)
+    other = 1 if before != 1 else max_threads()
+    with using_threads(other) as n:
+        assert n == other == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with using_threads(other):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before  # restored on an error too
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", None, True])
+def test_a_bad_thread_count_is_refused_and_nothing_changes(bad):
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        with using_threads(bad):
+            pass
+    assert torch.get_num_threads() == before
+
+
+def test_more_threads_than_cores_is_refused():
+    with pytest.raises(ValueError, match="at most"):
+        check_threads(max_threads() + 1)
+
+
+def test_the_clock_follows_device_and_threads_and_is_made_from_its_name():
+    assert clock_name("cpu", 1) == "cpu" and clock_name("cpu", 2) == "wall" and clock_name("cuda", 1) == "wall"
+    assert isinstance(make_clock("cpu", "cpu"), CpuTimer) and make_clock("cpu", "cpu").clock == "cpu"
+    assert isinstance(make_clock("wall", "cpu"), DeviceTimer) and make_clock("wall", "cpu").clock == "wall"
+    with pytest.raises(ValueError, match="CPU device only"):
+        make_clock("cpu", "cuda")
+    with pytest.raises(ValueError, match="unknown clock 'sundial'; valid clocks: wall, cpu"):
+        make_clock("sundial", "cpu")
+
+
+def test_the_cpu_clock_leaves_out_a_sleep_and_the_wall_clock_counts_it():
+    """The independent truth: a sleep takes wall time and next to no CPU time."""
+    for clock, counted in ((make_clock("wall", "cpu"), True), (make_clock("cpu", "cpu"), False)):
+        start = clock()
+        time.sleep(0.05)
+        took = clock() - start
+        assert (took >= 0.05) if counted else (took < 0.025)

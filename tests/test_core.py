@@ -383,3 +383,11 @@ def test_with_several_threads_a_call_is_disturbed_when_it_lost_cpu_time_and_took
                            cpu_s=[0.02, 0.02, 0.011, 0.022, 0.02])
     assert protocol.disturbed(c, threads=2) == [False, False, False, True, False]
     assert protocol.disturbed(c, threads=1) == [True, False, True, True, False]
+
+
+def test_an_exception_is_one_line_with_its_type():
+    from benchmarks.core.cli import one_line
+
+    assert one_line(ValueError("bad width 0\n  at layer 2")) == "ValueError: bad width 0"
+    assert one_line(RuntimeError("  \n")) == "RuntimeError"
+    assert one_line(KeyError("x")) == "KeyError: 'x'"

@@ -122,7 +122,7 @@ def test_a_busy_row_is_not_launch_bound_and_its_share_is_capped_at_one():
 def test_cpu_rows_keep_the_accelerator_columns_empty_and_their_words():
     case = Case("mlp", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
     kan = Case("kan", "forward", widths=(2, 5, 1), batch=8, grid_size=5)
-    rows = measure_group(Group((kan, case)), SUITES["smoke"])
+    rows = measure_group(Group((kan, case)), SUITES["smoke"], threads=1)
     for row in rows.values():
         assert row["status"] == "ok"
         assert not set(ACCELERATOR_COLUMNS) & set(row), "a CPU row gained accelerator fields"
@@ -217,7 +217,7 @@ def test_graphed_rows_are_compared_with_the_graphed_mlp():
 
 def test_a_model_that_cannot_be_captured_gets_a_row_saying_why():
     case = Case("mlp", "forward", "cpu", widths=(2, 5, 1), batch=8, grid_size=None, graph=True)
-    rows, candidates = build_candidates(Group((case,)))
+    rows, candidates = build_candidates(Group((case,)), threads=1)
     assert rows[case.id]["status"] == "skipped"
     assert "CUDA graphs need a CUDA device" in rows[case.id]["reason"]
     assert not candidates

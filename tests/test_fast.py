@@ -215,6 +215,7 @@ def sweep() -> list:
     return cases
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("order, grid_size, in_features, out_features, batch", sweep())
 def test_outputs_equal_reference(order, grid_size, in_features, out_features, batch, dtype, contraction):
@@ -304,6 +305,7 @@ def test_multilayer_model_equals_reference(dtype, contraction):
 # --------------------------------------------------------------------------- gradients
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("order", [1, 2, 3, 5], ids=lambda v: f"order{v}")
 @pytest.mark.parametrize("grid_size", [2, 7, 26], ids=lambda v: f"grid{v}")
 def test_gradients_equal_reference(order, grid_size, contraction):
@@ -337,6 +339,7 @@ def test_model_gradients_equal_reference(contraction):
 # --------------------------------------------------------------------------- non-uniform grids
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("order", [1, 3, 5], ids=lambda v: f"order{v}")
 def test_updated_nonuniform_grid_equals_reference(order, dtype, contraction):
@@ -397,6 +400,7 @@ def test_update_grid_with_a_constant_column_gives_no_nan(contraction):
 # --------------------------------------------------------------------------- gradcheck
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("grid", ["uniform", "nonuniform"])
 @pytest.mark.parametrize("order", [1, 3], ids=lambda v: f"order{v}")
 def test_gradcheck_float64(order, grid, contraction):

@@ -113,6 +113,7 @@ def geometry_for(case, dtype):
 WHERE = ["spread", "inside"]  # inputs over and beyond the grid, or all where every basis exists
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("where", WHERE)
 def test_local_bases_equal_pytorch(case, dtype, where):
@@ -126,6 +127,7 @@ def test_local_bases_equal_pytorch(case, dtype, where):
     assert native.local_bases(x, g)[2] is None
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("out_features", [1, 5, 8, 16, 27, 64, 70, 100])
 @pytest.mark.parametrize("where", WHERE)
@@ -176,6 +178,7 @@ def test_gather_kernels_equal_dense_products(case, dtype, out_features, where):
             assert from_saved[1] is None or torch.equal(from_saved[1], from_x[1])
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dense_kernels_equal_dense_basis(case, dtype):
     grid, g = geometry_for(case, dtype)
@@ -610,6 +613,7 @@ def operator_calls(dtype: torch.dtype, uniform: bool):
     return calls
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("uniform", [True, False], ids=["uniform", "uneven"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_opcheck_every_operator(dtype, uniform):

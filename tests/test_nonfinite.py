@@ -128,6 +128,7 @@ def grid_inputs(batch: int, in_features: int, seed: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- fuzz
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("adapted", [False, True], ids=["uniform", "adapted"])
 @pytest.mark.parametrize("order", [0, 1, 2, 3, 4, 5])
 def test_every_value_in_every_position_of_a_layer(path, order, adapted):
@@ -144,6 +145,7 @@ def test_every_value_in_every_position_of_a_layer(path, order, adapted):
                                          f"{path}, order {order}, scaler {scaler}, x[{position}] = {value}")
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("order", [1, 3])
 def test_every_value_in_every_position_of_a_model(path, order):
     """Model [3, 4, 2]: a special value in the input reaches the hidden layer, and its
@@ -158,6 +160,7 @@ def test_every_value_in_every_position_of_a_model(path, order):
             assert_matches_reference(reference, fast, x, upstream, f"{path}, order {order}, x[{position}] = {value}")
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("order", [0, 1, 3, 5])
 def test_non_finite_upstream_gradient(path, order):
     """Finite inputs, each special value in each position of the upstream gradient."""
@@ -294,6 +297,7 @@ def precision_case(grid_size: int, order: int):
     return x, truth, scale, error, layer.state_dict()
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("grid_size, order", [(100, 5), (1000, 1), (1000, 3), (1000, 5)])
 def test_float32_error_at_large_grids_stays_near_the_references(path, grid_size, order):
     """Max error relative to max |output| against the float64 reference on evenly spaced

@@ -73,7 +73,7 @@ def test_each_adapter_builds_the_right_shapes(name):
     if python is None:
         pytest.skip(f"{name} is not installed here (nox -s peers makes .nox/peer-{name})")
     with tempfile.TemporaryDirectory() as scratch:
-        child = cli.start(name, python, threads=1, scratch=Path(scratch))
+        child = cli.start(name, python, threads=1, clocks={"cpu": "cpu"}, scratch=Path(scratch))
         try:
             hello = child.receive()["hello"]
             assert hello["status"] == "ok" and hello["version"] == catalog.PEERS[name].version, hello
@@ -107,3 +107,82 @@ def test_the_reference_layers_travel_as_plain_lists():
     assert [(len(s), len(s[0]), len(s[0][0]), len(b), len(b[0])) for s, b in layers] == [(3, 4, 8, 3, 4),
                                                                                          (2, 3, 8, 2, 3)]
     json.dumps(layers)  # what crosses to a peer's process
+
+
+# A stand-in for a peer package, loaded into the peer's process before the child starts: it
+# replaces flashkan's catalog entry with a model whose forward sleeps. A sleep takes wall time
+# and next to no CPU time, so the peer's samples tell which clock its process timed them by.
+FAKE_PEER = '''
+import dataclasses, time
+from importlib.metadata import version
+
+import torch
+
+SLEEP_S = {sleep}
+
+
+class Sleepy(torch.nn.Module):
+    def __init__(self, widths, grid_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(widths[0], widths[-1])
+
+    def forward(self, x):
+        time.sleep(SLEEP_S)
+        return self.linear(x)
+
+
+def install():
+    from benchmarks.peers import catalog
+
+    catalog.PEERS["flashkan"] = dataclasses.replace(
+        catalog.PEERS["flashkan"], name="torch", spec="torch==" + version("torch"), module="torch",
+        build=Sleepy, load_reference=None, not_comparable="a stand-in")
+'''
+SLEEP_S = 0.04
+
+
+def fake_peer_python(tmp_path: Path) -> Path:
+    """An 'interpreter' for the peer's environment: the harness's, with the stand-in installed
+    into the child (started as PYTHON -I -c CODE CONFIG) once CODE has set its import path."""
+    (tmp_path / "fakepeer.py").write_text(FAKE_PEER.format(sleep=SLEEP_S))
+    prelude = (f"import sys; sys.path.append({str(tmp_path)!r}); code = sys.argv.pop(1); "
+               "head, _, tail = code.partition('from benchmarks.peers.child'); exec(head); "
+               "import fakepeer; fakepeer.install(); exec('from benchmarks.peers.child' + tail)")
+    python = tmp_path / "python-with-a-fake-peer"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -I -c \"{prelude}\" \"$3\" \"$4\"\n")
+    python.chmod(0o755)
+    return python
+
+
+def test_at_one_thread_a_peer_and_our_models_are_timed_by_the_same_cpu_clock(tmp_path, monkeypatch, capsys):
+    """`--threads 1` times our models by the process's CPU time; the peer's process must time its
+    calls by the same clock, or a ratio would pair CPU time with wall time. The peer's forward
+    sleeps SLEEP_S: on the CPU clock its forward takes a small part of that, on the wall clock more."""
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    status = cli.main(["--peer", "flashkan", f"--python=flashkan={fake_peer_python(tmp_path)}",
+                       "--suite", "smoke", "--model", "mlp,mlp-param", "--threads", "1"])
+    assert status == 0, capsys.readouterr().err
+    (run,) = record.runs(tmp_path / "results")
+    table = run.read_bench_table()
+    assert set(table["status"]) == {"ok"}, table[["model", "phase", "status", "reason"]]
+    assert set(table["model"]) == {"mlp", "mlp-param", "peer:flashkan"}  # mlp-param: a grid, so a peer row
+    assert set(table["clock"]) == {"cpu"} and set(table["threads"]) == {1}  # both sides, every phase
+    peer = table[(table["model"] == "peer:flashkan") & table["phase"].isin(["forward", "train"])]
+    assert len(peer) == 2 and (peer["median_s"] < SLEEP_S / 2).all(), peer[["phase", "median_s"]]
+    assert run.read_json("peers.json")["clocks"] == {"cpu": "cpu"}
+
+
+def test_a_call_timed_by_another_clock_than_the_runs_fails_the_candidate():
+    """A peer's process that timed a call by the wall clock, in a run timed by the CPU clock: the
+    call is refused, never paired with the others' samples."""
+    from benchmarks.core import protocol
+    from benchmarks.core.timer import CpuTimer
+
+    class Remote:
+        def timed_call(self):
+            return {"status": "ok", "reason": "", "seconds": 0.01, "switches": 0, "cpu_s": 0.01, "clock": "wall"}
+
+    c = protocol.Candidate("peer:x", Remote())
+    protocol.turns([c], CpuTimer(), repeats=2, warmup=0)
+    assert c.status == "error" and c.reason == "timed by the wall clock, not the run's cpu clock"
+    assert c.samples == []

@@ -109,6 +109,7 @@ def test_forward_accepts_leading_dimensions():
     torch.testing.assert_close(y.reshape(-1, 2), layer(x.reshape(-1, 3)))
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("order", [1, 3])
 @pytest.mark.parametrize("standalone", [True, False])
 def test_gradcheck_input_and_parameters(order, standalone):
@@ -338,6 +339,7 @@ def test_update_grid_on_an_empty_batch_or_non_finite_samples_is_a_value_error():
     assert torch.equal(layer.grid, grid)  # nothing was changed
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-9), (torch.float32, 1e-4)], ids=["float64", "float32"])
 @pytest.mark.parametrize("grid_size", [5, 20, 50])
 @pytest.mark.parametrize("model", ["kan", "kan-fast"])

@@ -3,7 +3,9 @@
     case       Case (model, phase, device, dtype, widths, batch, grid) and make_step: the model,
                data and the timed step of each phase; the one loss and optimizer of every phase
     timer      DeviceTimer: a host clock that waits for CUDA/MPS before its stop reading;
-               CpuTimer (the process's CPU time) for the CPU on one thread; clock_for picks
+               CpuTimer (the process's CPU time) for the CPU on one thread; clock_name picks
+               one from the device and the run's threads, make_clock builds it from its name
+               (in a child too); using_threads applies a run's thread count and restores
     protocol   first_call and rounds (one candidate), turns (candidates side by side),
                paired_turns (two processes, the gate)
     measure    a group of cases (a workload's models and their MLPs) timed in turns until its

@@ -21,6 +21,13 @@ USAGE_ERROR = 2
 RUN_FILE = "KAN_RUN_FILE"  # where a caller asks for the path of the run folder a command writes
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line for a person: ``Type: the first line of its message`` (the type
+    alone where the message is empty), so that a row's ``reason`` or an error never spans lines."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its errors in one line (``error: ... (see --help)``) and exit status 2."""
 

@@ -18,9 +18,13 @@ Order of work for one group:
    median of per-round ratios, with a 95% bootstrap interval), how many samples the
    machine disturbed, the load before and after, and whether the answer is stable.
 
-The clock is the device-aware wall clock, or, for the CPU on one thread, the process's CPU
-time (:func:`benchmarks.core.timer.clock_for`), which leaves out the time the OS gave the
-core to other processes. On the wall clock, disturbed samples
+The run decides the thread count and passes it in (``threads``); the group is built and
+timed with it applied (:func:`benchmarks.core.timer.using_threads`), and the clock follows
+from it and the device: the device-aware wall clock, or, for the CPU on one thread, the
+process's CPU time (:func:`benchmarks.core.timer.clock_name`), which leaves out the time the
+OS gave the core to other processes. Every candidate of a group is timed by that one clock,
+a step in another process too (it is told the clock's name, and a call timed by another
+clock fails, see :func:`benchmarks.core.protocol.timed_call`). On the wall clock, disturbed samples
 (:func:`benchmarks.core.protocol.disturbed`) are left out of medians and ratios where
 enough undisturbed rounds remain (:data:`CLEAN_SHARE`), since they measure the other
 processes as much as the model; otherwise all are used and the row says how many were
@@ -34,14 +38,14 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
-import torch
 
 from benchmarks.core import device as accelerator, memory, stats
+from benchmarks.core.cli import one_line
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.equivalence import same_function
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.record import load_average
-from benchmarks.core.timer import clock_for, set_threads
+from benchmarks.core.timer import clock_for, using_threads
 
 @dataclass(frozen=True)
 class Group:
@@ -89,13 +93,9 @@ def _forward_flops(case: Case) -> int | None:
     return case.forward_flops()
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def probe(step, case: Case) -> dict:
-    """The case's size figures, from an untimed forward: parameters, bytes, FLOPs, threads."""
+def probe(step, case: Case, threads: int) -> dict:
+    """The case's size figures, from an untimed forward: parameters, bytes, FLOPs, and the
+    ``threads`` it runs with (the run's choice, applied by the caller)."""
     parameters = memory.parameter_count(step.model)
     forward_flops = _forward_flops(case)
     row = dict(
@@ -103,7 +103,7 @@ def probe(step, case: Case) -> dict:
         param_bytes=memory.param_bytes(step.model),
         saved_bytes=memory.saved_tensor_bytes(step.forward, exclude=step.model.parameters()),
         flops=None if forward_flops is None else phase_flops(forward_flops, case.phase, parameters),
-        threads=set_threads(None),
+        threads=threads,
     )
     return {**row, **accelerator_figures(step, case, row)}
 
@@ -161,40 +161,48 @@ def own_interval(t: Timed, resamples: int = 2000) -> stats.PairedRatio | None:
     return stats.PairedRatio(1.0, low, high, len(rounds))
 
 
-def measure_group(group: Group, suite: Budget, usage=os_usage,
+def measure_group(group: Group, suite: Budget, *, threads: int, usage=os_usage,
                   build: Callable[[Case], object] = make_step) -> dict[str, dict]:
-    """Measure ``group``; a row per reported case (by case id), see the module docstring.
+    """Measure ``group`` with ``threads`` intra-op threads; a row per reported case (by case id),
+    see the module docstring.
 
     A row's ``status`` is "ok", "nonfinite" or "error" (with ``reason``), or "skipped" where
     the model's module cannot be imported. ``build``: the step builder (tests pass odd models).
     """
-    rows, candidates = build_candidates(group, build)
-    same_function(group, candidates, rows)  # kan-fast against kan, on the inputs timed, before any timing
-    return time_group(group, candidates, rows, suite, usage)
+    with using_threads(threads):
+        rows, candidates = build_candidates(group, threads=threads, build=build)
+        same_function(group, candidates, rows)  # kan-fast against kan, on the inputs timed, before any timing
+        return time_group(group, candidates, rows, suite, threads=threads, usage=usage)
 
 
-def build_candidates(group: Group, build: Callable[[Case], object] = make_step):
-    """(rows, candidates) of a group: each case built and probed, or its row saying why not."""
+def build_candidates(group: Group, *, threads: int, build: Callable[[Case], object] = make_step):
+    """(rows, candidates) of a group, built with ``threads`` threads: each case built and
+    probed, or its row saying why not."""
     rows: dict[str, dict] = {c.id: {} for c in group.cases}
     candidates: dict[str, Candidate] = {}
     for case in group.cases + group.companions:
         row = rows.get(case.id, {})
         try:
-            step = build(case)
-            row.update(probe(step, case))
+            with using_threads(threads):
+                step = build(case)
+                row.update(probe(step, case, threads))
         except ModelUnavailable as e:
             row.update(status="skipped", reason=str(e))
             continue
         except Exception as e:
-            row.update(status="error", reason=_one_line(e))
+            row.update(status="error", reason=one_line(e))
             continue
         candidates[case.id] = Candidate(case.id, step)
     return rows, candidates
 
 
-def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Budget,
-               usage=os_usage) -> dict[str, dict]:
-    """Time the candidates of a group in turns until clear (or out of budget) and fill their rows."""
+def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Budget, *,
+               threads: int, usage=os_usage) -> dict[str, dict]:
+    """Time the candidates of a group in turns until clear (or out of budget) and fill their rows.
+
+    ``threads`` is the run's thread count, applied here to the candidates of this process (a
+    candidate in another process was started with it); the clock follows from it and the device
+    (:func:`benchmarks.core.timer.clock_for`), the same for every candidate."""
     device = group.cases[0].device
     live = list(candidates.values())
     baseline_of = _baselines(group, candidates)
@@ -208,11 +216,11 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
                 return False
         return True
 
-    threads = torch.get_num_threads()
     timer, clock = clock_for(device, threads)
     load_before = load_average()
-    turns_until_clear(live, timer, suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
-                      budget_s=suite.max_time * max(1, len(live)), clear=clear, usage=usage)
+    with using_threads(threads):
+        turns_until_clear(live, timer, suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
+                          budget_s=suite.max_time * max(1, len(live)), clear=clear, usage=usage)
     load_after = load_average()
 
     timed = {name: Timed(c, suite.min_rounds, clock, threads) for name, c in candidates.items() if c.status == "ok"}
@@ -225,8 +233,9 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
             row.update(status=c.status, reason=c.reason)
             continue
         local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
-        row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
-        busy = _device_seconds(c.step) if local else None
+        with using_threads(threads):
+            row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
+            busy = _device_seconds(c.step) if local else None
         if busy is not None:  # accelerator rows only: a CPU row keeps the fields it always had
             row["device_s"] = busy
         row["clock"] = clock

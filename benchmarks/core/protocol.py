@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from benchmarks.core.cli import one_line
+
 MIN_CALLS, MAX_CALLS = 3, 200  # calls per turn in paired turns
 
 
@@ -133,16 +135,14 @@ def disturbed(c: Candidate, threads: int = 1) -> list[bool]:
     return [low and wall > DISTURBED_SLOWER * median for low, wall in zip(lost, c.samples)]
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def timed_call(step, timer, usage=os_usage) -> dict:
-    """One call of ``step`` after its untimed setup: {"status", "reason", "seconds", "switches", "cpu_s"}.
+    """One call of ``step`` after its untimed setup:
+    {"status", "reason", "seconds", "switches", "cpu_s", "clock"}.
 
     The OS's counters are read outside the timed region, just around it. A status other than
-    "ok" ("error", "nonfinite") says why the call does not count."""
+    "ok" ("error", "nonfinite") says why the call does not count. "clock" names the clock that
+    took the seconds ("wall", "cpu"; None for a clock without a name), so that a caller in
+    another process can check the call was timed by the run's clock."""
     try:
         step.setup()
         switches, cpu = usage()
@@ -152,23 +152,28 @@ def timed_call(step, timer, usage=os_usage) -> dict:
         switches_after, cpu_after = usage()
         bad = step.nonfinite()
     except Exception as e:
-        return {"status": "error", "reason": _one_line(e)}
+        return {"status": "error", "reason": one_line(e)}
     if bad:
         return {"status": "nonfinite", "reason": bad}
     return {"status": "ok", "reason": "", "seconds": seconds, "switches": switches_after - switches,
-            "cpu_s": cpu_after - cpu}
+            "cpu_s": cpu_after - cpu, "clock": getattr(timer, "clock", None)}
 
 
 def _call(c: Candidate, timer, usage) -> float | None:
     """One call of ``c`` (see :func:`timed_call`); its seconds, or None when it failed (``c`` says why).
 
     A step that lives in another process (the peers' children) times itself there, by the same
-    protocol, through its own ``timed_call()``."""
+    protocol, through its own ``timed_call()``; a call it timed by another clock than ``timer``'s
+    fails (its samples could not be paired with the others')."""
     remote = getattr(c.step, "timed_call", None)
     try:
         result = remote() if remote is not None else timed_call(c.step, timer, usage)
     except Exception as e:  # the other process failed
-        result = {"status": "error", "reason": _one_line(e)}
+        result = {"status": "error", "reason": one_line(e)}
+    wanted = getattr(timer, "clock", None)
+    if result["status"] == "ok" and result.get("clock") != wanted and wanted is not None:
+        result = {"status": "error", "reason": f"timed by the {result.get('clock')} clock, "
+                                               f"not the run's {wanted} clock"}
     if result["status"] != "ok":
         c.fail(result["status"], result["reason"])
         return None

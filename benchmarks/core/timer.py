@@ -21,8 +21,9 @@ How the clock is used (the first, cold call apart; rounds; turns across candidat
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -77,6 +78,7 @@ class DeviceTimer:
             kind = device_type(device)  # an unknown device fails here, not in the middle of a run
             sync = _nothing if kind == "cpu" else (lambda: synchronize(device))
         self._sync = sync
+        self.clock = "wall"
         self.__name__ = f"DeviceTimer({self.device})"  # how pytest-benchmark names its timer
 
     def __call__(self) -> Reading:
@@ -106,6 +108,7 @@ class CpuTimer:
     time, so it is not used there.)"""
 
     __name__ = "CpuTimer(cpu)"
+    clock = "cpu"
 
     def __call__(self) -> float:
         return time.process_time()
@@ -114,12 +117,34 @@ class CpuTimer:
         return self.__name__
 
 
-def clock_for(device: str, threads: int) -> tuple[object, str]:
-    """(clock, its name) for timing work on ``device`` with ``threads`` intra-op threads: the CPU
-    time of the process for the CPU on one thread, else the device-aware wall clock."""
-    if device_type(device) == "cpu" and threads == 1:
-        return CpuTimer(), "cpu"
-    return DeviceTimer(device), "wall"
+CLOCKS = ("wall", "cpu")
+
+
+def clock_name(device: str, threads: int) -> str:
+    """The clock a run times work on ``device`` with ``threads`` intra-op threads by: "cpu" (the
+    process's CPU time) for the CPU on one thread, else "wall" (the device-aware wall clock).
+
+    A run decides this once and hands the name to every process that times for it (the gate's
+    sides, the peers' children), so that two candidates compared are always timed by one clock."""
+    return "cpu" if device_type(device) == "cpu" and threads == 1 else "wall"
+
+
+def make_clock(name: str, device: str) -> "DeviceTimer | CpuTimer":
+    """The clock called ``name`` ("wall" or "cpu") for ``device``; ``ValueError`` for another
+    name, or for the CPU clock on a device other than the CPU (it cannot see queued device work)."""
+    if name == "wall":
+        return DeviceTimer(device)
+    if name == "cpu":
+        if device_type(device) != "cpu":
+            raise ValueError(f"the cpu clock times the CPU device only, not {device!r}")
+        return CpuTimer()
+    raise ValueError(f"unknown clock {name!r}; valid clocks: {', '.join(CLOCKS)}")
+
+
+def clock_for(device: str, threads: int) -> tuple["DeviceTimer | CpuTimer", str]:
+    """(clock, its name) for timing work on ``device`` with ``threads`` threads (:func:`clock_name`)."""
+    name = clock_name(device, threads)
+    return make_clock(name, device), name
 
 
 def max_threads() -> int:
@@ -131,15 +156,35 @@ def max_threads() -> int:
     return os.cpu_count() or 1
 
 
-def set_threads(n: int | None) -> int:
-    """Set torch's intra-op thread count (``None`` leaves it) and return the count in force."""
-    if n is not None:
-        if int(n) != n or n < 1:
-            raise ValueError(f"threads must be a positive integer, got {n!r}")
-        if n > max_threads():
-            raise ValueError(f"threads must be at most {max_threads()} (the cores this process may use), got {n}")
-        torch.set_num_threads(int(n))
+def check_threads(n: object) -> int:
+    """``n`` as a thread count; ``ValueError`` unless it is a whole number from 1 to :func:`max_threads`."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    if n > max_threads():
+        raise ValueError(f"threads must be at most {max_threads()} (the cores this process may use), got {n}")
+    return int(n)
+
+
+def torch_threads() -> int:
+    """torch's own intra-op thread count: what a run takes when it is given none (read once, at
+    the run's start, before anything applies a count)."""
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def using_threads(n: int) -> Iterator[int]:
+    """Apply ``n`` intra-op threads to torch while the block runs (validated by
+    :func:`check_threads`), and restore the count that was in force before on exit.
+
+    The run keeps ``n`` itself and passes it on (to the rows, the children, the disturbed-sample
+    test); nothing reads torch's global back to learn what the run asked for."""
+    n = check_threads(n)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
 
 
 def default_threads(idle: float | None, torch_default: int) -> tuple[int, str]:

@@ -9,7 +9,7 @@ its own, started by ``benchmarks.gate`` with an import path on which ``kan`` is 
 side's package and ``benchmarks`` is the working tree's harness. The child speaks JSON
 lines: it greets with what it could build, then answers commands on stdin::
 
-    child  -> {"hello": {"kan_file", "kan_modules", "models", "torch", "threads",
+    child  -> {"hello": {"kan_file", "kan_modules", "models", "torch", "threads", "clock",
                          "cases": {name: {"status": "ok" | "missing" | "error" | "nonfinite", "reason"}}}}
     parent -> {"cmd": "warmup"}
     child  -> {"per_call_s": {name: seconds}, "failed": {name: {"status", "reason"}}}
@@ -80,7 +80,7 @@ class _Prepared:
     clock: object = field(default=None, repr=False)
 
 
-def prepare(case, clock_kind: str = "wall") -> _Prepared:
+def prepare(case, clock_name: str = "wall") -> _Prepared:
     """Build ``case`` with the harness's case builder on this side, and make its first, cold call.
 
     A model this side lacks (not registered, or its module absent) is "missing", which
@@ -89,6 +89,7 @@ def prepare(case, clock_kind: str = "wall") -> _Prepared:
     import dataclasses
 
     from benchmarks.core import case as cases, protocol
+    from benchmarks.core.timer import make_clock
     from kan import zoo
 
     if case.model not in zoo.available():
@@ -96,7 +97,7 @@ def prepare(case, clock_kind: str = "wall") -> _Prepared:
     try:
         grid = case.grid_size if cases.has_grid(case.model) else None
         step = cases.make_step(dataclasses.replace(case, grid_size=grid))
-        timing = clock(clock_kind, case.device)
+        timing = make_clock(clock_name, case.device)
         first = protocol.first_call(step.fn, timing, setup=step.setup)
     except cases.ModelUnavailable as e:
         return _Prepared(case, "missing", str(e))
@@ -108,34 +109,17 @@ def prepare(case, clock_kind: str = "wall") -> _Prepared:
     return _Prepared(case, "ok", step=step, first_call_s=first, clock=timing)
 
 
-CLOCKS = ("wall", "cpu")
-
-
-def clock(kind: str, device: str):
-    """The clock a side times with: "wall" is the harness's device timer; "cpu" is the CPU time of
-    this process (``time.process_time``), which leaves out the time other processes hold the
-    cores, for a shared machine, and exists for the CPU device only."""
-    from benchmarks.core import timer
-
-    if kind == "wall":
-        return timer.DeviceTimer(device)
-    if kind == "cpu":
-        if timer.device_type(device) != "cpu":
-            raise ValueError(f"the cpu clock times the CPU device only, not {device!r}")
-        return time.process_time
-    raise ValueError(f"unknown clock {kind!r}; valid clocks: {', '.join(CLOCKS)}")
-
-
-def turn(prepared: _Prepared, calls: int) -> list[tuple[float, bool]]:
+def turn(prepared: _Prepared, calls: int, threads: int) -> list[tuple[float, bool]]:
     """(seconds, disturbed) of each of ``calls`` calls, each timed alone after its untimed ``setup``
-    (the protocol of the pytest-benchmark suites). The parent makes one sample of them."""
-    from benchmarks.core import protocol, timer
+    (the protocol of the pytest-benchmark suites), with the side's ``threads`` (which the
+    disturbed-sample test needs). The parent makes one sample of them."""
+    from benchmarks.core import protocol
 
     c = protocol.Candidate(name(prepared.case), prepared.step)
     protocol.calls(c, prepared.clock, calls)
     if c.status != "ok":
         raise FloatingPointError(c.reason) if c.status == "nonfinite" else RuntimeError(c.reason)
-    return list(zip(c.samples, protocol.disturbed(c, timer.set_threads(None))))
+    return list(zip(c.samples, protocol.disturbed(c, threads)))
 
 
 def warmup(prepared: _Prepared, seconds: float = 0.3, max_calls: int = 50) -> float:
@@ -168,18 +152,28 @@ def _drop_editable_finders() -> None:
 
 def serve(argv: list[str] | None = None) -> None:
     """The child's main loop. argv[0] is a JSON object:
-    {"cases": [fields(case)], "threads": n, "clock": "wall" | "cpu", "warmup_s": s, "cpus": [ids] | null}."""
-    from benchmarks.core.process import channel, commands
+    {"cases": [fields(case)], "threads": n, "clock": "wall" | "cpu", "warmup_s": s, "cpus": [ids] | null}.
+
+    The parent decides the threads and the clock once and sends the same to both sides, so that
+    base and head are timed alike."""
+    from benchmarks.core.process import channel
 
     config = json.loads((argv if argv is not None else sys.argv[1:])[0])
     say = channel()
     if config.get("cpus") and hasattr(os, "sched_setaffinity"):  # before torch starts its threads
         os.sched_setaffinity(0, config["cpus"])
+    from benchmarks.core.timer import using_threads  # imports torch: after the affinity is set
+
+    threads = int(config["threads"])
+    with using_threads(threads):
+        _serve(config, threads, say)
+
+
+def _serve(config: dict, threads: int, say) -> None:
     import torch
 
-    from benchmarks.core import timer
+    from benchmarks.core.process import commands
 
-    timer.set_threads(int(config.get("threads") or 1))
     _drop_editable_finders()
     import kan
 
@@ -192,15 +186,15 @@ def serve(argv: list[str] | None = None) -> None:
     except ImportError as e:  # a commit from before the registry: nothing to time on this side
         models, prepared = [], {name(c): _Prepared(c, "missing", f"no kan.zoo ({e})") for c in cases}
     else:
-        clock_kind = config.get("clock", "wall")
-        models, prepared = list(zoo.available()), {name(c): prepare(c, clock_kind) for c in cases}
+        models, prepared = list(zoo.available()), {name(c): prepare(c, config["clock"]) for c in cases}
     say({"hello": {
         "kan_file": getattr(kan, "__file__", None),
         "kan_modules": {n: getattr(m, "__file__", None) for n, m in sorted(sys.modules.items())
                         if n == "kan" or n.startswith("kan.")},
         "models": models,
         "torch": torch.__version__,
-        "threads": timer.set_threads(None),
+        "threads": threads,
+        "clock": config["clock"],
         "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "cases": {n: {"status": p.status, "reason": p.reason, "first_call_s": p.first_call_s}
                   for n, p in prepared.items()},
@@ -220,7 +214,7 @@ def serve(argv: list[str] | None = None) -> None:
 
     def take(command: dict) -> dict:
         k, number = int(command["samples"]), command["number"]  # number: {case: calls per sample}
-        return {"samples": {n: [turn(ready[n], int(calls)) for _ in range(k)]
+        return {"samples": {n: [turn(ready[n], int(calls), threads) for _ in range(k)]
                             for n, calls in number.items() if n in ready}}
 
     commands(say, {"warmup": warm, "round": take})

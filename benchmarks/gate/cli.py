@@ -66,6 +66,7 @@ from typing import Iterator
 from benchmarks.core import protocol, record, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
+from benchmarks.core.timer import CLOCKS
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -409,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-round", type=int, default=1, help="samples per turn (default %(default)s)")
     p.add_argument("--sample-time", type=float, default=0.05,
                    help="seconds one sample lasts at least (default %(default)s)")
-    p.add_argument("--clock", choices=suite.CLOCKS, default="wall",
+    p.add_argument("--clock", choices=CLOCKS, default="wall",
                    help="wall: elapsed time (the harness's timer); cpu: this process's CPU time, "
                         "steadier on a machine shared with other work (default %(default)s)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,

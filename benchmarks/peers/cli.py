@@ -55,14 +55,15 @@ class RemoteStep:
         return self.child.ask({"cmd": "call", "case": self.case.id})
 
 
-def start(name: str, python: Path, threads: int, scratch: Path) -> Child:
-    """The peer's process, in its environment, importing the harness but not our ``kan``."""
+def start(name: str, python: Path, threads: int, clocks: dict[str, str], scratch: Path) -> Child:
+    """The peer's process, in its environment, importing the harness but not our ``kan``; it
+    times with the run's ``threads`` and clock per device (``clocks``: {device: "wall" | "cpu"})."""
     harness = scratch / name
     harness.mkdir()
     (harness / "benchmarks").symlink_to(ROOT / "benchmarks", target_is_directory=True)
     code = (f"import sys; sys.path[:0] = [{str(harness)!r}]; "
             "from benchmarks.peers.child import main; main()")
-    return Child(name, [str(python), "-I", "-c", code, json.dumps({"side": name, "threads": threads})],
+    return Child(name, [str(python), "-I", "-c", code, json.dumps({"side": name, "threads": threads, "clocks": clocks})],
                  cwd=scratch, env=dict(os.environ))
 
 
@@ -106,22 +107,35 @@ def parse(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args, peers, given, selection = parse(argv)
+    from benchmarks.core.timer import check_threads, clock_name, torch_threads, using_threads
+
+    try:
+        # the run's threads and clocks, decided once: this process and every peer's time with them
+        threads = torch_threads() if args.threads is None else check_threads(args.threads)
+        clocks = {device: clock_name(device, threads) for device in selection.devices}
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with using_threads(threads):
+        return _run(peers, given, selection, threads, clocks)
+
+
+def _run(peers: list[str], given: dict[str, str], selection, threads: int, clocks: dict[str, str]) -> int:
     from benchmarks.core.case import Case, zoo
-    from benchmarks.core.timer import set_threads
     from benchmarks.suite import summary
     from benchmarks.core.measure import Group, build_candidates, time_group
 
     try:
-        threads = set_threads(args.threads)
         run = record.new_run("peers")
-    except (ValueError, record.RunFolderError) as e:
+    except record.RunFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     warning = busy_warning(record.load_average(), os.cpu_count())
     if warning:
         print(warning, flush=True)
     print(f"peers: {', '.join(peers)} beside {', '.join(selection.models)}, suite {selection.suite.name}, "
-          f"grids {','.join(map(str, selection.suite.grid_sizes))}, {threads} threads; run folder {run.path}",
+          f"grids {','.join(map(str, selection.suite.grid_sizes))}, {threads} threads "
+          f"({', '.join(f'{d}: {c} clock' for d, c in clocks.items())}); run folder {run.path}",
           flush=True)
     status: dict[str, dict] = {}
     children: dict[str, Child] = {}
@@ -135,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     status[name] = {"status": "not available", "reason": f"no environment at {python.parent.parent} "
                                     f"(nox -s peers makes it)", "version": None}
                     continue
-                child = start(name, python, threads, Path(scratch))
+                child = start(name, python, threads, clocks, Path(scratch))
                 try:
                     hello = child.receive()["hello"]
                 except ChildError as e:
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 gridded = group.cases[0].grid_size if any(c.grid_size for c in group.cases) else None
                 peer_cases = [Case(f"{PREFIX}{name}", c.phase, c.device, c.dtype, c.widths, c.batch, gridded)
                               for c in group.cases[:1] for name in peers] if gridded else []
-                rows, candidates = build_candidates(Group(group.cases, group.companions))
+                rows, candidates = build_candidates(Group(group.cases, group.companions), threads=threads)
                 for case in peer_cases:
                     name = case.model.removeprefix(PREFIX)
                     rows[case.id] = {"package": f"{name} {status[name]['version'] or PEERS[name].version}"}
@@ -172,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows[case.id].update({k: v for k, v in built.items() if k not in ("status", "reason")})
                     candidates[case.id] = Candidate(case.id, RemoteStep(children[name], case))
                 both = Group(tuple(group.cases) + tuple(peer_cases), group.companions)
-                time_group(both, candidates, rows, selection.suite)
+                time_group(both, candidates, rows, selection.suite, threads=threads)
                 shape = (group.cases[0].widths, gridded)
                 if gridded and shape not in compared:
                     compared[shape] = equivalences(children, group.cases[0], gridded)
@@ -195,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     run.write_table("benchmarks", frame)
     run.write_json("peers.json", {"peers": {n: {**s, "spec": PEERS[n].spec} for n, s in status.items()},
                                   "models": list(selection.models), "suite": selection.suite.name,
-                                  "grids": list(selection.suite.grid_sizes), "threads": threads})
+                                  "grids": list(selection.suite.grid_sizes), "threads": threads,
+                                  "clocks": clocks})
     print()
     print(summary.summary(frame))
     if interrupted:

@@ -84,7 +84,7 @@ def settings(args):
     import dataclasses
 
     from benchmarks.core.case import device_unavailable, zoo
-    from benchmarks.core.timer import set_threads
+    from benchmarks.core.timer import check_threads, torch_threads
     from benchmarks.quality.tasks import TASKS
     from benchmarks.quality.train import BUDGETS
 
@@ -105,7 +105,7 @@ def settings(args):
         raise ValueError(f"device {args.device!r} was asked for but {absent}")
     if args.dtype not in QUALITY_DTYPES:
         raise ValueError(f"unknown dtype {args.dtype!r}; valid dtypes: {', '.join(QUALITY_DTYPES)}")
-    threads = set_threads(args.threads)
+    threads = torch_threads() if args.threads is None else check_threads(args.threads)
     return budget, tasks, models, seeds, threads
 
 
@@ -119,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from benchmarks.core.timer import using_threads
 
+    with using_threads(threads):  # the run's count, applied while it trains and restored after
+        return _run(args, budget, tasks, models, seeds, threads)
+
+
+def _run(args, budget, tasks, models, seeds, threads: int) -> int:
     from benchmarks.core import record
     from benchmarks.core.timer import DeviceTimer
     from benchmarks.quality import summary, train

@@ -30,6 +30,7 @@ import torch
 
 from benchmarks.core.case import (DTYPES, Case, ModelUnavailable, build_model, optimizer, phase_flops, train_step,
                                   widths_label, zoo)
+from benchmarks.core.cli import one_line
 from benchmarks.core.timer import DeviceTimer, synchronize
 from benchmarks.quality.tasks import Data, Task
 
@@ -113,11 +114,6 @@ class Trainee:
             self.diverged_step = step
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
 def case_for(task: Task, model_name: str, budget: Budget, device: str, dtype: str, seed: int) -> Case:
     from benchmarks.core.case import has_grid
 
@@ -151,7 +147,7 @@ def trainees(task: Task, names: list[str], budget: Budget, device: str, dtype: s
             out.append(Trainee(name, False, None, case, SKIPPED, str(e)))
             continue
         except Exception as e:  # the model cannot be built: this row fails, the others train
-            out.append(Trainee(name, False, None, case, ERROR, f"cannot build: {_one_line(e)}"))
+            out.append(Trainee(name, False, None, case, ERROR, f"cannot build: {one_line(e)}"))
             continue
         if takes_grid_updates(probe):
             variants = {"both": [False, True], "no": [False], "yes": [True]}[grid_updates]
@@ -225,7 +221,7 @@ def train(task: Task, data: Data, group: list[Trainee], budget: Budget, seed: in
                 seconds = timer() - start
                 loss = float(value.detach())
             except Exception as e:
-                t.stop(ERROR, f"step {step}: {_one_line(e)}")
+                t.stop(ERROR, f"step {step}: {one_line(e)}")
                 continue
             t.step_s.append(seconds)
             t.losses.append(loss)

@@ -81,16 +81,22 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--backends takes {', '.join(BACKENDS)}, got {args.backends!r}")
         if args.repeats < 3 or args.batch < 1:
             raise ValueError("--repeats must be at least 3 and --batch positive")
+        from benchmarks.core.timer import check_threads, torch_threads, using_threads
+
+        threads = torch_threads() if args.threads is None else check_threads(args.threads)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    with using_threads(threads):  # the run's count, applied while it measures and restored after
+        return _run(args, grids, widths, backends, threads)
 
+
+def _run(args, grids, widths, backends, threads: int) -> int:
     import kan.native
 
     from benchmarks.core import record
-    from benchmarks.core.timer import DeviceTimer, set_threads
+    from benchmarks.core.timer import DeviceTimer
 
-    threads = set_threads(args.threads)
     if "native" in backends and not kan.native.available():
         print(f"note: the C++ kernels are unavailable ({kan.native.error()}); measuring the torch backend only")
         backends = tuple(b for b in backends if b != "native")

@@ -412,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
 def settings(args) -> Settings:
     """The run's settings from the parsed arguments; ``ValueError`` with one line when one is bad."""
     from benchmarks.core.case import device_unavailable
-    from benchmarks.core.timer import set_threads
+    from benchmarks.core.timer import check_threads, torch_threads
 
     if args.repeats < MIN_REPEATS:
         raise ValueError(f"--repeats must be at least {MIN_REPEATS} (a median of fewer calls is too noisy "
@@ -436,7 +436,7 @@ def settings(args) -> Settings:
         widths = positive_ints(args.widths, "--widths")
         if len(widths) < 2:
             raise ValueError(f"--widths needs at least two widths (input first), got {args.widths!r}")
-    threads = set_threads(args.threads)
+    threads = torch_threads() if args.threads is None else check_threads(args.threads)
     return Settings(widths, args.batch, grids, args.repeats, 1 if args.quick else WARMUP, args.device, threads)
 
 
@@ -450,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from benchmarks.core.timer import using_threads
 
+    with using_threads(s.threads):  # the run's count, applied while it measures and restored after
+        return _run(args, s)
+
+
+def _run(args, s: Settings) -> int:
     from benchmarks.core import record
     from benchmarks.core.timer import DeviceTimer
 

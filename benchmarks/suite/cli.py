@@ -70,11 +70,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
-    """The pytest command line for ``selection`` writing into ``run``."""
+def pytest_arguments(selection, run, threads: int, extra: list[str]) -> list[str]:
+    """The pytest command line for ``selection`` writing into ``run``, timed with ``threads`` threads."""
     args = [
         str(HERE / "test_bench.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-q",
-        f"--bench-suite={selection.suite.name}", f"--bench-run={run.path}",
+        f"--bench-suite={selection.suite.name}", f"--bench-run={run.path}", f"--bench-threads={threads}",
         f"--benchmark-json={run.benchmark_json}",
         "--benchmark-columns=median,iqr,min,rounds", "--benchmark-sort=name",
     ]
@@ -91,25 +91,32 @@ def pytest_arguments(selection, run, extra: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from benchmarks.core import device, record
-    from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
     from benchmarks.core.record import idle_cores
-    from benchmarks.core.timer import default_threads, set_threads
-    from benchmarks.suite import suites, summary
+    from benchmarks.core.timer import check_threads, default_threads, torch_threads, using_threads
+    from benchmarks.suite import suites
 
     try:
         selection = suites.select(args.suite, args.model, args.device, args.dtype, args.shard, args.graphs)
-        threads = set_threads(args.threads)
+        if args.threads is not None:
+            threads = check_threads(args.threads)
     except (ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # the run's thread count, decided once here and passed to the suite (--bench-threads)
     if args.threads is None:
-        threads, why = default_threads(idle_cores(), threads)
-        set_threads(threads)
+        threads, why = default_threads(idle_cores(), torch_threads())
     else:
         why = f"{threads} (--threads)"
+    with using_threads(threads):  # environment.json records the count the run applies
+        return _run(args, selection, threads, why)
 
+
+def _run(args, selection, threads: int, why: str) -> int:
     import pytest
+
+    from benchmarks.core import device, record
+    from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
+    from benchmarks.suite import summary
 
     try:
         run = record.new_run(args.label)
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}; threads {why}; "
           f"run folder {run.path}", flush=True)
     with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
-        code = pytest.main(pytest_arguments(selection, run, args.pytest_args))
+        code = pytest.main(pytest_arguments(selection, run, threads, args.pytest_args))
     interrupted = code == pytest.ExitCode.INTERRUPTED
     device.record_peaks(run, device.peaks_used())  # device.json: the peaks the rows were set against
 

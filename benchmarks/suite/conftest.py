@@ -13,6 +13,7 @@ the device does not support, are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from benchmarks.core import record
 from benchmarks.core.case import device_unavailable, dtype_unsupported
 from benchmarks.suite.suites import SUITES, select
-from benchmarks.core.timer import set_threads
+from benchmarks.core.timer import check_threads, torch_threads, using_threads
 from benchmarks.core.measure import measure_group
 
 
@@ -32,7 +33,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-device", action="append", default=[],
                     help="cpu, cuda, mps (default: every one present; the others are skipped)")
     group.addoption("--bench-dtype", action="append", default=[], help="float32, bfloat16 (default: the suite's)")
-    group.addoption("--bench-threads", type=int, default=None, help="torch intra-op threads")
+    group.addoption("--bench-threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's count at the start)")
     group.addoption("--bench-run", default=None, help="run folder that receives measurements.jsonl")
     group.addoption("--bench-shard", default=None, help="I/N: the I-th of N parts of the suite")
     group.addoption("--bench-graphs", action="store_true", help="on CUDA, also time each step in CUDA graphs")
@@ -48,9 +50,19 @@ def pytest_configure(config):
             config.getoption("--bench-shard"), config.getoption("--bench-graphs"),
         )
         config._kan_groups = {}
-        set_threads(config.getoption("--bench-threads"))
+        given = config.getoption("--bench-threads")
+        config._kan_threads = torch_threads() if given is None else check_threads(given)
     except (ValueError, ImportError) as e:
         raise pytest.UsageError(str(e)) from None
+    # applied while the session runs (the machine info reads it), restored at its end
+    config._kan_applied = contextlib.ExitStack()
+    config._kan_applied.enter_context(using_threads(config._kan_threads))
+
+
+def pytest_unconfigure(config):
+    applied = getattr(config, "_kan_applied", None)
+    if applied is not None:
+        applied.close()
 
 
 class Recorded:
@@ -110,7 +122,8 @@ def measured(request):
         group = config._kan_selection.group_of(case)
         if group not in config._kan_groups:
             config._kan_groups.clear()  # one group's models in memory at a time
-            config._kan_groups[group] = measure_group(group, config._kan_selection.suite)
+            config._kan_groups[group] = measure_group(group, config._kan_selection.suite,
+                                                      threads=config._kan_threads)
         return config._kan_groups[group][case.id]
 
     return row_of

@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks.core import record
 from benchmarks.core.case import zoo
+from benchmarks.core.cli import one_line
 
 
 def test_case(benchmark, case, measured, bench_run, request):
@@ -25,8 +26,7 @@ def test_case(benchmark, case, measured, bench_run, request):
     try:
         row.update(measured(case))
     except Exception as e:  # the whole group could not be measured
-        text = str(e).strip().splitlines()
-        row.update(status="error", reason=f"{type(e).__name__}: {text[0]}" if text else type(e).__name__)
+        row.update(status="error", reason=one_line(e))
         raise
     finally:
         if "status" in row:
