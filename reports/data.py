@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.core import record
+from benchmarks.core.cli import one_line
 
 PHASES = ["forward", "backward", "train"]
 
@@ -235,11 +236,7 @@ def _read_table(run: record.Run, name: str) -> pd.DataFrame:
     except FileNotFoundError as e:
         raise ReportError(str(e)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ReportError(f"{run.file(name + '.csv')} is not a readable CSV table ({_one_line(e)})") from None
-
-
-def _one_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportError(f"{run.file(name + '.csv')} is not a readable CSV table ({one_line(e)})") from None
 
 
 def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
@@ -257,7 +254,7 @@ def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
     try:
         bench = run.read_bench_table()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise ReportError(f"{run.file('benchmarks.csv')} is not a readable bench table ({_one_line(e)})") from None
+        raise ReportError(f"{run.file('benchmarks.csv')} is not a readable bench table ({one_line(e)})") from None
     return _rows_for_page(bench, run, machine)
 
 
