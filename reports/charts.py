@@ -24,9 +24,10 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from benchmarks.core.record import PART_COLOURS as PART_COLORS  # one colour per part, as in the flame graphs
 from benchmarks.core.record import PARTS
+from benchmarks.core.units import time_unit
 from reports import tables
 from reports.data import PHASES, SHAPE
-from reports.units import (byte_unit, is_missing, shape_label, shape_sort_key, time_unit, width_list,
+from reports.units import (byte_unit, is_missing, shape_label, shape_sort_key, width_list,
                            width_separator)
 
 RC = {

@@ -16,7 +16,8 @@ import pandas as pd
 from benchmarks.core import stats
 from benchmarks.core.record import PARTS
 from reports.data import PHASES, SHAPE, RunData
-from reports.units import byte_unit, is_missing, shape_label, shape_sort_key, time_unit
+from benchmarks.core.units import format_seconds as fmt_time  # the page's figures read as the terminal's
+from reports.units import byte_unit, is_missing, shape_label, shape_sort_key
 
 
 @dataclass
@@ -34,13 +35,6 @@ class Table:
     rows: list[list[Cell]]
     groups: list[tuple[str, int]] = field(default_factory=list)  # a header row above ``columns``
     note: str = ""
-
-
-def fmt_time(seconds: float) -> str:
-    if is_missing(seconds) or not np.isfinite(seconds):
-        return "–"
-    scale, unit = time_unit(seconds)
-    return f"{seconds * scale:.3g} {unit}"
 
 
 def fmt_bytes(n: float) -> str:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -67,6 +68,7 @@ from benchmarks.core import protocol, record, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
 from benchmarks.core.timer import CLOCKS
+from benchmarks.core.units import format_seconds
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -318,8 +320,7 @@ def overall(rows: list[dict]) -> tuple[str, int, str]:
     return "pass", EXIT_PASS, "; ".join(["no regression", *parts])
 
 
-def _ms(seconds) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
+_ms = functools.partial(format_seconds, unit="ms", spec=".3f", missing="-")  # one unit down a column
 
 
 def format_table(rows: list[dict], baseline_mode: bool = False) -> str:

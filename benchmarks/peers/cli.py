@@ -38,6 +38,7 @@ from benchmarks.core import record
 from benchmarks.core.cli import Parser, announce, busy_warning, choices, positive_ints, terminate_as_interrupt
 from benchmarks.core.process import Child, ChildError
 from benchmarks.core.protocol import Candidate
+from benchmarks.core.units import format_seconds
 from benchmarks.peers.catalog import PEERS, reference_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,7 +199,7 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
                     if case.model.startswith(PREFIX):
                         row["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
                     run.append_jsonl(record.MEASUREMENTS, row)
-                    said = row.get("status", "?") if row.get("status") != "ok" else summary.format_seconds(row["median_s"])
+                    said = row.get("status", "?") if row.get("status") != "ok" else format_seconds(row["median_s"])
                     print(f"  {case.id:55} {said}", flush=True)
         except KeyboardInterrupt:
             interrupted = True

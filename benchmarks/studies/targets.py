@@ -48,6 +48,7 @@ versions. Bad input: one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import sys
@@ -61,6 +62,7 @@ import torch
 from benchmarks.core.case import Case, make_batch, make_step, zoo
 from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
 from benchmarks.core.protocol import Candidate, turns
+from benchmarks.core.units import format_seconds
 
 FORWARD_BACKWARD = "forward+backward"
 FORWARD = "forward"
@@ -338,8 +340,7 @@ def _ratio(target: Target, fast: dict, other: dict) -> float:
 
 # --- tables ---------------------------------------------------------------------------------
 
-def _ms(seconds) -> str:
-    return "" if seconds is None or _nan(seconds) else f"{seconds * 1e3:.2f}"
+_ms = functools.partial(format_seconds, unit="ms", spec=".2f", missing="", suffix=False)  # the header says "ms"
 
 
 def _nan(x) -> bool:
