@@ -62,6 +62,7 @@ import torch
 from benchmarks.core.case import Case, make_batch, make_step, zoo
 from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
 from benchmarks.core.protocol import Candidate, turns
+from benchmarks.core.timer import DEVICE_TYPES
 from benchmarks.core.units import format_seconds
 
 FORWARD_BACKWARD = "forward+backward"
@@ -85,7 +86,7 @@ GRIDS = (5, 50)
 REPEATS = 15
 MIN_REPEATS = 10
 WARMUP = 3  # untimed calls after the first call (1 with --quick)
-DEVICES = ("cpu", "cuda")
+DEVICES = tuple(d for d in DEVICE_TYPES if d != "mps")  # the targets are set for CPU and CUDA
 DTYPE = "float32"
 
 @dataclass(frozen=True)
