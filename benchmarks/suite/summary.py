@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.core import stats
+from benchmarks.core.phases import SUITE_PHASES
 from benchmarks.core.units import format_seconds
 
-PHASES = ("forward", "backward", "train")
+PHASES = SUITE_PHASES
 
 
 def _number(v) -> float:
