@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.core.git import commit_info
+
 # Columns of benchmarks.csv, in order. Times are seconds; memory is bytes.
 BENCH_COLUMNS = [
     "benchmark",  # pytest-benchmark's test name, the key into benchmark.json
@@ -335,31 +337,6 @@ def mlp_ratios(frame, only_missing: bool = False):
 
 def results_root() -> Path:
     return Path(os.environ.get("KAN_RESULTS", "results"))
-
-
-def _git(*args: str, cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def commit_info(cwd: Path | None = None) -> dict[str, Any]:
-    """The git commit, branch and dirty flag of ``cwd`` (the working directory by default)."""
-    commit = _git("rev-parse", "HEAD", cwd=cwd)
-    if commit is None:
-        return {"id": None, "dirty": None, "branch": None}
-    status = _git("status", "--porcelain", cwd=cwd) or ""  # untracked files count: they can be imported
-    return {
-        "id": commit,
-        "short": commit[:9],
-        "dirty": bool(status),
-        "branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd),
-        "time": _git("show", "-s", "--format=%cI", "HEAD", cwd=cwd),
-    }
 
 
 def cpu_model() -> str:

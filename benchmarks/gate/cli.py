@@ -57,14 +57,13 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-from benchmarks.core import protocol, record, stats
+from benchmarks.core import git, protocol, record, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
 from benchmarks.core.timer import CLOCKS
@@ -87,32 +86,20 @@ class GateError(Exception):
 # --- git: the base commit and its worktree ---------------------------------------------------
 
 
-def _git(*args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    except OSError as e:
-        raise GateError(f"cannot run git ({e}); the gate needs git to check out the base commit") from None
-
-
-def _commit_of(ref: str) -> str | None:
-    out = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
 def resolve_base(ref: str) -> str | None:
     """The commit id ``ref`` names; None when it points before the start of the available history
     (``HEAD~1`` on the first commit or in a shallow clone); ``GateError`` for an unknown ref."""
-    if _git("rev-parse", "--git-dir").returncode != 0:
+    if git.run("rev-parse", "--git-dir", cwd=ROOT, error=GateError).returncode != 0:
         raise GateError(f"{ROOT} is not a git repository; the gate compares against a git commit")
     if ref.startswith("-"):
         raise GateError(f"unknown git ref {ref!r}: a ref cannot start with '-'")
-    commit = _commit_of(ref)
+    commit = git.commit_of(ref, ROOT)
     if commit is not None:
         return commit
-    if _commit_of("HEAD") is None:
+    if git.commit_of("HEAD", ROOT) is None:
         return None  # no commits at all yet
     stem = re.sub(r"(?:~\d*|\^\d*)+$", "", ref)
-    if stem != ref and stem and _commit_of(stem) is not None:
+    if stem != ref and stem and git.commit_of(stem, ROOT) is not None:
         return None  # e.g. HEAD~1 where HEAD has no parent (here)
     raise GateError(
         f"unknown git ref {ref!r}: not a branch, tag or commit of {ROOT} "
@@ -121,24 +108,12 @@ def resolve_base(ref: str) -> str | None:
 
 
 def is_shallow() -> bool:
-    return _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    return git.is_shallow(ROOT)
 
 
-@contextlib.contextmanager
-def worktree(commit: str) -> Iterator[Path]:
+def worktree(commit: str) -> contextlib.AbstractContextManager[Path]:
     """``commit`` checked out (detached) into a temporary git worktree, removed afterwards."""
-    scratch = Path(tempfile.mkdtemp(prefix="kan-gate-"))
-    tree = scratch / "base"
-    out = _git("worktree", "add", "--detach", "--quiet", str(tree), commit)
-    if out.returncode != 0:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise GateError(f"cannot check out {commit[:9]} into a worktree: {out.stderr.strip()}")
-    try:
-        yield tree
-    finally:
-        _git("worktree", "remove", "--force", str(tree))
-        shutil.rmtree(scratch, ignore_errors=True)
-        _git("worktree", "prune")
+    return git.worktree(commit, ROOT, prefix="kan-gate-", error=GateError)
 
 
 @contextlib.contextmanager
@@ -553,7 +528,7 @@ def run(args) -> int:
         verdict, status, summary = overall(rows)
         doc = {
             "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
-            "base": base_info, "head": {**record.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
+            "base": base_info, "head": {**git.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
             "settings": settings, "wall_s": round(time.perf_counter() - start, 2),
             "benchmarks": [{column: row.get(column) for column in ROW_COLUMNS} for row in rows],
             "samples": {r["benchmark"]: {"head": r["head_samples"], "base": r["base_samples"]} for r in rows},
