@@ -64,6 +64,7 @@ from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, t
 from benchmarks.core.protocol import Candidate, turns
 from benchmarks.core.timer import DEVICE_TYPES
 from benchmarks.core.units import format_seconds
+from benchmarks.peers.catalog import PEERS as CATALOG
 
 FORWARD_BACKWARD = "forward+backward"
 FORWARD = "forward"
@@ -72,11 +73,9 @@ SAVED = "saved for backward"
 FAST = "kan-fast"
 REFERENCE = "kan"
 DENSE_FLOOR = "dense floor"
-# The peers: PyPI KANs measured for comparison only (module holding KANNetwork, pip spec).
-PEERS = {
-    "flashkan": ("flashkan.network", "flashkan==0.2.0"),
-    "inkan": ("inkan.network", "inkan==0.5.2"),
-}
+# The peers: PyPI KANs measured for comparison only (module holding KANNetwork, pip spec), as
+# pinned in the peers' catalog; pykan is left out (it is no KANNetwork and does not compute our function).
+PEERS = {name: (CATALOG[name].module, CATALOG[name].spec) for name in ("flashkan", "inkan")}
 FASTER_PEER = "the faster peer"
 
 SPLINE_ORDER = 3  # every model here is built with its default cubic splines
