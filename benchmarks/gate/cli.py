@@ -453,6 +453,36 @@ def _plan(args) -> tuple[str, str | None, dict | None]:
     return "baseline", None, read_baseline(args.baseline)
 
 
+def _settings(args, models: list[str], phases: list[str], cpus: list[int] | None) -> dict:
+    """How the sides are timed, as gate.json records it."""
+    return {**suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
+            "rounds": args.rounds, "samples_per_round": args.samples_per_round,
+            "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
+            "models": models, "phases": phases, "sample": "the fastest call of a turn",
+            "pairs": "the two sides' turns at one benchmark, taken one after the other",
+            "cpus": cpus, "malloc": {k: os.environ.get(k, v) for k, v in KEEP_FREED_MEMORY.items()}}
+
+
+def _record_baseline(path: str, cases: list, head: Side, samples: dict, threads: int) -> int:
+    """Write the working tree's KAN/MLP ratios to ``path`` (--write-baseline)."""
+    doc = baseline_document(cases, head, samples, threads)
+    if not doc["ratios"]:
+        raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    _say(f"wrote {path}: " + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
+    return EXIT_PASS
+
+
+def _add_turn_counts(rows: list[dict], turns: dict) -> None:
+    """Each row's calls per sample and how many of each side's turns the OS disturbed."""
+    calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
+    disturbed = protocol.disturbed_turns(turns)
+    for row in rows:
+        row["calls_per_sample"] = calls.get(row["benchmark"])
+        for side in ("head", "base"):
+            row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
+
+
 def run(args) -> int:
     _check_args(args)
     start = time.perf_counter()
@@ -467,15 +497,9 @@ def run(args) -> int:
     if mode in ("baseline", "record") and suite.BASELINE_MODEL not in models:
         models.append(suite.BASELINE_MODEL)
     cases = suite.suite(models, phases)
-    settings = {**suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
-                "rounds": args.rounds, "samples_per_round": args.samples_per_round,
-                "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
-                "models": models, "phases": phases, "sample": "the fastest call of a turn",
-                "pairs": "the two sides' turns at one benchmark, taken one after the other"}
     progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
     cpus = shared_cpus(args.threads) if args.pin else None
-    settings["cpus"] = cpus
-    settings["malloc"] = {k: os.environ.get(k, v) for k, v in KEEP_FREED_MEMORY.items()}
+    settings = _settings(args, models, phases, cpus)
 
     run_folder = None
     try:
@@ -503,13 +527,7 @@ def run(args) -> int:
         samples = protocol.fastest(turns)
 
         if mode == "record":
-            doc = baseline_document(cases, head, samples, args.threads)
-            if not doc["ratios"]:
-                raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
-            Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
-            _say(f"wrote {args.write_baseline}: "
-                 + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
-            return EXIT_PASS
+            return _record_baseline(args.write_baseline, cases, head, samples, args.threads)
 
         if mode == "base":
             rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
@@ -519,12 +537,7 @@ def run(args) -> int:
             rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
             base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
                          "ref": args.base, "note": "the base ref names no commit" if args.base else None}
-        calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
-        disturbed = protocol.disturbed_turns(turns)
-        for row in rows:
-            row["calls_per_sample"] = calls.get(row["benchmark"])
-            for side in ("head", "base"):
-                row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
+        _add_turn_counts(rows, turns)
         verdict, status, summary = overall(rows)
         doc = {
             "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
