@@ -13,7 +13,7 @@ profile.json's notes say both.
 Writes into a new run folder (or ``--run``, an existing one, whose rows for the same
 scenarios are replaced):
 
-    attribution.csv                        share of wall time per part (record.ATTRIBUTION_COLUMNS)
+    attribution.csv                        share of wall time per part (schema.ATTRIBUTION_COLUMNS)
     profile.json                           settings, each profiler's outcome, the files per scenario,
                                            what each profiler can split of the backward ("backward"),
                                            the loop's noise between two profiled runs ("loop_noise"),
@@ -59,7 +59,7 @@ class Profiler:
 
     @property
     def files(self) -> list[str]:
-        from benchmarks.core.record import profile_files
+        from benchmarks.core.schema import profile_files
 
         return profile_files(self.name)
 
@@ -69,7 +69,7 @@ class Profiler:
 
 
 # The profilers, in the order they run. Adding one is a row here, its files in
-# benchmarks.core.record.PROFILE_FILES, and a module whose profile(scenario, *paths, top)
+# benchmarks.core.schema.PROFILE_FILES, and a module whose profile(scenario, *paths, top)
 # returns seconds per part.
 PROFILER_TABLE = [
     Profiler("cprofile", "in-process, switched on around the measured steps only", "profiles.cprof:profile"),
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         p.error(problem)
 
-    from benchmarks.core import record
+    from benchmarks.core import machine, record
     from benchmarks.core.cli import announce
 
     try:
@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
     for line in notes:
         print(f"note: {line}")
-    load_before = record.load_average()
+    load_before = machine.load_average()
     _say_if_busy(load_before)
 
     table: list[dict] = []
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "profilers": args.profiler, "py_spy_rate": args.rate,
                      "threads_used": args.threads or _torch_threads(),
                      "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()},
-        "load_average": {"before": load_before, "after": record.load_average()},
+        "load_average": {"before": load_before, "after": machine.load_average()},
         "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
         "failures": failures,
         "notes": notes,
@@ -386,7 +386,7 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
     """
     import tempfile
 
-    from benchmarks.core.record import profile_files
+    from benchmarks.core.schema import profile_files
     from profiles import flamegraph, pyspy
 
     groups: dict[tuple[str, str], list[Scenario]] = defaultdict(list)
@@ -547,7 +547,7 @@ def pyspy_native() -> bool:
 def _write_table(run, rows: list[dict]) -> None:
     import pandas as pd
 
-    from benchmarks.core.record import ATTRIBUTION_COLUMNS
+    from benchmarks.core.schema import ATTRIBUTION_COLUMNS
 
     new = pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS)
     if run.has("attribution.csv"):  # replace this run's earlier rows for the same profiles

@@ -22,8 +22,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from benchmarks.core.record import PART_COLOURS as PART_COLORS  # one colour per part, as in the flame graphs
-from benchmarks.core.record import PARTS
+from benchmarks.core.schema import PART_COLOURS as PART_COLORS  # one colour per part, as in the flame graphs
+from benchmarks.core.schema import PARTS
 from benchmarks.core.units import time_unit
 from reports import tables
 from reports.data import PHASES, SHAPE

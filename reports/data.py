@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.core import record
+from benchmarks.core import record, schema
 from benchmarks.core.cli import one_line
 from benchmarks.core.phases import SUITE_PHASES
 
@@ -243,7 +243,7 @@ def _read_table(run: record.Run, name: str) -> pd.DataFrame:
 def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
     """The run's tidy table as the record module reads it (derived figures are the record's)."""
     if not run.has_bench():
-        return _rows_for_page(record.empty_bench_table(), run, machine)
+        return _rows_for_page(schema.empty_bench_table(), run, machine)
     if run.has("benchmarks.csv"):
         columns = _read_table(run, "benchmarks").columns
         missing = [c for c in REQUIRED_BENCH if c not in columns]
@@ -301,7 +301,7 @@ def _tidy_attribution(df: pd.DataFrame, run: record.Run) -> pd.DataFrame:
     if missing:
         raise ReportError(f"{run.file('attribution.csv')} lacks column(s) {', '.join(missing)}")
     df = df.copy()
-    for column in record.ATTRIBUTION_COLUMNS:
+    for column in schema.ATTRIBUTION_COLUMNS:
         if column not in df.columns:
             df[column] = np.nan
     for column in ["profiler", "scenario", "model", "device", "phase", "part"]:
@@ -327,7 +327,7 @@ def _truth(v: Any) -> bool | None:
 
 # Profile files by what opens them; the first matching suffix names the kind and ends the stem.
 # The record's PROFILE_FILES first, then files that other tools name their profiles by.
-PROFILE_KINDS = [(suffix, kind) for suffix, (_, kind) in record.PROFILE_FILES.items()] + [
+PROFILE_KINDS = [(suffix, kind) for suffix, (_, kind) in schema.PROFILE_FILES.items()] + [
     (".pt.trace.json", "chrome trace"), (".prof", "cProfile stats"), (".svg", "flamegraph"), (".txt", "text"),
 ]
 PROFILE_KINDS.sort(key=lambda pair: -len(pair[0]))  # the longest suffix that matches wins

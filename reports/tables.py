@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.core import stats
-from benchmarks.core.record import PARTS
+from benchmarks.core.schema import PARTS
 from reports.data import PHASES, SHAPE, RunData
 from benchmarks.core.units import format_seconds as fmt_time  # the page's figures read as the terminal's
 from reports.units import byte_unit, is_missing, shape_label, shape_sort_key

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.core import record, stats
+from benchmarks.core import record, schema, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +175,7 @@ def attribution_rows(device: str = "mps") -> pd.DataFrame:
     for part, share in shares[True].items():
         rows.append({"profiler": "cprofile", "scenario": "forward", "model": "kan", "device": "cpu",
                      "phase": "forward", "synchronized": True, "part": part, "seconds": 3 * share, "share": share})
-    return pd.DataFrame(rows, columns=record.ATTRIBUTION_COLUMNS)
+    return pd.DataFrame(rows, columns=schema.ATTRIBUTION_COLUMNS)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -1030,7 +1030,7 @@ def test_every_text_of_every_chart_lies_inside_its_picture(pages, tmp_path):
         {"profiler": profiler, "scenario": "loop", "model": "kan", "device": "cpu", "phase": "loop",
          "synchronized": sync, "part": part, "seconds": 1.0 + i, "share": np.nan}
         for profiler in ("cprofile", "py-spy", "torch") for sync in (False, True)
-        for i, part in enumerate(record.PARTS)])
+        for i, part in enumerate(schema.PARTS)])
     chart = charts.attribution(data._tidy_attribution(every_part, record.Run(tmp_path)), "loop")
     svgs += page_svgs(f'<img src="{chart.uri}" alt="{chart.alt}"')
     assert len(svgs) >= 15

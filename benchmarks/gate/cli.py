@@ -63,7 +63,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from benchmarks.core import git, protocol, record, stats
+from benchmarks.core import git, protocol, record, schema, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
 from benchmarks.core.timer import CLOCKS
@@ -76,7 +76,7 @@ EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 SCHEMA = 1
 
 
-ROW_COLUMNS = record.GATE_COLUMNS
+ROW_COLUMNS = schema.GATE_COLUMNS
 
 
 class GateError(Exception):

@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.core import record
+from benchmarks.core.machine import load_average, machine_label
 from benchmarks.core.cli import Parser, announce, busy_warning, choices, positive_ints, terminate_as_interrupt
 from benchmarks.core.process import Child, ChildError
 from benchmarks.core.protocol import Candidate
@@ -173,7 +174,7 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
     except record.RunFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    warning = busy_warning(record.load_average(), os.cpu_count())
+    warning = busy_warning(load_average(), os.cpu_count())
     if warning:
         print(warning, flush=True)
     print(f"peers: {', '.join(peers)} beside {', '.join(selection.models)}, suite {selection.suite.name}, "
@@ -205,7 +206,7 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
                     compared[shape] = equivalences(children, group.cases[0], gridded)
                 equivalence = compared.get(shape, {})
                 for case in both.cases:
-                    row = {"benchmark": case.id, **case.record(), "machine": record.machine_label(),
+                    row = {"benchmark": case.id, **case.record(), "machine": machine_label(),
                            "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family,
                            **rows[case.id]}
                     if case.model.startswith(PREFIX):
