@@ -11,7 +11,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import charts, roofline, tables
+from reports import charts, compare, profile_tables, roofline, tables
 from reports.units import is_missing
 from reports.data import ReportError, RunData, default_runs, environment_items, load, load_all, open_run
 
@@ -100,8 +100,8 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         figures["attribution"], lesson, lesson_table = attribution_context(attribution, runs)
     figures = {k: [c for c in v if c is not None] for k, v in figures.items()}
 
-    overhead = [(r.machine, tables.overhead_table(r.profile.get("overhead") or {}),
-                 tables.profiler_sentence(r.profile.get("settings") or {})) for r in runs if r.attribution is not None]
+    overhead = [(r.machine, profile_tables.overhead_table(r.profile.get("overhead") or {}),
+                 profile_tables.profiler_sentence(r.profile.get("settings") or {})) for r in runs if r.attribution is not None]
     overhead = [o for o in overhead if o[1] is not None]
 
     comparison = comparison_context(runs[0], against, threshold) if against is not None else None
@@ -128,7 +128,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "attribution": attribution is not None,
         "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},
         "overhead": overhead,
-        "profiler_sentence": tables.profiler_sentence(next((r.profile.get("settings") for r in runs
+        "profiler_sentence": profile_tables.profiler_sentence(next((r.profile.get("settings") for r in runs
                                                             if r.attribution is not None and r.profile), {}) or {}),
         "facts": page_facts(runs, bench),
         "lesson": lesson,
@@ -182,22 +182,22 @@ def attribution_context(attribution: pd.DataFrame, runs: list[RunData]) -> tuple
     scenarios = sorted(scenarios.index, key=lambda s: (-scenarios[s], s))
     figures = [charts.attribution(attribution, s) for s in scenarios]
     noise = [p for r in runs for p in (r.profile.get("loop_noise") or {}).get("profiles", [])]
-    example, lesson_table = tables.sync_lesson(tables.sync_pairs(attribution), noise)
+    example, lesson_table = profile_tables.sync_lesson(profile_tables.sync_pairs(attribution), noise)
     lesson = SYNC_LESSON + example if lesson_table is not None else []
     return figures, lesson, lesson_table
 
 
 def comparison_context(primary: RunData, against: RunData, threshold: float) -> dict:
     """``primary`` against an older run: the verdict per benchmark, changed and unchanged apart."""
-    conditions = tables.environments(primary, against)
-    frame = tables.compare_runs(primary, against, threshold, judge_times=conditions["matched"])
+    conditions = compare.environments(primary, against)
+    frame = compare.compare_runs(primary, against, threshold, judge_times=conditions["matched"])
     same = frame["verdict"].isin(["no significant change", "not judged"])
     return {
         "new": primary.name, "old": against.name, "new_machine": primary.machine,
-        "old_machine": against.machine, "threshold": threshold, "counts": tables.verdict_counts(frame),
+        "old_machine": against.machine, "threshold": threshold, "counts": compare.verdict_counts(frame),
         "conditions": conditions,
-        "changed": tables.run_comparison_table(frame[~same]),
-        "unchanged": tables.run_comparison_table(frame[same]),
+        "changed": compare.run_comparison_table(frame[~same]),
+        "unchanged": compare.run_comparison_table(frame[same]),
         "chart": charts.comparison(frame, title="New / old time over the MLP per benchmark",
                                    axis="new / old (time over the MLP; the MLP itself: time)") if len(frame) else None,
         "only_new": sorted(set(primary.benchmarks["benchmark"]) - set(against.benchmarks["benchmark"])),
@@ -250,8 +250,8 @@ def gate_context(gate: object) -> dict:
     return {
         **summary,
         "chart": charts.comparison(frame, title="Speed gate: head / base per benchmark", axis="head / base"),
-        "changed": tables.comparison_table(frame[~same], value=value, old=old, new=new),
-        "unchanged": tables.comparison_table(frame[same], value=value, old=old, new=new),
+        "changed": compare.comparison_table(frame[~same], value=value, old=old, new=new),
+        "unchanged": compare.comparison_table(frame[same], value=value, old=old, new=new),
     }
 
 
