@@ -12,6 +12,7 @@ import jinja2
 import pandas as pd
 
 from reports import charts, compare, profile_tables, roofline, tables
+from reports.quality_chart import quality_front
 from reports.units import is_missing
 from reports.data import ReportError, RunData, default_runs, environment_items, load, load_all, open_run
 
@@ -231,7 +232,7 @@ def quality_context(r: RunData, several: bool) -> dict:
     where = r.machine if several else ""
     per_seed = r.quality.drop(columns=[c for c in ("curve",) if c in r.quality.columns])
     return {
-        "quality_chart": charts.quality_front(r.quality_summary, where),
+        "quality_chart": quality_front(r.quality_summary, where),
         "quality_tables": tables.quality_tables(r.quality_summary, f" · {where}" if where else ""),
         "quality_rows": tables.frame_table(per_seed),
     }
