@@ -1,5 +1,5 @@
 """The README and docs/ say what the code does: every command they show exists and runs
-(`--help`), the run folder's page documents exactly the schema of benchmarks/core/record.py,
+(`--help`), the run folder's page documents exactly the schema of benchmarks/core/schema.py,
 and the README stays a README (short; the two first commands near the top)."""
 
 from __future__ import annotations
