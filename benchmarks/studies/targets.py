@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from benchmarks.core.case import Case, make_batch, make_step, zoo
-from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
+from benchmarks.core.cli import Parser, announce, busy_warning, one_line, positive_ints, terminate_as_interrupt
 from benchmarks.core.protocol import Candidate, turns
 from benchmarks.core.timer import DEVICE_TYPES
 from benchmarks.core.units import format_seconds
@@ -155,7 +155,7 @@ def build_model(name: str, widths: tuple[int, ...], grid_size: int, device: str)
         try:
             model = zoo().build(name, widths, grid_size=grid_size)
         except Exception as e:  # kan/ broken or mid-edit: this row fails, the others run
-            raise Unavailable("error", f"cannot build {name!r}: {type(e).__name__}: {_line(e)}") from None
+            raise Unavailable("error", f"cannot build {name!r}: {one_line(e)}") from None
     return model.to(device=device, dtype=torch.float32).train()
 
 
@@ -251,7 +251,7 @@ def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[dict], None
             try:
                 row.update(status="ok", saved_bytes=saved_bytes(model, inputs))
             except Exception as e:
-                row.update(status="error", reason=f"{type(e).__name__}: {_line(e)}")
+                row.update(status="error", reason=one_line(e))
         emit(row)
 
 
@@ -523,11 +523,6 @@ def _run(args, s: Settings) -> int:
     if interrupted:
         return 130
     return 1 if any(r["status"] in ("error", "nonfinite") for r in rows) else 0
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else ""
 
 
 if __name__ == "__main__":
