@@ -84,7 +84,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from benchmarks.core.record import PARTS
+from benchmarks.core.schema import PARTS
 
 # A model's basis evaluation, by the name of the function that does it.
 BASIS_FUNCTIONS = ("b_splines", "local_b_splines", "dense_bases", "basis")

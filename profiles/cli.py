@@ -13,7 +13,7 @@ profile.json's notes say both.
 Writes into a new run folder (or ``--run``, an existing one, whose rows for the same
 scenarios are replaced):
 
-    attribution.csv                        share of wall time per part (record.ATTRIBUTION_COLUMNS)
+    attribution.csv                        share of wall time per part (schema.ATTRIBUTION_COLUMNS)
     profile.json                           settings, each profiler's outcome, the files per scenario,
                                            what each profiler can split of the backward ("backward"),
                                            the loop's noise between two profiled runs ("loop_noise"),
@@ -59,7 +59,7 @@ class Profiler:
 
     @property
     def files(self) -> list[str]:
-        from benchmarks.core.record import profile_files
+        from benchmarks.core.schema import profile_files
 
         return profile_files(self.name)
 
@@ -69,7 +69,7 @@ class Profiler:
 
 
 # The profilers, in the order they run. Adding one is a row here, its files in
-# benchmarks.core.record.PROFILE_FILES, and a module whose profile(scenario, *paths, top)
+# benchmarks.core.schema.PROFILE_FILES, and a module whose profile(scenario, *paths, top)
 # returns seconds per part.
 PROFILER_TABLE = [
     Profiler("cprofile", "in-process, switched on around the measured steps only", "profiles.cprof:profile"),
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         p.error(problem)
 
-    from benchmarks.core import record
+    from benchmarks.core import machine, record
     from benchmarks.core.cli import announce
 
     try:
@@ -183,25 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, record.RunFolderError) as e:
         p.error(str(e))
     out = run.profiles_dir
-    sized = size_for_devices(args)
-    if "py-spy" in args.profiler and not args.no_native and all(not str(d).startswith("cpu") for d in args.device):
-        # unwinding native stacks pauses the child for each sample, and the CUDA libraries make that
-        # slow enough to take the profile past minutes; the device's work is not on the host's stacks
-        args.no_native = True
-        sized = (sized + "; " if sized else "") + "py-spy ran without --native (on a GPU its native unwinding is slow)"
-    eager = eager_on_cuda(args.device, args.compile)
+    notes: list[str] = adjust_for_devices(args)
     settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,
                     threads=args.threads)
     repeat = "loop" in args.phase and not args.no_repeat
     todo = expand(args.model, args.device, args.phase, repeat=repeat, **settings)
     print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
-    for line in filter(None, (sized, eager)):
+    for line in notes:
         print(f"note: {line}")
-    load_before = record.load_average()
-    if load_before and load_before[0] > (os.cpu_count() or 1):
-        print(f"note: this machine is busy (load average {load_before[0]:.1f} on {os.cpu_count()} CPUs); "
-              f"the profilers run one after another, so shares move with the load between them "
-              f"(--threads 1 makes them steadier)")
+    load_before = machine.load_average()
+    _say_if_busy(load_before)
 
     table: list[dict] = []
     repeats: dict[tuple, dict] = {}  # (profiler, model, device) -> the repeated loop's shares and seconds
@@ -209,7 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     files: dict[str, dict[str, list[str]]] = defaultdict(dict)
     failures: list[str] = []
     unavailable: dict[str, str] = {}
-    notes: list[str] = [line for line in (sized, eager) if line]
 
     def note(s: Scenario, profiler: str, seconds: dict[str, float], made: list[Path], took: float) -> None:
         files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
@@ -225,21 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         largest = max(seconds, key=seconds.get)
         print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   {largest} {seconds[largest] / sum(seconds.values()):6.1%}")
 
-    in_process = [p for p in PROFILER_TABLE if p.name in args.profiler and p.profile is not None]
-    under: dict[str, dict[str, float]] = defaultdict(dict)  # scenario stem -> profiler -> measured seconds
-    for s in todo:
-        for profiler in in_process:
-            started = time.perf_counter()
-            made = [out / f"{s.stem}{suffix}" for suffix in profiler.files]
-            took: list[float] = []
-            try:
-                seconds = profiler.function()(s, *made, top=args.top, measured=took)
-                under[s.stem][profiler.name] = took[0] if took else None
-            except Exception as e:  # one line per failed scenario; the others still run
-                failures.append(f"{s.stem} ({profiler.name}): {type(e).__name__}: {e}")
-                print(f"  {profiler.name:8} {s.stem:40} failed: {type(e).__name__}: {e}")
-                continue
-            note(s, profiler.name, seconds, made, time.perf_counter() - started)
+    under = profile_in_process(todo, args, out, note, failures)
 
     if "py-spy" in args.profiler:
         profile_with_pyspy(todo, args, out, note, failures, unavailable, notes, coverage)
@@ -254,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "profilers": args.profiler, "py_spy_rate": args.rate,
                      "threads_used": args.threads or _torch_threads(),
                      "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()},
-        "load_average": {"before": load_before, "after": record.load_average()},
+        "load_average": {"before": load_before, "after": machine.load_average()},
         "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
         "failures": failures,
         "notes": notes,
@@ -271,9 +247,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in unavailable.values():
         print(line, file=sys.stderr)
     announce(run)
-    if failures:
-        return SCENARIO_FAILED
-    return PROFILER_UNAVAILABLE if unavailable else OK
+    return SCENARIO_FAILED if failures else PROFILER_UNAVAILABLE if unavailable else OK
+
+
+def adjust_for_devices(args) -> list[str]:
+    """Fit the settings to the devices asked for (the shape, py-spy's native unwinding, torch.compile
+    on CUDA); one note per change made, for the terminal and profile.json."""
+    sized = size_for_devices(args)
+    if "py-spy" in args.profiler and not args.no_native and all(not str(d).startswith("cpu") for d in args.device):
+        # unwinding native stacks pauses the child for each sample, and the CUDA libraries make that
+        # slow enough to take the profile past minutes; the device's work is not on the host's stacks
+        args.no_native = True
+        sized = (sized + "; " if sized else "") + "py-spy ran without --native (on a GPU its native unwinding is slow)"
+    eager = eager_on_cuda(args.device, args.compile)
+    return [line for line in (sized, eager) if line]
+
+
+def _say_if_busy(load: list[float] | None) -> None:
+    if load and load[0] > (os.cpu_count() or 1):
+        print(f"note: this machine is busy (load average {load[0]:.1f} on {os.cpu_count()} CPUs); "
+              f"the profilers run one after another, so shares move with the load between them "
+              f"(--threads 1 makes them steadier)")
+
+
+def profile_in_process(todo: Sequence[Scenario], args, out: Path, note, failures: list[str]) -> dict:
+    """Each scenario under each profiler that runs in this process (cProfile, torch.profiler);
+    returns each scenario's measured seconds under each (stem -> profiler -> seconds)."""
+    in_process = [p for p in PROFILER_TABLE if p.name in args.profiler and p.profile is not None]
+    under: dict[str, dict[str, float]] = defaultdict(dict)
+    for s in todo:
+        for profiler in in_process:
+            started = time.perf_counter()
+            made = [out / f"{s.stem}{suffix}" for suffix in profiler.files]
+            took: list[float] = []
+            try:
+                seconds = profiler.function()(s, *made, top=args.top, measured=took)
+                under[s.stem][profiler.name] = took[0] if took else None
+            except Exception as e:  # one line per failed scenario; the others still run
+                failures.append(f"{s.stem} ({profiler.name}): {type(e).__name__}: {e}")
+                print(f"  {profiler.name:8} {s.stem:40} failed: {type(e).__name__}: {e}")
+                continue
+            note(s, profiler.name, seconds, made, time.perf_counter() - started)
+    return under
 
 
 CPU_SHAPE = ((784, 64, 10), 1024)
@@ -316,6 +331,49 @@ def eager_on_cuda(devices: Sequence[str], keep_compile: bool) -> str | None:
     return EAGER_NOTE
 
 
+def _pyspy_child_args(args, model: str, device: str, group: Sequence[Scenario]) -> list[str]:
+    """The scenario command line of one py-spy child: every phase of ``model`` on ``device``."""
+    phases = list(dict.fromkeys(s.phase for s in group))
+    return ["--model", model, "--device", device, "--phase", *phases,
+            "--widths", ",".join(map(str, args.widths)), "--batch", str(args.batch),
+            "--steps", str(args.steps), "--warmup", str(args.warmup),
+            *(["--threads", str(args.threads)] if args.threads else []),
+            *(["--repeat"] if any(s.repeat for s in group) else [])]
+
+
+def _read_pyspy_output(done, where: str, failures: list[str], notes: list[str]) -> None:
+    """The failures and notes a py-spy child's output tells: scenarios that failed in the child,
+    sampling that fell behind, samples py-spy could not read."""
+    for line in (done.stderr or "").splitlines():
+        if line.startswith("profiles.scenario:"):  # a scenario that failed in the child
+            failures.append(line.split(":", 1)[1].strip() + " (py-spy)")
+    if "behind in sampling" in (done.stderr or ""):
+        notes.append(f"py-spy fell behind its sampling rate for {where} (the process "
+                     f"was paused while it unwound stacks); a lower --rate is steadier")
+        print(f"  py-spy   note: {notes[-1]}")
+    said = re.search(r"Samples: (\d+) Errors: (\d+)", (done.stdout or "") + (done.stderr or ""))
+    # samples py-spy could not read (a stack it failed to unwind); a stray one is no news
+    if said and int(said.group(2)) > 0.01 * int(said.group(1)):
+        notes.append(f"py-spy reported {said.group(2)} errors reading samples for {where} "
+                     f"({said.group(1)} samples taken): a sample it could not read is in no scenario's time")
+        print(f"  py-spy   note: {notes[-1]}")
+
+
+def _measured_seconds(stdout: str) -> dict[str, float]:
+    """Each scenario's measured wall time, as the child reports it (stem -> seconds)."""
+    from profiles.scenario import MEASURED_LINE
+
+    measured = {}
+    for line in stdout.splitlines():
+        if line.startswith(MEASURED_LINE):
+            try:
+                said = json.loads(line[len(MEASURED_LINE):])
+                measured[said["stem"]] = float(said["seconds"])
+            except (ValueError, KeyError, TypeError):
+                pass
+    return measured
+
+
 def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str],
                        notes: list[str], coverage: dict[str, dict]) -> None:
     """One py-spy child per model and device, running all its phases; split per scenario.
@@ -326,22 +384,16 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
     wall time, so ``coverage`` records the sampled seconds against it: a scenario whose
     coverage is low has fewer samples behind its shares, not less time.
     """
-    from profiles.scenario import MEASURED_LINE
     import tempfile
 
-    from benchmarks.core.record import profile_files
+    from benchmarks.core.schema import profile_files
     from profiles import flamegraph, pyspy
 
     groups: dict[tuple[str, str], list[Scenario]] = defaultdict(list)
     for s in todo:
         groups[(s.model, s.device)].append(s)
     for (model, device), group in groups.items():
-        phases = list(dict.fromkeys(s.phase for s in group))
-        child = ["--model", model, "--device", device, "--phase", *phases,
-                 "--widths", ",".join(map(str, args.widths)), "--batch", str(args.batch),
-                 "--steps", str(args.steps), "--warmup", str(args.warmup),
-                 *(["--threads", str(args.threads)] if args.threads else []),
-                 *(["--repeat"] if any(s.repeat for s in group) else [])]
+        child = _pyspy_child_args(args, model, device, group)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "py-spy.speedscope.json"
@@ -357,28 +409,9 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
                 failures.append(f"{model}-{device} (py-spy): {e}")
                 print(f"  py-spy   {model}-{device} failed: {e}")
                 continue
-        for line in (done.stderr or "").splitlines():
-            if line.startswith("profiles.scenario:"):  # a scenario that failed in the child
-                failures.append(line.split(":", 1)[1].strip() + " (py-spy)")
-        if "behind in sampling" in (done.stderr or ""):
-            notes.append(f"py-spy fell behind its sampling rate for {model} on {device} (the process "
-                         f"was paused while it unwound stacks); a lower --rate is steadier")
-            print(f"  py-spy   note: {notes[-1]}")
-        said = re.search(r"Samples: (\d+) Errors: (\d+)", (done.stdout or "") + (done.stderr or ""))
-        # samples py-spy could not read (a stack it failed to unwind); a stray one is no news
-        if said and int(said.group(2)) > 0.01 * int(said.group(1)):
-            notes.append(f"py-spy reported {said.group(2)} errors reading samples for {model} on {device} "
-                         f"({said.group(1)} samples taken): a sample it could not read is in no scenario's time")
-            print(f"  py-spy   note: {notes[-1]}")
+        _read_pyspy_output(done, f"{model} on {device}", failures, notes)
         took = time.perf_counter() - started
-        measured = {}
-        for line in (done.stdout or "").splitlines():
-            if line.startswith(MEASURED_LINE):
-                try:
-                    said = json.loads(line[len(MEASURED_LINE):])
-                    measured[said["stem"]] = float(said["seconds"])
-                except (ValueError, KeyError, TypeError):
-                    pass
+        measured = _measured_seconds(done.stdout or "")
         for s in group:
             mine = pyspy.select(samples, s.step_function.__name__)
             if s.stem in measured:
@@ -514,7 +547,7 @@ def pyspy_native() -> bool:
 def _write_table(run, rows: list[dict]) -> None:
     import pandas as pd
 
-    from benchmarks.core.record import ATTRIBUTION_COLUMNS
+    from benchmarks.core.schema import ATTRIBUTION_COLUMNS
 
     new = pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS)
     if run.has("attribution.csv"):  # replace this run's earlier rows for the same profiles

@@ -5,7 +5,7 @@ it, the callers below and the callees above. A box takes the colour of the part 
 time is attributed to (profiles.attribution: the outermost matching frame at or
 below it; inside the backward, the gradient the innermost node frame at or below it
 names), grey where no part claims it. The colours are the report's
-(``benchmarks.core.record.PART_COLOURS``), and a key under the title names the parts
+(``benchmarks.core.schema.PART_COLOURS``), and a key under the title names the parts
 the graph shows. Hovering a box shows its name, file, seconds and share. No script:
 the file opens in any browser.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from benchmarks.core.record import PART_COLOURS, PARTS
+from benchmarks.core.schema import PART_COLOURS, PARTS
 from profiles.attribution import classify, classify_gradient, resolve
 from profiles.pyspy import Samples
 

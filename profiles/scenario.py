@@ -50,10 +50,11 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 from benchmarks.core.case import Case, Step, make_batch, make_step
 from benchmarks.core.case import train_step as case_train_step
+from benchmarks.core.phases import SUITE_PHASES
 from benchmarks.core.timer import synchronize
 from profiles.attribution import BASIS_FUNCTIONS
 
-PHASES = ["forward", "backward", "train", "loop"]
+PHASES = [*SUITE_PHASES, "loop"]  # loop: the train step as a real loop runs it (see above)
 MEASURED = "profiles.measured"  # torch.profiler label of a measured step
 MEASURED_LINE = "profiles.scenario measured: "  # the child's report of each scenario's measured wall time
 

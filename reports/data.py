@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.core import record
+from benchmarks.core import record, schema
+from benchmarks.core.cli import one_line
+from benchmarks.core.phases import SUITE_PHASES
 
-PHASES = ["forward", "backward", "train"]
+PHASES = list(SUITE_PHASES)  # a list: pandas reads a tuple as one key
 
 # The least a benchmarks.csv must have to be reported; every other BENCH_COLUMNS column is optional.
 REQUIRED_BENCH = ["model", "phase", "device", "median_s"]
@@ -235,17 +237,13 @@ def _read_table(run: record.Run, name: str) -> pd.DataFrame:
     except FileNotFoundError as e:
         raise ReportError(str(e)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ReportError(f"{run.file(name + '.csv')} is not a readable CSV table ({_one_line(e)})") from None
-
-
-def _one_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportError(f"{run.file(name + '.csv')} is not a readable CSV table ({one_line(e)})") from None
 
 
 def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
     """The run's tidy table as the record module reads it (derived figures are the record's)."""
     if not run.has_bench():
-        return _rows_for_page(record.empty_bench_table(), run, machine)
+        return _rows_for_page(schema.empty_bench_table(), run, machine)
     if run.has("benchmarks.csv"):
         columns = _read_table(run, "benchmarks").columns
         missing = [c for c in REQUIRED_BENCH if c not in columns]
@@ -257,7 +255,7 @@ def _read_benchmarks(run: record.Run, machine: str) -> pd.DataFrame:
     try:
         bench = run.read_bench_table()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise ReportError(f"{run.file('benchmarks.csv')} is not a readable bench table ({_one_line(e)})") from None
+        raise ReportError(f"{run.file('benchmarks.csv')} is not a readable bench table ({one_line(e)})") from None
     return _rows_for_page(bench, run, machine)
 
 
@@ -303,7 +301,7 @@ def _tidy_attribution(df: pd.DataFrame, run: record.Run) -> pd.DataFrame:
     if missing:
         raise ReportError(f"{run.file('attribution.csv')} lacks column(s) {', '.join(missing)}")
     df = df.copy()
-    for column in record.ATTRIBUTION_COLUMNS:
+    for column in schema.ATTRIBUTION_COLUMNS:
         if column not in df.columns:
             df[column] = np.nan
     for column in ["profiler", "scenario", "model", "device", "phase", "part"]:
@@ -329,7 +327,7 @@ def _truth(v: Any) -> bool | None:
 
 # Profile files by what opens them; the first matching suffix names the kind and ends the stem.
 # The record's PROFILE_FILES first, then files that other tools name their profiles by.
-PROFILE_KINDS = [(suffix, kind) for suffix, (_, kind) in record.PROFILE_FILES.items()] + [
+PROFILE_KINDS = [(suffix, kind) for suffix, (_, kind) in schema.PROFILE_FILES.items()] + [
     (".pt.trace.json", "chrome trace"), (".prof", "cProfile stats"), (".svg", "flamegraph"), (".txt", "text"),
 ]
 PROFILE_KINDS.sort(key=lambda pair: -len(pair[0]))  # the longest suffix that matches wins

@@ -11,7 +11,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from reports import charts, roofline, tables
+from reports import charts, compare, profile_tables, roofline, tables
+from reports.quality_chart import quality_front
 from reports.units import is_missing
 from reports.data import ReportError, RunData, default_runs, environment_items, load, load_all, open_run
 
@@ -90,77 +91,21 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
     """Everything the template shows, computed from the runs."""
     tables_with_rows = [r.benchmarks for r in runs if not r.benchmarks.empty] or [runs[0].benchmarks]
     bench = pd.concat(tables_with_rows, ignore_index=True)
-    page_groups = groups(bench)
-    for g in page_groups:
-        g.headline = tables.headline(g.rows, g.where)
-        g.sentences = roofline.launch_bound_sentences(g.rows, g.where) + tables.headline_sentences(g.rows, g.where)
-        g.timings = tables.timings(g.rows, g.where)
-        g.details = tables.details(g.rows, g.where)
-    device = []
-    for where, rows in device_groups(bench):
-        section = {"where": where, "table": roofline.device_table(rows, where), "chart": roofline.chart(rows, where),
-                   "graphs": roofline.graphs_table(rows, where)}
-        if section["table"] is not None:
-            device.append(section)
-
-    figures = {
-        "time": [charts.time_split(g.rows, g.where) for g in page_groups],
-        "ratios": [charts.mlp_ratios(g.rows, g.where) for g in page_groups],
-        "scaling": [charts.scaling(g.rows, v, g.where) for v in ("batch", "grid_size") for g in page_groups]
-        # against width where one width was swept alone, else against size across the architectures measured
-        + [charts.scaling(g.rows, "width", g.where) or charts.scaling(g.rows, "parameters", g.where)
-           for g in page_groups],
-        "memory": [charts.memory(g.rows, g.where) for g in page_groups],
-    }
-
+    page_groups = bench_groups(bench)
+    device = device_sections(bench)
+    figures = bench_figures(page_groups)
     attribution = [r.attribution.assign(machine=r.machine) for r in runs if r.attribution is not None]
     attribution = pd.concat(attribution, ignore_index=True) if attribution else None
     lesson, lesson_table = [], None
     if attribution is not None:
-        # the scenario with the most bars (the training loop, with and without synchronisation) first
-        scenarios = attribution.groupby("scenario").apply(lambda g: len(g.groupby(["profiler", "synchronized"], dropna=False)))
-        scenarios = sorted(scenarios.index, key=lambda s: (-scenarios[s], s))
-        figures["attribution"] = [charts.attribution(attribution, s) for s in scenarios]
-        noise = [p for r in runs for p in (r.profile.get("loop_noise") or {}).get("profiles", [])]
-        example, lesson_table = tables.sync_lesson(tables.sync_pairs(attribution), noise)
-        if lesson_table is not None:
-            lesson = SYNC_LESSON + example
+        figures["attribution"], lesson, lesson_table = attribution_context(attribution, runs)
     figures = {k: [c for c in v if c is not None] for k, v in figures.items()}
 
-    overhead = [(r.machine, tables.overhead_table(r.profile.get("overhead") or {}),
-                 tables.profiler_sentence(r.profile.get("settings") or {})) for r in runs if r.attribution is not None]
+    overhead = [(r.machine, profile_tables.overhead_table(r.profile.get("overhead") or {}),
+                 profile_tables.profiler_sentence(r.profile.get("settings") or {})) for r in runs if r.attribution is not None]
     overhead = [o for o in overhead if o[1] is not None]
 
-    comparison = None
-    if against is not None:
-        primary = runs[0]
-        conditions = tables.environments(primary, against)
-        frame = tables.compare_runs(primary, against, threshold, judge_times=conditions["matched"])
-        same = frame["verdict"].isin(["no significant change", "not judged"])
-        comparison = {
-            "new": primary.name, "old": against.name, "new_machine": primary.machine,
-            "old_machine": against.machine, "threshold": threshold, "counts": tables.verdict_counts(frame),
-            "conditions": conditions,
-            "changed": tables.run_comparison_table(frame[~same]),
-            "unchanged": tables.run_comparison_table(frame[same]),
-            "chart": charts.comparison(frame, title="New / old time over the MLP per benchmark",
-                                       axis="new / old (time over the MLP; the MLP itself: time)") if len(frame) else None,
-            "only_new": sorted(set(primary.benchmarks["benchmark"]) - set(against.benchmarks["benchmark"])),
-            "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
-        }
-
-    facts = []  # what a reader looks for next to the headline
-    for r in runs:
-        rows = r.benchmarks
-        if rows.empty:
-            continue
-        prefix = f"{r.machine}: " if len([x for x in runs if not x.benchmarks.empty]) > 1 else ""
-        said = [tables.same_function(rows), *tables.speedup(rows), tables.conditions(rows, r.environment)]
-        facts += [prefix + s for s in said if s]
-    if not any(r.gate is not None for r in runs) and not bench.empty:
-        facts.append("No speed gate run on this page: these are measurements, not a verdict on a change "
-                     "(`nox -s gate` times the working tree against a base commit, side by side).")
-
+    comparison = comparison_context(runs[0], against, threshold) if against is not None else None
     sources = {
         "bench": [r.name for r in runs if not r.benchmarks.empty],
         "profile": [r.name for r in runs if r.attribution is not None],
@@ -184,15 +129,97 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "attribution": attribution is not None,
         "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},
         "overhead": overhead,
-        "profiler_sentence": tables.profiler_sentence(next((r.profile.get("settings") for r in runs
+        "profiler_sentence": profile_tables.profiler_sentence(next((r.profile.get("settings") for r in runs
                                                             if r.attribution is not None and r.profile), {}) or {}),
-        "facts": facts,
+        "facts": page_facts(runs, bench),
         "lesson": lesson,
         "lesson_table": lesson_table,
         "comparison": comparison,
         "failed": int((~bench["status"].isin(["ok", "skipped"])).sum()),
         "skipped": int((bench["status"] == "skipped").sum()),
     }
+
+
+def bench_groups(bench: pd.DataFrame) -> list:
+    """The page's groups of bench rows (one per machine and device), each with its headline,
+    sentences and tables."""
+    page_groups = groups(bench)
+    for g in page_groups:
+        g.headline = tables.headline(g.rows, g.where)
+        g.sentences = roofline.launch_bound_sentences(g.rows, g.where) + tables.headline_sentences(g.rows, g.where)
+        g.timings = tables.timings(g.rows, g.where)
+        g.details = tables.details(g.rows, g.where)
+    return page_groups
+
+
+def device_sections(bench: pd.DataFrame) -> list[dict]:
+    """The accelerator sections: how busy the device was, its roofline chart, the CUDA-graph table."""
+    device = []
+    for where, rows in device_groups(bench):
+        section = {"where": where, "table": roofline.device_table(rows, where), "chart": roofline.chart(rows, where),
+                   "graphs": roofline.graphs_table(rows, where)}
+        if section["table"] is not None:
+            device.append(section)
+    return device
+
+
+def bench_figures(page_groups: list) -> dict[str, list]:
+    """The bench's charts per group (None where a group has nothing to draw)."""
+    return {
+        "time": [charts.time_split(g.rows, g.where) for g in page_groups],
+        "ratios": [charts.mlp_ratios(g.rows, g.where) for g in page_groups],
+        "scaling": [charts.scaling(g.rows, v, g.where) for v in ("batch", "grid_size") for g in page_groups]
+        # against width where one width was swept alone, else against size across the architectures measured
+        + [charts.scaling(g.rows, "width", g.where) or charts.scaling(g.rows, "parameters", g.where)
+           for g in page_groups],
+        "memory": [charts.memory(g.rows, g.where) for g in page_groups],
+    }
+
+
+def attribution_context(attribution: pd.DataFrame, runs: list[RunData]) -> tuple[list, list, object]:
+    """The profiles' charts, one per scenario, and the synchronisation lesson with its table."""
+    # the scenario with the most bars (the training loop, with and without synchronisation) first
+    scenarios = attribution.groupby("scenario").apply(lambda g: len(g.groupby(["profiler", "synchronized"], dropna=False)))
+    scenarios = sorted(scenarios.index, key=lambda s: (-scenarios[s], s))
+    figures = [charts.attribution(attribution, s) for s in scenarios]
+    noise = [p for r in runs for p in (r.profile.get("loop_noise") or {}).get("profiles", [])]
+    example, lesson_table = profile_tables.sync_lesson(profile_tables.sync_pairs(attribution), noise)
+    lesson = SYNC_LESSON + example if lesson_table is not None else []
+    return figures, lesson, lesson_table
+
+
+def comparison_context(primary: RunData, against: RunData, threshold: float) -> dict:
+    """``primary`` against an older run: the verdict per benchmark, changed and unchanged apart."""
+    conditions = compare.environments(primary, against)
+    frame = compare.compare_runs(primary, against, threshold, judge_times=conditions["matched"])
+    same = frame["verdict"].isin(["no significant change", "not judged"])
+    return {
+        "new": primary.name, "old": against.name, "new_machine": primary.machine,
+        "old_machine": against.machine, "threshold": threshold, "counts": compare.verdict_counts(frame),
+        "conditions": conditions,
+        "changed": compare.run_comparison_table(frame[~same]),
+        "unchanged": compare.run_comparison_table(frame[same]),
+        "chart": charts.comparison(frame, title="New / old time over the MLP per benchmark",
+                                   axis="new / old (time over the MLP; the MLP itself: time)") if len(frame) else None,
+        "only_new": sorted(set(primary.benchmarks["benchmark"]) - set(against.benchmarks["benchmark"])),
+        "only_old": sorted(set(against.benchmarks["benchmark"]) - set(primary.benchmarks["benchmark"])),
+    }
+
+
+def page_facts(runs: list[RunData], bench: pd.DataFrame) -> list[str]:
+    """What a reader looks for next to the headline."""
+    facts = []
+    for r in runs:
+        rows = r.benchmarks
+        if rows.empty:
+            continue
+        prefix = f"{r.machine}: " if len([x for x in runs if not x.benchmarks.empty]) > 1 else ""
+        said = [tables.same_function(rows), *tables.speedup(rows), tables.conditions(rows, r.environment)]
+        facts += [prefix + s for s in said if s]
+    if not any(r.gate is not None for r in runs) and not bench.empty:
+        facts.append("No speed gate run on this page: these are measurements, not a verdict on a change "
+                     "(`nox -s gate` times the working tree against a base commit, side by side).")
+    return facts
 
 
 def quality_context(r: RunData, several: bool) -> dict:
@@ -205,7 +232,7 @@ def quality_context(r: RunData, several: bool) -> dict:
     where = r.machine if several else ""
     per_seed = r.quality.drop(columns=[c for c in ("curve",) if c in r.quality.columns])
     return {
-        "quality_chart": charts.quality_front(r.quality_summary, where),
+        "quality_chart": quality_front(r.quality_summary, where),
         "quality_tables": tables.quality_tables(r.quality_summary, f" · {where}" if where else ""),
         "quality_rows": tables.frame_table(per_seed),
     }
@@ -224,8 +251,8 @@ def gate_context(gate: object) -> dict:
     return {
         **summary,
         "chart": charts.comparison(frame, title="Speed gate: head / base per benchmark", axis="head / base"),
-        "changed": tables.comparison_table(frame[~same], value=value, old=old, new=new),
-        "unchanged": tables.comparison_table(frame[same], value=value, old=old, new=new),
+        "changed": compare.comparison_table(frame[~same], value=value, old=old, new=new),
+        "unchanged": compare.comparison_table(frame[same], value=value, old=old, new=new),
     }
 
 

@@ -20,14 +20,6 @@ def is_missing(v: object) -> bool:
         return False
 
 
-def time_unit(seconds: float) -> tuple[float, str]:
-    """A scale and unit that keep ``seconds`` readable: (1e3, "ms") for 0.012."""
-    for scale, unit in ((1.0, "s"), (1e3, "ms"), (1e6, "µs")):
-        if seconds >= 1 / scale:
-            return scale, unit
-    return 1e9, "ns"
-
-
 def byte_unit(n: float) -> tuple[float, str]:
     """A scale and unit for a byte count: (1/2**20, "MiB") for 3_000_000."""
     for power, unit in ((3, "GiB"), (2, "MiB"), (1, "KiB")):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from benchmarks.core import cli, protocol, record
+from benchmarks.core.git import commit_info
 from benchmarks.core.case import Case, make_step
 
 
@@ -197,9 +198,9 @@ def test_untracked_files_make_the_tree_dirty(tmp_path):
     (tmp_path / "a.py").write_text("x = 1\n")
     git("add", "a.py")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
-    assert record.commit_info(tmp_path)["dirty"] is False
+    assert commit_info(tmp_path)["dirty"] is False
     (tmp_path / "b.py").write_text("y = 2\n")
-    assert record.commit_info(tmp_path)["dirty"] is True
+    assert commit_info(tmp_path)["dirty"] is True
 
 
 def test_announce_hands_the_run_folder_to_the_caller(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,5 @@
 """The README and docs/ say what the code does: every command they show exists and runs
-(`--help`), the run folder's page documents exactly the schema of benchmarks/core/record.py,
+(`--help`), the run folder's page documents exactly the schema of benchmarks/core/schema.py,
 and the README stays a README (short; the two first commands near the top)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.core import record
+from benchmarks.core import record, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -130,7 +130,7 @@ def documented_columns(page: str, heading: str) -> list[str]:
 
 
 SCHEMA = [(f"### `{name}.csv`", name, columns) for name, columns in record.TABLES.items()] + [
-    ("### `gate.json`: its rows", "gate.json", record.GATE_COLUMNS)]
+    ("### `gate.json`: its rows", "gate.json", schema.GATE_COLUMNS)]
 
 
 @pytest.mark.parametrize("heading, name, columns", SCHEMA, ids=[s[1] for s in SCHEMA])
@@ -151,4 +151,4 @@ def test_the_run_folder_page_names_every_file():
                                                    "environment.json", "gate.json", "profile.json"}
     assert not names - set(" ".join(files).split()), names - set(" ".join(files).split())
     suffixes = set(re.findall(r"`(\.[\w.]+)`", page))
-    assert set(record.PROFILE_FILES) <= suffixes, set(record.PROFILE_FILES) - suffixes
+    assert set(schema.PROFILE_FILES) <= suffixes, set(schema.PROFILE_FILES) - suffixes

@@ -15,17 +15,17 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from benchmarks.core import record
+from benchmarks.core import schema
 from profiles import attribution, cprof, flamegraph, pyspy, torch_trace
 from profiles.attribution import classify
 
 
 def test_parts_are_the_record_schema():
-    assert attribution.PARTS == record.PARTS
+    assert attribution.PARTS == schema.PARTS
     rows = attribution.rows("cprofile", {"scenario": "step", "model": "kan", "device": "cpu",
                                          "phase": "train", "synchronized": True},
                             {"basis": 1.0, "matmul": 3.0})
-    assert [list(r) for r in rows] == [record.ATTRIBUTION_COLUMNS] * len(record.PARTS)
+    assert [list(r) for r in rows] == [schema.ATTRIBUTION_COLUMNS] * len(schema.PARTS)
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
     assert {r["part"]: r["share"] for r in rows}["matmul"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="empty"):
@@ -338,10 +338,10 @@ def test_torch_trace_of_a_real_profile(tmp_path):
 def test_parts_have_one_colour_each_shared_by_the_report_and_the_flame_graphs():
     from reports import charts
 
-    assert list(record.PART_COLOURS) == record.PARTS
-    assert len(set(record.PART_COLOURS.values())) == len(record.PARTS)
-    assert charts.PART_COLORS is record.PART_COLOURS
-    assert set(attribution.GRADIENT_PARTS) <= set(record.PARTS)
+    assert list(schema.PART_COLOURS) == schema.PARTS
+    assert len(set(schema.PART_COLOURS.values())) == len(schema.PARTS)
+    assert charts.PART_COLORS is schema.PART_COLOURS
+    assert set(attribution.GRADIENT_PARTS) <= set(schema.PARTS)
     assert {part for part, _, _ in attribution.GRADIENT_RULES + attribution.NODE_RULES} <= set(
         attribution.GRADIENT_PARTS)
 
@@ -420,17 +420,17 @@ def test_pyspy_backward_split_by_node(tmp_path):
     ns = "{http://www.w3.org/2000/svg}"
     key = next(g for g in svg.iter(f"{ns}g") if g.get("class") == "key")
     names = [t.text for t in key.iter(f"{ns}text")]
-    assert names == [p for p in record.PARTS if p in expected] + ["no part"]  # backward_step: no part
+    assert names == [p for p in schema.PARTS if p in expected] + ["no part"]  # backward_step: no part
     swatches = [r.get("fill") for r in key.iter(f"{ns}rect")]
-    assert swatches[:-1] == [record.PART_COLOURS[p] for p in names[:-1]]
+    assert swatches[:-1] == [schema.PART_COLOURS[p] for p in names[:-1]]
     fills = {}
     for g in svg.iter(f"{ns}g"):
         title, rect = g.find(f"{ns}title"), g.find(f"{ns}rect")
         if g.get("class") != "key" and title is not None and rect is not None:
             fills[title.text.split(" (")[0]] = rect.get("fill")
-    assert fills["torch::autograd::generated::MulBackward0::apply"] == record.PART_COLOURS["basis grad"]
-    assert fills["Tensor.backward"] == record.PART_COLOURS["autograd"]
-    assert fills["dense_bases"] == record.PART_COLOURS["basis grad"]
+    assert fills["torch::autograd::generated::MulBackward0::apply"] == schema.PART_COLOURS["basis grad"]
+    assert fills["Tensor.backward"] == schema.PART_COLOURS["autograd"]
+    assert fills["dense_bases"] == schema.PART_COLOURS["basis grad"]
 
 
 def test_cprofile_splits_a_custom_backward_by_its_python_frames(tmp_path):

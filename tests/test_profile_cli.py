@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from benchmarks.core import record
+from benchmarks.core import record, schema
 from profiles import attribution, cli, pyspy
 
 TINY = ["--model", "kan", "--widths", "16,8,4", "--batch", "32", "--warmup", "1"]
@@ -54,8 +54,8 @@ def test_tiny_profile_end_to_end(results, capsys):
     assert torch.get_num_threads() == threads  # restored after the scenarios
     run = only_run(results)
     table = run.read_table("attribution")
-    assert list(table.columns) == record.ATTRIBUTION_COLUMNS
-    assert set(table["part"]) == set(record.PARTS)
+    assert list(table.columns) == schema.ATTRIBUTION_COLUMNS
+    assert set(table["part"]) == set(schema.PARTS)
     sums = table.groupby(KEY)["share"].sum()
     assert sums.to_numpy() == pytest.approx(1.0)
     profiles = {(p, ph, sync) for p, ph, sync in table[["profiler", "phase", "synchronized"]].itertuples(index=False)}
@@ -74,7 +74,7 @@ def test_tiny_profile_end_to_end(results, capsys):
     noise = meta["loop_noise"]["profiles"]
     assert {r["profiler"] for r in noise} == {"cprofile", "torch"}
     for r in noise:
-        assert set(r["noise_points"]) == set(record.PARTS) == set(r["synchronized_points"])
+        assert set(r["noise_points"]) == set(schema.PARTS) == set(r["synchronized_points"])
         assert r["largest_noise_points"] == max(r["noise_points"].values())
         assert r["within_noise"] == (r["largest_synchronized_points"] <= r["largest_noise_points"])
     for stem in ("kan-cpu-train", "kan-cpu-loop", "kan-cpu-loop-synchronized", "kan-cpu-loop-repeat"):
@@ -147,13 +147,13 @@ def test_tiny_pyspy_profile_end_to_end(results, capsys):
     table = run.read_table("attribution")
     assert set(table["profiler"]) == {"py-spy"}
     assert table["share"].sum() == pytest.approx(1.0)
-    assert set(table["part"]) == set(record.PARTS)
+    assert set(table["part"]) == set(schema.PARTS)
     samples = pyspy.read(run.file("profiles/kan-cpu-train.speedscope.json"))
     assert samples.stacks and all(samples.frames[s[0]][0] == "train_step" for s in samples.stacks)
     # Which parts a 100 Hz sampler happens to hit depends on the machine's load, so the test
     # does not ask for any part to be hit; it recounts the kept samples' parts from their
     # frames (outermost matching frame) and checks the table says the same.
-    recount = dict.fromkeys(record.PARTS, 0.0)
+    recount = dict.fromkeys(schema.PARTS, 0.0)
     for stack, weight in zip(samples.stacks, samples.weights):
         # without native frames py-spy cannot tell a Python line from the C call it makes,
         # so a sample no part claims is "other"

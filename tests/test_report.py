@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.core import record, stats
+from benchmarks.core import record, schema, stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +175,7 @@ def attribution_rows(device: str = "mps") -> pd.DataFrame:
     for part, share in shares[True].items():
         rows.append({"profiler": "cprofile", "scenario": "forward", "model": "kan", "device": "cpu",
                      "phase": "forward", "synchronized": True, "part": part, "seconds": 3 * share, "share": share})
-    return pd.DataFrame(rows, columns=record.ATTRIBUTION_COLUMNS)
+    return pd.DataFrame(rows, columns=schema.ATTRIBUTION_COLUMNS)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -187,7 +187,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 # --- reading runs and the figures the report computes -------------------------------------------
 
-from reports import charts, data, tables  # noqa: E402
+from reports import charts, compare, data, profile_tables, tables  # noqa: E402
 from reports.__main__ import main  # noqa: E402
 from reports.render import render  # noqa: E402
 
@@ -299,7 +299,7 @@ def test_comparison_finds_the_changes_that_were_made(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.5, **SMALL)
     new = make_run(tmp_path, "20250602T120000-bbbbbbb", seed=2, speedup={"kan-fast": 0.8, "kan": 1.3}, load=0.5,
                    **SMALL)
-    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.05)
     assert len(frame) == 4 * 2 * 3
     verdicts = frame.groupby("model")["verdict"].agg(set).to_dict()
     assert verdicts == {"kan-fast": {"faster"}, "kan": {"slower"}, "mlp": {"no significant change"},
@@ -313,7 +313,7 @@ def test_comparison_without_raw_samples_judges_the_ratios_alone(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", load=0.5, **SMALL)
     new = make_run(tmp_path, "20250602T120000-bbbbbbb", load=0.5, **SMALL)
     old.benchmark_json.unlink()
-    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.05)
     assert set(frame["time_verdict"]) == {"no samples"}
     mlp = frame[frame.model == "mlp"]
     assert set(mlp["verdict"]) == {"not judged"} and mlp["note"].str.contains("no raw samples").all()
@@ -332,10 +332,10 @@ def test_a_uniformly_slower_machine_cancels_out(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
     slower = {m: 1.3 for m in BUSY["models"]}
     new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=3.5, speedup=slower, **BUSY)
-    conditions = tables.environments(data.load(new), data.load(old))
+    conditions = compare.environments(data.load(new), data.load(old))
     assert not conditions["matched"] and conditions["differences"] == ["load 0.4 then 3.5 on 2 cores (within 0.5 would match)"]
     assert conditions["same_commit"] == "0123456789abcdef"
-    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.05)
     changed = frame["verdict"].isin(["slower", "faster"]).sum()
     assert len(frame) == 45 and changed <= len(frame) / 20, frame[["model", "phase", "ratio", "verdict"]]
     assert set(frame[frame.model == "mlp"]["verdict"]) == {"not judged"}
@@ -348,7 +348,7 @@ def test_an_mlp_that_alone_moved_is_a_shift_of_its_workload_not_a_change_of_ever
     so every model's time over the MLP of that workload rose by a quarter."""
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
     new = make_run(tmp_path, "20250601T120700-aaaaaaa", seed=2, load=0.4, speedup={("mlp", "forward"): 0.8}, **BUSY)
-    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.10, judge_times=False)
+    frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.10, judge_times=False)
     forward = frame[(frame.phase == "forward") & (frame.model != "mlp")]
     assert (forward["new_x"] / forward["old_x"]).between(1.15, 1.35).all()  # the ratios did all move
     assert forward["workload_shift"].between(1.15, 1.35).all()
@@ -362,7 +362,7 @@ def test_a_failed_row_in_either_run_is_compared_as_failed(tmp_path):
     bench = pd.read_csv(new.file("benchmarks.csv"))
     bench.loc[bench.model.isin(["mlp", "kan"]), "status"] = "nonfinite"
     new.write_table("benchmarks", bench)
-    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.10)
+    frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.10)
     assert set(frame[frame.model.isin(["mlp", "kan"])]["verdict"]) == {"failed"}
     assert frame[~frame.model.isin(["mlp", "kan"])]["verdict"].isin(["no significant change", "not judged"]).all()
 
@@ -371,7 +371,7 @@ def test_one_model_25_percent_slower_in_its_forward_is_called_slower(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=0.4, **BUSY)
     new = make_run(tmp_path, "20250601T120700-bbbbbbb", seed=2, load=3.5, speedup={("kan-fast", "forward"): 1.25},
                    commit="fedcba9876543210", **BUSY)
-    frame = tables.compare_runs(data.load(new), data.load(old), threshold=1.05)
+    frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.05)
     target = (frame.model == "kan-fast") & (frame.phase == "forward")
     assert set(frame[target]["verdict"]) == {"slower"}
     assert ((frame[target]["ci_low"] < 1.25) & (1.25 < frame[target]["ci_high"])).all()
@@ -403,10 +403,10 @@ def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_pat
 
 def test_sync_lesson_compares_shares_with_and_without_synchronisation():
     attribution = data._tidy_attribution(attribution_rows(), record.Run(Path("x")))
-    pairs = tables.sync_pairs(attribution.assign(machine="m"))
+    pairs = profile_tables.sync_pairs(attribution.assign(machine="m"))
     transfer = pairs[(pairs.part == "transfer") & (pairs.profiler == "cprofile")].iloc[0]
     assert transfer.unsynchronized == pytest.approx(0.72) and transfer.synchronized == pytest.approx(0.03)
-    sentences, table = tables.sync_lesson(pairs)
+    sentences, table = profile_tables.sync_lesson(pairs)
     assert "72% of the time in transfer without synchronisation and 3% with it" in sentences[0]
     assert len(table.groups) == 1 + 3  # one column pair per profiler
 
@@ -573,7 +573,7 @@ def test_a_profile_run_shows_where_the_time_goes(tmp_path):
 
 def test_sync_lesson_on_the_cpu_alone_says_there_is_nothing_to_move():
     attribution = data._tidy_attribution(attribution_rows(device="cpu"), record.Run(Path("x")))
-    sentences, _ = tables.sync_lesson(tables.sync_pairs(attribution.assign(machine="m")))
+    sentences, _ = profile_tables.sync_lesson(profile_tables.sync_pairs(attribution.assign(machine="m")))
     assert sentences[0].startswith("This run profiled only the CPU")
 
 
@@ -915,10 +915,10 @@ def test_the_cpu_lesson_says_how_large_the_noise_between_profiled_runs_was():
     ])
     noise = [{"profiler": "py-spy", "device": "cpu", "largest_noise_points": 6.7,
               "largest_synchronized_points": 18.0, "within_noise": False}]
-    (said,), table = tables.sync_lesson(pairs, noise)
+    (said,), table = profile_tables.sync_lesson(pairs, noise)
     assert "should agree" not in said and "noise between profiled runs" in said
     assert "moved a part's share by up to 7 points, the synchronised loop by up to 18, more than that noise" in said
-    (without,), _ = tables.sync_lesson(pairs)
+    (without,), _ = profile_tables.sync_lesson(pairs)
     assert "profile the loop again" in without and table is not None
 
 
@@ -1030,7 +1030,7 @@ def test_every_text_of_every_chart_lies_inside_its_picture(pages, tmp_path):
         {"profiler": profiler, "scenario": "loop", "model": "kan", "device": "cpu", "phase": "loop",
          "synchronized": sync, "part": part, "seconds": 1.0 + i, "share": np.nan}
         for profiler in ("cprofile", "py-spy", "torch") for sync in (False, True)
-        for i, part in enumerate(record.PARTS)])
+        for i, part in enumerate(schema.PARTS)])
     chart = charts.attribution(data._tidy_attribution(every_part, record.Run(tmp_path)), "loop")
     svgs += page_svgs(f'<img src="{chart.uri}" alt="{chart.alt}"')
     assert len(svgs) >= 15

@@ -43,9 +43,9 @@ from typing import Callable
 
 import torch
 
+from benchmarks.core.phases import PHASES
 from benchmarks.core.timer import DEVICE_TYPES, device_type, synchronize
 
-PHASES = ("forward", "backward", "forward+backward", "train")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 # FLOP convention of kan.zoo (a multiply-add is 2, any other elementwise operation 1).

@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from benchmarks.core.record import LAUNCH_BOUND_BELOW  # noqa: F401 - the rule lives with the table
+from benchmarks.core.schema import LAUNCH_BOUND_BELOW  # noqa: F401 - the rule lives with the table
 PROFILED_CALLS = 5  # calls of the profiler pass after timing
 CALL = "bench.call"  # torch.profiler label of one profiled call (the step and its device wait)
 DEVICE_ACTIVITY = ("kernel", "gpu_memcpy", "gpu_memset")  # device-side work in a Chrome trace

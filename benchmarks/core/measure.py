@@ -44,7 +44,7 @@ from benchmarks.core.cli import one_line
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.equivalence import same_function
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
-from benchmarks.core.record import load_average
+from benchmarks.core.machine import load_average
 from benchmarks.core.timer import clock_for, using_threads
 
 @dataclass(frozen=True)

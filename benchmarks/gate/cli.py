@@ -51,22 +51,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-from benchmarks.core import protocol, record, stats
+from benchmarks.core import git, protocol, record, schema, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
 from benchmarks.core.timer import CLOCKS
+from benchmarks.core.units import format_seconds
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -75,7 +76,7 @@ EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 SCHEMA = 1
 
 
-ROW_COLUMNS = record.GATE_COLUMNS
+ROW_COLUMNS = schema.GATE_COLUMNS
 
 
 class GateError(Exception):
@@ -85,32 +86,20 @@ class GateError(Exception):
 # --- git: the base commit and its worktree ---------------------------------------------------
 
 
-def _git(*args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    except OSError as e:
-        raise GateError(f"cannot run git ({e}); the gate needs git to check out the base commit") from None
-
-
-def _commit_of(ref: str) -> str | None:
-    out = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
 def resolve_base(ref: str) -> str | None:
     """The commit id ``ref`` names; None when it points before the start of the available history
     (``HEAD~1`` on the first commit or in a shallow clone); ``GateError`` for an unknown ref."""
-    if _git("rev-parse", "--git-dir").returncode != 0:
+    if git.run("rev-parse", "--git-dir", cwd=ROOT, error=GateError).returncode != 0:
         raise GateError(f"{ROOT} is not a git repository; the gate compares against a git commit")
     if ref.startswith("-"):
         raise GateError(f"unknown git ref {ref!r}: a ref cannot start with '-'")
-    commit = _commit_of(ref)
+    commit = git.commit_of(ref, ROOT)
     if commit is not None:
         return commit
-    if _commit_of("HEAD") is None:
+    if git.commit_of("HEAD", ROOT) is None:
         return None  # no commits at all yet
     stem = re.sub(r"(?:~\d*|\^\d*)+$", "", ref)
-    if stem != ref and stem and _commit_of(stem) is not None:
+    if stem != ref and stem and git.commit_of(stem, ROOT) is not None:
         return None  # e.g. HEAD~1 where HEAD has no parent (here)
     raise GateError(
         f"unknown git ref {ref!r}: not a branch, tag or commit of {ROOT} "
@@ -119,24 +108,12 @@ def resolve_base(ref: str) -> str | None:
 
 
 def is_shallow() -> bool:
-    return _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    return git.is_shallow(ROOT)
 
 
-@contextlib.contextmanager
-def worktree(commit: str) -> Iterator[Path]:
+def worktree(commit: str) -> contextlib.AbstractContextManager[Path]:
     """``commit`` checked out (detached) into a temporary git worktree, removed afterwards."""
-    scratch = Path(tempfile.mkdtemp(prefix="kan-gate-"))
-    tree = scratch / "base"
-    out = _git("worktree", "add", "--detach", "--quiet", str(tree), commit)
-    if out.returncode != 0:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise GateError(f"cannot check out {commit[:9]} into a worktree: {out.stderr.strip()}")
-    try:
-        yield tree
-    finally:
-        _git("worktree", "remove", "--force", str(tree))
-        shutil.rmtree(scratch, ignore_errors=True)
-        _git("worktree", "prune")
+    return git.worktree(commit, ROOT, prefix="kan-gate-", error=GateError)
 
 
 @contextlib.contextmanager
@@ -318,8 +295,7 @@ def overall(rows: list[dict]) -> tuple[str, int, str]:
     return "pass", EXIT_PASS, "; ".join(["no regression", *parts])
 
 
-def _ms(seconds) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.3f} ms"
+_ms = functools.partial(format_seconds, unit="ms", spec=".3f", missing="-")  # one unit down a column
 
 
 def format_table(rows: list[dict], baseline_mode: bool = False) -> str:
@@ -477,6 +453,36 @@ def _plan(args) -> tuple[str, str | None, dict | None]:
     return "baseline", None, read_baseline(args.baseline)
 
 
+def _settings(args, models: list[str], phases: list[str], cpus: list[int] | None) -> dict:
+    """How the sides are timed, as gate.json records it."""
+    return {**suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
+            "rounds": args.rounds, "samples_per_round": args.samples_per_round,
+            "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
+            "models": models, "phases": phases, "sample": "the fastest call of a turn",
+            "pairs": "the two sides' turns at one benchmark, taken one after the other",
+            "cpus": cpus, "malloc": {k: os.environ.get(k, v) for k, v in KEEP_FREED_MEMORY.items()}}
+
+
+def _record_baseline(path: str, cases: list, head: Side, samples: dict, threads: int) -> int:
+    """Write the working tree's KAN/MLP ratios to ``path`` (--write-baseline)."""
+    doc = baseline_document(cases, head, samples, threads)
+    if not doc["ratios"]:
+        raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    _say(f"wrote {path}: " + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
+    return EXIT_PASS
+
+
+def _add_turn_counts(rows: list[dict], turns: dict) -> None:
+    """Each row's calls per sample and how many of each side's turns the OS disturbed."""
+    calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
+    disturbed = protocol.disturbed_turns(turns)
+    for row in rows:
+        row["calls_per_sample"] = calls.get(row["benchmark"])
+        for side in ("head", "base"):
+            row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
+
+
 def run(args) -> int:
     _check_args(args)
     start = time.perf_counter()
@@ -491,15 +497,9 @@ def run(args) -> int:
     if mode in ("baseline", "record") and suite.BASELINE_MODEL not in models:
         models.append(suite.BASELINE_MODEL)
     cases = suite.suite(models, phases)
-    settings = {**suite.settings(), "threshold": args.threshold, "alpha": args.alpha, "confidence": 0.95,
-                "rounds": args.rounds, "samples_per_round": args.samples_per_round,
-                "sample_time_s": args.sample_time, "threads": args.threads, "clock": args.clock,
-                "models": models, "phases": phases, "sample": "the fastest call of a turn",
-                "pairs": "the two sides' turns at one benchmark, taken one after the other"}
     progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
     cpus = shared_cpus(args.threads) if args.pin else None
-    settings["cpus"] = cpus
-    settings["malloc"] = {k: os.environ.get(k, v) for k, v in KEEP_FREED_MEMORY.items()}
+    settings = _settings(args, models, phases, cpus)
 
     run_folder = None
     try:
@@ -527,13 +527,7 @@ def run(args) -> int:
         samples = protocol.fastest(turns)
 
         if mode == "record":
-            doc = baseline_document(cases, head, samples, args.threads)
-            if not doc["ratios"]:
-                raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
-            Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
-            _say(f"wrote {args.write_baseline}: "
-                 + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
-            return EXIT_PASS
+            return _record_baseline(args.write_baseline, cases, head, samples, args.threads)
 
         if mode == "base":
             rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
@@ -543,16 +537,11 @@ def run(args) -> int:
             rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
             base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
                          "ref": args.base, "note": "the base ref names no commit" if args.base else None}
-        calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
-        disturbed = protocol.disturbed_turns(turns)
-        for row in rows:
-            row["calls_per_sample"] = calls.get(row["benchmark"])
-            for side in ("head", "base"):
-                row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
+        _add_turn_counts(rows, turns)
         verdict, status, summary = overall(rows)
         doc = {
             "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
-            "base": base_info, "head": {**record.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
+            "base": base_info, "head": {**git.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
             "settings": settings, "wall_s": round(time.perf_counter() - start, 2),
             "benchmarks": [{column: row.get(column) for column in ROW_COLUMNS} for row in rows],
             "samples": {r["benchmark"]: {"head": r["head_samples"], "base": r["base_samples"]} for r in rows},

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.core import git
 from benchmarks.core.cli import RUN_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,16 +51,13 @@ KAN.forward = _slowed_forward
 
 
 def one_run(slowdown: float, results: Path, gate_args: list[str], harness: Path) -> dict:
-    scratch = Path(tempfile.mkdtemp(prefix="kan-gate-evidence-"))
-    tree = scratch / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), "HEAD"], cwd=ROOT, check=True)
-    try:
+    with git.worktree("HEAD", ROOT, prefix="kan-gate-evidence-") as tree:
         shutil.copytree(harness, tree / "benchmarks", dirs_exist_ok=True)
         if slowdown:
             with open(tree / "kan" / "reference.py", "a") as f:
                 f.write(SLOWDOWN.format(slowdown=slowdown))
         start = time.perf_counter()
-        run_file = scratch / "run"
+        run_file = tree.parent / "run"  # beside the worktree: removed with it
         out = subprocess.run(
             [sys.executable, "-m", "benchmarks.gate", "--base", "HEAD", *gate_args],
             cwd=tree, env={**os.environ, "KAN_RESULTS": str(results), RUN_FILE: str(run_file)},
@@ -67,10 +65,6 @@ def one_run(slowdown: float, results: Path, gate_args: list[str], harness: Path)
         )
         wall = time.perf_counter() - start
         verdict = Path(run_file.read_text().strip()) / "gate.json" if run_file.exists() else None
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
-        shutil.rmtree(scratch, ignore_errors=True)
     doc = json.loads(verdict.read_text()) if verdict is not None and verdict.exists() else {}
     return {"exit": out.returncode, "wall_s": wall, "doc": doc, "output": out.stdout + out.stderr}
 

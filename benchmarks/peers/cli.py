@@ -35,9 +35,11 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.core import record
+from benchmarks.core.machine import load_average, machine_label
 from benchmarks.core.cli import Parser, announce, busy_warning, choices, positive_ints, terminate_as_interrupt
 from benchmarks.core.process import Child, ChildError
 from benchmarks.core.protocol import Candidate
+from benchmarks.core.units import format_seconds
 from benchmarks.peers.catalog import PEERS, reference_layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +122,48 @@ def main(argv: list[str] | None = None) -> int:
         return _run(peers, given, selection, threads, clocks)
 
 
+def _start_children(peers: list[str], given: dict[str, str], threads: int, clocks: dict[str, str],
+                    scratch: Path, status: dict[str, dict], children: dict[str, Child]) -> None:
+    """Start each peer's process; fills ``status`` (each peer's status, reason and version) and
+    ``children`` (the peers that answered ready), as it goes, so that an interrupt closes those started."""
+    for name in peers:
+        python = peer_python(name, given)
+        if not python.exists():
+            status[name] = {"status": "not available", "reason": f"no environment at {python.parent.parent} "
+                            f"(nox -s peers makes it)", "version": None}
+            continue
+        child = start(name, python, threads, clocks, scratch)
+        try:
+            hello = child.receive()["hello"]
+        except ChildError as e:
+            child.close()
+            status[name] = {"status": "not available", "reason": str(e).splitlines()[0], "version": None}
+            continue
+        status[name] = {k: hello[k] for k in ("status", "reason", "version")}
+        if hello["status"] == "ok":
+            children[name] = child
+        else:
+            child.close()
+
+
+def _add_peer_case(case, children: dict[str, Child], status: dict[str, dict], rows: dict, candidates: dict) -> None:
+    """The peer's row for ``case`` and, where its process built the model, its candidate (a remote step)."""
+    name = case.model.removeprefix(PREFIX)
+    rows[case.id] = {"package": f"{name} {status[name]['version'] or PEERS[name].version}"}
+    if name not in children:
+        rows[case.id].update(status="not available", reason=status[name]["reason"])
+        return
+    try:
+        built = children[name].ask({"cmd": "build", "cases": [case_fields(case)]})["cases"][case.id]
+    except ChildError as e:
+        built = {"status": "not available", "reason": str(e).splitlines()[0]}
+    if built["status"] != "ok":
+        rows[case.id].update(status="not available", reason=built["reason"])
+        return
+    rows[case.id].update({k: v for k, v in built.items() if k not in ("status", "reason")})
+    candidates[case.id] = Candidate(case.id, RemoteStep(children[name], case))
+
+
 def _run(peers: list[str], given: dict[str, str], selection, threads: int, clocks: dict[str, str]) -> int:
     from benchmarks.core.case import Case, zoo
     from benchmarks.suite import summary
@@ -130,7 +174,7 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
     except record.RunFolderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    warning = busy_warning(record.load_average(), os.cpu_count())
+    warning = busy_warning(load_average(), os.cpu_count())
     if warning:
         print(warning, flush=True)
     print(f"peers: {', '.join(peers)} beside {', '.join(selection.models)}, suite {selection.suite.name}, "
@@ -143,24 +187,7 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="kan-peers-") as scratch, terminate_as_interrupt():
         try:
-            for name in peers:
-                python = peer_python(name, given)
-                if not python.exists():
-                    status[name] = {"status": "not available", "reason": f"no environment at {python.parent.parent} "
-                                    f"(nox -s peers makes it)", "version": None}
-                    continue
-                child = start(name, python, threads, clocks, Path(scratch))
-                try:
-                    hello = child.receive()["hello"]
-                except ChildError as e:
-                    child.close()
-                    status[name] = {"status": "not available", "reason": str(e).splitlines()[0], "version": None}
-                    continue
-                status[name] = {k: hello[k] for k in ("status", "reason", "version")}
-                if hello["status"] == "ok":
-                    children[name] = child
-                else:
-                    child.close()
+            _start_children(peers, given, threads, clocks, Path(scratch), status, children)
             for name, s in status.items():
                 shown = f"{s['version']}" if s["status"] == "ok" else f"not available: {s['reason']}"
                 print(f"  {name:9} {shown}", flush=True)
@@ -171,20 +198,7 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
                               for c in group.cases[:1] for name in peers] if gridded else []
                 rows, candidates = build_candidates(Group(group.cases, group.companions), threads=threads)
                 for case in peer_cases:
-                    name = case.model.removeprefix(PREFIX)
-                    rows[case.id] = {"package": f"{name} {status[name]['version'] or PEERS[name].version}"}
-                    if name not in children:
-                        rows[case.id].update(status="not available", reason=status[name]["reason"])
-                        continue
-                    try:
-                        built = children[name].ask({"cmd": "build", "cases": [case_fields(case)]})["cases"][case.id]
-                    except ChildError as e:
-                        built = {"status": "not available", "reason": str(e).splitlines()[0]}
-                    if built["status"] != "ok":
-                        rows[case.id].update(status="not available", reason=built["reason"])
-                        continue
-                    rows[case.id].update({k: v for k, v in built.items() if k not in ("status", "reason")})
-                    candidates[case.id] = Candidate(case.id, RemoteStep(children[name], case))
+                    _add_peer_case(case, children, status, rows, candidates)
                 both = Group(tuple(group.cases) + tuple(peer_cases), group.companions)
                 time_group(both, candidates, rows, selection.suite, threads=threads)
                 shape = (group.cases[0].widths, gridded)
@@ -192,13 +206,13 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
                     compared[shape] = equivalences(children, group.cases[0], gridded)
                 equivalence = compared.get(shape, {})
                 for case in both.cases:
-                    row = {"benchmark": case.id, **case.record(), "machine": record.machine_label(),
+                    row = {"benchmark": case.id, **case.record(), "machine": machine_label(),
                            "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family,
                            **rows[case.id]}
                     if case.model.startswith(PREFIX):
                         row["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
                     run.append_jsonl(record.MEASUREMENTS, row)
-                    said = row.get("status", "?") if row.get("status") != "ok" else summary.format_seconds(row["median_s"])
+                    said = row.get("status", "?") if row.get("status") != "ok" else format_seconds(row["median_s"])
                     print(f"  {case.id:55} {said}", flush=True)
         except KeyboardInterrupt:
             interrupted = True

@@ -29,9 +29,9 @@ import sys
 import time
 
 from benchmarks.core.cli import Parser, announce, busy_warning, choices, terminate_as_interrupt
+from benchmarks.core.timer import DEVICE_TYPES
 
 DEFAULT_SEEDS = (0, 1, 2)
-DEVICES = ("cpu", "cuda", "mps")
 QUALITY_DTYPES = ("float32", "float64")
 
 
@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), metavar="S,S",
                    help="seeds, comma-separated (default: 0,1,2): weights, data split and batch order")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default: the budget's)")
-    p.add_argument("--device", default="cpu", metavar="NAME", help=f"one of {', '.join(DEVICES)} (default: cpu)")
+    p.add_argument("--device", default="cpu", metavar="NAME", help=f"one of {', '.join(DEVICE_TYPES)} (default: cpu)")
     p.add_argument("--dtype", default="float32", metavar="NAME",
                    help=f"one of {', '.join(QUALITY_DTYPES)} (default: float32)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
@@ -98,8 +98,8 @@ def settings(args):
     tasks = [TASKS[n] for n in choices(args.task, list(TASKS), "task") or TASKS]
     models = choices(args.model, list(zoo().available()), "model") or list(zoo().available())
     seeds = _seeds(args.seeds)
-    if args.device not in DEVICES:
-        raise ValueError(f"unknown device {args.device!r}; valid devices: {', '.join(DEVICES)}")
+    if args.device not in DEVICE_TYPES:
+        raise ValueError(f"unknown device {args.device!r}; valid devices: {', '.join(DEVICE_TYPES)}")
     absent = device_unavailable(args.device)
     if absent:
         raise ValueError(f"device {args.device!r} was asked for but {absent}")

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.core import record, stats
+from benchmarks.core.machine import load_average
 from benchmarks.core.cli import Parser, announce
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     common = ["--suite", args.suite, *args.bench_args]
-    print(f"busy: the {args.suite} suite as the machine is (load average {record.load_average()})", flush=True)
+    print(f"busy: the {args.suite} suite as the machine is (load average {load_average()})", flush=True)
     quiet_path, quiet_s = bench([*common, "--label", "quiet"])
     hogs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.hogs)]
     try:

@@ -48,6 +48,7 @@ versions. Bad input: one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import math
 import sys
@@ -59,8 +60,11 @@ import numpy as np
 import torch
 
 from benchmarks.core.case import Case, make_batch, make_step, zoo
-from benchmarks.core.cli import Parser, announce, busy_warning, positive_ints, terminate_as_interrupt
+from benchmarks.core.cli import Parser, announce, busy_warning, one_line, positive_ints, terminate_as_interrupt
 from benchmarks.core.protocol import Candidate, turns
+from benchmarks.core.timer import DEVICE_TYPES
+from benchmarks.core.units import format_seconds
+from benchmarks.peers.catalog import PEERS as CATALOG
 
 FORWARD_BACKWARD = "forward+backward"
 FORWARD = "forward"
@@ -69,11 +73,9 @@ SAVED = "saved for backward"
 FAST = "kan-fast"
 REFERENCE = "kan"
 DENSE_FLOOR = "dense floor"
-# The peers: PyPI KANs measured for comparison only (module holding KANNetwork, pip spec).
-PEERS = {
-    "flashkan": ("flashkan.network", "flashkan==0.2.0"),
-    "inkan": ("inkan.network", "inkan==0.5.2"),
-}
+# The peers: PyPI KANs measured for comparison only (module holding KANNetwork, pip spec), as
+# pinned in the peers' catalog; pykan is left out (it is no KANNetwork and does not compute our function).
+PEERS = {name: (CATALOG[name].module, CATALOG[name].spec) for name in ("flashkan", "inkan")}
 FASTER_PEER = "the faster peer"
 
 SPLINE_ORDER = 3  # every model here is built with its default cubic splines
@@ -83,7 +85,7 @@ GRIDS = (5, 50)
 REPEATS = 15
 MIN_REPEATS = 10
 WARMUP = 3  # untimed calls after the first call (1 with --quick)
-DEVICES = ("cpu", "cuda")
+DEVICES = tuple(d for d in DEVICE_TYPES if d != "mps")  # the targets are set for CPU and CUDA
 DTYPE = "float32"
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def build_model(name: str, widths: tuple[int, ...], grid_size: int, device: str)
         try:
             model = zoo().build(name, widths, grid_size=grid_size)
         except Exception as e:  # kan/ broken or mid-edit: this row fails, the others run
-            raise Unavailable("error", f"cannot build {name!r}: {type(e).__name__}: {_line(e)}") from None
+            raise Unavailable("error", f"cannot build {name!r}: {one_line(e)}") from None
     return model.to(device=device, dtype=torch.float32).train()
 
 
@@ -249,7 +251,7 @@ def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[dict], None
             try:
                 row.update(status="ok", saved_bytes=saved_bytes(model, inputs))
             except Exception as e:
-                row.update(status="error", reason=f"{type(e).__name__}: {_line(e)}")
+                row.update(status="error", reason=one_line(e))
         emit(row)
 
 
@@ -338,8 +340,7 @@ def _ratio(target: Target, fast: dict, other: dict) -> float:
 
 # --- tables ---------------------------------------------------------------------------------
 
-def _ms(seconds) -> str:
-    return "" if seconds is None or _nan(seconds) else f"{seconds * 1e3:.2f}"
+_ms = functools.partial(format_seconds, unit="ms", spec=".2f", missing="", suffix=False)  # the header says "ms"
 
 
 def _nan(x) -> bool:
@@ -522,11 +523,6 @@ def _run(args, s: Settings) -> int:
     if interrupted:
         return 130
     return 1 if any(r["status"] in ("error", "nonfinite") for r in rows) else 0
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else ""
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def pytest_arguments(selection, run, threads: int, extra: list[str]) -> list[str
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from benchmarks.core.record import idle_cores
+    from benchmarks.core.machine import idle_cores
     from benchmarks.core.timer import check_threads, default_threads, torch_threads, using_threads
     from benchmarks.suite import suites
 

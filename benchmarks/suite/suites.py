@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from benchmarks.core.case import DTYPES, Case, device_unavailable, has_grid, zoo
 from benchmarks.core.cli import choices
 from benchmarks.core.measure import Group
+from benchmarks.core.phases import SUITE_PHASES
 from benchmarks.core.timer import DEVICE_TYPES, device_type
 
-BENCH_PHASES = ("forward", "backward", "train")  # the suites' phases, in the order tables show them
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Suite:
     min_rounds: int
     max_rounds: int
     warmup_rounds: int
-    phases: tuple[str, ...] = BENCH_PHASES
+    phases: tuple[str, ...] = SUITE_PHASES
     # Shapes added on an accelerator (CUDA, MPS): the small shapes measure a GPU's launches, so
     # these keep it busy. The CPU runs ``shapes`` only.
     accelerator_shapes: tuple[Shape, ...] = ()

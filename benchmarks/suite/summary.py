@@ -15,17 +15,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.core import stats
+from benchmarks.core.phases import SUITE_PHASES
+from benchmarks.core.units import format_seconds
 
-PHASES = ("forward", "backward", "train")
-
-
-def format_seconds(s: float) -> str:
-    if not isinstance(s, (int, float)) or math.isnan(s):
-        return "-"
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s / 1e-9:.3g} ns"
+PHASES = SUITE_PHASES
 
 
 def _number(v) -> float:
@@ -163,7 +156,7 @@ def summary(frame: pd.DataFrame, max_blocks: int = 6) -> str:
                     row = hit.iloc[0]
                     ratio = _number(row["x_mlp"])
                     lines.append(
-                        f"  {phase:<9} {model:<{width}} {format_seconds(_number(row['median_s'])):>9}  "
+                        f"  {phase:<9} {model:<{width}} {format_seconds(_number(row['median_s']), missing='-'):>9}  "
                         f"{stats.plain(ratio) if math.isfinite(ratio) else '-':>7} "
                         f"{interval(row.get('x_mlp_low'), row.get('x_mlp_high')):>18}  {verdict(row)}"
                     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.core import record
+from benchmarks.core.machine import machine_label
 from benchmarks.core.case import zoo
 from benchmarks.core.cli import one_line
 
@@ -21,7 +22,7 @@ def test_case(benchmark, case, measured, bench_run, request):
         "benchmark": request.node.name,
         **case.record(),
         "family": zoo().entry(case.model).family,
-        "machine": record.machine_label(),
+        "machine": machine_label(),
     }
     try:
         row.update(measured(case))

@@ -1,0 +1,7 @@
+"""The phases a case can time, in one place that imports nothing heavy, so that the report and the
+terminal summaries (which never import torch) read the same list as the cases that run them."""
+
+PHASES = ("forward", "backward", "forward+backward", "train")
+# The phases the suites time, in the order every table shows them: forward+backward is a study's
+# phase (the crossover), not a suite's.
+SUITE_PHASES = tuple(p for p in PHASES if p != "forward+backward")
