@@ -463,11 +463,14 @@ def time_bare(todo: Sequence[Scenario], failures: list[str]) -> dict[str, float]
 
 def overhead(bare: dict[str, float], under: dict[str, dict[str, float]], steps: int) -> dict:
     """Per scenario: its steps' time bare and under each profiler, and the factor between them."""
+    def kept(t: float) -> float:  # four significant digits: a step of a millisecond keeps its precision
+        return float(f"{t:.4g}")
+
     out = {}
     for stem, seconds in bare.items():
-        profilers = {name: {"seconds": round(t, 4), "factor": round(t / seconds, 2) if seconds > 0 else None}
+        profilers = {name: {"seconds": kept(t), "factor": round(t / seconds, 2) if seconds > 0 else None}
                      for name, t in under.get(stem, {}).items() if t is not None}
-        out[stem] = {"steps": steps, "bare_s": round(seconds, 4), "profilers": profilers}
+        out[stem] = {"steps": steps, "bare_s": kept(seconds), "profilers": profilers}
     return {"note": OVERHEAD_NOTE, "scenarios": out} if out else {}
 
 
