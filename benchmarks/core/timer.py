@@ -131,14 +131,22 @@ def max_threads() -> int:
     return os.cpu_count() or 1
 
 
+def check_threads(n: int, what: str = "threads") -> int:
+    """``n`` if it is a thread count a run may ask for (1 to ``max_threads()``); else ``ValueError``
+    in one line, naming ``what`` (the option, ``--threads``). Every command checks its thread
+    count with this before it makes anything: torch takes absurd counts and crashes later."""
+    whole = not isinstance(n, bool) and (isinstance(n, int) or isinstance(n, float) and n.is_integer())
+    if not whole or n < 1:
+        raise ValueError(f"{what} must be a positive integer, got {n!r}")
+    if n > max_threads():
+        raise ValueError(f"{what} must be at most {max_threads()} (the cores this process may use), got {n}")
+    return int(n)
+
+
 def set_threads(n: int | None) -> int:
     """Set torch's intra-op thread count (``None`` leaves it) and return the count in force."""
     if n is not None:
-        if int(n) != n or n < 1:
-            raise ValueError(f"threads must be a positive integer, got {n!r}")
-        if n > max_threads():
-            raise ValueError(f"threads must be at most {max_threads()} (the cores this process may use), got {n}")
-        torch.set_num_threads(int(n))
+        torch.set_num_threads(check_threads(n))
     return torch.get_num_threads()
 
 

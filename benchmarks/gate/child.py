@@ -83,8 +83,9 @@ class _Prepared:
 def prepare(case, clock_kind: str = "wall") -> _Prepared:
     """Build ``case`` with the harness's case builder on this side, and make its first, cold call.
 
-    A model this side lacks (not registered, or its module absent) is "missing", which
-    the gate reports as new or removed; any other failure is an "error".
+    A model absent from this side's registry is "missing", which the gate reports as new
+    or removed. A registered model that cannot be imported (a syntax error in its module,
+    say) or built is an "error": on the working tree's side that fails the gate.
     """
     import dataclasses
 
@@ -98,9 +99,7 @@ def prepare(case, clock_kind: str = "wall") -> _Prepared:
         step = cases.make_step(dataclasses.replace(case, grid_size=grid))
         timing = clock(clock_kind, case.device)
         first = protocol.first_call(step.fn, timing, setup=step.setup)
-    except cases.ModelUnavailable as e:
-        return _Prepared(case, "missing", str(e))
-    except Exception as e:
+    except Exception as e:  # cases.ModelUnavailable too: registered, so it should import
         return _Prepared(case, "error", f"{type(e).__name__}: {e}")
     bad = step.nonfinite()
     if bad:
@@ -189,8 +188,12 @@ def serve(argv: list[str] | None = None) -> None:
              for c in config["cases"]]
     try:
         from kan import zoo
-    except ImportError as e:  # a commit from before the registry: nothing to time on this side
-        models, prepared = [], {name(c): _Prepared(c, "missing", f"no kan.zoo ({e})") for c in cases}
+    except Exception as e:  # noqa: BLE001 - a broken registry is told, not raised
+        if os.path.exists(os.path.join(os.path.dirname(kan.__file__ or ""), "zoo.py")):
+            status, reason = "error", f"kan.zoo cannot be imported: {type(e).__name__}: {e}"
+        else:  # a commit from before the registry: nothing to time on this side
+            status, reason = "missing", f"no kan.zoo ({e})"
+        models, prepared = [], {name(c): _Prepared(c, status, reason) for c in cases}
     else:
         clock_kind = config.get("clock", "wall")
         models, prepared = list(zoo.available()), {name(c): prepare(c, clock_kind) for c in cases}

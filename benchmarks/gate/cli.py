@@ -20,8 +20,9 @@ Per benchmark, the verdict is :func:`benchmarks.core.stats.compare` on those sam
 pair: the median ratio head/base with a bootstrap interval, a regression only when the
 ratio exceeds the threshold AND a one-sided Wilcoxon signed-rank test on the pairs says
 head is slower (p < alpha). Pairing cancels the slow drifts of a shared machine, which
-pooling the samples would leave in as noise. A model that exists on one side only is
-"new" or "removed", never an error.
+pooling the samples would leave in as noise. A model registered on one side only is
+"new" or "removed"; a registered model that cannot be imported or built is an error, and
+on the working tree's side it fails the gate.
 
 With ``--baseline FILE`` (alone, or as the fallback when the base commit does not exist),
 only the working tree is timed and each KAN's time over the MLP's, measured in the same run,
@@ -40,9 +41,9 @@ The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.core.rec
      "samples": {benchmark: {"head": [seconds, ...], "base": [seconds, ...]}}}   # the raw samples
 
 A row's status is "regression", "improvement", "unchanged" or "insufficient samples" (a
-comparison was made), "new" / "removed" (the model exists in the working tree / the base
-only), "absent" (on neither side), "error" (``failed_side`` could not run it, or it gave
-NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
+comparison was made), "new" / "removed" (the model is registered in the working tree / the
+base only), "absent" (on neither side), "error" (``failed_side`` could not import, build or
+run it, or it gave NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
 measured ratio to the MLP, ``median_base`` the recorded one, and the base samples are the
 MLP's.
 """
@@ -66,6 +67,7 @@ from typing import Iterator
 from benchmarks.core import protocol, record, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
+from benchmarks.core.timer import check_threads
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -426,9 +428,17 @@ def _check_args(args) -> None:
         raise GateError(f"--threshold must be a ratio >= 1 (for example 1.15), got {args.threshold}")
     if not 0 < args.alpha < 1:
         raise GateError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    for name in ("rounds", "samples_per_round", "threads"):
+    for name in ("rounds", "samples_per_round"):
         if getattr(args, name) < 1:
             raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    try:
+        check_threads(args.threads, "--threads")
+    except ValueError as e:
+        raise GateError(str(e)) from None
+    record.check_label(args.label)
+    if args.write_baseline is not None and not Path(args.write_baseline).parent.is_dir():
+        raise GateError(f"cannot write the baseline {args.write_baseline}: the folder "
+                        f"{Path(args.write_baseline).parent} does not exist")
     if not args.sample_time > 0:
         raise GateError(f"--sample-time must be positive, got {args.sample_time}")
     pairs, needed = args.rounds * args.samples_per_round, stats.min_pairs(args.alpha)
@@ -529,7 +539,10 @@ def run(args) -> int:
             doc = baseline_document(cases, head, samples, args.threads)
             if not doc["ratios"]:
                 raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
-            Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
+            try:
+                Path(args.write_baseline).write_text(json.dumps(doc, indent=2) + "\n")
+            except OSError as e:
+                raise GateError(f"cannot write the baseline {args.write_baseline}: {e.strerror or e}") from None
             _say(f"wrote {args.write_baseline}: "
                  + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
             return EXIT_PASS

@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--backends takes {', '.join(BACKENDS)}, got {args.backends!r}")
         if args.repeats < 3 or args.batch < 1:
             raise ValueError("--repeats must be at least 3 and --batch positive")
+        if args.threads is not None:
+            from benchmarks.core.timer import check_threads
+
+            check_threads(args.threads, "--threads")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
