@@ -50,6 +50,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
 import hashlib
 import math
 import os
@@ -229,6 +230,8 @@ def _open_folder(folder: Path) -> tuple[int, str | None]:
     from ``/`` without following links, each checked (``_unsafe``) on the descriptor that
     was opened, so that no check and no later use resolve a path again; and why the folder
     is unsafe, or None. OSError where a folder cannot be opened (a link: ELOOP)."""
+    if os.open not in os.supports_dir_fd:
+        raise OSError(errno.ENOSYS, "this platform cannot open a file relative to a folder (openat)")
     parts = folder.parts
     fd = os.open(parts[0], _DIRECTORY)
     try:

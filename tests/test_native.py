@@ -987,3 +987,40 @@ def test_the_self_test_runs_in_a_clean_state():
     finally:
         torch.set_default_dtype(previous)
     assert seen == dict(autocast=False, device="cpu", dtype=torch.float32, grad=True, inference=False, modes=0)
+
+
+@pytest.fixture
+def own_state(monkeypatch):
+    """kan.native's process state as it was, after a test that loads libraries of its own."""
+    for key in ("functions", "error", "path", "max_order"):
+        monkeypatch.setitem(native._state, key, native._state[key])
+
+
+def test_a_self_test_that_fails_only_in_this_process_keeps_the_library(tmp_path, monkeypatch, own_state):
+    library = copy_of_the_library(tmp_path / "cache")
+    monkeypatch.setattr(native, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
+
+    def no_build(*args):
+        raise native.NativeError("this test builds nothing")
+
+    monkeypatch.setattr(native, "_compile", no_build)
+    with pytest.raises(native.NativeError, match="failed in this process .* but passed in a fresh one"):
+        native._open(native.Place(library, None))
+    assert library.read_bytes() == the_library().read_bytes(), "kept as it was"
+
+
+def test_a_self_test_that_fails_in_a_fresh_process_too_removes_and_rebuilds_once(tmp_path, monkeypatch, own_state):
+    library = copy_of_the_library(tmp_path / "cache")
+    builds = []
+    monkeypatch.setattr(native, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
+    monkeypatch.setattr(native, "_self_test_in_a_fresh_process", lambda path: "it differs there too")
+
+    def rebuild(cxx, target, timeout):
+        assert not target.exists(), "removed before the rebuild"
+        builds.append(target)
+        copy_of_the_library(target.parent, target.name)
+
+    monkeypatch.setattr(native, "_compile", rebuild)
+    with pytest.raises(native.NativeError, match="unusable after a rebuild: gather_forward differs"):
+        native._open(native.Place(library, None))
+    assert builds == [library]
