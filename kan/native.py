@@ -12,14 +12,23 @@ pool. ``python -m kan.native status`` says where the library is and whether it i
 current and sound.
 
 Before a cached library is loaded (``dlopen`` runs its constructors), the cache folder
-and the file must belong to this user and be writable by nobody else, and the file must
-match its recorded checksum; after loading, a self-test compares every kernel with the
-PyTorch formulas on a tiny input. A library that fails is removed and rebuilt once. A
-folder that is not private is refused with a warning, and the library is built into a
+(resolved once) must belong to this user and be writable by nobody else, every folder
+above it must belong to this user or root and be writable by nobody else unless sticky,
+and the file must be ours and match its recorded checksum. These checks are made on
+descriptors opened one folder at a time without following links, and the library is
+loaded from the very descriptor whose bytes were hashed (``/proc/self/fd/N``), so no path
+is resolved twice. After loading, a self-test compares every kernel with the PyTorch
+formulas on a small input, in a clean state (no autocast, dispatch or torch-function
+modes, grad mode on, float32 default): a library that fails it in a fresh process as well
+is removed and rebuilt once; one that fails only in this process is kept. A build lock
+(``flock`` on a file in the cache folder) makes processes that start together build once.
+A folder that is not safe is refused with a warning, and the library is built into a
 fresh private temporary folder instead. A build that outlasts
-``$KAN_NATIVE_BUILD_TIMEOUT`` seconds (default 300) is stopped. Whenever the kernels
+``$KAN_NATIVE_BUILD_TIMEOUT`` seconds (default 300, at most a day) is stopped, its whole
+process group killed. Whenever the kernels
 cannot be used, one warning says why and callers take the PyTorch paths in ``kan.fast``,
 which compute the same function. ``KAN_NATIVE=0``, read once at import, turns them off.
+docs/native-kernels.md tells the whole of it.
 ``KAN_NATIVE_SANITIZE=1`` builds them with AddressSanitizer and UBSan (a separate cache
 entry; run Python with the ASan runtime preloaded, as ``tests/sanitize.sh`` does).
 
