@@ -305,19 +305,25 @@ def _sha256_of(fd: int) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest(), data
 
 
+class _Faulty(NativeError):
+    """A library file that is wrong for what it is (missing, changed, not ours alone, no
+    kernels, a self-test that fails in a fresh process too), not for where or how this
+    process loads it: removing and rebuilding it may help."""
+
+
 def _open_file(name: str, folder_fd: int) -> int:
     """``name`` in the folder of ``folder_fd``, opened for reading without following a link;
-    NativeError unless it is a regular file of ours that nobody else may write."""
+    _Faulty unless it is a regular file of ours that nobody else may write."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=folder_fd)
     except FileNotFoundError:
-        raise NativeError(f"{name} is missing") from None
+        raise _Faulty(f"{name} is missing") from None
     except OSError as error:
-        raise NativeError(f"cannot open {name} without following links: {error.strerror or error}") from None
+        raise _Faulty(f"cannot open {name} without following links: {error.strerror or error}") from None
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
         os.close(fd)
-        raise NativeError(f"{name} is not a file of ours that only we may write")
+        raise _Faulty(f"{name} is not a file of ours that only we may write")
     return fd
 
 
@@ -332,7 +338,8 @@ class Checked(NamedTuple):
 def _check(library: Path) -> Checked:
     """Open ``library`` as described in ``_open_folder`` and ``_open_file``, and compare the
     sha256 of the bytes read from that descriptor with its checksum file: the descriptor,
-    for loading that same file; NativeError saying why it must not be loaded."""
+    for loading that same file. _Faulty where the files are wrong, NativeError where the
+    folder is unsafe."""
     try:
         folder_fd, problem = _open_folder(library.parent)
     except OSError as error:
@@ -350,7 +357,7 @@ def _check(library: Path) -> Checked:
         digest, data = _sha256_of(fd)
         if not recorded or recorded[0] != digest:
             os.close(fd)
-            raise NativeError(f"{library.name} does not match its checksum (truncated or changed)")
+            raise _Faulty(f"{library.name} does not match its checksum (truncated or changed)")
         return Checked(fd, data)
     finally:
         os.close(folder_fd)
@@ -531,23 +538,13 @@ def _self_test_clean() -> str | None:
         return _self_test()
 
 
-class _Faulty(NativeError):
-    """A library that fails for what it is (no kernels, a failed self-test in a clean state),
-    not for how this process called it: removing and rebuilding it may help."""
-
-
 def _load_checked(library: Path, confirm: bool = True) -> dict:
     """Check, load, bind and self-test ``library``: its bound functions (in _state too).
 
     _Faulty where the file itself is wrong (missing, changed, no kernels, a failed
     self-test, confirmed in a fresh process where ``confirm``); NativeError where it is
     unsafe to load from here, or its self-test failed here but not in a fresh process."""
-    try:
-        checked = _check(library)
-    except NativeError as problem:
-        if "missing" in str(problem) or "checksum" in str(problem):
-            raise _Faulty(str(problem)) from None
-        raise
+    checked = _check(library)
     _between_check_and_load(library)
     try:
         functions = _bind(_dlopen(checked, library))
