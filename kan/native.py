@@ -179,23 +179,40 @@ def _run_compiler(arguments: list[str], timeout: float) -> subprocess.CompletedP
                                        start_new_session=True)
         except OSError as error:
             raise NativeError(f"cannot run {arguments[0]}: {error.strerror or error}") from None
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process.pid)
-            process.wait()
+        finished = _exited(process, timeout)
+        _kill_group(process.pid)  # the whole group; what is left of it after a normal exit too
+        process.wait()
+        if not finished:
             raise NativeError(f"{arguments[0]} did not finish within {timeout:g} s "
-                              "(KAN_NATIVE_BUILD_TIMEOUT sets the limit)") from None
-        finally:
-            _kill_group(process.pid)  # a detached leftover of the group: nothing of a build outlives it
+                              "(KAN_NATIVE_BUILD_TIMEOUT sets the limit)")
         output.seek(0)
         text = output.read().decode(errors="replace")
     return subprocess.CompletedProcess(arguments, process.returncode, text, "")
 
 
+def _exited(process: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``process`` exited within ``timeout`` seconds, leaving it unreaped where the
+    platform can (``waitid`` with WNOWAIT): while its leader is a zombie, the process group's
+    id cannot name another group, so killing the group afterwards kills only what is ours."""
+    if not hasattr(os, "waitid"):
+        try:
+            process.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 0.05)
+    return True
+
+
 def _kill_group(group: int) -> None:
-    """SIGKILL process group ``group``. After its leader is reaped the id names no other
-    group: the kernel does not reuse a process id while a group of that id has members."""
+    """SIGKILL process group ``group`` (the compiler's, whose leader is not yet reaped)."""
     try:
         os.killpg(group, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -399,22 +416,25 @@ def _compile(cxx: str, target: Path, timeout: float) -> None:
         os.replace(built, target)
 
 
-LOCK_NAME = "kan_native.lock"
+def _lock_path(library: Path) -> Path:
+    return library.with_name(library.name + ".lock")
 
 
 @contextlib.contextmanager
-def _build_lock(folder: Path, timeout: float) -> Iterator[None]:
-    """Hold the cache folder's build lock (``fcntl.flock`` on LOCK_NAME there), so that
-    processes starting at once build the library once: the others wait, then find it built.
-    A holder builds for at most ``timeout``; waiting longer than twice that is a NativeError.
-    The kernel releases the lock of a process that dies."""
+def _build_lock(library: Path, timeout: float) -> Iterator[None]:
+    """Hold the build lock of ``library`` (``fcntl.flock`` on ``<library>.lock`` beside it),
+    so that processes starting at once build it once: the others wait, then find it built.
+    One lock per library: building one (the sanitized build, another compiler's) never
+    holds up the use of another. A holder builds for at most ``timeout``; waiting longer
+    than twice that is a NativeError. The kernel releases the lock of a process that dies."""
     if fcntl is None:  # not POSIX: no lock, as before it
         yield
         return
+    lock = _lock_path(library)
     try:
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as error:
-        raise NativeError(f"cannot open the build lock {folder / LOCK_NAME}: {error.strerror or error}") from None
+        raise NativeError(f"cannot open the build lock {lock}: {error.strerror or error}") from None
     try:
         deadline = time.monotonic() + 2 * timeout
         while True:
@@ -423,7 +443,7 @@ def _build_lock(folder: Path, timeout: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise NativeError(f"another process held the build lock {folder / LOCK_NAME} for over "
+                    raise NativeError(f"another process held the build lock {lock} for over "
                                       f"{2 * timeout:g} s (twice KAN_NATIVE_BUILD_TIMEOUT)") from None
                 time.sleep(0.05)
         yield
@@ -604,7 +624,7 @@ def _open(place: Place) -> dict:
     cxx, timeout = compiler(), build_timeout()
     library = place.library
     for attempt in range(2):
-        with _build_lock(library.parent, timeout):
+        with _build_lock(library, timeout):
             if not library.exists():
                 _compile(cxx, library, timeout)
             try:
