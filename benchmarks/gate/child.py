@@ -83,17 +83,26 @@ class _Prepared:
 def prepare(case, clock_kind: str = "wall") -> _Prepared:
     """Build ``case`` with the harness's case builder on this side, and make its first, cold call.
 
-    A model absent from this side's registry is "missing", which the gate reports as new
-    or removed. A registered model that cannot be imported (a syntax error in its module,
-    say) or built is an "error": on the working tree's side that fails the gate.
+    A model absent from this side's registry, or whose module is absent, is "missing",
+    which the gate reports as new or removed. A model whose module is there but cannot be
+    imported (a syntax error, say) or built is an "error": on the working tree's side that
+    fails the gate.
     """
     import dataclasses
+    import importlib.util
 
     from benchmarks.core import case as cases, protocol
     from kan import zoo
 
     if case.model not in zoo.available():
         return _Prepared(case, "missing", f"no model {case.model!r} in this side's registry")
+    module = zoo.entry(case.model).model.split(":")[0]
+    try:
+        absent = importlib.util.find_spec(module) is None
+    except ImportError:  # a package above it that is absent
+        absent = True
+    if absent:
+        return _Prepared(case, "missing", f"model {case.model!r} is registered but {module} is absent on this side")
     try:
         grid = case.grid_size if cases.has_grid(case.model) else None
         step = cases.make_step(dataclasses.replace(case, grid_size=grid))

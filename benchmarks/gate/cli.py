@@ -20,9 +20,10 @@ Per benchmark, the verdict is :func:`benchmarks.core.stats.compare` on those sam
 pair: the median ratio head/base with a bootstrap interval, a regression only when the
 ratio exceeds the threshold AND a one-sided Wilcoxon signed-rank test on the pairs says
 head is slower (p < alpha). Pairing cancels the slow drifts of a shared machine, which
-pooling the samples would leave in as noise. A model registered on one side only is
-"new" or "removed"; a registered model that cannot be imported or built is an error, and
-on the working tree's side it fails the gate.
+pooling the samples would leave in as noise. A model that exists on one side only (in
+its registry, with its module) is "new" or "removed"; one whose module is there but cannot
+be imported, or that cannot be built, is an error, and on the working tree's side it fails
+the gate.
 
 With ``--baseline FILE`` (alone, or as the fallback when the base commit does not exist),
 only the working tree is timed and each KAN's time over the MLP's, measured in the same run,
@@ -41,8 +42,8 @@ The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.core.rec
      "samples": {benchmark: {"head": [seconds, ...], "base": [seconds, ...]}}}   # the raw samples
 
 A row's status is "regression", "improvement", "unchanged" or "insufficient samples" (a
-comparison was made), "new" / "removed" (the model is registered in the working tree / the
-base only), "absent" (on neither side), "error" (``failed_side`` could not import, build or
+comparison was made), "new" / "removed" (the model exists in the working tree / the base
+only), "absent" (on neither side), "error" (``failed_side`` could not import, build or
 run it, or it gave NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
 measured ratio to the MLP, ``median_base`` the recorded one, and the base samples are the
 MLP's.
