@@ -132,9 +132,9 @@ def check_threads(threads: int | None) -> str | None:
     from benchmarks.core.timer import check_threads as check
 
     try:
-        check(threads, "--threads") if threads is not None else None
+        check(threads) if threads is not None else None
     except ValueError as e:
-        return str(e)
+        return f"--{e}"  # "--threads must be ..."
     return None
 
 

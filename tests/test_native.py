@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -805,8 +807,6 @@ def gone(pid: int) -> bool:
 
 
 def wait_until_gone(pid: int, seconds: float = 30.0) -> bool:
-    import time
-
     deadline = time.monotonic() + seconds
     while not gone(pid):
         if time.monotonic() > deadline:
@@ -817,8 +817,6 @@ def wait_until_gone(pid: int, seconds: float = 30.0) -> bool:
 
 def in_a_thread(function, seconds: float):
     """function()'s result or exception, or "still running" after ``seconds``."""
-    import threading
-
     outcome = {}
 
     def run():
@@ -886,8 +884,6 @@ def test_processes_that_start_at_once_with_an_empty_cache_build_once(tmp_path):
     try:
         while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
             assert all(c.poll() is None for c in children), [c.communicate() for c in children]
-            import time
-
             time.sleep(0.05)
         go.touch()
         outputs = [c.communicate(timeout=600) for c in children]

@@ -131,15 +131,12 @@ def max_threads() -> int:
     return os.cpu_count() or 1
 
 
-def check_threads(n: int, what: str = "threads") -> int:
-    """``n`` if it is a thread count a run may ask for (1 to ``max_threads()``); else ``ValueError``
-    in one line, naming ``what`` (the option, ``--threads``). Every command checks its thread
-    count with this before it makes anything: torch takes absurd counts and crashes later."""
-    whole = not isinstance(n, bool) and (isinstance(n, int) or isinstance(n, float) and n.is_integer())
-    if not whole or n < 1:
-        raise ValueError(f"{what} must be a positive integer, got {n!r}")
+def check_threads(n: object) -> int:
+    """``n`` as a thread count; ``ValueError`` unless it is a whole number from 1 to :func:`max_threads`."""
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or int(n) != n or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
     if n > max_threads():
-        raise ValueError(f"{what} must be at most {max_threads()} (the cores this process may use), got {n}")
+        raise ValueError(f"threads must be at most {max_threads()} (the cores this process may use), got {n}")
     return int(n)
 
 

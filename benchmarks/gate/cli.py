@@ -68,7 +68,6 @@ from typing import Iterator
 from benchmarks.core import protocol, record, stats
 from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
 from benchmarks.core.process import Child
-from benchmarks.core.timer import check_threads
 from benchmarks.gate import child as suite
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
@@ -432,10 +431,12 @@ def _check_args(args) -> None:
     for name in ("rounds", "samples_per_round"):
         if getattr(args, name) < 1:
             raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    from benchmarks.core.timer import check_threads
+
     try:
-        check_threads(args.threads, "--threads")
+        check_threads(args.threads)  # above the usable cores too: each side would fail on it, later
     except ValueError as e:
-        raise GateError(str(e)) from None
+        raise GateError(f"--{e}") from None  # "--threads must be ..."
     record.check_label(args.label)
     if args.write_baseline is not None and not Path(args.write_baseline).parent.is_dir():
         raise GateError(f"cannot write the baseline {args.write_baseline}: the folder "

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             from benchmarks.core.timer import check_threads
 
-            check_threads(args.threads, "--threads")
+            check_threads(args.threads)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
