@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from kan import native
-from kan.reference import KAN, KANLinear, b_splines, check_features
+from kan.reference import KAN, KANLinear, b_splines, check_dtype, check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
 # Contraction crossovers of contraction="auto": the gather contraction is used from this
@@ -1120,6 +1120,7 @@ class FastBSplineKANLinear(KANLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
         check_features(x, self.in_features)
+        check_dtype(x, self.spline_weight)
         if x.numel() == 0:  # the reference's operations: its empty batch
             return super().forward(x)
         original_shape = x.shape

@@ -12,14 +12,23 @@ pool. ``python -m kan.native status`` says where the library is and whether it i
 current and sound.
 
 Before a cached library is loaded (``dlopen`` runs its constructors), the cache folder
-and the file must belong to this user and be writable by nobody else, and the file must
-match its recorded checksum; after loading, a self-test compares every kernel with the
-PyTorch formulas on a tiny input. A library that fails is removed and rebuilt once. A
-folder that is not private is refused with a warning, and the library is built into a
+(resolved once) must belong to this user and be writable by nobody else, every folder
+above it must belong to this user or root and be writable by nobody else unless sticky,
+and the file must be ours and match its recorded checksum. These checks are made on
+descriptors opened one folder at a time without following links, and the library is
+loaded from the very descriptor whose bytes were hashed (``/proc/self/fd/N``), so no path
+is resolved twice. After loading, a self-test compares every kernel with the PyTorch
+formulas on a small input, in a clean state (no autocast, dispatch or torch-function
+modes, grad mode on, float32 default): a library that fails it in a fresh process as well
+is removed and rebuilt once; one that fails only in this process is kept. A build lock
+(``flock`` on a file in the cache folder) makes processes that start together build once.
+A folder that is not safe is refused with a warning, and the library is built into a
 fresh private temporary folder instead. A build that outlasts
-``$KAN_NATIVE_BUILD_TIMEOUT`` seconds (default 300) is stopped. Whenever the kernels
+``$KAN_NATIVE_BUILD_TIMEOUT`` seconds (default 300, at most a day) is stopped, its whole
+process group killed. Whenever the kernels
 cannot be used, one warning says why and callers take the PyTorch paths in ``kan.fast``,
 which compute the same function. ``KAN_NATIVE=0``, read once at import, turns them off.
+docs/native-kernels.md tells the whole of it.
 ``KAN_NATIVE_SANITIZE=1`` builds them with AddressSanitizer and UBSan (a separate cache
 entry; run Python with the ASan runtime preloaded, as ``tests/sanitize.sh`` does).
 
@@ -48,12 +57,16 @@ dispatcher's cost per call.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import errno
 import hashlib
+import math
 import os
 import platform
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -61,7 +74,12 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 import torch
 
@@ -116,17 +134,24 @@ def cache_dir() -> Path:
     return Path(base) / "kan-harness"
 
 
+MAX_BUILD_TIMEOUT = 86400.0  # a day: more is no limit, and overflows the waits it is passed to
+
+
 def build_timeout() -> float:
-    """Seconds a build may take: ``$KAN_NATIVE_BUILD_TIMEOUT``, else BUILD_TIMEOUT."""
+    """Seconds a build may take: ``$KAN_NATIVE_BUILD_TIMEOUT``, else BUILD_TIMEOUT.
+
+    NativeError unless it is a finite number of seconds in (0, MAX_BUILD_TIMEOUT]: ``inf``,
+    ``1e400`` or ``nan`` would be no limit (and overflow the waits it is passed to)."""
     text = os.environ.get("KAN_NATIVE_BUILD_TIMEOUT", "")
     if not text:
         return BUILD_TIMEOUT
     try:
         seconds = float(text)
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise NativeError(f"KAN_NATIVE_BUILD_TIMEOUT must be a positive number of seconds, got {text!r}")
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_BUILD_TIMEOUT):
+        raise NativeError(f"KAN_NATIVE_BUILD_TIMEOUT must be a number of seconds above 0 and at most "
+                          f"{MAX_BUILD_TIMEOUT:g}, got {text!r}")
     return seconds
 
 
@@ -141,20 +166,57 @@ def _cpu_signature() -> str:
 
 
 def _run_compiler(arguments: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run the compiler in its own process group, killed whole (driver, cc1plus, ld) on timeout."""
-    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    """Run the compiler in a process group of its own; on timeout the whole group (driver,
+    cc1plus, ld, and whatever they started) is killed and the compiler reaped, within the limit.
+
+    Its output (stdout and stderr together) goes to a temporary file, not a pipe: a pipe
+    is open until every process holding it ends, so a grandchild that keeps it would hold
+    the caller for as long as it lives, past any limit. Whatever of the group is left when
+    the compiler exits is killed too."""
+    with tempfile.TemporaryFile() as output:
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.communicate()
-        raise NativeError(f"{arguments[0]} did not finish within {timeout:g} s "
-                          "(KAN_NATIVE_BUILD_TIMEOUT sets the limit)") from None
-    return subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr)
+            process = subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        except OSError as error:
+            raise NativeError(f"cannot run {arguments[0]}: {error.strerror or error}") from None
+        finished = _exited(process, timeout)
+        _kill_group(process.pid)  # the whole group; what is left of it after a normal exit too
+        process.wait()
+        if not finished:
+            raise NativeError(f"{arguments[0]} did not finish within {timeout:g} s "
+                              "(KAN_NATIVE_BUILD_TIMEOUT sets the limit)")
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    return subprocess.CompletedProcess(arguments, process.returncode, text, "")
+
+
+def _exited(process: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``process`` exited within ``timeout`` seconds, leaving it unreaped where the
+    platform can (``waitid`` with WNOWAIT): while its leader is a zombie, the process group's
+    id cannot name another group, so killing the group afterwards kills only what is ours."""
+    if not hasattr(os, "waitid"):
+        try:
+            process.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, 0.05)
+    return True
+
+
+def _kill_group(group: int) -> None:
+    """SIGKILL process group ``group`` (the compiler's, whose leader is not yet reaped)."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _key(cxx: str, timeout: float) -> str:
@@ -164,17 +226,64 @@ def _key(cxx: str, timeout: float) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def _private(folder: Path) -> str | None:
-    """Why ``folder`` is not safe to load code from (not ours, or writable by others), or None."""
-    try:
-        status = folder.stat()
-    except OSError as error:
-        return f"cannot read {folder}: {error.strerror}"
-    if status.st_uid != os.getuid():
-        return f"{folder} belongs to another user"
-    if status.st_mode & 0o022:
-        return f"{folder} is writable by group or others"
+# --------------------------------------------------------------------------- the cache folder, checked
+
+
+def _unsafe(status: os.stat_result, where: str, last: bool) -> str | None:
+    """Why a folder of the cache's path is not safe to load code from, or None.
+
+    The cache folder itself must be ours and writable by nobody else. Each folder above it
+    must belong to us or to root, and be writable by nobody else unless it is sticky (as
+    /tmp is: others may add entries there, but not rename or remove ours); otherwise
+    whoever can write it could replace the folders below it between our checks."""
+    if not stat.S_ISDIR(status.st_mode):
+        return f"{where} is not a folder"
+    if last:
+        if status.st_uid != os.getuid():
+            return f"{where} belongs to another user"
+        if status.st_mode & 0o022:
+            return f"{where} is writable by group or others"
+        return None
+    if status.st_uid not in (0, os.getuid()):
+        return f"{where}, a folder above the cache folder, belongs to another user"
+    if status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX:
+        return f"{where}, a folder above the cache folder, is writable by group or others (and not sticky)"
     return None
+
+
+def _open_folder(folder: Path) -> tuple[int, str | None]:
+    """A descriptor of ``folder`` (an absolute path, resolved), opened one folder at a time
+    from ``/`` without following links, each checked (``_unsafe``) on the descriptor that
+    was opened, so that no check and no later use resolve a path again; and why the folder
+    is unsafe, or None. OSError where a folder cannot be opened (a link: ELOOP)."""
+    if os.open not in os.supports_dir_fd:
+        raise OSError(errno.ENOSYS, "this platform cannot open a file relative to a folder (openat)")
+    parts = folder.parts
+    fd = os.open(parts[0], _DIRECTORY)
+    try:
+        problem = _unsafe(os.fstat(fd), parts[0], len(parts) == 1)
+        for depth, part in enumerate(parts[1:], start=2):
+            child = os.open(part, _DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            problem = problem or _unsafe(os.fstat(fd), str(Path(*parts[:depth])), depth == len(parts))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, problem
+
+
+_DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` (and the folders above it) are not safe to load code from, or None."""
+    try:
+        fd, problem = _open_folder(folder)
+    except OSError as error:
+        return f"cannot open {folder} without following links: {error.strerror or error}"
+    os.close(fd)
+    return problem
 
 
 def _temporary_folder() -> Path:
@@ -182,13 +291,18 @@ def _temporary_folder() -> Path:
     stays mapped after its file is gone)."""
     folder = tempfile.mkdtemp(prefix="kan-native-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return Path(folder)
+    return Path(os.path.realpath(folder))
 
 
 def _private_temporary_folder() -> Path:
-    """Where this process builds when the cache folder is refused."""
+    """Where this process builds when the cache folder is refused: a folder of its own,
+    checked as the cache folder is (NativeError where the temporary folder is unsafe too)."""
     if _state["private"] is None:
-        _state["private"] = _temporary_folder()
+        folder = _temporary_folder()
+        problem = _folder_problem(folder)
+        if problem is not None:
+            raise NativeError(f"the temporary folder is unsafe as well: {problem}")
+        _state["private"] = folder
     return _state["private"]
 
 
@@ -196,27 +310,79 @@ def _checksum_path(library: Path) -> Path:
     return library.with_name(library.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _sha256_of(fd: int) -> tuple[str, bytes]:
+    """The sha256 of what is read from descriptor ``fd`` (from its start), and those bytes."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    return hashlib.sha256(data).hexdigest(), data
 
 
-def _verify(library: Path) -> str | None:
-    """Why ``library`` must not be loaded (not ours, writable by others, checksum), or None."""
-    for path in (library, _checksum_path(library)):
+class _Faulty(NativeError):
+    """A library file that is wrong for what it is (missing, changed, not ours alone, no
+    kernels, a self-test that fails in a fresh process too), not for where or how this
+    process loads it: removing and rebuilding it may help."""
+
+
+def _open_file(name: str, folder_fd: int) -> int:
+    """``name`` in the folder of ``folder_fd``, opened for reading without following a link;
+    _Faulty unless it is a regular file of ours that nobody else may write."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=folder_fd)
+    except FileNotFoundError:
+        raise _Faulty(f"{name} is missing") from None
+    except OSError as error:
+        raise _Faulty(f"cannot open {name} without following links: {error.strerror or error}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
+        os.close(fd)
+        raise _Faulty(f"{name} is not a file of ours that only we may write")
+    return fd
+
+
+class Checked(NamedTuple):
+    """A library file that passed its checks: an open descriptor of it (the file that was
+    hashed) and the bytes read from it."""
+
+    fd: int
+    data: bytes
+
+
+def _check(library: Path) -> Checked:
+    """Open ``library`` as described in ``_open_folder`` and ``_open_file``, and compare the
+    sha256 of the bytes read from that descriptor with its checksum file: the descriptor,
+    for loading that same file. _Faulty where the files are wrong, NativeError where the
+    folder is unsafe."""
+    try:
+        folder_fd, problem = _open_folder(library.parent)
+    except OSError as error:
+        raise NativeError(f"cannot open {library.parent} without following links: {error.strerror or error}") \
+            from None
+    try:
+        if problem is not None:
+            raise NativeError(problem)
+        checksum_fd = _open_file(_checksum_path(library).name, folder_fd)
         try:
-            status = path.stat()
-        except OSError:
-            return f"{path.name} is missing"
-        if status.st_uid != os.getuid() or status.st_mode & 0o022:
-            return f"{path.name} belongs to another user or is writable by others"
-    recorded = _checksum_path(library).read_text().split()
-    if not recorded or recorded[0] != _sha256(library):
-        return f"{library.name} does not match its checksum (truncated or changed)"
-    return None
+            recorded = _sha256_of(checksum_fd)[1].decode(errors="replace").split()
+        finally:
+            os.close(checksum_fd)
+        fd = _open_file(library.name, folder_fd)
+        digest, data = _sha256_of(fd)
+        if not recorded or recorded[0] != digest:
+            os.close(fd)
+            raise _Faulty(f"{library.name} does not match its checksum (truncated or changed)")
+        return Checked(fd, data)
+    finally:
+        os.close(folder_fd)
+
+
+def _between_check_and_load(library: Path) -> None:
+    """Called after ``library`` was checked and before it is loaded: nothing happens here;
+    tests swap the cache folder at this point to show that what is loaded is what was checked."""
 
 
 def _remove(library: Path) -> None:
@@ -236,15 +402,53 @@ def _compile(cxx: str, target: Path, timeout: float) -> None:
         built = Path(scratch) / target.name
         result = _run_compiler([cxx, *flags(), str(SOURCE), "-o", str(built)], timeout)
         if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
+            lines = result.stdout.strip().splitlines()
             errors = [line for line in lines if "error" in line] or lines or [f"exit {result.returncode}"]
             raise NativeError(f"{cxx} failed: {errors[0]}")
+        if not built.is_file():
+            raise NativeError(f"{cxx} exited 0 but wrote no {built.name}")
         os.chmod(built, 0o755)
         checksum = Path(scratch) / "checksum"
-        checksum.write_text(f"{_sha256(built)}  {target.name}\n")
+        digest = hashlib.sha256(built.read_bytes()).hexdigest()
+        checksum.write_text(f"{digest}  {target.name}\n")
         os.chmod(checksum, 0o644)
         os.replace(checksum, _checksum_path(target))
         os.replace(built, target)
+
+
+def _lock_path(library: Path) -> Path:
+    return library.with_name(library.name + ".lock")
+
+
+@contextlib.contextmanager
+def _build_lock(library: Path, timeout: float) -> Iterator[None]:
+    """Hold the build lock of ``library`` (``fcntl.flock`` on ``<library>.lock`` beside it),
+    so that processes starting at once build it once: the others wait, then find it built.
+    One lock per library: building one (the sanitized build, another compiler's) never
+    holds up the use of another. A holder builds for at most ``timeout``; waiting longer
+    than twice that is a NativeError. The kernel releases the lock of a process that dies."""
+    if fcntl is None:  # not POSIX: no lock, as before it
+        yield
+        return
+    lock = _lock_path(library)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as error:
+        raise NativeError(f"cannot open the build lock {lock}: {error.strerror or error}") from None
+    try:
+        deadline = time.monotonic() + 2 * timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise NativeError(f"another process held the build lock {lock} for over "
+                                      f"{2 * timeout:g} s (twice KAN_NATIVE_BUILD_TIMEOUT)") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class Place(NamedTuple):
@@ -255,8 +459,9 @@ class Place(NamedTuple):
 
 
 def library_path() -> Place:
-    """The library for this source, compiler, flags and CPU, in the cache folder, or in a
-    private temporary folder when the cache folder is not private (see ``_private``)."""
+    """The library for this source, compiler, flags and CPU, in the cache folder (resolved
+    once, here: links in its path are followed now and never again), or in a private
+    temporary folder when the cache folder or a folder above it is unsafe (``_unsafe``)."""
     cxx = compiler()
     if cxx is None:
         raise NativeError("no C++ compiler found (set CXX or install g++)")
@@ -267,22 +472,40 @@ def library_path() -> Place:
             folder.mkdir(parents=True, mode=0o700)
         except OSError as error:
             raise NativeError(f"cannot create the cache folder {folder}: {error.strerror}") from None
-    refused = _private(folder)
+    folder = Path(os.path.realpath(folder))
+    refused = _folder_problem(folder)
     if refused is not None:
         folder = _private_temporary_folder()
     prefix = "kan_native_asan" if sanitized() else "kan_native"
     return Place(folder / f"{prefix}_{key}.so", refused)
 
 
-def _dlopen(library: Path) -> ctypes.CDLL:
-    """Load ``library``; a path this process loaded before goes through a fresh copy, since
-    ``dlopen`` of the same path returns the library already loaded."""
-    path = library
-    if str(library) in _state["opened"]:
-        path = _temporary_folder() / library.name
-        shutil.copyfile(library, path)
-    _state["opened"].add(str(path))
-    return ctypes.CDLL(str(path))
+def _dlopen(checked: Checked, library: Path) -> ctypes.CDLL:
+    """Load the file behind ``checked.fd``, the one that was hashed, never a path resolved
+    again: ``/proc/self/fd/N`` names that open file. ``dlopen`` returns an already loaded
+    library for a name it loaded before, so each load gets a descriptor number not used
+    by an earlier one. Where there is no /proc (macOS), the bytes that were hashed are
+    written to a fresh private folder and loaded from there."""
+    try:
+        if not os.path.isdir("/proc/self/fd"):
+            path = _temporary_folder() / library.name
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(checked.data)
+            _state["opened"].add(str(path))
+            return ctypes.CDLL(str(path))
+        spare, fd = [], checked.fd
+        try:
+            while f"/proc/self/fd/{fd}" in _state["opened"]:
+                fd = fcntl.fcntl(checked.fd, fcntl.F_DUPFD_CLOEXEC, fd + 1)
+                spare.append(fd)
+            _state["opened"].add(f"/proc/self/fd/{fd}")
+            return ctypes.CDLL(f"/proc/self/fd/{fd}")
+        finally:
+            for extra in spare:
+                os.close(extra)
+    finally:
+        os.close(checked.fd)
 
 
 def _bind(library: ctypes.CDLL) -> dict:
@@ -305,29 +528,114 @@ def _bind(library: ctypes.CDLL) -> dict:
     return functions
 
 
+@contextlib.contextmanager
+def _clean_state() -> Iterator[None]:
+    """The state the self-test runs in, whatever the caller's: no autocast, no dispatch
+    modes (fake tensors, export's and make_fx's tracing), no torch-function modes (a
+    default device set by ``torch.set_default_device``, export's non-strict tracing),
+    grad mode on outside inference mode, float32 as the default dtype. The self-test makes
+    its own tensors on the CPU; under the caller's state it would fail for reasons that
+    are not the library's (and a failed self-test removes the library)."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    dtype = torch.get_default_dtype()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_disable_current_modes())
+        stack.enter_context(torch._C.DisableTorchFunction())
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        torch.set_default_dtype(torch.float32)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(dtype)
+
+
+def _self_test_clean() -> str | None:
+    """``_self_test`` in ``_clean_state``: what differs, or None."""
+    with _clean_state():
+        return _self_test()
+
+
+def _load_checked(library: Path, confirm: bool = True) -> dict:
+    """Check, load, bind and self-test ``library``: its bound functions (in _state too).
+
+    _Faulty where the file itself is wrong (missing, changed, no kernels, a failed
+    self-test, confirmed in a fresh process where ``confirm``); NativeError where it is
+    unsafe to load from here, or its self-test failed here but not in a fresh process."""
+    checked = _check(library)
+    _between_check_and_load(library)
+    try:
+        functions = _bind(_dlopen(checked, library))
+    except (OSError, NativeError) as error:
+        raise _Faulty(str(error)) from None
+    _state["functions"] = functions
+    try:
+        problem = _self_test_clean()
+    except Exception as error:  # a kernel that fails its own checks, or anything the test raises
+        problem = f"{type(error).__name__}: {error}"
+    if problem is not None:
+        _state["functions"] = None
+        if confirm and _self_test_in_a_fresh_process(library) is None:
+            raise NativeError(f"the self-test failed in this process ({problem}) but passed in a fresh one, "
+                              "so the library is kept; something in this process's state disturbs it")
+        raise _Faulty(problem)
+    return functions
+
+
+def _self_test_in_a_fresh_process(library: Path) -> str | None:
+    """Check, load and self-test ``library`` in a new Python process, whose state is nobody
+    else's: what fails there, or None. A library is removed only when its self-test fails
+    there too, never for a failure that this process's state alone causes."""
+    code = "import sys, kan.native as n; sys.exit(n._verify_only(sys.argv[1]))"
+    package_parent = str(Path(__file__).resolve().parents[1])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_parent, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        result = subprocess.run([sys.executable, "-c", code, str(library)], capture_output=True, text=True,
+                                env=environment, timeout=build_timeout(), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None  # not shown to fail: keep the library
+    if result.returncode == 0:
+        return None
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return lines[-1] if lines else f"exit {result.returncode}"
+
+
+def _verify_only(path: str) -> int:
+    """In the fresh process of ``_self_test_in_a_fresh_process``: 0 where ``path`` passes
+    its checks and self-test; else 1, the reason printed. Never builds or removes."""
+    try:
+        _load_checked(Path(path), confirm=False)
+    except _Faulty as problem:
+        print(problem)
+        return 1
+    except NativeError as problem:  # unsafe from here, or not reproduced: not shown faulty
+        print(problem)
+        return 0
+    return 0
+
+
 def _open(place: Place) -> dict:
-    """Build if needed, verify, load and self-test the library; remove and rebuild it once
-    if it fails. The bound functions; NativeError naming the cause otherwise."""
+    """Build if needed, check, load and self-test the library; remove and rebuild it once
+    if it is faulty. The bound functions; NativeError naming the cause otherwise. The
+    build lock is held throughout, so that another process never sees a half-made state."""
     cxx, timeout = compiler(), build_timeout()
     library = place.library
     for attempt in range(2):
-        if not library.exists():
-            _compile(cxx, library, timeout)
-        problem = _verify(library)
-        if problem is None:
+        with _build_lock(library, timeout):
+            if not library.exists():
+                _compile(cxx, library, timeout)
             try:
-                functions = _bind(_dlopen(library))
-                _state["functions"] = functions
-                problem = _self_test()
-                if problem is None:
-                    _state["path"] = library
-                    return functions
-            except (OSError, NativeError, ValueError, RuntimeError) as error:  # a kernel that fails its checks too
-                problem = str(error)
-            _state["functions"] = None
-        if attempt == 1:
-            raise NativeError(f"{library.name} unusable after a rebuild: {problem}")
-        _remove(library)
+                functions = _load_checked(library)
+                _state["path"] = library
+                return functions
+            except _Faulty as faulty:
+                problem = str(faulty)
+            if attempt == 1:
+                raise NativeError(f"{library.name} unusable after a rebuild: {problem}")
+            _remove(library)
     raise AssertionError("unreachable")
 
 
@@ -823,7 +1131,7 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = 
     result = x.new_empty(batch, table.size(-1))
     saved = None
     if save:
-        saved = SavedSpans(x.new_empty(x.size(1), batch), torch.empty(x.size(1), batch, dtype=torch.int16))
+        saved = SavedSpans(x.new_empty(x.size(1), batch), x.new_empty(x.size(1), batch, dtype=torch.int16))
     _call("gather_forward", **_geometry(geometry), x=x, table=table, result=result,
                        **_spans(saved))
     return (result, saved) if save else result
@@ -911,7 +1219,7 @@ def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
     (x,) = _contiguous(x)
     batch, in_features = x.shape
     width = geometry.order + 1
-    first = torch.empty(batch, in_features, dtype=torch.int64)
+    first = x.new_empty(batch, in_features, dtype=torch.int64)
     values = x.new_empty(batch, in_features, width)
     slopes = x.new_empty(batch, in_features, width) if derivative else None
     _call("local_bases", **_geometry(geometry), x=x, first=first, value=values, slope=slopes)
@@ -959,24 +1267,26 @@ def status() -> tuple[bool, list[str]]:
     except NativeError as problem:
         return False, lines + [f"unusable: {problem}"]
     if place.refused:
-        lines.append(f"cache folder refused: {place.refused}; a private folder is used instead")
+        lines.append(f"warning: cache folder {cache_dir()} refused: {place.refused}; "
+                     "this process would build into a private temporary folder instead")
     library = place.library
     lines.append(f"library: {library}")
     if not library.exists():
         return False, lines + ["current: no (not built for this source, compiler, flags and CPU); "
                                "python -m kan.native build builds it"]
-    problem = _verify(library)
     lines.append("current: yes (built for this source, compiler, flags and CPU)")
-    lines.append(f"checksum: {'ok' if problem is None else problem}")
-    if problem is not None:
-        return False, lines + ["loads: not tried (it would be removed and rebuilt on first use)"]
     try:
-        functions = _bind(_dlopen(library))
+        checked = _check(library)
+    except NativeError as problem:
+        return False, lines + [f"checksum: {problem}",
+                               "loads: not tried (it would be removed and rebuilt on first use)"]
+    lines.append("checksum: ok")
+    try:
         with _lock:
-            _state["functions"] = functions
-            problem = _self_test()
-    except (OSError, NativeError, ValueError, RuntimeError) as error:
-        problem = str(error)
+            _state["functions"] = _bind(_dlopen(checked, library))
+            problem = _self_test_clean()
+    except Exception as error:  # a kernel that fails its own checks, or anything the test raises
+        problem = f"{type(error).__name__}: {error}"
     if problem is not None:
         _state["functions"] = None
         return False, lines + [f"loads: no, or fails its self-test: {problem}"]

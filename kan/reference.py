@@ -49,6 +49,14 @@ import torch.nn.functional as F
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
 
+def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
+    """``ValueError`` in the user's terms where the input's dtype is not the layer's (outside
+    autocast, which casts for the products itself)."""
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(f"the input is {x.dtype} but the layer's parameters are {weight.dtype}; convert one "
+                         f"to the other (model.to({x.dtype}) or x.to({weight.dtype}))")
+
+
 def check_features(x: torch.Tensor, in_features: int) -> None:
     """``ValueError`` unless the last dimension of ``x`` is ``in_features`` wide."""
     if x.dim() == 0 or x.size(-1) != in_features:
@@ -138,6 +146,12 @@ class KANLinear(torch.nn.Module):
         grid = (
             torch.arange(-spline_order, grid_size + spline_order + 1) * h + grid_range[0]
         ).expand(in_features, -1).contiguous()  # (in, grid_size + 2 * spline_order + 1)
+        if not bool(grid.isfinite().all()):  # lstsq and the bases would fail far from here
+            low, high = (float(v) for v in grid_range)
+            step = (high - low) / grid_size
+            raise ValueError(f"grid_range {tuple(grid_range)!r} is too wide: its extended knots (spline_order "
+                             f"{spline_order} steps beyond each end, {low - spline_order * step:.3g} to "
+                             f"{high + spline_order * step:.3g}) overflow {grid.dtype}")
         self.register_buffer("grid", grid)
 
         self.base_weight = torch.nn.Parameter(torch.empty(out_features, in_features))

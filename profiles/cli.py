@@ -144,6 +144,18 @@ def check_models(names: Sequence[str]) -> str | None:
     return None
 
 
+def check_threads(threads: int | None) -> str | None:
+    """None if ``--threads`` is unset or a count this machine may run (the cores this process
+    may use), else one line saying so: torch accepts any count and crashes on absurd ones."""
+    from benchmarks.core.timer import check_threads as check
+
+    try:
+        check(threads) if threads is not None else None
+    except ValueError as e:
+        return f"--{e}"  # "--threads must be ..."
+    return None
+
+
 def check_devices(devices: Sequence[str]) -> str | None:
     import torch
 
@@ -171,7 +183,7 @@ def check_devices(devices: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    problem = check_models(args.model) or check_devices(args.device)
+    problem = check_models(args.model) or check_devices(args.device) or check_threads(args.threads)
     if problem:
         p.error(problem)
 

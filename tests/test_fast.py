@@ -472,6 +472,18 @@ def test_wrong_input_width_raises_value_error(shape, contraction):
         assert "4" in message and "7" in message, message  # names the expected width 4 and the received 7
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_an_input_of_another_dtype_than_the_layer_is_told_in_the_users_terms(dtype, contraction):
+    model = FastBSplineKAN([4, 5, 2], **contraction.options)  # float32
+    with pytest.raises(ValueError) as raised:
+        model(torch.zeros(3, 4, dtype=dtype))
+    message = str(raised.value)
+    assert f"the input is {dtype}" in message and "parameters are torch.float32" in message, message
+    assert f"model.to({dtype})" in message
+    with torch.autocast("cpu"):  # autocast casts for the products itself: no error
+        assert model(torch.zeros(3, 4)).shape == (3, 2)
+
+
 # --------------------------------------------------------------------------- compiled kernels, CUDA
 
 

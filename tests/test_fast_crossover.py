@@ -15,6 +15,7 @@ import kan.fast
 import kan.native
 from benchmarks.studies import crossover
 from benchmarks.core import record
+from benchmarks.core.timer import max_threads
 
 
 @pytest.fixture(autouse=True)
@@ -73,6 +74,8 @@ def test_crossover_is_where_gather_wins_from_then_on():
     (["--backends", "cuda"], "--backends takes native, torch"),
     (["--widths", "6"], "--widths needs at least two widths"),
     (["--repeats", "2"], "--repeats must be at least 3"),
+    (["--threads", "0"], "threads must be a positive integer"),
+    (["--threads", str(max_threads() + 1)], f"threads must be at most {max_threads()}"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, results, capsys):
     assert crossover.main(argv) == 2

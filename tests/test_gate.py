@@ -271,3 +271,58 @@ def test_the_fewest_rounds_the_gate_accepts_can_fail_it():
     base = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98]
     c = stats.compare([2 * b for b in base], base, threshold=1.15, alpha=0.01, paired=True)
     assert c.verdict == stats.REGRESSION and c.p_slower == pytest.approx(1 / 128)
+
+
+def test_a_registered_model_that_cannot_be_imported_is_an_error_not_missing(monkeypatch):
+    from benchmarks.core import case as cases
+
+    def broken(case, **options):
+        raise cases.ModelUnavailable("model 'kan-fast' is registered but kan.fast:FastBSplineKAN cannot be "
+                                     "imported: SyntaxError: invalid syntax (fast.py, line 1200)")
+
+    monkeypatch.setattr(cases, "make_step", broken)
+    (case,) = gate_suite.suite(["kan-fast"], ["forward"])
+    prepared = gate_suite.prepare(case)
+    assert prepared.status == "error" and "SyntaxError" in prepared.reason
+    (unknown,) = gate_suite.suite(["no-such-model"], ["forward"])
+    assert gate_suite.prepare(unknown).status == "missing", "absent from the registry: new or removed"
+
+
+@pytest.mark.slow
+def test_a_working_tree_that_breaks_a_model_fails_the_gate(project, tmp_path, monkeypatch, capsys):
+    """A syntax error in the working tree's kan/fast.py: kan-fast is an error on the head's side
+    (it is registered there), so the gate fails; it is never "removed"."""
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    with open(project / "kan" / "fast.py", "a") as file:
+        file.write("\ndef broken(:\n")
+    status = gate.main(["--base", "HEAD", "--models", "kan-fast,mlp", "--phases", "forward", "--rounds", "7",
+                        "--sample-time", "0.001"])
+    assert status == gate.EXIT_REGRESSION
+    (path,) = (tmp_path / "results").glob("*/gate.json")
+    doc = json.loads(path.read_text())
+    assert (doc["verdict"], doc["exit_status"]) == ("fail", 1)
+    rows = {r["benchmark"]: r for r in doc["benchmarks"]}
+    broken = rows["kan-fast-forward"]
+    assert broken["status"] == "error" and broken["failed_side"] == "head", broken
+    assert "SyntaxError" in broken["reason"] and "cannot be imported" in broken["reason"]
+    assert rows["mlp-forward"]["status"] != "error"
+    assert "could not measure kan-fast-forward in the working tree" in doc["summary"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "0"], "--threads must be a positive integer"),
+    (["--threads", "100000"], "--threads must be at most"),
+    (["--write-baseline", "no/such/folder/baseline.json"], "the folder no/such/folder does not exist"),
+    (["--label", "x" * 5000], "the run label is 5000 characters long"),
+])
+def test_bad_threads_baseline_folder_and_label_are_one_line_errors_before_any_timing(args, message, capsys,
+                                                                                   monkeypatch):
+    def no_timing(*a, **k):
+        raise AssertionError("the gate started timing")
+
+    monkeypatch.setattr(gate, "Side", no_timing)
+    assert gate.main(args) == gate.EXIT_ERROR
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gate: ") and message in err, captured
+    assert "KAN_RESULTS" not in err

@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -698,3 +700,327 @@ def test_the_python_functions_take_fake_tensors_through_the_operators():
         assert grad_w.shape == (6, 5, g.coeff) and grad_s.shape == (6, 5)
         with pytest.raises(ValueError, match="table must be"):
             native.gather_forward(x_fake, torch.empty(5, g.coeff + 1, 6), fake)
+
+
+# --------------------------------------------------------------------------- the cache: checked, locked, limited
+
+
+def copy_of_the_library(folder: Path, name: str | None = None) -> Path:
+    """This session's library and its checksum file, copied into ``folder`` (made private)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    library = folder / (name or the_library().name)
+    shutil.copyfile(the_library(), library)
+    library.chmod(0o755)
+    digest = hashlib.sha256(library.read_bytes()).hexdigest()
+    library.with_name(library.name + ".sha256").write_text(f"{digest}  {library.name}\n")
+    return library
+
+
+SWAP = """
+    import os, sys
+    import kan.native as native
+    cache, planted = sys.argv[1], sys.argv[2]
+
+    def swap(library):  # between the check and the load: the checked folder out, the planted one in
+        os.rename(cache, cache + ".checked")
+        os.rename(planted, cache)
+        print("swapped", library.parent == native.Path(os.path.realpath(cache)))
+
+    native._between_check_and_load = swap
+    print("available", native.available(), native.error())
+    print("kernels", native._state["functions"] is not None)
+"""
+
+
+def test_the_library_loaded_is_the_file_that_was_checked_even_if_its_folder_is_swapped(tmp_path):
+    cache = tmp_path / "cache"
+    copy_of_the_library(cache)
+    planted_folder = tmp_path / "planted"
+    planted_folder.mkdir(mode=0o700)
+    marker = tmp_path / "marker"
+    planted(planted_folder, the_library().name, CONSTRUCTOR.replace("MARKER", str(marker)))
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SWAP), str(cache), str(planted_folder)],
+                            capture_output=True, text=True, env={**os.environ, "KAN_NATIVE_CACHE": str(cache)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "swapped True" in result.stdout, "the hook ran, between the check and the load"
+    assert (cache / f"{the_library().name}").read_bytes() != the_library().read_bytes(), "the plant is in place"
+    assert "available True None" in result.stdout and "kernels True" in result.stdout, result.stdout
+    assert not marker.exists(), "the swapped-in library's constructor ran"
+
+
+def test_a_folder_above_the_cache_that_others_can_write_makes_it_unsafe(tmp_path):
+    open_parent = tmp_path / "open"
+    cache = open_parent / "cache"
+    cache.mkdir(parents=True, mode=0o700)
+    open_parent.chmod(0o777)
+    problem = native._folder_problem(cache)
+    assert problem is not None and f"{open_parent}, a folder above the cache folder" in problem
+    assert "writable by group or others" in problem
+    open_parent.chmod(0o1777)  # sticky, as /tmp: others cannot rename or remove our folder
+    assert native._folder_problem(cache) is None
+    cache.chmod(0o770)
+    assert native._folder_problem(cache) == f"{cache} is writable by group or others"
+    cache.chmod(0o700)
+    link = tmp_path / "link"
+    link.symlink_to(cache, target_is_directory=True)
+    assert "without following links" in native._folder_problem(link)  # a resolved path has no links
+
+
+@pytest.mark.slow
+def test_status_warns_about_an_unsafe_folder_above_the_cache(tmp_path):
+    open_parent = tmp_path / "open"
+    copy_of_the_library(open_parent / "cache")
+    open_parent.chmod(0o777)
+    status = subprocess.run([sys.executable, "-m", "kan.native", "status"], capture_output=True, text=True,
+                            env={**os.environ, "KAN_NATIVE_CACHE": str(open_parent / "cache")}, timeout=600)
+    warning = [line for line in status.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "a folder above the cache folder" in warning[0], status.stdout
+    assert status.returncode == 1, "the library in that folder is not the one this process would load"
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-1", "0", "x", "1e9"])
+def test_the_build_timeout_must_be_a_finite_positive_number_of_seconds(value, monkeypatch):
+    monkeypatch.setenv("KAN_NATIVE_BUILD_TIMEOUT", value)
+    with pytest.raises(native.NativeError, match=f"KAN_NATIVE_BUILD_TIMEOUT must be .*, got '{value}'"):
+        native.build_timeout()
+    monkeypatch.setenv("KAN_NATIVE_BUILD_TIMEOUT", "2.5")
+    assert native.build_timeout() == 2.5
+
+
+@pytest.mark.slow
+def test_an_infinite_build_timeout_is_refused_in_one_line():
+    environment = {**os.environ, "KAN_NATIVE_BUILD_TIMEOUT": "inf"}
+    build = subprocess.run([sys.executable, "-m", "kan.native", "build"], capture_output=True, text=True,
+                           env=environment, timeout=600)
+    assert build.returncode == 1 and build.stderr.strip().count("\n") == 0, build.stderr
+    assert "KAN_NATIVE_BUILD_TIMEOUT must be" in build.stderr
+    status = subprocess.run([sys.executable, "-m", "kan.native", "status"], capture_output=True, text=True,
+                            env=environment, timeout=600)
+    assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
+    assert "unusable: KAN_NATIVE_BUILD_TIMEOUT must be" in status.stdout
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (absent, or a zombie its new parent has yet to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def wait_until_gone(pid: int, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def in_a_thread(function, seconds: float):
+    """function()'s result or exception, or "still running" after ``seconds``."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = function()
+        except BaseException as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return "still running" if thread.is_alive() else outcome
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir() or shutil.which("setsid") is None, reason="needs /proc and setsid")
+def test_a_compiler_past_its_limit_is_killed_with_its_group_and_a_detached_child_blocks_nothing(tmp_path):
+    member, detached = tmp_path / "member.pid", tmp_path / "detached.pid"
+    # a child in the compiler's group, and one in a session of its own that keeps the output open
+    cxx = fake_compiler(tmp_path, f"sleep 300 & echo $! > {member}\n"
+                                  f"setsid sh -c 'echo $$ > {detached}; exec sleep 300' &\n"
+                                  "exec sleep 300")
+    try:
+        outcome = in_a_thread(lambda: native._run_compiler([str(cxx)], timeout=1.0), 120)
+        assert outcome != "still running", "the build outlasted its limit by far"
+        assert isinstance(outcome.get("error"), native.NativeError), outcome
+        assert "did not finish within 1 s" in str(outcome["error"])
+        assert wait_until_gone(int(member.read_text())), "a process of the compiler's group survived"
+    finally:
+        if detached.exists():
+            os.kill(int(detached.read_text()), 9)  # ours: started by this test's fake compiler
+
+
+def test_what_a_finished_compiler_left_running_in_its_group_is_killed(tmp_path):
+    member = tmp_path / "member.pid"
+    cxx = fake_compiler(tmp_path, f"sleep 300 & echo $! > {member}\necho built")
+    result = native._run_compiler([str(cxx)], timeout=60.0)
+    assert result.returncode == 0 and result.stdout.strip() == "built"
+    assert wait_until_gone(int(member.read_text()))
+
+
+CONCURRENT = """
+    import os, sys, time
+    import kan.native as native
+    ready, go = sys.argv[1], sys.argv[2]
+    open(ready, "w").close()
+    while not os.path.exists(go):  # all start together
+        time.sleep(0.01)
+    print("available", native.available(), native.error())
+"""
+
+
+@pytest.mark.slow
+def test_processes_that_start_at_once_with_an_empty_cache_build_once(tmp_path):
+    builds = tmp_path / "builds"
+    # a "compiler" that answers --version, notes each build, and writes the real library where -o says
+    cxx = fake_compiler(tmp_path, '[ "$1" = --version ] && { echo fake 2.0; exit 0; }\n'
+                                  f'echo build >> {builds}\nsleep 1\n'
+                                  f'while [ "$1" != -o ]; do shift; done\ncp {the_library()} "$2"')
+    environment = {**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache"),
+                   "KAN_FAST_COMPILE": "0"}
+    go = tmp_path / "go"
+    children = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(CONCURRENT), str(tmp_path / f"ready{i}"),
+                                  str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=environment) for i in range(4)]
+    try:
+        while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
+            assert all(c.poll() is None for c in children), [c.communicate() for c in children]
+            time.sleep(0.05)
+        go.touch()
+        outputs = [c.communicate(timeout=600) for c in children]
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+    for out, err in outputs:
+        assert "available True None" in out, err
+    assert builds.read_text().splitlines() == ["build"], "one build for all four"
+    assert sum("building kan-fast's C++ kernels" in err for _, err in outputs) == 1
+
+
+AMBIENT = """
+    import os, shutil, sys, warnings
+    import torch
+    import kan.native as native
+    from kan.fast import FastBSplineKAN
+    from kan.reference import KAN
+
+    library = native.library_path().library  # the name this (fake) compiler gives it
+    shutil.copyfile(sys.argv[1], library)
+    os.chmod(library, 0o755)
+    shutil.copyfile(sys.argv[1] + ".sha256", str(library) + ".sha256")
+    inode = os.stat(library).st_ino
+    torch.manual_seed(0)
+    reference = KAN([3, 4, 2])
+    model = FastBSplineKAN([3, 4, 2], backend="native")
+    model.load_state_dict(reference.state_dict())
+    x = torch.rand(5, 3) * 2 - 1
+
+    def autocast():
+        with torch.autocast("cpu"):
+            model(x)
+
+    def default_device_meta():
+        torch.set_default_device("meta")
+        try:
+            y = model(x)
+        finally:
+            torch.set_default_device(None)
+        assert y.device.type == "cpu" and torch.allclose(y, reference(x), atol=1e-5)
+
+    def export():
+        try:
+            torch.export.export(model, (x,))
+        except Exception as error:  # whether kan-fast exports is not the question here
+            print("export:", type(error).__name__)
+
+    for scenario in (autocast, default_device_meta, export):
+        native._state.update(functions=None, error=None, path=None)  # a first use again
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scenario()
+        said = [str(w.message) for w in caught if "kan.native" in str(w.message)]
+        alive = os.path.exists(library) and os.stat(library).st_ino == inode
+        print(scenario.__name__, native._state["functions"] is not None, alive, said)
+"""
+
+
+@pytest.mark.slow
+def test_a_first_use_under_the_callers_state_keeps_the_library_and_the_kernels(tmp_path):
+    # a "compiler" that answers --version and fails to build: a library removed is never back
+    cxx = fake_compiler(tmp_path, '[ "$1" = --version ] && { echo fake 3.0; exit 0; }\nexit 1')
+    (tmp_path / "cache").mkdir(mode=0o700)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(AMBIENT), str(the_library())],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache"),
+                                 "KAN_FAST_COMPILE": "0"})
+    assert result.returncode == 0, result.stderr
+    for scenario in ("autocast", "default_device_meta", "export"):
+        assert f"{scenario} True True []" in result.stdout.splitlines(), result.stdout + result.stderr[-3000:]
+
+
+def test_the_self_test_runs_in_a_clean_state():
+    seen = {}
+
+    def probe():
+        seen.update(autocast=torch.is_autocast_enabled("cpu"), device=torch.empty(0).device.type,
+                    dtype=torch.get_default_dtype(), grad=torch.is_grad_enabled(),
+                    inference=torch.is_inference_mode_enabled(),
+                    modes=torch._C._len_torch_dispatch_stack())
+        return None
+
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        with torch.autocast("cpu"), torch.device("meta"), torch.inference_mode(), \
+                torch._subclasses.fake_tensor.FakeTensorMode():
+            original, native._self_test = native._self_test, probe
+            try:
+                assert native._self_test_clean() is None
+            finally:
+                native._self_test = original
+            assert torch.is_autocast_enabled("cpu") and torch.empty(0).device.type == "meta"
+        assert torch.get_default_dtype() == torch.float64, "the caller's dtype is back"
+    finally:
+        torch.set_default_dtype(previous)
+    assert seen == dict(autocast=False, device="cpu", dtype=torch.float32, grad=True, inference=False, modes=0)
+
+
+@pytest.fixture
+def own_state(monkeypatch):
+    """kan.native's process state as it was, after a test that loads libraries of its own."""
+    for key in ("functions", "error", "path", "max_order"):
+        monkeypatch.setitem(native._state, key, native._state[key])
+
+
+def test_a_self_test_that_fails_only_in_this_process_keeps_the_library(tmp_path, monkeypatch, own_state):
+    library = copy_of_the_library(tmp_path / "cache")
+    monkeypatch.setattr(native, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
+
+    def no_build(*args):
+        raise native.NativeError("this test builds nothing")
+
+    monkeypatch.setattr(native, "_compile", no_build)
+    with pytest.raises(native.NativeError, match="failed in this process .* but passed in a fresh one"):
+        native._open(native.Place(library, None))
+    assert library.read_bytes() == the_library().read_bytes(), "kept as it was"
+
+
+def test_a_self_test_that_fails_in_a_fresh_process_too_removes_and_rebuilds_once(tmp_path, monkeypatch, own_state):
+    library = copy_of_the_library(tmp_path / "cache")
+    builds = []
+    monkeypatch.setattr(native, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
+    monkeypatch.setattr(native, "_self_test_in_a_fresh_process", lambda path: "it differs there too")
+
+    def rebuild(cxx, target, timeout):
+        assert not target.exists(), "removed before the rebuild"
+        builds.append(target)
+        copy_of_the_library(target.parent, target.name)
+
+    monkeypatch.setattr(native, "_compile", rebuild)
+    with pytest.raises(native.NativeError, match="unusable after a rebuild: gather_forward differs"):
+        native._open(native.Place(library, None))
+    assert builds == [library]

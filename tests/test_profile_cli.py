@@ -33,6 +33,7 @@ def only_run(root):
     (["--profiler", "perf"], "invalid choice: 'perf'"),
     (["--batch", "0"], "expected a positive integer"),
     (["--run", "no-such-run"], "no run 'no-such-run'"),
+    (["--threads", "0"], "expected a positive integer"),
 ])
 def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -182,3 +183,20 @@ def test_loop_noise_compares_the_repeat_and_the_synchronized_loop_with_the_first
     assert r["synchronized_points"]["basis"] == pytest.approx(10)
     assert (r["largest_noise_points"], r["largest_synchronized_points"], r["within_noise"]) == (30, 10, True)
     assert cli.loop_noise(table, {}) == {}
+
+
+def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(results):
+    """In a child: torch takes any thread count, and segfaults on absurd ones."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.core.timer import max_threads
+
+    for threads in (100000, max_threads() + 1):
+        done = subprocess.run([sys.executable, "-m", "profiles", *TINY, "--steps", "1", "--phase", "forward",
+                               "--profiler", "cprofile", "--threads", str(threads)], capture_output=True, text=True,
+                              env={**os.environ, "KAN_RESULTS": str(results)}, timeout=600)
+        assert done.returncode == cli.USAGE, done.stderr
+        assert done.stderr.count("\n") == 1 and f"--threads must be at most {max_threads()}" in done.stderr
+        assert not list(results.iterdir()), "no run folder"

@@ -78,3 +78,12 @@ def test_open_run_names_the_choices(tmp_path):
         run.file("bad.json").write_text("{")
         run.read_json("bad.json")
     assert json.loads(run.file("environment.json").read_text())["machine"]
+
+
+def test_a_label_too_long_for_a_folder_name_is_blamed_on_the_label(tmp_path):
+    with pytest.raises(record.RunFolderError) as raised:
+        record.new_run("x" * 5000, root=tmp_path / "results")
+    message = str(raised.value)
+    assert "label" in message and "5000 characters" in message and "KAN_RESULTS" not in message
+    assert not (tmp_path / "results").exists(), "nothing made"
+    assert record.new_run("y" * record.MAX_LABEL, root=tmp_path / "results").path.name.endswith("y" * 100)

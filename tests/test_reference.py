@@ -290,6 +290,8 @@ BAD_OPTIONS = [
     (dict(grid_range=(0, math.inf)), "finite"),
     (dict(grid_range=(math.nan, 1)), "finite"),
     (dict(grid_range=(1,)), "two numbers"),
+    (dict(grid_range=(-3e38, 3e38)), r"extended knots .* overflow torch.float32"),  # finite ends, knots past them
+    (dict(grid_range=(-1e308, 1e308)), r"extended knots .* overflow"),  # high - low overflows float64 too
 ]
 
 

@@ -211,11 +211,22 @@ class RunFolderError(Exception):
     """A run folder cannot be made where asked (told in one line, naming the folder)."""
 
 
+MAX_LABEL = 100  # characters of a run label: the folder name, with its time and commit, must fit 255 bytes
+
+
+def check_label(label: str | None) -> None:
+    """:class:`RunFolderError` in one line where ``label`` is too long to name a run folder."""
+    if label is not None and len(label.encode()) > MAX_LABEL:
+        raise RunFolderError(f"the run label is {len(label)} characters long; a label (--label) names the run "
+                             f"folder and may have at most {MAX_LABEL}")
+
+
 def new_run(label: str | None = None, root: Path | None = None) -> Run:
     """Create a fresh run folder (never an existing one) and write its environment.json.
 
-    :class:`RunFolderError` where the results folder cannot be written.
+    :class:`RunFolderError` where the label is too long or the results folder cannot be written.
     """
+    check_label(label)
     root = Path(root) if root is not None else results_root()
     try:
         return _new_run(label, root)

@@ -83,10 +83,13 @@ class _Prepared:
 def prepare(case, clock_name: str = "wall") -> _Prepared:
     """Build ``case`` with the harness's case builder on this side, and make its first, cold call.
 
-    A model this side lacks (not registered, or its module absent) is "missing", which
-    the gate reports as new or removed; any other failure is an "error".
+    A model absent from this side's registry, or whose module is absent, is "missing",
+    which the gate reports as new or removed. A model whose module is there but cannot be
+    imported (a syntax error, say) or built is an "error": on the working tree's side that
+    fails the gate.
     """
     import dataclasses
+    import importlib.util
 
     from benchmarks.core import case as cases, protocol
     from benchmarks.core.timer import make_clock
@@ -94,14 +97,19 @@ def prepare(case, clock_name: str = "wall") -> _Prepared:
 
     if case.model not in zoo.available():
         return _Prepared(case, "missing", f"no model {case.model!r} in this side's registry")
+    module = zoo.entry(case.model).model.split(":")[0]
+    try:
+        absent = importlib.util.find_spec(module) is None
+    except ImportError:  # a package above it that is absent
+        absent = True
+    if absent:
+        return _Prepared(case, "missing", f"model {case.model!r} is registered but {module} is absent on this side")
     try:
         grid = case.grid_size if cases.has_grid(case.model) else None
         step = cases.make_step(dataclasses.replace(case, grid_size=grid))
         timing = make_clock(clock_name, case.device)
         first = protocol.first_call(step.fn, timing, setup=step.setup)
-    except cases.ModelUnavailable as e:
-        return _Prepared(case, "missing", str(e))
-    except Exception as e:
+    except Exception as e:  # cases.ModelUnavailable too: registered, so it should import
         return _Prepared(case, "error", f"{type(e).__name__}: {e}")
     bad = step.nonfinite()
     if bad:
@@ -183,8 +191,12 @@ def _serve(config: dict, threads: int, say) -> None:
              for c in config["cases"]]
     try:
         from kan import zoo
-    except ImportError as e:  # a commit from before the registry: nothing to time on this side
-        models, prepared = [], {name(c): _Prepared(c, "missing", f"no kan.zoo ({e})") for c in cases}
+    except Exception as e:  # noqa: BLE001 - a broken registry is told, not raised
+        if os.path.exists(os.path.join(os.path.dirname(kan.__file__ or ""), "zoo.py")):
+            status, reason = "error", f"kan.zoo cannot be imported: {type(e).__name__}: {e}"
+        else:  # a commit from before the registry: nothing to time on this side
+            status, reason = "missing", f"no kan.zoo ({e})"
+        models, prepared = [], {name(c): _Prepared(c, status, reason) for c in cases}
     else:
         models, prepared = list(zoo.available()), {name(c): prepare(c, config["clock"]) for c in cases}
     say({"hello": {

@@ -20,8 +20,10 @@ Per benchmark, the verdict is :func:`benchmarks.core.stats.compare` on those sam
 pair: the median ratio head/base with a bootstrap interval, a regression only when the
 ratio exceeds the threshold AND a one-sided Wilcoxon signed-rank test on the pairs says
 head is slower (p < alpha). Pairing cancels the slow drifts of a shared machine, which
-pooling the samples would leave in as noise. A model that exists on one side only is
-"new" or "removed", never an error.
+pooling the samples would leave in as noise. A model that exists on one side only (in
+its registry, with its module) is "new" or "removed"; one whose module is there but cannot
+be imported, or that cannot be built, is an error, and on the working tree's side it fails
+the gate.
 
 With ``--baseline FILE`` (alone, or as the fallback when the base commit does not exist),
 only the working tree is timed and each KAN's time over the MLP's, measured in the same run,
@@ -41,8 +43,8 @@ The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.core.rec
 
 A row's status is "regression", "improvement", "unchanged" or "insufficient samples" (a
 comparison was made), "new" / "removed" (the model exists in the working tree / the base
-only), "absent" (on neither side), "error" (``failed_side`` could not run it, or it gave
-NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
+only), "absent" (on neither side), "error" (``failed_side`` could not import, build or
+run it, or it gave NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
 measured ratio to the MLP, ``median_base`` the recorded one, and the base samples are the
 MLP's.
 """
@@ -403,9 +405,19 @@ def _check_args(args) -> None:
         raise GateError(f"--threshold must be a ratio >= 1 (for example 1.15), got {args.threshold}")
     if not 0 < args.alpha < 1:
         raise GateError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    for name in ("rounds", "samples_per_round", "threads"):
+    for name in ("rounds", "samples_per_round"):
         if getattr(args, name) < 1:
             raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    from benchmarks.core.timer import check_threads
+
+    try:
+        check_threads(args.threads)  # above the usable cores too: each side would fail on it, later
+    except ValueError as e:
+        raise GateError(f"--{e}") from None  # "--threads must be ..."
+    record.check_label(args.label)
+    if args.write_baseline is not None and not Path(args.write_baseline).parent.is_dir():
+        raise GateError(f"cannot write the baseline {args.write_baseline}: the folder "
+                        f"{Path(args.write_baseline).parent} does not exist")
     if not args.sample_time > 0:
         raise GateError(f"--sample-time must be positive, got {args.sample_time}")
     pairs, needed = args.rounds * args.samples_per_round, stats.min_pairs(args.alpha)
@@ -468,7 +480,10 @@ def _record_baseline(path: str, cases: list, head: Side, samples: dict, threads:
     doc = baseline_document(cases, head, samples, threads)
     if not doc["ratios"]:
         raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    try:
+        Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as e:
+        raise GateError(f"cannot write the baseline {path}: {e.strerror or e}") from None
     _say(f"wrote {path}: " + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
     return EXIT_PASS
 
