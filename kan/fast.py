@@ -60,7 +60,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from kan import native
 from kan.reference import KAN, KANLinear, b_splines, check_features
@@ -124,6 +123,32 @@ def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometr
     scaled = spline_weight if scaler is None else spline_weight * scaler.unsqueeze(-1)
     spline = F.linear(bases.view(x.size(0), bases.size(1) * bases.size(2)), scaled.view(scaled.size(0), -1))
     return F.linear(activation(x), base_weight) + spline
+
+
+def differentiable_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
+    """A custom Function's backward while autograd records it (``create_graph=True``): the
+    gradients of ``function(*inputs)`` against ``grad_out`` by autograd through ``function``,
+    which must be the same function written in differentiable PyTorch operations (the
+    reference's), with ``create_graph=True``.
+
+    ``inputs`` are the tensors the Function saved, still connected to the graph, so the
+    gradients returned can themselves be differentiated: with respect to the inputs (a
+    Hessian, a physics-informed loss on ``d output / d x``) and to ``grad_out``. The fast
+    kernels compute first-order gradients only; every Function of ``kan.fast`` (and any
+    backend's) calls this from ``backward`` when ``torch.is_grad_enabled()``, so that a
+    second derivative is exact instead of silently detached. Returns one entry per input:
+    the gradient for those whose flag in ``needs`` is set (zeros where the output does not
+    depend on it), None for the others; non-tensor inputs pass as they are.
+    """
+    with torch.enable_grad():
+        wanted = [t for t, n in zip(inputs, needs) if n and isinstance(t, torch.Tensor)]
+        if not wanted:
+            return [None] * len(inputs)
+        output = function(*inputs)
+        found = iter(torch.autograd.grad(output, wanted, grad_out, create_graph=True, allow_unused=True))
+        grads = [next(found) if n and isinstance(t, torch.Tensor) else None for t, n in zip(inputs, needs)]
+    return [torch.zeros_like(t) if g is None and n and isinstance(t, torch.Tensor) else g
+            for g, t, n in zip(grads, inputs, needs)]
 
 
 def reference_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
@@ -624,13 +649,14 @@ class DenseSplineProduct(torch.autograd.Function):
         return cells.reshape(x.size(0), weight_t.size(0)) @ weight_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, weight_t = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        function = lambda x, w: DenseSplineProduct.reference(x, w, g, ctx.activation)  # noqa: E731
+        if torch.is_grad_enabled():  # create_graph: a backward that can itself be differentiated
+            return (*differentiable_grads(function, (x, weight_t), (need_x, need_w), grad_out), None, None)
         if not all_finite(grad_out):
-            function = lambda x, w: DenseSplineProduct.reference(x, w, g, ctx.activation)  # noqa: E731
             return (*reference_grads(function, (x, weight_t), (need_x, need_w), grad_out), None, None)
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x) if need_x else None
@@ -768,14 +794,17 @@ class GatherSplineProduct(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, table = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+
+        def function(x, table):  # the reference's dense bases times the table
+            return b_splines(x, g.knots_ext[:, 1:-1], g.order).reshape(x.size(0), table.size(0)) @ table
+
+        if torch.is_grad_enabled():  # create_graph: a backward that can itself be differentiated
+            return (*differentiable_grads(function, (x, table), (need_x, need_t), grad_out), None)
         if not all_finite(grad_out):
-            def function(x, table):  # the reference's dense bases times the table
-                return b_splines(x, g.knots_ext[:, 1:-1], g.order).reshape(x.size(0), table.size(0)) @ table
             return (*reference_grads(function, (x, table), (need_x, need_t), grad_out), None)
         grad_out = grad_out.contiguous()
         batch, in_features = x.shape
@@ -817,10 +846,12 @@ def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
 
 
 def _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight) -> tuple:
-    """A native product's backward for a non-finite grad_out: autograd through the reference layer."""
+    """A native product's backward by autograd through the reference layer: differentiable
+    (``differentiable_grads``) while autograd records the backward, else for a non-finite grad_out."""
     function = lambda *a: reference_layer(*a, ctx.geometry, ctx.activation)  # noqa: E731
     inputs = (x, spline_weight, scaler, base_weight)
-    return (*reference_grads(function, inputs, ctx.needs_input_grad[:4], grad_out), None, None)
+    grads = differentiable_grads if torch.is_grad_enabled() else reference_grads
+    return (*grads(function, inputs, ctx.needs_input_grad[:4], grad_out), None, None)
 
 
 def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
@@ -869,17 +900,15 @@ class NativeDenseProduct(torch.autograd.Function):
         for rows, chunk in _native_dense_chunks(x, base, geometry, weight.size(1)):
             with region(SPLINE_PRODUCT):
                 torch.mm(chunk, weight.t(), out=out[rows])
-        ctx.save_for_backward(x, base, weight, spline_weight, scaler)
+        ctx.save_for_backward(x, base, weight, spline_weight, scaler, base_weight)
         _remember(ctx, geometry, activation)
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        x, base, weight, spline_weight, scaler = ctx.saved_tensors
+        x, base, weight, spline_weight, scaler, base_weight = ctx.saved_tensors
         g = ctx.geometry
-        if not all_finite(grad_out):
-            base_weight = weight.view(weight.size(0), g.coeff + 1, -1)[:, g.coeff]
+        if torch.is_grad_enabled() or not all_finite(grad_out):
             return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         need_x = ctx.needs_input_grad[0]
         need_w = any(ctx.needs_input_grad[1:4])
@@ -946,11 +975,10 @@ class NativeGatherProduct(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, base, table, spline_weight, scaler, base_weight, u, span = ctx.saved_tensors
         g = ctx.geometry
-        if not all_finite(grad_out):
+        if torch.is_grad_enabled() or not all_finite(grad_out):
             return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         grad_out = grad_out.contiguous()
         grad_x = grad_spline = grad_scaler = grad_base_weight = None
