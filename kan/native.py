@@ -424,7 +424,8 @@ def _size(name: str, rule: Callable[[dict], int]) -> Param:
 
 
 _THREADS = Param("threads", "int", given=False)
-# The knots, as kan.fast.KnotGeometry holds them; origin and inv_step on uniform grids only.
+# The knots, as kan.fast.KnotGeometry holds them; origin and inv_step on uniform grids only;
+# cardinal (0 or 1): whether the cardinal recursion gives these knots' B-splines (else de Boor's).
 _GEOMETRY = (
     _size("in_features", lambda a: a["knots_ext"].size(0)),
     Param("order", "int"),
@@ -433,6 +434,7 @@ _GEOMETRY = (
     Param("knots_padded", "const T*", rule=lambda a: (a["in_features"], a["knots"] + 2 * a["order"])),
     Param("origin", "const T*", optional=True, rule=lambda a: (a["in_features"],)),
     Param("inv_step", "const T*", optional=True, rule=lambda a: (a["in_features"],)),
+    Param("cardinal", "int"),
 )
 _BATCH_IN = lambda a: (a["batch"], a["in_features"])  # noqa: E731
 _IN_BATCH = lambda a: (a["in_features"], a["batch"])  # noqa: E731
@@ -544,14 +546,16 @@ def _geometry_rules(a: dict) -> str | None:
         return f"{a['knots']} knots leave no coefficient at order {a['order']}"
     if (a["origin"] is None) != (a["inv_step"] is None):
         return "origin and inv_step come together (a uniform grid) or not at all"
+    if a["cardinal"] not in (0, 1) or (a["cardinal"] and a["origin"] is None):
+        return f"cardinal must be 0, or 1 on a uniform grid (origin and inv_step), got {a['cardinal']}"
     return None
 
 
 def _saved_rules(a: dict) -> str | None:
     if (a["saved_u"] is None) != (a["saved_span"] is None):
         return "saved_u and saved_span come together"
-    if a["saved_u"] is not None and (a["origin"] is None or a["knots"] >= 2**15):
-        return "saving spans needs a uniform grid of under 32768 knots"
+    if a["saved_u"] is not None and (not a["cardinal"] or a["knots"] >= 2**15):
+        return "saving spans needs a cardinal grid of under 32768 knots"
     return None
 
 
@@ -785,7 +789,7 @@ def _geometry(geometry) -> dict:
     """The kernels' geometry arguments (see _GEOMETRY)."""
     g = geometry
     return dict(order=g.order, knots_ext=g.knots_ext, knots_padded=g.knots_padded, origin=g.origin,
-                inv_step=g.inv_step)
+                inv_step=g.inv_step, cardinal=int(g.cardinal))
 
 
 def _contiguous(*tensors: torch.Tensor):
@@ -802,9 +806,9 @@ class SavedSpans(NamedTuple):
 
 
 def can_save(geometry) -> bool:
-    """Whether ``gather_forward`` can save spans for this geometry: a uniform grid, and
-    spans that fit int16."""
-    return geometry.origin is not None and geometry.knots < 2**15
+    """Whether ``gather_forward`` can save spans for this geometry: a cardinal grid (whose
+    bases the local coordinate alone gives), and spans that fit int16."""
+    return geometry.cardinal and geometry.knots < 2**15
 
 
 def _spans(saved: SavedSpans | None) -> dict:
@@ -818,7 +822,7 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = 
     ``gather_weight_grads``, which then needs no x."""
     x, table = _contiguous(x, table)
     if save and not can_save(geometry):
-        raise ValueError("kan.native.gather_forward: saving spans needs a uniform grid of under 32768 knots")
+        raise ValueError("kan.native.gather_forward: saving spans needs a cardinal grid of under 32768 knots")
     batch = x.size(0)
     result = x.new_empty(batch, table.size(-1))
     saved = None
