@@ -210,7 +210,9 @@ inline void exact_span(const Geometry<T>& g, int64_t i, T x, T& span, T& u) {
     t = t >= T(-1) ? t : T(-1);  // also NaN
     t = t <= T(g.knots - 1) ? t : T(g.knots - 1);
     int64_t m = static_cast<int64_t>(std::floor(t));
-    m = std::min(m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]), g.knots - 1);
+    // clamped both ways: whatever the knot table holds (finite ends where -inf and +inf belong,
+    // NaN), the span indexes the callers' buckets and tables in range
+    m = std::min(std::max(m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]), int64_t(-1)), g.knots - 1);
     const int64_t clamped = std::min(std::max(m, int64_t(0)), g.knots - 2);
     span = T(m);
     u = (x - e[clamped + 1]) / (e[clamped + 2] - e[clamped + 1]);

@@ -560,6 +560,8 @@ def _saved_rules(a: dict) -> str | None:
 
 
 def _table_grad_rules(a: dict) -> str | None:
+    if a["batch"] > 2**31 - 64:  # the kernel sorts sample indices as int32 (with a few of padding)
+        return f"takes at most {2**31 - 64} samples, got {a['batch']}"
     if a["x"] is None and a["saved_u"] is None:
         return "the table gradient needs x or the spans gather_forward saved"
     if a["grad_table"] is None and (a["w"] is None or a["grad_w"] is None):
@@ -632,6 +634,12 @@ def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
     dtype T, after checking every tensor's presence, dtype, device, shape and contiguity;
     ValueError naming the first problem."""
     name = plan.name
+    for tensor, optional, *_ in plan.tensors:  # before the sizes, which read the tensors
+        if a.get(tensor) is None:
+            if not optional:
+                raise ValueError(f"kan_native::{name}: {tensor} is required")
+        elif not isinstance(a[tensor], torch.Tensor):
+            raise ValueError(f"kan_native::{name}: {tensor} must be a tensor, got {type(a[tensor]).__name__}")
     reference = next((n for n in plan.floats if a[n] is not None), plan.floats[0])
     dtype = None if a[reference] is None else a[reference].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:
@@ -648,6 +656,8 @@ def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
                 raise ValueError(f"kan_native::{name}: {tensor} is required")
             continue
         element = element or dtype
+        if t.layout is not torch.strided:
+            raise ValueError(f"kan_native::{name}: {tensor} must be a dense (strided) tensor, got {t.layout}")
         if t.dtype is not element or not (t.is_cpu or t.is_meta):  # meta: the fake kernel's tensors
             raise ValueError(f"kan_native::{name}: {tensor} must be a CPU {element} tensor "
                              f"(as {reference}), got {t.device.type} {t.dtype}")
@@ -666,6 +676,37 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def _pointers(plan: _Plan, a: dict) -> list:
+    """The C arguments of a checked call: each tensor's data pointer, after checking that it has
+    memory here (a meta or fake tensor passes the shape checks with a null pointer: refused),
+    and the integers as they are. ValueError naming the first tensor without memory."""
+    values = []
+    for n, pointer in plan.c_arguments:
+        value = a[n]
+        if pointer and value is not None:
+            address = value.data_ptr()
+            if address == 0 and value.numel() > 0:
+                raise ValueError(f"kan_native::{plan.name}: {n} has no memory on this machine "
+                                 f"({value.device.type} tensor: meta or fake); the kernels take CPU tensors")
+            value = address
+        values.append(value)
+    return values
+
+
+def _value_rules(name: str, a: dict) -> str | None:
+    """What the kernels index with, checked on the values (the fake kernel cannot: it has no
+    values): the saved knot spans that gather_table_grad reads within [-1, knots - 1], by one
+    min and max per call (gather_forward writes them)."""
+    span = a.get("saved_span") if name == "gather_table_grad" else None
+    if span is not None and span.numel() > 0:
+        low, high = torch.aminmax(span)
+        low, high = int(low), int(high)
+        if low < -1 or high > a["knots"] - 1:
+            return (f"saved_span must hold knot spans in [-1, {a['knots'] - 1}], got values in [{low}, {high}] "
+                    "(spans saved by gather_forward for this geometry)")
+    return None
+
+
 def _kernel(name: str):
     """The CPU implementation of operator ``kan_native::<name>``: check, then call C. The
     dispatcher passes the arguments in schema order; ``_call`` passes them by name."""
@@ -674,11 +715,14 @@ def _kernel(name: str):
 
     def run(*args, **by_name):
         a, dtype = _checked(plan, by_name or dict(zip(plan.arguments, args)))
+        problem = _value_rules(name, a)
+        if problem:
+            raise ValueError(f"kan_native::{name}: {problem}")
         functions = _state["functions"] or (_load() if ENABLED else None)
         if functions is None:
             raise RuntimeError(f"kan.native: C++ kernels unavailable ({error()})")
         a["threads"] = _threads()
-        values = [(None if a[n] is None else a[n].data_ptr()) if pointer else a[n] for n, pointer in plan.c_arguments]
+        values = _pointers(plan, a)
         with region(label):
             functions[name, dtype](*values)
 
@@ -689,7 +733,12 @@ def _fake(name: str):
     plan = _plan(name)
 
     def check(*args):
-        _checked(plan, dict(zip(plan.arguments, args)))
+        a, _ = _checked(plan, dict(zip(plan.arguments, args)))
+        # the dispatcher sends a call here when any tensor is a meta one: with others on the CPU,
+        # that is a mistake (the CPU tensors would never be written), not a shape inference
+        devices = {a[t].device.type for t, *_ in plan.tensors if a[t] is not None}
+        if len(devices) > 1:
+            raise ValueError(f"kan_native::{name}: tensors on more than one device ({', '.join(sorted(devices))})")
 
     return check
 
@@ -793,6 +842,9 @@ def _geometry(geometry) -> dict:
 
 
 def _contiguous(*tensors: torch.Tensor):
+    for t in tensors:
+        if t.layout is not torch.strided:  # .contiguous() of a sparse tensor fails with PyTorch's wording
+            raise ValueError(f"kan.native: the kernels take dense (strided) tensors, got {t.layout}")
     return [t.detach().contiguous() for t in tensors]
 
 
