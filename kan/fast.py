@@ -9,10 +9,16 @@ feature by the Cox-de Boor recursion over the whole knot vector. Only
   intervals): on a uniform grid one ``floor`` corrected against the stored knots, on
   any other grid a vectorised binary search;
 * evaluate the ``spline_order + 1`` bases ``m - spline_order .. m`` that live on that
-  span: on a uniform grid by the closed-form cardinal recursion in the local
-  coordinate ``u = (x - t_m) / h``, on any other grid by de Boor's triangle over the
-  ``2 * spline_order + 2`` knots around the span (the reference's formulas,
-  restricted to the bases that are not zero).
+  span: on a cardinal grid (uniform to the dtype's rounding, ``is_cardinal``) by the
+  closed-form cardinal recursion in the local coordinate
+  ``u = (x - t_m) / (t_(m+1) - t_m)`` of the stored knots, on any other grid by de
+  Boor's triangle over the ``2 * spline_order`` knots around the span (the reference's
+  formulas, restricted to the bases that are not zero), so that float32 knots, evenly
+  spaced only to their rounding, get their own B-splines as in the reference.
+
+Backward passes compute first-order gradients with these kernels; while autograd records
+a backward (``create_graph=True``: Hessians, losses on input gradients) they go through
+the reference's differentiable operations instead (``differentiable_grads``).
 
 Two contractions turn local bases into outputs, chosen by the number of
 coefficients per feature (measured crossovers, ``NATIVE_GATHER_MIN_COEFF`` and
