@@ -310,24 +310,18 @@ inline void de_boor(W x, const W* kn, W* v, W* below) {
     for (int d = 0; d <= K; ++d) v[d + 1] = N[d];
 }
 
-// The bases of each lane's span from its local coordinate: on a cardinal grid the cardinal
-// recursion in u; else de Boor's triangle over the stored knots of the lanes' spans
-// (knots_padded, whose extrapolated knots keep the triangle finite at the ends), and
-// inv_step becomes 1 (de_boor's `below` carries the knot spacing). Row mode: lane l is
-// feature i + l (lanes at and past `valid` are not read); column mode: every lane is
-// feature i.
+// De Boor's triangle for a vector of lanes over the stored knots of their spans
+// (knots_padded, whose extrapolated knots keep the triangle finite at the ends). Row mode:
+// lane l is feature i + l (lanes at and past `valid` are not read); column mode: every lane
+// is feature i. Kept out of line: its callers are inlined into every kernel, and the
+// triangle's divisions and gathers outweigh a call.
 template <typename T, int K, bool Column>
-__attribute__((always_inline)) inline void span_bases(const Geometry<T>& g, int64_t i, int64_t valid,
-                                                      typename Simd<T>::V xv, typename Simd<T>::VI knot_index,
-                                                      typename Simd<T>::V& inv_step, typename Simd<T>::V u,
-                                                      typename Simd<T>::V* v, typename Simd<T>::V* below) {
+__attribute__((noinline)) void de_boor_lanes(const Geometry<T>& g, int64_t i, int64_t valid,
+                                             typename Simd<T>::V xv, typename Simd<T>::VI knot_index,
+                                             typename Simd<T>::V* v, typename Simd<T>::V* below) {
     using S = Simd<T>;
     using V = typename S::V;
     constexpr int L = S::lanes;
-    if (g.cardinal || K == 0) {
-        cardinal<T, K>(u, v, below);
-        return;
-    }
     // t_(m - K + 1 + q) is knots_padded[m + 1 + q] (the padded row starts K knots early), and
     // knot_index = m + 1 for the span m clamped into [0, knots - 2]
     const int64_t stride = g.knots + 2 * K;
@@ -342,7 +336,22 @@ __attribute__((always_inline)) inline void span_bases(const Geometry<T>& g, int6
         }
     }
     de_boor<T, K>(xv, kn, v, below);
-    inv_step = S::splat(T(1));
+}
+
+// The bases of each lane's span from its local coordinate: on a cardinal grid the cardinal
+// recursion in u; else de Boor's triangle over the stored knots (de_boor_lanes), and
+// inv_step becomes 1 (de_boor's `below` carries the knot spacing).
+template <typename T, int K, bool Column>
+__attribute__((always_inline)) inline void span_bases(const Geometry<T>& g, int64_t i, int64_t valid,
+                                                      typename Simd<T>::V xv, typename Simd<T>::VI knot_index,
+                                                      typename Simd<T>::V& inv_step, typename Simd<T>::V u,
+                                                      typename Simd<T>::V* v, typename Simd<T>::V* below) {
+    if (g.cardinal || K == 0) {
+        cardinal<T, K>(u, v, below);
+        return;
+    }
+    de_boor_lanes<T, K, Column>(g, i, valid, xv, knot_index, v, below);
+    inv_step = Simd<T>::splat(T(1));
 }
 
 // Uniform grid, one vector of lanes: span = floor of the knot coordinate t, and
