@@ -6,9 +6,11 @@
 //
 //   knot span m with t_m <= x < t_(m+1), in [-1, knots - 1]: on a uniform grid a floor
 //   of the knot coordinate corrected against the stored knots, else a binary search;
-//   bases m - k .. m: on a uniform grid the cardinal recursion in u = (x - t_m) / h,
-//   else de Boor's triangle over the knots around the span; a basis whose index is
-//   outside [0, coeff) does not exist and gets value and slope 0.
+//   bases m - k .. m: on a cardinal grid (uniform to the dtype's rounding, see
+//   kan.fast.is_cardinal) the cardinal recursion in u = (x - t_m) / (t_(m+1) - t_m), from
+//   the stored knots; else de Boor's triangle over the stored knots around the span (on
+//   a uniform grid that is not cardinal, vectorised, after the floor's span); a basis
+//   whose index is outside [0, coeff) does not exist and gets value and slope 0.
 //
 // The layer's spline and base weights form one table (in, coeff + 1, out): feature
 // i's coeff coefficient rows, then its base-weight row. With base[b, i] the base
@@ -54,7 +56,10 @@ struct Geometry {
     const T* knots_ext;     // (in, knots + 2): -inf, t_0 .. t_(knots - 1), +inf
     const T* knots_padded;  // (in, knots + 2 * order): order extrapolated knots each side
     const T* origin;        // (in,) first knot, uniform grids only (else null)
-    const T* inv_step;      // (in,) reciprocal knot step, uniform grids only (else null)
+    const T* inv_step;      // (in,) reciprocal mean knot step, uniform grids only (else null)
+    // Whether the cardinal recursion gives the B-splines of these knots (a uniform grid whose
+    // steps differ by rounding only); else de Boor's triangle over the stored knots.
+    bool cardinal;
     // Whether every feature has feature 0's knots_ext row, and it has at most kSharedKnots
     // entries: then shared_knots holds it (padded), and a uniform grid's knots are looked
     // up in registers rather than gathered from memory (see knot_lookup).
@@ -193,8 +198,8 @@ inline void cardinal(W u, W* v, W* below) {
     }
 }
 
-// Exact knot span and local coordinate of x on a uniform grid, as in
-// kan.fast.knot_span: a floor of the knot coordinate, corrected by one comparison
+// Exact knot span and local coordinate (in the span's own interval) of x on a uniform grid,
+// as in kan.fast.knot_span: a floor of the knot coordinate, corrected by one comparison
 // either side with the stored knots; NaN gives span -1, +inf span knots - 1 (the
 // correction would move it onto the +inf end of knots_ext, past every span that the
 // callers' buckets and tables hold).
@@ -205,10 +210,12 @@ inline void exact_span(const Geometry<T>& g, int64_t i, T x, T& span, T& u) {
     t = t >= T(-1) ? t : T(-1);  // also NaN
     t = t <= T(g.knots - 1) ? t : T(g.knots - 1);
     int64_t m = static_cast<int64_t>(std::floor(t));
-    m = std::min(m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]), g.knots - 1);
+    // clamped both ways: whatever the knot table holds (finite ends where -inf and +inf belong,
+    // NaN), the span indexes the callers' buckets and tables in range
+    m = std::min(std::max(m - int64_t(x < e[m + 1]) + int64_t(x >= e[m + 2]), int64_t(-1)), g.knots - 1);
     const int64_t clamped = std::min(std::max(m, int64_t(0)), g.knots - 2);
     span = T(m);
-    u = (x - e[clamped + 1]) * g.inv_step[i];
+    u = (x - e[clamped + 1]) / (e[clamped + 2] - e[clamped + 1]);
 }
 
 // Whether any lane of a comparison's mask is set.
@@ -278,13 +285,83 @@ inline typename Simd<T>::V knot_lookup(const T* knots, typename Simd<T>::VI inde
     return gather_knots<T, true>(knots, 0, index);
 }
 
-// Uniform grid, one vector of lanes: span = floor of the knot coordinate t and
-// u = (x - t_span) / h from the stored knot. Where t lies within kNearKnot of a knot
-// (where rounding could put the floor on the wrong side), the lane is redone by
-// exact_span; elsewhere both give the same span. Lanes at and past n get span -1 (no
-// basis exists). Then the cardinal recursion in u: v[d + 1] is basis d of the span,
-// below[d + 1] the order K - 1 basis d. Row mode: lane l is feature i0 + j + l of one
-// sample, x[i0 + j + l]. Column mode: lane l is sample j + l of feature i0, x[j + l].
+// The bases of span m over the stored knots kn[q] = t_(m - K + 1 + q), q = 0 .. 2K - 1, at
+// x, by de Boor's triangle (the reference's Cox-de Boor formulas, restricted to the bases
+// that are not zero on the span), on scalars or vectors W of T. On return v[d + 1] holds
+// basis d (d = 0 .. K) and below[d + 1] the order K - 1 basis d times K / (the length of
+// its support), so that, as after `cardinal` with a step of 1, basis d's slope in x is
+// below[d] - below[d + 1]; v[0], below[0] and below[K + 1] are 0.
+template <typename T, int K, typename W>
+inline void de_boor(W x, const W* kn, W* v, W* below) {
+    for (int d = 0; d < K + 2; ++d) v[d] = below[d] = W{} + T(0);
+    W N[K + 1];
+    N[0] = W{} + T(1);
+    for (int j = 1; j <= K; ++j) {
+        W carried = W{} + T(0);
+        for (int r = 0; r < j; ++r) {  // N[r]: order j - 1 basis m - j + 1 + r, on t_(m+1-j+r) .. t_(m+1+r)
+            const W lo = kn[K - j + r], hi = kn[K + r];
+            const W share = N[r] / (hi - lo);
+            if (j == K) below[r + 1] = share * T(K);
+            N[r] = carried + (hi - x) * share;
+            carried = (x - lo) * share;
+        }
+        N[j] = carried;
+    }
+    for (int d = 0; d <= K; ++d) v[d + 1] = N[d];
+}
+
+// De Boor's triangle for a vector of lanes over the stored knots of their spans
+// (knots_padded, whose extrapolated knots keep the triangle finite at the ends). Row mode:
+// lane l is feature i + l (lanes at and past `valid` are not read); column mode: every lane
+// is feature i. Kept out of line: its callers are inlined into every kernel, and the
+// triangle's divisions and gathers outweigh a call.
+template <typename T, int K, bool Column>
+__attribute__((noinline)) void de_boor_lanes(const Geometry<T>& g, int64_t i, int64_t valid,
+                                             typename Simd<T>::V xv, typename Simd<T>::VI knot_index,
+                                             typename Simd<T>::V* v, typename Simd<T>::V* below) {
+    using S = Simd<T>;
+    using V = typename S::V;
+    constexpr int L = S::lanes;
+    // t_(m - K + 1 + q) is knots_padded[m + 1 + q] (the padded row starts K knots early), and
+    // knot_index = m + 1 for the span m clamped into [0, knots - 2]
+    const int64_t stride = g.knots + 2 * K;
+    const T* padded = g.knots_padded + i * stride;
+    V kn[2 * K > 0 ? 2 * K : 1];
+    for (int q = 0; q < 2 * K; ++q) {
+        if (Column || valid >= L) {
+            kn[q] = gather_knots<T, Column>(padded, stride, knot_index + q);
+        } else {  // row mode, a partial vector: the lanes past it have no feature to read
+            kn[q] = S::splat(T(q + 1));  // distinct knots: the unused lanes stay finite
+            for (int l = 0; l < valid; ++l) kn[q][l] = padded[l * stride + knot_index[l] + q];
+        }
+    }
+    de_boor<T, K>(xv, kn, v, below);
+}
+
+// The bases of each lane's span from its local coordinate: on a cardinal grid the cardinal
+// recursion in u; else de Boor's triangle over the stored knots (de_boor_lanes), and
+// inv_step becomes 1 (de_boor's `below` carries the knot spacing).
+template <typename T, int K, bool Column>
+__attribute__((always_inline)) inline void span_bases(const Geometry<T>& g, int64_t i, int64_t valid,
+                                                      typename Simd<T>::V xv, typename Simd<T>::VI knot_index,
+                                                      typename Simd<T>::V& inv_step, typename Simd<T>::V u,
+                                                      typename Simd<T>::V* v, typename Simd<T>::V* below) {
+    if (g.cardinal || K == 0) {
+        cardinal<T, K>(u, v, below);
+        return;
+    }
+    de_boor_lanes<T, K, Column>(g, i, valid, xv, knot_index, v, below);
+    inv_step = Simd<T>::splat(T(1));
+}
+
+// Uniform grid, one vector of lanes: span = floor of the knot coordinate t, and
+// u = (x - t_span) / (t_(span+1) - t_span) from the stored knots, whose reciprocal interval
+// is returned in inv_step. Where t lies within kNearKnot of a knot (where rounding could put
+// the floor on the wrong side), the lane's span is redone by exact_span; elsewhere both give
+// the same span. Lanes at and past n get span -1 (no basis exists). Then the bases
+// (span_bases): v[d + 1] is basis d of the span, below[d + 1] the order K - 1 basis d.
+// Row mode: lane l is feature i0 + j + l of one sample, x[i0 + j + l]. Column mode: lane l
+// is sample j + l of feature i0, x[j + l].
 template <typename T, int K, bool Column>
 __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t j, int64_t n,
                        typename Simd<T>::V& span, typename Simd<T>::V& inv_step, typename Simd<T>::V& u,
@@ -329,32 +406,38 @@ __attribute__((always_inline)) inline void lane_bases(const Geometry<T>& g, cons
     span = span > t ? span - T(1) : span;
     const V fraction = t - span;
     const auto near = (fraction < kNearKnot) | (fraction > T(1) - kNearKnot);
-    const V clamped_span = span < T(0) ? V{} : (span > top - T(1) ? V{} + (top - T(1)) : span);
-    const VI knot_index = __builtin_convertvector(clamped_span, VI) + 1;
-    V knot;
-    if (g.shared) {
-        knot = knot_lookup(g.shared_knots, knot_index);
-    } else if (partial && !Column) {
-        // Row mode: the lanes past n would read the rows of features that do not exist.
-        knot = V{};
-        for (int l = 0; j + l < n; ++l) knot[l] = g.knots_ext[(i + l) * ext_stride + knot_index[l]];
-    } else {
-        knot = gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index);
-    }
-    u = (xv - knot) * inv_step;
     if (any_lane(near)) {
         for (int l = 0; l < L && j + l < n; ++l) {
             if (near[l]) {
                 T sl, ul;
                 exact_span(g, Column ? i : i + l, xs[l], sl, ul);
                 span[l] = sl;
-                u[l] = ul;
             }
         }
     }
+    const V clamped_span = span < T(0) ? V{} : (span > top - T(1) ? V{} + (top - T(1)) : span);
+    const VI knot_index = __builtin_convertvector(clamped_span, VI) + 1;
+    V knot, next;
+    if (g.shared) {
+        knot = knot_lookup(g.shared_knots, knot_index);
+        next = knot_lookup(g.shared_knots, knot_index + 1);
+    } else if (partial && !Column) {
+        // Row mode: the lanes past n would read the rows of features that do not exist.
+        knot = V{};
+        next = V{} + T(1);
+        for (int l = 0; j + l < n; ++l) {
+            knot[l] = g.knots_ext[(i + l) * ext_stride + knot_index[l]];
+            next[l] = g.knots_ext[(i + l) * ext_stride + knot_index[l] + 1];
+        }
+    } else {
+        knot = gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index);
+        next = gather_knots<T, Column>(g.knots_ext + i * ext_stride, ext_stride, knot_index + 1);
+    }
+    inv_step = T(1) / (next - knot);
+    u = (xv - knot) * inv_step;
     if (partial)
         for (int l = int(n - j); l < L; ++l) span[l] = T(-1);
-    cardinal<T, K>(u, v, below);
+    span_bases<T, K, Column>(g, i, Column ? L : n - j, xv, knot_index, inv_step, u, v, below);
 }
 
 // lane_bases for a whole vector of lanes whose inputs all lie inside the grid, away from
@@ -384,10 +467,14 @@ __attribute__((always_inline)) inline bool interior_bases(const Geometry<T>& g, 
     const auto inside = (span >= T(K)) & (span < T(g.coeff)) & (fraction >= kNearKnot) & (fraction <= T(1) - kNearKnot);
     if (!all_lanes(inside)) return false;
     const VI knot_index = whole + 1;
+    const T* row = g.knots_ext + i * (g.knots + 2);
     const V knot = g.shared ? knot_lookup(g.shared_knots, knot_index)
-                            : gather_knots<T, Column>(g.knots_ext + i * (g.knots + 2), g.knots + 2, knot_index);
+                            : gather_knots<T, Column>(row, g.knots + 2, knot_index);
+    const V next = g.shared ? knot_lookup(g.shared_knots, knot_index + 1)
+                            : gather_knots<T, Column>(row, g.knots + 2, knot_index + 1);
+    inv_step = T(1) / (next - knot);
     u = (xv - knot) * inv_step;
-    cardinal<T, K>(u, v, below);
+    span_bases<T, K, Column>(g, i, Simd<T>::lanes, xv, knot_index, inv_step, u, v, below);
     return true;
 }
 
@@ -758,7 +845,7 @@ template <typename T, int K>
 void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* table, int64_t out, T* result,
                     T* saved_u, int16_t* saved_span, int threads) {
     constexpr int L = Simd<T>::lanes;
-    const bool save = saved_u != nullptr && g.origin != nullptr;
+    const bool save = saved_u != nullptr && g.origin != nullptr && g.cardinal;
     std::fill(result, result + batch * out, T(0));
     const auto body = [&](int64_t b0, int64_t count, int64_t i0, const Tile<T>* tiles) {
         if (save) save_spans(tiles, b0, count, i0, batch, saved_u, saved_span);
@@ -1007,7 +1094,7 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
     constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
     const int64_t chunk = CV * L;  // acc's row width
-    const bool from_saved = saved_u != nullptr && g.origin != nullptr;
+    const bool from_saved = saved_u != nullptr && g.origin != nullptr && g.cardinal;
 #pragma omp parallel num_threads(threads)
     {
         Tile<T> tile(batch, K, false);
@@ -1330,9 +1417,10 @@ int team(int threads) {
 
 #define KAN_GEOMETRY_ARGS(T) \
     int64_t in_features, int order, int64_t knots, const T *knots_ext, const T *knots_padded, const T *origin, \
-        const T *inv_step
+        const T *inv_step, int cardinal
 #define KAN_GEOMETRY(T) \
-    with_shared_knots(Geometry<T>{in_features, order, knots - 1 - order, knots, knots_ext, knots_padded, origin, inv_step})
+    with_shared_knots(Geometry<T>{in_features, order, knots - 1 - order, knots, knots_ext, knots_padded, origin, inv_step, \
+                               cardinal != 0})
 
 #define KAN_EXPORT(T, suffix)                                                                                        \
     extern "C" int kan_max_order_##suffix() { return kMaxOrder; }                                                    \

@@ -9,10 +9,16 @@ feature by the Cox-de Boor recursion over the whole knot vector. Only
   intervals): on a uniform grid one ``floor`` corrected against the stored knots, on
   any other grid a vectorised binary search;
 * evaluate the ``spline_order + 1`` bases ``m - spline_order .. m`` that live on that
-  span: on a uniform grid by the closed-form cardinal recursion in the local
-  coordinate ``u = (x - t_m) / h``, on any other grid by de Boor's triangle over the
-  ``2 * spline_order + 2`` knots around the span (the reference's formulas,
-  restricted to the bases that are not zero).
+  span: on a cardinal grid (uniform to the dtype's rounding, ``is_cardinal``) by the
+  closed-form cardinal recursion in the local coordinate
+  ``u = (x - t_m) / (t_(m+1) - t_m)`` of the stored knots, on any other grid by de
+  Boor's triangle over the ``2 * spline_order`` knots around the span (the reference's
+  formulas, restricted to the bases that are not zero), so that float32 knots, evenly
+  spaced only to their rounding, get their own B-splines as in the reference.
+
+Backward passes compute first-order gradients with these kernels; while autograd records
+a backward (``create_graph=True``: Hessians, losses on input gradients) they go through
+the reference's differentiable operations instead (``differentiable_grads``).
 
 Two contractions turn local bases into outputs, chosen by the number of
 coefficients per feature (measured crossovers, ``NATIVE_GATHER_MIN_COEFF`` and
@@ -64,7 +70,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from kan import native
 from kan.reference import KAN, KANLinear, b_splines, check_dtype, check_features
@@ -140,6 +145,32 @@ def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometr
     return F.linear(activation(x), base_weight) + spline
 
 
+def differentiable_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
+    """A custom Function's backward while autograd records it (``create_graph=True``): the
+    gradients of ``function(*inputs)`` against ``grad_out`` by autograd through ``function``,
+    which must be the same function written in differentiable PyTorch operations (the
+    reference's), with ``create_graph=True``.
+
+    ``inputs`` are the tensors the Function saved, still connected to the graph, so the
+    gradients returned can themselves be differentiated: with respect to the inputs (a
+    Hessian, a physics-informed loss on ``d output / d x``) and to ``grad_out``. The fast
+    kernels compute first-order gradients only; every Function of ``kan.fast`` (and any
+    backend's) calls this from ``backward`` when ``torch.is_grad_enabled()``, so that a
+    second derivative is exact instead of silently detached. Returns one entry per input:
+    the gradient for those whose flag in ``needs`` is set (zeros where the output does not
+    depend on it), None for the others; non-tensor inputs pass as they are.
+    """
+    with torch.enable_grad():
+        wanted = [t for t, n in zip(inputs, needs) if n and isinstance(t, torch.Tensor)]
+        if not wanted:
+            return [None] * len(inputs)
+        output = function(*inputs)
+        found = iter(torch.autograd.grad(output, wanted, grad_out, create_graph=True, allow_unused=True))
+        grads = [next(found) if n and isinstance(t, torch.Tensor) else None for t, n in zip(inputs, needs)]
+    return [torch.zeros_like(t) if g is None and n and isinstance(t, torch.Tensor) else g
+            for g, t, n in zip(grads, inputs, needs)]
+
+
 def reference_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
     """Gradients of ``function(*inputs)`` against ``grad_out``, by autograd, for the inputs
     whose flag in ``needs`` is set (None for the others); non-tensor inputs pass as they are."""
@@ -163,8 +194,14 @@ class KnotGeometry:
     end, so that ``knots_ext[:, m + 1]`` is ``t_m`` for every span ``m`` in
     ``[-1, knots - 1]``. ``knots_padded``: (in, knots + 2 * order), the knots with
     ``order`` knots extrapolated at each end, for de Boor's triangle near the ends.
-    ``origin`` and ``inv_step``: (in,), first knot and reciprocal step when the grid
-    is uniform, else None.
+    ``origin`` and ``inv_step``: (in,), first knot and reciprocal mean step when the
+    grid is uniform (the knot span is then a ``floor``), else None. ``cardinal``: whether
+    the grid is uniform closely enough that the cardinal recursion in the local
+    coordinate ``u = (x - t_m) / (t_(m+1) - t_m)`` gives the B-splines of the stored
+    knots to the dtype's rounding (see ``is_cardinal``); where it is not (float32 knots
+    of a large grid are evenly spaced only to their rounding, a few units in the last
+    place of the knot, a growing share of the step), the bases come from de Boor's
+    triangle over the stored knots, as on any grid.
     """
 
     order: int
@@ -174,6 +211,7 @@ class KnotGeometry:
     knots_padded: torch.Tensor
     origin: torch.Tensor | None
     inv_step: torch.Tensor | None
+    cardinal: bool = False
 
     @property
     def uniform(self) -> bool:
@@ -200,6 +238,22 @@ def is_uniform(grid: torch.Tensor) -> bool:
     return bool(((grid - straight).abs().amax(dim=1) <= tolerance).all())
 
 
+# How far the steps of a uniform grid may differ from each other, relative to the step and in
+# units of the dtype's epsilon, for the cardinal recursion to stand for the B-splines of the
+# stored knots: a basis moves by about the relative difference of the steps around it, and
+# beyond this the move would outgrow the reference's own rounding (tests/test_float32.py).
+CARDINAL_STEP_SPREAD = 5
+
+
+def is_cardinal(grid: torch.Tensor) -> bool:
+    """Whether the steps of ``grid`` (in, knots), a uniform grid, differ from each other by at
+    most ``CARDINAL_STEP_SPREAD`` epsilons of its dtype, relative to the step (measured in
+    float64, exactly for float32 knots)."""
+    steps = grid.double().diff(dim=1)  # (in, knots - 1)
+    spread = (steps.amax(dim=1) - steps.amin(dim=1)) / steps.mean(dim=1)  # (in,)
+    return bool((spread <= CARDINAL_STEP_SPREAD * torch.finfo(grid.dtype).eps).all())
+
+
 def knot_geometry(grid: torch.Tensor, order: int) -> KnotGeometry:
     """Analyse ``grid`` (in, knots): padded knot tables, and the uniform step if any."""
     in_features, knots = grid.shape
@@ -218,6 +272,7 @@ def knot_geometry(grid: torch.Tensor, order: int) -> KnotGeometry:
     if is_uniform(grid):
         origin = grid[:, 0].contiguous()  # (in,)
         inv_step = ((knots - 1) / (grid[:, -1] - grid[:, 0])).contiguous()  # (in,)
+    cardinal = origin is not None and is_cardinal(grid)
     return KnotGeometry(
         order=order,
         coeff=knots - 1 - order,
@@ -226,6 +281,7 @@ def knot_geometry(grid: torch.Tensor, order: int) -> KnotGeometry:
         knots_padded=knots_padded.contiguous(),
         origin=origin,
         inv_step=inv_step,
+        cardinal=cardinal,
     )
 
 
@@ -294,43 +350,40 @@ def _uniform_local(u: torch.Tensor, order: int, derivative: bool):
 
 
 def _de_boor_local(x: torch.Tensor, span: torch.Tensor, geometry: KnotGeometry, derivative: bool):
-    """Local bases of span ``span`` on any grid, by de Boor's triangle.
+    """Local bases of span ``span`` on any grid, by de Boor's triangle over the stored knots.
 
     x, span: (batch, in) -> list of ``order + 1`` tensors (batch, in), and their
-    derivatives with respect to x when asked. Uses the reference's Cox-de Boor
-    formulas, restricted to the bases that are not zero on the span.
+    derivatives with respect to x when asked. The reference's Cox-de Boor formulas,
+    restricted to the bases that are not zero on the span, in the arrangement of the
+    C++ kernels (de Boor's BSPLVB: one division per knot interval and level, shared by
+    the two bases that meet there), which rounds no worse than the reference.
     """
     k = geometry.order
     clamped = span.clamp(0, geometry.knots - 2)
-    # window[j] = t_(span - k + j), j = 0 .. 2k + 1  (padded table is offset by k)
-    window = [_row_gather(geometry.knots_padded, clamped + j) for j in range(2 * k + 2)]
+    # knots[q] = t_(span - k + 1 + q), q = 0 .. 2k - 1 (the padded table starts k knots early,
+    # and its extrapolated knots keep the triangle finite at the ends)
+    knots = [_row_gather(geometry.knots_padded, clamped + 1 + q) for q in range(2 * k)]
     values = [torch.ones_like(x)]
-    below = values
-    for r in range(1, k + 1):
-        below = values
-        nxt = []
-        for d in range(r + 1):
-            a = k - r + d  # window position of this basis's first knot
-            term = None
-            if d >= 1:
-                term = below[d - 1] * (x - window[a]) / (window[a + r] - window[a])
-            if d <= r - 1:
-                right = below[d] * (window[a + r + 1] - x) / (window[a + r + 1] - window[a + 1])
-                term = right if term is None else term + right
-            nxt.append(term)
-        values = nxt
+    shares = []
+    for j in range(1, k + 1):
+        carried = None
+        level = []
+        for r in range(j):  # values[r]: order j - 1 basis span - j + 1 + r, on t_(span+1-j+r) .. t_(span+1+r)
+            low, high = knots[k - j + r], knots[k + r]
+            share = values[r] / (high - low)
+            if j == k:
+                shares.append(share)
+            right = (high - x) * share
+            level.append(right if carried is None else carried + right)
+            carried = (x - low) * share
+        level.append(carried)
+        values = level
     if not derivative:
         return values, None
     if k == 0:
         return values, [torch.zeros_like(x)]
-    slopes = []
-    for d in range(k + 1):
-        slope = 0
-        if d >= 1:
-            slope = below[d - 1] / (window[d + k] - window[d])
-        if d <= k - 1:
-            slope = slope - below[d] / (window[d + k + 1] - window[d + 1])
-        slopes.append(k * slope)
+    # d/dx of basis d: k * (its left order k - 1 basis / its support - the right one's)
+    slopes = [k * ((shares[d - 1] if d >= 1 else 0) - (shares[d] if d < k else 0)) for d in range(k + 1)]
     return values, slopes
 
 
@@ -344,12 +397,14 @@ def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = 
     """
     g = geometry
     span = knot_span(x, g)  # (batch, in)
-    if g.uniform:
-        lower = _row_gather(g.knots_ext, span.clamp(0, g.knots - 2) + 1)  # t_span
-        u = (x - lower) * g.inv_step  # (batch, in)
+    if g.cardinal:
+        column = span.clamp(0, g.knots - 2) + 1
+        lower = _row_gather(g.knots_ext, column)  # t_span
+        inv_step = 1 / (_row_gather(g.knots_ext, column + 1) - lower)  # 1 / (t_(span+1) - t_span)
+        u = (x - lower) * inv_step  # (batch, in)
         values, slopes = _uniform_local(u, g.order, derivative)
         if slopes is not None:
-            slopes = [s * g.inv_step for s in slopes]
+            slopes = [s * inv_step for s in slopes]
     else:
         values, slopes = _de_boor_local(x, span, g, derivative)
     first = span - g.order
@@ -367,7 +422,8 @@ def local_b_splines(x: torch.Tensor, geometry: KnotGeometry, derivative: bool = 
 # On a uniform grid every kernel below is one elementwise expression over float
 # tensors: the knot span is ``floor`` of the knot coordinate, and one lookup in the knot
 # table gives the local coordinate from the span's stored knot (``_uniform_span``).
-# ``torch.compile`` fuses each into a single vectorised loop. Where that floor lands on the wrong side of a knot by rounding, the bases are continuous there
+# ``torch.compile`` fuses each into a single vectorised loop. They serve cardinal grids only
+# (``KnotGeometry.cardinal``). Where that floor lands on the wrong side of a knot by rounding, the bases are continuous there
 # (orders >= 1), so values move by rounding only; derivatives are continuous from
 # order 2 on, and order 1's input gradient takes the exact path.
 
@@ -378,19 +434,21 @@ def _uniform_floor(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor
 
 
 def _uniform_span(x: torch.Tensor, origin: torch.Tensor, inv_step: torch.Tensor, knots_ext: torch.Tensor):
-    """Knot span as a float in ``[-1, knots - 1]`` and the local coordinate ``u = (x - t_span) / h``.
+    """Knot span as a float in ``[-1, knots - 1]``, the local coordinate
+    ``u = (x - t_span) / (t_(span+1) - t_span)`` and that interval's reciprocal length.
 
     x: (..., features), knots_ext: (features, knots + 2) (``KnotGeometry.knots_ext``).
-    ``t_span`` is the stored knot, as in the C++ kernels: knots made in float32 are
-    evenly spaced only to their rounding, and ``t - span`` (with ``t`` the knot
-    coordinate) would add the rounding of ``t``, which grows with the grid (at grid
-    1000 several times the float32 reference's own error).
+    Both knots are the stored ones, as in the C++ kernels: knots made in float32 are
+    evenly spaced only to their rounding, and the knot coordinate's fraction, or the
+    mean step, would add that rounding, which grows with the grid (at grid 1000 hundreds
+    of times the float32 reference's own error).
     """
     features, knots = knots_ext.size(0), knots_ext.size(1) - 2
     span = _uniform_floor(x, origin, inv_step, knots)
-    column = span.clamp(0, knots - 2).long() + 1  # t_span's column in knots_ext
-    lower = _row_gather(knots_ext, column.reshape(-1, features)).view(x.shape)
-    return span, (x - lower) * inv_step
+    column = span.clamp(0, knots - 2).long().reshape(-1, features) + 1  # t_span's column in knots_ext
+    lower = _row_gather(knots_ext, column).view(x.shape)
+    interval = 1 / (_row_gather(knots_ext, column + 1).view(x.shape) - lower)
+    return span, (x - lower) * interval, interval
 
 
 def _uniform_dense_bases(
@@ -403,7 +461,7 @@ def _uniform_dense_bases(
     every feature, then ``base`` (the base activation). Features are innermost, so
     the fused loop vectorises over them.
     """
-    span, u = _uniform_span(x, origin, inv_step, knots_ext)
+    span, u, _ = _uniform_span(x, origin, inv_step, knots_ext)
     values, _ = _uniform_local(u, order, derivative=False)  # order + 1 of (rows, in)
     position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
         span - order
@@ -423,7 +481,7 @@ def _uniform_input_grad(
     x: (rows, in), grad_columns: (rows, coeff, in) -> (rows, in).
     """
     coeff = grad_columns.size(1)
-    span, u = _uniform_span(x, origin, inv_step, knots_ext)
+    span, u, interval = _uniform_span(x, origin, inv_step, knots_ext)
     _, slopes = _uniform_local(u, order, derivative=True)
     position = torch.arange(coeff, device=x.device, dtype=x.dtype).view(1, coeff, 1) - (
         span - order
@@ -431,7 +489,7 @@ def _uniform_input_grad(
     slope = torch.zeros((), device=x.device, dtype=x.dtype)
     for d, s in enumerate(slopes):
         slope = torch.where(position == d, s.unsqueeze(1), slope)
-    return (grad_columns * slope).sum(1) * inv_step
+    return (grad_columns * slope).sum(1) * interval
 
 
 def _uniform_bags(
@@ -446,7 +504,7 @@ def _uniform_bags(
     local bases of the features in block blk; bases that do not exist get weight 0.
     """
     batch, blocks, block = x.shape
-    span, u = _uniform_span(x, origin, inv_step, knots_ext)
+    span, u, _ = _uniform_span(x, origin, inv_step, knots_ext)
     values, _ = _uniform_local(u, order, derivative=False)
     row = torch.arange(blocks * block, device=x.device).view(blocks, block) * coeff  # (blocks, block)
     index, weight = [], []
@@ -470,8 +528,9 @@ def _uniform_sorted_values(
 ) -> torch.Tensor:
     """Local bases of inputs sorted per feature. xs, key: (in, batch) -> (order + 1, in, batch)."""
     span = key.to(xs.dtype) - 1
-    lower = knots_ext.gather(1, key.clamp(1, knots_ext.size(1) - 3))  # (in, batch): t_span, span in [0, knots - 2]
-    u = (xs - lower) * inv_step.unsqueeze(1)
+    column = key.clamp(1, knots_ext.size(1) - 3)  # t_span's column, span in [0, knots - 2]
+    lower = knots_ext.gather(1, column)  # (in, batch)
+    u = (xs - lower) / (knots_ext.gather(1, column + 1) - lower)
     values, _ = _uniform_local(u, order, derivative=False)
     out = []
     for d, value in enumerate(values):
@@ -528,8 +587,8 @@ def _run(kernel, *args):
 
 
 def _fused(geometry: KnotGeometry) -> bool:
-    """Whether the uniform kernels apply: a uniform grid and a continuous basis (order >= 1)."""
-    return geometry.uniform and geometry.order >= 1
+    """Whether the uniform kernels apply: a cardinal grid and a continuous basis (order >= 1)."""
+    return geometry.cardinal and geometry.order >= 1
 
 
 # --------------------------------------------------------------------------- dense contraction
@@ -638,13 +697,14 @@ class DenseSplineProduct(torch.autograd.Function):
         return cells.reshape(x.size(0), weight_t.size(0)) @ weight_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, weight_t = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        function = lambda x, w: DenseSplineProduct.reference(x, w, g, ctx.activation)  # noqa: E731
+        if torch.is_grad_enabled():  # create_graph: a backward that can itself be differentiated
+            return (*differentiable_grads(function, (x, weight_t), (need_x, need_w), grad_out), None, None)
         if not all_finite(grad_out):
-            function = lambda x, w: DenseSplineProduct.reference(x, w, g, ctx.activation)  # noqa: E731
             return (*reference_grads(function, (x, weight_t), (need_x, need_w), grad_out), None, None)
         grad_out = grad_out.contiguous()
         grad_x = torch.empty_like(x) if need_x else None
@@ -782,14 +842,17 @@ class GatherSplineProduct(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, table = ctx.saved_tensors
         g = ctx.geometry
         need_x, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+
+        def function(x, table):  # the reference's dense bases times the table
+            return b_splines(x, g.knots_ext[:, 1:-1], g.order).reshape(x.size(0), table.size(0)) @ table
+
+        if torch.is_grad_enabled():  # create_graph: a backward that can itself be differentiated
+            return (*differentiable_grads(function, (x, table), (need_x, need_t), grad_out), None)
         if not all_finite(grad_out):
-            def function(x, table):  # the reference's dense bases times the table
-                return b_splines(x, g.knots_ext[:, 1:-1], g.order).reshape(x.size(0), table.size(0)) @ table
             return (*reference_grads(function, (x, table), (need_x, need_t), grad_out), None)
         grad_out = grad_out.contiguous()
         batch, in_features = x.shape
@@ -831,10 +894,12 @@ def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
 
 
 def _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight) -> tuple:
-    """A native product's backward for a non-finite grad_out: autograd through the reference layer."""
+    """A native product's backward by autograd through the reference layer: differentiable
+    (``differentiable_grads``) while autograd records the backward, else for a non-finite grad_out."""
     function = lambda *a: reference_layer(*a, ctx.geometry, ctx.activation)  # noqa: E731
     inputs = (x, spline_weight, scaler, base_weight)
-    return (*reference_grads(function, inputs, ctx.needs_input_grad[:4], grad_out), None, None)
+    grads = differentiable_grads if torch.is_grad_enabled() else reference_grads
+    return (*grads(function, inputs, ctx.needs_input_grad[:4], grad_out), None, None)
 
 
 def _spline_grads(ctx, grad_scaled: torch.Tensor, spline_weight, scaler):
@@ -883,17 +948,15 @@ class NativeDenseProduct(torch.autograd.Function):
         for rows, chunk in _native_dense_chunks(x, base, geometry, weight.size(1)):
             with region(SPLINE_PRODUCT):
                 torch.mm(chunk, weight.t(), out=out[rows])
-        ctx.save_for_backward(x, base, weight, spline_weight, scaler)
+        ctx.save_for_backward(x, base, weight, spline_weight, scaler, base_weight)
         _remember(ctx, geometry, activation)
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
-        x, base, weight, spline_weight, scaler = ctx.saved_tensors
+        x, base, weight, spline_weight, scaler, base_weight = ctx.saved_tensors
         g = ctx.geometry
-        if not all_finite(grad_out):
-            base_weight = weight.view(weight.size(0), g.coeff + 1, -1)[:, g.coeff]
+        if torch.is_grad_enabled() or not all_finite(grad_out):
             return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         need_x = ctx.needs_input_grad[0]
         need_w = any(ctx.needs_input_grad[1:4])
@@ -960,11 +1023,10 @@ class NativeGatherProduct(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
         x, base, table, spline_weight, scaler, base_weight, u, span = ctx.saved_tensors
         g = ctx.geometry
-        if not all_finite(grad_out):
+        if torch.is_grad_enabled() or not all_finite(grad_out):
             return _reference_product_grads(ctx, grad_out, x, spline_weight, scaler, base_weight)
         grad_out = grad_out.contiguous()
         grad_x = grad_spline = grad_scaler = grad_base_weight = None

@@ -732,7 +732,8 @@ def _size(name: str, rule: Callable[[dict], int]) -> Param:
 
 
 _THREADS = Param("threads", "int", given=False)
-# The knots, as kan.fast.KnotGeometry holds them; origin and inv_step on uniform grids only.
+# The knots, as kan.fast.KnotGeometry holds them; origin and inv_step on uniform grids only;
+# cardinal (0 or 1): whether the cardinal recursion gives these knots' B-splines (else de Boor's).
 _GEOMETRY = (
     _size("in_features", lambda a: a["knots_ext"].size(0)),
     Param("order", "int"),
@@ -741,6 +742,7 @@ _GEOMETRY = (
     Param("knots_padded", "const T*", rule=lambda a: (a["in_features"], a["knots"] + 2 * a["order"])),
     Param("origin", "const T*", optional=True, rule=lambda a: (a["in_features"],)),
     Param("inv_step", "const T*", optional=True, rule=lambda a: (a["in_features"],)),
+    Param("cardinal", "int"),
 )
 _BATCH_IN = lambda a: (a["batch"], a["in_features"])  # noqa: E731
 _IN_BATCH = lambda a: (a["in_features"], a["batch"])  # noqa: E731
@@ -852,18 +854,22 @@ def _geometry_rules(a: dict) -> str | None:
         return f"{a['knots']} knots leave no coefficient at order {a['order']}"
     if (a["origin"] is None) != (a["inv_step"] is None):
         return "origin and inv_step come together (a uniform grid) or not at all"
+    if a["cardinal"] not in (0, 1) or (a["cardinal"] and a["origin"] is None):
+        return f"cardinal must be 0, or 1 on a uniform grid (origin and inv_step), got {a['cardinal']}"
     return None
 
 
 def _saved_rules(a: dict) -> str | None:
     if (a["saved_u"] is None) != (a["saved_span"] is None):
         return "saved_u and saved_span come together"
-    if a["saved_u"] is not None and (a["origin"] is None or a["knots"] >= 2**15):
-        return "saving spans needs a uniform grid of under 32768 knots"
+    if a["saved_u"] is not None and (not a["cardinal"] or a["knots"] >= 2**15):
+        return "saving spans needs a cardinal grid of under 32768 knots"
     return None
 
 
 def _table_grad_rules(a: dict) -> str | None:
+    if a["batch"] > 2**31 - 64:  # the kernel sorts sample indices as int32 (with a few of padding)
+        return f"takes at most {2**31 - 64} samples, got {a['batch']}"
     if a["x"] is None and a["saved_u"] is None:
         return "the table gradient needs x or the spans gather_forward saved"
     if a["grad_table"] is None and (a["w"] is None or a["grad_w"] is None):
@@ -936,6 +942,12 @@ def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
     dtype T, after checking every tensor's presence, dtype, device, shape and contiguity;
     ValueError naming the first problem."""
     name = plan.name
+    for tensor, optional, *_ in plan.tensors:  # before the sizes, which read the tensors
+        if a.get(tensor) is None:
+            if not optional:
+                raise ValueError(f"kan_native::{name}: {tensor} is required")
+        elif not isinstance(a[tensor], torch.Tensor):
+            raise ValueError(f"kan_native::{name}: {tensor} must be a tensor, got {type(a[tensor]).__name__}")
     reference = next((n for n in plan.floats if a[n] is not None), plan.floats[0])
     dtype = None if a[reference] is None else a[reference].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:
@@ -952,6 +964,8 @@ def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
                 raise ValueError(f"kan_native::{name}: {tensor} is required")
             continue
         element = element or dtype
+        if t.layout is not torch.strided:
+            raise ValueError(f"kan_native::{name}: {tensor} must be a dense (strided) tensor, got {t.layout}")
         if t.dtype is not element or not (t.is_cpu or t.is_meta):  # meta: the fake kernel's tensors
             raise ValueError(f"kan_native::{name}: {tensor} must be a CPU {element} tensor "
                              f"(as {reference}), got {t.device.type} {t.dtype}")
@@ -970,6 +984,37 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def _pointers(plan: _Plan, a: dict) -> list:
+    """The C arguments of a checked call: each tensor's data pointer, after checking that it has
+    memory here (a meta or fake tensor passes the shape checks with a null pointer: refused),
+    and the integers as they are. ValueError naming the first tensor without memory."""
+    values = []
+    for n, pointer in plan.c_arguments:
+        value = a[n]
+        if pointer and value is not None:
+            address = value.data_ptr()
+            if address == 0 and value.numel() > 0:
+                raise ValueError(f"kan_native::{plan.name}: {n} has no memory on this machine "
+                                 f"({value.device.type} tensor: meta or fake); the kernels take CPU tensors")
+            value = address
+        values.append(value)
+    return values
+
+
+def _value_rules(name: str, a: dict) -> str | None:
+    """What the kernels index with, checked on the values (the fake kernel cannot: it has no
+    values): the saved knot spans that gather_table_grad reads within [-1, knots - 1], by one
+    min and max per call (gather_forward writes them)."""
+    span = a.get("saved_span") if name == "gather_table_grad" else None
+    if span is not None and span.numel() > 0:
+        low, high = torch.aminmax(span)
+        low, high = int(low), int(high)
+        if low < -1 or high > a["knots"] - 1:
+            return (f"saved_span must hold knot spans in [-1, {a['knots'] - 1}], got values in [{low}, {high}] "
+                    "(spans saved by gather_forward for this geometry)")
+    return None
+
+
 def _kernel(name: str):
     """The CPU implementation of operator ``kan_native::<name>``: check, then call C. The
     dispatcher passes the arguments in schema order; ``_call`` passes them by name."""
@@ -978,11 +1023,14 @@ def _kernel(name: str):
 
     def run(*args, **by_name):
         a, dtype = _checked(plan, by_name or dict(zip(plan.arguments, args)))
+        problem = _value_rules(name, a)
+        if problem:
+            raise ValueError(f"kan_native::{name}: {problem}")
         functions = _state["functions"] or (_load() if ENABLED else None)
         if functions is None:
             raise RuntimeError(f"kan.native: C++ kernels unavailable ({error()})")
         a["threads"] = _threads()
-        values = [(None if a[n] is None else a[n].data_ptr()) if pointer else a[n] for n, pointer in plan.c_arguments]
+        values = _pointers(plan, a)
         with region(label):
             functions[name, dtype](*values)
 
@@ -993,7 +1041,12 @@ def _fake(name: str):
     plan = _plan(name)
 
     def check(*args):
-        _checked(plan, dict(zip(plan.arguments, args)))
+        a, _ = _checked(plan, dict(zip(plan.arguments, args)))
+        # the dispatcher sends a call here when any tensor is a meta one: with others on the CPU,
+        # that is a mistake (the CPU tensors would never be written), not a shape inference
+        devices = {a[t].device.type for t, *_ in plan.tensors if a[t] is not None}
+        if len(devices) > 1:
+            raise ValueError(f"kan_native::{name}: tensors on more than one device ({', '.join(sorted(devices))})")
 
     return check
 
@@ -1032,10 +1085,10 @@ if __name__ != "__main__":
 
 
 def _self_test() -> str | None:
-    """Every kernel against the PyTorch formulas of kan.fast on a tiny input, in float32 and
-    float64, on a uniform and an uneven grid: what differs, or None. On one thread: waking
-    a team of threads for inputs this small would cost more than the work, on a busy machine
-    far more."""
+    """Every kernel against the PyTorch formulas of kan.fast on small inputs wide enough for
+    the kernels' vector blocks (``_self_test_cases``), in float32 and float64: what differs,
+    or None. On one thread: waking a team of threads for inputs this small would cost more
+    than the work, on a busy machine far more."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -1044,45 +1097,110 @@ def _self_test() -> str | None:
         torch.set_num_threads(threads)
 
 
-def _compare_with_pytorch() -> str | None:
-    from kan.fast import knot_geometry, local_b_splines
+class _SelfTestCase(NamedTuple):
+    """One input of the self-test: knots (in, knots) of spline order ``order`` and inputs x (batch, in)."""
 
+    name: str
+    grid: torch.Tensor
+    order: int
+    x: torch.Tensor
+    out_features: int
+
+
+# The self-test's widths: 9 features and 17 outputs, so that every kernel runs its vector
+# blocks (whole vectors of 8 float lanes, the 8 x 8 transposes of the weight kernels, groups
+# of 8 samples when spans are saved) as well as a cut vector after them.
+_SELF_TEST_IN, _SELF_TEST_OUT = 9, 17
+
+
+def _self_test_cases(dtype: torch.dtype, generator: torch.Generator):
+    """The self-test's inputs in ``dtype``: the default layer's knots (grid 5, order 3, a
+    cardinal grid), a larger uniform grid (20, order 3: in float32 uneven by rounding, so de
+    Boor's triangle in the vector path), and an uneven grid (the scalar path); inputs inside
+    the grid (the kernels' whole-vector interior path), across and beyond it, and on knots."""
+    features = _SELF_TEST_IN
+
+    def uniform(grid_size: int, order: int) -> torch.Tensor:
+        step = 2.0 / grid_size
+        return (torch.arange(-order, grid_size + order + 1, dtype=dtype) * step - 1).expand(features, -1).contiguous()
+
+    default = uniform(5, 3)  # (9, 12)
+    uneven = (default + torch.rand(features, default.size(1), generator=generator, dtype=dtype) * 0.1).cummax(1).values
+    for name, grid, order in (("default grid", default, 3), ("grid 20", uniform(20, 3), 3),
+                              ("uneven grid", uneven.contiguous(), 3)):
+        inside = torch.rand(16, features, generator=generator, dtype=dtype) * 1.6 - 0.8  # (16, in)
+        spread = torch.rand(8, features, generator=generator, dtype=dtype) * 3 - 1.5
+        x = torch.cat([inside, spread, grid[:, order + 1 : order + 3].t()]).contiguous()  # (26, in)
+        yield _SelfTestCase(name, grid, order, x, _SELF_TEST_OUT)
+
+
+def _compare_with_pytorch() -> str | None:
+    """Every kernel against the PyTorch formulas of kan.fast on each of ``_self_test_cases``,
+    in float32 and float64: what differs, or None."""
     generator = torch.Generator().manual_seed(0)
     for dtype, tolerance in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
-        uniform = (torch.arange(-3, 9, dtype=dtype) * 0.4 - 1).expand(3, -1).contiguous()  # (3, 12), order 3
-        uneven = (uniform + torch.rand(3, 12, generator=generator, dtype=dtype) * 0.1).cummax(1).values
-        for grid in (uniform, uneven.contiguous()):
-            g = knot_geometry(grid, 3)
-            x = torch.cat([torch.rand(6, 3, generator=generator, dtype=dtype) * 3 - 1.5, grid[:, 4:6].t()])
-            first, values, slopes = local_b_splines(x, g, derivative=True)
-            index = (first.unsqueeze(-1) + torch.arange(4)).clamp(0, g.coeff - 1)
-            bases = x.new_zeros(*x.shape, g.coeff).scatter_add_(2, index, values)  # (batch, in, coeff)
-            dslope = x.new_zeros(*x.shape, g.coeff).scatter_add_(2, index, slopes)
-            weight = torch.randn(2, 3, g.coeff, generator=generator, dtype=dtype)  # (out, in, coeff)
-            scaler = torch.randn(2, 3, generator=generator, dtype=dtype)
-            grad_out = torch.randn(x.size(0), 2, generator=generator, dtype=dtype)
-            table = (weight * scaler.unsqueeze(-1)).permute(1, 2, 0).contiguous()  # (in, coeff, out)
-            flat_bases = bases.reshape(x.size(0), -1)
-            scaled_grad = (flat_bases.t() @ grad_out).view(3, g.coeff, 2).permute(2, 0, 1)  # (out, in, coeff)
-            n_first, n_values, n_slopes = local_bases(x, g, derivative=True)
-            silu_grad_expected = grad_out * torch.sigmoid(grad_out) * (1 + grad_out * (1 - torch.sigmoid(grad_out)))
-            checks = {
-                "local_bases": (n_values, values), "local_bases slopes": (n_slopes, slopes),
-                "gather_forward": (gather_forward(x, table, g), flat_bases @ table.reshape(-1, 2)),
-                "gather_table_grad": (gather_table_grad(x, grad_out, g).permute(2, 0, 1), scaled_grad),
-                "gather_input_grad": (gather_input_grad(x, table, grad_out, g),
-                                      ((grad_out @ table.reshape(-1, 2).t()).view(x.size(0), 3, -1) * dslope).sum(-1)),
-                "dense_bases": (dense_bases(x, x, g).view(x.size(0), -1, 3)[:, : g.coeff], bases.transpose(1, 2)),
-                "scale_spline": (scale_spline(weight, scaler, torch.empty_like(weight)), weight * scaler.unsqueeze(-1)),
-                "spline_grads": (spline_grads(scaled_grad, weight, scaler)[1], (scaled_grad * weight).sum(-1)),
-                "silu": (silu(grad_out), torch.nn.functional.silu(grad_out)),
-                "silu_grad": (silu_grad(grad_out, grad_out), silu_grad_expected),
-            }
-            if not torch.equal(n_first, first):
-                return f"local_bases gives other knot spans than PyTorch ({dtype})"
-            for what, (actual, truth) in checks.items():
-                if actual.shape != truth.shape or not torch.allclose(actual, truth, rtol=tolerance, atol=tolerance):
-                    return f"{what} differs from PyTorch ({dtype})"
+        for case in _self_test_cases(dtype, generator):
+            problem = _compare_case(case, generator, tolerance)
+            if problem is not None:
+                return f"{problem} ({dtype}, {case.name})"
+    return None
+
+
+def _compare_case(case: _SelfTestCase, generator: torch.Generator, tolerance: float) -> str | None:
+    """The kernels of both contractions on one case against PyTorch: what differs, or None."""
+    from kan.fast import knot_geometry, local_b_splines
+
+    x, dtype, out = case.x, case.x.dtype, case.out_features
+    features, width = x.size(1), case.order + 1
+    g = knot_geometry(case.grid, case.order)
+    first, values, slopes = local_b_splines(x, g, derivative=True)
+    index = (first.unsqueeze(-1) + torch.arange(width)).clamp(0, g.coeff - 1)
+    bases = x.new_zeros(*x.shape, g.coeff).scatter_add_(2, index, values)  # (batch, in, coeff)
+    dslope = x.new_zeros(*x.shape, g.coeff).scatter_add_(2, index, slopes)
+    weight = torch.randn(out, features, g.coeff, generator=generator, dtype=dtype)  # (out, in, coeff)
+    scaler = torch.randn(out, features, generator=generator, dtype=dtype)
+    grad_out = torch.randn(x.size(0), out, generator=generator, dtype=dtype)
+    table = (weight * scaler.unsqueeze(-1)).permute(1, 2, 0).contiguous()  # (in, coeff, out)
+    flat_bases = bases.reshape(x.size(0), -1)
+    scaled_grad = (flat_bases.t() @ grad_out).view(features, g.coeff, out).permute(2, 0, 1)  # (out, in, coeff)
+    n_first, n_values, n_slopes = local_bases(x, g, derivative=True)
+    if not torch.equal(n_first, first):
+        return "local_bases gives other knot spans than PyTorch"
+    sigmoid = torch.sigmoid(grad_out)
+    gather_table = torch.empty(features, g.coeff, out, dtype=dtype).permute(2, 0, 1)  # the gather layout
+    dense_weight = torch.empty(out, g.coeff + 1, features, dtype=dtype)[:, : g.coeff].transpose(1, 2)  # the dense one
+    checks = {
+        "local_bases": (n_values, values), "local_bases slopes": (n_slopes, slopes),
+        "gather_forward": (gather_forward(x, table, g), flat_bases @ table.reshape(-1, out)),
+        "gather_table_grad": (gather_table_grad(x, grad_out, g).permute(2, 0, 1), scaled_grad),
+        "gather_weight_grads": (torch.cat([t.reshape(-1) for t in gather_weight_grads(x, grad_out, g, weight, scaler)]),
+                                torch.cat([(scaled_grad * scaler.unsqueeze(-1)).reshape(-1),
+                                           (scaled_grad * weight).sum(-1).reshape(-1)])),
+        "gather_input_grad": (gather_input_grad(x, table, grad_out, g),
+                              ((grad_out @ table.reshape(-1, out).t()).view(x.size(0), features, -1) * dslope).sum(-1)),
+        "dense_bases": (dense_bases(x, x, g).view(x.size(0), -1, features)[:, : g.coeff], bases.transpose(1, 2)),
+        "scale_spline": (scale_spline(weight, scaler, torch.empty_like(weight)), weight * scaler.unsqueeze(-1)),
+        "scale_spline into the gather table": (scale_spline(weight, scaler, gather_table), weight * scaler.unsqueeze(-1)),
+        "scale_spline into the dense weight": (scale_spline(weight, scaler, dense_weight), weight * scaler.unsqueeze(-1)),
+        "spline_grads": (torch.cat([t.reshape(-1) for t in spline_grads(scaled_grad.contiguous(), weight, scaler)]),
+                         torch.cat([(scaled_grad * scaler.unsqueeze(-1)).reshape(-1),
+                                    (scaled_grad * weight).sum(-1).reshape(-1)])),
+        "spline_grads from the gather layout": (spline_grads(scaled_grad, weight, scaler)[1],
+                                                (scaled_grad * weight).sum(-1)),
+        "silu": (silu(grad_out), torch.nn.functional.silu(grad_out)),
+        "silu_grad": (silu_grad(grad_out, grad_out), grad_out * sigmoid * (1 + grad_out * (1 - sigmoid))),
+    }
+    if can_save(g):
+        result, saved = gather_forward(x, table, g, save=True)
+        checks["gather_forward saving spans"] = (result, checks["gather_forward"][1])
+        checks["gather_table_grad from saved spans"] = (
+            gather_table_grad(None, grad_out, g, saved=saved).permute(2, 0, 1), scaled_grad)
+        checks["gather_weight_grads from saved spans"] = (
+            torch.cat([t.reshape(-1) for t in gather_weight_grads(None, grad_out, g, weight, scaler, saved=saved)]),
+            checks["gather_weight_grads"][1])
+    for what, (actual, truth) in checks.items():
+        if actual.shape != truth.shape or not torch.allclose(actual, truth, rtol=tolerance, atol=tolerance):
+            return f"{what} differs from PyTorch"
     return None
 
 
@@ -1093,10 +1211,13 @@ def _geometry(geometry) -> dict:
     """The kernels' geometry arguments (see _GEOMETRY)."""
     g = geometry
     return dict(order=g.order, knots_ext=g.knots_ext, knots_padded=g.knots_padded, origin=g.origin,
-                inv_step=g.inv_step)
+                inv_step=g.inv_step, cardinal=int(g.cardinal))
 
 
 def _contiguous(*tensors: torch.Tensor):
+    for t in tensors:
+        if t.layout is not torch.strided:  # .contiguous() of a sparse tensor fails with PyTorch's wording
+            raise ValueError(f"kan.native: the kernels take dense (strided) tensors, got {t.layout}")
     return [t.detach().contiguous() for t in tensors]
 
 
@@ -1110,9 +1231,9 @@ class SavedSpans(NamedTuple):
 
 
 def can_save(geometry) -> bool:
-    """Whether ``gather_forward`` can save spans for this geometry: a uniform grid, and
-    spans that fit int16."""
-    return geometry.origin is not None and geometry.knots < 2**15
+    """Whether ``gather_forward`` can save spans for this geometry: a cardinal grid (whose
+    bases the local coordinate alone gives), and spans that fit int16."""
+    return geometry.cardinal and geometry.knots < 2**15
 
 
 def _spans(saved: SavedSpans | None) -> dict:
@@ -1126,7 +1247,7 @@ def gather_forward(x: torch.Tensor, table: torch.Tensor, geometry, save: bool = 
     ``gather_weight_grads``, which then needs no x."""
     x, table = _contiguous(x, table)
     if save and not can_save(geometry):
-        raise ValueError("kan.native.gather_forward: saving spans needs a uniform grid of under 32768 knots")
+        raise ValueError("kan.native.gather_forward: saving spans needs a cardinal grid of under 32768 knots")
     batch = x.size(0)
     result = x.new_empty(batch, table.size(-1))
     saved = None

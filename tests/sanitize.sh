@@ -10,7 +10,8 @@
 # exceptions) only if libstdc++ is there when it starts. Leak detection is off because
 # the interpreter keeps objects alive at exit by design. UBSan stops at the first error,
 # so undefined behaviour fails the run rather than scrolling past. Runs
-# tests/test_nonfinite.py too where it exists.
+# tests/test_nonfinite.py, tests/test_native_values.py and tests/test_native_self_test.py too
+# where they exist.
 set -eu
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -25,9 +26,11 @@ export KAN_NATIVE_BUILD_TIMEOUT=${KAN_NATIVE_BUILD_TIMEOUT:-1200}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 tests=tests/test_native.py
-if [ -e tests/test_nonfinite.py ]; then
-    tests="$tests tests/test_nonfinite.py"
-fi
+for extra in tests/test_nonfinite.py tests/test_native_values.py tests/test_native_self_test.py; do
+    if [ -e "$extra" ]; then
+        tests="$tests $extra"
+    fi
+done
 PRELOAD="$ASAN_RUNTIME $CXX_RUNTIME"
 LD_PRELOAD=$PRELOAD "$PYTHON" -m kan.native build
 # shellcheck disable=SC2086

@@ -217,7 +217,7 @@ def test_native_kernels_take_infinities_without_reading_or_writing_out_of_bounds
         pytest.skip(f"C++ kernels unavailable here: {kan.native.error()}")
     from kan.fast import knot_geometry
 
-    layer = KANLinear(5, 4, grid_size=6, spline_order=order)
+    layer = KANLinear(5, 4, grid_size=8, spline_order=order)  # steps of 0.25: a cardinal grid, whose spans are saved
     g = knot_geometry(layer.grid, order)
     x = grid_inputs(300, 5, seed=6)
     x[::2, 1] = torch.tensor(VALUES).repeat(25)  # 150 rows: every value 25 times
@@ -230,6 +230,12 @@ def test_native_kernels_take_infinities_without_reading_or_writing_out_of_bounds
     expected = kan.native.gather_table_grad(clean, grad_out, g)
     assert torch.equal(kan.native.gather_table_grad(x, grad_out, g), expected)
     assert torch.equal(kan.native.gather_table_grad(None, grad_out, g, saved=spans), expected)
+    # steps of 2/6, uneven by rounding: de Boor's triangle over the stored knots, nothing saved
+    g = knot_geometry(KANLinear(5, 4, grid_size=6, spline_order=order).grid, order)
+    assert not g.cardinal
+    table = torch.randn(5, g.coeff, 4)
+    assert torch.equal(kan.native.gather_forward(x, table, g), kan.native.gather_forward(clean, table, g))
+    assert torch.equal(kan.native.gather_table_grad(x, grad_out, g), kan.native.gather_table_grad(clean, grad_out, g))
 
 
 # --------------------------------------------------------------------------- empty batch

@@ -1,0 +1,129 @@
+"""Second-order gradients of kan-fast against the reference KAN (kan.reference) on the same state dict.
+
+kan-fast's custom autograd Functions compute first-order gradients with fast kernels; a
+backward that autograd records (``create_graph=True``) must still be differentiable,
+so that a Hessian or a loss on ``d output / d x`` (physics-informed training) is right.
+The truths: ``torch.autograd.gradgradcheck`` (finite differences of the analytic
+gradient, float64) on every path, and the reference model's own second-order results
+on the same weights (autograd through its plain PyTorch operations).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kan.fast
+import kan.native
+from kan.fast import FastBSplineKAN, FastBSplineKANLinear, knot_geometry
+from kan.reference import KAN, KANLinear
+
+PATHS = ["dense-native", "dense-torch", "gather-native", "gather-torch"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request) -> dict:
+    """The kan-fast options of one path: a contraction, computed by the C++ kernels or by PyTorch."""
+    contraction, backend = request.param.split("-")
+    if backend == "native" and not kan.native.available():
+        pytest.skip(f"C++ kernels unavailable here: {kan.native.error()}")
+    previous = kan.fast.compile_enabled()
+    kan.fast.set_compile(False)
+    try:
+        yield {"contraction": contraction, "backend": backend}
+    finally:
+        kan.fast.set_compile(previous)
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter N(0, 1): the spline part of the output weighs as much as the base part."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+
+
+def model_pair(widths, options: dict, grid_size: int = 5, seed: int = 0):
+    """A randomised float64 reference KAN and a kan-fast model with ``options`` loaded from its state dict."""
+    torch.manual_seed(seed)
+    reference = KAN(widths, grid_size=grid_size)
+    randomise(reference, seed)
+    fast = FastBSplineKAN(widths, grid_size=grid_size, **options)
+    fast.load_state_dict(reference.state_dict(), strict=True)
+    return reference.double(), fast.double()
+
+
+def inputs(count: int, width: int, seed: int) -> torch.Tensor:
+    """(count, width) float64 points inside the grid, none on a knot of grids 4 and 5 on (-1, 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, width, generator=generator, dtype=torch.float64) * 1.8 - 0.9
+    for step in (0.5, 0.4):
+        nearest = torch.round(x / step) * step
+        x = torch.where((x - nearest).abs() < 1e-3, x + 3e-3, x)
+    return x
+
+
+@pytest.mark.parametrize("grid", ["uniform", "uneven"])
+@pytest.mark.parametrize("order", [1, 3], ids=lambda v: f"order{v}")
+def test_gradgradcheck_float64(order, grid, path):
+    # grid 4 on (-1, 1): steps of 0.5, uniform in float64; grid 5's float32 knots are not
+    torch.manual_seed(order)
+    reference = KANLinear(3, 2, grid_size=4 if grid == "uniform" else 5, spline_order=order)
+    randomise(reference, order)
+    layer = FastBSplineKANLinear(3, 2, grid_size=4 if grid == "uniform" else 5, spline_order=order, **path)
+    layer.load_state_dict(reference.state_dict())
+    layer = layer.double()
+    assert knot_geometry(layer.grid, order).uniform == (grid == "uniform")
+    x = inputs(5, 3, seed=order).requires_grad_(True)
+    names = [name for name, _ in layer.named_parameters()]
+    parameters = [p.detach().clone().requires_grad_(True) for _, p in layer.named_parameters()]
+
+    def layer_output(x, *parameters):
+        return torch.func.functional_call(layer, dict(zip(names, parameters)), (x,))
+
+    assert torch.autograd.gradgradcheck(layer_output, (x, *parameters), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def physics_informed_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(y**2).mean() + (g**2).mean() with g = d y.sum() / d x, kept in the graph."""
+    x = x.clone().requires_grad_(True)
+    y = model(x)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    return (y**2).mean() + (g**2).mean()
+
+
+def test_physics_informed_loss_gradients_equal_reference(path):
+    reference, fast = model_pair([2, 5, 1], path, seed=3)
+    x = inputs(16, 2, seed=3)
+    for model in (reference, fast):
+        model.zero_grad()
+        physics_informed_loss(model, x).backward()
+    for (name, expected), actual in zip(reference.named_parameters(), fast.parameters()):
+        assert actual.grad is not None, name
+        error = (actual.grad - expected.grad).abs().max().item()
+        assert error <= 1e-10 * max(1.0, expected.grad.abs().max().item()), f"{name}: {error:.3g}"
+
+
+def test_hessian_equals_reference(path):
+    reference, fast = model_pair([2, 5, 1], path, seed=4)
+    x = inputs(3, 2, seed=4)
+
+    def summed(model):
+        return lambda x: model(x).sum()
+
+    expected = torch.autograd.functional.hessian(summed(reference), x)
+    actual = torch.autograd.functional.hessian(summed(fast), x)
+    assert expected.abs().max() > 1e-3  # the reference's Hessian is not trivially zero
+    assert (actual - expected).abs().max() <= 1e-10 * max(1.0, expected.abs().max().item())
+
+
+def test_second_derivative_of_the_input_is_connected_to_the_parameters(path):
+    # d/dw of (d y / d x): a first-order gradient that is itself differentiated by a parameter
+    reference, fast = model_pair([2, 5, 1], path, seed=5)
+    x = inputs(8, 2, seed=5).requires_grad_(True)
+    results = []
+    for model in (reference, fast):
+        (g,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+        results.append(torch.autograd.grad(g.sum(), list(model.parameters())))
+    for expected, actual in zip(*results):
+        assert (actual - expected).abs().max() <= 1e-10 * max(1.0, expected.abs().max().item())
