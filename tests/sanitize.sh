@@ -22,7 +22,7 @@ if [ ! -e "$ASAN_RUNTIME" ]; then
     exit 1
 fi
 export KAN_NATIVE_SANITIZE=1
-export KAN_NATIVE_BUILD_TIMEOUT=${KAN_NATIVE_BUILD_TIMEOUT:-1200}
+export KAN_NATIVE_BUILD_TIMEOUT=${KAN_NATIVE_BUILD_TIMEOUT:-3600}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 tests=tests/test_native.py
