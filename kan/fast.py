@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from kan import native
-from kan.reference import KAN, KANLinear, b_splines, check_dtype, check_features
+from kan.reference import KAN, KANLinear, b_splines, check_dtype, check_features, differentiable_grads
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
 # Contraction crossovers of contraction="auto": the gather contraction is used from this
@@ -143,32 +143,6 @@ def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometr
     scaled = spline_weight if scaler is None else spline_weight * scaler.unsqueeze(-1)
     spline = F.linear(bases.view(x.size(0), bases.size(1) * bases.size(2)), scaled.view(scaled.size(0), -1))
     return F.linear(activation(x), base_weight) + spline
-
-
-def differentiable_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
-    """A custom Function's backward while autograd records it (``create_graph=True``): the
-    gradients of ``function(*inputs)`` against ``grad_out`` by autograd through ``function``,
-    which must be the same function written in differentiable PyTorch operations (the
-    reference's), with ``create_graph=True``.
-
-    ``inputs`` are the tensors the Function saved, still connected to the graph, so the
-    gradients returned can themselves be differentiated: with respect to the inputs (a
-    Hessian, a physics-informed loss on ``d output / d x``) and to ``grad_out``. The fast
-    kernels compute first-order gradients only; every Function of ``kan.fast`` (and any
-    backend's) calls this from ``backward`` when ``torch.is_grad_enabled()``, so that a
-    second derivative is exact instead of silently detached. Returns one entry per input:
-    the gradient for those whose flag in ``needs`` is set (zeros where the output does not
-    depend on it), None for the others; non-tensor inputs pass as they are.
-    """
-    with torch.enable_grad():
-        wanted = [t for t, n in zip(inputs, needs) if n and isinstance(t, torch.Tensor)]
-        if not wanted:
-            return [None] * len(inputs)
-        output = function(*inputs)
-        found = iter(torch.autograd.grad(output, wanted, grad_out, create_graph=True, allow_unused=True))
-        grads = [next(found) if n and isinstance(t, torch.Tensor) else None for t, n in zip(inputs, needs)]
-    return [torch.zeros_like(t) if g is None and n and isinstance(t, torch.Tensor) else g
-            for g, t, n in zip(grads, inputs, needs)]
 
 
 def reference_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
@@ -1157,8 +1131,9 @@ class FastBSplineKANLinear(KANLinear):
             if self.backend == "triton":
                 raise ValueError(f"backend='triton' cannot run here: {device_reason}; use backend='auto' or 'torch'")
             return False
-        reason = kernels.why_not_layer(x, self.spline_order, self.knot_geometry().uniform,
-                                       type(self.base_activation) is torch.nn.SiLU)
+        geometry = self.knot_geometry()
+        reason = kernels.why_not_layer(x, self.spline_order, geometry.uniform,
+                                       type(self.base_activation) is torch.nn.SiLU, geometry.cardinal)
         if reason is None:
             return True
         if not self.__dict__.get("_triton_warned"):

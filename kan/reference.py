@@ -381,3 +381,29 @@ def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 5, spline_
         layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline)
         for i, o in zip(widths, widths[1:])
     )
+
+
+def differentiable_grads(function, inputs: Sequence, needs: Sequence[bool], grad_out: torch.Tensor) -> list:
+    """A custom Function's backward while autograd records it (``create_graph=True``): the
+    gradients of ``function(*inputs)`` against ``grad_out`` by autograd through ``function``,
+    which must be the same function written in differentiable PyTorch operations (the
+    reference's), with ``create_graph=True``.
+
+    ``inputs`` are the tensors the Function saved, still connected to the graph, so the
+    gradients returned can themselves be differentiated: with respect to the inputs (a
+    Hessian, a physics-informed loss on ``d output / d x``) and to ``grad_out``. The fast
+    kernels compute first-order gradients only; every Function of ``kan.fast`` (and any
+    backend's) calls this from ``backward`` when ``torch.is_grad_enabled()``, so that a
+    second derivative is exact instead of silently detached. Returns one entry per input:
+    the gradient for those whose flag in ``needs`` is set (zeros where the output does not
+    depend on it), None for the others; non-tensor inputs pass as they are.
+    """
+    with torch.enable_grad():
+        wanted = [t for t, n in zip(inputs, needs) if n and isinstance(t, torch.Tensor)]
+        if not wanted:
+            return [None] * len(inputs)
+        output = function(*inputs)
+        found = iter(torch.autograd.grad(output, wanted, grad_out, create_graph=True, allow_unused=True))
+        grads = [next(found) if n and isinstance(t, torch.Tensor) else None for t, n in zip(inputs, needs)]
+    return [torch.zeros_like(t) if g is None and n and isinstance(t, torch.Tensor) else g
+            for g, t, n in zip(grads, inputs, needs)]

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kan.reference import b_splines
+from kan.reference import b_splines, differentiable_grads
 
 MAX_ORDER = 5
 # Launch options of every kernel. One stage: the loop's loads are gathers whose addresses
@@ -89,14 +89,21 @@ def why_not_device(x: torch.Tensor) -> Optional[str]:
             f"kan.triton_spline is imported), not on {x.device.type}")
 
 
-def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool) -> Optional[str]:
-    """None if the kernels compute a layer of this spline order, grid and activation on ``x``; else why not."""
+def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, cardinal: bool = True) -> Optional[str]:
+    """None if the kernels compute a layer of this spline order, grid and activation on ``x``; else why not.
+
+    ``cardinal``: the grid's steps equal to the dtype's rounding (``kan.fast.is_cardinal``). The
+    kernels evaluate the cardinal recursion, which stands for the B-splines of the stored knots
+    only on such a grid; a uniform grid whose float knots drift (large float32 grids) takes the
+    PyTorch path, which evaluates de Boor's triangle over the stored knots."""
     if not silu:
         return "the kernels compute the default SiLU base activation only"
     if not 1 <= order <= MAX_ORDER:
         return f"the kernels take spline orders 1 to {MAX_ORDER}, not {order}"
     if not uniform:
         return "the grid is not uniform (update_grid adapted it)"
+    if not cardinal:
+        return "the grid's knots are not evenly spaced to the dtype's rounding (a large float32 grid)"
     if x.dtype not in (torch.float32, torch.float64):
         return f"the kernels take float32 or float64, not {x.dtype}"
     return None
@@ -536,15 +543,9 @@ def _setup_context(ctx, inputs, output):
 def _spline_backward(ctx, grad_out):
     x, spline_weight, scaler, base_weight, grid = ctx.saved_tensors
     needs = ctx.needs_input_grad[:4]
-    if torch.is_grad_enabled():
-        # this backward is itself differentiated (create_graph=True): the reference's operations
-        inputs = (x, spline_weight, scaler, base_weight)
-        wanted = [t for t, n in zip(inputs, needs) if n]
-        found = iter(torch.autograd.grad(reference_output(x, spline_weight, scaler, base_weight, grid, ctx.order),
-                                         wanted, grad_out, create_graph=True, allow_unused=True))
-        grads = [next(found) if n else None for n in needs]
-        grads = [torch.zeros_like(t) if g is None and n else g for g, t, n in zip(grads, inputs, needs)]
-        return (*grads, None, None)
+    if torch.is_grad_enabled():  # this backward is itself differentiated (create_graph=True)
+        function = lambda *p: reference_output(*p, grid, ctx.order)  # noqa: E731
+        return (*differentiable_grads(function, (x, spline_weight, scaler, base_weight), needs, grad_out), None, None)
     needs_weights = needs[1] or needs[2] or needs[3]
     grad_x, grad_spline, grad_scaler, grad_base = spline_backward(
         grad_out.contiguous(), x, spline_weight, scaler, base_weight, grid, ctx.order, needs[0], needs_weights)

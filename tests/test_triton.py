@@ -257,6 +257,21 @@ def test_adapted_grid_falls_back_with_one_warning_and_equals_reference():
     assert len(said) == 1 and "not uniform" in said[0], said
 
 
+def test_uneven_float32_knots_of_a_uniform_grid_fall_back_with_one_warning():
+    """At grid 1000 the float32 knots of a uniform grid drift from even spacing by more than the
+    cardinal recursion allows (kan.fast.is_cardinal): the layer takes the PyTorch path, which
+    evaluates de Boor's triangle over the stored knots, and says so once."""
+    reference, fast = build([4, 3], 1000, 3, seed=4)
+    assert kan.fast.knot_geometry(fast.grid, 3).uniform and not kan.fast.is_cardinal(fast.grid)
+    x = probe(reference, 20, seed=4).to(DEVICE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not fast.uses_triton(x)
+        fast(x)
+    said = [str(w.message) for w in caught if "Triton" in str(w.message)]
+    assert len(said) == 1 and "evenly spaced" in said[0], said
+
+
 @pytest.mark.parametrize("order", [0, 6])
 def test_other_orders_fall_back_and_equal_reference(order):
     reference, fast = build([3, 2], 4, order, seed=2)
