@@ -7,8 +7,8 @@ same float32 knots, cast exactly); the error of an output is its largest deviati
 the truth relative to the truth's largest magnitude, as a root mean square (the measure of rounding that
 a ratio compares stably) and as the largest (an extreme value, which a ratio of two
 compares noisily: seen up to about 2.2 where the root-mean-square ratio is 1.2). kan-fast's
-root-mean-square error must stay within twice the float32 reference's, and its largest
-within three times, at every grid and spline order, on every path (C++ kernels
+root-mean-square error must stay within twice the float32 reference's (or under float32's
+unit roundoff, the outputs' own rounding), and its largest within three times, at every grid and spline order, on every path (C++ kernels
 and PyTorch, dense and gather contractions). The quick suite takes a sample of the sweep;
 ``-m slow`` runs the whole of it.
 """
@@ -77,13 +77,21 @@ def errors(grid: int, order: int, base: bool) -> tuple[Error, list[tuple[dict, E
         kan.fast.set_compile(previous)
 
 
+# float32's unit roundoff: a root-mean-square error under it, relative to the outputs' scale, is
+# the rounding of the outputs themselves, where a ratio of two such errors is noise (seen: 2.05
+# at grid 10, order 3, both under it), not the growth with the grid this file guards against.
+UNIT_ROUNDOFF = 2.0**-24
+
+
 def check(grid: int, order: int, base: bool) -> None:
-    """kan-fast's root-mean-square error within twice the reference's on every path, and its
-    largest within three times (an extreme value of rounding noise, which varies more)."""
+    """kan-fast's root-mean-square error within twice the reference's on every path (or within
+    float32's unit roundoff, the outputs' own rounding), and its largest within three times (an
+    extreme value of rounding noise, which varies more)."""
     reference, found = errors(grid, order, base)
+    bound = max(2 * reference.rms, UNIT_ROUNDOFF)
     for options, fast in found:
         where = f"grid {grid}, order {order}, base {'on' if base else 'off'}, {options}"
-        assert fast.rms <= 2 * reference.rms, f"{where}: rms {fast.rms:.3g} > 2 x reference {reference.rms:.3g}"
+        assert fast.rms <= bound, f"{where}: rms {fast.rms:.3g} > 2 x reference {reference.rms:.3g} and unit roundoff"
         assert fast.max <= 3 * reference.max, f"{where}: max {fast.max:.3g} > 3 x reference {reference.max:.3g}"
 
 
