@@ -24,10 +24,9 @@ import kan.fast
 import kan.native
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear
 from kan.reference import KAN, KANLinear
+from nonfinite_patterns import VALUES, assert_same_pattern
 
 PATHS = ["dense-native", "dense-torch", "gather-native", "gather-torch"]
-VALUES = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
-TOLERANCE = 1e-4  # float32, relative to max(1, max |finite reference value|)
 
 
 class Path(str):
@@ -97,19 +96,6 @@ def outputs_and_gradients(model, x, upstream) -> dict:
     found = {"output": out.detach(), "input": x.grad}
     found.update({name: p.grad for name, p in model.named_parameters()})
     return found
-
-
-def assert_same_pattern(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    """NaN, +inf and -inf in the same places; the finite values close."""
-    assert actual is not None and actual.shape == expected.shape, what
-    for name, test in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
-        where = test(actual) != test(expected)
-        assert not where.any(), f"{what}: {name} differs at {where.nonzero()[:4].tolist()}"
-    finite = expected.isfinite()
-    if finite.any():
-        scale = max(1.0, expected[finite].abs().max().item())
-        error = (actual[finite] - expected[finite]).abs().max().item()
-        assert error <= TOLERANCE * scale, f"{what}: max |fast - reference| = {error:.3g} > {TOLERANCE} * {scale:.3g}"
 
 
 def assert_matches_reference(reference, fast, x, upstream, what) -> None:

@@ -33,6 +33,7 @@ import kan.fast  # noqa: E402
 from kan import zoo  # noqa: E402
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear  # noqa: E402
 from kan.reference import KAN, KANLinear  # noqa: E402
+from nonfinite_patterns import VALUES, assert_same_pattern  # noqa: E402
 
 ts = kan.fast.triton_kernels()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -44,7 +45,6 @@ FLOAT32_TOLERANCE = 1e-5
 GRADIENT_TOLERANCE = 1e-4
 FLOAT64_TOLERANCE = 1e-10
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")  # numpy under the interpreter, on inf and NaN
-VALUES = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
 
 
 @pytest.fixture(autouse=True)
@@ -133,19 +133,6 @@ def compare(reference, fast, x, upstream, dtype, what):
         assert_close(found[name], truth[name], tolerance, f"{what}, {name}")
 
 
-def assert_same_pattern(actual, expected, what):
-    """NaN, +inf and -inf in the same places; the finite values close (test_nonfinite.py's check)."""
-    assert actual is not None and actual.shape == expected.shape, what
-    for name, test in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
-        where = test(actual) != test(expected)
-        assert not where.any(), f"{what}: {name} differs at {where.nonzero()[:4].tolist()}"
-    finite = expected.isfinite()
-    if finite.any():
-        scale = max(1.0, expected[finite].abs().max().item())
-        error = (actual[finite] - expected[finite]).abs().max().item()
-        assert error <= 1e-4 * scale, f"{what}: max |triton - reference| = {error:.3g} > 1e-4 * {scale:.3g}"
-
-
 # --------------------------------------------------------------------------- values and gradients
 
 SHAPES = [(3, 4, 1), (5, 17, 33), (2, 3, 70)]  # (in, out, batch): batch 1, widths off the tile sizes
@@ -194,6 +181,21 @@ def test_larger_shapes_sweep(order, grid_size):
 # --------------------------------------------------------------------------- non-finite values
 
 
+def each_value_in_each_position(reference, fast, x, upstream, which: str, values, what: str) -> None:
+    """Each position of ``x`` or of ``upstream`` (``which``) takes each of ``values`` alone; kan-fast's
+    output and gradients have the reference's NaN and inf pattern and agree elsewhere."""
+    clean = x if which == "x" else upstream
+    for position in range(clean.numel()):
+        for value in values:
+            changed = clean.clone()
+            changed.view(-1)[position] = value
+            x_now, upstream_now = (changed, upstream) if which == "x" else (x, changed)
+            expected = outputs_and_gradients(reference, x_now, upstream_now)
+            actual = outputs_and_gradients(fast, x_now.to(DEVICE), upstream_now.to(DEVICE))
+            for name in expected:
+                assert_same_pattern(actual[name], expected[name], f"{what}, {which}[{position}] = {value}, {name}")
+
+
 @pytest.mark.parametrize("order", [1, 3, 5])
 def test_every_value_in_every_position_of_a_layer(order):
     """Layer [3, 2], batch 4: each position takes each special value, alone (no host check on this path:
@@ -202,15 +204,7 @@ def test_every_value_in_every_position_of_a_layer(order):
         reference, fast = build([3, 2], 4, order, seed=order, scaler=scaler)
         clean = torch.rand(4, 3, generator=torch.Generator().manual_seed(order)) * 3 - 1.5
         upstream = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
-        for position in range(clean.numel()):
-            for value in VALUES:
-                x = clean.clone()
-                x.view(-1)[position] = value
-                expected = outputs_and_gradients(reference, x, upstream)
-                actual = outputs_and_gradients(fast, x.to(DEVICE), upstream.to(DEVICE))
-                for name in expected:
-                    assert_same_pattern(actual[name], expected[name],
-                                        f"order {order}, scaler {scaler}, x[{position}] = {value}, {name}")
+        each_value_in_each_position(reference, fast, clean, upstream, "x", VALUES, f"order {order}, scaler {scaler}")
 
 
 def test_every_value_in_every_position_of_a_model():
@@ -218,14 +212,7 @@ def test_every_value_in_every_position_of_a_model():
     reference, fast = build([3, 4, 2], 5, 3, seed=11)
     clean = torch.rand(3, 3, generator=torch.Generator().manual_seed(3)) * 3 - 1.5
     upstream = torch.randn(3, 2, generator=torch.Generator().manual_seed(8))
-    for position in range(clean.numel()):
-        for value in VALUES:
-            x = clean.clone()
-            x.view(-1)[position] = value
-            expected = outputs_and_gradients(reference, x, upstream)
-            actual = outputs_and_gradients(fast, x.to(DEVICE), upstream.to(DEVICE))
-            for name in expected:
-                assert_same_pattern(actual[name], expected[name], f"x[{position}] = {value}, {name}")
+    each_value_in_each_position(reference, fast, clean, upstream, "x", VALUES, "[3, 4, 2]")
 
 
 @pytest.mark.parametrize("order", [1, 3])
@@ -233,14 +220,7 @@ def test_non_finite_upstream_gradient(order):
     reference, fast = build([3, 2], 6, order, seed=20 + order, scaler=order == 1)
     x = torch.rand(4, 3, generator=torch.Generator().manual_seed(5)) * 3 - 1.5
     clean = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
-    for position in range(clean.numel()):
-        for value in VALUES[:3]:
-            upstream = clean.clone()
-            upstream.view(-1)[position] = value
-            expected = outputs_and_gradients(reference, x, upstream)
-            actual = outputs_and_gradients(fast, x.to(DEVICE), upstream.to(DEVICE))
-            for name in expected:
-                assert_same_pattern(actual[name], expected[name], f"upstream[{position}] = {value}, {name}")
+    each_value_in_each_position(reference, fast, x, clean, "upstream", VALUES[:3], f"order {order}")
 
 
 # --------------------------------------------------------------------------- fallback and options

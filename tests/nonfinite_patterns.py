@@ -1,0 +1,22 @@
+"""What the non-finite tests share: the special values, and the check that two tensors hold NaN,
++inf and -inf in the same places and agree elsewhere (tests/test_nonfinite.py, tests/test_triton.py)."""
+
+from __future__ import annotations
+
+import torch
+
+VALUES = [float("nan"), float("inf"), float("-inf"), 3e38, -3e38, 1e30]
+TOLERANCE = 1e-4  # float32, relative to max(1, max |finite reference value|)
+
+
+def assert_same_pattern(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """NaN, +inf and -inf in the same places; the finite values close."""
+    assert actual is not None and actual.shape == expected.shape, what
+    for name, test in (("NaN", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)):
+        where = test(actual) != test(expected)
+        assert not where.any(), f"{what}: {name} differs at {where.nonzero()[:4].tolist()}"
+    finite = expected.isfinite()
+    if finite.any():
+        scale = max(1.0, expected[finite].abs().max().item())
+        error = (actual[finite] - expected[finite]).abs().max().item()
+        assert error <= TOLERANCE * scale, f"{what}: max |fast - reference| = {error:.3g} > {TOLERANCE} * {scale:.3g}"
