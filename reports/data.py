@@ -62,13 +62,11 @@ class RunData:
         return self.run.name
 
     def samples(self) -> dict[str, list[float]]:
-        """Raw timing samples per benchmark name; empty where the run has no benchmark.json."""
-        if not self.run.has("benchmark.json"):
-            return {}
+        """Raw timing samples per benchmark name, from measurements.jsonl; empty where the run has none."""
         try:
             return self.run.samples()
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ReportError(f"{self.run.file('benchmark.json')} is not a pytest-benchmark file ({e})") from None
+            raise ReportError(f"{self.run.file(record.MEASUREMENTS)} holds a malformed measurement ({e})") from None
 
 
 # What a run can hold that the page shows, and the session that makes it.

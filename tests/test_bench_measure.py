@@ -53,19 +53,19 @@ def odd(models: dict):
 def test_nonfinite_first_call_is_flagged_and_never_timed():
     case = Case("nan", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
     mlp = Case("mlp", "forward", widths=(2, 5, 1), batch=8, grid_size=None)
-    rows = measure_module.measure_group(group_of(case, mlp), SUITES["smoke"], threads=1,
-                                        build=odd({"nan": lambda: NaNAfter(case.widths, after=1)}))
-    row = rows[case.id]
-    assert row["status"] == "nonfinite" and "NaN in the forward output" in row["reason"]
-    assert "median_s" not in row and row["first_call_s"] is None
-    assert rows[mlp.id]["status"] == "ok"  # the others go on
+    measured = measure_module.measure_group(group_of(case, mlp), SUITES["smoke"], threads=1,
+                                            build=odd({"nan": lambda: NaNAfter(case.widths, after=1)}))
+    m = measured[case.id]
+    assert m.status == "nonfinite" and "NaN in the forward output" in m.reason
+    assert m.samples == () and "median_s" not in m.row() and m.first_call_s is None
+    assert measured[mlp.id].status == "ok"  # the others go on
 
 
 def test_nonfinite_during_timing_discards_the_timing():
     case = Case("nan", "train", widths=(2, 5, 1), batch=8, grid_size=None)
-    row = measure_module.measure_group(group_of(case), SUITES["smoke"], threads=1,
-                                       build=odd({"nan": lambda: NaNAfter(case.widths, after=3)}))[case.id]
-    assert row["status"] == "nonfinite" and "NaN" in row["reason"] and "median_s" not in row
+    m = measure_module.measure_group(group_of(case), SUITES["smoke"], threads=1,
+                                     build=odd({"nan": lambda: NaNAfter(case.widths, after=3)}))[case.id]
+    assert m.status == "nonfinite" and "NaN" in m.reason and "median_s" not in m.row()
 
 
 def test_nonfinite_is_flagged_in_the_record(tmp_path):
@@ -81,7 +81,7 @@ def test_nonfinite_is_flagged_in_the_record(tmp_path):
         test_bench.test_case(FakeBenchmark(), case, measured, run, request)
     rows = run.read_jsonl(record.MEASUREMENTS)
     assert [r["status"] for r in rows] == ["nonfinite"]
-    frame = tidy(rows)
+    frame = tidy(run.measurements())
     assert frame.loc[0, "status"] == "nonfinite" and pd_isna(frame.loc[0, "median_s"])
 
 
@@ -95,10 +95,11 @@ def test_a_finite_group_fills_every_figure():
     param = Case("mlp-param", "train", widths=(2, 5, 1), batch=8, grid_size=5)
     threads = max_threads()
     before = torch.get_num_threads()
-    rows = measure_module.measure_group(group_of(kan, param, mlp), SUITES["smoke"], threads=threads)
+    measured = measure_module.measure_group(group_of(kan, param, mlp), SUITES["smoke"], threads=threads)
+    rows = {name: m.row() for name, m in measured.items()}
     assert torch.get_num_threads() == before  # the run's count applied while it measured, then restored
     row = rows[mlp.id]
-    assert row["status"] == "ok" and row["rounds"] == 2 and len(row["samples"]) == 2
+    assert row["status"] == "ok" and row["rounds"] == 2 and len(measured[mlp.id].samples) == 2
     assert row["first_call_s"] > 0 and row["threads"] == threads
     assert row["clock"] == ("cpu" if threads == 1 else "wall")
     assert row["param_bytes"] == 4 * row["parameters"] and row["saved_bytes"] > 0

@@ -362,7 +362,8 @@ def test_a_paired_interval_is_clear_within_five_percent():
 def test_one_thread_on_the_cpu_is_timed_by_cpu_time_and_keeps_disturbed_samples():
     import time
 
-    from benchmarks.core.measure import Timed
+    from benchmarks.core.case import Case
+    from benchmarks.core.measure import measured
     from benchmarks.core.timer import CpuTimer, DeviceTimer, clock_for
 
     clock, name = clock_for("cpu", 1)
@@ -373,8 +374,9 @@ def test_one_thread_on_the_cpu_is_timed_by_cpu_time_and_keeps_disturbed_samples(
     assert isinstance(clock_for("cpu", 2)[0], DeviceTimer) and clock_for("cpu", 2)[1] == "wall"
     c = protocol.Candidate("a", samples=[0.01, 0.01, 0.01, 0.01], rounds=[0, 1, 2, 3],
                            switches=[0, 3, 0, 1], cpu_s=[0.01] * 4)
-    assert Timed(c, min_rounds=2, clock="wall").rounds() == [0, 2]  # the disturbed rounds left out
-    assert Timed(c, min_rounds=2, clock="cpu").rounds() == [0, 1, 2, 3]  # nothing to leave out
+    on = lambda clock: measured(c, Case("mlp"), clock=clock, threads=1, min_rounds=2)  # noqa: E731
+    assert on("wall").used_rounds() == [0, 2]  # the disturbed rounds left out
+    assert on("cpu").used_rounds() == [0, 1, 2, 3]  # nothing to leave out
 
 
 def test_with_several_threads_a_call_is_disturbed_when_it_lost_cpu_time_and_took_longer():

@@ -136,6 +136,9 @@ def make_run(root: Path, name: str, machine: str = "laptop", device: str = "cpu"
                    imprecise="; ".join(wide) or None)
     bench = pd.DataFrame(rows, columns=record.BENCH_COLUMNS)
     run.write_table("benchmarks", bench)
+    for row in rows:  # measurements.jsonl as the bench wrote it before it had versions: each row and its samples
+        key = (row["model"], row["phase"], row["widths"], row["batch"], row["grid_size"])
+        run.append_jsonl(record.MEASUREMENTS, {**row, "samples": samples[key].tolist() if key in samples else []})
     run.write_json("benchmark.json", {
         "machine_info": {"node": machine, "processor": "x86_64", "python_version": "3.11.2"},
         "commit_info": {"id": "0123456789abcdef", "dirty": False}, "benchmarks": benchmarks,
@@ -312,7 +315,7 @@ def test_comparison_finds_the_changes_that_were_made(tmp_path):
 def test_comparison_without_raw_samples_judges_the_ratios_alone(tmp_path):
     old = make_run(tmp_path, "20250601T120000-aaaaaaa", load=0.5, **SMALL)
     new = make_run(tmp_path, "20250602T120000-bbbbbbb", load=0.5, **SMALL)
-    old.benchmark_json.unlink()
+    old.file(record.MEASUREMENTS).unlink()  # the raw samples' one home
     frame = compare.compare_runs(data.load(new), data.load(old), threshold=1.05)
     assert set(frame["time_verdict"]) == {"no samples"}
     mlp = frame[frame.model == "mlp"]
@@ -1046,6 +1049,7 @@ def killed_run(root: Path, name: str, rows: int = 7, state: str | None = "runnin
     run = make_run(root, name, **SMALL)
     table = pd.read_csv(run.file("benchmarks.csv")).to_dict("records")
     run.file("benchmarks.csv").unlink()
+    run.file(record.MEASUREMENTS).unlink()
     for r in table[:rows]:
         r = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
         run.append_jsonl(record.MEASUREMENTS, {**r, "peak_bytes": None, "flops": None})

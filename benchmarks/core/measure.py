@@ -1,4 +1,4 @@
-"""One group of cases measured side by side: the rows of a run's measurements.
+"""One group of cases measured side by side: a :class:`benchmarks.core.measurement.Measurement` each.
 
 :func:`measure_group` is the work behind every benchmark of the bench suites (and
 :func:`time_group` behind the peers' command). The models of one workload and their MLP
@@ -14,9 +14,9 @@ Order of work for one group:
    NaN or inf in what a call produced takes the model out, its row ``nonfinite``;
 3. rounds of turns; after each, the ratios are checked for clarity;
 4. the device's peak memory per model, on one more untimed call each;
-5. the rows: the median and spread of each model's samples, its ratios to the MLPs (the
-   median of per-round ratios, with a 95% bootstrap interval), how many samples the
-   machine disturbed, the load before and after, and whether the answer is stable.
+5. the measurements: each model's samples, their rounds and which the machine disturbed (its
+   median, spread and stability are derived from those), its ratios to the MLPs (the median
+   of per-round ratios, with a 95% bootstrap interval), the load before and after.
 
 The run decides the thread count and passes it in (``threads``); the group is built and
 timed with it applied (:func:`benchmarks.core.timer.using_threads`), and the clock follows
@@ -26,23 +26,23 @@ OS gave the core to other processes. Every candidate of a group is timed by that
 a step in another process too (it is told the clock's name, and a call timed by another
 clock fails, see :func:`benchmarks.core.protocol.timed_call`). On the wall clock, disturbed samples
 (:func:`benchmarks.core.protocol.disturbed`) are left out of medians and ratios where
-enough undisturbed rounds remain (:data:`CLEAN_SHARE`), since they measure the other
+enough undisturbed rounds remain (:data:`benchmarks.core.measurement.CLEAN_SHARE`), since they measure the other
 processes as much as the model; otherwise all are used and the row says how many were
 disturbed. Either way the raw samples are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
-
-import numpy as np
 
 from benchmarks.core import device as accelerator, memory, stats
 from benchmarks.core.cli import one_line
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.equivalence import same_function
+from benchmarks.core.measurement import BASELINES, CLEAR_WITHIN, FACTS, Measurement, Ratio, own_spread
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.machine import load_average
 from benchmarks.core.timer import clock_for, using_threads
@@ -76,10 +76,6 @@ class Budget(Protocol):
     max_time: float
 
 
-BASELINES = (("x_mlp", "mlp"), ("x_mlp_param", "mlp-param"))
-# Disturbed rounds are dropped while at least this share of the rounds (and the suite's
-# min_rounds) stay; a machine busier than that is measured with all its samples, and said so.
-CLEAN_SHARE = 0.5
 # Resamples of the interval checked between rounds (the recorded one takes stats' default).
 CHECK_RESAMPLES = 400
 
@@ -120,54 +116,33 @@ def accelerator_figures(step, case: Case, row: dict) -> dict:
                 bytes_moved=accelerator.bytes_moved(case.phase, row["param_bytes"], row["saved_bytes"] or 0, io))
 
 
-class Timed:
-    """A candidate's samples by round, and which of them the machine disturbed."""
-
-    def __init__(self, c: Candidate, min_rounds: int, clock: str = "wall", threads: int = 1):
-        flags = disturbed(c, threads)
-        self.by_round = dict(zip(c.rounds, c.samples))
-        # the CPU clock does not count the time the OS took the core away: nothing to leave out
-        self.clean = {r for r, bad in zip(c.rounds, flags) if not bad or clock == "cpu"}
-        self.disturbed = sum(flags)
-        self.min_rounds = min_rounds
-
-    def rounds(self, *others: "Timed") -> list[int]:
-        """The rounds to use with ``others``: all those every one has, less the disturbed ones
-        while enough are left (see CLEAN_SHARE)."""
-        common = set(self.by_round).intersection(*(o.by_round for o in others))
-        clean = common.intersection(self.clean, *(o.clean for o in others))
-        enough = max(self.min_rounds, math.ceil(CLEAN_SHARE * len(common)))
-        return sorted(clean if len(clean) >= enough else common)
-
-    def samples(self, rounds: list[int]) -> list[float]:
-        return [self.by_round[r] for r in rounds]
-
-
-def ratio(num: Timed, den: Timed, resamples: int = 2000) -> stats.PairedRatio | None:
-    """num / den over the rounds both took, with its interval; None with too few rounds."""
-    rounds = num.rounds(den)
+def ratio(num: Measurement, den: Measurement, resamples: int = 2000) -> Ratio | None:
+    """num / den over the rounds both took (less the disturbed ones while enough are left), with
+    its interval; None with too few rounds."""
+    rounds = num.used_rounds(den)
     if len(rounds) < 2:
         return None
-    return stats.paired_ratio_interval(num.samples(rounds), den.samples(rounds), resamples=resamples)
+    r = stats.paired_ratio_interval(num.samples_of(rounds), den.samples_of(rounds), resamples=resamples)
+    return Ratio(r.ratio, r.ci_low, r.ci_high, r.pairs)
 
 
-def own_interval(t: Timed, resamples: int = 2000) -> stats.PairedRatio | None:
-    """The candidate's median with its interval, as a ratio to itself (for a row without a baseline)."""
-    rounds = t.rounds()
-    if len(rounds) < 2:
-        return None
-    s = np.asarray(t.samples(rounds))
-    low, high = stats.bootstrap_ratio_ci(s, [float(np.median(s))], resamples=resamples)
-    return stats.PairedRatio(1.0, low, high, len(rounds))
+def measured(c: Candidate, case: Case, *, clock: str, threads: int, min_rounds: int, **fields) -> Measurement:
+    """The :class:`Measurement` of candidate ``c`` of ``case`` as it stands: its samples, their rounds and
+    which of them the machine disturbed (:func:`benchmarks.core.protocol.disturbed`)."""
+    ok = c.status == "ok"
+    return Measurement(case, status=c.status, reason=c.reason, threads=threads, clock=clock,
+                       samples=tuple(c.samples) if ok else (), rounds=tuple(c.rounds) if ok else (),
+                       disturbed=tuple(disturbed(c, threads)) if ok else (), min_rounds=min_rounds,
+                       first_call_s=None if math.isnan(c.first_call_s) else c.first_call_s, **fields)
 
 
 def measure_group(group: Group, suite: Budget, *, threads: int, usage=os_usage,
-                  build: Callable[[Case], object] = make_step) -> dict[str, dict]:
-    """Measure ``group`` with ``threads`` intra-op threads; a row per reported case (by case id),
-    see the module docstring.
+                  build: Callable[[Case], object] = make_step) -> dict[str, Measurement]:
+    """Measure ``group`` with ``threads`` intra-op threads: a :class:`Measurement` per reported case
+    (by case id), see the module docstring.
 
-    A row's ``status`` is "ok", "nonfinite" or "error" (with ``reason``), or "skipped" where
-    the model's module cannot be imported. ``build``: the step builder (tests pass odd models).
+    A measurement's ``status`` is "ok", "nonfinite" or "error" (with ``reason``), or "skipped"
+    where the model's module cannot be imported. ``build``: the step builder (tests pass odd models).
     """
     with using_threads(threads):
         rows, candidates = build_candidates(group, threads=threads, build=build)
@@ -197,50 +172,64 @@ def build_candidates(group: Group, *, threads: int, build: Callable[[Case], obje
 
 
 def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, dict], suite: Budget, *,
-               threads: int, usage=os_usage) -> dict[str, dict]:
-    """Time the candidates of a group in turns until clear (or out of budget) and fill their rows.
+               threads: int, usage=os_usage) -> dict[str, Measurement]:
+    """Time the candidates of a group in turns until clear (or out of budget): a :class:`Measurement`
+    per reported case, named by its case id, with the figures of ``rows`` (``FACTS``; a case that
+    could not be built has its status and reason there).
 
     ``threads`` is the run's thread count, applied here to the candidates of this process (a
     candidate in another process was started with it); the clock follows from it and the device
     (:func:`benchmarks.core.timer.clock_for`), the same for every candidate."""
     device = group.cases[0].device
-    live = list(candidates.values())
+    cases = {case.id: case for case in group.cases + group.companions}
     baseline_of = _baselines(group, candidates)
+    timer, clock = clock_for(device, threads)
+
+    def now() -> dict[str, Measurement]:
+        return {name: measured(c, cases[name], clock=clock, threads=threads, min_rounds=suite.min_rounds)
+                for name, c in candidates.items() if c.status == "ok"}
 
     def clear(rounds: int) -> bool:
-        timed = {name: Timed(c, suite.min_rounds, clock, threads) for name, c in candidates.items() if c.status == "ok"}
-        for name, t in timed.items():
-            pairs = [b for b in baseline_of.get(name, {}).values() if b in timed]
-            checks = [ratio(t, timed[b], CHECK_RESAMPLES) for b in pairs] or [own_interval(t, CHECK_RESAMPLES)]
-            if any(r is None or not r.clear() for r in checks):
+        timed = now()
+        for name, m in timed.items():
+            checks = [ratio(m, timed[b], CHECK_RESAMPLES) for b in baseline_of.get(name, {}).values() if b in timed]
+            spreads = [math.inf if r is None else r.spread for r in checks] or [own_spread(m.used, CHECK_RESAMPLES)]
+            if not all(s <= CLEAR_WITHIN for s in spreads):
                 return False
         return True
 
-    timer, clock = clock_for(device, threads)
     load_before = load_average()
     with using_threads(threads):
-        turns_until_clear(live, timer, suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
-                          budget_s=suite.max_time * max(1, len(live)), clear=clear, usage=usage)
+        turns_until_clear(list(candidates.values()), timer, suite.warmup_rounds, suite.min_rounds, suite.max_rounds,
+                          budget_s=suite.max_time * max(1, len(candidates)), clear=clear, usage=usage)
     load_after = load_average()
+    timed = now()
+    return {case.id: _measurement(case, candidates.get(case.id), rows[case.id], timed, baseline_of.get(case.id, {}),
+                                  clock=clock, threads=threads, min_rounds=suite.min_rounds,
+                                  load=(_load(load_before), _load(load_after)))
+            for case in group.cases}
 
-    timed = {name: Timed(c, suite.min_rounds, clock, threads) for name, c in candidates.items() if c.status == "ok"}
-    for case in group.cases:
-        row, c = rows[case.id], candidates.get(case.id)
-        if c is None:
-            continue  # skipped or failed to build: the row says why
-        row["first_call_s"] = None if math.isnan(c.first_call_s) else c.first_call_s
-        if c.status != "ok":
-            row.update(status=c.status, reason=c.reason)
-            continue
-        local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
-        with using_threads(threads):
-            row["peak_bytes"] = _peak_bytes(c.step, device) if local else None
-            busy = _device_seconds(c.step) if local else None
-        if busy is not None:  # accelerator rows only: a CPU row keeps the fields it always had
-            row["device_s"] = busy
-        row["clock"] = clock
-        row.update(_figures(timed[case.id], c, baseline_of.get(case.id, {}), timed, load_before, load_after, clock))
-    return rows
+
+def _measurement(case: Case, c: Candidate | None, row: dict, timed: dict[str, Measurement], baselines: dict[str, str],
+                 *, clock: str, threads: int, min_rounds: int, load: tuple) -> Measurement:
+    """The measurement of one reported case: its facts, its samples, its paired ratios to its baselines."""
+    facts = {k: v for k, v in row.items() if k in FACTS}
+    if c is None:  # skipped or failed to build: the row says why
+        return Measurement(case, name=case.id, status=row.get("status", "error"), reason=row.get("reason", ""),
+                           threads=threads, facts=facts)
+    if c.status != "ok":
+        return measured(c, case, clock=clock, threads=threads, min_rounds=min_rounds, name=case.id, facts=facts)
+    local = not hasattr(c.step, "timed_call")  # a step in another process keeps its memory there
+    with using_threads(threads):
+        facts["peak_bytes"] = _peak_bytes(c.step, case.device) if local else None
+        busy = _device_seconds(c.step) if local else None
+    if busy is not None:  # accelerator rows only: a CPU row keeps the fields it always had
+        facts["device_s"] = busy
+    facts["load_before"], facts["load_after"] = load
+    mine = timed[case.id]
+    paired = {column: ratio(mine, timed[base]) for column, base in baselines.items() if base in timed}
+    return dataclasses.replace(mine, name=case.id, facts=facts,
+                               ratios={column: r for column, r in paired.items() if r is not None})
 
 
 def _baselines(group: Group, candidates: dict[str, Candidate]) -> dict[str, dict[str, str]]:
@@ -276,55 +265,5 @@ def _device_seconds(step) -> float | None:
         return None
 
 
-def _figures(t: Timed, c: Candidate, baselines: dict[str, str], timed: dict[str, Timed],
-             load_before, load_after, clock: str) -> dict:
-    """A measured row's timings, ratios and stability. Disturbed samples make a row unstable
-    on the wall clock only: the CPU clock does not count the time they lost."""
-    rounds = t.rounds()
-    used = np.asarray(t.samples(rounds))
-    q1, median, q3 = np.percentile(used, [25, 50, 75])
-    row = dict(
-        status="ok", median_s=float(median), iqr_s=float(q3 - q1), mean_s=float(used.mean()),
-        min_s=float(used.min()), max_s=float(used.max()), rounds=len(c.samples), used_rounds=len(rounds),
-        samples=list(c.samples), disturbed=t.disturbed, load_before=_load(load_before), load_after=_load(load_after),
-    )
-    spreads: dict[str, float] = {}  # the interval's reach, per ratio
-    for column, model in BASELINES:
-        if c.step.case.model == model:  # the baseline itself: 1 by definition
-            row.update({column: 1.0, f"{column}_low": 1.0, f"{column}_high": 1.0})
-            continue
-        base = baselines.get(column)
-        r = ratio(t, timed[base]) if base in timed else None
-        if r is not None:
-            row.update({column: r.ratio, f"{column}_low": r.ci_low, f"{column}_high": r.ci_high})
-            spreads[f"to {model}"] = r.spread
-    if not spreads:
-        own = own_interval(t)
-        spreads["of the median"] = own.spread if own else math.inf
-    row.update(_stability(spreads, t.disturbed if clock == "wall" else 0, len(c.samples), len(rounds)))
-    return row
-
-
 def _load(load) -> float | None:
     return None if not load else float(load[0])
-
-
-def _stability(spreads: dict[str, float], disturbed_count: int, rounds: int, used: int) -> dict:
-    """stable, or unstable with the reason: a wide interval (which), disturbed samples."""
-    reasons = []
-    what, spread = max(spreads.items(), key=lambda item: item[1])
-    if not spread <= stats.CLEAR_WITHIN:
-        reasons.append(f"interval {what} {_reach(spread)}")
-    # every ratio's own: a reader of the ratio to the MLP is told of that ratio's interval, not another's
-    imprecise = [f"interval {what} {_reach(s)}" for what, s in spreads.items() if not s <= stats.CLEAR_WITHIN]
-    interference = None
-    if disturbed_count and used == rounds and disturbed_count > (1 - CLEAN_SHARE) * rounds:
-        interference = f"{disturbed_count} of {rounds} samples disturbed"
-        reasons.append(interference)
-    # "stable"/"unstable_reason" as older harnesses wrote them; the summary and page read the two flags
-    return {"stable": "unstable" if reasons else "stable", "unstable_reason": "; ".join(reasons) or None,
-            "imprecise": "; ".join(imprecise) or None, "interference": interference}
-
-
-def _reach(spread: float) -> str:
-    return "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"

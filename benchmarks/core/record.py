@@ -6,10 +6,11 @@ module only; every file's name and columns are declared in :mod:`benchmarks.core
 
     results/<run-id>/
         environment.json      what changes numbers: versions, devices, CPU, threads, load, commit
-        benchmark.json        pytest-benchmark's own JSON (raw samples kept), valid for
-                              `pytest-benchmark compare`
-        measurements.jsonl    one JSON line per finished bench case, appended and fsynced as
-                              each ends, so that an interrupted run keeps what finished
+        measurements.jsonl    one Measurement per finished bench case (its raw samples, the one
+                              place they are kept), appended and fsynced as each ends, so that
+                              an interrupted run keeps what finished
+        benchmark.json        pytest-benchmark's JSON exported from them, valid for
+                              `pytest-benchmark compare` (never read back)
         benchmarks.csv        the tidy table built from it (BENCH_COLUMNS; bench_table computes
                               the derived figures, once)
         bench.json            the bench run's settings: suite, models, threads and why, shard
@@ -132,9 +133,10 @@ class Run:
         its ``measurements.jsonl``: the table is rebuilt from that.
         """
         if not self.has("benchmarks.csv"):
-            if not self.read_jsonl(MEASUREMENTS):
+            measurements = self.measurements()
+            if not measurements:
                 raise FileNotFoundError(f"run {self.name} has no benchmarks table (benchmarks.csv)")
-            return bench_table(self.read_jsonl(MEASUREMENTS))
+            return bench_table([m.row() for m in measurements])
         frame = schema.conform(self.read_table("benchmarks"))
         frame["machine"] = frame["machine"].fillna(self.environment().get("machine") or self.name)
         frame["status"] = frame["status"].fillna("ok")  # a table without statuses holds timings only
@@ -193,15 +195,24 @@ class Run:
                 continue
         return out
 
-    # pytest-benchmark's JSON and its raw samples
-    @property
-    def benchmark_json(self) -> Path:
-        return self.path / "benchmark.json"
+    # measurements.jsonl: the bench's Measurements, and the raw samples they hold
+    def measurements(self) -> list:
+        """The run's :class:`benchmarks.core.measurement.Measurement` objects, from measurements.jsonl
+        (rows an earlier harness wrote there too)."""
+        from benchmarks.core.measurement import Measurement
+
+        return [Measurement.from_json(doc) for doc in self.read_jsonl(MEASUREMENTS)]
 
     def samples(self) -> dict[str, list[float]]:
-        """Raw timing samples (seconds) per benchmark name, from benchmark.json."""
-        doc = self.read_json("benchmark.json")
-        return {b["name"]: list(b["stats"].get("data") or []) for b in doc.get("benchmarks", [])}
+        """Raw timing samples (seconds) per benchmark name, from measurements.jsonl."""
+        from benchmarks.core.measurement import samples_by_name
+
+        return samples_by_name(self.measurements())
+
+    @property
+    def benchmark_json(self) -> Path:
+        """pytest-benchmark's JSON, exported from the measurements (for ``pytest-benchmark compare``)."""
+        return self.path / "benchmark.json"
 
 
 _RUN_ID = re.compile(r"^\d{8}T\d{6}")

@@ -189,8 +189,9 @@ def profile_files(profiler: str) -> list[str]:
     return [suffix for suffix, (name, _) in PROFILE_FILES.items() if name == profiler]
 
 
-def bench_table(rows: list[dict]):
-    """The tidy table of a bench run (BENCH_COLUMNS, in order) from its measurement rows.
+def bench_table(rows: list):
+    """The tidy table of a bench run (BENCH_COLUMNS, in order) from its measurements
+    (:class:`benchmarks.core.measurement.Measurement`, or rows as dicts: a table merged or made by hand).
 
     The derived figures are computed here, once, and the report only reads them:
 
@@ -204,7 +205,7 @@ def bench_table(rows: list[dict]):
     """
     import pandas as pd
 
-    frame = conform(pd.DataFrame(list(rows)))
+    frame = conform(pd.DataFrame([r.row() if hasattr(r, "row") else r for r in rows]))
     ok = frame["status"] == "ok"
     frame.loc[~ok, _TIME_COLUMNS + [c for c in _FLOAT_COLUMNS if c.startswith("x_mlp")]] = math.nan
     frame["throughput"] = (frame["batch"] / frame["median_s"]).where(ok)

@@ -200,26 +200,26 @@ def _run(peers: list[str], given: dict[str, str], selection, threads: int, clock
                 for case in peer_cases:
                     _add_peer_case(case, children, status, rows, candidates)
                 both = Group(tuple(group.cases) + tuple(peer_cases), group.companions)
-                time_group(both, candidates, rows, selection.suite, threads=threads)
+                measured = time_group(both, candidates, rows, selection.suite, threads=threads)
                 shape = (group.cases[0].widths, gridded)
                 if gridded and shape not in compared:
                     compared[shape] = equivalences(children, group.cases[0], gridded)
                 equivalence = compared.get(shape, {})
                 for case in both.cases:
-                    row = {"benchmark": case.id, **case.record(), "machine": machine_label(),
-                           "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family,
-                           **rows[case.id]}
+                    facts = {"machine": machine_label(),
+                             "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family}
                     if case.model.startswith(PREFIX):
-                        row["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
-                    run.append_jsonl(record.MEASUREMENTS, row)
-                    said = row.get("status", "?") if row.get("status") != "ok" else format_seconds(row["median_s"])
+                        facts["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
+                    m = dataclasses.replace(measured[case.id], facts={**measured[case.id].facts, **facts})
+                    run.append_jsonl(record.MEASUREMENTS, m.to_json())
+                    said = m.status if m.status != "ok" else format_seconds(m.median_s)
                     print(f"  {case.id:55} {said}", flush=True)
         except KeyboardInterrupt:
             interrupted = True
         finally:
             for child in children.values():
                 child.close()
-    frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))
+    frame = record.bench_table(run.measurements())
     run.write_table("benchmarks", frame)
     run.write_json("peers.json", {"peers": {n: {**s, "spec": PEERS[n].spec} for n, s in status.items()},
                                   "models": list(selection.models), "suite": selection.suite.name,

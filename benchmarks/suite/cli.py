@@ -2,16 +2,17 @@
 
     python -m benchmarks [--suite smoke|quick|full] [--model NAME ...] [--device cpu|cuda|mps ...]
                          [--dtype float32|bfloat16 ...] [--threads N] [--label TEXT] [--graphs]
-                         [-- PYTEST-ARGS]
+                         [-k TEXT ...]
 
 1. check the arguments (a bad value: one line naming it and the valid ones, exit 2);
 2. create the run folder (``record.new_run``: environment.json);
-3. run pytest on ``benchmarks/suite/test_bench.py``: pytest-benchmark writes ``benchmark.json``,
-   each finished case appends its row to ``measurements.jsonl``;
-4. build the tidy table ``benchmarks.csv`` from the rows, print the summary and the folder.
+3. measure the suite (:func:`benchmarks.suite.runner.run_suite`, the core directly): each finished
+   case appends its Measurement to ``measurements.jsonl``;
+4. build the tidy table ``benchmarks.csv`` from the measurements, export pytest-benchmark's
+   ``benchmark.json`` from them, print the summary and the folder.
 
 Ctrl-C (or SIGTERM) stops the suite; what finished is kept and tabled, and the exit status is 130.
-Otherwise the exit status is pytest's: 1 when a case failed (an error, or NaN/inf output).
+Otherwise it is 1 when a case failed (an error, or NaN/inf output), else 0.
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-
 
 def _model_list() -> str:
     try:
@@ -48,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="suites:\n" + "\n".join(f"  {s.name:15} {s.description}" for s in SUITES.values())
         + "\n\nmodels:\n" + _model_list()
         + "\n\nLists take commas or repeats: --model kan,mlp --model rbf-kan. "
-        "Arguments after -- go to pytest, e.g. -- -k forward -x",
+        "-k keeps the cases whose id holds the text: -k forward -k b256",
     )
     p.add_argument("--suite", default="quick", metavar="NAME",
                    help=f"one of {', '.join(SUITES)} (default: quick)")
@@ -66,27 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--graphs", action="store_true",
                    help="on CUDA, also time every step with its model captured in CUDA graphs (forward and "
                         "backward replayed; the loss and optimizer step eager), beside the eager step")
-    p.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("-k", dest="only", action="append", default=[], metavar="TEXT",
+                   help="only the cases whose id holds TEXT (repeat for several; their groups are timed whole)")
     return p
-
-
-def pytest_arguments(selection, run, threads: int, extra: list[str]) -> list[str]:
-    """The pytest command line for ``selection`` writing into ``run``, timed with ``threads`` threads."""
-    args = [
-        str(HERE / "test_bench.py"), "--rootdir", str(ROOT), "-p", "no:cacheprovider", "-q",
-        f"--bench-suite={selection.suite.name}", f"--bench-run={run.path}", f"--bench-threads={threads}",
-        f"--benchmark-json={run.benchmark_json}",
-        "--benchmark-columns=median,iqr,min,rounds", "--benchmark-sort=name",
-    ]
-    args += [f"--bench-model={m}" for m in selection.models]
-    if selection.explicit_devices:
-        args += [f"--bench-device={d}" for d in selection.devices]
-    args += [f"--bench-dtype={d}" for d in selection.dtypes or ()]
-    if selection.shard:
-        args.append(f"--bench-shard={selection.shard[0]}/{selection.shard[1]}")
-    if selection.graphs:
-        args.append("--bench-graphs")
-    return args + list(extra)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         selection = suites.select(args.suite, args.model, args.device, args.dtype, args.shard, args.graphs)
         if args.threads is not None:
             threads = check_threads(args.threads)
+        if args.only and not any(text in c.id for c in selection.cases() for text in args.only):
+            raise ValueError(f"no case of the selection has {' or '.join(map(repr, args.only))} in its id "
+                             f"(ids look like {selection.cases()[0].id})")
     except (ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # the run's thread count, decided once here and passed to the suite (--bench-threads)
+    # the run's thread count, decided once here and passed to the runner
     if args.threads is None:
         threads, why = default_threads(idle_cores(), torch_threads())
     else:
@@ -112,11 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, selection, threads: int, why: str) -> int:
-    import pytest
-
     from benchmarks.core import device, record
     from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
-    from benchmarks.suite import summary
+    from benchmarks.suite import export, runner
 
     try:
         run = record.new_run(args.label)
@@ -129,25 +108,43 @@ def _run(args, selection, threads: int, why: str) -> int:
     cases = selection.cases()
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
     skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
+    planned = sum(1 for c in cases if runner.wanted(c, args.only))
     run.write_json(record.BENCH_SETTINGS, {
         "suite": selection.suite.name, "models": list(selection.models), "devices": list(selection.devices),
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
-        "graphs": selection.graphs,
-        "cases": len(cases) - absent, "state": record.RUNNING,  # a run killed before its end stays "running"
+        "graphs": selection.graphs, "only": list(args.only),
+        "cases": planned, "state": record.RUNNING,  # a run killed before its end stays "running"
     })
     shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
-    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}; threads {why}; "
+    only = f", {planned} with {' or '.join(map(repr, args.only))} in the id" if args.only else ""
+    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}; threads {why}; "
           f"run folder {run.path}", flush=True)
+    interrupted = False
     with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
-        code = pytest.main(pytest_arguments(selection, run, threads, args.pytest_args))
-    interrupted = code == pytest.ExitCode.INTERRUPTED
+        try:
+            runner.run_suite(selection, run, threads, args.only)
+        except KeyboardInterrupt:
+            interrupted = True
     device.record_peaks(run, device.peaks_used())  # device.json: the peaks the rows were set against
-
-    frame = record.bench_table(run.read_jsonl(record.MEASUREMENTS))
+    measurements = run.measurements()  # what reached the disk: the table holds exactly that
+    frame = record.bench_table([m.row() for m in measurements])
     path = run.write_table("benchmarks", frame)
-    finished = code in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
-    run.mark(record.INTERRUPTED if interrupted else record.COMPLETE if finished else f"failed: pytest exit {int(code)}")
+    exported = export.write(run, measurements, selection.suite)
+    run.mark(record.INTERRUPTED if interrupted else record.COMPLETE)
+    _ending(frame, warning, why, interrupted)
+    print(f"tidy table {path.name}" + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "")
+          + ", environment.json")
+    announce(run)
+    if interrupted:
+        return 130
+    return 1 if runner.failed(measurements) else 0
+
+
+def _ending(frame, warning: str | None, why: str, interrupted: bool) -> None:
+    """The summary, the warning again, the threads and clock, and what an interrupt kept."""
+    from benchmarks.suite import summary
+
     print()
     print(summary.summary(frame))
     print()
@@ -158,11 +155,6 @@ def _run(args, selection, threads: int, why: str) -> int:
           + (" (cpu: the process's CPU time, one thread on the CPU)" if "cpu" in clocks else ""))
     if interrupted:
         print(f"interrupted: kept the {len(frame)} finished measurements; the run is marked partial")
-    print(f"tidy table {path.name}, pytest-benchmark JSON {run.benchmark_json.name}, environment.json")
-    announce(run)
-    if interrupted:
-        return 130
-    return int(code)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """pytest plumbing of the bench suites: options, parametrisation, the device timer, the record.
 
-Run through ``python -m benchmarks`` (or ``nox -s bench``), which passes these options;
-running pytest on ``benchmarks/`` directly works too::
+``python -m benchmarks`` (and ``nox -s bench``) measures the suites without pytest
+(:mod:`benchmarks.suite.runner`); this is for those who run them with pytest-benchmark's
+own options::
 
-    pytest benchmarks/suite/test_bench.py --bench-suite smoke --bench-model kan,mlp
+    pytest benchmarks/suite/test_bench.py --bench-suite smoke --bench-model kan,mlp --benchmark-json=out.json
 
-Every case gets ``pytest.mark.benchmark(timer=DeviceTimer(device), group=workload)``, so
-pytest-benchmark times it with the device-aware clock and groups the models that share
-a workload in its terminal table. Cases on a device that is not present, or in a dtype
+The same core measures each group (:func:`benchmarks.core.measure.measure_group`); every case
+gets ``pytest.mark.benchmark(timer=Recorded(device), group=workload)``, a clock that replays
+the samples the core took, so that pytest-benchmark reports exactly those, grouped by workload
+in its terminal table. Cases on a device that is not present, or in a dtype
 the device does not support, are skipped with the reason.
 """
 
@@ -115,7 +117,7 @@ def suite(request):
 
 @pytest.fixture
 def measured(request):
-    """``measured(case)``: the row of ``case``, its group measured (once) when first asked."""
+    """``measured(case)``: the Measurement of ``case``, its group measured (once) when first asked."""
     config = request.config
 
     def row_of(case):
@@ -131,7 +133,7 @@ def measured(request):
 
 @pytest.fixture
 def bench_run(request):
-    """The run folder that receives each case's row, or None outside ``python -m benchmarks``."""
+    """The run folder (``--bench-run``) that receives each case's Measurement, or None."""
     path = request.config.getoption("--bench-run")
     return record.Run(Path(path)) if path else None
 

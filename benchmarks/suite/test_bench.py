@@ -1,10 +1,13 @@
 """The bench suite: one pytest-benchmark test per case (model, phase, device, dtype, shapes).
 
+For those who run the suites with pytest and pytest-benchmark's own options
+(``pytest benchmarks/suite/test_bench.py --bench-suite smoke --benchmark-json=...``);
+``python -m benchmarks`` measures the same cases without pytest (:mod:`benchmarks.suite.runner`).
 The cases come from the selected suite (see ``conftest.py`` and ``suites.py``); the models
 of a group are measured together, in turns, when its first case runs
 (:func:`benchmarks.core.measure.measure_group`, through the ``measured`` fixture). Each
-case, whatever its status, appends its row to the run's ``measurements.jsonl`` at once,
-so an interrupted run keeps what finished; its samples go to pytest-benchmark.
+case, whatever its status, appends its Measurement to ``measurements.jsonl`` of the run
+folder given with ``--bench-run``, at once; its samples go to pytest-benchmark.
 """
 
 from __future__ import annotations
@@ -12,34 +15,29 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.core import record
-from benchmarks.core.machine import machine_label
-from benchmarks.core.case import zoo
 from benchmarks.core.cli import one_line
+from benchmarks.core.measurement import Measurement
+from benchmarks.suite.runner import finished
 
 
 def test_case(benchmark, case, measured, bench_run, request):
-    row = {
-        "benchmark": request.node.name,
-        **case.record(),
-        "family": zoo().entry(case.model).family,
-        "machine": machine_label(),
-    }
+    failure = None
     try:
-        row.update(measured(case))
+        m = measured(case)
     except Exception as e:  # the whole group could not be measured
-        row.update(status="error", reason=one_line(e))
-        raise
-    finally:
-        if "status" in row:
-            benchmark.extra_info.update({k: v for k, v in row.items() if k != "samples"})
-            if bench_run is not None:
-                bench_run.append_jsonl(record.MEASUREMENTS, row)
-    if row["status"] == "ok":
+        m, failure = Measurement(case, status="error", reason=one_line(e)), e
+    m = finished(case, m)
+    benchmark.extra_info.update(m.row())
+    if bench_run is not None:
+        bench_run.append_jsonl(record.MEASUREMENTS, m.to_json())
+    if failure is not None:
+        raise failure
+    if m.status == "ok":
         clock = request.node.get_closest_marker("benchmark").kwargs["timer"]
-        rounds = clock.load(row["samples"], row.get("clock", "wall"))
+        rounds = clock.load(m.samples, m.clock or "wall")
         benchmark.pedantic(lambda: None, rounds=rounds, iterations=1, warmup_rounds=0)
         return
     benchmark.skipped = True  # no timing to report: silence pytest-benchmark's "fixture not used"
-    if row["status"] == "skipped":
-        pytest.skip(row["reason"])
-    pytest.fail(f"{case.id}: {row['status']}: {row['reason']}", pytrace=False)
+    if m.status == "skipped":
+        pytest.skip(m.reason)
+    pytest.fail(f"{case.id}: {m.status}: {m.reason}", pytrace=False)
