@@ -29,6 +29,8 @@ def _error(capsys) -> str:
         (["--suite", "huge"], "unknown suite 'huge'", "valid suites: smoke, quick, full"),
         (["--dtype", "float8"], "unknown dtype 'float8'", "valid dtypes: float32, bfloat16"),
         (["--threads", "0"], "threads must be a positive integer", ""),
+        (["--suite", "smoke", "-k", "no-such-case"], "no case of the selection has 'no-such-case' in its id",
+         "ids look like kan-forward-cpu-float32-2x5x1-b64-g5"),
     ],
 )
 def test_bad_value_is_one_line_and_exit_2(argv, bad, valid, capsys, results):

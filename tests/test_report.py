@@ -601,7 +601,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, case):
     if case == "unknown run":
         args = ["20990101T000000-nothere"]
     elif case == "no benchmarks.csv":
-        run.file("benchmarks.csv").unlink()
+        not_a_bench(run)
     elif case == "no runs":
         monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "empty"))
         args = []
@@ -871,16 +871,16 @@ def test_the_default_page_puts_the_newest_of_each_kind_together(tmp_path, monkey
     old_bench = make_run(tmp_path, "20250601T110000-aaaaaaa", attribution=False, quality=False, **small)
     bench = make_run(tmp_path, "20250601T120000-aaaaaaa", attribution=False, quality=False, **small)
     profile = make_run(tmp_path, "20250601T120500-aaaaaaa", attribution=True, quality=False, **small)
-    (profile.path / "benchmarks.csv").unlink()  # a profile run: attribution only
+    not_a_bench(profile)  # a profile run: attribution only
     other_commit = make_run(tmp_path, "20250601T121000-bbbbbbb", attribution=False, quality=True, **small)
-    (other_commit.path / "benchmarks.csv").unlink()
+    not_a_bench(other_commit)
     env = other_commit.environment()
     other_commit.write_json("environment.json", {**env, "commit": {**env["commit"], "id": "fedcba9876543210"}})
     other_machine = make_run(tmp_path, "20250601T121500-aaaaaaa", machine="gpu-box", attribution=False,
                              quality=True, **small)
-    (other_machine.path / "benchmarks.csv").unlink()
+    not_a_bench(other_machine)
     newest = make_run(tmp_path, "20250601T122000-aaaaaaa", attribution=False, quality=True, **small)
-    (newest.path / "benchmarks.csv").unlink()  # a quality run, the newest
+    not_a_bench(newest)  # a quality run, the newest
     picked = [r.name for r in data.default_runs()]
     assert picked == [newest.name, profile.name, bench.name]  # not the older bench, nor other commits or machines
     assert old_bench.name not in picked
@@ -1042,6 +1042,12 @@ def test_every_text_of_every_chart_lies_inside_its_picture(pages, tmp_path):
 
 
 # --- partial runs ----------------------------------------------------------------------------------
+
+def not_a_bench(run: record.Run) -> None:
+    """``run`` with neither the bench's table nor the measurements it could be rebuilt from."""
+    run.file("benchmarks.csv").unlink()
+    run.file(record.MEASUREMENTS).unlink()
+
 
 def killed_run(root: Path, name: str, rows: int = 7, state: str | None = "running") -> record.Run:
     """A bench run stopped before it wrote its table: measurements.jsonl only (whole-number figures

@@ -5,8 +5,9 @@ sample once, in ``measurements.jsonl``; this file is written for the tools peopl
 use on pytest-benchmark's results (``pytest-benchmark compare results/*/benchmark.json``)
 and is never read back. Each "ok" measurement is one benchmark, named as the pytest suite
 names it (``test_case[<case id>]``), its statistics computed by pytest-benchmark's own
-``Stats`` from the samples; what pytest-benchmark has no field for goes in ``extra_info``
-and ``machine_info``, as the design asks.
+``Stats`` from the samples, which the file leaves out (they are kept once); what
+pytest-benchmark has no field for goes in ``extra_info`` and ``machine_info``, as the
+design asks.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def benchmark_entry(m, suite=None) -> dict[str, Any]:
         "params": {"case": m.case.id}, "param": m.case.id,
         "extra_info": {k: _plain(v) for k, v in row.items() if k != "benchmark"},
         "options": options,
-        "stats": {**stats.as_dict(), "data": list(m.samples), "iterations": 1},
+        # no "data": the samples are kept once, in measurements.jsonl (pytest-benchmark's own
+        # --benchmark-save leaves them out too unless asked)
+        "stats": {**stats.as_dict(), "iterations": 1},
     }
 
 
