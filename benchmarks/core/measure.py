@@ -42,7 +42,7 @@ from benchmarks.core import device as accelerator, memory, stats
 from benchmarks.core.cli import one_line
 from benchmarks.core.case import Case, ModelUnavailable, make_step, phase_flops, zoo
 from benchmarks.core.equivalence import same_function
-from benchmarks.core.measurement import BASELINES, CLEAR_WITHIN, FACTS, Measurement, Ratio, own_spread
+from benchmarks.core.measurement import BASELINES, FACTS, Measurement, Ratio, own_spread
 from benchmarks.core.protocol import Candidate, disturbed, os_usage, turns_until_clear
 from benchmarks.core.machine import load_average
 from benchmarks.core.timer import clock_for, using_threads
@@ -194,7 +194,7 @@ def time_group(group: Group, candidates: dict[str, Candidate], rows: dict[str, d
         for name, m in timed.items():
             checks = [ratio(m, timed[b], CHECK_RESAMPLES) for b in baseline_of.get(name, {}).values() if b in timed]
             spreads = [math.inf if r is None else r.spread for r in checks] or [own_spread(m.used, CHECK_RESAMPLES)]
-            if not all(s <= CLEAR_WITHIN for s in spreads):
+            if not all(s <= stats.CLEAR_WITHIN for s in spreads):
                 return False
         return True
 

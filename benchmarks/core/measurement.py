@@ -38,8 +38,6 @@ VERSION = 1  # of the JSON form; a reader refuses a newer one rather than misrea
 CLEAN_SHARE = 0.5
 # The ratios to the MLP baselines, by column, and the model each is a ratio to.
 BASELINES = (("x_mlp", "mlp"), ("x_mlp_param", "mlp-param"))
-# A ratio's interval within this reach is a clear answer (stats' rule).
-CLEAR_WITHIN = stats.CLEAR_WITHIN
 
 
 @dataclass(frozen=True)
@@ -168,9 +166,9 @@ class Measurement:
         if not spreads:
             spreads["of the median"] = own_spread(self.used)
         reasons, imprecise = [], [f"interval {what} {_reach(s)}" for what, s in spreads.items()
-                                  if not s <= CLEAR_WITHIN]
+                                  if not s <= stats.CLEAR_WITHIN]
         what, spread = max(spreads.items(), key=lambda item: item[1])
-        if not spread <= CLEAR_WITHIN:
+        if not spread <= stats.CLEAR_WITHIN:
             reasons.append(f"interval {what} {_reach(spread)}")
         counted = self.disturbed_count if self.clock == "wall" else 0
         n, used = len(self.samples), len(self.used_rounds())

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+
 def _model_list() -> str:
     try:
         from benchmarks.core.case import zoo
