@@ -9,7 +9,10 @@
     protocol   first_call and rounds (one candidate), turns (candidates side by side),
                paired_turns (two processes, the gate)
     measure    a group of cases (a workload's models and their MLPs) timed in turns until its
-               ratios are clear, and the rows it gives: medians, paired ratios, stability
+               ratios are clear: a Measurement per case, with its paired ratios to the MLPs
+    measurement  Measurement: a case, its threads and clock, raw samples, rounds, disturbed
+               flags, first call, status; medians, spread and stability derived from it;
+               its JSON form (measurements.jsonl), which reads earlier harnesses' rows too
     process    a child process spoken to in JSON lines (the gate's sides, the peers)
     memory     parameter bytes, bytes saved for backward, device peak memory
     record     the run folder: every file a run writes, read and written here only
