@@ -105,7 +105,7 @@ def count(minimum: int = 1) -> Callable[[str], int]:
         except ValueError:
             raise Unreadable(text) from None
         if value < minimum:
-            what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"a whole number of at least {minimum}")
             raise ValueError(f"expected {what}, got {text!r}")
         return value
 
