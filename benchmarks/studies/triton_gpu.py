@@ -32,7 +32,6 @@ process on one GPU: ratios within the run are the point, not absolute times.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -42,6 +41,9 @@ import warnings
 
 import torch
 
+from benchmarks.core import cli
+from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.command import run_command
 from benchmarks.core.memory import saved_tensor_bytes
 from benchmarks.peers import catalog
 
@@ -53,16 +55,18 @@ SHAPES["all"] = SHAPES["small"] + SHAPES["big"]
 # a dry run of the script itself: --device cpu under TRITON_INTERPRET=1 (figures meaningless)
 SHAPES["tiny"] = [([2, 5, 1], 64, 5), ([7, 9, 3], 33, 50)]
 PEERS = ("inkan", "flashkan")
-DEVICE = torch.device("cuda")
 
 
-def sync() -> None:
-    if DEVICE.type == "cuda":
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 class Run:
-    def __init__(self, out_dir: str, budget_s: float):
+    """The study's rows, written to ``out_dir/triton_gpu.jsonl`` as they come, and what it runs on."""
+
+    def __init__(self, out_dir: str, budget_s: float, device: torch.device):
+        self.device = device
         self.path = os.path.join(out_dir, "triton_gpu.jsonl")
         self.file = open(self.path, "a")
         self.deadline = time.time() + budget_s
@@ -134,8 +138,8 @@ def check(run: Run, widths, batch, grid, models, x, y) -> None:
                   "relative to max(1, max |float64 reference|)")
 
 
-def event_seconds(fn, calls: int) -> float:
-    if not torch.cuda.is_available() or DEVICE.type != "cuda":
+def event_seconds(fn, calls: int, device: torch.device) -> float:
+    if not torch.cuda.is_available() or device.type != "cuda":
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
@@ -179,14 +183,14 @@ def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) 
     calls, first = {}, {}
     for name, fn in list(fns.items()):
         try:
-            sync()
+            sync(run.device)
             t0 = time.perf_counter()
             fn()
-            sync()
+            sync(run.device)
             first[name] = time.perf_counter() - t0
             for _ in range(2):
                 fn()
-            once = event_seconds(fn, 3)
+            once = event_seconds(fn, 3, run.device)
             calls[name] = max(1, min(200, int(round_s / max(once, 1e-6))))
         except Exception as e:  # a peer that fails at this shape
             run.emit(kind="error", phase=phase, model=name, error=f"{type(e).__name__}: {str(e)[:300]}")
@@ -196,7 +200,7 @@ def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) 
     for r in range(rounds):
         shift = r % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
-            samples[name].append(event_seconds(fns[name], calls[name]))
+            samples[name].append(event_seconds(fns[name], calls[name], run.device))
     return {n: (samples[n], calls[n], first[n]) for n in names}
 
 
@@ -209,7 +213,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
     from kan import triton_spline
 
     torch.manual_seed(0)
-    device = DEVICE
+    device = run.device
     x = torch.rand(batch, widths[0], device=device) * 2 - 1
     y = torch.randn(batch, widths[-1], device=device)
     models = {}
@@ -320,40 +324,47 @@ def table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def parser() -> Parser:
+    p = Parser(prog="python -m benchmarks.studies.triton_gpu", description=__doc__.split("\n")[0],
+               error_prefix="triton_gpu: ")
+    p.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this (seconds)")
+    p.add_argument("--rounds", type=cli.count(1), default=7)
+    p.add_argument("--round-s", type=float, default=0.02, help="seconds of calls per model per round")
+    p.add_argument("--shapes", choices=sorted(SHAPES), default="all")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 (torch's flag; the kernels follow it)")
+    p.add_argument("--compile", action="store_true",
+                   help="kan-fast(torch) with its torch.compile'd kernels (off by default: compiling them "
+                        "at every shape costs minutes of the budget)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: a dry run of this script under TRITON_INTERPRET=1 (with --shapes tiny)")
+    return p
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.triton_gpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this (seconds)")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--round-s", type=float, default=0.02, help="seconds of calls per model per round")
-    parser.add_argument("--shapes", choices=sorted(SHAPES), default="all")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 (torch's flag; the kernels follow it)")
-    parser.add_argument("--compile", action="store_true",
-                        help="kan-fast(torch) with its torch.compile'd kernels (off by default: compiling them "
-                             "at every shape costs minutes of the budget)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                        help="cpu: a dry run of this script under TRITON_INTERPRET=1 (with --shapes tiny)")
-    args = parser.parse_args(argv)
-    global DEVICE
-    DEVICE = torch.device(args.device)
-    if DEVICE.type == "cuda" and not torch.cuda.is_available():
-        print("triton_gpu: no CUDA device here; this study runs on a GPU", file=sys.stderr)
-        return 2
+    return run_command("triton-gpu", parser(), argv, _study)  # rows go to $OUT, not a run folder
+
+
+def _study(args, cmd) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("no CUDA device here; this study runs on a GPU")
     from kan import fast
 
     if fast.triton_kernels() is None:
-        print("triton_gpu: Triton does not import here", file=sys.stderr)
-        return 2
+        raise UsageError("Triton does not import here")
     warnings.filterwarnings("ignore")
     fast.set_compile(args.compile)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     out_dir = os.environ.get("OUT") or tempfile.mkdtemp(prefix="triton-gpu-")
     os.makedirs(out_dir, exist_ok=True)
-    run = Run(out_dir, args.budget_s)
-    run.emit(kind="run", torch=torch.__version__, device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu (interpreter)",
-             triton=__import__("triton").__version__, tf32=args.tf32, kan_fast_torch_compiled=args.compile, rounds=args.rounds, round_s=args.round_s)
+    run = Run(out_dir, args.budget_s, device)
+    run.emit(kind="run", torch=torch.__version__,
+             device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (interpreter)",
+             triton=__import__("triton").__version__, tf32=args.tf32, kan_fast_torch_compiled=args.compile,
+             rounds=args.rounds, round_s=args.round_s)
     try:
-        if DEVICE.type == "cuda":
+        if device.type == "cuda":
             launch_counts(run)
     except Exception as e:
         run.emit(kind="error", model="launch count", error=f"{type(e).__name__}: {str(e)[:300]}")
