@@ -112,7 +112,8 @@ def bench(session: nox.Session) -> None:
     Arguments pass through: `nox -s bench -- --suite full --device cuda --model kan,mlp`;
     `nox -s bench -- --help` lists the choices. The run is then rendered as a report (the
     session finds it through `$KAN_RUN_FILE`, never by listing results/). Ctrl-C stops the
-    suite and keeps what finished: the session waits while the bench writes its table and summary and marks the run partial.
+    suite and keeps what finished: the session waits while the bench writes its table and
+    summary and marks the run partial.
     """
     python = harness_python(session)
     build_kernels(session, python)
