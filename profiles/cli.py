@@ -48,7 +48,7 @@ from typing import Sequence
 
 from profiles import attribution
 from benchmarks.core import cli
-from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.cli import Parser, UsageError, one_line
 from benchmarks.core.command import Command, run_command
 from profiles.scenario import PHASES, Scenario, expand
 
@@ -252,8 +252,8 @@ def profile_in_process(todo: Sequence[Scenario], args, out: Path, note, failures
                 seconds = profiler.function()(s, *made, top=args.top, measured=took)
                 under[s.stem][profiler.name] = took[0] if took else None
             except Exception as e:  # one line per failed scenario; the others still run
-                failures.append(f"{s.stem} ({profiler.name}): {type(e).__name__}: {e}")
-                print(f"  {profiler.name:8} {s.stem:40} failed: {type(e).__name__}: {e}")
+                failures.append(f"{s.stem} ({profiler.name}): {one_line(e)}")
+                print(f"  {profiler.name:8} {s.stem:40} failed: {one_line(e)}")
                 continue
             note(s, profiler.name, seconds, made, time.perf_counter() - started)
     return under
@@ -425,7 +425,7 @@ def time_bare(todo: Sequence[Scenario], failures: list[str]) -> dict[str, float]
         try:
             bare[s.stem] = scenarios.run(s).measured_s
         except Exception as e:  # one line per failed scenario; the others still run
-            failures.append(f"{s.stem} (no profiler): {type(e).__name__}: {e}")
+            failures.append(f"{s.stem} (no profiler): {one_line(e)}")
     return bare
 
 

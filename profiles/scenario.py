@@ -49,7 +49,7 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 from benchmarks.core import cli
 from benchmarks.core.case import Case, Step, make_batch, make_step
-from benchmarks.core.cli import Parser
+from benchmarks.core.cli import Parser, one_line
 from benchmarks.core.command import run_command
 from benchmarks.core.case import train_step as case_train_step
 from benchmarks.core.phases import SUITE_PHASES
@@ -342,7 +342,7 @@ def _scenarios(args, cmd) -> int:
         try:
             w = run(s)
         except Exception as e:  # one line per failed scenario; the others still run
-            print(f"profiles.scenario: {s.stem} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"profiles.scenario: {s.stem} failed: {one_line(e)}", file=sys.stderr)
             failed += 1
             continue
         # the wall time of the measured steps, for the sampler's coverage of them

@@ -18,6 +18,7 @@ import sys
 
 from benchmarks.core.cli import Parser, UsageError
 from benchmarks.core.command import run_command
+from benchmarks.core.units import format_seconds
 
 BUSY_WIDTHS = "1024x1024x1024"
 
@@ -44,7 +45,7 @@ def report(frame) -> tuple[list[str], bool]:
         for _, r in busy.sort_values(["phase", "model"]).iterrows():
             tflops = r["flops"] / r["median_s"] / 1e12 if r["median_s"] > 0 else math.nan
             mode = r["mode"] if isinstance(r["mode"], str) else "eager"
-            lines.append(f"  {r['model']:<14} {r['phase']:<9} {mode:<11} {r['median_s'] * 1e3:>8.3f}ms "
+            lines.append(f"  {r['model']:<14} {r['phase']:<9} {mode:<11} {format_seconds(r['median_s'], unit='ms', spec='.3f'):>10} "
                          f"{_pct(r['device_busy']):>6} {tflops:>8.2f} {_pct(r['flop_share']):>8} "
                          f"{str(r['math']):>5} {_pct(r['bandwidth_share']):>6}  {r['launch_bound']}")
         mlp = busy[(busy["model"] == "mlp") & (busy["phase"] == "forward") & busy["mode"].isna()]

@@ -67,6 +67,7 @@ from benchmarks.core.protocol import Candidate, turns
 from benchmarks.core.timer import DEVICE_TYPES
 from benchmarks.core.units import format_seconds
 from benchmarks.peers.catalog import PEERS as CATALOG
+from benchmarks.peers.catalog import REFERENCE_PEERS
 
 FORWARD_BACKWARD = "forward+backward"
 FORWARD = "forward"
@@ -76,8 +77,8 @@ FAST = "kan-fast"
 REFERENCE = "kan"
 DENSE_FLOOR = "dense floor"
 # The peers: PyPI KANs measured for comparison only (module holding KANNetwork, pip spec), as
-# pinned in the peers' catalog; pykan is left out (it is no KANNetwork and does not compute our function).
-PEERS = {name: (CATALOG[name].module, CATALOG[name].spec) for name in ("flashkan", "inkan")}
+# pinned in the peers' catalog: those that compute our function (pykan does not).
+PEERS = {name: (CATALOG[name].module, CATALOG[name].spec) for name in REFERENCE_PEERS}
 FASTER_PEER = "the faster peer"
 
 SPLINE_ORDER = 3  # every model here is built with its default cubic splines
@@ -135,7 +136,7 @@ def peer_class(name: str) -> type[torch.nn.Module]:
     except ImportError:
         raise Unavailable("not installed", f"not installed (pip install --no-deps {spec})") from None
     except Exception as e:  # a broken install: say what broke, measure the others
-        raise Unavailable("error", f"cannot import {module}: {type(e).__name__}: {e}") from None
+        raise Unavailable("error", f"cannot import {module}: {one_line(e)}") from None
 
 
 def peer_version(name: str) -> str | None:

@@ -42,9 +42,10 @@ import warnings
 import torch
 
 from benchmarks.core import cli
-from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.cli import Parser, UsageError, one_line
 from benchmarks.core.command import run_command
 from benchmarks.core.memory import saved_tensor_bytes
+from benchmarks.core.units import format_seconds
 from benchmarks.peers import catalog
 
 SHAPES = {
@@ -54,7 +55,7 @@ SHAPES = {
 SHAPES["all"] = SHAPES["small"] + SHAPES["big"]
 # a dry run of the script itself: --device cpu under TRITON_INTERPRET=1 (figures meaningless)
 SHAPES["tiny"] = [([2, 5, 1], 64, 5), ([7, 9, 3], 33, 50)]
-PEERS = ("inkan", "flashkan")
+PEERS = catalog.REFERENCE_PEERS  # the pip KANs that compute our reference's function
 
 
 def sync(device: torch.device) -> None:
@@ -193,7 +194,7 @@ def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) 
             once = event_seconds(fn, 3, run.device)
             calls[name] = max(1, min(200, int(round_s / max(once, 1e-6))))
         except Exception as e:  # a peer that fails at this shape
-            run.emit(kind="error", phase=phase, model=name, error=f"{type(e).__name__}: {str(e)[:300]}")
+            run.emit(kind="error", phase=phase, model=name, error=one_line(e))
             del fns[name]
     names = list(fns)
     samples = {n: [] for n in names}
@@ -222,7 +223,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
             models[name] = build().to(device)
         except Exception as e:
             run.emit(kind="error", shape=shape_id(widths, batch, grid), model=name,
-                     error=f"{type(e).__name__}: {str(e)[:300]}")
+                     error=one_line(e))
     check(run, widths, batch, grid, models, x, y)
     math = triton_spline.math_mode(x)
     medians = {}
@@ -311,7 +312,7 @@ def table(run: Run) -> str:
             lines.append(f"check  {row['shape']:28} {row['verdict']:4}  triton worst {row['worst']['kan-fast(triton)']:.2e}"
                          f"  (kan float32 worst {row['worst']['kan']:.2e})")
         elif row["kind"] == "time":
-            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:18} {row['median_s'] * 1e3:9.3f} ms"
+            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:18} {format_seconds(row['median_s'], unit='ms', spec='.3f'):>12}"
                          f"  spread {row['spread']:6.1%}" + (f"  math {row['math']}" if row.get("math") else ""))
         elif row["kind"] == "target":
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
@@ -367,7 +368,7 @@ def _study(args, cmd) -> int:
         if device.type == "cuda":
             launch_counts(run)
     except Exception as e:
-        run.emit(kind="error", model="launch count", error=f"{type(e).__name__}: {str(e)[:300]}")
+        run.emit(kind="error", model="launch count", error=one_line(e))
     for widths, batch, grid in SHAPES[args.shapes]:
         if run.left() <= 0:
             run.emit(kind="skipped", shape=shape_id(widths, batch, grid), reason="time budget spent")
@@ -377,7 +378,7 @@ def _study(args, cmd) -> int:
             found = measure(run, widths, batch, grid, args.rounds, args.round_s)
             verdicts(run, widths, batch, grid, found)
         except Exception as e:
-            run.emit(kind="error", shape=shape_id(widths, batch, grid), error=f"{type(e).__name__}: {str(e)[:500]}")
+            run.emit(kind="error", shape=shape_id(widths, batch, grid), error=one_line(e))
         print(f"{shape_id(widths, batch, grid)}: {time.time() - t0:.1f} s", flush=True)
     print(table(run))
     print(f"rows: {run.path}")
