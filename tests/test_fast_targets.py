@@ -133,6 +133,10 @@ def test_ctrl_c_keeps_the_finished_rows(results, capsys, no_peers, monkeypatch):
     _, rows, _ = _run_tables(results)
     assert set(rows.grid_size) == {5} and (rows.model == "kan-fast").sum() == 3
     assert "interrupted: kept the 8 finished rows" in capsys.readouterr().out
+    (run,) = record.runs(results)
+    said = run.read_json("run.json")  # the frame's manifest: what ran, with what, and how it ended
+    assert (said["kind"], said["state"], said["exit_status"]) == ("targets", "interrupted", 130)
+    assert said["settings"]["grids"] == [5, 7] and said["command"][-2:] == ["--grids", "5,7"]
 
 
 def _rows(**medians):
