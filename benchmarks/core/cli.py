@@ -105,7 +105,8 @@ def count(minimum: int = 1) -> Callable[[str], int]:
         except ValueError:
             raise Unreadable(text) from None
         if value < minimum:
-            what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"a whole number of at least {minimum}")
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+                minimum, f"a whole number of at least {minimum}")
             raise ValueError(f"expected {what}, got {text!r}")
         return value
 
@@ -227,17 +228,20 @@ def add_models(p: argparse.ArgumentParser, default=None, nargs: str | None = Non
 
 
 def add_devices(p: argparse.ArgumentParser, default=None, valid: Sequence[str] | None = None,
-                multiple: bool = True, nargs: str | None = None, help: str | None = None) -> None:
+                multiple: bool = True, nargs: str | None = None, present: bool = True,
+                help: str | None = None) -> None:
     """``--device``: several (comma-separated or repeated) or one (``multiple=False``), each
-    checked by :func:`device`."""
+    checked by :func:`device` (``present=False``: a device this machine lacks is accepted, for a
+    command that skips it and says so)."""
     from benchmarks.core.timer import DEVICE_TYPES
 
     shown = ", ".join(valid or DEVICE_TYPES)
     if multiple:
-        p.add_argument("--device", type=devices(valid), action=Names, nargs=nargs, default=default, metavar="NAME",
+        p.add_argument("--device", type=devices(valid, present), action=Names, nargs=nargs, default=default,
+                       metavar="NAME",
                        help=help or f"one or more of {shown} (default: {default or 'every one present'})")
     else:
-        p.add_argument("--device", type=device(valid), default=default, metavar="NAME",
+        p.add_argument("--device", type=device(valid, present), default=default, metavar="NAME",
                        help=help or f"one of {shown} (default: {default})")
 
 

@@ -168,7 +168,8 @@ def format_summary(rows: list[dict]) -> str:
         "task": r["task"], "model": r["label"], "metric": r["metric"],
         "mean": num(r["value_mean"]), "std": num(r["value_std"]),
         "ok/seeds": f"{r['ok']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else ""),
-        "train s": num(r["train_s"], "{:.3g}"), "step ms": format_seconds(r["step_median_s"], unit="ms", missing="", suffix=False),
+        "train s": num(r["train_s"], "{:.3g}"),
+        "step ms": format_seconds(r["step_median_s"], unit="ms", missing="", suffix=False),
         "to target s": num(r["time_to_target_s"], "{:.3g}") + f" ({r['reached_target']}/{r['ok']})",
         "front": "yes" if r["pareto"] else "",
     } for r in rows]

@@ -45,7 +45,8 @@ def report(frame) -> tuple[list[str], bool]:
         for _, r in busy.sort_values(["phase", "model"]).iterrows():
             tflops = r["flops"] / r["median_s"] / 1e12 if r["median_s"] > 0 else math.nan
             mode = r["mode"] if isinstance(r["mode"], str) else "eager"
-            lines.append(f"  {r['model']:<14} {r['phase']:<9} {mode:<11} {format_seconds(r['median_s'], unit='ms', spec='.3f'):>10} "
+            median = format_seconds(r["median_s"], unit="ms", spec=".3f")
+            lines.append(f"  {r['model']:<14} {r['phase']:<9} {mode:<11} {median:>10} "
                          f"{_pct(r['device_busy']):>6} {tflops:>8.2f} {_pct(r['flop_share']):>8} "
                          f"{str(r['math']):>5} {_pct(r['bandwidth_share']):>6}  {r['launch_bound']}")
         mlp = busy[(busy["model"] == "mlp") & (busy["phase"] == "forward") & busy["mode"].isna()]
