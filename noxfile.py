@@ -110,27 +110,32 @@ def bench(session: nox.Session) -> None:
     """Time every registered model on every device present, into a new run folder under results/.
 
     Arguments pass through: `nox -s bench -- --suite full --device cuda --model kan,mlp`;
-    `nox -s bench -- --help` lists the choices. The run is then rendered as a report
-    when reports/ offers `python -m reports`. Ctrl-C stops the suite and keeps what finished:
-    the session waits while the bench writes its table and summary and marks the run partial.
+    `nox -s bench -- --help` lists the choices. The run is then rendered as a report (the
+    session finds it through `$KAN_RUN_FILE`, never by listing results/). Ctrl-C stops the
+    suite and keeps what finished: the session waits while the bench writes its table and
+    summary and marks the run partial.
     """
     python = harness_python(session)
     build_kernels(session, python)
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.core import record# the standard library only, at import
-
-    before = {r.name for r in record.runs()}
-    session.run(python, "-m", "benchmarks", *session.posargs, external=True, success_codes=[0, 1],
-                **WAIT_ON_INTERRUPT)
-    new = [r for r in record.runs() if r.name not in before and r.has("benchmarks.csv")]
-    if not new:
+    folder = run_command(session, python, "benchmarks", *session.posargs, success_codes=(0, 1))
+    if folder is None:
         return
-    run = new[-1]
-    if (ROOT / "reports" / "__main__.py").exists():
-        session.run(python, "-m", "reports", "--run", str(run.path), external=True)
+    record = _record()
+    run = record.Run(folder)
+    if run.has_bench():
+        render(session, python, folder)
     failed = [r for r in run.read_jsonl(record.MEASUREMENTS) if r.get("status") in ("error", "nonfinite")]
     if failed:
-        session.error(f"{len(failed)} measurement(s) failed (error or NaN/inf output); see {run.path}")
+        session.error(f"{len(failed)} measurement(s) failed (error or NaN/inf output); see {folder}")
+
+
+def _record():
+    """The run-folder module, through which a session reads the run a command wrote (it imports
+    the standard library only)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.core import record
+
+    return record
 
 
 @nox.session
@@ -165,24 +170,17 @@ def profile(session: nox.Session) -> None:
     `nox -s profile` profiles the reference KAN [784, 64, 10], batch 1024, on the CPU in
     every phase with all three profilers, into a new run folder under results/; arguments
     pass through: `nox -s profile -- --model kan mlp --device cuda --phase train loop`
-    (`-- --help` lists them). The run is then rendered as a report when reports/ offers
-    `python -m reports`. Fails when a scenario failed or a requested profiler could not
+    (`-- --help` lists them). The run is then rendered as a report. Fails when a scenario failed or a requested profiler could not
     run here (py-spy missing or not permitted; the message says how to enable it).
     """
     python = harness_python(session)
     build_kernels(session, python)
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.core import record# the standard library only, at import
-
-    before = {r.name for r in record.runs()}
-    session.run(python, "-m", "profiles", *session.posargs, external=True, success_codes=[0, 1, 3],
-                **WAIT_ON_INTERRUPT)
-    new = [r for r in record.runs() if r.name not in before and r.has("profile.json")]
-    if not new:
+    folder = run_command(session, python, "profiles", *session.posargs, success_codes=(0, 1, 3))
+    run = _record().Run(folder) if folder is not None else None
+    if run is None or not run.has("profile.json"):
         return
-    run = new[-1]
-    if run.has("attribution.csv") and (ROOT / "reports" / "__main__.py").exists():
-        session.run(python, "-m", "reports", "--run", str(run.path), external=True)
+    if run.has("attribution.csv"):
+        render(session, python, folder)
     outcome = run.read_json("profile.json")
     problems = outcome.get("failures", []) + [
         f"{name}: {said}" for name, said in outcome.get("profilers", {}).items() if said != "ok"

@@ -42,12 +42,15 @@ import os
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from profiles import attribution
-from profiles.scenario import PHASES, Scenario, count_arg, expand, positive_int, widths_arg
+from benchmarks.core import cli
+from benchmarks.core.cli import Parser, UsageError, one_line
+from benchmarks.core.command import Command, run_command
+from profiles.scenario import PHASES, Scenario, expand
 
 @dataclass(frozen=True)
 class Profiler:
@@ -84,8 +87,6 @@ EXIT_STATUS = ("exit status: 0 every requested profile ran; 1 a scenario failed;
 
 
 def parser() -> argparse.ArgumentParser:
-    from benchmarks.core.cli import Parser
-
     table = "\n".join(f"  {p.name:9} {', '.join(p.files)}: {p.how}" for p in PROFILER_TABLE)
     p = Parser(prog="python -m profiles", epilog=f"profilers (files per scenario under profiles/):\n{table}\n\n"
                + EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -93,21 +94,19 @@ def parser() -> argparse.ArgumentParser:
                description="Profile models x devices x phases with cProfile, py-spy and torch.profiler, "
                            "and attribute their time to the parts of a step (" + ", ".join(attribution.PARTS)
                            + "; the backward by the forward part whose gradient it computes).")
-    p.add_argument("--model", nargs="+", default=["kan"], metavar="NAME",
-                   help="registered model names (kan.zoo); default: kan")
-    p.add_argument("--device", nargs="+", default=["cpu"], help="cpu, cuda, cuda:1, mps; default: cpu")
-    p.add_argument("--phase", nargs="+", choices=PHASES, default=PHASES, help="default: all")
+    cli.add_models(p, default=["kan"], nargs="+", help="registered model names (kan.zoo); default: kan")
+    cli.add_devices(p, default=["cpu"], nargs="+", help="cpu, cuda, cuda:1, mps; default: cpu")
+    cli.add_phases(p, PHASES, default=list(PHASES), nargs="+", help="default: all")
     p.add_argument("--profiler", nargs="+", choices=PROFILERS, default=PROFILERS, help="default: all")
-    p.add_argument("--widths", type=widths_arg, default=None,
+    p.add_argument("--widths", type=cli.widths, default=None,
                    help="layer widths, input first (default 784,64,10; 1024,1024,1024 where every device is a GPU)")
-    p.add_argument("--batch", type=positive_int, default=None,
+    p.add_argument("--batch", type=cli.count(1), default=None,
                    help="default 1024; 8192 where every device is a GPU")
-    p.add_argument("--steps", type=positive_int, default=5, help="measured steps per scenario")
-    p.add_argument("--warmup", type=count_arg, default=1, help="unmeasured steps before them")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch's intra-op threads (default: torch's own choice); on a machine shared "
-                        "with other work, 1 keeps the shares from moving with the load")
-    p.add_argument("--rate", type=positive_int, default=100, help="py-spy samples per second")
+    p.add_argument("--steps", type=cli.count(1), default=5, help="measured steps per scenario")
+    p.add_argument("--warmup", type=cli.count(0), default=1, help="unmeasured steps before them")
+    cli.add_threads(p, help="torch's intra-op threads (default: torch's own choice); on a machine shared "
+                    "with other work, 1 keeps the shares from moving with the load")
+    p.add_argument("--rate", type=cli.count(1), default=100, help="py-spy samples per second")
     p.add_argument("--no-native", action="store_true",
                    help="py-spy without --native: starts much faster, but sees no C++ frames, so "
                         "matmul and the like are not told apart from the Python line calling them")
@@ -118,8 +117,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overhead", action="store_true",
                    help="do not time each scenario's steps without a profiler; by default they are, so that "
                         "profile.json can say how much each profiler slowed the same steps ('overhead')")
-    p.add_argument("--top", type=positive_int, default=30, help="rows of the top-N tables")
-    p.add_argument("--pyspy-timeout", type=positive_int, default=None, metavar="SECONDS",
+    p.add_argument("--top", type=cli.count(1), default=30, help="rows of the top-N tables")
+    p.add_argument("--pyspy-timeout", type=cli.count(1), default=None, metavar="SECONDS",
                    help="stop a py-spy child (one per model and device) that runs longer, and say so; "
                         "default: no limit")
     p.add_argument("--compile", action="store_true",
@@ -144,122 +143,86 @@ def check_models(names: Sequence[str]) -> str | None:
     return None
 
 
-def check_threads(threads: int | None) -> str | None:
-    """None if ``--threads`` is unset or a count this machine may run (the cores this process
-    may use), else one line saying so: torch accepts any count and crashes on absurd ones."""
-    from benchmarks.core.timer import check_threads as check
-
-    try:
-        check(threads) if threads is not None else None
-    except ValueError as e:
-        return f"--{e}"  # "--threads must be ..."
-    return None
-
-
-def check_devices(devices: Sequence[str]) -> str | None:
-    import torch
-
-    for device in devices:
-        try:
-            kind = torch.device(device).type
-        except (RuntimeError, ValueError):
-            return f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N, mps"
-        available = {
-            "cpu": True,
-            "cuda": torch.cuda.is_available(),
-            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-        }
-        if kind not in available:
-            return f"unknown device {device!r}; valid devices: cpu, cuda, cuda:N, mps"
-        if not available[kind]:
-            here = ", ".join(k for k, v in available.items() if v)
-            return f"device {device!r} is not available here (torch {torch.__version__}); available: {here}"
-        if kind == "cuda" and torch.device(device).index is not None \
-                and torch.device(device).index >= torch.cuda.device_count():
-            return f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)"
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    problem = check_models(args.model) or check_devices(args.device) or check_threads(args.threads)
+    return run_command("profile", parser(), argv, _profile)
+
+
+def _profile(args, cmd: Command) -> int:
+    from benchmarks.core import machine
+
+    problem = check_models(args.model)
     if problem:
-        p.error(problem)
-
-    from benchmarks.core import machine, record
-    from benchmarks.core.cli import announce
-
-    try:
-        run = record.open_run(args.run) if args.run else record.new_run("profile")
-    except (FileNotFoundError, record.RunFolderError) as e:
-        p.error(str(e))
-    out = run.profiles_dir
+        raise UsageError(problem)
     notes: list[str] = adjust_for_devices(args)
     settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,
                     threads=args.threads)
-    repeat = "loop" in args.phase and not args.no_repeat
-    todo = expand(args.model, args.device, args.phase, repeat=repeat, **settings)
+    everything = {**settings, "models": args.model, "devices": args.device, "phases": args.phase,
+                  "profilers": args.profiler, "py_spy_rate": args.rate, "threads_used": args.threads or _torch_threads(),
+                  "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()}
+    run = cmd.open(label="profile", existing=args.run, settings=everything)
+    out = run.profiles_dir
+    todo = expand(args.model, args.device, args.phase, repeat="loop" in args.phase and not args.no_repeat,
+                  **settings)
     print(f"profiling {len(todo)} scenario(s) with {', '.join(args.profiler)} into {run.path}")
     for line in notes:
         print(f"note: {line}")
     load_before = machine.load_average()
-    _say_if_busy(load_before)
-
-    table: list[dict] = []
-    repeats: dict[tuple, dict] = {}  # (profiler, model, device) -> the repeated loop's shares and seconds
-    coverage: dict[str, dict] = {}  # py-spy's sampled time of each scenario against its measured time
-    files: dict[str, dict[str, list[str]]] = defaultdict(dict)
-    failures: list[str] = []
-    unavailable: dict[str, str] = {}
-
-    def note(s: Scenario, profiler: str, seconds: dict[str, float], made: list[Path], took: float) -> None:
-        files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
-        try:
-            if s.repeat:  # a measure of noise, not a row of the table (its key is the first loop's)
-                repeats[(profiler, s.model, s.device)] = {"shares": attribution.shares(seconds),
-                                                          "seconds": sum(seconds.values())}
-            else:
-                table.extend(attribution.rows(profiler, s.key, seconds))
-        except ValueError as e:
-            failures.append(f"{s.stem} ({profiler}): {e}")
-            return
-        largest = max(seconds, key=seconds.get)
-        print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   {largest} {seconds[largest] / sum(seconds.values()):6.1%}")
-
-    under = profile_in_process(todo, args, out, note, failures)
-
-    if "py-spy" in args.profiler:
-        profile_with_pyspy(todo, args, out, note, failures, unavailable, notes, coverage)
-
-    for stem, said in coverage.items():
-        under[stem]["py-spy"] = said.get("measured_s")
-    bare = {} if args.no_overhead else time_bare([s for s in todo if not s.repeat], failures)
-    _write_table(run, table)
-    noise = loop_noise(table, repeats)
+    found, under, bare = Found(), defaultdict(dict), {}
+    with cmd.interruptible():  # Ctrl-C: the tables and profile.json hold the scenarios that finished
+        under.update(profile_in_process(todo, args, out, found.note_for(run), found.failures))
+        if "py-spy" in args.profiler:
+            profile_with_pyspy(todo, args, out, found.note_for(run), found.failures, found.unavailable, notes,
+                               found.coverage)
+        for stem, said in found.coverage.items():
+            under[stem]["py-spy"] = said.get("measured_s")
+        bare = {} if args.no_overhead else time_bare([s for s in todo if not s.repeat], found.failures)
+    _write_table(run, found.table)
+    noise = loop_noise(found.table, found.repeats)
     run.write_json("profile.json", {
-        "settings": {**settings, "models": args.model, "devices": args.device, "phases": args.phase,
-                     "profilers": args.profiler, "py_spy_rate": args.rate,
-                     "threads_used": args.threads or _torch_threads(),
-                     "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()},
-        "load_average": {"before": load_before, "after": machine.load_average()},
-        "profilers": {name: unavailable.get(name, "ok") for name in args.profiler},
-        "failures": failures,
-        "notes": notes,
-        "backward": backward_notes(args.profiler, args.phase),
-        "loop_noise": noise,
-        "overhead": overhead(bare, under, args.steps),
-        "py_spy_coverage": coverage,
-        "files": files,
+        "settings": everything, "load_average": {"before": load_before, "after": machine.load_average()},
+        "profilers": {name: found.unavailable.get(name, "ok") for name in args.profiler},
+        "failures": found.failures, "notes": notes, "backward": backward_notes(args.profiler, args.phase),
+        "loop_noise": noise, "overhead": overhead(bare, under, args.steps),
+        "py_spy_coverage": found.coverage, "files": found.files,
     })
-    print_summary(table)
+    print_summary(found.table)
     print_noise(noise)
-    for line in failures:
+    for line in found.failures:
         print(f"failed: {line}", file=sys.stderr)
-    for line in unavailable.values():
+    for line in found.unavailable.values():
         print(line, file=sys.stderr)
-    announce(run)
-    return SCENARIO_FAILED if failures else PROFILER_UNAVAILABLE if unavailable else OK
+    return SCENARIO_FAILED if found.failures else PROFILER_UNAVAILABLE if found.unavailable else OK
+
+
+@dataclass
+class Found:
+    """What the profilers found, gathered as each scenario ends."""
+
+    table: list[dict] = field(default_factory=list)  # the attribution rows
+    repeats: dict[tuple, dict] = field(default_factory=dict)  # (profiler, model, device) -> the repeated loop
+    coverage: dict[str, dict] = field(default_factory=dict)  # py-spy's sampled time against the measured time
+    files: dict[str, dict[str, list[str]]] = field(default_factory=lambda: defaultdict(dict))
+    failures: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # profiler -> why it could not run
+
+    def note_for(self, run):
+        """The callback each profiler calls with a scenario's seconds per part and its files."""
+        def note(s: Scenario, profiler: str, seconds: dict[str, float], made: list[Path], took: float) -> None:
+            self.files[s.stem][profiler] = [str(f.relative_to(run.path)) for f in made]
+            try:
+                if s.repeat:  # a measure of noise, not a row of the table (its key is the first loop's)
+                    self.repeats[(profiler, s.model, s.device)] = {"shares": attribution.shares(seconds),
+                                                                   "seconds": sum(seconds.values())}
+                else:
+                    self.table.extend(attribution.rows(profiler, s.key, seconds))
+            except ValueError as e:
+                self.failures.append(f"{s.stem} ({profiler}): {e}")
+                return
+            largest = max(seconds, key=seconds.get)
+            print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   {largest} "
+                  f"{seconds[largest] / sum(seconds.values()):6.1%}")
+
+        return note
 
 
 def adjust_for_devices(args) -> list[str]:
@@ -273,13 +236,6 @@ def adjust_for_devices(args) -> list[str]:
         sized = (sized + "; " if sized else "") + "py-spy ran without --native (on a GPU its native unwinding is slow)"
     eager = eager_on_cuda(args.device, args.compile)
     return [line for line in (sized, eager) if line]
-
-
-def _say_if_busy(load: list[float] | None) -> None:
-    if load and load[0] > (os.cpu_count() or 1):
-        print(f"note: this machine is busy (load average {load[0]:.1f} on {os.cpu_count()} CPUs); "
-              f"the profilers run one after another, so shares move with the load between them "
-              f"(--threads 1 makes them steadier)")
 
 
 def profile_in_process(todo: Sequence[Scenario], args, out: Path, note, failures: list[str]) -> dict:
@@ -296,8 +252,8 @@ def profile_in_process(todo: Sequence[Scenario], args, out: Path, note, failures
                 seconds = profiler.function()(s, *made, top=args.top, measured=took)
                 under[s.stem][profiler.name] = took[0] if took else None
             except Exception as e:  # one line per failed scenario; the others still run
-                failures.append(f"{s.stem} ({profiler.name}): {type(e).__name__}: {e}")
-                print(f"  {profiler.name:8} {s.stem:40} failed: {type(e).__name__}: {e}")
+                failures.append(f"{s.stem} ({profiler.name}): {one_line(e)}")
+                print(f"  {profiler.name:8} {s.stem:40} failed: {one_line(e)}")
                 continue
             note(s, profiler.name, seconds, made, time.perf_counter() - started)
     return under
@@ -469,7 +425,7 @@ def time_bare(todo: Sequence[Scenario], failures: list[str]) -> dict[str, float]
         try:
             bare[s.stem] = scenarios.run(s).measured_s
         except Exception as e:  # one line per failed scenario; the others still run
-            failures.append(f"{s.stem} (no profiler): {type(e).__name__}: {e}")
+            failures.append(f"{s.stem} (no profiler): {one_line(e)}")
     return bare
 
 

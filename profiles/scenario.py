@@ -39,7 +39,6 @@ so that the sampled time can be compared with it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -48,7 +47,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Iterator, Sequence
 
+from benchmarks.core import cli
 from benchmarks.core.case import Case, Step, make_batch, make_step
+from benchmarks.core.cli import Parser, one_line
+from benchmarks.core.command import run_command
 from benchmarks.core.case import train_step as case_train_step
 from benchmarks.core.phases import SUITE_PHASES
 from benchmarks.core.timer import synchronize
@@ -312,64 +314,35 @@ def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcont
     return w
 
 
-# Argument types shared with the profiling command line.
-
-def widths_arg(text: str) -> tuple[int, ...]:
-    """``"784,64,10"`` -> (784, 64, 10); argparse.ArgumentTypeError otherwise."""
-    try:
-        widths = tuple(int(w) for w in text.replace(" ", "").split(","))
-    except ValueError:
-        widths = ()
-    if len(widths) < 2 or any(w <= 0 for w in widths):
-        raise argparse.ArgumentTypeError(
-            f"widths must be two or more positive integers separated by commas, such as 784,64,10; got {text!r}"
-        )
-    return widths
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+def parser() -> Parser:
+    p = Parser(prog="python -m profiles.scenario",
+               description="Run profiling scenarios with no profiler attached (what py-spy samples).",
+               error_prefix="profiles.scenario: error: ")
+    p.add_argument("--model", required=True)
+    p.add_argument("--device", default="cpu")
+    cli.add_phases(p, PHASES, default=list(PHASES), nargs="+")
+    p.add_argument("--widths", type=cli.widths, default=(784, 64, 10))
+    p.add_argument("--batch", type=cli.count(1), default=1024)
+    p.add_argument("--steps", type=cli.count(1), default=5)
+    p.add_argument("--warmup", type=cli.count(0), default=1)
+    p.add_argument("--threads", type=cli.count(1), default=None)
+    p.add_argument("--repeat", action="store_true", help="profile the loop as it is a second time")
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m profiles.scenario",
-        description="Run profiling scenarios with no profiler attached (what py-spy samples).",
-    )
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--phase", nargs="+", choices=PHASES, default=PHASES)
-    parser.add_argument("--widths", type=widths_arg, default=(784, 64, 10))
-    parser.add_argument("--batch", type=positive_int, default=1024)
-    parser.add_argument("--steps", type=positive_int, default=5)
-    parser.add_argument("--warmup", type=count_arg, default=1)
-    parser.add_argument("--threads", type=positive_int, default=None)
-    parser.add_argument("--repeat", action="store_true", help="profile the loop as it is a second time")
-    args = parser.parse_args(argv)
+    return run_command("profile-scenario", parser(), argv, _scenarios)  # the profiler's child: no run folder
+
+
+def _scenarios(args, cmd) -> int:
     failed = 0
     for s in expand([args.model], [args.device], args.phase,
-                     widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                     threads=args.threads, repeat=args.repeat):
+                    widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
+                    threads=args.threads, repeat=args.repeat):
         try:
             w = run(s)
         except Exception as e:  # one line per failed scenario; the others still run
-            print(f"profiles.scenario: {s.stem} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"profiles.scenario: {s.stem} failed: {one_line(e)}", file=sys.stderr)
             failed += 1
             continue
         # the wall time of the measured steps, for the sampler's coverage of them

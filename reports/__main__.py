@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reports.data import ReportError
+from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.command import run_command
 from reports.render import DEFAULT_THRESHOLD
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m reports",
+    p = Parser(
+        prog="python -m reports", error_prefix="report: error: ",
         description="Render a run folder into one self-contained HTML page (report.html in the run folder).",
         epilog="Runs are named by folder path or by run id under results/ ($KAN_RESULTS). "
         "Exit status 2: a run is missing or holds nothing to show.",
@@ -34,19 +35,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return run_command("report", parser(), argv, _report)  # reads runs; writes a page, not a run folder
+
+
+def _report(args, cmd) -> int:
     if args.run and args.run_id and args.run != args.run_id:
-        print(f"report: error: two runs named ({args.run_id}, --run {args.run}); name one", file=sys.stderr)
-        return 2
+        raise UsageError(f"two runs named ({args.run_id}, --run {args.run}); name one")
     from reports.render import render  # imported here: --help stays quick
 
-    try:
-        page = render(args.run or args.run_id, against=args.against, merge=args.merge, out=args.out,
-                      threshold=args.threshold)
-    except ReportError as e:
-        print(f"report: error: {e}", file=sys.stderr)
-        return 2
-    print(page)
+    # a ReportError is a UsageError: one line, exit 2
+    print(render(args.run or args.run_id, against=args.against, merge=args.merge, out=args.out,
+                 threshold=args.threshold))
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.core import record, schema
-from benchmarks.core.cli import one_line
+from benchmarks.core.cli import UsageError, one_line
 from benchmarks.core.phases import SUITE_PHASES
 
 PHASES = list(SUITE_PHASES)  # a list: pandas reads a tuple as one key
@@ -30,7 +30,7 @@ REQUIRED_ATTRIBUTION = ["profiler", "part"]
 REQUIRED_QUALITY_SUMMARY = ["task", "metric", "label", "model", "value_mean", "train_s", "pareto"]
 
 
-class ReportError(Exception):
+class ReportError(UsageError):
     """Bad input, told in one line: a missing run, a run without benchmarks, a malformed table."""
 
 
@@ -72,19 +72,13 @@ class RunData:
 # What a run can hold that the page shows, and the session that makes it.
 REPORTABLE = {"benchmarks.csv": "nox -s bench", "attribution.csv": "nox -s profile",
               "gate.json": "nox -s gate", "quality.csv": "nox -s quality"}
-
-
-def reportable(run: record.Run) -> bool:
-    return run.has_bench() or any(run.has(name) for name in REPORTABLE)
-
-
-PEERS_SETTINGS = "peers.json"  # a run of python -m benchmarks.peers (its rows: ours and the peers')
 PEER = "peer:"
 
-# What a run can show, by kind, in the order the page shows them.
-KINDS = {
-    "bench": lambda run: run.has_bench() and not run.has(PEERS_SETTINGS),
-    "peers": lambda run: run.has(PEERS_SETTINGS),
+# The kinds of run the page shows, in its order, and whether a run of that kind holds rows to show
+# (a run stopped before it wrote its table holds none).
+PAGE_KINDS = {
+    "bench": lambda run: run.has_bench(),
+    "peers": lambda run: run.has_bench(),
     "profile": lambda run: run.has("attribution.csv"),
     "quality": lambda run: run.has("quality.csv"),
     "gate": lambda run: run.has("gate.json"),
@@ -92,7 +86,14 @@ KINDS = {
 
 
 def kinds_of(run: record.Run) -> list[str]:
-    return [kind for kind, has in KINDS.items() if has(run)]
+    """The kinds the page shows of ``run``: those its manifest (run.json) names, or for a folder
+    made before manifests those its files suggest, that hold rows."""
+    made = run.kinds()
+    return [kind for kind, holds in PAGE_KINDS.items() if kind in made and holds(run)]
+
+
+def reportable(run: record.Run) -> bool:
+    return bool(kinds_of(run))
 
 
 def open_run(name: str | None) -> record.Run:
@@ -151,49 +152,50 @@ def load(run: record.Run) -> RunData:
     if not isinstance(environment, dict):
         raise ReportError(f"{run.file('environment.json')} does not hold a JSON object")
     machine = str(environment.get("machine") or run.name)
-    if not reportable(run):
+    kinds = kinds_of(run)  # what run.json says the run holds, not what its files suggest
+    if not kinds:
         raise ReportError(
             f"run {run.name} has no benchmarks table (benchmarks.csv; `nox -s bench` makes one) "
             f"and nothing else to report ({', '.join(n for n in REPORTABLE if n != 'benchmarks.csv')})"
         )
-    bench = _read_benchmarks(run, machine)
-    attribution = quality = gate = None
-    if run.has("attribution.csv"):
+    bench = _read_benchmarks(run, machine) if {"bench", "peers"} & set(kinds) else \
+        _rows_for_page(schema.empty_bench_table(), run, machine)
+    attribution = quality = quality_summary = gate = None
+    if "profile" in kinds:
         attribution = _tidy_attribution(_read_table(run, "attribution"), run)
-    quality_summary = None
-    if run.has("quality.csv"):
-        quality = _read_table(run, record.QUALITY)
-        if run.has(record.QUALITY_SUMMARY + ".csv"):
-            quality_summary = _read_table(run, record.QUALITY_SUMMARY)
-            missing = [c for c in REQUIRED_QUALITY_SUMMARY if c not in quality_summary.columns]
-            if missing:
-                raise ReportError(f"{run.file(record.QUALITY_SUMMARY + '.csv')} lacks column(s) {', '.join(missing)}")
-    if run.has("gate.json"):
-        try:
-            gate = run.read_json("gate.json")
-        except ValueError as e:
-            raise ReportError(str(e)) from None
-    profile = {}
-    if run.has("profile.json"):
-        try:
-            profile = run.read_json("profile.json")
-        except ValueError as e:
-            raise ReportError(str(e)) from None
-        if not isinstance(profile, dict):
-            raise ReportError(f"{run.file('profile.json')} does not hold a JSON object")
+    if "quality" in kinds:
+        quality, quality_summary = _read_quality(run)
+    if "gate" in kinds:
+        gate = _read_document(run, "gate.json")
+    profile = _read_document(run, "profile.json") if "profile" in kinds and run.has("profile.json") else {}
+    if not isinstance(profile, dict):
+        raise ReportError(f"{run.file('profile.json')} does not hold a JSON object")
     return RunData(run, machine, environment, bench, attribution, quality, gate, profile_files(run),
                    profile=profile, quality_summary=quality_summary, partial=run.partial())
 
 
+def _read_quality(run: record.Run) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    quality = _read_table(run, record.QUALITY)
+    if not run.has(record.QUALITY_SUMMARY + ".csv"):
+        return quality, None
+    summary = _read_table(run, record.QUALITY_SUMMARY)
+    missing = [c for c in REQUIRED_QUALITY_SUMMARY if c not in summary.columns]
+    if missing:
+        raise ReportError(f"{run.file(record.QUALITY_SUMMARY + '.csv')} lacks column(s) {', '.join(missing)}")
+    return quality, summary
+
+
+def _read_document(run: record.Run, name: str) -> Any:
+    try:
+        return run.read_json(name)
+    except (ValueError, FileNotFoundError) as e:
+        raise ReportError(str(e)) from None
+
+
 def shard_of(run: record.Run) -> tuple[str, str] | None:
     """(suite and commit, "I/N") of a bench run made with ``--shard``, else None."""
-    if not run.has(record.BENCH_SETTINGS):
-        return None
-    try:
-        settings = run.read_json(record.BENCH_SETTINGS)
-    except ValueError:
-        return None
-    if not isinstance(settings, dict) or not settings.get("shard"):
+    settings = run.settings()  # run.json's, or an older run's bench.json
+    if not settings.get("shard"):
         return None
     commit = (run.environment().get("commit") or {}).get("id")
     return f"{settings.get('suite')} {commit}", str(settings["shard"])
@@ -205,9 +207,10 @@ def load_all(runs: list[record.Run]) -> list[RunData]:
     run in parts."""
     unique = list({r.path.resolve(): r for r in runs}.values())
     data = [load(r) for r in unique]
+    peers = {id(d): "peers" in d.run.kinds() for d in data}
     for d in data:  # beside a bench run of its machine, a peers run brings only the peers' rows
-        if d.run.has(PEERS_SETTINGS) and any(o is not d and o.machine == d.machine and not o.benchmarks.empty
-                                             and not o.run.has(PEERS_SETTINGS) for o in data):
+        if peers[id(d)] and any(o is not d and o.machine == d.machine and not o.benchmarks.empty
+                                and not peers[id(o)] for o in data):
             d.benchmarks = d.benchmarks[d.benchmarks["model"].str.startswith(PEER)].reset_index(drop=True)
     part_of = [(shard_of(d.run) or (None, None))[0] for d in data]  # the bench run a shard belongs to
     relabel = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.core import record, schema
+from benchmarks.core import manifest, record, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -147,7 +147,7 @@ def test_the_run_folder_page_documents_every_column_of_the_schema(heading, name,
 def test_the_run_folder_page_names_every_file():
     page = (ROOT / "docs" / "run-folder.md").read_text()
     files = documented_columns(page, "## Files")
-    names = {f"{t}.csv" for t in record.TABLES} | {record.MEASUREMENTS, record.BENCH_SETTINGS,
+    names = {f"{t}.csv" for t in record.TABLES} | {record.MEASUREMENTS, record.BENCH_SETTINGS, manifest.FILE,
                                                    "environment.json", "gate.json", "profile.json"}
     assert not names - set(" ".join(files).split()), names - set(" ".join(files).split())
     suffixes = set(re.findall(r"`(\.[\w.]+)`", page))

@@ -71,9 +71,9 @@ def test_crossover_is_where_gather_wins_from_then_on():
 
 @pytest.mark.parametrize("argv, message", [
     (["--grids", "0,3"], "--grids must be positive integers"),
-    (["--backends", "cuda"], "--backends takes native, torch"),
-    (["--widths", "6"], "--widths needs at least two widths"),
-    (["--repeats", "2"], "--repeats must be at least 3"),
+    (["--backends", "cuda"], "unknown backend 'cuda'; valid backends: native, torch"),
+    (["--widths", "6"], "widths must be two or more positive integers"),
+    (["--repeats", "2"], "--repeats: expected a whole number of at least 3"),
     (["--threads", "0"], "threads must be a positive integer"),
     (["--threads", str(max_threads() + 1)], f"threads must be at most {max_threads()}"),
 ])

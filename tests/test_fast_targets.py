@@ -133,6 +133,10 @@ def test_ctrl_c_keeps_the_finished_rows(results, capsys, no_peers, monkeypatch):
     _, rows, _ = _run_tables(results)
     assert set(rows.grid_size) == {5} and (rows.model == "kan-fast").sum() == 3
     assert "interrupted: kept the 8 finished rows" in capsys.readouterr().out
+    (run,) = record.runs(results)
+    said = run.read_json("run.json")  # the frame's manifest: what ran, with what, and how it ended
+    assert (said["kind"], said["state"], said["exit_status"]) == ("targets", "interrupted", 130)
+    assert said["settings"]["grids"] == [5, 7] and said["command"][-2:] == ["--grids", "5,7"]
 
 
 def _rows(**medians):
@@ -186,14 +190,14 @@ def test_verdicts_from_hand_made_numbers():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--repeats", "9"], "--repeats must be at least 10"),
+        (["--repeats", "9"], "--repeats: expected a whole number of at least 10"),
         (["--device", "tpu"], "unknown device 'tpu'; valid devices: cpu, cuda"),
         (["--device", "mps"], "unknown device 'mps'; valid devices: cpu, cuda"),
         (["--grids", "5,x"], "--grids must be positive integers separated by commas, got '5,x'"),
         (["--grids", "0"], "--grids must be positive integers"),
-        (["--batch", "0"], "--batch must be a positive integer"),
+        (["--batch", "0"], "--batch: expected a positive integer"),
         (["--widths", "6,5,3"], "--widths needs --quick"),
-        (["--quick", "--widths", "6"], "--widths needs at least two widths"),
+        (["--quick", "--widths", "6"], "widths must be two or more positive integers"),
         (["--threads", "0"], "threads must be a positive integer"),
         (["--repeats", "many"], "argument --repeats: invalid int value: 'many'"),
         (["--widht", "6,5"], "unrecognized arguments: --widht"),

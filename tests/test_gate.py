@@ -310,8 +310,8 @@ def test_a_working_tree_that_breaks_a_model_fails_the_gate(project, tmp_path, mo
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--threads", "0"], "--threads must be a positive integer"),
-    (["--threads", "100000"], "--threads must be at most"),
+    (["--threads", "0"], "--threads: threads must be a positive integer"),
+    (["--threads", "100000"], "--threads: threads must be at most"),
     (["--write-baseline", "no/such/folder/baseline.json"], "the folder no/such/folder does not exist"),
     (["--label", "x" * 5000], "the run label is 5000 characters long"),
 ])

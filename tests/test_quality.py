@@ -181,7 +181,7 @@ def test_quick_run_writes_its_tables_and_renders(tmp_path, monkeypatch, capsys):
     (["--model", "nosuch"], "unknown model 'nosuch'; valid models: kan, "),
     (["--budget", "huge"], "unknown budget 'huge'; valid budgets: quick, default"),
     (["--seeds", "a"], "--seeds must be non-negative integers"),
-    (["--steps", "0"], "--steps must be a positive integer"),
+    (["--steps", "0"], "--steps: expected a positive integer"),
     (["--dtype", "float16"], "valid dtypes: float32, float64"),
 ])
 def test_bad_choices_are_one_line_and_exit_2(argv, says, capsys):

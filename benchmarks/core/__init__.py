@@ -17,7 +17,10 @@
     memory     parameter bytes, bytes saved for backward, device peak memory
     record     the run folder: every file a run writes, read and written here only
     stats      medians, intervals and the one rule for "slower" and "faster"
-    cli        argument parsing with one-line errors; announcing the run folder a command wrote
+    cli        argument parsing with one-line errors; the options several commands share, checked
+               as they are parsed; announcing the run folder a command wrote
+    command    run_command: the one frame of every command (its run folder, SIGTERM, state, exit status)
+    manifest   run.json: what made a run folder (kind, command, settings, times, state)
 
 It imports no model at import time and nothing from the commands built on it.
 """

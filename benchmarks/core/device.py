@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from benchmarks.core.schema import LAUNCH_BOUND_BELOW  # noqa: F401 - the rule lives with the table
+from benchmarks.core.cli import one_line
 PROFILED_CALLS = 5  # calls of the profiler pass after timing
 CALL = "bench.call"  # torch.profiler label of one profiled call (the step and its device wait)
 DEVICE_ACTIVITY = ("kernel", "gpu_memcpy", "gpu_memset")  # device-side work in a Chrome trace
@@ -314,8 +315,7 @@ def _first_cause(e: BaseException) -> str:
     capture ("operation failed due to a previous error during capture"), hiding what failed."""
     while e.__context__ is not None and e.__context__ is not e:
         e = e.__context__
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    return one_line(e)
 
 
 def graphed_step(case):

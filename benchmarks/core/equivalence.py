@@ -14,6 +14,8 @@ import copy
 
 import torch
 
+from benchmarks.core.cli import one_line
+
 VARIANTS = {"kan-fast": "kan"}  # variant -> the reference whose function it computes
 
 
@@ -28,9 +30,7 @@ def same_function(group, candidates: dict, rows: dict[str, dict]) -> None:
         try:
             difference, largest = compare(ref_step.model, var_step.model, ref_step.inputs)
         except Exception as e:  # a model that cannot take the other's weights: said, never fatal
-            text = str(e).strip().splitlines()
-            rows[by_model[variant].id]["equivalence"] = (f"not compared with {reference}: "
-                                                         f"{type(e).__name__}: {text[0] if text else ''}")
+            rows[by_model[variant].id]["equivalence"] = f"not compared with {reference}: {one_line(e)}"
             continue
         dtype = str(ref_step.inputs.dtype).removeprefix("torch.")
         rows[by_model[variant].id].update(

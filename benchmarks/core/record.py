@@ -13,6 +13,8 @@ module only; every file's name and columns are declared in :mod:`benchmarks.core
                               `pytest-benchmark compare` (never read back)
         benchmarks.csv        the tidy table built from it (BENCH_COLUMNS; bench_table computes
                               the derived figures, once)
+        run.json              what made the folder: the command, its kind, settings, times and
+                              state (benchmarks.core.manifest); older folders have none
         bench.json            the bench run's settings: suite, models, threads and why, shard
         attribution.csv       share of time per part, per profiler (ATTRIBUTION_COLUMNS)
         profile.json          what the profile stage ran: settings, each profiler's outcome,
@@ -43,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.core import schema
+from benchmarks.core import manifest, schema
 from benchmarks.core.git import commit_info
 from benchmarks.core.machine import environment
 # The run folder's file names and its bench table, as every caller of the run folder names them.
@@ -146,31 +148,49 @@ class Run:
         return self.has("benchmarks.csv") or self.has(MEASUREMENTS)
 
     def mark(self, state: str) -> None:
-        """Record the bench run's state in its settings (bench.json): RUNNING, COMPLETE or INTERRUPTED."""
+        """Record the run's state: RUNNING, COMPLETE, INTERRUPTED or "failed: ...", in its manifest
+        (run.json), or in bench.json for a bench run without one."""
+        if manifest.read(self) is not None:
+            manifest.update(self, state=state)
+            return
         settings = self.read_json(BENCH_SETTINGS) if self.has(BENCH_SETTINGS) else {}
         self.write_json(BENCH_SETTINGS, {**settings, "state": state})
 
-    def partial(self) -> str | None:
-        """Why this bench run holds less than it set out to measure, in words, or None when it is
-        complete (or not a bench run). A run that never recorded its state (an older harness) is
-        complete when it wrote its table."""
-        if not self.has_bench():
-            return None
+    def kinds(self) -> list[str]:
+        """What the run holds ("bench", "profile", ...), as its manifest says (:mod:`manifest`)."""
+        return manifest.kinds(self)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings of the command that made the run: its manifest's, else bench.json's."""
+        found = manifest.settings(self)
+        if found or not self.has(BENCH_SETTINGS):
+            return found
         try:
-            settings = self.read_json(BENCH_SETTINGS) if self.has(BENCH_SETTINGS) else {}
+            old = self.read_json(BENCH_SETTINGS)
         except ValueError:
-            settings = {}
-        state = settings.get("state") if isinstance(settings, dict) else None
+            return {}
+        return old if isinstance(old, dict) else {}
+
+    def partial(self) -> str | None:
+        """Why this run holds less than it set out to measure, in words, or None when it is complete.
+        The state is its manifest's; a run without one (an older harness) is judged as a bench run
+        by bench.json, and is complete when it wrote its table."""
+        state = manifest.state(self)
+        if state is None and not self.has_bench():
+            return None
+        settings = self.settings()
+        state = state or settings.get("state")
         if state == COMPLETE or (state is None and self.has("benchmarks.csv")):
             return None
-        done = len(self.read_jsonl(MEASUREMENTS))
-        planned = settings.get("cases") if isinstance(settings, dict) else None
-        of = f"{done} of {planned} cases" if isinstance(planned, int) else f"{done} cases"
+        planned = settings.get("cases")
+        done = len(self.read_jsonl(MEASUREMENTS)) if self.has_bench() else None
+        of = "" if done is None else f" after {done} of {planned} cases" if isinstance(planned, int) \
+            else f" after {done} cases"
         if state == INTERRUPTED:
-            return f"interrupted (Ctrl-C or SIGTERM) after {of}"
+            return f"interrupted (Ctrl-C or SIGTERM){of}"
         if isinstance(state, str) and state.startswith("failed"):
-            return f"stopped by an error ({state.removeprefix('failed: ')}) after {of}"
-        return f"stopped before it finished (killed, or still running) after {of}"
+            return f"stopped by an error ({state.removeprefix('failed: ')}){of}"
+        return f"stopped before it finished (killed, or still running){of}"
 
     # JSON lines: one object per line, appended as results arrive (measurements.jsonl)
     def append_jsonl(self, name: str, obj: Any) -> Path:

@@ -66,7 +66,9 @@ from pathlib import Path
 from typing import Iterator
 
 from benchmarks.core import git, protocol, record, schema, stats
-from benchmarks.core.cli import Parser, announce, terminate_as_interrupt
+from benchmarks.core import cli
+from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.command import Command, run_command
 from benchmarks.core.process import Child
 from benchmarks.core.timer import CLOCKS
 from benchmarks.core.units import format_seconds
@@ -81,8 +83,8 @@ SCHEMA = 1
 ROW_COLUMNS = schema.GATE_COLUMNS
 
 
-class GateError(Exception):
-    """Something the user can fix: reported as one line ``gate: ...``, exit status 2."""
+class GateError(UsageError):
+    """Something the user can fix, or a state the gate cannot use: one line ``gate: ...``, exit status 2."""
 
 
 # --- git: the base commit and its worktree ---------------------------------------------------
@@ -384,8 +386,8 @@ def parser() -> argparse.ArgumentParser:
                    help="smallest slowdown (ratio of medians) that counts (default %(default)s)")
     p.add_argument("--alpha", type=float, default=stats.DEFAULT_ALPHA,
                    help="significance level of the one-sided test (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=24, help="turns per side (default %(default)s)")
-    p.add_argument("--samples-per-round", type=int, default=1, help="samples per turn (default %(default)s)")
+    p.add_argument("--rounds", type=cli.count(1), default=24, help="turns per side (default %(default)s)")
+    p.add_argument("--samples-per-round", type=cli.count(1), default=1, help="samples per turn (default %(default)s)")
     p.add_argument("--sample-time", type=float, default=0.05,
                    help="seconds one sample lasts at least (default %(default)s)")
     p.add_argument("--clock", choices=CLOCKS, default="wall",
@@ -393,28 +395,21 @@ def parser() -> argparse.ArgumentParser:
                         "steadier on a machine shared with other work (default %(default)s)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                    help="run both sides on the same core(s) (Linux; default: pinned)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads in each side (default %(default)s)")
+    cli.add_threads(p, default=1, help="torch threads in each side (default %(default)s)")
+    # the models are checked once the sides start: a model may exist on one side only
     p.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated (default %(default)s)")
-    p.add_argument("--phases", default=",".join(suite.PHASES), help="comma-separated (default %(default)s)")
-    p.add_argument("--label", default="gate", help="label of the run folder (default %(default)s)")
+    cli.add_phases(p, suite.PHASES, default=list(suite.PHASES), flag="--phases",
+                   help=f"comma-separated (default {','.join(suite.PHASES)})")
+    cli.add_label(p, default="gate", help="label of the run folder (default %(default)s)")
     return p
 
 
 def _check_args(args) -> None:
+    """GateError, in one line, for settings that clash or could never judge a slowdown."""
     if not args.threshold >= 1:
         raise GateError(f"--threshold must be a ratio >= 1 (for example 1.15), got {args.threshold}")
     if not 0 < args.alpha < 1:
         raise GateError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    for name in ("rounds", "samples_per_round"):
-        if getattr(args, name) < 1:
-            raise GateError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    from benchmarks.core.timer import check_threads
-
-    try:
-        check_threads(args.threads)  # above the usable cores too: each side would fail on it, later
-    except ValueError as e:
-        raise GateError(f"--{e}") from None  # "--threads must be ..."
-    record.check_label(args.label)
     if args.write_baseline is not None and not Path(args.write_baseline).parent.is_dir():
         raise GateError(f"cannot write the baseline {args.write_baseline}: the folder "
                         f"{Path(args.write_baseline).parent} does not exist")
@@ -427,9 +422,6 @@ def _check_args(args) -> None:
             f"which can never show a regression at --alpha {args.alpha:g} (the smallest p-value of {pairs} "
             f"pairs is {0.5 ** pairs:.2g}); use --rounds {math.ceil(needed / args.samples_per_round)} or more"
         )
-    bad = [p for p in args.phases.split(",") if p not in suite.PHASES]
-    if bad:
-        raise GateError(f"unknown phase(s) {', '.join(bad)}; valid phases: {', '.join(suite.PHASES)}")
 
 
 def _say(message: str) -> None:
@@ -442,12 +434,6 @@ def _check_models(cases, sides: list[Side]) -> None:
     if unknown:
         raise GateError(f"unknown model(s) {', '.join(unknown)}; valid models: "
                         f"{', '.join(sides[-1].hello.get('models', []))}")
-
-
-def _drop_if_empty(run_folder: record.Run | None) -> None:
-    """Remove a run folder that got no verdict (the gate stopped before it had one)."""
-    if run_folder is not None and not run_folder.has("gate.json"):
-        shutil.rmtree(run_folder.path, ignore_errors=True)
 
 
 def _plan(args) -> tuple[str, str | None, dict | None]:
@@ -498,89 +484,90 @@ def _add_turn_counts(rows: list[dict], turns: dict) -> None:
             row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
 
 
-def run(args) -> int:
+def main(argv: list[str] | None = None) -> int:
+    # a terminated gate still removes its worktree and children: SIGTERM is Ctrl-C there
+    return run_command("gate", parser(), argv, run)
+
+
+def run(args, cmd: Command) -> int:
     _check_args(args)
     start = time.perf_counter()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     mode, base_commit, baseline = _plan(args)
-    ref = args.base or "HEAD"
     if mode == "none":
         why = "this is a shallow clone" if is_shallow() else "it reaches before the first commit"
-        _say(f"no base commit to compare with: {ref!r} names none ({why}); passing")
+        _say(f"no base commit to compare with: {args.base or 'HEAD'!r} names none ({why}); passing")
         return EXIT_PASS
     if mode in ("baseline", "record") and suite.BASELINE_MODEL not in models:
         models.append(suite.BASELINE_MODEL)
-    cases = suite.suite(models, phases)
-    progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
-    cpus = shared_cpus(args.threads) if args.pin else None
-    settings = _settings(args, models, phases, cpus)
-
-    run_folder = None
+    cases = suite.suite(models, args.phases)
+    settings = _settings(args, models, args.phases, shared_cpus(args.threads) if args.pin else None)
     try:
-        with contextlib.ExitStack() as stack:
-            base = None
-            if mode == "base":
-                tree = stack.enter_context(worktree(base_commit))
-                if (tree / "kan").is_dir():
-                    base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock,
-                                cpus=cpus)
-            head = Side("head", ROOT, cases, args.threads, args.clock, cpus=cpus)
-            sides = [s for s in (base, head) if s is not None]
-            if mode != "record":  # while the sides start up (it reads torch's build too)
-                run_folder = record.new_run(args.label)
-            stack.enter_context(started(sides))
-            _check_models(cases, sides)
-            what = {"base": f"against {ref} ({(base_commit or '')[:9]})",
-                    "baseline": f"against the baseline file {args.baseline}",
-                    "record": "to record a baseline"}[mode]
-            where = f" on cpu {','.join(map(str, cpus))}" if cpus else ""
-            _say(f"timing the working tree {what}: {len(cases)} benchmarks, "
-                 f"{args.rounds * args.samples_per_round} samples a side, "
-                 f"{args.threads} thread(s){where}, {args.clock} clock")
-            turns = protocol.paired_turns(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
+        head, base, turns = _time_sides(args, cmd, mode, base_commit, cases, settings)
         samples = protocol.fastest(turns)
-
         if mode == "record":
             return _record_baseline(args.write_baseline, cases, head, samples, args.threads)
-
-        if mode == "base":
-            rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
-            base_info = {"ref": ref, "commit": base_commit,
-                         "kan_file": base.hello.get("kan_file") if base else None}
-        else:
-            rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
-            base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
-                         "ref": args.base, "note": "the base ref names no commit" if args.base else None}
-        _add_turn_counts(rows, turns)
-        verdict, status, summary = overall(rows)
-        doc = {
-            "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
-            "base": base_info, "head": {**git.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
-            "settings": settings, "wall_s": round(time.perf_counter() - start, 2),
-            "benchmarks": [{column: row.get(column) for column in ROW_COLUMNS} for row in rows],
-            "samples": {r["benchmark"]: {"head": r["head_samples"], "base": r["base_samples"]} for r in rows},
-        }
-        path = run_folder.write_json("gate.json", doc)
+        doc, rows = _verdict(args, mode, base_commit, baseline, cases, head, base, samples, turns)
+        doc.update(settings=settings, wall_s=round(time.perf_counter() - start, 2))
+        path = cmd.run.write_json("gate.json", doc)
     finally:
-        _drop_if_empty(run_folder)
+        if cmd.run is not None and not cmd.run.has("gate.json"):
+            cmd.discard()  # the gate stopped before it had a verdict: nothing to keep
     print(format_table(rows, baseline_mode=mode == "baseline"))
-    _say(f"{verdict.upper()}: {summary} ({doc['wall_s']:.0f} s; {path.name})")
-    announce(run_folder)
-    return status
+    _say(f"{doc['verdict'].upper()}: {doc['summary']} ({doc['wall_s']:.0f} s; {path.name})")
+    return doc["exit_status"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        with terminate_as_interrupt():  # a terminated gate still removes its worktree and children
-            return run(args)
-    except (GateError, record.RunFolderError) as e:
-        print(f"gate: {e}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("gate: interrupted", file=sys.stderr)
-        return EXIT_ERROR
+def _time_sides(args, cmd: Command, mode: str, base_commit: str | None, cases, settings: dict):
+    """Start the sides (the base's where it has a kan package), open the run folder, and take the
+    turns: (head, base or None, turns)."""
+    progress = (lambda r, n: _say(f"round {r}/{n}")) if os.environ.get("KAN_GATE_VERBOSE") else None
+    cpus = settings["cpus"]
+    with contextlib.ExitStack() as stack:
+        base = None
+        if mode == "base":
+            tree = stack.enter_context(worktree(base_commit))
+            if (tree / "kan").is_dir():
+                base = Side("base", stack.enter_context(kan_only(tree)), cases, args.threads, args.clock, cpus=cpus)
+        head = Side("head", ROOT, cases, args.threads, args.clock, cpus=cpus)
+        sides = [s for s in (base, head) if s is not None]
+        if mode != "record":  # while the sides start up (it reads torch's build too)
+            cmd.open(label=args.label, settings={**settings, "mode": mode, "base": args.base,
+                                                 "base_commit": base_commit})
+        stack.enter_context(started(sides))
+        _check_models(cases, sides)
+        what = {"base": f"against {args.base or 'HEAD'} ({(base_commit or '')[:9]})",
+                "baseline": f"against the baseline file {args.baseline}",
+                "record": "to record a baseline"}[mode]
+        where = f" on cpu {','.join(map(str, cpus))}" if cpus else ""
+        _say(f"timing the working tree {what}: {len(cases)} benchmarks, "
+             f"{args.rounds * args.samples_per_round} samples a side, "
+             f"{args.threads} thread(s){where}, {args.clock} clock")
+        turns = protocol.paired_turns(sides, args.rounds, args.samples_per_round, args.sample_time, progress)
+    return head, base, turns
+
+
+def _verdict(args, mode, base_commit, baseline, cases, head: Side, base: Side | None, samples,
+             turns) -> tuple[dict, list[dict]]:
+    """gate.json's document (its settings and wall time left to the caller), and its rows."""
+    ref = args.base or "HEAD"
+    if mode == "base":
+        rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
+        base_info = {"ref": ref, "commit": base_commit, "kan_file": base.hello.get("kan_file") if base else None}
+    else:
+        rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
+        base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
+                     "ref": args.base, "note": "the base ref names no commit" if args.base else None}
+    _add_turn_counts(rows, turns)
+    verdict, status, summary = overall(rows)
+    doc = {
+        "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
+        "base": base_info, "head": {**git.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
+        "settings": None, "wall_s": None,
+        "benchmarks": [{column: row.get(column) for column in ROW_COLUMNS} for row in rows],
+        "samples": {r["benchmark"]: {"head": r["head_samples"], "base": r["base_samples"]} for r in rows},
+    }
+    return doc, rows
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ against the untouched commit. The shipped models are never changed. It prints on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,7 +24,8 @@ import time
 from pathlib import Path
 
 from benchmarks.core import git
-from benchmarks.core.cli import RUN_FILE
+from benchmarks.core.cli import RUN_FILE, Parser, count
+from benchmarks.core.command import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,13 +69,20 @@ def one_run(slowdown: float, results: Path, gate_args: list[str], harness: Path)
     return {"exit": out.returncode, "wall_s": wall, "doc": doc, "output": out.stdout + out.stderr}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gate.evidence", description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=10)
+def parser() -> Parser:
+    p = Parser(prog="python -m benchmarks.gate.evidence", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=count(1), default=10, help="gates to run (default: 10)")
     p.add_argument("--slowdown", type=float, default=0.0, help="extra share of the reference KAN's forward time")
     p.add_argument("--results", type=Path, default=None, help="where the gates' run folders go (default: a temp dir)")
     p.add_argument("gate_args", nargs="*", help="options passed to the gate (after --)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("gate-evidence", parser(), argv, _evidence)  # each gate writes its own run folder
+
+
+def _evidence(args, cmd) -> int:
     results = args.results or Path(tempfile.mkdtemp(prefix="kan-gate-evidence-results-"))
     label = f"{args.slowdown:.0%} slower reference KAN forward" if args.slowdown else "A/A (nothing changed)"
     print(f"{label}: {args.runs} gates against HEAD, run folders in {results}", flush=True)

@@ -101,6 +101,11 @@ PEERS = {
 }
 
 
+# The peers that compute our reference's function (a KANNetwork of the reference's layers): the ones
+# kan-fast's studies measure it against.
+REFERENCE_PEERS = tuple(name for name, peer in PEERS.items() if peer.load_reference is not None)
+
+
 def importable(peer: Peer) -> str | None:
     """None where the peer's module imports here, else one line saying why not."""
     try:

@@ -27,6 +27,7 @@ naming the valid ones, exit 2.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -34,9 +35,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.core import record
-from benchmarks.core.machine import load_average, machine_label
-from benchmarks.core.cli import Parser, announce, busy_warning, choices, positive_ints, terminate_as_interrupt
+from benchmarks.core import cli, record
+from benchmarks.core.machine import machine_label
+from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.command import Command, run_command
 from benchmarks.core.process import Child, ChildError
 from benchmarks.core.protocol import Candidate
 from benchmarks.core.units import format_seconds
@@ -76,50 +78,68 @@ def peer_python(name: str, given: dict[str, str]) -> Path:
     return ROOT / ".nox" / f"peer-{name}" / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
-def parse(argv):
+def python_arg(text: str) -> tuple[str, str]:
+    """An argparse type: ``NAME=PATH``, a peer's interpreter."""
+    name, _, path = text.partition("=")
+    if name not in PEERS or not path:
+        raise argparse.ArgumentTypeError(f"--python takes NAME=PATH with NAME one of {', '.join(PEERS)}, got {text!r}")
+    return name, path
+
+
+def parser() -> Parser:
     p = Parser(prog="python -m benchmarks.peers", description=__doc__.splitlines()[0])
-    p.add_argument("--peer", default=",".join(PEERS), help=f"peers, comma-separated (default: {','.join(PEERS)})")
-    p.add_argument("--python", action="append", default=[], metavar="NAME=PATH",
+    p.add_argument("--peer", type=cli.names(list(PEERS), "peer"), action=cli.Names, default=list(PEERS),
+                   help=f"peers, comma-separated (default: {','.join(PEERS)})")
+    p.add_argument("--python", type=python_arg, action="append", default=[], metavar="NAME=PATH",
                    help="a peer's interpreter (default: .nox/peer-NAME/bin/python, made by nox -s peers)")
     p.add_argument("--suite", default="quick", help="the bench suite whose shapes and phases to take")
-    p.add_argument("--grids", default=None, metavar="G,G", help="grid sizes (default: the suite's)")
-    p.add_argument("--model", default=",".join(OUR_MODELS), help="our models beside the peers")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="intra-op threads in every process")
-    args = p.parse_args(argv)
-    try:
-        from benchmarks.suite import suites
-
-        peers = choices([args.peer], list(PEERS), "peer")
-        given = {}
-        for item in args.python:
-            name, _, path = item.partition("=")
-            if name not in PEERS or not path:
-                raise ValueError(f"--python takes NAME=PATH with NAME one of {', '.join(PEERS)}, got {item!r}")
-            given[name] = path
-        selection = suites.select(args.suite, [args.model], [args.device])
-        suite = selection.suite
-        if args.grids:
-            suite = dataclasses.replace(suite, grid_sizes=positive_ints(args.grids, "--grids"))
-            selection = dataclasses.replace(selection, suite=suite)
-    except ValueError as e:
-        p.error(str(e))
-    return args, peers, given, selection
+    p.add_argument("--grids", type=cli.int_list("--grids"), default=None, metavar="G,G",
+                   help="grid sizes (default: the suite's)")
+    cli.add_models(p, default=list(OUR_MODELS), help=f"our models beside the peers (default: {','.join(OUR_MODELS)})")
+    cli.add_devices(p, default="cpu", multiple=False)
+    cli.add_threads(p, help="intra-op threads in every process (default: torch's choice)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, peers, given, selection = parse(argv)
-    from benchmarks.core.timer import check_threads, clock_name, torch_threads, using_threads
+    return run_command("peers", parser(), argv, _peers)
+
+
+def _peers(args, cmd: Command) -> int:
+    from benchmarks.core.timer import clock_name, torch_threads, using_threads
+    from benchmarks.suite import suites
 
     try:
-        # the run's threads and clocks, decided once: this process and every peer's time with them
-        threads = torch_threads() if args.threads is None else check_threads(args.threads)
-        clocks = {device: clock_name(device, threads) for device in selection.devices}
+        selection = suites.select(args.suite, args.model, [args.device])
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
+    if args.grids:
+        selection = dataclasses.replace(selection, suite=dataclasses.replace(selection.suite, grid_sizes=args.grids))
+    # the run's threads and clocks, decided once: this process and every peer's time with them
+    threads = torch_threads() if args.threads is None else args.threads
+    clocks = {device: clock_name(device, threads) for device in selection.devices}
+    run = cmd.open(label="peers", settings={
+        "peers": args.peer, "models": list(selection.models), "suite": selection.suite.name,
+        "grids": list(selection.suite.grid_sizes), "threads": threads, "clocks": clocks})
+    print(f"peers: {', '.join(args.peer)} beside {', '.join(selection.models)}, suite {selection.suite.name}, "
+          f"grids {','.join(map(str, selection.suite.grid_sizes))}, {threads} threads "
+          f"({', '.join(f'{d}: {c} clock' for d, c in clocks.items())}); run folder {run.path}", flush=True)
+    status: dict[str, dict] = {}
     with using_threads(threads):
-        return _run(peers, given, selection, threads, clocks)
+        _measure(cmd, args.peer, dict(args.python), selection, threads, clocks, status)
+    from benchmarks.suite import summary
+
+    frame = record.bench_table(run.measurements())
+    run.write_table("benchmarks", frame)
+    run.write_json("peers.json", {"peers": {n: {**s, "spec": PEERS[n].spec} for n, s in status.items()},
+                                  "models": list(selection.models), "suite": selection.suite.name,
+                                  "grids": list(selection.suite.grid_sizes), "threads": threads,
+                                  "clocks": clocks})
+    print()
+    print(summary.summary(frame))
+    if cmd.interrupted:
+        print(f"interrupted: kept the {len(frame)} finished measurements")
+    return 0
 
 
 def _start_children(peers: list[str], given: dict[str, str], threads: int, clocks: dict[str, str],
@@ -164,73 +184,50 @@ def _add_peer_case(case, children: dict[str, Child], status: dict[str, dict], ro
     candidates[case.id] = Candidate(case.id, RemoteStep(children[name], case))
 
 
-def _run(peers: list[str], given: dict[str, str], selection, threads: int, clocks: dict[str, str]) -> int:
-    from benchmarks.core.case import Case, zoo
-    from benchmarks.suite import summary
-    from benchmarks.core.measure import Group, build_candidates, time_group
-
-    try:
-        run = record.new_run("peers")
-    except record.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    warning = busy_warning(load_average(), os.cpu_count())
-    if warning:
-        print(warning, flush=True)
-    print(f"peers: {', '.join(peers)} beside {', '.join(selection.models)}, suite {selection.suite.name}, "
-          f"grids {','.join(map(str, selection.suite.grid_sizes))}, {threads} threads "
-          f"({', '.join(f'{d}: {c} clock' for d, c in clocks.items())}); run folder {run.path}",
-          flush=True)
-    status: dict[str, dict] = {}
+def _measure(cmd: Command, peers: list[str], given: dict[str, str], selection, threads: int,
+             clocks: dict[str, str], status: dict[str, dict]) -> None:
+    """Start the peers' processes (``status``: each one's status, reason and version) and time every
+    group of the selection with the peers' cases beside ours, each row appended as it finishes."""
     children: dict[str, Child] = {}
     compared: dict[tuple, dict[str, str]] = {}  # (widths, grid size) -> each peer's equivalence
-    interrupted = False
-    with tempfile.TemporaryDirectory(prefix="kan-peers-") as scratch, terminate_as_interrupt():
+    with tempfile.TemporaryDirectory(prefix="kan-peers-") as scratch, cmd.interruptible():
         try:
             _start_children(peers, given, threads, clocks, Path(scratch), status, children)
             for name, s in status.items():
                 shown = f"{s['version']}" if s["status"] == "ok" else f"not available: {s['reason']}"
                 print(f"  {name:9} {shown}", flush=True)
-
             for group in selection.groups():
-                gridded = group.cases[0].grid_size if any(c.grid_size for c in group.cases) else None
-                peer_cases = [Case(f"{PREFIX}{name}", c.phase, c.device, c.dtype, c.widths, c.batch, gridded)
-                              for c in group.cases[:1] for name in peers] if gridded else []
-                rows, candidates = build_candidates(Group(group.cases, group.companions), threads=threads)
-                for case in peer_cases:
-                    _add_peer_case(case, children, status, rows, candidates)
-                both = Group(tuple(group.cases) + tuple(peer_cases), group.companions)
-                measured = time_group(both, candidates, rows, selection.suite, threads=threads)
-                shape = (group.cases[0].widths, gridded)
-                if gridded and shape not in compared:
-                    compared[shape] = equivalences(children, group.cases[0], gridded)
-                equivalence = compared.get(shape, {})
-                for case in both.cases:
-                    facts = {"machine": machine_label(),
-                             "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family}
-                    if case.model.startswith(PREFIX):
-                        facts["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
-                    m = dataclasses.replace(measured[case.id], facts={**measured[case.id].facts, **facts})
-                    run.append_jsonl(record.MEASUREMENTS, m.to_json())
-                    said = m.status if m.status != "ok" else format_seconds(m.median_s)
-                    print(f"  {case.id:55} {said}", flush=True)
-        except KeyboardInterrupt:
-            interrupted = True
+                _measure_group(cmd.run, group, peers, children, status, compared, selection.suite, threads)
         finally:
             for child in children.values():
                 child.close()
-    frame = record.bench_table(run.measurements())
-    run.write_table("benchmarks", frame)
-    run.write_json("peers.json", {"peers": {n: {**s, "spec": PEERS[n].spec} for n, s in status.items()},
-                                  "models": list(selection.models), "suite": selection.suite.name,
-                                  "grids": list(selection.suite.grid_sizes), "threads": threads,
-                                  "clocks": clocks})
-    print()
-    print(summary.summary(frame))
-    if interrupted:
-        print(f"interrupted: kept the {len(frame)} finished measurements")
-    announce(run)
-    return 130 if interrupted else 0
+
+
+def _measure_group(run, group, peers, children, status, compared, suite, threads: int) -> None:
+    from benchmarks.core.case import Case, zoo
+    from benchmarks.core.measure import Group, build_candidates, time_group
+
+    gridded = group.cases[0].grid_size if any(c.grid_size for c in group.cases) else None
+    peer_cases = [Case(f"{PREFIX}{name}", c.phase, c.device, c.dtype, c.widths, c.batch, gridded)
+                  for c in group.cases[:1] for name in peers] if gridded else []
+    rows, candidates = build_candidates(Group(group.cases, group.companions), threads=threads)
+    for case in peer_cases:
+        _add_peer_case(case, children, status, rows, candidates)
+    both = Group(tuple(group.cases) + tuple(peer_cases), group.companions)
+    measured = time_group(both, candidates, rows, suite, threads=threads)
+    shape = (group.cases[0].widths, gridded)
+    if gridded and shape not in compared:
+        compared[shape] = equivalences(children, group.cases[0], gridded)
+    equivalence = compared.get(shape, {})
+    for case in both.cases:
+        facts = {"machine": machine_label(),
+                 "family": "kan" if case.model.startswith(PREFIX) else zoo().entry(case.model).family}
+        if case.model.startswith(PREFIX):
+            facts["equivalence"] = equivalence.get(case.model.removeprefix(PREFIX))
+        m = dataclasses.replace(measured[case.id], facts={**measured[case.id].facts, **facts})
+        run.append_jsonl(record.MEASUREMENTS, m.to_json())
+        said = m.status if m.status != "ok" else format_seconds(m.median_s)
+        print(f"  {case.id:55} {said}", flush=True)
 
 
 def case_fields(case) -> dict:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 
-from benchmarks.core.cli import Parser, announce, busy_warning, choices, terminate_as_interrupt
-from benchmarks.core.timer import DEVICE_TYPES
+from benchmarks.core import cli, record
+from benchmarks.core.cli import Parser
+from benchmarks.core.command import Command, run_command
+from benchmarks.core.units import format_seconds
 
 DEFAULT_SEEDS = (0, 1, 2)
 QUALITY_DTYPES = ("float32", "float64")
@@ -49,145 +50,92 @@ def parser() -> argparse.ArgumentParser:
                                      f"{t.grid_size}; {t.metric}" for t in TASKS.values())
         + "\n\nLists take commas or repeats: --task exp-sin,digits --model kan --model fourier-kan.",
     )
-    p.add_argument("--budget", default="default", metavar="NAME",
+    p.add_argument("--budget", default="default", metavar="NAME", type=cli.one_of(list(BUDGETS), "budget"),
                    help=f"one of {', '.join(BUDGETS)} (default: default; quick checks the command in seconds)")
-    p.add_argument("--task", action="append", default=[], metavar="NAME",
+    p.add_argument("--task", type=cli.names(list(TASKS), "task"), action=cli.Names, default=None, metavar="NAME",
                    help=f"task(s) to train on (default: all: {', '.join(TASKS)})")
-    p.add_argument("--model", action="append", default=[], metavar="NAME",
-                   help="registered model(s) to train (default: all, MLP baselines included)")
-    p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), metavar="S,S",
+    cli.add_models(p, help="registered model(s) to train (default: all, MLP baselines included)")
+    p.add_argument("--seeds", default=DEFAULT_SEEDS, metavar="S,S", type=cli.int_list("--seeds", minimum=0),
                    help="seeds, comma-separated (default: 0,1,2): weights, data split and batch order")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default: the budget's)")
-    p.add_argument("--device", default="cpu", metavar="NAME", help=f"one of {', '.join(DEVICE_TYPES)} (default: cpu)")
-    p.add_argument("--dtype", default="float32", metavar="NAME",
-                   help=f"one of {', '.join(QUALITY_DTYPES)} (default: float32)")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="torch intra-op threads (default: 1: these networks are too small to gain from more, "
-                   "and on a shared machine threads waiting at each operator's barrier for a descheduled "
-                   "one make every step many times slower); recorded in the run")
-    p.add_argument("--label", default=None, metavar="TEXT", help="added to the run folder's name")
+    p.add_argument("--steps", type=cli.count(1), default=None, metavar="N",
+                   help="training steps (default: the budget's)")
+    cli.add_devices(p, default="cpu", multiple=False)
+    cli.add_dtypes(p, QUALITY_DTYPES, default="float32")
+    cli.add_threads(p, default=1, help="torch intra-op threads (default: 1: these networks are too small to gain "
+                    "from more, and on a shared machine threads waiting at each operator's barrier for a "
+                    "descheduled one make every step many times slower); recorded in the run")
+    cli.add_label(p)
     return p
 
 
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in str(text).split(","))
-    except ValueError:
-        seeds = ()
-    if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must be non-negative integers separated by commas, got {text!r}")
-    return tuple(dict.fromkeys(seeds))
+def main(argv: list[str] | None = None) -> int:
+    return run_command("quality", parser(), argv, _quality)
 
 
-def settings(args):
-    """(budget, tasks, models, seeds, threads) from the arguments; ``ValueError`` in one line when bad."""
+def _quality(args, cmd: Command) -> int:
     import dataclasses
 
-    from benchmarks.core.case import device_unavailable, zoo
-    from benchmarks.core.timer import check_threads, torch_threads
+    from benchmarks.core.case import zoo
+    from benchmarks.core.timer import using_threads
     from benchmarks.quality.tasks import TASKS
     from benchmarks.quality.train import BUDGETS
 
-    if args.budget not in BUDGETS:
-        raise ValueError(f"unknown budget {args.budget!r}; valid budgets: {', '.join(BUDGETS)}")
     budget = BUDGETS[args.budget]
     if args.steps is not None:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be a positive integer, got {args.steps}")
         budget = dataclasses.replace(budget, steps=args.steps)
-    tasks = [TASKS[n] for n in choices(args.task, list(TASKS), "task") or TASKS]
-    models = choices(args.model, list(zoo().available()), "model") or list(zoo().available())
-    seeds = _seeds(args.seeds)
-    if args.device not in DEVICE_TYPES:
-        raise ValueError(f"unknown device {args.device!r}; valid devices: {', '.join(DEVICE_TYPES)}")
-    absent = device_unavailable(args.device)
-    if absent:
-        raise ValueError(f"device {args.device!r} was asked for but {absent}")
-    if args.dtype not in QUALITY_DTYPES:
-        raise ValueError(f"unknown dtype {args.dtype!r}; valid dtypes: {', '.join(QUALITY_DTYPES)}")
-    threads = torch_threads() if args.threads is None else check_threads(args.threads)
-    return budget, tasks, models, seeds, threads
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:  # --help, or the parser's own one-line error
-        return int(e.code or 0)
-    try:
-        budget, tasks, models, seeds, threads = settings(args)
-    except (ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from benchmarks.core.timer import using_threads
-
-    with using_threads(threads):  # the run's count, applied while it trains and restored after
-        return _run(args, budget, tasks, models, seeds, threads)
-
-
-def _run(args, budget, tasks, models, seeds, threads: int) -> int:
-    from benchmarks.core import record
-    from benchmarks.core.timer import DeviceTimer
-    from benchmarks.quality import summary, train
-
-    try:
-        run = record.new_run(args.label or f"quality-{budget.name}")
-    except record.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    env = run.environment()
-    warning = busy_warning(env.get("load_average"), env.get("cpu_count"))
-    if warning:
-        print(warning, flush=True)
-    run.write_json(record.QUALITY + ".json", {
+    tasks = [TASKS[n] for n in args.task or TASKS]
+    models = args.model or list(zoo().available())
+    seeds = tuple(dict.fromkeys(args.seeds))
+    run = cmd.open(label=args.label or f"quality-{budget.name}", settings={
         "budget": {**budget.__dict__, "grid_update_steps": list(budget.grid_update_steps()),
                    "checkpoint_steps": budget.checkpoint_steps(), "schedule": budget.describe()},
         "tasks": [{"name": t.name, "formula": t.formula, "kind": t.kind, "widths": list(t.widths),
                    "grid_size": t.grid_size, "metric": t.metric, "target": t.target} for t in tasks],
-        "models": models, "seeds": list(seeds), "device": args.device, "dtype": args.dtype, "threads": threads,
+        "models": models, "seeds": list(seeds), "device": args.device, "dtype": args.dtype, "threads": args.threads,
     })
+    run.write_json(record.QUALITY + ".json", run.settings())  # quality.json, as readers of older runs expect
     print(f"quality: {len(tasks)} tasks x {len(models)} models x {len(seeds)} seeds, {budget.describe()}, "
-          f"{args.device} {args.dtype}, {threads} threads; run folder {run.path}", flush=True)
+          f"{args.device} {args.dtype}, {args.threads} threads; run folder {run.path}", flush=True)
+    with using_threads(args.threads):  # the run's count, applied while it trains and restored after
+        rows, wall = _train_all(cmd, run, tasks, models, seeds, budget, args)
+    from benchmarks.quality import summary, train
 
-    rows: list[dict] = []
-    timer = DeviceTimer(args.device)
-    started = time.perf_counter()
-    interrupted = False
-    try:
-        with terminate_as_interrupt():
-            for task in tasks:
-                for seed in seeds:
-                    data = task.data(seed)
-                    group = train.trainees(task, models, budget, args.device, args.dtype, seed)
-                    data = data.to(args.device, _torch_dtype(args.dtype))
-                    began = time.perf_counter()
-                    train.train(task, data, group, budget, seed, timer)
-                    for t in group:
-                        r = train.row(t, task, budget, seed, threads)
-                        rows.append(r)
-                        run.append_jsonl(record.QUALITY + ".jsonl", r)
-                    print(f"  {task.name:8} seed {seed}: {len(group)} models in {time.perf_counter() - began:.1f} s; "
-                          + _best(rows, task, seed), flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
-    wall = time.perf_counter() - started
-
-    rows = run.read_jsonl(record.QUALITY + ".jsonl")  # what reached the disk: the tables hold exactly that
     summary_rows = summary.summarize(rows, {t.name: t.higher_is_better for t in tasks})
     run.write_rows(record.QUALITY, rows)
     run.write_rows(record.QUALITY_SUMMARY, summary_rows)
     print()
     print(format_summary(summary_rows))
     print()
-    if warning:
-        print(warning)
-    if interrupted:
+    if cmd.interrupted:
         print(f"interrupted: kept the {len(rows)} finished rows")
     print(f"trained in {wall:.1f} s")
-    announce(run)
-    if interrupted:
-        return 130
     return 1 if any(r["status"] == train.ERROR for r in rows) else 0
+
+
+def _train_all(cmd: Command, run, tasks, models, seeds, budget, args) -> tuple[list[dict], float]:
+    """Train every model on every task and seed, each group's rows appended as it finishes; the
+    rows that reached the disk (all of them, or those finished before Ctrl-C) and the seconds taken."""
+    from benchmarks.core.timer import DeviceTimer
+    from benchmarks.quality import train
+
+    rows: list[dict] = []
+    timer = DeviceTimer(args.device)
+    started = time.perf_counter()
+    with cmd.interruptible():
+        for task in tasks:
+            for seed in seeds:
+                data = task.data(seed)
+                group = train.trainees(task, models, budget, args.device, args.dtype, seed)
+                data = data.to(args.device, _torch_dtype(args.dtype))
+                began = time.perf_counter()
+                train.train(task, data, group, budget, seed, timer)
+                for t in group:
+                    r = train.row(t, task, budget, seed, args.threads)
+                    rows.append(r)
+                    run.append_jsonl(record.QUALITY + ".jsonl", r)
+                print(f"  {task.name:8} seed {seed}: {len(group)} models in {time.perf_counter() - began:.1f} s; "
+                      + _best(rows, task, seed), flush=True)
+    return run.read_jsonl(record.QUALITY + ".jsonl"), time.perf_counter() - started
 
 
 def _torch_dtype(name: str):
@@ -220,7 +168,8 @@ def format_summary(rows: list[dict]) -> str:
         "task": r["task"], "model": r["label"], "metric": r["metric"],
         "mean": num(r["value_mean"]), "std": num(r["value_std"]),
         "ok/seeds": f"{r['ok']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else ""),
-        "train s": num(r["train_s"], "{:.3g}"), "step ms": num(r["step_median_s"] * 1e3, "{:.3g}"),
+        "train s": num(r["train_s"], "{:.3g}"),
+        "step ms": format_seconds(r["step_median_s"], unit="ms", missing="", suffix=False),
         "to target s": num(r["time_to_target_s"], "{:.3g}") + f" ({r['reached_target']}/{r['ok']})",
         "front": "yes" if r["pareto"] else "",
     } for r in rows]

@@ -30,7 +30,9 @@ from pathlib import Path
 
 from benchmarks.core import record, stats
 from benchmarks.core.machine import load_average
-from benchmarks.core.cli import Parser, announce
+from benchmarks.core import cli
+from benchmarks.core.cli import RUN_FILE, Parser, UsageError
+from benchmarks.core.command import Command, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEPS = 0.15  # a stable row's ratio may move this much between the runs
@@ -45,10 +47,10 @@ def bench(args: list[str]) -> tuple[Path, float]:
         run_file = Path(scratch) / "run"
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT,
-                              env={**os.environ, "KAN_RUN_FILE": str(run_file)})
+                              env={**os.environ, RUN_FILE: str(run_file)})
         took = time.perf_counter() - started
         if done.returncode not in (0, 1) or not run_file.exists():
-            raise RuntimeError(f"python -m benchmarks {' '.join(args)} failed (exit {done.returncode})")
+            raise UsageError(f"python -m benchmarks {' '.join(args)} failed (exit {done.returncode})")
         return Path(run_file.read_text().strip()), took
 
 
@@ -79,19 +81,21 @@ def compare(quiet, busy):
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> Parser:
     p = Parser(prog="python -m benchmarks.studies.busy", description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="quick", help="the suite both runs take (default: quick)")
-    p.add_argument("--hogs", type=int, default=2, help="CPU-bound processes beside the second run (default: 2)")
+    p.add_argument("--hogs", type=cli.count(1), default=2,
+                   help="CPU-bound processes beside the second run (default: 2)")
     p.add_argument("bench_args", nargs="*", help="more arguments for python -m benchmarks (after --)")
-    args = p.parse_args(argv)
-    if args.hogs < 1:
-        p.error(f"--hogs must be at least 1, got {args.hogs}")
-    try:
-        run = record.new_run("busy")
-    except record.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("busy", parser(), argv, _busy)
+
+
+def _busy(args, cmd: Command) -> int:
+    run = cmd.open(label="busy", settings={"suite": args.suite, "hogs": args.hogs, "bench_args": args.bench_args})
     common = ["--suite", args.suite, *args.bench_args]
     print(f"busy: the {args.suite} suite as the machine is (load average {load_average()})", flush=True)
     quiet_path, quiet_s = bench([*common, "--label", "quiet"])
@@ -114,24 +118,28 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
         shown = table.assign(change=(table["change"] * 100).round(1)).drop(columns=["widths"])
         print(shown.to_string(index=False, float_format=lambda v: stats.plain(v)))
+    checks = judge(table, busy, args.suite, quiet_s)
+    print()
+    for what, held in checks.items():
+        print(f"{'PASS' if held else 'MISS'}  {what}")
+    for _, r in table[~table["kept"]].iterrows():
+        print(f"  moved: {r['model']} {r['phase']} {r['widths']} batch {r['batch']}: "
+              f"x{stats.plain(r['x_mlp_quiet'])} -> x{stats.plain(r['x_mlp_busy'])}")
+    print(f"quiet run {quiet_s:.0f} s ({quiet_path.name}), busy run {busy_s:.0f} s ({busy_path.name})")
+    return 0 if all(checks.values()) else 1
+
+
+def judge(table, busy, suite: str, quiet_s: float) -> dict[str, bool]:
+    """Each check of the study (what it says, whether it held)."""
     flagged = (busy[(busy["status"] == "ok") & (busy["model"] != "mlp")]["stable"] == "unstable").mean()
     checks = {
         f"stable rows keep their ratio within {KEEPS:.0%}": bool(table["kept"].all()),
         "no headline changes direction": not bool(table["flipped"].any()),
         f"at most {FLAGGED:.0%} of the busy rows flagged ({flagged:.0%})": bool(flagged <= FLAGGED),
     }
-    if args.suite == "quick":
+    if suite == "quick":
         checks[f"the quiet quick suite within {QUICK_LIMIT_S:.0f} s ({quiet_s:.0f} s)"] = quiet_s <= QUICK_LIMIT_S
-    print()
-    for what, held in checks.items():
-        print(f"{'PASS' if held else 'MISS'}  {what}")
-    moved = table[~table["kept"]]
-    for _, r in moved.iterrows():
-        print(f"  moved: {r['model']} {r['phase']} {r['widths']} batch {r['batch']}: "
-              f"x{stats.plain(r['x_mlp_quiet'])} -> x{stats.plain(r['x_mlp_busy'])}")
-    print(f"quiet run {quiet_s:.0f} s ({quiet_path.name}), busy run {busy_s:.0f} s ({busy_path.name})")
-    announce(run)
-    return 0 if all(checks.values()) else 1
+    return checks
 
 
 if __name__ == "__main__":

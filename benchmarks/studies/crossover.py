@@ -24,7 +24,9 @@ import time
 import torch
 
 from benchmarks.core.case import Case, make_step, zoo
-from benchmarks.core.cli import Parser, announce, positive_ints
+from benchmarks.core import cli
+from benchmarks.core.cli import Parser
+from benchmarks.core.command import Command, run_command
 from benchmarks.core.protocol import Candidate, turns
 
 SPLINE_ORDER = 3
@@ -55,78 +57,46 @@ def crossover(rows: list[dict], backend: str) -> int | None:
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m benchmarks.studies.crossover",
-                description="Time kan-fast's dense and gather contractions against each other over grid sizes.")
-    p.add_argument("--grids", default=",".join(map(str, GRIDS)), metavar="G,G",
-                   help="grid sizes (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed calls per row (default: 10)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch intra-op threads")
-    p.add_argument("--backends", default=",".join(BACKENDS), metavar="B,B", help="native, torch (default: both)")
-    p.add_argument("--widths", default="784,64,10", metavar="W,W,W", help="layer widths (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=1024, metavar="N", help="batch size (default: 1024)")
+               description="Time kan-fast's dense and gather contractions against each other over grid sizes.")
+    p.add_argument("--grids", type=cli.int_list("--grids"), default=GRIDS, metavar="G,G",
+                   help=f"grid sizes (default: {','.join(map(str, GRIDS))})")
+    p.add_argument("--repeats", type=cli.count(3), default=10, metavar="N",
+                   help="timed calls per row, at least 3 (default: 10)")
+    cli.add_threads(p)
+    p.add_argument("--backends", type=cli.names(BACKENDS, "backend"), action=cli.Names, default=list(BACKENDS),
+                   metavar="B,B", help="native, torch (default: both)")
+    p.add_argument("--widths", type=cli.widths, default=(784, 64, 10), metavar="W,W,W",
+                   help="layer widths (default: 784,64,10)")
+    p.add_argument("--batch", type=cli.count(1), default=1024, metavar="N", help="batch size (default: 1024)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
-        grids = tuple(sorted(set(positive_ints(args.grids, "--grids"))))
-        widths = positive_ints(args.widths, "--widths")
-        backends = tuple(dict.fromkeys(b.strip() for b in args.backends.split(",")))
-        if len(widths) < 2:
-            raise ValueError(f"--widths needs at least two widths, got {args.widths!r}")
-        if any(b not in BACKENDS for b in backends):
-            raise ValueError(f"--backends takes {', '.join(BACKENDS)}, got {args.backends!r}")
-        if args.repeats < 3 or args.batch < 1:
-            raise ValueError("--repeats must be at least 3 and --batch positive")
-        from benchmarks.core.timer import check_threads, torch_threads, using_threads
-
-        threads = torch_threads() if args.threads is None else check_threads(args.threads)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with using_threads(threads):  # the run's count, applied while it measures and restored after
-        return _run(args, grids, widths, backends, threads)
+    return run_command("crossover", parser(), argv, _crossover)
 
 
-def _run(args, grids, widths, backends, threads: int) -> int:
+def _crossover(args, cmd: Command) -> int:
     import kan.native
 
     from benchmarks.core import record
-    from benchmarks.core.timer import DeviceTimer
+    from benchmarks.core.timer import torch_threads, using_threads
 
+    grids, widths, backends = tuple(sorted(set(args.grids))), tuple(args.widths), tuple(args.backends)
+    threads = torch_threads() if args.threads is None else args.threads
     if "native" in backends and not kan.native.available():
         print(f"note: the C++ kernels are unavailable ({kan.native.error()}); measuring the torch backend only")
         backends = tuple(b for b in backends if b != "native")
-    try:
-        run = record.new_run("fast-crossover")
-    except record.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = cmd.open(label="fast-crossover", settings={
+        "grids": list(grids), "widths": list(widths), "backends": list(backends), "batch": args.batch,
+        "repeats": args.repeats, "threads": threads})
     print(f"crossover: widths {'x'.join(map(str, widths))}, batch {args.batch}, {threads} threads, "
           f"{args.repeats} repeats; run folder {run.path}", flush=True)
-    timer = DeviceTimer("cpu")
     rows: list[dict] = []
     started = time.perf_counter()
-    for backend in backends:
-        for grid in grids:
-            case = Case("kan-fast", "forward+backward", "cpu", "float32", widths, args.batch, grid)
-            group = [Candidate(contraction, make_step(case, model=forced(widths, grid, contraction, backend)))
-                     for contraction in ("dense", "gather")]
-            turns(group, timer, args.repeats, warmup=2)
-            medians = {}
-            for c in group:
-                samples = sorted(c.samples)
-                medians[c.name] = samples[len(samples) // 2] * 1e3 if c.status == "ok" and samples else float("nan")
-            row = {"backend": backend, "grid_size": grid, "coeff": grid + SPLINE_ORDER,
-                   "dense_ms": medians["dense"], "gather_ms": medians["gather"], "threads": threads,
-                   "widths": "x".join(map(str, widths)), "batch": args.batch}
-            rows.append(row)
-            faster = "gather" if row["gather_ms"] < row["dense_ms"] else "dense"
-            print(f"  {backend:<6} grid {grid:<3} coeff {row['coeff']:<3} dense {row['dense_ms']:8.2f} ms  "
-                  f"gather {row['gather_ms']:8.2f} ms  faster: {faster}", flush=True)
+    with using_threads(threads), cmd.interruptible():  # the run's count while it measures, restored after
+        for backend in backends:
+            for grid in grids:
+                rows.append(measure(backend, grid, widths, args.batch, args.repeats, threads))
     run.write_rows(record.CROSSOVER, rows)
     print()
     for backend in backends:
@@ -134,9 +104,31 @@ def _run(args, grids, widths, backends, threads: int) -> int:
         constant = "NATIVE_GATHER_MIN_COEFF" if backend == "native" else "GATHER_MIN_COEFF"
         shown = f"coeff >= {found}" if found is not None else "not within the grids measured"
         print(f"{backend}: gather is faster from {shown} (kan.fast.{constant})")
+    if cmd.interrupted:
+        print(f"interrupted: kept the {len(rows)} finished rows")
     print(f"measured in {time.perf_counter() - started:.1f} s")
-    announce(run)
     return 0
+
+
+def measure(backend: str, grid: int, widths: tuple[int, ...], batch: int, repeats: int, threads: int) -> dict:
+    """The dense and the gather contraction of ``backend`` at ``grid``, in turns: one row."""
+    from benchmarks.core.timer import DeviceTimer
+
+    case = Case("kan-fast", "forward+backward", "cpu", "float32", widths, batch, grid)
+    group = [Candidate(contraction, make_step(case, model=forced(widths, grid, contraction, backend)))
+             for contraction in ("dense", "gather")]
+    turns(group, DeviceTimer("cpu"), repeats, warmup=2)
+    medians = {}
+    for c in group:
+        samples = sorted(c.samples)
+        medians[c.name] = samples[len(samples) // 2] * 1e3 if c.status == "ok" and samples else float("nan")
+    row = {"backend": backend, "grid_size": grid, "coeff": grid + SPLINE_ORDER,
+           "dense_ms": medians["dense"], "gather_ms": medians["gather"], "threads": threads,
+           "widths": "x".join(map(str, widths)), "batch": batch}
+    faster = "gather" if row["gather_ms"] < row["dense_ms"] else "dense"
+    print(f"  {backend:<6} grid {grid:<3} coeff {row['coeff']:<3} dense {row['dense_ms']:8.2f} ms  "
+          f"gather {row['gather_ms']:8.2f} ms  faster: {faster}", flush=True)
+    return row
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ holds no accelerator row or a launch-bound row lacks its label.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
+
+from benchmarks.core.cli import Parser, UsageError
+from benchmarks.core.command import run_command
+from benchmarks.core.units import format_seconds
 
 BUSY_WIDTHS = "1024x1024x1024"
 
@@ -42,7 +45,8 @@ def report(frame) -> tuple[list[str], bool]:
         for _, r in busy.sort_values(["phase", "model"]).iterrows():
             tflops = r["flops"] / r["median_s"] / 1e12 if r["median_s"] > 0 else math.nan
             mode = r["mode"] if isinstance(r["mode"], str) else "eager"
-            lines.append(f"  {r['model']:<14} {r['phase']:<9} {mode:<11} {r['median_s'] * 1e3:>8.3f}ms "
+            median = format_seconds(r["median_s"], unit="ms", spec=".3f")
+            lines.append(f"  {r['model']:<14} {r['phase']:<9} {mode:<11} {median:>10} "
                          f"{_pct(r['device_busy']):>6} {tflops:>8.2f} {_pct(r['flop_share']):>8} "
                          f"{str(r['math']):>5} {_pct(r['bandwidth_share']):>6}  {r['launch_bound']}")
         mlp = busy[(busy["model"] == "mlp") & (busy["phase"] == "forward") & busy["mode"].isna()]
@@ -63,17 +67,24 @@ def report(frame) -> tuple[list[str], bool]:
     return lines, ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.studies.gpu_check", description=__doc__.splitlines()[0])
+def parser() -> Parser:
+    p = Parser(prog="python -m benchmarks.studies.gpu_check", description=__doc__.splitlines()[0],
+               error_prefix="gpu_check: error: ")
     p.add_argument("run", help="a bench run folder (path or run id)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("gpu_check", parser(), argv, _check)  # reads a run; writes none
+
+
+def _check(args, cmd) -> int:
     from benchmarks.core import record
 
     try:
         frame = record.open_run(args.run).read_bench_table()
     except (FileNotFoundError, ValueError) as e:
-        print(f"gpu_check: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     lines, ok = report(frame)
     print("\n".join(lines))
     return 0 if ok else 1

@@ -60,11 +60,14 @@ import numpy as np
 import torch
 
 from benchmarks.core.case import Case, make_batch, make_step, zoo
-from benchmarks.core.cli import Parser, announce, busy_warning, one_line, positive_ints, terminate_as_interrupt
+from benchmarks.core import cli
+from benchmarks.core.cli import Parser, UsageError, one_line
+from benchmarks.core.command import Command, run_command
 from benchmarks.core.protocol import Candidate, turns
 from benchmarks.core.timer import DEVICE_TYPES
 from benchmarks.core.units import format_seconds
 from benchmarks.peers.catalog import PEERS as CATALOG
+from benchmarks.peers.catalog import REFERENCE_PEERS
 
 FORWARD_BACKWARD = "forward+backward"
 FORWARD = "forward"
@@ -74,8 +77,8 @@ FAST = "kan-fast"
 REFERENCE = "kan"
 DENSE_FLOOR = "dense floor"
 # The peers: PyPI KANs measured for comparison only (module holding KANNetwork, pip spec), as
-# pinned in the peers' catalog; pykan is left out (it is no KANNetwork and does not compute our function).
-PEERS = {name: (CATALOG[name].module, CATALOG[name].spec) for name in ("flashkan", "inkan")}
+# pinned in the peers' catalog: those that compute our function (pykan does not).
+PEERS = {name: (CATALOG[name].module, CATALOG[name].spec) for name in REFERENCE_PEERS}
 FASTER_PEER = "the faster peer"
 
 SPLINE_ORDER = 3  # every model here is built with its default cubic splines
@@ -133,7 +136,7 @@ def peer_class(name: str) -> type[torch.nn.Module]:
     except ImportError:
         raise Unavailable("not installed", f"not installed (pip install --no-deps {spec})") from None
     except Exception as e:  # a broken install: say what broke, measure the others
-        raise Unavailable("error", f"cannot import {module}: {type(e).__name__}: {e}") from None
+        raise Unavailable("error", f"cannot import {module}: {one_line(e)}") from None
 
 
 def peer_version(name: str) -> str | None:
@@ -394,87 +397,49 @@ def parser() -> argparse.ArgumentParser:
         epilog="targets:\n" + "\n".join(f"  grid {t.grid_size:<3} {t.name} {t.describe()}" for t in TARGETS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--repeats", type=int, default=REPEATS, metavar="N",
-                   help=f"timed calls per row, at least {MIN_REPEATS} (default: {REPEATS})")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch intra-op threads (default: torch's choice); recorded in the run")
-    p.add_argument("--device", default="cpu", metavar="NAME", help=f"one of {', '.join(DEVICES)} (default: cpu)")
-    p.add_argument("--grids", default=",".join(map(str, GRIDS)), metavar="G,G",
+    p.add_argument("--repeats", type=cli.count(MIN_REPEATS), default=REPEATS, metavar="N",
+                   help=f"timed calls per row, at least {MIN_REPEATS} (a median of fewer calls is too noisy to "
+                   f"judge a target; default: {REPEATS})")
+    cli.add_threads(p)
+    cli.add_devices(p, default="cpu", valid=DEVICES, multiple=False)
+    p.add_argument("--grids", type=cli.int_list("--grids"), default=GRIDS, metavar="G,G",
                    help="grid sizes, comma-separated (default: 5,50)")
-    p.add_argument("--batch", type=int, default=BATCH, metavar="N", help=f"batch size (default: {BATCH})")
+    p.add_argument("--batch", type=cli.count(1), default=BATCH, metavar="N", help=f"batch size (default: {BATCH})")
     p.add_argument("--quick", action="store_true",
                    help=f"a check of the script, not of the targets: 1 warm-up call instead of {WARMUP}, "
                    "and --widths allowed")
-    p.add_argument("--widths", default=None, metavar="W,W,W",
+    p.add_argument("--widths", type=cli.widths, default=None, metavar="W,W,W",
                    help="layer widths, input first; only with --quick (the targets are defined on 784,64,10)")
     return p
 
 
 def settings(args) -> Settings:
-    """The run's settings from the parsed arguments; ``ValueError`` with one line when one is bad."""
-    from benchmarks.core.case import device_unavailable
-    from benchmarks.core.timer import check_threads, torch_threads
+    """The run's settings from the parsed arguments; :class:`UsageError` in one line where they clash."""
+    from benchmarks.core.timer import torch_threads
 
-    if args.repeats < MIN_REPEATS:
-        raise ValueError(f"--repeats must be at least {MIN_REPEATS} (a median of fewer calls is too noisy "
-                         f"to judge a target), got {args.repeats}")
-    try:
-        kind = torch.device(args.device).type
-    except (RuntimeError, TypeError, ValueError):
-        kind = None
-    if kind not in DEVICES:
-        raise ValueError(f"unknown device {args.device!r}; valid devices: {', '.join(DEVICES)}")
-    absent = device_unavailable(args.device)
-    if absent:
-        raise ValueError(f"device {args.device!r} was asked for but {absent}")
-    grids = tuple(dict.fromkeys(positive_ints(args.grids, "--grids")))
-    if args.batch < 1:
-        raise ValueError(f"--batch must be a positive integer, got {args.batch}")
-    widths = WIDTHS
-    if args.widths is not None:
-        if not args.quick:
-            raise ValueError("--widths needs --quick: the targets are defined on widths 784,64,10")
-        widths = positive_ints(args.widths, "--widths")
-        if len(widths) < 2:
-            raise ValueError(f"--widths needs at least two widths (input first), got {args.widths!r}")
-    threads = torch_threads() if args.threads is None else check_threads(args.threads)
-    return Settings(widths, args.batch, grids, args.repeats, 1 if args.quick else WARMUP, args.device, threads)
+    if args.widths is not None and not args.quick:
+        raise UsageError("--widths needs --quick: the targets are defined on widths 784,64,10")
+    threads = torch_threads() if args.threads is None else args.threads
+    return Settings(tuple(args.widths or WIDTHS), args.batch, tuple(dict.fromkeys(args.grids)), args.repeats,
+                    1 if args.quick else WARMUP, args.device, threads)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:  # --help, or argparse's own one-line error
-        return int(e.code or 0)
-    try:
-        s = settings(args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from benchmarks.core.timer import using_threads
-
-    with using_threads(s.threads):  # the run's count, applied while it measures and restored after
-        return _run(args, s)
+    return run_command("targets", parser(), argv, _targets)
 
 
-def _run(args, s: Settings) -> int:
+def _targets(args, cmd: Command) -> int:
     from benchmarks.core import record
-    from benchmarks.core.timer import DeviceTimer
+    from benchmarks.core.timer import DeviceTimer, using_threads
 
-    try:
-        run = record.new_run("fast-targets-quick" if args.quick else "fast-targets")
-    except record.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    warning = busy_warning(run.environment().get("load_average"), run.environment().get("cpu_count"))
-    if warning:
-        print(warning, flush=True)
-    run.write_json(record.TARGETS + ".json", {
+    s = settings(args)
+    run = cmd.open(label="fast-targets-quick" if args.quick else "fast-targets", settings={
         "widths": list(s.widths), "batch": s.batch, "grids": list(s.grids), "repeats": s.repeats,
         "warmup": s.warmup, "device": s.device, "dtype": DTYPE, "threads": s.threads, "quick": args.quick,
         "peers": {name: peer_version(name) for name in PEERS},
         "targets": [t.__dict__ for t in TARGETS],
     })
+    run.write_json(record.TARGETS + ".json", run.settings())  # fast_targets.json, as readers of older runs expect
     print(f"targets: widths {'x'.join(map(str, s.widths))}, batch {s.batch}, grids "
           f"{','.join(map(str, s.grids))}, {s.repeats} repeats, {s.device}, {s.threads} threads; "
           f"run folder {run.path}", flush=True)
@@ -484,23 +449,13 @@ def _run(args, s: Settings) -> int:
     def emit(row: dict) -> None:
         rows.append(row)
         run.append_jsonl(record.TARGETS + ".jsonl", row)
-        if row["status"] != "ok":
-            shown = row["status"]
-        elif row["phase"] == SAVED:
-            shown = f"{row['saved_bytes'] / 2**20:.3g} MiB"
-        else:
-            shown = f"{_ms(row['median_s'])} ms"
-        print(f"  {row['model']:>11} {row['phase']:<18} grid {row['grid_size']:<3} {shown}", flush=True)
+        print(f"  {row['model']:>11} {row['phase']:<18} grid {row['grid_size']:<3} {_shown(row)}", flush=True)
 
     started = time.perf_counter()
-    interrupted = False
-    try:
+    with using_threads(s.threads), cmd.interruptible():  # the run's count while it measures, restored after
         timer = DeviceTimer(s.device)
-        with terminate_as_interrupt():
-            for grid_size in s.grids:
-                measure_grid(grid_size, s, timer, emit)
-    except KeyboardInterrupt:
-        interrupted = True
+        for grid_size in s.grids:
+            measure_grid(grid_size, s, timer, emit)
     wall = time.perf_counter() - started
 
     verdicts = [verdict(t, rows, s.grids) for t in TARGETS]
@@ -514,15 +469,18 @@ def _run(args, s: Settings) -> int:
         print(f"note: measured at widths {'x'.join(map(str, s.widths))}, batch {s.batch}; the targets are "
               f"defined at {'x'.join(map(str, WIDTHS))}, batch {BATCH}")
     print()
-    if warning:
-        print(warning)
-    if interrupted:
+    if cmd.interrupted:
         print(f"interrupted: kept the {len(rows)} finished rows")
     print(f"measured in {wall:.1f} s")
-    announce(run)
-    if interrupted:
-        return 130
     return 1 if any(r["status"] in ("error", "nonfinite") for r in rows) else 0
+
+
+def _shown(row: dict) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+    if row["phase"] == SAVED:
+        return f"{row['saved_bytes'] / 2**20:.3g} MiB"
+    return f"{_ms(row['median_s'])} ms"
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ process on one GPU: ratios within the run are the point, not absolute times.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -42,7 +41,11 @@ import warnings
 
 import torch
 
+from benchmarks.core import cli
+from benchmarks.core.cli import Parser, UsageError, one_line
+from benchmarks.core.command import run_command
 from benchmarks.core.memory import saved_tensor_bytes
+from benchmarks.core.units import format_seconds
 from benchmarks.peers import catalog
 
 SHAPES = {
@@ -52,17 +55,19 @@ SHAPES = {
 SHAPES["all"] = SHAPES["small"] + SHAPES["big"]
 # a dry run of the script itself: --device cpu under TRITON_INTERPRET=1 (figures meaningless)
 SHAPES["tiny"] = [([2, 5, 1], 64, 5), ([7, 9, 3], 33, 50)]
-PEERS = ("inkan", "flashkan")
-DEVICE = torch.device("cuda")
+PEERS = catalog.REFERENCE_PEERS  # the pip KANs that compute our reference's function
 
 
-def sync() -> None:
-    if DEVICE.type == "cuda":
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 class Run:
-    def __init__(self, out_dir: str, budget_s: float):
+    """The study's rows, written to ``out_dir/triton_gpu.jsonl`` as they come, and what it runs on."""
+
+    def __init__(self, out_dir: str, budget_s: float, device: torch.device):
+        self.device = device
         self.path = os.path.join(out_dir, "triton_gpu.jsonl")
         self.file = open(self.path, "a")
         self.deadline = time.time() + budget_s
@@ -134,8 +139,8 @@ def check(run: Run, widths, batch, grid, models, x, y) -> None:
                   "relative to max(1, max |float64 reference|)")
 
 
-def event_seconds(fn, calls: int) -> float:
-    if not torch.cuda.is_available() or DEVICE.type != "cuda":
+def event_seconds(fn, calls: int, device: torch.device) -> float:
+    if not torch.cuda.is_available() or device.type != "cuda":
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
@@ -179,24 +184,24 @@ def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) 
     calls, first = {}, {}
     for name, fn in list(fns.items()):
         try:
-            sync()
+            sync(run.device)
             t0 = time.perf_counter()
             fn()
-            sync()
+            sync(run.device)
             first[name] = time.perf_counter() - t0
             for _ in range(2):
                 fn()
-            once = event_seconds(fn, 3)
+            once = event_seconds(fn, 3, run.device)
             calls[name] = max(1, min(200, int(round_s / max(once, 1e-6))))
         except Exception as e:  # a peer that fails at this shape
-            run.emit(kind="error", phase=phase, model=name, error=f"{type(e).__name__}: {str(e)[:300]}")
+            run.emit(kind="error", phase=phase, model=name, error=one_line(e))
             del fns[name]
     names = list(fns)
     samples = {n: [] for n in names}
     for r in range(rounds):
         shift = r % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
-            samples[name].append(event_seconds(fns[name], calls[name]))
+            samples[name].append(event_seconds(fns[name], calls[name], run.device))
     return {n: (samples[n], calls[n], first[n]) for n in names}
 
 
@@ -209,7 +214,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
     from kan import triton_spline
 
     torch.manual_seed(0)
-    device = DEVICE
+    device = run.device
     x = torch.rand(batch, widths[0], device=device) * 2 - 1
     y = torch.randn(batch, widths[-1], device=device)
     models = {}
@@ -218,7 +223,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
             models[name] = build().to(device)
         except Exception as e:
             run.emit(kind="error", shape=shape_id(widths, batch, grid), model=name,
-                     error=f"{type(e).__name__}: {str(e)[:300]}")
+                     error=one_line(e))
     check(run, widths, batch, grid, models, x, y)
     math = triton_spline.math_mode(x)
     medians = {}
@@ -307,7 +312,7 @@ def table(run: Run) -> str:
             lines.append(f"check  {row['shape']:28} {row['verdict']:4}  triton worst {row['worst']['kan-fast(triton)']:.2e}"
                          f"  (kan float32 worst {row['worst']['kan']:.2e})")
         elif row["kind"] == "time":
-            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:18} {row['median_s'] * 1e3:9.3f} ms"
+            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:18} {format_seconds(row['median_s'], unit='ms', spec='.3f'):>12}"
                          f"  spread {row['spread']:6.1%}" + (f"  math {row['math']}" if row.get("math") else ""))
         elif row["kind"] == "target":
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
@@ -320,43 +325,50 @@ def table(run: Run) -> str:
     return "\n".join(lines)
 
 
+def parser() -> Parser:
+    p = Parser(prog="python -m benchmarks.studies.triton_gpu", description=__doc__.split("\n")[0],
+               error_prefix="triton_gpu: ")
+    p.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this (seconds)")
+    p.add_argument("--rounds", type=cli.count(1), default=7)
+    p.add_argument("--round-s", type=float, default=0.02, help="seconds of calls per model per round")
+    p.add_argument("--shapes", choices=sorted(SHAPES), default="all")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 (torch's flag; the kernels follow it)")
+    p.add_argument("--compile", action="store_true",
+                   help="kan-fast(torch) with its torch.compile'd kernels (off by default: compiling them "
+                        "at every shape costs minutes of the budget)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: a dry run of this script under TRITON_INTERPRET=1 (with --shapes tiny)")
+    return p
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.triton_gpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--budget-s", type=float, default=220.0, help="stop starting new shapes after this (seconds)")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--round-s", type=float, default=0.02, help="seconds of calls per model per round")
-    parser.add_argument("--shapes", choices=sorted(SHAPES), default="all")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 (torch's flag; the kernels follow it)")
-    parser.add_argument("--compile", action="store_true",
-                        help="kan-fast(torch) with its torch.compile'd kernels (off by default: compiling them "
-                             "at every shape costs minutes of the budget)")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                        help="cpu: a dry run of this script under TRITON_INTERPRET=1 (with --shapes tiny)")
-    args = parser.parse_args(argv)
-    global DEVICE
-    DEVICE = torch.device(args.device)
-    if DEVICE.type == "cuda" and not torch.cuda.is_available():
-        print("triton_gpu: no CUDA device here; this study runs on a GPU", file=sys.stderr)
-        return 2
+    return run_command("triton-gpu", parser(), argv, _study)  # rows go to $OUT, not a run folder
+
+
+def _study(args, cmd) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("no CUDA device here; this study runs on a GPU")
     from kan import fast
 
     if fast.triton_kernels() is None:
-        print("triton_gpu: Triton does not import here", file=sys.stderr)
-        return 2
+        raise UsageError("Triton does not import here")
     warnings.filterwarnings("ignore")
     fast.set_compile(args.compile)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     out_dir = os.environ.get("OUT") or tempfile.mkdtemp(prefix="triton-gpu-")
     os.makedirs(out_dir, exist_ok=True)
-    run = Run(out_dir, args.budget_s)
-    run.emit(kind="run", torch=torch.__version__, device=torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu (interpreter)",
-             triton=__import__("triton").__version__, tf32=args.tf32, kan_fast_torch_compiled=args.compile, rounds=args.rounds, round_s=args.round_s)
+    run = Run(out_dir, args.budget_s, device)
+    run.emit(kind="run", torch=torch.__version__,
+             device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (interpreter)",
+             triton=__import__("triton").__version__, tf32=args.tf32, kan_fast_torch_compiled=args.compile,
+             rounds=args.rounds, round_s=args.round_s)
     try:
-        if DEVICE.type == "cuda":
+        if device.type == "cuda":
             launch_counts(run)
     except Exception as e:
-        run.emit(kind="error", model="launch count", error=f"{type(e).__name__}: {str(e)[:300]}")
+        run.emit(kind="error", model="launch count", error=one_line(e))
     for widths, batch, grid in SHAPES[args.shapes]:
         if run.left() <= 0:
             run.emit(kind="skipped", shape=shape_id(widths, batch, grid), reason="time budget spent")
@@ -366,7 +378,7 @@ def main(argv=None) -> int:
             found = measure(run, widths, batch, grid, args.rounds, args.round_s)
             verdicts(run, widths, batch, grid, found)
         except Exception as e:
-            run.emit(kind="error", shape=shape_id(widths, batch, grid), error=f"{type(e).__name__}: {str(e)[:500]}")
+            run.emit(kind="error", shape=shape_id(widths, batch, grid), error=one_line(e))
         print(f"{shape_id(widths, batch, grid)}: {time.time() - t0:.1f} s", flush=True)
     print(table(run))
     print(f"rows: {run.path}")
