@@ -5,7 +5,7 @@
                          [-k TEXT ...]
 
 1. check the arguments (a bad value: one line naming it and the valid ones, exit 2);
-2. create the run folder (``record.new_run``: environment.json);
+2. create the run folder (environment.json, and run.json with the settings and the planned cases);
 3. measure the suite (:func:`benchmarks.suite.runner.run_suite`, the core directly): each finished
    case appends its Measurement to ``measurements.jsonl``;
 4. build the tidy table ``benchmarks.csv`` from the measurements, export pytest-benchmark's
@@ -18,8 +18,10 @@ Otherwise it is 1 when a case failed (an error, or NaN/inf output), else 0.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from benchmarks.core import cli
+from benchmarks.core.command import Command, run_command
 
 
 def _model_list() -> str:
@@ -33,11 +35,9 @@ def _model_list() -> str:
 
 def parser() -> argparse.ArgumentParser:
     from benchmarks.core.case import DTYPES
-    from benchmarks.core.cli import Parser
     from benchmarks.suite.suites import SUITES
-    from benchmarks.core.timer import DEVICE_TYPES
 
-    p = Parser(
+    p = cli.Parser(
         prog="python -m benchmarks",
         description="Time every registered model (forward, backward, training step) on every device "
         "present, and keep the run in a new folder under results/ (or $KAN_RESULTS).",
@@ -47,17 +47,13 @@ def parser() -> argparse.ArgumentParser:
         + "\n\nLists take commas or repeats: --model kan,mlp --model rbf-kan. "
         "-k keeps the cases whose id holds the text: -k forward -k b256",
     )
-    p.add_argument("--suite", default="quick", metavar="NAME",
+    p.add_argument("--suite", default="quick", metavar="NAME", type=cli.one_of(list(SUITES), "suite"),
                    help=f"one of {', '.join(SUITES)} (default: quick)")
-    p.add_argument("--model", action="append", default=[], metavar="NAME",
-                   help="registered model(s) to time (default: all, MLP baselines included)")
-    p.add_argument("--device", action="append", default=[], metavar="NAME",
-                   help=f"one or more of {', '.join(DEVICE_TYPES)} (default: every one present)")
-    p.add_argument("--dtype", action="append", default=[], metavar="NAME",
-                   help=f"one or more of {', '.join(DTYPES)} (default: the suite's)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch intra-op threads (default: torch's choice); recorded in the run")
-    p.add_argument("--label", default=None, help="appended to the run folder's name")
+    cli.add_models(p, help="registered model(s) to time (default: all, MLP baselines included)")
+    cli.add_devices(p, present=False)  # a device this machine lacks is skipped, and the run says so
+    cli.add_dtypes(p, list(DTYPES), multiple=True, help=f"one or more of {', '.join(DTYPES)} (default: the suite's)")
+    cli.add_threads(p)
+    cli.add_label(p)
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run the I-th of N parts of the suite (whole workloads; for a CI matrix)")
     p.add_argument("--graphs", action="store_true",
@@ -69,88 +65,76 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from benchmarks.core.machine import idle_cores
-    from benchmarks.core.timer import check_threads, default_threads, torch_threads, using_threads
+    return run_command("bench", parser(), argv, body)
+
+
+def _selection(args):
+    """The suite's cases as asked for; :class:`cli.UsageError` (one line, exit 2) where none can run."""
     from benchmarks.suite import suites
 
     try:
         selection = suites.select(args.suite, args.model, args.device, args.dtype, args.shard, args.graphs)
-        if args.threads is not None:
-            threads = check_threads(args.threads)
-        if args.only and not any(text in c.id for c in selection.cases() for text in args.only):
-            raise ValueError(f"no case of the selection has {' or '.join(map(repr, args.only))} in its id "
-                             f"(ids look like {selection.cases()[0].id})")
     except (ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise cli.UsageError(str(e)) from None
+    if args.only and not any(text in c.id for c in selection.cases() for text in args.only):
+        raise cli.UsageError(f"no case of the selection has {' or '.join(map(repr, args.only))} in its id "
+                             f"(ids look like {selection.cases()[0].id})")
+    return selection
+
+
+def body(args, cmd: Command) -> int:
+    from benchmarks.core.machine import idle_cores
+    from benchmarks.core.timer import default_threads, torch_threads, using_threads
+
+    selection = _selection(args)
     # the run's thread count, decided once here and passed to the runner
     if args.threads is None:
         threads, why = default_threads(idle_cores(), torch_threads())
     else:
-        why = f"{threads} (--threads)"
+        threads, why = args.threads, f"{args.threads} (--threads)"
     with using_threads(threads):  # environment.json records the count the run applies
-        return _run(args, selection, threads, why)
+        return _run(args, cmd, selection, threads, why)
 
 
-def _run(args, selection, threads: int, why: str) -> int:
+def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
     from benchmarks.core import device, record
-    from benchmarks.core.cli import announce, busy_warning, terminate_as_interrupt
     from benchmarks.suite import export, runner
 
-    try:
-        run = record.new_run(args.label)
-    except record.RunFolderError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    warning = busy_warning(run.environment().get("load_average"), os.cpu_count())
-    if warning:
-        print(warning, flush=True)
     cases = selection.cases()
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
-    skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
     planned = sum(1 for c in cases if runner.wanted(c, args.only))
-    run.write_json(record.BENCH_SETTINGS, {
+    run = cmd.open(label=args.label, settings={
         "suite": selection.suite.name, "models": list(selection.models), "devices": list(selection.devices),
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
         "graphs": selection.graphs, "only": list(args.only),
-        "cases": planned, "state": record.RUNNING,  # a run killed before its end stays "running"
+        "cases": planned,  # what a partial run is measured against ("after N of M cases")
     })
+    skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
     shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
     only = f", {planned} with {' or '.join(map(repr, args.only))} in the id" if args.only else ""
     print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}; threads {why}; "
           f"run folder {run.path}", flush=True)
-    interrupted = False
-    with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
-        try:
-            runner.run_suite(selection, run, threads, args.only)
-        except KeyboardInterrupt:
-            interrupted = True
+    with cmd.interruptible():  # Ctrl-C or SIGTERM: keep and table what finished
+        runner.run_suite(selection, run, threads, args.only)
     device.record_peaks(run, device.peaks_used())  # device.json: the peaks the rows were set against
     measurements = run.measurements()  # what reached the disk: the table holds exactly that
     frame = record.bench_table([m.row() for m in measurements])
     path = run.write_table("benchmarks", frame)
     exported = export.write(run, measurements, selection.suite)
-    run.mark(record.INTERRUPTED if interrupted else record.COMPLETE)
-    _ending(frame, warning, why, interrupted)
+    _ending(frame, why, cmd.interrupted)
     print(f"tidy table {path.name}" + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "")
-          + ", environment.json")
-    announce(run)
-    if interrupted:
-        return 130
+          + ", environment.json, run.json")
     return 1 if runner.failed(measurements) else 0
 
 
-def _ending(frame, warning: str | None, why: str, interrupted: bool) -> None:
-    """The summary, the warning again, the threads and clock, and what an interrupt kept."""
+def _ending(frame, why: str, interrupted: bool) -> None:
+    """The summary, the threads and clock, and what an interrupt kept."""
     from benchmarks.suite import summary
 
     print()
     print(summary.summary(frame))
     print()
-    if warning:
-        print(warning)
     clocks = sorted(set(frame["clock"].dropna()))
     print(f"threads: {why}" + (f"; clock: {', '.join(clocks)}" if clocks else "")
           + (" (cpu: the process's CPU time, one thread on the CPU)" if "cpu" in clocks else ""))
