@@ -70,6 +70,7 @@ class Scenario:
     synchronized: bool = True
     threads: int | None = None  # torch's intra-op threads; None leaves torch's default
     repeat: bool = False  # the loop as it is, profiled again: the noise between two profiled runs
+    eager: bool = False  # kan-fast's layers with compile="off": their uniform-grid kernels not compiled
 
     @property
     def model(self) -> str:
@@ -207,12 +208,21 @@ def prepare(s: Scenario) -> Workload:
 
     w = Workload(s, step=None)  # the step's parts call back into w
     w.step = make_step(s.case, part=w.part)
+    if s.eager:
+        _eager_kernels(w.step.model)
     if s.loop:
         generator = torch.Generator().manual_seed(s.case.seed)
         w.host_batches = [make_batch(s.case, device="cpu", generator=generator) for _ in range(4)]
     if s.synchronized:
         _wait_after_basis(w.step.model, s.device)
     return w
+
+
+def _eager_kernels(model) -> None:
+    """Set the ``compile`` option of every layer of ``model`` that has one (kan-fast's) to "off"."""
+    for module in model.modules():
+        if hasattr(module, "compile_mode"):
+            module.compile_mode = "off"
 
 
 def _wait_after_basis(model, device: str) -> None:
@@ -361,11 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=count_arg, default=1)
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--repeat", action="store_true", help="profile the loop as it is a second time")
+    parser.add_argument("--eager", action="store_true", help="kan-fast's layers with compile=\"off\"")
     args = parser.parse_args(argv)
     failed = 0
     for s in expand([args.model], [args.device], args.phase,
                      widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                     threads=args.threads, repeat=args.repeat):
+                     threads=args.threads, repeat=args.repeat, eager=args.eager):
         try:
             w = run(s)
         except Exception as e:  # one line per failed scenario; the others still run
