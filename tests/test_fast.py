@@ -16,6 +16,7 @@ kan.native) and by PyTorch (``backend="torch"``); every layer is built with its
 from __future__ import annotations
 
 import itertools
+import shutil
 import warnings
 from typing import NamedTuple
 
@@ -494,6 +495,76 @@ def test_compiled_kernels_equal_reference(name, compiler):
         assert_same_gradients(reference, fast, pool, generator)
     compiled = fast.kernels(pool)
     assert isinstance(compiled, kan.fast.CompiledKernels) and compiled.failure is None, "compilation failed"
+
+
+def test_a_compile_failure_is_said_once_and_only_that_layer_runs_eagerly(monkeypatch):
+    """torch.compile failing for one layer: one warning naming the layer and the error, and the
+    reference's outputs and gradients from its eager kernels from then on; another layer built
+    alike keeps its compiled kernels. torch.compile is replaced while each layer makes its
+    compiled kernels (on their first call), so no compiler is needed."""
+    forced = Forced("dense", "torch", compile="on")
+    reference, broken = layer_pair(4, 3, 8, 3, seed=14, forced=forced)
+    _, other = layer_pair(4, 3, 8, 3, seed=14, forced=forced)
+    assert knot_geometry(broken.grid, 3).cardinal, "grid 8: a cardinal grid, which the compiled kernels serve"
+    generator = torch.Generator().manual_seed(14)
+    pool = probe_inputs(reference, generator)  # (n, 4)
+    attempts = []
+
+    def failing(kernel, **options):
+        def call(*args):
+            attempts.append(kernel.__name__)
+            raise RuntimeError("no C++ compiler for inductor")
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            for _ in range(2):
+                assert_close(broken(pool), reference(pool), FLOAT32_TOLERANCE, "outputs after the failure")
+        assert_same_gradients(reference, broken, pool, generator)
+    said = [str(w.message) for w in caught if "torch.compile" in str(w.message)]
+    assert said == ["kan.fast: torch.compile failed in FastBSplineKANLinear(in_features=4, out_features=3) "
+                    "(RuntimeError: no C++ compiler for inductor); this layer runs its kernels eagerly from now on"]
+    assert attempts == ["_uniform_dense_bases"], "tried once, eager for good after"
+
+    ran = []
+
+    def working(kernel, **options):  # a torch.compile that works: the kernel itself, counted
+        def call(*args):
+            ran.append(kernel.__name__)
+            return kernel(*args)
+        return call
+
+    monkeypatch.setattr(torch, "compile", working)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*torch.compile.*")
+        with torch.no_grad():
+            assert_close(other(pool), reference(pool), FLOAT32_TOLERANCE, "the other layer's outputs")
+            assert_close(broken(pool), reference(pool), FLOAT32_TOLERANCE, "the failed layer's outputs")
+    assert ran == ["_uniform_dense_bases"], "the other layer's compiled kernel ran, the failed layer's did not"
+    assert other.kernels(pool).failure is None
+    assert broken.kernels(pool).failure == "RuntimeError: no C++ compiler for inductor"
+
+
+def test_the_compilers_are_looked_up_once_not_per_forward(monkeypatch):
+    """compile="auto" asks whether torch.compile's toolchain is here once per device type and
+    process, not on every call; where it is not, the layer runs its kernels eagerly."""
+    lookups = []
+    monkeypatch.setattr(shutil, "which", lambda name: lookups.append(name))  # finds nothing
+    kan.fast.can_compile.cache_clear()
+    try:
+        reference, fast = layer_pair(4, 3, 8, 3, seed=15, forced=Forced("dense", "torch", compile="auto"))
+        pool = probe_inputs(reference, torch.Generator().manual_seed(15))  # (n, 4)
+        with torch.no_grad():
+            assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "eager outputs")
+            looked = len(lookups)
+            for _ in range(3):
+                fast(pool)
+        assert looked > 0 and len(lookups) == looked, lookups
+        assert not isinstance(fast.kernels(pool), kan.fast.CompiledKernels)
+    finally:
+        kan.fast.can_compile.cache_clear()  # found again, with the real lookup, by the next user
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
