@@ -11,19 +11,7 @@ from typing import NamedTuple
 import torch
 
 from kan.bspline import knot_geometry, local_b_splines
-from kan.native.operators import (
-    can_save,
-    dense_bases,
-    gather_forward,
-    gather_input_grad,
-    gather_table_grad,
-    gather_weight_grads,
-    local_bases,
-    scale_spline,
-    silu,
-    silu_grad,
-    spline_grads,
-)
+from kan.native import operators as kernels
 
 
 def _self_test() -> str | None:
@@ -88,6 +76,11 @@ def _compare_with_pytorch() -> str | None:
     return None
 
 
+def flat(tensors) -> torch.Tensor:
+    """The tensors' elements, one after another: (n,)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
 def _compare_case(case: _SelfTestCase, generator: torch.Generator, tolerance: float) -> str | None:
     """The kernels of both contractions on one case against PyTorch: what differs, or None."""
     x, dtype, out = case.x, case.x.dtype, case.out_features
@@ -103,41 +96,39 @@ def _compare_case(case: _SelfTestCase, generator: torch.Generator, tolerance: fl
     table = (weight * scaler.unsqueeze(-1)).permute(1, 2, 0).contiguous()  # (in, coeff, out)
     flat_bases = bases.reshape(x.size(0), -1)
     scaled_grad = (flat_bases.t() @ grad_out).view(features, g.coeff, out).permute(2, 0, 1)  # (out, in, coeff)
-    n_first, n_values, n_slopes = local_bases(x, g, derivative=True)
+    n_first, n_values, n_slopes = kernels.local_bases(x, g, derivative=True)
     if not torch.equal(n_first, first):
         return "local_bases gives other knot spans than PyTorch"
     sigmoid = torch.sigmoid(grad_out)
     gather_table = torch.empty(features, g.coeff, out, dtype=dtype).permute(2, 0, 1)  # the gather layout
     dense_weight = torch.empty(out, g.coeff + 1, features, dtype=dtype)[:, : g.coeff].transpose(1, 2)  # the dense one
+    scaled = weight * scaler.unsqueeze(-1)  # (out, in, coeff)
+    weight_grads = flat([scaled_grad * scaler.unsqueeze(-1), (scaled_grad * weight).sum(-1)])  # both, flattened
     checks = {
         "local_bases": (n_values, values), "local_bases slopes": (n_slopes, slopes),
-        "gather_forward": (gather_forward(x, table, g), flat_bases @ table.reshape(-1, out)),
-        "gather_table_grad": (gather_table_grad(x, grad_out, g).permute(2, 0, 1), scaled_grad),
-        "gather_weight_grads": (torch.cat([t.reshape(-1) for t in gather_weight_grads(x, grad_out, g, weight, scaler)]),
-                                torch.cat([(scaled_grad * scaler.unsqueeze(-1)).reshape(-1),
-                                           (scaled_grad * weight).sum(-1).reshape(-1)])),
-        "gather_input_grad": (gather_input_grad(x, table, grad_out, g),
+        "gather_forward": (kernels.gather_forward(x, table, g), flat_bases @ table.reshape(-1, out)),
+        "gather_table_grad": (kernels.gather_table_grad(x, grad_out, g).permute(2, 0, 1), scaled_grad),
+        "gather_weight_grads": (flat(kernels.gather_weight_grads(x, grad_out, g, weight, scaler)), weight_grads),
+        "gather_input_grad": (kernels.gather_input_grad(x, table, grad_out, g),
                               ((grad_out @ table.reshape(-1, out).t()).view(x.size(0), features, -1) * dslope).sum(-1)),
-        "dense_bases": (dense_bases(x, x, g).view(x.size(0), -1, features)[:, : g.coeff], bases.transpose(1, 2)),
-        "scale_spline": (scale_spline(weight, scaler, torch.empty_like(weight)), weight * scaler.unsqueeze(-1)),
-        "scale_spline into the gather table": (scale_spline(weight, scaler, gather_table), weight * scaler.unsqueeze(-1)),
-        "scale_spline into the dense weight": (scale_spline(weight, scaler, dense_weight), weight * scaler.unsqueeze(-1)),
-        "spline_grads": (torch.cat([t.reshape(-1) for t in spline_grads(scaled_grad.contiguous(), weight, scaler)]),
-                         torch.cat([(scaled_grad * scaler.unsqueeze(-1)).reshape(-1),
-                                    (scaled_grad * weight).sum(-1).reshape(-1)])),
-        "spline_grads from the gather layout": (spline_grads(scaled_grad, weight, scaler)[1],
+        "dense_bases": (kernels.dense_bases(x, x, g).view(x.size(0), -1, features)[:, : g.coeff],
+                        bases.transpose(1, 2)),
+        "scale_spline": (kernels.scale_spline(weight, scaler, torch.empty_like(weight)), scaled),
+        "scale_spline into the gather table": (kernels.scale_spline(weight, scaler, gather_table), scaled),
+        "scale_spline into the dense weight": (kernels.scale_spline(weight, scaler, dense_weight), scaled),
+        "spline_grads": (flat(kernels.spline_grads(scaled_grad.contiguous(), weight, scaler)), weight_grads),
+        "spline_grads from the gather layout": (kernels.spline_grads(scaled_grad, weight, scaler)[1],
                                                 (scaled_grad * weight).sum(-1)),
-        "silu": (silu(grad_out), torch.nn.functional.silu(grad_out)),
-        "silu_grad": (silu_grad(grad_out, grad_out), grad_out * sigmoid * (1 + grad_out * (1 - sigmoid))),
+        "silu": (kernels.silu(grad_out), torch.nn.functional.silu(grad_out)),
+        "silu_grad": (kernels.silu_grad(grad_out, grad_out), grad_out * sigmoid * (1 + grad_out * (1 - sigmoid))),
     }
-    if can_save(g):
-        result, saved = gather_forward(x, table, g, save=True)
+    if kernels.can_save(g):
+        result, saved = kernels.gather_forward(x, table, g, save=True)
         checks["gather_forward saving spans"] = (result, checks["gather_forward"][1])
         checks["gather_table_grad from saved spans"] = (
-            gather_table_grad(None, grad_out, g, saved=saved).permute(2, 0, 1), scaled_grad)
+            kernels.gather_table_grad(None, grad_out, g, saved=saved).permute(2, 0, 1), scaled_grad)
         checks["gather_weight_grads from saved spans"] = (
-            torch.cat([t.reshape(-1) for t in gather_weight_grads(None, grad_out, g, weight, scaler, saved=saved)]),
-            checks["gather_weight_grads"][1])
+            flat(kernels.gather_weight_grads(None, grad_out, g, weight, scaler, saved=saved)), weight_grads)
     for what, (actual, truth) in checks.items():
         if actual.shape != truth.shape or not torch.allclose(actual, truth, rtol=tolerance, atol=tolerance):
             return f"{what} differs from PyTorch"
