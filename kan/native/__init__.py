@@ -53,7 +53,7 @@ whose Python autograd and mutation wrappers cost several times the dispatch itse
 every call (the C++ work of a small layer is of the same order); ``register_fake``
 gives each one its shape checks for fake tensors and ``torch.compile``, and
 ``torch.library.opcheck`` checks them (tests/test_native.py). The Python functions
-below allocate the outputs and call the operators by keyword: through the dispatcher
+of ``kan.native.operators`` (re-exported here) allocate the outputs and call the operators by keyword: through the dispatcher
 where torch.compile, export or a dispatch mode (fake tensors) may be watching, else
 straight into the operator's implementation, the same checks and C call without the
 dispatcher's cost per call.
@@ -91,4 +91,4 @@ from kan.native.operators import (
     spline_grads,
 )
 from kan.native.schema import KERNELS, MAX_ORDER, Param, schema
-from kan.native import library, selftest  # noqa: E402, F401  (the loading and the self-test, by name)
+from kan.native import library, selftest  # noqa: F401  (reached by name: kan.native.library, ...)

@@ -214,7 +214,7 @@ def spline_grads(grad_scaled: torch.Tensor, spline_weight: torch.Tensor, scaler:
 
 
 def local_bases(x: torch.Tensor, geometry, derivative: bool = False):
-    """The same triple as ``kan.fast.local_b_splines``, from the C++ kernels."""
+    """The same triple as ``kan.bspline.local_b_splines``, from the C++ kernels."""
     (x,) = _contiguous(x)
     batch, in_features = x.shape
     width = geometry.order + 1

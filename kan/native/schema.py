@@ -57,7 +57,7 @@ def _size(name: str, rule: Callable[[dict], int]) -> Param:
 
 
 _THREADS = Param("threads", "int", given=False)
-# The knots, as kan.fast.KnotGeometry holds them; origin and inv_step on uniform grids only;
+# The knots, as kan.bspline.KnotGeometry holds them; origin and inv_step on uniform grids only;
 # cardinal (0 or 1): whether the cardinal recursion gives these knots' B-splines (else de Boor's).
 _GEOMETRY = (
     _size("in_features", lambda a: a["knots_ext"].size(0)),

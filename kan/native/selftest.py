@@ -15,7 +15,7 @@ from kan.native import operators as kernels
 
 
 def _self_test() -> str | None:
-    """Every kernel against the PyTorch formulas of kan.fast on small inputs wide enough for
+    """Every kernel against the PyTorch formulas of kan.bspline on small inputs wide enough for
     the kernels' vector blocks (``_self_test_cases``), in float32 and float64: what differs,
     or None. On one thread: waking a team of threads for inputs this small would cost more
     than the work, on a busy machine far more."""
