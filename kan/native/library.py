@@ -22,6 +22,7 @@ from typing import Iterator
 import torch
 
 from kan.native.build import (
+    _NO,
     Checked,
     NativeError,
     Place,
@@ -38,7 +39,6 @@ from kan.native.build import (
 )
 from kan.native.schema import _CTYPES, KERNELS, MAX_ORDER
 
-_NO = ("0", "false", "no", "off")
 ENABLED = os.environ.get("KAN_NATIVE", "1").lower() not in _NO  # read once: KAN_NATIVE=0 turns the kernels off
 
 _state: dict = {"functions": None, "error": None, "path": None, "max_order": MAX_ORDER, "opened": set()}
