@@ -481,9 +481,12 @@ def test_an_input_of_another_dtype_than_the_layer_is_told_in_the_users_terms(dty
 # --------------------------------------------------------------------------- compiled kernels, CUDA
 
 
+# grid 12's float32 knots are not cardinal, so its layer runs no uniform-grid kernel: compilation must
+# leave it alone; grid 8's are, so its kernels run compiled (inductor builds them: a slow case)
+@pytest.mark.parametrize("grid_size", [12, pytest.param(8, marks=pytest.mark.slow)], ids=["grid12", "grid8"])
 @pytest.mark.parametrize("name", ["dense", "gather"])
-def test_compiled_kernels_equal_reference(name, compiler):
-    reference, fast = layer_pair(4, 3, 12, 3, seed=11, forced=Forced(name, "torch", compile="on"))
+def test_compiled_kernels_equal_reference(name, grid_size, compiler):
+    reference, fast = layer_pair(4, 3, grid_size, 3, seed=11, forced=Forced(name, "torch", compile="on"))
     assert fast.uses_gather() == (name == "gather") and not fast.uses_native(fast.grid)
     assert knot_geometry(fast.grid, 3).uniform  # the compiled kernels serve uniform grids
     generator = torch.Generator().manual_seed(11)
@@ -495,6 +498,7 @@ def test_compiled_kernels_equal_reference(name, compiler):
         assert_same_gradients(reference, fast, pool, generator)
     compiled = fast.kernels(pool)
     assert isinstance(compiled, kan.fast.CompiledKernels) and compiled.failure is None, "compilation failed"
+    assert bool(compiled.compiled) == knot_geometry(fast.grid, 3).cardinal, "compiled kernels ran on a cardinal grid"
 
 
 def test_a_compile_failure_is_said_once_and_only_that_layer_runs_eagerly(monkeypatch):
