@@ -693,8 +693,8 @@ def test_any_thread_count_is_clamped_in_cpp(threads):
              g.inv_step.data_ptr(), int(g.cardinal), x.data_ptr(), 257, table.data_ptr(), 64, result.data_ptr(), None, None, threads)
     assert torch.equal(result, expected)
     y = torch.empty(100_000)
-    library_module._load()["silu", torch.float32](x.data_ptr(), 100_000 if x.numel() >= 100_000 else x.numel(), y.data_ptr(),
-                                         threads)
+    silu = library_module._load()["silu", torch.float32]
+    silu(x.data_ptr(), 100_000 if x.numel() >= 100_000 else x.numel(), y.data_ptr(), threads)
 
 
 def test_the_python_functions_take_fake_tensors_through_the_operators():
