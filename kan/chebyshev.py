@@ -17,6 +17,7 @@ in the registry.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from kan.reference import check_features
 from kan.regions import BASIS, SPLINE_PRODUCT, region
+from kan.stack import LayerStack
 
 
 def chebyshev_polynomials(t: torch.Tensor, degree: int) -> torch.Tensor:
@@ -70,21 +72,12 @@ class ChebyshevKANLinear(torch.nn.Module):
         return output.reshape(*original_shape[:-1], self.out_features)
 
 
-class ChebyshevKAN(torch.nn.Module):
+class ChebyshevKAN(LayerStack):
     """ChebyKAN layers stacked directly (ChebyKAN's examples add LayerNorms between them; this does not)."""
 
     def __init__(self, layers_hidden: Sequence[int], grid_size: int = 5):
-        super().__init__()
+        super().__init__(layers_hidden, functools.partial(ChebyshevKANLinear, grid_size=grid_size))
         self.grid_size = grid_size
-        self.layers = torch.nn.ModuleList(
-            ChebyshevKANLinear(in_features, out_features, grid_size=grid_size)
-            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
 
 
 def layer_forward_flops(in_features: int, out_features: int, batch: int, grid_size: int) -> int:

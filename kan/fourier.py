@@ -14,6 +14,7 @@ follow fftKAN; the bias is stored as (out,) rather than fftKAN's (1, out).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from kan.reference import check_features
 from kan.regions import BASIS, SPLINE_PRODUCT, region
+from kan.stack import LayerStack
 
 
 class FourierKANLinear(torch.nn.Module):
@@ -81,7 +83,7 @@ class FourierKANLinear(torch.nn.Module):
         return output.reshape(*original_shape[:-1], self.out_features)
 
 
-class FourierKAN(torch.nn.Module):
+class FourierKAN(LayerStack):
     def __init__(
         self,
         layers_hidden: Sequence[int],
@@ -89,23 +91,9 @@ class FourierKAN(torch.nn.Module):
         addbias: bool = True,
         smooth_initialization: bool = False,
     ):
-        super().__init__()
+        super().__init__(layers_hidden, functools.partial(FourierKANLinear, grid_size=grid_size, addbias=addbias,
+                                                          smooth_initialization=smooth_initialization))
         self.grid_size = grid_size
-        self.layers = torch.nn.ModuleList(
-            FourierKANLinear(
-                in_features,
-                out_features,
-                grid_size=grid_size,
-                addbias=addbias,
-                smooth_initialization=smooth_initialization,
-            )
-            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
 
 
 def layer_forward_flops(

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from kan.reference import check_features
+from kan.stack import LayerStack
 
 PARAMETER_TOLERANCE = 0.05  # a parameter-matched MLP is within 5% of its target
 
@@ -49,7 +50,7 @@ def activation_flops(activation: type[torch.nn.Module]) -> int:
         ) from None
 
 
-class MLP(torch.nn.Module):
+class MLP(LayerStack):
     """Linear layers of widths ``layers_hidden`` (input first), ``activation`` between them."""
 
     def __init__(
@@ -58,14 +59,11 @@ class MLP(torch.nn.Module):
         activation: type[torch.nn.Module] = torch.nn.SiLU,
         bias: bool = True,
     ):
-        super().__init__()
-        self.widths = [int(w) for w in layers_hidden]
-        if len(self.widths) < 2:
-            raise ValueError(f"an MLP needs at least an input and an output width, got {self.widths!r}")
-        self.layers = torch.nn.ModuleList(
-            torch.nn.Linear(in_features, out_features, bias=bias)
-            for in_features, out_features in zip(self.widths, self.widths[1:])
-        )
+        widths = [int(w) for w in layers_hidden]
+        if len(widths) < 2:
+            raise ValueError(f"an MLP needs at least an input and an output width, got {widths!r}")
+        super().__init__(widths, functools.partial(torch.nn.Linear, bias=bias))
+        self.widths = widths
         self.activation = activation()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

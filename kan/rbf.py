@@ -19,6 +19,7 @@ rather than a frozen parameter.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -26,6 +27,7 @@ import torch
 from kan.mlp import activation_flops
 from kan.reference import check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
+from kan.stack import LayerStack
 
 
 class RBFKANLinear(torch.nn.Module):
@@ -87,7 +89,7 @@ class RBFKANLinear(torch.nn.Module):
         return output.reshape(*original_shape[:-1], self.out_features)
 
 
-class RBFKAN(torch.nn.Module):
+class RBFKAN(LayerStack):
     def __init__(
         self,
         layers_hidden: Sequence[int],
@@ -99,27 +101,13 @@ class RBFKAN(torch.nn.Module):
         base_activation: type[torch.nn.Module] = torch.nn.SiLU,
         spline_weight_init_scale: float = 0.1,
     ):
-        super().__init__()
-        self.grid_size = grid_size
-        self.layers = torch.nn.ModuleList(
-            RBFKANLinear(
-                in_features,
-                out_features,
-                grid_size=grid_size,
-                grid_min=grid_min,
-                grid_max=grid_max,
-                use_base_update=use_base_update,
-                use_layernorm=use_layernorm,
-                base_activation=base_activation,
-                spline_weight_init_scale=spline_weight_init_scale,
-            )
-            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
+        make_layer = functools.partial(
+            RBFKANLinear, grid_size=grid_size, grid_min=grid_min, grid_max=grid_max, use_base_update=use_base_update,
+            use_layernorm=use_layernorm, base_activation=base_activation,
+            spline_weight_init_scale=spline_weight_init_scale,
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        super().__init__(layers_hidden, make_layer)
+        self.grid_size = grid_size
 
 
 # LayerNorm, per element: the sum for the mean (1), the subtraction (1), the

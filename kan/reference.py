@@ -39,14 +39,19 @@ deliberately plain.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
+from kan.stack import LayerStack
 
 
 def check_dtype(x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -119,23 +124,51 @@ def check_options(grid_size, spline_order, grid_range) -> None:
         raise ValueError(f"grid_range must be two finite numbers with low < high, got {tuple(grid_range)!r}")
 
 
+@dataclass(frozen=True)
+class SplineOptions:
+    """The options of a B-spline KAN layer, efficient-kan's by name, order and default: the one
+    definition that ``KANLinear``, ``KAN`` and kan-fast's layer and model all take (by position
+    after the widths, or by keyword). ``ValueError`` in one line unless they describe a spline."""
+
+    grid_size: int = 5
+    spline_order: int = 3
+    scale_noise: float = 0.1
+    scale_base: float = 1.0
+    scale_spline: float = 1.0
+    enable_standalone_scale_spline: bool = True
+    base_activation: type[torch.nn.Module] = torch.nn.SiLU
+    grid_eps: float = 0.02
+    grid_range: Sequence[float] = (-1, 1)
+
+    def __post_init__(self):
+        check_options(self.grid_size, self.spline_order, self.grid_range)
+
+    def keywords(self) -> dict[str, object]:
+        """The options by name, to pass on to a layer."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def takes_spline_options(init):
+    """Give ``init`` (``def __init__(self, <leading>, *options, <keyword-only>, **named)``, whose
+    ``options`` and ``named`` make a SplineOptions) the signature it accepts: its leading
+    parameters, SplineOptions' fields with their defaults, then its keyword-only ones. What
+    ``help``, ``inspect.signature`` and ``kan.zoo.options`` show."""
+    signature = inspect.signature(init)
+    kept = [p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    leading = [p for p in kept if p.kind is not p.KEYWORD_ONLY]
+    fields = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                                annotation=f.type) for f in dataclasses.fields(SplineOptions)]
+    init.__signature__ = signature.replace(
+        parameters=[*leading, *fields, *(p for p in kept if p.kind is p.KEYWORD_ONLY)])
+    return init
+
+
 class KANLinear(torch.nn.Module):
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        grid_size: int = 5,
-        spline_order: int = 3,
-        scale_noise: float = 0.1,
-        scale_base: float = 1.0,
-        scale_spline: float = 1.0,
-        enable_standalone_scale_spline: bool = True,
-        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
-        grid_eps: float = 0.02,
-        grid_range: Sequence[float] = (-1, 1),
-    ):
+    @takes_spline_options
+    def __init__(self, in_features: int, out_features: int, *options, **named):
         super().__init__()
-        check_options(grid_size, spline_order, grid_range)
+        spline = SplineOptions(*options, **named)
+        grid_size, spline_order, grid_range = spline.grid_size, spline.spline_order, spline.grid_range
         self.in_features = in_features
         self.out_features = out_features
         self.grid_size = grid_size
@@ -158,15 +191,15 @@ class KANLinear(torch.nn.Module):
         self.spline_weight = torch.nn.Parameter(
             torch.empty(out_features, in_features, grid_size + spline_order)
         )
-        if enable_standalone_scale_spline:
+        if spline.enable_standalone_scale_spline:
             self.spline_scaler = torch.nn.Parameter(torch.empty(out_features, in_features))
 
-        self.scale_noise = scale_noise
-        self.scale_base = scale_base
-        self.scale_spline = scale_spline
-        self.enable_standalone_scale_spline = enable_standalone_scale_spline
-        self.base_activation = base_activation()
-        self.grid_eps = grid_eps
+        self.scale_noise = spline.scale_noise
+        self.scale_base = spline.scale_base
+        self.scale_spline = spline.scale_spline
+        self.enable_standalone_scale_spline = spline.enable_standalone_scale_spline
+        self.base_activation = spline.base_activation()
+        self.grid_eps = spline.grid_eps
 
         self.reset_parameters()
 
@@ -301,41 +334,15 @@ class KANLinear(torch.nn.Module):
         )
 
 
-class KAN(torch.nn.Module):
+class KAN(LayerStack):
     layer_class: type[KANLinear] = KANLinear  # what each layer is built from
 
-    def __init__(
-        self,
-        layers_hidden: Sequence[int],
-        grid_size: int = 5,
-        spline_order: int = 3,
-        scale_noise: float = 0.1,
-        scale_base: float = 1.0,
-        scale_spline: float = 1.0,
-        enable_standalone_scale_spline: bool = True,
-        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
-        grid_eps: float = 0.02,
-        grid_range: Sequence[float] = (-1, 1),
-    ):
-        super().__init__()
-        self.grid_size = grid_size
-        self.spline_order = spline_order
-        self.layers = torch.nn.ModuleList(
-            self.layer_class(
-                in_features,
-                out_features,
-                grid_size=grid_size,
-                spline_order=spline_order,
-                scale_noise=scale_noise,
-                scale_base=scale_base,
-                scale_spline=scale_spline,
-                enable_standalone_scale_spline=enable_standalone_scale_spline,
-                base_activation=base_activation,
-                grid_eps=grid_eps,
-                grid_range=grid_range,
-            )
-            for in_features, out_features in zip(layers_hidden, layers_hidden[1:])
-        )
+    @takes_spline_options
+    def __init__(self, layers_hidden: Sequence[int], *options, **named):
+        spline = SplineOptions(*options, **named)
+        super().__init__(layers_hidden, functools.partial(self.layer_class, **spline.keywords()))
+        self.grid_size = spline.grid_size
+        self.spline_order = spline.spline_order
 
     def forward(self, x: torch.Tensor, update_grid: bool = False) -> torch.Tensor:
         for layer in self.layers:

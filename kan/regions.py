@@ -2,14 +2,15 @@
 
 Each model wraps its parts (basis evaluation, spline product, base branch) in
 ``region(name)``. When annotation is off (the default) a region costs one
-attribute lookup, so the timed benchmarks see the bare model; the profiling
-harness turns it on so that torch.profiler's trace names the same parts that
-cProfile and py-spy see as function names.
+global lookup, so the timed benchmarks see the bare model; the profiling
+harness turns it on around its torch.profiler run (``with annotating():``), so
+that the trace names the same parts that cProfile and py-spy see as function names.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Iterator
 
 import torch
 
@@ -17,14 +18,20 @@ BASIS = "kan.basis"
 SPLINE_PRODUCT = "kan.spline_product"
 BASE_BRANCH = "kan.base_branch"
 
-_annotate = False
+_annotate = False  # changed only inside ``annotating``, which restores it
 _NULL = contextlib.nullcontext()
 
 
-def set_annotation(enabled: bool) -> None:
-    """Turn ``torch.profiler.record_function`` labels inside the models on or off."""
+@contextlib.contextmanager
+def annotating(enabled: bool = True) -> Iterator[None]:
+    """``torch.profiler.record_function`` labels inside the models while the block runs (or,
+    with ``enabled=False``, none); the state before the block is restored after it."""
     global _annotate
-    _annotate = bool(enabled)
+    previous, _annotate = _annotate, bool(enabled)
+    try:
+        yield
+    finally:
+        _annotate = previous
 
 
 def annotation_enabled() -> bool:

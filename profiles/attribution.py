@@ -91,6 +91,10 @@ BASIS_FUNCTIONS = ("b_splines", "local_b_splines", "dense_bases", "basis")
 # kan.native's contractions: local bases and the spline product in one kernel, so
 # their time is the product's (as embedding_bag's is), the bases' work inside it.
 NATIVE_CONTRACTIONS = r"gather_(?:forward|table_grad|weight_grads|input_grad)"
+# Where their Python wrappers live (an empty file: a trace label, which names no file), and
+# where kan-fast's custom autograd Functions do.
+NATIVE_WRAPPERS = r"kan/native/operators\.py$|^$"
+FAST_FUNCTIONS = r"kan/fast/\w+\.py$"
 
 _ANY = r"(?:.*[.:])?"  # any qualifier: "KANLinear.", "torch._C._nn.", "aten::", "at::_ops::"
 _MATMUL_OPS = r"(?:linear|matmul|mm|addmm|bmm|baddbmm|einsum|_?embedding_bag)"
@@ -102,7 +106,7 @@ _TRANSFER_OPS = r"(?:to|_to_copy|to_dtype|to_device|to_dtype_layout|to_other|cop
 RULES: list[tuple[str, str, str | None]] = [
     ("basis", r"kan\.basis|" + _ANY + "(?:" + "|".join(BASIS_FUNCTIONS) + "|wait_for_basis)", None),
     # the fast KAN's C++ kernels (kan.native): Python wrappers and their trace labels
-    ("matmul", r"(?:kan\.native::)?" + NATIVE_CONTRACTIONS, r"kan/native\.py$|^$"),
+    ("matmul", r"(?:kan\.native::)?" + NATIVE_CONTRACTIONS, NATIVE_WRAPPERS),
     ("autograd", _ANY + r"(?:run_backward|_engine_run_backward|wait_for_autograd)", None),
     ("autograd", _ANY + r"backward", r"torch/(?:_tensor\.py|autograd/__init__\.py|autograd/graph\.py)$"),
     ("autograd", r"profiles\.backward|autograd::engine::evaluate_function:.*|"
@@ -126,12 +130,12 @@ _APPLY = r"(?:::apply|_apply_functional|_copy_apply_functional)?"
 # None), as RULES. The innermost frame that matches decides. Every profiler reads these.
 GRADIENT_RULES: list[tuple[str, str, str | None]] = [
     ("basis grad", r"kan\.basis|" + _ANY + "(?:" + "|".join(BASIS_FUNCTIONS) + ")", None),
-    ("basis grad", r"(?:kan\.native::)?dense_input_grad", r"kan/native\.py$|^$"),
+    ("basis grad", r"(?:kan\.native::)?dense_input_grad", NATIVE_WRAPPERS),
     ("spline product grad", r"kan\.spline_product", None),
-    ("spline product grad", r"(?:kan\.native::)?" + NATIVE_CONTRACTIONS, r"kan/native\.py$|^$"),
+    ("spline product grad", r"(?:kan\.native::)?" + NATIVE_CONTRACTIONS, NATIVE_WRAPPERS),
     ("base branch grad", r"kan\.base_branch", None),
     # the products' custom autograd Functions (cProfile names the method "backward")
-    ("spline product grad", r"(?:\w*Product\.)?backward", r"kan/fast\.py$"),
+    ("spline product grad", r"(?:\w*Product\.)?backward", FAST_FUNCTIONS),
     ("loss grad", _LOSS_OPS + r"(?:::call|::redispatch)?", None),
 ]
 # Autograd's nodes by name, for the profilers that cannot link a node to its forward

@@ -155,7 +155,7 @@ def _profile(args, cmd: Command) -> int:
         raise UsageError(problem)
     notes: list[str] = adjust_for_devices(args)
     settings = dict(widths=tuple(args.widths), batch=args.batch, steps=args.steps, warmup=args.warmup,
-                    threads=args.threads)
+                    threads=args.threads, eager=eager_on_cuda(args.device, args.compile) is not None)
     everything = {**settings, "models": args.model, "devices": args.device, "phases": args.phase,
                   "profilers": args.profiler, "py_spy_rate": args.rate, "threads_used": args.threads or _torch_threads(),
                   "py_spy_native": "py-spy" in args.profiler and not args.no_native and pyspy_native()}
@@ -288,14 +288,11 @@ EAGER_NOTE = ("kan-fast ran its eager kernels in this profile (torch.compile off
 
 
 def eager_on_cuda(devices: Sequence[str], keep_compile: bool) -> str | None:
-    """Switch kan-fast's compiled kernels off for this profile (in this process and the py-spy
-    children) where a CUDA device is profiled and ``--compile`` was not given; the note saying so."""
+    """The note saying that kan-fast's compiled kernels are off for this profile (its scenarios
+    are ``eager``, in this process and the py-spy children) where a CUDA device is profiled and
+    ``--compile`` was not given; None where they stay on."""
     if keep_compile or not any(str(d).startswith("cuda") for d in devices):
         return None
-    import kan.fast
-
-    kan.fast.set_compile(False)
-    os.environ["KAN_FAST_COMPILE"] = "0"  # the py-spy children read it at import
     return EAGER_NOTE
 
 
@@ -306,7 +303,8 @@ def _pyspy_child_args(args, model: str, device: str, group: Sequence[Scenario]) 
             "--widths", ",".join(map(str, args.widths)), "--batch", str(args.batch),
             "--steps", str(args.steps), "--warmup", str(args.warmup),
             *(["--threads", str(args.threads)] if args.threads else []),
-            *(["--repeat"] if any(s.repeat for s in group) else [])]
+            *(["--repeat"] if any(s.repeat for s in group) else []),
+            *(["--eager"] if any(s.eager for s in group) else [])]
 
 
 def _read_pyspy_output(done, where: str, failures: list[str], notes: list[str]) -> None:

@@ -72,6 +72,7 @@ class Scenario:
     synchronized: bool = True
     threads: int | None = None  # torch's intra-op threads; None leaves torch's default
     repeat: bool = False  # the loop as it is, profiled again: the noise between two profiled runs
+    eager: bool = False  # kan-fast's layers with compile="off": their uniform-grid kernels not compiled
 
     @property
     def model(self) -> str:
@@ -209,12 +210,21 @@ def prepare(s: Scenario) -> Workload:
 
     w = Workload(s, step=None)  # the step's parts call back into w
     w.step = make_step(s.case, part=w.part)
+    if s.eager:
+        _eager_kernels(w.step.model)
     if s.loop:
         generator = torch.Generator().manual_seed(s.case.seed)
         w.host_batches = [make_batch(s.case, device="cpu", generator=generator) for _ in range(4)]
     if s.synchronized:
         _wait_after_basis(w.step.model, s.device)
     return w
+
+
+def _eager_kernels(model) -> None:
+    """Set the ``compile`` option of every layer of ``model`` that has one (kan-fast's) to "off"."""
+    for module in model.modules():
+        if hasattr(module, "compile_mode"):
+            module.compile_mode = "off"
 
 
 def _wait_after_basis(model, device: str) -> None:
@@ -327,6 +337,7 @@ def parser() -> Parser:
     p.add_argument("--warmup", type=cli.count(0), default=1)
     p.add_argument("--threads", type=cli.count(1), default=None)
     p.add_argument("--repeat", action="store_true", help="profile the loop as it is a second time")
+    p.add_argument("--eager", action="store_true", help="kan-fast's layers with compile=\"off\"")
     return p
 
 
@@ -338,7 +349,7 @@ def _scenarios(args, cmd) -> int:
     failed = 0
     for s in expand([args.model], [args.device], args.phase,
                     widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                    threads=args.threads, repeat=args.repeat):
+                    threads=args.threads, repeat=args.repeat, eager=args.eager):
         try:
             w = run(s)
         except Exception as e:  # one line per failed scenario; the others still run

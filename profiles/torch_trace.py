@@ -54,15 +54,10 @@ def profile(s: scenarios.Scenario, trace_path: Path, table_path: Path, top: int 
     activities = [ProfilerActivity.CPU]
     if torch.device(s.device).type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    was = regions.annotation_enabled()
-    regions.set_annotation(True)
-    try:
-        with torch.profiler.profile(activities=activities) as prof:
-            w = scenarios.run(s, lambda: record_function(MEASURED))
-            if measured is not None:
-                measured.append(w.measured_s)
-    finally:
-        regions.set_annotation(was)
+    with regions.annotating(), torch.profiler.profile(activities=activities) as prof:
+        w = scenarios.run(s, lambda: record_function(MEASURED))
+        if measured is not None:
+            measured.append(w.measured_s)
     prof.export_chrome_trace(str(trace_path))
     sort = "self_cuda_time_total" if len(activities) > 1 else "self_cpu_time_total"
     table_path.write_text(prof.key_averages().table(sort_by=sort, row_limit=top) + "\n")

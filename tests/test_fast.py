@@ -9,13 +9,14 @@ exactly on the knots.
 
 Only the public surface of kan.fast is used. Both contractions are forced through the
 layers' ``contraction`` option, each computed both by the C++ kernels (``backend="native"``,
-kan.native) and by PyTorch (``backend="torch"``); every test runs with the
-``torch.compile``'d kernels off except the few marked compiled, which turn them on.
+kan.native) and by PyTorch (``backend="torch"``); every layer is built with its
+``torch.compile``'d kernels off (``compile="off"``) except in the few tests of compilation.
 """
 
 from __future__ import annotations
 
 import itertools
+import shutil
 import warnings
 from typing import NamedTuple
 
@@ -38,36 +39,27 @@ FAR_OUTSIDE = (-100.0, -3.0, 3.0, 100.0)
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True)
-def compile_off():
-    """Run eagerly unless a test turns compilation on; restore the previous setting after.
-
-    ``compile_enabled()`` is the setting itself wherever a C++ compiler exists; where none
-    does, the kernels cannot be compiled either way, so restoring False changes nothing.
-    """
-    previous = kan.fast.compile_enabled()
-    kan.fast.set_compile(False)
-    yield
-    kan.fast.set_compile(previous)
+EAGER = {"compile": "off"}  # the layers' uniform-grid kernels not compiled: the tests of compilation say otherwise
 
 
 @pytest.fixture
-def compiled():
-    """Compilation on for this test: the compiled kernels serve the PyTorch backend."""
-    kan.fast.set_compile(True)
-    if not kan.fast.compile_enabled():
-        pytest.skip("torch.compile kernels unavailable here (kan.fast.compile_enabled() is False: no C++ compiler)")
+def compiler():
+    """torch.compile's toolchain for the CPU, or a skip: the compiled kernels serve the PyTorch backend."""
+    if not kan.fast.can_compile("cpu"):
+        pytest.skip("torch.compile kernels unavailable here (kan.fast.can_compile('cpu') is False: no C++ compiler)")
 
 
 class Forced(NamedTuple):
-    """A contraction ('dense' or 'gather') and a backend ('native' or 'torch') for every layer."""
+    """A contraction ('dense' or 'gather') and a backend ('native' or 'torch') for every layer,
+    and whether their kernels are compiled (``compile``, off unless a test says otherwise)."""
 
     name: str
     backend: str
+    compile: str = "off"
 
     @property
     def options(self) -> dict:
-        return {"contraction": self.name, "backend": self.backend}
+        return {"contraction": self.name, "backend": self.backend, "compile": self.compile}
 
 
 @pytest.fixture(params=["dense-native", "dense-torch", "gather-native", "gather-torch"])
@@ -100,7 +92,7 @@ def layer_pair(in_features, out_features, grid_size, order, dtype=torch.float32,
     torch.manual_seed(seed)
     reference = KANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **options)
     randomise(reference, seed)
-    fast_options = {**options, **(forced.options if forced else {})}
+    fast_options = {**options, **(forced.options if forced else EAGER)}
     fast = FastBSplineKANLinear(in_features, out_features, grid_size=grid_size, spline_order=order, **fast_options)
     fast.load_state_dict(reference.state_dict(), strict=True)
     return reference.to(dtype), fast.to(dtype)
@@ -112,7 +104,7 @@ def model_pair(widths, grid_size=5, order=3, dtype=torch.float32, seed=0, forced
     torch.manual_seed(seed)
     reference = KAN(widths, grid_size=grid_size, spline_order=order, **options)
     randomise(reference, seed)
-    fast_options = {**options, **(forced.options if forced else {})}
+    fast_options = {**options, **(forced.options if forced else EAGER)}
     fast = FastBSplineKAN(widths, grid_size=grid_size, spline_order=order, **fast_options)
     fast.load_state_dict(reference.state_dict(), strict=True)
     return reference.to(dtype), fast.to(dtype)
@@ -251,14 +243,14 @@ def test_both_contractions_taken_over_the_sweep():
 
 
 def test_options_reach_every_layer_through_the_registry_and_are_not_state():
-    assert {"backend": "auto", "contraction": "auto"}.items() <= zoo.options("kan-fast").items()
+    assert {"backend": "auto", "contraction": "auto", "compile": "auto"}.items() <= zoo.options("kan-fast").items()
     torch.manual_seed(13)
     reference = zoo.build("kan", [3, 4, 2], grid_size=6)
     randomise(reference, 13)
     pool = probe_inputs(reference.layers[0], torch.Generator().manual_seed(13))  # (n, 3)
     backends = ["torch"] + (["native"] if kan.native.available() else [])
     for backend, name in itertools.product(backends, ["dense", "gather"]):
-        fast = zoo.build("kan-fast", [3, 4, 2], grid_size=6, backend=backend, contraction=name)
+        fast = zoo.build("kan-fast", [3, 4, 2], grid_size=6, backend=backend, contraction=name, **EAGER)
         assert all(layer.backend == backend and layer.contraction == name for layer in fast.layers)
         assert all(layer.uses_gather() == (name == "gather") for layer in fast.layers)
         assert all(layer.uses_native(pool) == (backend == "native") for layer in fast.layers)
@@ -269,9 +261,11 @@ def test_options_reach_every_layer_through_the_registry_and_are_not_state():
         reference.load_state_dict(fast.state_dict(), strict=True)  # and back
 
 
-@pytest.mark.parametrize("option, value", [("backend", "cuda"), ("contraction", "sparse"), ("backend", None)])
+@pytest.mark.parametrize("option, value", [("backend", "cuda"), ("contraction", "sparse"), ("backend", None),
+                                           ("compile", True)])
 def test_a_bad_option_is_one_line_naming_the_valid_values(option, value):
-    valid = {"backend": "auto, native, torch, triton", "contraction": "auto, dense, gather"}[option]
+    valid = {"backend": "auto, native, torch, triton", "contraction": "auto, dense, gather",
+             "compile": "auto, on, off"}[option]
     for build in (lambda: FastBSplineKANLinear(2, 3, **{option: value}),
                   lambda: zoo.build("kan-fast", [2, 3], **{option: value})):
         with pytest.raises(ValueError) as raised:
@@ -428,7 +422,7 @@ def test_state_dict_round_trip(scaler):
     torch.manual_seed(8)
     reference = KAN([3, 5, 2], grid_size=6, spline_order=3, enable_standalone_scale_spline=scaler)
     randomise(reference, 8)
-    fast = FastBSplineKAN([3, 5, 2], grid_size=6, spline_order=3, enable_standalone_scale_spline=scaler)
+    fast = FastBSplineKAN([3, 5, 2], grid_size=6, spline_order=3, enable_standalone_scale_spline=scaler, **EAGER)
     expected = {name: tuple(t.shape) for name, t in reference.state_dict().items()}
     assert {name: tuple(t.shape) for name, t in fast.state_dict().items()} == expected
     assert [n for n, _ in fast.named_parameters()] == [n for n, _ in reference.named_parameters()]
@@ -487,9 +481,12 @@ def test_an_input_of_another_dtype_than_the_layer_is_told_in_the_users_terms(dty
 # --------------------------------------------------------------------------- compiled kernels, CUDA
 
 
+# grid 12's float32 knots are not cardinal, so its layer runs no uniform-grid kernel: compilation must
+# leave it alone; grid 8's are, so its kernels run compiled (inductor builds them: a slow case)
+@pytest.mark.parametrize("grid_size", [12, pytest.param(8, marks=pytest.mark.slow)], ids=["grid12", "grid8"])
 @pytest.mark.parametrize("name", ["dense", "gather"])
-def test_compiled_kernels_equal_reference(name, compiled):
-    reference, fast = layer_pair(4, 3, 12, 3, seed=11, forced=Forced(name, "torch"))
+def test_compiled_kernels_equal_reference(name, grid_size, compiler):
+    reference, fast = layer_pair(4, 3, grid_size, 3, seed=11, forced=Forced(name, "torch", compile="on"))
     assert fast.uses_gather() == (name == "gather") and not fast.uses_native(fast.grid)
     assert knot_geometry(fast.grid, 3).uniform  # the compiled kernels serve uniform grids
     generator = torch.Generator().manual_seed(11)
@@ -499,7 +496,79 @@ def test_compiled_kernels_equal_reference(name, compiled):
         with torch.no_grad():
             assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "compiled outputs")
         assert_same_gradients(reference, fast, pool, generator)
-    assert kan.fast.compile_enabled(), "compilation switched itself off"
+    compiled = fast.kernels(pool)
+    assert isinstance(compiled, kan.fast.CompiledKernels) and compiled.failure is None, "compilation failed"
+    assert bool(compiled.compiled) == knot_geometry(fast.grid, 3).cardinal, "compiled kernels ran on a cardinal grid"
+
+
+def test_a_compile_failure_is_said_once_and_only_that_layer_runs_eagerly(monkeypatch):
+    """torch.compile failing for one layer: one warning naming the layer and the error, and the
+    reference's outputs and gradients from its eager kernels from then on; another layer built
+    alike keeps its compiled kernels. torch.compile is replaced while each layer makes its
+    compiled kernels (on their first call), so no compiler is needed."""
+    forced = Forced("dense", "torch", compile="on")
+    reference, broken = layer_pair(4, 3, 8, 3, seed=14, forced=forced)
+    _, other = layer_pair(4, 3, 8, 3, seed=14, forced=forced)
+    assert knot_geometry(broken.grid, 3).cardinal, "grid 8: a cardinal grid, which the compiled kernels serve"
+    generator = torch.Generator().manual_seed(14)
+    pool = probe_inputs(reference, generator)  # (n, 4)
+    attempts = []
+
+    def failing(kernel, **options):
+        def call(*args):
+            attempts.append(kernel.__name__)
+            raise RuntimeError("no C++ compiler for inductor")
+        return call
+
+    monkeypatch.setattr(torch, "compile", failing)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            for _ in range(2):
+                assert_close(broken(pool), reference(pool), FLOAT32_TOLERANCE, "outputs after the failure")
+        assert_same_gradients(reference, broken, pool, generator)
+    said = [str(w.message) for w in caught if "torch.compile" in str(w.message)]
+    assert said == ["kan.fast: torch.compile failed in FastBSplineKANLinear(in_features=4, out_features=3) "
+                    "(RuntimeError: no C++ compiler for inductor); this layer runs its kernels eagerly from now on"]
+    assert attempts == ["_uniform_dense_bases"], "tried once, eager for good after"
+
+    ran = []
+
+    def working(kernel, **options):  # a torch.compile that works: the kernel itself, counted
+        def call(*args):
+            ran.append(kernel.__name__)
+            return kernel(*args)
+        return call
+
+    monkeypatch.setattr(torch, "compile", working)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*torch.compile.*")
+        with torch.no_grad():
+            assert_close(other(pool), reference(pool), FLOAT32_TOLERANCE, "the other layer's outputs")
+            assert_close(broken(pool), reference(pool), FLOAT32_TOLERANCE, "the failed layer's outputs")
+    assert ran == ["_uniform_dense_bases"], "the other layer's compiled kernel ran, the failed layer's did not"
+    assert other.kernels(pool).failure is None
+    assert broken.kernels(pool).failure == "RuntimeError: no C++ compiler for inductor"
+
+
+def test_the_compilers_are_looked_up_once_not_per_forward(monkeypatch):
+    """compile="auto" asks whether torch.compile's toolchain is here once per device type and
+    process, not on every call; where it is not, the layer runs its kernels eagerly."""
+    lookups = []
+    monkeypatch.setattr(shutil, "which", lambda name: lookups.append(name))  # finds nothing
+    kan.fast.can_compile.cache_clear()
+    try:
+        reference, fast = layer_pair(4, 3, 8, 3, seed=15, forced=Forced("dense", "torch", compile="auto"))
+        pool = probe_inputs(reference, torch.Generator().manual_seed(15))  # (n, 4)
+        with torch.no_grad():
+            assert_close(fast(pool), reference(pool), FLOAT32_TOLERANCE, "eager outputs")
+            looked = len(lookups)
+            for _ in range(3):
+                fast(pool)
+        assert looked > 0 and len(lookups) == looked, lookups
+        assert not isinstance(fast.kernels(pool), kan.fast.CompiledKernels)
+    finally:
+        kan.fast.can_compile.cache_clear()  # found again, with the real lookup, by the next user
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
@@ -511,9 +580,9 @@ def test_cuda_equals_reference(order, grid_size, compile_kernels, contraction):
     if contraction.backend == "native":
         pytest.skip("the C++ kernels are CPU-only")
     if compile_kernels:
-        kan.fast.set_compile(True)
-        if not kan.fast.compile_enabled("cuda"):
+        if not kan.fast.can_compile("cuda"):
             pytest.skip("torch.compile kernels unavailable on CUDA here (no Triton)")
+        contraction = contraction._replace(compile="on")
     reference, fast = layer_pair(5, 4, grid_size, order, seed=12, forced=contraction)
     generator = torch.Generator().manual_seed(12)
     pool = probe_inputs(reference, generator)  # (n, 5) on the CPU

@@ -290,10 +290,10 @@ def test_a_registered_model_that_cannot_be_imported_is_an_error_not_missing(monk
 
 @pytest.mark.slow
 def test_a_working_tree_that_breaks_a_model_fails_the_gate(project, tmp_path, monkeypatch, capsys):
-    """A syntax error in the working tree's kan/fast.py: kan-fast is an error on the head's side
+    """A syntax error in the working tree's kan/fast/layer.py: kan-fast is an error on the head's side
     (it is registered there), so the gate fails; it is never "removed"."""
     monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
-    with open(project / "kan" / "fast.py", "a") as file:
+    with open(project / "kan" / "fast" / "layer.py", "a") as file:
         file.write("\ndef broken(:\n")
     status = gate.main(["--base", "HEAD", "--models", "kan-fast,mlp", "--phases", "forward", "--rounds", "7",
                         "--sample-time", "0.001"])

@@ -27,7 +27,10 @@ import pytest
 import torch
 
 import kan.native as native
-from kan.fast import FastBSplineKAN, knot_geometry, local_b_splines
+from kan.bspline import knot_geometry, local_b_splines
+from kan.fast import FastBSplineKAN
+from kan.native import library as library_module
+from kan.native import selftest
 from kan.reference import KAN
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"C++ kernels unavailable: {native.error()}")
@@ -366,7 +369,7 @@ FALLBACK_CHECK = """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reference = KAN([4, 3], grid_size=5)
-        fast = FastBSplineKAN([4, 3], grid_size=5)
+        fast = FastBSplineKAN([4, 3], grid_size=5, compile="off")  # torch.compile would call the compiler too
         fast.load_state_dict(reference.state_dict())
         x = torch.randn(10, 4)
         assert torch.allclose(fast(x), reference(x), atol=1e-5), "the PyTorch path gives the reference's outputs"
@@ -514,7 +517,7 @@ def fake_compiler(tmp_path: Path, body: str) -> Path:
 def test_a_hanging_compiler_times_out_with_one_warning_and_pytorch_runs(tmp_path):
     cxx = fake_compiler(tmp_path, "exec sleep 60")
     result = run_python(FALLBACK_CHECK, CXX=str(cxx), KAN_NATIVE_CACHE=str(tmp_path / "cache"),
-                        KAN_NATIVE_BUILD_TIMEOUT="1", KAN_FAST_COMPILE="0")  # torch.compile would call it too
+                        KAN_NATIVE_BUILD_TIMEOUT="1")
     assert result.returncode == 0, result.stderr
     assert "available False" in result.stdout and "did not finish within 1 s" in result.stdout
     assert "warnings 1" in result.stdout
@@ -525,7 +528,7 @@ def test_a_library_still_bad_after_its_rebuild_leaves_one_warning_naming_the_cau
     # a "compiler" that answers --version and otherwise writes the bad library where -o says
     cxx = fake_compiler(tmp_path, f'[ "$1" = --version ] && {{ echo fake 1.0; exit 0; }}\n'
                                   f'while [ "$1" != -o ]; do shift; done\ncp {bad} "$2"')
-    result = run_python(FALLBACK_CHECK, CXX=str(cxx), KAN_NATIVE_CACHE=str(tmp_path / "cache"), KAN_FAST_COMPILE="0")
+    result = run_python(FALLBACK_CHECK, CXX=str(cxx), KAN_NATIVE_CACHE=str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     assert "available False" in result.stdout and "warnings 1" in result.stdout
     assert "unusable after a rebuild: the library lacks kan_gather_forward_f32" in result.stdout
@@ -685,13 +688,13 @@ def test_any_thread_count_is_clamped_in_cpp(threads):
     table = torch.randn(33, g.coeff, 64)
     expected = native.gather_forward(x, table, g)
     result = torch.empty_like(expected)
-    function = native._load()["gather_forward", torch.float32]
+    function = library_module._load()["gather_forward", torch.float32]
     function(33, 3, g.knots, g.knots_ext.data_ptr(), g.knots_padded.data_ptr(), g.origin.data_ptr(),
              g.inv_step.data_ptr(), int(g.cardinal), x.data_ptr(), 257, table.data_ptr(), 64, result.data_ptr(), None, None, threads)
     assert torch.equal(result, expected)
     y = torch.empty(100_000)
-    native._load()["silu", torch.float32](x.data_ptr(), 100_000 if x.numel() >= 100_000 else x.numel(), y.data_ptr(),
-                                         threads)
+    silu = library_module._load()["silu", torch.float32]
+    silu(x.data_ptr(), 100_000 if x.numel() >= 100_000 else x.numel(), y.data_ptr(), threads)
 
 
 def test_the_python_functions_take_fake_tensors_through_the_operators():
@@ -733,11 +736,11 @@ SWAP = """
     def swap(library):  # between the check and the load: the checked folder out, the planted one in
         os.rename(cache, cache + ".checked")
         os.rename(planted, cache)
-        print("swapped", library.parent == native.Path(os.path.realpath(cache)))
+        print("swapped", str(library.parent) == os.path.realpath(cache))
 
-    native._between_check_and_load = swap
+    native.library._between_check_and_load = swap  # where the loading looks it up
     print("available", native.available(), native.error())
-    print("kernels", native._state["functions"] is not None)
+    print("kernels", native.library._state["functions"] is not None)
 """
 
 
@@ -763,17 +766,17 @@ def test_a_folder_above_the_cache_that_others_can_write_makes_it_unsafe(tmp_path
     cache = open_parent / "cache"
     cache.mkdir(parents=True, mode=0o700)
     open_parent.chmod(0o777)
-    problem = native._folder_problem(cache)
+    problem = native.build._folder_problem(cache)
     assert problem is not None and f"{open_parent}, a folder above the cache folder" in problem
     assert "writable by group or others" in problem
     open_parent.chmod(0o1777)  # sticky, as /tmp: others cannot rename or remove our folder
-    assert native._folder_problem(cache) is None
+    assert native.build._folder_problem(cache) is None
     cache.chmod(0o770)
-    assert native._folder_problem(cache) == f"{cache} is writable by group or others"
+    assert native.build._folder_problem(cache) == f"{cache} is writable by group or others"
     cache.chmod(0o700)
     link = tmp_path / "link"
     link.symlink_to(cache, target_is_directory=True)
-    assert "without following links" in native._folder_problem(link)  # a resolved path has no links
+    assert "without following links" in native.build._folder_problem(link)  # a resolved path has no links
 
 
 @pytest.mark.slow
@@ -851,7 +854,7 @@ def test_a_compiler_past_its_limit_is_killed_with_its_group_and_a_detached_child
                                   f"setsid sh -c 'echo $$ > {detached}; exec sleep 300' &\n"
                                   "exec sleep 300")
     try:
-        outcome = in_a_thread(lambda: native._run_compiler([str(cxx)], timeout=1.0), 120)
+        outcome = in_a_thread(lambda: native.build._run_compiler([str(cxx)], timeout=1.0), 120)
         assert outcome != "still running", "the build outlasted its limit by far"
         assert isinstance(outcome.get("error"), native.NativeError), outcome
         assert "did not finish within 1 s" in str(outcome["error"])
@@ -864,7 +867,7 @@ def test_a_compiler_past_its_limit_is_killed_with_its_group_and_a_detached_child
 def test_what_a_finished_compiler_left_running_in_its_group_is_killed(tmp_path):
     member = tmp_path / "member.pid"
     cxx = fake_compiler(tmp_path, f"sleep 300 & echo $! > {member}\necho built")
-    result = native._run_compiler([str(cxx)], timeout=60.0)
+    result = native.build._run_compiler([str(cxx)], timeout=60.0)
     assert result.returncode == 0 and result.stdout.strip() == "built"
     assert wait_until_gone(int(member.read_text()))
 
@@ -887,8 +890,7 @@ def test_processes_that_start_at_once_with_an_empty_cache_build_once(tmp_path):
     cxx = fake_compiler(tmp_path, '[ "$1" = --version ] && { echo fake 2.0; exit 0; }\n'
                                   f'echo build >> {builds}\nsleep 1\n'
                                   f'while [ "$1" != -o ]; do shift; done\ncp {the_library()} "$2"')
-    environment = {**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache"),
-                   "KAN_FAST_COMPILE": "0"}
+    environment = {**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache")}
     go = tmp_path / "go"
     children = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(CONCURRENT), str(tmp_path / f"ready{i}"),
                                   str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -923,7 +925,7 @@ AMBIENT = """
     inode = os.stat(library).st_ino
     torch.manual_seed(0)
     reference = KAN([3, 4, 2])
-    model = FastBSplineKAN([3, 4, 2], backend="native")
+    model = FastBSplineKAN([3, 4, 2], backend="native", compile="off")
     model.load_state_dict(reference.state_dict())
     x = torch.rand(5, 3) * 2 - 1
 
@@ -946,13 +948,13 @@ AMBIENT = """
             print("export:", type(error).__name__)
 
     for scenario in (autocast, default_device_meta, export):
-        native._state.update(functions=None, error=None, path=None)  # a first use again
+        native.library._state.update(functions=None, error=None, path=None)  # a first use again
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             scenario()
         said = [str(w.message) for w in caught if "kan.native" in str(w.message)]
         alive = os.path.exists(library) and os.stat(library).st_ino == inode
-        print(scenario.__name__, native._state["functions"] is not None, alive, said)
+        print(scenario.__name__, native.library._state["functions"] is not None, alive, said)
 """
 
 
@@ -963,8 +965,7 @@ def test_a_first_use_under_the_callers_state_keeps_the_library_and_the_kernels(t
     (tmp_path / "cache").mkdir(mode=0o700)
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(AMBIENT), str(the_library())],
                             capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache"),
-                                 "KAN_FAST_COMPILE": "0"})
+                            env={**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     for scenario in ("autocast", "default_device_meta", "export"):
         assert f"{scenario} True True []" in result.stdout.splitlines(), result.stdout + result.stderr[-3000:]
@@ -985,11 +986,11 @@ def test_the_self_test_runs_in_a_clean_state():
         torch.set_default_dtype(torch.float64)
         with torch.autocast("cpu"), torch.device("meta"), torch.inference_mode(), \
                 torch._subclasses.fake_tensor.FakeTensorMode():
-            original, native._self_test = native._self_test, probe
+            original, selftest._self_test = selftest._self_test, probe
             try:
-                assert native._self_test_clean() is None
+                assert library_module._self_test_clean() is None
             finally:
-                native._self_test = original
+                selftest._self_test = original
             assert torch.is_autocast_enabled("cpu") and torch.empty(0).device.type == "meta"
         assert torch.get_default_dtype() == torch.float64, "the caller's dtype is back"
     finally:
@@ -1001,34 +1002,34 @@ def test_the_self_test_runs_in_a_clean_state():
 def own_state(monkeypatch):
     """kan.native's process state as it was, after a test that loads libraries of its own."""
     for key in ("functions", "error", "path", "max_order"):
-        monkeypatch.setitem(native._state, key, native._state[key])
+        monkeypatch.setitem(library_module._state, key, library_module._state[key])
 
 
 def test_a_self_test_that_fails_only_in_this_process_keeps_the_library(tmp_path, monkeypatch, own_state):
     library = copy_of_the_library(tmp_path / "cache")
-    monkeypatch.setattr(native, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
+    monkeypatch.setattr(selftest, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
 
     def no_build(*args):
         raise native.NativeError("this test builds nothing")
 
-    monkeypatch.setattr(native, "_compile", no_build)
+    monkeypatch.setattr(library_module, "_compile", no_build)  # where the loading looks it up
     with pytest.raises(native.NativeError, match="failed in this process .* but passed in a fresh one"):
-        native._open(native.Place(library, None))
+        library_module._open(native.Place(library, None))
     assert library.read_bytes() == the_library().read_bytes(), "kept as it was"
 
 
 def test_a_self_test_that_fails_in_a_fresh_process_too_removes_and_rebuilds_once(tmp_path, monkeypatch, own_state):
     library = copy_of_the_library(tmp_path / "cache")
     builds = []
-    monkeypatch.setattr(native, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
-    monkeypatch.setattr(native, "_self_test_in_a_fresh_process", lambda path: "it differs there too")
+    monkeypatch.setattr(selftest, "_self_test", lambda: "gather_forward differs from PyTorch (torch.float32)")
+    monkeypatch.setattr(library_module, "_self_test_in_a_fresh_process", lambda path: "it differs there too")
 
     def rebuild(cxx, target, timeout):
         assert not target.exists(), "removed before the rebuild"
         builds.append(target)
         copy_of_the_library(target.parent, target.name)
 
-    monkeypatch.setattr(native, "_compile", rebuild)
+    monkeypatch.setattr(library_module, "_compile", rebuild)
     with pytest.raises(native.NativeError, match="unusable after a rebuild: gather_forward differs"):
-        native._open(native.Place(library, None))
+        library_module._open(native.Place(library, None))
     assert builds == [library]

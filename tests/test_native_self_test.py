@@ -43,14 +43,14 @@ def wrong_in_vector_blocks(name: str, function):
 
 
 def test_the_loaded_library_passes_the_self_test():
-    assert native._self_test() is None
+    assert native.selftest._self_test() is None
 
 
 @pytest.mark.parametrize("name", BLOCK_KERNELS)
 def test_a_library_wrong_only_in_its_vector_blocks_fails_the_self_test(name, monkeypatch):
-    functions = dict(native._state["functions"])
+    functions = dict(native.library._state["functions"])
     functions[name, torch.float32] = wrong_in_vector_blocks(name, functions[name, torch.float32])
-    monkeypatch.setitem(native._state, "functions", functions)
-    problem = native._self_test()
+    monkeypatch.setitem(native.library._state, "functions", functions)
+    problem = native.selftest._self_test()
     assert problem is not None and "float32" in problem
     assert problem.split()[0].startswith(name.split("_")[0]), problem

@@ -45,7 +45,7 @@ CHILD = textwrap.dedent('''
         span[2, 3] = value
         return native.SavedSpans(spans.u, span)
 
-    geometry = native._geometry(g)
+    geometry = native.operators._geometry(g)
     cases = {
         **{f"saved span {v}": (lambda v=v: native.gather_weight_grads(None, grad_out, g, w, scaler, saved=with_span(v)))
            for v in (100, 30000, -5, -2, g.knots)},
@@ -67,7 +67,7 @@ CHILD = textwrap.dedent('''
         "operator result=meta": lambda: torch.ops.kan_native.gather_forward(
             **geometry, x=x, table=table, result=torch.empty(batch, out, device="meta"), saved_u=None,
             saved_span=None),
-        "operator without knots": lambda: native._call(
+        "operator without knots": lambda: native.operators._call(
             "gather_forward", **{**geometry, "knots_ext": None}, x=x, table=table, result=torch.empty(batch, out),
             saved_u=None, saved_span=None),
         "sparse x": lambda: native.silu_grad(x.to_sparse(), x),

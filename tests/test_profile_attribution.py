@@ -38,7 +38,7 @@ def test_parts_are_the_record_schema():
     # cProfile: Python functions by name and file, C functions in pstats' spelling
     ("b_splines", "/x/kan/reference.py", "basis"),
     ("basis", "/x/kan/fourier.py", "basis"),
-    ("dense_bases", "/x/kan/fast.py", "basis"),
+    ("dense_bases", "/x/kan/fast/dense.py", "basis"),
     ("<built-in method torch._C._nn.linear>", "", "matmul"),
     ("<built-in method torch.mm>", "", "matmul"),
     ("<method 'to' of 'torch._C.TensorBase' objects>", "", "transfer"),
@@ -71,10 +71,10 @@ def test_parts_are_the_record_schema():
     ("kan.native::dense_bases", "", "basis"),
     ("kan.native::spline_grads", "", None),
     # the C++ kernels' Python wrappers (cProfile, py-spy)
-    ("gather_input_grad", "/x/kan/native.py", "matmul"),
-    ("gather_weight_grads", "/x/kan/native.py", "matmul"),
-    ("silu", "/x/kan/native.py", None),
-    ("dense_bases", "/x/kan/native.py", "basis"),
+    ("gather_input_grad", "/x/kan/native/operators.py", "matmul"),
+    ("gather_weight_grads", "/x/kan/native/operators.py", "matmul"),
+    ("silu", "/x/kan/native/operators.py", None),
+    ("dense_bases", "/x/kan/native/operators.py", "basis"),
     ("gather_forward", "/x/somewhere/else.py", None),
     ("aten::mm", "", "matmul"),
     ("aten::linear", "", "matmul"),
@@ -363,10 +363,10 @@ def test_parts_have_one_colour_each_shared_by_the_report_and_the_flame_graphs():
     ("aten::mse_loss", "", False, "loss grad"),
     ("aten::mm", "", False, None),
     # Python frames: custom autograd Functions' backward in kan.fast, basis functions
-    ("backward", "/x/kan/fast.py", True, "spline product grad"),
-    ("DenseSplineProduct.backward", "/x/kan/fast.py", True, "spline product grad"),
+    ("backward", "/x/kan/fast/gather.py", True, "spline product grad"),
+    ("DenseSplineProduct.backward", "/x/kan/fast/dense.py", True, "spline product grad"),
     ("backward", "/x/torch/_tensor.py", True, None),
-    ("dense_bases", "/x/kan/fast.py", True, "basis grad"),
+    ("dense_bases", "/x/kan/fast/dense.py", True, "basis grad"),
 ])
 def test_classify_gradient(name, file, nodes, part):
     assert attribution.classify_gradient(name, file, nodes) == part
@@ -391,8 +391,8 @@ BACKWARD_FRAMES = [
     ("torch::autograd::generated::MseLossBackward0::apply", "/x/libtorch_cpu.so"),  # 8
     ("torch::autograd::validate_outputs_impl<torch::autograd::Edge>", "/x/libtorch_cpu.so"),  # 9
     ("torch::autograd::AccumulateGrad::apply", "/x/libtorch_cpu.so"),               # 10
-    ("DenseSplineProduct.backward", "/x/kan/fast.py"),                              # 11
-    ("dense_bases", "/x/kan/fast.py"),                                              # 12
+    ("DenseSplineProduct.backward", "/x/kan/fast/dense.py"),                        # 11
+    ("dense_bases", "/x/kan/fast/dense.py"),                                        # 12
 ]
 BACKWARD_SAMPLES = [
     ((0, 1, 2, 3, 4, 5), 7),   # sgemm in MmBackward0: spline product grad
@@ -434,14 +434,14 @@ def test_pyspy_backward_split_by_node(tmp_path):
 
 
 def test_cprofile_splits_a_custom_backward_by_its_python_frames(tmp_path):
-    """A backward whose nodes are Python (a custom autograd Function in kan/fast.py) is split;
+    """A backward whose nodes are Python (a custom autograd Function in kan/fast/dense.py) is split;
     the engine's own time stays autograd. The functions are compiled as if from those files."""
     source = (
         "def dense_bases(spin):\n    spin(0.02, 'basis grad')\n"
         "def backward(spin):\n    spin(0.03, 'spline product grad')\n    dense_bases(spin)\n"
     )
     fast = {}
-    exec(compile(source, "/x/kan/fast.py", "exec"), fast)
+    exec(compile(source, "/x/kan/fast/dense.py", "exec"), fast)
     engine = {}
     exec(compile("def run_backward(spin, node):\n    spin(0.02, 'autograd')\n    node(spin)\n",
                  "/x/torch/autograd/graph.py", "exec"), engine)

@@ -198,3 +198,20 @@ def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(re
         assert done.returncode == cli.USAGE, done.stderr
         assert done.stderr.count("\n") == 1 and f"--threads: threads must be at most {max_threads()}" in done.stderr
         assert not list(results.iterdir()), "no run folder"
+
+
+def test_an_eager_scenario_builds_kan_fast_with_compile_off_here_and_in_the_pyspy_child():
+    """Where CUDA is profiled without --compile, the scenarios are eager: kan-fast's layers run
+    with compile="off" in this process, and the py-spy child is told so on its command line."""
+    from types import SimpleNamespace
+
+    from profiles import scenario
+
+    (eager,) = scenario.expand(["kan-fast"], ["cpu"], ["forward"], widths=(4, 3), batch=8, eager=True)
+    (plain,) = scenario.expand(["kan-fast"], ["cpu"], ["forward"], widths=(4, 3), batch=8)
+    assert {layer.compile_mode for layer in scenario.prepare(eager).step.model.layers} == {"off"}
+    assert {layer.compile_mode for layer in scenario.prepare(plain).step.model.layers} == {"auto"}
+    args = SimpleNamespace(widths=(4, 3), batch=8, steps=1, warmup=0, threads=None)
+    assert "--eager" in cli._pyspy_child_args(args, "kan-fast", "cpu", [eager])
+    assert "--eager" not in cli._pyspy_child_args(args, "kan-fast", "cpu", [plain])
+    assert cli.eager_on_cuda(["cuda"], keep_compile=False) == cli.EAGER_NOTE

@@ -5,6 +5,7 @@ code, written independently of our Cox-de Boor recursion); the oracle for a whol
 layer is that same basis with the layer's formula written out in float64 numpy.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import torch
 from scipy.interpolate import BSpline
 
-from kan import KAN, KANLinear
+from kan import KAN, KANLinear, zoo
 
 
 def scipy_bases(x: np.ndarray, knots: np.ndarray, order: int) -> np.ndarray:
@@ -369,3 +370,35 @@ def test_update_grid_keeps_the_output_on_data_with_few_distinct_values(model, gr
         after = net(x)
     assert net.layers[0].grid.diff(dim=1).min() > 0
     assert (after - before).abs().max() <= tolerance * before.abs().max()
+
+
+EFFICIENT_KAN_OPTIONS = ["grid_size", "spline_order", "scale_noise", "scale_base", "scale_spline",
+                         "enable_standalone_scale_spline", "base_activation", "grid_eps", "grid_range"]
+
+
+def test_the_spline_options_are_efficient_kans_by_position_and_by_name_for_every_b_spline_model():
+    from kan.fast import FastBSplineKAN, FastBSplineKANLinear
+
+    for model in (KANLinear, FastBSplineKANLinear):
+        assert list(inspect.signature(model).parameters)[2:11] == EFFICIENT_KAN_OPTIONS, model
+    for model in (KAN, FastBSplineKAN):
+        assert list(inspect.signature(model).parameters)[1:10] == EFFICIENT_KAN_OPTIONS, model
+    assert list(zoo.options("kan")) == EFFICIENT_KAN_OPTIONS
+    assert list(zoo.options("kan-fast")) == [*EFFICIENT_KAN_OPTIONS, "backend", "contraction", "compile"]
+    # efficient-kan's positional order: grid_size, spline_order, scale_noise, ... (same seed, same layer)
+    torch.manual_seed(3)
+    by_position = KANLinear(4, 2, 7, 2, 0.2, 1.0, 1.0, False)
+    torch.manual_seed(3)
+    by_name = KANLinear(4, 2, grid_size=7, spline_order=2, scale_noise=0.2, enable_standalone_scale_spline=False)
+    assert (by_position.grid_size, by_position.spline_order, by_position.scale_noise) == (7, 2, 0.2)
+    assert not hasattr(by_position, "spline_scaler")
+    # (equal to the rounding of the least-squares fit of the initial coefficients, which two fits
+    # from one seed may differ by)
+    for name, tensor in by_name.state_dict().items():
+        torch.testing.assert_close(by_position.state_dict()[name], tensor, msg=name)
+    torch.manual_seed(3)
+    fast = FastBSplineKAN([4, 2], 7, 2, 0.2, 1.0, 1.0, False, compile="off")
+    for name, tensor in by_name.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[f"layers.0.{name}"], tensor, msg=name)
+    with pytest.raises(TypeError, match="colour"):
+        KAN([3, 2], colour="red")

@@ -49,14 +49,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning"
 
 @pytest.fixture(autouse=True)
 def ieee_dot():
-    """TF32 off, as torch's default for matrix products (the kernels follow torch's flag); the PyTorch
-    path's torch.compile off (the fallbacks run eagerly, as in test_fast.py, and compile nothing)."""
-    previous = torch.backends.cuda.matmul.allow_tf32, kan.fast.compile_enabled()
+    """TF32 off, as torch's default for matrix products (the kernels follow torch's flag)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
-    kan.fast.set_compile(False)
     yield
-    torch.backends.cuda.matmul.allow_tf32 = previous[0]
-    kan.fast.set_compile(previous[1])
+    torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+# The layers' PyTorch paths (the fallbacks) with torch.compile off: they run eagerly, as in
+# test_fast.py, and compile nothing.
+EAGER = {"compile": "off"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -79,9 +81,10 @@ def build(widths, grid_size, order, dtype=torch.float32, seed=0, scaler=True, ad
     try:
         torch.manual_seed(seed)
         if len(widths) == 2:
-            reference, fast = KANLinear(*widths, **options), FastBSplineKANLinear(*widths, **options, backend="triton")
+            reference = KANLinear(*widths, **options)
+            fast = FastBSplineKANLinear(*widths, **options, backend="triton", **EAGER)
         else:
-            reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options, backend="triton")
+            reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options, backend="triton", **EAGER)
     finally:
         torch.set_default_dtype(previous)
     randomise(reference, seed)
@@ -265,7 +268,7 @@ def test_other_orders_fall_back_and_equal_reference(order):
 
 def test_zoo_builds_the_triton_backend_and_counts_its_flops():
     torch.manual_seed(0)
-    model = zoo.build("kan-fast", [4, 5, 3], backend="triton").to(DEVICE)
+    model = zoo.build("kan-fast", [4, 5, 3], backend="triton", **EAGER).to(DEVICE)
     assert all(layer.uses_triton(torch.zeros(2, layer.in_features, device=DEVICE)) for layer in model.layers)
     assert model(torch.rand(6, 4, device=DEVICE)).shape == (6, 3)
     dense = kan.fast.forward_flops([4, 5, 3], 6, backend="torch", contraction="dense")

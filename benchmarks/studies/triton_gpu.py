@@ -66,8 +66,9 @@ def sync(device: torch.device) -> None:
 class Run:
     """The study's rows, written to ``out_dir/triton_gpu.jsonl`` as they come, and what it runs on."""
 
-    def __init__(self, out_dir: str, budget_s: float, device: torch.device):
+    def __init__(self, out_dir: str, budget_s: float, device: torch.device, compile: str = "off"):
         self.device = device
+        self.compile = compile  # kan-fast's compile option ("auto" with --compile)
         self.path = os.path.join(out_dir, "triton_gpu.jsonl")
         self.file = open(self.path, "a")
         self.deadline = time.time() + budget_s
@@ -87,12 +88,12 @@ def shape_id(widths, batch, grid) -> str:
     return f"[{','.join(map(str, widths))}] b{batch} G{grid}"
 
 
-def builders(widths, grid) -> dict:
+def builders(widths, grid, compile: str = "off") -> dict:
     from kan import zoo
 
     found = {
-        "kan-fast(triton)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="triton"),
-        "kan-fast(torch)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="torch"),
+        "kan-fast(triton)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="triton", compile=compile),
+        "kan-fast(torch)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="torch", compile=compile),
         "kan": lambda: zoo.build("kan", widths, grid_size=grid),
         "mlp-param": lambda: zoo.build("mlp-param", widths, grid_size=grid),
     }
@@ -218,7 +219,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
     x = torch.rand(batch, widths[0], device=device) * 2 - 1
     y = torch.randn(batch, widths[-1], device=device)
     models = {}
-    for name, build in builders(widths, grid).items():
+    for name, build in builders(widths, grid, run.compile).items():
         try:
             models[name] = build().to(device)
         except Exception as e:
@@ -354,12 +355,11 @@ def _study(args, cmd) -> int:
     if fast.triton_kernels() is None:
         raise UsageError("Triton does not import here")
     warnings.filterwarnings("ignore")
-    fast.set_compile(args.compile)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     out_dir = os.environ.get("OUT") or tempfile.mkdtemp(prefix="triton-gpu-")
     os.makedirs(out_dir, exist_ok=True)
-    run = Run(out_dir, args.budget_s, device)
+    run = Run(out_dir, args.budget_s, device, compile="auto" if args.compile else "off")
     run.emit(kind="run", torch=torch.__version__,
              device=torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu (interpreter)",
              triton=__import__("triton").__version__, tf32=args.tf32, kan_fast_torch_compiled=args.compile,
