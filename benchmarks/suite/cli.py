@@ -9,7 +9,8 @@
 3. measure the suite (:func:`benchmarks.suite.runner.run_suite`, the core directly): each finished
    case appends its Measurement to ``measurements.jsonl``;
 4. build the tidy table ``benchmarks.csv`` from the measurements, export pytest-benchmark's
-   ``benchmark.json`` from them, print the summary and the folder.
+   ``benchmark.json`` from them, print the summary (with, on a GPU, where the full suite's ladder
+   stopped and why: bench.json's ``ladder``) and the folder.
 
 Ctrl-C (or SIGTERM) stops the suite; what finished is kept and tabled, and the exit status is 130.
 Otherwise it is 1 when a case failed (an error, or NaN/inf output), else 0.
@@ -110,16 +111,21 @@ def _run(args, selection, threads: int, why: str) -> int:
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
     skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
     planned = sum(1 for c in cases if runner.wanted(c, args.only))
+    ladder = selection.suite.ladder
+    on_rungs = sum(1 for c in cases if ladder and ladder.index(c) is not None and runner.wanted(c, args.only))
     run.write_json(record.BENCH_SETTINGS, {
         "suite": selection.suite.name, "models": list(selection.models), "devices": list(selection.devices),
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
         "graphs": selection.graphs, "only": list(args.only),
         "cases": planned, "state": record.RUNNING,  # a run killed before its end stays "running"
+        **({"ladder_cases": on_rungs} if on_rungs else {}),  # of "cases", those on ladder rungs: at most these run
     })
     shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
     only = f", {planned} with {' or '.join(map(repr, args.only))} in the id" if args.only else ""
-    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}; threads {why}; "
+    climbed = (f" ({on_rungs} of them on ladder rungs, climbed until the device is busy: the rungs above "
+               f"are not run)") if on_rungs else ""
+    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}{climbed}; threads {why}; "
           f"run folder {run.path}", flush=True)
     interrupted = False
     with terminate_as_interrupt():  # stopped by CI or a batch system: keep what finished, as on Ctrl-C
@@ -133,7 +139,7 @@ def _run(args, selection, threads: int, why: str) -> int:
     path = run.write_table("benchmarks", frame)
     exported = export.write(run, measurements, selection.suite)
     run.mark(record.INTERRUPTED if interrupted else record.COMPLETE)
-    _ending(frame, warning, why, interrupted)
+    _ending(frame, warning, why, interrupted, run.read_json(record.BENCH_SETTINGS))
     print(f"tidy table {path.name}" + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "")
           + ", environment.json")
     announce(run)
@@ -142,12 +148,15 @@ def _run(args, selection, threads: int, why: str) -> int:
     return 1 if runner.failed(measurements) else 0
 
 
-def _ending(frame, warning: str | None, why: str, interrupted: bool) -> None:
-    """The summary, the warning again, the threads and clock, and what an interrupt kept."""
-    from benchmarks.suite import summary
+def _ending(frame, warning: str | None, why: str, interrupted: bool, settings: dict | None = None) -> None:
+    """The summary, the ladder's climbs, the warning again, the threads and clock, and what an
+    interrupt kept."""
+    from benchmarks.suite import ladder, summary
 
     print()
     print(summary.summary(frame))
+    for line in ladder.lines(settings):
+        print(line)
     print()
     if warning:
         print(warning)
