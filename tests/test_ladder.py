@@ -332,3 +332,21 @@ def test_the_printed_ending_says_how_many_rungs_ran(tmp_path, monkeypatch, capsy
         in printed
     cli._ending(frame, None, "1 (--threads)", False, {"suite": "full"})  # a CPU run: no ladder line
     assert "ladder" not in capsys.readouterr().out
+
+
+def test_the_page_says_where_the_climb_stopped(tmp_path, monkeypatch):
+    from reports.render import render
+
+    fake = Device(share=by_rung([0.05, 0.2, 0.5, 0.81, 0.9, 1.0]))
+    out, settings, _ = run_ladder(tmp_path, monkeypatch, fake, models=("mlp",))
+    run = record.Run(tmp_path / "20261204T150229-abc-gpu")
+    run.path.mkdir()
+    run.write_json("environment.json", {"machine": "h200", "devices": [{"type": "cuda", "name": "NVIDIA H200"}]})
+    run.write_json(record.BENCH_SETTINGS, {**settings, "state": record.COMPLETE})
+    rows = [{**m.row(), "machine": "h200", "math": "fp32", "peak_flops": 67e12, "peak_bandwidth": 4.8e12,
+             "peak_source": "datasheet: NVIDIA H200 SXM", "bytes_moved": 1_000_000} for m in out]
+    run.write_table("benchmarks", record.bench_table(rows))
+    page = render(str(run.path)).read_text()
+    section = page[page.index('id="device"'):]
+    assert ("Ladder cuda float32: 4 of 6 rungs ran; stopped at rung 4 ([1024, 1024, 1024] batch 8192): "
+            "device busy 81% in the MLP&#39;s training step") in section

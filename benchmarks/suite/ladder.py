@@ -32,7 +32,7 @@ printed summary say how many rungs ran, where the climb stopped and why (:func:`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from benchmarks.core.measurement import Measurement
@@ -106,8 +106,6 @@ def out_of_memory(m: Measurement) -> bool:
 def as_skipped(m: Measurement, rung: int, ladder: Ladder) -> Measurement:
     """A row that ran out of device memory on rung ``rung`` (0-based), recorded as skipped: the
     device is too small for it, which is not the harness failing."""
-    from dataclasses import replace
-
     why = f"out of device memory on ladder rung {rung + 1} ({ladder.rungs[rung].label()}): {m.reason}"
     return replace(m, status="skipped", reason=why)
 
