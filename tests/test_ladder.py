@@ -85,6 +85,19 @@ def test_a_ladder_must_grow_and_not_repeat_a_fixed_shape():
         dataclasses.replace(SUITES["full"], ladder=ladder.Ladder((ladder.Rung((2, 5, 1), 64),)))
 
 
+@pytest.mark.parametrize("error, expected", [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB."), True),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 60.00 GB, other allocations: 2.00 GB)"), True),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+    (ValueError("grid_size must be >= 1"), False),
+])
+def test_out_of_memory_is_read_from_the_rows_reason(error, expected):
+    case = Case("kan", "train", "cuda", widths=(8, 8, 8), batch=8)
+    m = Measurement(case, status="error", reason=one_line(error))
+    assert ladder.out_of_memory(m) is expected
+    assert not ladder.out_of_memory(dataclasses.replace(m, status="skipped"))  # already said
+
+
 # --------------------------------------------------------------------------- the busy share
 
 
