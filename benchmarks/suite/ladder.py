@@ -162,7 +162,7 @@ def _name(m: Measurement) -> str:
 
 
 @dataclass
-class Step:
+class RungResult:
     """One rung that ran: how busy its judge kept the device, and how that was known."""
 
     rung: int  # 0-based
@@ -185,14 +185,14 @@ class Climb:
     device: str
     dtype: str
     planned: tuple[int, ...]  # the rungs (0-based) this selection holds for the device and dtype
-    steps: list[Step] = field(default_factory=list)
+    steps: list[RungResult] = field(default_factory=list)
     stopped: str | None = None  # BUSY, OUT_OF_MEMORY or TOP
     _timed: dict = field(default_factory=dict, repr=False)  # rung -> {judge's key: (median_s, flops)}
 
-    def decide(self, rung: int, measured: list[Measurement]) -> Step:
+    def decide(self, rung: int, measured: list[Measurement]) -> RungResult:
         """Record rung ``rung`` (0-based) from every measurement its groups returned, and whether
         the climb stops there (``stopped``)."""
-        step = Step(rung, self.ladder.rungs[rung].label(), out_of_memory=sum(map(out_of_memory, measured)))
+        step = RungResult(rung, self.ladder.rungs[rung].label(), out_of_memory=sum(map(out_of_memory, measured)))
         judges = _judges(measured)
         known = [(s, m) for s, m in ((busy_share(m), m) for m in judges) if s is not None]
         if not known and self._timed:  # no device time: estimated against the rung below
@@ -240,7 +240,7 @@ class Climb:
         return f"{head}; the run stopped after {where}: {busy}"
 
 
-def _busy_words(step: Step, busy_at: float) -> str:
+def _busy_words(step: RungResult, busy_at: float) -> str:
     if step.busy is None:
         return f"device busy unknown (no device time recorded; busy means {busy_at:.0%} or more)"
     how = "" if step.busy_from == "device time" else f", estimated from the {step.busy_from}"
@@ -275,5 +275,5 @@ def lines(settings: dict | None) -> list[str]:
     return [c["line"] for c in ladder.get("climbs", []) if isinstance(c, dict) and c.get("line")]
 
 
-__all__ = ["BUSY_AT", "JUDGE", "Rung", "Ladder", "Climb", "Step", "out_of_memory", "as_skipped", "busy_share",
+__all__ = ["BUSY_AT", "JUDGE", "Rung", "Ladder", "Climb", "RungResult", "out_of_memory", "as_skipped", "busy_share",
            "growth_share", "climbs", "record", "lines", "BUSY", "OUT_OF_MEMORY", "TOP"]
