@@ -1,7 +1,9 @@
 """The suites (which cases run, and for how long), and the checking of a selection.
 
 ``smoke`` checks that the harness works (seconds); ``quick`` is the default, a few minutes
-on a two-core laptop; ``full`` covers every shape, batch size, grid size and dtype.
+on a two-core laptop; ``full`` covers every shape, batch size, grid size and dtype, and on
+CUDA and MPS a ladder of growing workloads (:mod:`benchmarks.suite.ladder`) that the runner
+climbs until the device is busy.
 A :class:`Selection` narrows a suite to some models, devices and dtypes; :func:`select`
 builds one from user input and raises ``ValueError`` with one line naming a bad value and
 the valid ones.
