@@ -363,3 +363,27 @@ def test_the_page_says_where_the_climb_stopped(tmp_path, monkeypatch):
     section = page[page.index('id="device"'):]
     assert ("Ladder cuda float32: 4 of 6 rungs ran; stopped at rung 4 ([1024, 1024, 1024] batch 8192): "
             "device busy 81% in the MLP&#39;s training step") in section
+
+
+def test_the_pytest_route_skips_a_rungs_case_out_of_memory(tmp_path):
+    """benchmarks/suite/test_bench.py runs every rung (no climb); a rung's case out of device
+    memory is skipped there with the reason, and the same case off the ladder fails."""
+    from types import SimpleNamespace
+
+    from benchmarks.suite import test_bench
+
+    full = Selection(SUITES["full"], ("mlp",), ("cuda",))
+    request = SimpleNamespace(config=SimpleNamespace(_kan_selection=full))
+    run = record.new_run(root=tmp_path)
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB.")
+
+    def measured(case):
+        raise oom
+
+    on_rung = Case("mlp", "train", "cuda", widths=(4096, 4096, 4096), batch=8192, grid_size=None)
+    with pytest.raises(pytest.skip.Exception, match="out of device memory on ladder rung 6"):
+        test_bench.test_case(SimpleNamespace(extra_info={}, skipped=False), on_rung, measured, run, request)
+    off = dataclasses.replace(on_rung, widths=(784, 64, 10), batch=256)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        test_bench.test_case(SimpleNamespace(extra_info={}, skipped=False), off, measured, run, request)
+    assert [r["status"] for r in run.read_jsonl(record.MEASUREMENTS)] == ["skipped", "error"]

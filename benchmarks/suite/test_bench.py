@@ -25,15 +25,16 @@ from benchmarks.suite import ladder
 from benchmarks.suite.runner import finished
 
 
-def test_case(benchmark, case, measured, bench_run, request, suite):
+def test_case(benchmark, case, measured, bench_run, request):
     failure = None
     try:
         m = measured(case)
     except Exception as e:  # the whole group could not be measured
         m, failure = Measurement(case, status="error", reason=one_line(e)), e
-    rung = suite.ladder.index(case) if suite.ladder else None
+    steps = _ladder(request)
+    rung = steps.index(case) if steps else None
     if rung is not None and ladder.out_of_memory(m):  # a ladder rung too large for the device: skipped
-        m, failure = ladder.as_skipped(m, rung, suite.ladder), None
+        m, failure = ladder.as_skipped(m, rung, steps), None
     m = finished(case, m)
     benchmark.extra_info.update(m.row())
     if bench_run is not None:
@@ -49,3 +50,9 @@ def test_case(benchmark, case, measured, bench_run, request, suite):
     if m.status == "skipped":
         pytest.skip(m.reason)
     pytest.fail(f"{case.id}: {m.status}: {m.reason}", pytrace=False)
+
+
+def _ladder(request):
+    """The selected suite's ladder (conftest.py keeps the selection on the config), or None."""
+    selection = getattr(getattr(request, "config", None), "_kan_selection", None)
+    return getattr(getattr(selection, "suite", None), "ladder", None)
