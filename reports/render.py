@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from benchmarks.core import record
 from reports import charts, compare, profile_tables, roofline, tables
 from reports.quality_chart import quality_front
 from reports.units import is_missing
@@ -125,6 +126,7 @@ def context(runs: list[RunData], against: RunData | None, page: Path, threshold:
         "gates": [(r.machine, gate_context(r.gate)) for r in runs if r.gate is not None],
         "groups": page_groups,
         "device": device,
+        "ladder": ladder_lines(runs),
         "figures": figures,
         "attribution": attribution is not None,
         "backward_notes": {k: v for r in runs for k, v in (r.profile.get("backward") or {}).items()},
@@ -161,6 +163,16 @@ def device_sections(bench: pd.DataFrame) -> list[dict]:
         if section["table"] is not None:
             device.append(section)
     return device
+
+
+def ladder_lines(runs: list[RunData]) -> list[str]:
+    """Where each run's ladder climb stopped and why (the settings' ``ladder``: the full suite on a GPU)."""
+    lines = []
+    for r in runs:
+        settings = r.run.settings()
+        climbs = ((settings or {}).get("ladder") or {}).get("climbs") if isinstance(settings, dict) else None
+        lines += [c["line"] for c in climbs or [] if isinstance(c, dict) and isinstance(c.get("line"), str)]
+    return lines
 
 
 def bench_figures(page_groups: list) -> dict[str, list]:

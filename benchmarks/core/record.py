@@ -171,6 +171,14 @@ class Run:
             return {}
         return old if isinstance(old, dict) else {}
 
+    def add_settings(self, **more: Any) -> None:
+        """Add to the settings of the command that made the run (what it learns as it runs): in
+        its manifest, or in bench.json for a run without one (a bench run through pytest)."""
+        if manifest.read(self) is not None:
+            manifest.update(self, settings={**self.settings(), **more})
+        else:
+            self.write_json(BENCH_SETTINGS, {**self.settings(), **more})
+
     def partial(self) -> str | None:
         """Why this run holds less than it set out to measure, in words, or None when it is complete.
         The state is its manifest's; a run without one (an older harness) is judged as a bench run

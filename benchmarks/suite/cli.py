@@ -9,7 +9,8 @@
 3. measure the suite (:func:`benchmarks.suite.runner.run_suite`, the core directly): each finished
    case appends its Measurement to ``measurements.jsonl``;
 4. build the tidy table ``benchmarks.csv`` from the measurements, export pytest-benchmark's
-   ``benchmark.json`` from them, print the summary and the folder.
+   ``benchmark.json`` from them, print the summary (with, on a GPU, where the full suite's ladder
+   stopped and why: the settings' ``ladder`` in run.json) and the folder.
 
 Ctrl-C (or SIGTERM) stops the suite; what finished is kept and tabled, and the exit status is 130.
 Otherwise it is 1 when a case failed (an error, or NaN/inf output), else 0.
@@ -103,17 +104,22 @@ def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
     cases = selection.cases()
     absent = sum(1 for c in cases if c.device not in selection.present_devices())
     planned = sum(1 for c in cases if runner.wanted(c, args.only))
+    ladder = selection.suite.ladder
+    on_rungs = sum(1 for c in cases if ladder and ladder.index(c) is not None and runner.wanted(c, args.only))
     run = cmd.open(label=args.label, settings={
         "suite": selection.suite.name, "models": list(selection.models), "devices": list(selection.devices),
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
         "graphs": selection.graphs, "only": list(args.only),
         "cases": planned,  # what a partial run is measured against ("after N of M cases")
+        **({"ladder_cases": on_rungs} if on_rungs else {}),  # of "cases", those on ladder rungs: at most these run
     })
     skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
     shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
     only = f", {planned} with {' or '.join(map(repr, args.only))} in the id" if args.only else ""
-    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}; threads {why}; "
+    climbed = (f" ({on_rungs} of them on ladder rungs, climbed until the device is busy: the rungs above "
+               f"are not run)") if on_rungs else ""
+    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}{climbed}; threads {why}; "
           f"run folder {run.path}", flush=True)
     with cmd.interruptible():  # Ctrl-C or SIGTERM: keep and table what finished
         runner.run_suite(selection, run, threads, args.only)
@@ -122,18 +128,20 @@ def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
     frame = record.bench_table([m.row() for m in measurements])
     path = run.write_table("benchmarks", frame)
     exported = export.write(run, measurements, selection.suite)
-    _ending(frame, why, cmd.interrupted)
+    _ending(frame, why, cmd.interrupted, run.settings())
     print(f"tidy table {path.name}" + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "")
           + ", environment.json, run.json")
     return 1 if runner.failed(measurements) else 0
 
 
-def _ending(frame, why: str, interrupted: bool) -> None:
-    """The summary, the threads and clock, and what an interrupt kept."""
-    from benchmarks.suite import summary
+def _ending(frame, why: str, interrupted: bool, settings: dict | None = None) -> None:
+    """The summary, the ladder's climbs, the threads and clock, and what an interrupt kept."""
+    from benchmarks.suite import ladder, summary
 
     print()
     print(summary.summary(frame))
+    for line in ladder.lines(settings):
+        print(line)
     print()
     clocks = sorted(set(frame["clock"].dropna()))
     print(f"threads: {why}" + (f"; clock: {', '.join(clocks)}" if clocks else "")

@@ -1,7 +1,9 @@
 """The suites (which cases run, and for how long), and the checking of a selection.
 
 ``smoke`` checks that the harness works (seconds); ``quick`` is the default, a few minutes
-on a two-core laptop; ``full`` covers every shape, batch size, grid size and dtype.
+on a two-core laptop; ``full`` covers every shape, batch size, grid size and dtype, and on
+CUDA and MPS a ladder of growing workloads (:mod:`benchmarks.suite.ladder`) that the runner
+climbs until the device is busy.
 A :class:`Selection` narrows a suite to some models, devices and dtypes; :func:`select`
 builds one from user input and raises ``ValueError`` with one line naming a bad value and
 the valid ones.
@@ -16,7 +18,7 @@ from benchmarks.core.cli import choices
 from benchmarks.core.measure import Group
 from benchmarks.core.phases import SUITE_PHASES
 from benchmarks.core.timer import DEVICE_TYPES, device_type
-
+from benchmarks.suite.ladder import Ladder, Rung
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,22 @@ TINY = (2, 5, 1)  # the KAN paper's toy net
 MNIST = (784, 64, 10)
 DEEP = (256, 256, 256, 256)
 BUSY = (1024, 1024, 1024)  # wide enough that a GPU's kernels, not its launches, take the time
+
+# The full suite's ladder on a GPU (docs/gpu.md has the reasons at length). Two square layers, as
+# BUSY, so that every model's work grows as batch x width^2. Batch grows first, at width 256: it
+# adds work without adding parameters; then width, at batch 8192. Each rung has 4 times the work
+# of the one below (the first step 8), so the climb passes the first busy size by one step at
+# most and the rungs below the stop cost about a third of it. The top is where the reference KAN
+# at grid 50 needs tens of GB to train (its parameters with Adam's moments, its B-spline bases of
+# (batch, in, grid + order) saved per layer): a smaller device stops there by running out of memory.
+FULL_LADDER = Ladder((
+    Rung((256, 256, 256), 1024),
+    Rung((256, 256, 256), 8192),
+    Rung((512, 512, 512), 8192),
+    Rung(BUSY, 8192),
+    Rung((2048, 2048, 2048), 8192),
+    Rung((4096, 4096, 4096), 8192),
+))
 
 
 @dataclass(frozen=True)
@@ -55,9 +73,21 @@ class Suite:
     # Shapes added on an accelerator (CUDA, MPS): the small shapes measure a GPU's launches, so
     # these keep it busy. The CPU runs ``shapes`` only.
     accelerator_shapes: tuple[Shape, ...] = ()
+    # Rungs added last on an accelerator, climbed until the device is busy (benchmarks.suite.ladder):
+    # each is a shape of one batch size; the runner leaves out the rungs above the one that stopped.
+    ladder: Ladder | None = None
+
+    def __post_init__(self):
+        fixed = {(s.widths, b) for s in self.shapes + self.accelerator_shapes for b in s.batches}
+        if self.ladder and fixed & {(r.widths, r.batch) for r in self.ladder.rungs}:
+            raise ValueError(f"suite {self.name}: a ladder rung repeats one of the suite's shapes")
 
     def shapes_for(self, device: str) -> tuple[Shape, ...]:
-        return self.shapes if device_type(device) == "cpu" else self.shapes + self.accelerator_shapes
+        if device_type(device) == "cpu":
+            return self.shapes
+        rungs = tuple(Shape(f"rung {i}", r.widths, (r.batch,))
+                      for i, r in enumerate(self.ladder.rungs if self.ladder else (), 1))
+        return self.shapes + self.accelerator_shapes + rungs
 
     def groups(self, models, devices, dtypes=None, graphs: bool = False) -> list[Group]:
         """Every group of this suite for ``models`` on ``devices`` in ``dtypes`` (the suite's by default).
@@ -130,15 +160,13 @@ SUITES = {
     ),
     "full": Suite(
         "full", "every shape ([2, 5, 1], [784, 64, 10], [256, 256, 256, 256]) at several batch sizes, "
-        "grids 5, 20 and 50, float32 and bfloat16 (an hour or more on a laptop CPU); on a GPU also "
-        "[1024, 1024, 1024] at batch 1024, 8192, 32768 and [4096, 4096, 4096] at 8192",
+        "grids 5, 20 and 50, float32 and bfloat16 (an hour or more on a laptop CPU); on a GPU also a ladder "
+        "from [256, 256, 256] batch 1024 to [4096, 4096, 4096] batch 8192, climbed until the device is busy",
         shapes=(Shape("tiny", TINY, (1, 64, 1024)), Shape("mnist", MNIST, (64, 256, 1024)),
                 Shape("deep", DEEP, (64, 1024))),
         grid_sizes=(5, 20, 50), dtypes=("float32", "bfloat16"),
         max_time=1.0, min_rounds=10, max_rounds=1000, warmup_rounds=3,
-        # on a GPU, batch and width grow until the device, not the launches, takes the time
-        accelerator_shapes=(Shape("busy", BUSY, (1024, 8192, 32768)),
-                            Shape("wide", (4096, 4096, 4096), (8192,))),
+        ladder=FULL_LADDER,
     ),
 }
 

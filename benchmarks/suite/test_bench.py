@@ -8,6 +8,10 @@ of a group are measured together, in turns, when its first case runs
 (:func:`benchmarks.core.measure.measure_group`, through the ``measured`` fixture). Each
 case, whatever its status, appends its Measurement to ``measurements.jsonl`` of the run
 folder given with ``--bench-run``, at once; its samples go to pytest-benchmark.
+
+On a GPU the full suite's ladder rungs (:mod:`benchmarks.suite.ladder`) are cases like the
+others here: this route does not climb, it runs every rung; a rung's case that runs out of
+device memory is skipped with the reason, as ``python -m benchmarks`` records it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pytest
 from benchmarks.core import record
 from benchmarks.core.cli import one_line
 from benchmarks.core.measurement import Measurement
+from benchmarks.suite import ladder
 from benchmarks.suite.runner import finished
 
 
@@ -26,6 +31,10 @@ def test_case(benchmark, case, measured, bench_run, request):
         m = measured(case)
     except Exception as e:  # the whole group could not be measured
         m, failure = Measurement(case, status="error", reason=one_line(e)), e
+    steps = _ladder(request)
+    rung = steps.index(case) if steps else None
+    if rung is not None and ladder.out_of_memory(m):  # a ladder rung too large for the device: skipped
+        m, failure = ladder.as_skipped(m, rung, steps), None
     m = finished(case, m)
     benchmark.extra_info.update(m.row())
     if bench_run is not None:
@@ -41,3 +50,9 @@ def test_case(benchmark, case, measured, bench_run, request):
     if m.status == "skipped":
         pytest.skip(m.reason)
     pytest.fail(f"{case.id}: {m.status}: {m.reason}", pytrace=False)
+
+
+def _ladder(request):
+    """The selected suite's ladder (conftest.py keeps the selection on the config), or None."""
+    selection = getattr(getattr(request, "config", None), "_kan_selection", None)
+    return getattr(getattr(selection, "suite", None), "ladder", None)
