@@ -109,115 +109,103 @@ def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, cardin
     return None
 
 
+# The cardinal B-splines on one knot interval, u in [0, 1): order k from order k - 1 by the
+# recursion b_k,j = b_k-1,j-1 * (u + k - j) / k + b_k-1,j * (j + 1 - u) / k (terms outside 0..k-1
+# are zero). The slope in u of b_k,j is b_k-1,j-1 - b_k-1,j.
+
+
+@triton.jit
+def _up2(u, a0, a1):
+    return a0 * ((1.0 - u) / 2.0), a0 * ((u + 1.0) / 2.0) + a1 * ((2.0 - u) / 2.0), a1 * ((u + 0.0) / 2.0)
+
+
+@triton.jit
+def _up3(u, a0, a1, a2):
+    return (a0 * ((1.0 - u) / 3.0), a0 * ((u + 2.0) / 3.0) + a1 * ((2.0 - u) / 3.0),
+            a1 * ((u + 1.0) / 3.0) + a2 * ((3.0 - u) / 3.0), a2 * ((u + 0.0) / 3.0))
+
+
+@triton.jit
+def _up4(u, a0, a1, a2, a3):
+    return (a0 * ((1.0 - u) / 4.0), a0 * ((u + 3.0) / 4.0) + a1 * ((2.0 - u) / 4.0),
+            a1 * ((u + 2.0) / 4.0) + a2 * ((3.0 - u) / 4.0), a2 * ((u + 1.0) / 4.0) + a3 * ((4.0 - u) / 4.0),
+            a3 * ((u + 0.0) / 4.0))
+
+
+@triton.jit
+def _up5(u, a0, a1, a2, a3, a4):
+    return (a0 * ((1.0 - u) / 5.0), a0 * ((u + 4.0) / 5.0) + a1 * ((2.0 - u) / 5.0),
+            a1 * ((u + 3.0) / 5.0) + a2 * ((3.0 - u) / 5.0), a2 * ((u + 2.0) / 5.0) + a3 * ((4.0 - u) / 5.0),
+            a3 * ((u + 1.0) / 5.0) + a4 * ((5.0 - u) / 5.0), a4 * ((u + 0.0) / 5.0))
+
+
+# v_d of the values given, 0 for any other d (d is a tensor of local indices).
+
+
+@triton.jit
+def _pick2(d, v0, v1):
+    return tl.where(d == 0, v0, tl.where(d == 1, v1, 0.0))
+
+
+@triton.jit
+def _pick3(d, v0, v1, v2):
+    return tl.where(d == 0, v0, _pick2(d - 1, v1, v2))
+
+
+@triton.jit
+def _pick4(d, v0, v1, v2, v3):
+    return tl.where(d == 0, v0, _pick3(d - 1, v1, v2, v3))
+
+
+@triton.jit
+def _pick5(d, v0, v1, v2, v3, v4):
+    return tl.where(d == 0, v0, _pick4(d - 1, v1, v2, v3, v4))
+
+
+@triton.jit
+def _pick6(d, v0, v1, v2, v3, v4, v5):
+    return tl.where(d == 0, v0, _pick5(d - 1, v1, v2, v3, v4, v5))
+
+
 @triton.jit
 def _local1(u, d):
     """Order 1: the value and the u-slope of local basis d (0..1) at u; 0 for any other d."""
-    b1_0 = 1.0 - u
-    b1_1 = u
-    s0 = -1.0 + 0.0 * u
-    s1 = 1.0 + 0.0 * u
-    value = tl.where(d == 0, b1_0, tl.where(d == 1, b1_1, 0.0))
-    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, 0.0))
-    return value, slope
+    return _pick2(d, 1.0 - u, u), _pick2(d, -1.0 + 0.0 * u, 1.0 + 0.0 * u)
 
 
 @triton.jit
 def _local2(u, d):
     """Order 2: the value and the u-slope of local basis d (0..2) at u; 0 for any other d."""
-    b1_0 = 1.0 - u
-    b1_1 = u
-    b2_0 = b1_0 * ((1.0 - u) / 2.0)
-    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
-    b2_2 = b1_1 * ((u + 0.0) / 2.0)
-    s0 = -b1_0
-    s1 = b1_0 - b1_1
-    s2 = b1_1
-    value = tl.where(d == 0, b2_0, tl.where(d == 1, b2_1, tl.where(d == 2, b2_2, 0.0)))
-    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, 0.0)))
-    return value, slope
+    a0, a1 = 1.0 - u, u
+    b0, b1, b2 = _up2(u, a0, a1)
+    return _pick3(d, b0, b1, b2), _pick3(d, -a0, a0 - a1, a1)
 
 
 @triton.jit
 def _local3(u, d):
     """Order 3: the value and the u-slope of local basis d (0..3) at u; 0 for any other d."""
-    b1_0 = 1.0 - u
-    b1_1 = u
-    b2_0 = b1_0 * ((1.0 - u) / 2.0)
-    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
-    b2_2 = b1_1 * ((u + 0.0) / 2.0)
-    b3_0 = b2_0 * ((1.0 - u) / 3.0)
-    b3_1 = b2_0 * ((u + 2.0) / 3.0) + b2_1 * ((2.0 - u) / 3.0)
-    b3_2 = b2_1 * ((u + 1.0) / 3.0) + b2_2 * ((3.0 - u) / 3.0)
-    b3_3 = b2_2 * ((u + 0.0) / 3.0)
-    s0 = -b2_0
-    s1 = b2_0 - b2_1
-    s2 = b2_1 - b2_2
-    s3 = b2_2
-    value = tl.where(d == 0, b3_0, tl.where(d == 1, b3_1, tl.where(d == 2, b3_2, tl.where(d == 3, b3_3, 0.0))))
-    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, tl.where(d == 3, s3, 0.0))))
-    return value, slope
+    a0, a1, a2 = _up2(u, 1.0 - u, u)
+    b0, b1, b2, b3 = _up3(u, a0, a1, a2)
+    return _pick4(d, b0, b1, b2, b3), _pick4(d, -a0, a0 - a1, a1 - a2, a2)
 
 
 @triton.jit
 def _local4(u, d):
     """Order 4: the value and the u-slope of local basis d (0..4) at u; 0 for any other d."""
-    b1_0 = 1.0 - u
-    b1_1 = u
-    b2_0 = b1_0 * ((1.0 - u) / 2.0)
-    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
-    b2_2 = b1_1 * ((u + 0.0) / 2.0)
-    b3_0 = b2_0 * ((1.0 - u) / 3.0)
-    b3_1 = b2_0 * ((u + 2.0) / 3.0) + b2_1 * ((2.0 - u) / 3.0)
-    b3_2 = b2_1 * ((u + 1.0) / 3.0) + b2_2 * ((3.0 - u) / 3.0)
-    b3_3 = b2_2 * ((u + 0.0) / 3.0)
-    b4_0 = b3_0 * ((1.0 - u) / 4.0)
-    b4_1 = b3_0 * ((u + 3.0) / 4.0) + b3_1 * ((2.0 - u) / 4.0)
-    b4_2 = b3_1 * ((u + 2.0) / 4.0) + b3_2 * ((3.0 - u) / 4.0)
-    b4_3 = b3_2 * ((u + 1.0) / 4.0) + b3_3 * ((4.0 - u) / 4.0)
-    b4_4 = b3_3 * ((u + 0.0) / 4.0)
-    s0 = -b3_0
-    s1 = b3_0 - b3_1
-    s2 = b3_1 - b3_2
-    s3 = b3_2 - b3_3
-    s4 = b3_3
-    value = tl.where(d == 0, b4_0, tl.where(d == 1, b4_1, tl.where(d == 2, b4_2, tl.where(d == 3, b4_3, tl.where(d == 4, b4_4, 0.0)))))
-    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, tl.where(d == 3, s3, tl.where(d == 4, s4, 0.0)))))
-    return value, slope
+    a0, a1, a2 = _up2(u, 1.0 - u, u)
+    a0, a1, a2, a3 = _up3(u, a0, a1, a2)
+    b0, b1, b2, b3, b4 = _up4(u, a0, a1, a2, a3)
+    return _pick5(d, b0, b1, b2, b3, b4), _pick5(d, -a0, a0 - a1, a1 - a2, a2 - a3, a3)
 
 
 @triton.jit
 def _local5(u, d):
     """Order 5: the value and the u-slope of local basis d (0..5) at u; 0 for any other d."""
-    b1_0 = 1.0 - u
-    b1_1 = u
-    b2_0 = b1_0 * ((1.0 - u) / 2.0)
-    b2_1 = b1_0 * ((u + 1.0) / 2.0) + b1_1 * ((2.0 - u) / 2.0)
-    b2_2 = b1_1 * ((u + 0.0) / 2.0)
-    b3_0 = b2_0 * ((1.0 - u) / 3.0)
-    b3_1 = b2_0 * ((u + 2.0) / 3.0) + b2_1 * ((2.0 - u) / 3.0)
-    b3_2 = b2_1 * ((u + 1.0) / 3.0) + b2_2 * ((3.0 - u) / 3.0)
-    b3_3 = b2_2 * ((u + 0.0) / 3.0)
-    b4_0 = b3_0 * ((1.0 - u) / 4.0)
-    b4_1 = b3_0 * ((u + 3.0) / 4.0) + b3_1 * ((2.0 - u) / 4.0)
-    b4_2 = b3_1 * ((u + 2.0) / 4.0) + b3_2 * ((3.0 - u) / 4.0)
-    b4_3 = b3_2 * ((u + 1.0) / 4.0) + b3_3 * ((4.0 - u) / 4.0)
-    b4_4 = b3_3 * ((u + 0.0) / 4.0)
-    b5_0 = b4_0 * ((1.0 - u) / 5.0)
-    b5_1 = b4_0 * ((u + 4.0) / 5.0) + b4_1 * ((2.0 - u) / 5.0)
-    b5_2 = b4_1 * ((u + 3.0) / 5.0) + b4_2 * ((3.0 - u) / 5.0)
-    b5_3 = b4_2 * ((u + 2.0) / 5.0) + b4_3 * ((4.0 - u) / 5.0)
-    b5_4 = b4_3 * ((u + 1.0) / 5.0) + b4_4 * ((5.0 - u) / 5.0)
-    b5_5 = b4_4 * ((u + 0.0) / 5.0)
-    s0 = -b4_0
-    s1 = b4_0 - b4_1
-    s2 = b4_1 - b4_2
-    s3 = b4_2 - b4_3
-    s4 = b4_3 - b4_4
-    s5 = b4_4
-    value = tl.where(d == 0, b5_0, tl.where(d == 1, b5_1, tl.where(d == 2, b5_2, tl.where(d == 3, b5_3, tl.where(d == 4, b5_4, tl.where(d == 5, b5_5, 0.0))))))
-    slope = tl.where(d == 0, s0, tl.where(d == 1, s1, tl.where(d == 2, s2, tl.where(d == 3, s3, tl.where(d == 4, s4, tl.where(d == 5, s5, 0.0))))))
-    return value, slope
-
+    a0, a1, a2 = _up2(u, 1.0 - u, u)
+    a0, a1, a2, a3 = _up3(u, a0, a1, a2)
+    a0, a1, a2, a3, a4 = _up4(u, a0, a1, a2, a3)
+    b0, b1, b2, b3, b4, b5 = _up5(u, a0, a1, a2, a3, a4)
+    return _pick6(d, b0, b1, b2, b3, b4, b5), _pick6(d, -a0, a0 - a1, a1 - a2, a2 - a3, a3 - a4, a4)
 
 
 @triton.jit
