@@ -146,18 +146,12 @@ def layer_forward_flops(
     return layernorm + basis + product + base
 
 
-def forward_flops(
-    widths: Sequence[int],
-    batch: int,
-    grid_size: int = 8,
-    grid_min: float = -2.0,
-    grid_max: float = 2.0,
-    use_base_update: bool = True,
-    use_layernorm: bool = True,
-    base_activation: type[torch.nn.Module] = torch.nn.SiLU,
-    spline_weight_init_scale: float = 0.1,
-) -> int:
-    """FLOPs of one ``RBFKAN.forward`` on ``batch`` rows; the grid range and init scale do not change it."""
+def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 8, use_base_update: bool = True,
+                  use_layernorm: bool = True, base_activation: type[torch.nn.Module] = torch.nn.SiLU,
+                  **range_and_init) -> int:
+    """FLOPs of one ``RBFKAN.forward`` on ``batch`` rows. ``range_and_init``: the model's other
+    options (``grid_min``, ``grid_max``, ``spline_weight_init_scale``; ``kan.zoo.flops`` checks
+    the names), which do not change the count."""
     return sum(
         layer_forward_flops(i, o, batch, grid_size, use_base_update, use_layernorm, base_activation)
         for i, o in zip(widths, widths[1:])
