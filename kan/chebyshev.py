@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from kan.reference import check_features
 from kan.regions import BASIS, SPLINE_PRODUCT, region
-from kan.stack import LayerStack
+from kan.stack import LayerStack, layer_options, takes_layer_options
 
 
 def chebyshev_polynomials(t: torch.Tensor, degree: int) -> torch.Tensor:
@@ -75,9 +75,11 @@ class ChebyshevKANLinear(torch.nn.Module):
 class ChebyshevKAN(LayerStack):
     """ChebyKAN layers stacked directly (ChebyKAN's examples add LayerNorms between them; this does not)."""
 
-    def __init__(self, layers_hidden: Sequence[int], grid_size: int = 5):
-        super().__init__(layers_hidden, functools.partial(ChebyshevKANLinear, grid_size=grid_size))
-        self.grid_size = grid_size
+    @takes_layer_options(ChebyshevKANLinear)
+    def __init__(self, layers_hidden: Sequence[int], *options, **named):
+        options = layer_options(ChebyshevKANLinear, options, named)
+        super().__init__(layers_hidden, functools.partial(ChebyshevKANLinear, **options))
+        self.grid_size = options["grid_size"]
 
 
 def layer_forward_flops(in_features: int, out_features: int, batch: int, grid_size: int) -> int:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from kan.reference import check_features
 from kan.regions import BASIS, SPLINE_PRODUCT, region
-from kan.stack import LayerStack
+from kan.stack import LayerStack, layer_options, takes_layer_options
 
 
 class FourierKANLinear(torch.nn.Module):
@@ -84,16 +84,11 @@ class FourierKANLinear(torch.nn.Module):
 
 
 class FourierKAN(LayerStack):
-    def __init__(
-        self,
-        layers_hidden: Sequence[int],
-        grid_size: int = 5,
-        addbias: bool = True,
-        smooth_initialization: bool = False,
-    ):
-        super().__init__(layers_hidden, functools.partial(FourierKANLinear, grid_size=grid_size, addbias=addbias,
-                                                          smooth_initialization=smooth_initialization))
-        self.grid_size = grid_size
+    @takes_layer_options(FourierKANLinear)
+    def __init__(self, layers_hidden: Sequence[int], *options, **named):
+        options = layer_options(FourierKANLinear, options, named)
+        super().__init__(layers_hidden, functools.partial(FourierKANLinear, **options))
+        self.grid_size = options["grid_size"]
 
 
 def layer_forward_flops(

@@ -27,7 +27,7 @@ import torch
 from kan.mlp import activation_flops
 from kan.reference import check_features
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
-from kan.stack import LayerStack
+from kan.stack import LayerStack, layer_options, takes_layer_options
 
 
 class RBFKANLinear(torch.nn.Module):
@@ -90,24 +90,11 @@ class RBFKANLinear(torch.nn.Module):
 
 
 class RBFKAN(LayerStack):
-    def __init__(
-        self,
-        layers_hidden: Sequence[int],
-        grid_size: int = 8,
-        grid_min: float = -2.0,
-        grid_max: float = 2.0,
-        use_base_update: bool = True,
-        use_layernorm: bool = True,
-        base_activation: type[torch.nn.Module] = torch.nn.SiLU,
-        spline_weight_init_scale: float = 0.1,
-    ):
-        make_layer = functools.partial(
-            RBFKANLinear, grid_size=grid_size, grid_min=grid_min, grid_max=grid_max, use_base_update=use_base_update,
-            use_layernorm=use_layernorm, base_activation=base_activation,
-            spline_weight_init_scale=spline_weight_init_scale,
-        )
-        super().__init__(layers_hidden, make_layer)
-        self.grid_size = grid_size
+    @takes_layer_options(RBFKANLinear)
+    def __init__(self, layers_hidden: Sequence[int], *options, **named):
+        options = layer_options(RBFKANLinear, options, named)
+        super().__init__(layers_hidden, functools.partial(RBFKANLinear, **options))
+        self.grid_size = options["grid_size"]
 
 
 # LayerNorm, per element: the sum for the mean (1), the subtraction (1), the

@@ -8,6 +8,8 @@ and by default applies them one after another.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable, Sequence
 
 import torch
@@ -27,3 +29,25 @@ class LayerStack(torch.nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+def takes_layer_options(layer: type[torch.nn.Module]):
+    """Give a stack's ``__init__(self, layers_hidden, *options, **named)`` the signature it
+    accepts: ``layers_hidden``, then the options ``layer`` takes after its two widths, with their
+    defaults (what ``help``, ``inspect.signature`` and ``kan.zoo.options`` show)."""
+    def decorate(init):
+        own = list(inspect.signature(init).parameters.values())[:2]  # self, layers_hidden
+        theirs = list(inspect.signature(layer).parameters.values())[2:]  # after in_features, out_features
+        init.__signature__ = inspect.Signature([*own, *theirs])
+        return init
+
+    return decorate
+
+
+def layer_options(layer: type[torch.nn.Module], options: tuple, named: dict) -> dict:
+    """The options of ``layer`` given by position and by name, defaults filled in; TypeError for
+    an option it does not take, as calling it would raise."""
+    bound = inspect.signature(layer).bind(0, 0, *options, **named)  # the two widths stand in
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[2:])
+

@@ -324,3 +324,33 @@ def test_flops_by_hand():
     # base SiLU 4*4*2 = 32, product 2*4*2*3 = 48, bias and final add 2*4*3 = 24 -> 880
     assert zoo.flops("rbf-kan", [2, 3], batch=4, grid_size=8) == 880
     assert zoo.flops("rbf-kan", [2, 3], batch=4, grid_size=8, use_layernorm=False, use_base_update=False) == 704
+
+
+@pytest.mark.parametrize("stack, layer", [
+    ("kan.rbf:RBFKAN", "kan.rbf:RBFKANLinear"),
+    ("kan.fourier:FourierKAN", "kan.fourier:FourierKANLinear"),
+    ("kan.chebyshev:ChebyshevKAN", "kan.chebyshev:ChebyshevKANLinear"),
+])
+def test_a_family_takes_its_layers_options_by_position_and_by_name(stack, layer):
+    import importlib
+    import inspect
+
+    def load(spec):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    stack, layer = load(stack), load(layer)
+    layer_params = list(inspect.signature(layer).parameters.values())[2:]  # after the two widths
+    assert list(inspect.signature(stack).parameters.values())[1:] == layer_params
+    grid = layer_params[0].default + 1  # grid_size first in every family, not its default
+    for model in (stack([3, 4, 2], grid), stack([3, 4, 2], grid_size=grid)):
+        assert model.grid_size == grid and all(l.grid_size == grid for l in model.layers)
+    torch.manual_seed(0)
+    by_stack = stack([3, 4, 2], grid)
+    torch.manual_seed(0)
+    by_hand = [layer(3, 4, grid), layer(4, 2, grid)]  # the same seed gives the same weights
+    for built, made in zip(by_stack.layers, by_hand):
+        for (n, p), (m, q) in zip(built.state_dict().items(), made.state_dict().items()):
+            assert n == m and torch.equal(p, q)
+    with pytest.raises(TypeError, match="nope"):
+        stack([3, 2], nope=1)
