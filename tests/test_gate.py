@@ -246,7 +246,11 @@ def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, mon
     compared = rows["chebyshev-kan-forward"]
     assert compared["status"] == stats.UNCHANGED and compared["n_head"] == compared["n_base"] == 7
     assert compared["test"] == "wilcoxon" and compared["calls_per_sample"] >= protocol.MIN_CALLS
-    assert len(doc["samples"]["chebyshev-kan-forward"]["base"]) == 7
+    from benchmarks.core import record
+
+    measured = {(m.facts["side"], m.name): m for m in record.Run(path.parent).measurements()}
+    assert len(measured["base", "chebyshev-kan-forward"].samples) == 7  # the samples' one home
+    assert measured["head", "mlp-forward"].status == "ok" and measured["base", "mlp-forward"].status == "missing"
     out = capsys.readouterr().out
     assert "chebyshev-kan-forward" in out and "gate: PASS" in out
     assert git(project, "worktree", "list").count("\n") == 0  # the base's worktree is gone
