@@ -470,3 +470,13 @@ def test_a_baseline_gate_rebuilds_its_table_from_its_folder_alone(scripted_gate,
                              {"ratios": doc["base"]["ratios"]})
     assert json.dumps(rows) == json.dumps(doc["benchmarks"])
     assert gate.format_table(rows, baseline_mode=True) in out
+
+
+def test_a_recorded_baseline_holds_the_head_measurements_ratios_and_keeps_no_run(scripted_gate, tmp_path, capsys):
+    path = tmp_path / "baseline.json"
+    status = gate.main(["--write-baseline", str(path), "--models", "kan", "--phases", "forward", "--rounds", "8",
+                        "--sample-time", "0.003"])
+    assert status == gate.EXIT_PASS, capsys.readouterr()
+    ratios = json.loads(path.read_text())["ratios"]
+    assert ratios == {"kan-forward": pytest.approx(1.3, rel=1e-3)}  # the scripted head's kan over its mlp
+    assert not scripted_gate.exists() or not any(scripted_gate.iterdir())  # recording writes no run folder
