@@ -214,11 +214,11 @@ def test_announce_hands_the_run_folder_to_the_caller(tmp_path, monkeypatch, caps
 
 def test_write_rows_keeps_the_declared_columns(tmp_path):
     run = record.new_run(root=tmp_path)
-    run.write_rows(record.TARGETS, [{"model": "kan-fast", "phase": "forward", "grid_size": 5, "status": "ok",
-                                     "median_s": 0.01, "rounds": 10, "samples_s": [0.01, 0.02]}])
-    table = run.read_table(record.TARGETS)
-    assert list(table.columns) == record.TABLES[record.TARGETS]
-    assert table["samples_s"].iloc[0] == "[0.01, 0.02]" and table["rounds"].iloc[0] == 10
+    run.write_rows(record.QUALITY, [{"task": "sine", "model": "kan-fast", "grid_size": 5, "status": "ok",
+                                     "batch": 64.0, "curve": [[10, 0.01, 0.5]]}])
+    table = run.read_table(record.QUALITY)
+    assert list(table.columns) == record.TABLES[record.QUALITY]
+    assert table["curve"].iloc[0] == "[[10, 0.01, 0.5]]" and str(table["batch"].iloc[0]) == "64"
 
 
 def test_rounds_rotate_the_order():

@@ -40,6 +40,25 @@ def test_tiny_run_times_both_contractions_on_each_backend(results, capsys):
     assert kan.fast.GATHER_MIN_COEFF == 24 and kan.fast.NATIVE_GATHER_MIN_COEFF == 5, "the run leaves them"
 
 
+def test_the_rows_rebuilt_from_the_measurements_read_back_are_the_ones_written(results, tmp_path, capsys):
+    from benchmarks.core.measurement import Measurement
+
+    assert crossover.main(["--widths", "4,3", "--batch", "8", "--grids", "2,4", "--repeats", "5",
+                           "--backends", "torch"]) == 0
+    run = record.latest(results, having="fast_crossover.csv")
+    measured = [Measurement.from_json(line) for line in run.read_jsonl(record.MEASUREMENTS)]
+    assert sorted(crossover.forced_to(m) + (m.case.grid_size,) for m in measured) == [
+        ("torch", "dense", 2), ("torch", "dense", 4), ("torch", "gather", 2), ("torch", "gather", 4)]
+    assert all(len(m.samples) == 5 for m in measured)
+    rows = crossover.table(measured)
+    again = record.Run(tmp_path / "again")
+    again.path.mkdir()
+    again.write_rows(record.CROSSOVER, rows)
+    assert again.file("fast_crossover.csv").read_text() == run.file("fast_crossover.csv").read_text()
+    needle = repr(measured[0].samples[0])  # each sample is written once in the folder
+    assert [p.name for p in run.path.iterdir() if needle in p.read_text()] == [record.MEASUREMENTS]
+
+
 @pytest.mark.parametrize("backend", ["torch", "native"])
 def test_forced_model_takes_the_asked_contraction_and_backend(backend):
     if backend == "native" and not kan.native.available():

@@ -6,7 +6,7 @@ check the script, not the speed of the models, in seconds.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import sys
 
@@ -65,10 +65,18 @@ def test_tiny_run_rows_and_ratios(results, capsys):
 
     timed = rows[(rows.status == "ok") & (rows.phase != "saved for backward")]
     assert {"kan-fast", "kan", "dense floor"} <= set(timed.model)
+    # the samples are in measurements.jsonl, one line per row, and nowhere else
+    lines = {(line["case"]["model"], line["name"].split("[")[0]): line
+             for line in run.read_jsonl("measurements.jsonl")}
+    assert len(lines) == len(rows) and "samples_s" not in rows.columns
     for _, r in timed.iterrows():
-        samples = json.loads(r.samples_s)
-        q1, median, q3 = np.percentile(samples, [25, 50, 75])
+        line = lines[(r.model, r.phase)]
+        samples, disturbed = line["samples"], line["disturbed"]
         assert len(samples) == r.rounds == 10 and all(s > 0 for s in samples)
+        # the median and IQR of the undisturbed samples (all of them where fewer than 10 are left)
+        used = [s for s, bad in zip(samples, disturbed) if not bad]
+        used = used if len(used) >= 10 else samples
+        q1, median, q3 = np.percentile(used, [25, 50, 75])
         assert r.median_s == pytest.approx(median) and r.iqr_s == pytest.approx(q3 - q1)
         assert r.first_call_s > 0
         assert f"{r.median_s * 1e3:.2f}" in out
@@ -120,6 +128,25 @@ def test_missing_peers_are_reported_not_installed(results, capsys, no_peers):
     assert (verdicts[verdicts.other != "the faster peer"].verdict.isin(["PASS", "MISS"])).all()
 
 
+def test_the_tables_rebuilt_from_the_measurements_read_back_are_the_ones_written(results, tmp_path, no_peers):
+    from benchmarks.core.measurement import Measurement
+
+    assert targets.main(TINY + ["--grids", "5"]) == 0
+    run, _, _ = _run_tables(results)
+    measured = [Measurement.from_json(line) for line in run.read_jsonl(record.MEASUREMENTS)]
+    settings = run.settings()
+    rows, verdicts = targets.tables(measured, tuple(settings["widths"]), tuple(settings["grids"]))
+    again = record.Run(tmp_path / "again")
+    again.path.mkdir()
+    for name, table in ((record.TARGETS, rows), (record.TARGET_VERDICTS, verdicts)):
+        again.write_rows(name, table)
+        assert again.file(f"{name}.csv").read_text() == run.file(f"{name}.csv").read_text()
+    # each sample is written once in the folder, in measurements.jsonl
+    fast = next(m for m in measured if m.case.model == "kan-fast" and m.samples)
+    needle = repr(fast.samples[0])
+    assert [p.name for p in run.path.iterdir() if needle in p.read_text()] == [record.MEASUREMENTS]
+
+
 def test_ctrl_c_keeps_the_finished_rows(results, capsys, no_peers, monkeypatch):
     measure = targets.measure_grid
 
@@ -140,17 +167,22 @@ def test_ctrl_c_keeps_the_finished_rows(results, capsys, no_peers, monkeypatch):
 
 
 def _rows(**medians):
-    """Hand-made rows: ``name=(phase, grid, value)`` with ten equal samples, or a status string."""
+    """Hand-made measurements: ``name=(model, phase, grid, value)`` with ten equal samples (or the saved
+    bytes), or a status string."""
+    from benchmarks.core.measurement import Measurement
+
+    s = targets.Settings((6, 5, 3), 16, (5, 50), 10, 1, "cpu", 1)
     out = []
     for key, (model, phase, grid, value) in medians.items():
-        row = {"model": model, "phase": phase, "grid_size": grid}
+        case = targets.case_of(model, phase, s, grid)
+        m = Measurement(case, name=targets.name_of(phase, case), threads=1, clock="wall")
         if isinstance(value, str):
-            row.update(status=value, reason=f"{model} {value}")
+            m = dataclasses.replace(m, status=value, reason=f"{model} {value}")
         elif phase == targets.SAVED:
-            row.update(status="ok", saved_bytes=value)
+            m = dataclasses.replace(m, facts={"saved_bytes": value})
         else:
-            row.update(status="ok", median_s=value, samples_s=[value] * 10)
-        out.append(row)
+            m = dataclasses.replace(m, samples=(value,) * 10, rounds=tuple(range(10)), disturbed=(False,) * 10)
+        out.append(m)
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.core import protocol, stats
-from benchmarks.gate import child as gate_suite, cli as gate
+from benchmarks.gate import child as gate_suite, cli as gate, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,6 +133,18 @@ def suite_of(*names):
     return cases
 
 
+def turns_of(samples):
+    """A side's turns of one call each: the call is the turn's sample."""
+    return {name: [[(t, False)] for t in times] for name, times in samples.items()}
+
+
+def measurements_of(cases, sides, samples):
+    """The measurements the gate makes of ``sides`` ({label: FakeSide}) and their ``samples``."""
+    return [m for label, side in sides.items()
+            for m in verdict.side_measurements(cases, label, side, turns_of(samples.get(label, {})),
+                                               clock="wall", threads=1)]
+
+
 def test_verdicts_for_models_on_one_side_only_and_failures():
     cases = suite_of("kan-forward", "kan-fast-forward", "rbf-kan-forward", "mlp-forward", "mlp-train")
     head = FakeSide({"kan-forward": "ok", "kan-fast-forward": "ok", "rbf-kan-forward": "missing",
@@ -142,15 +154,16 @@ def test_verdicts_for_models_on_one_side_only_and_failures():
     times = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98]
     samples = {"head": {"kan-forward": [t * 1.3 for t in times], "kan-fast-forward": times, "mlp-train": times},
                "base": {"kan-forward": times, "rbf-kan-forward": times, "mlp-forward": times}}
-    rows = {r["benchmark"]: r for r in gate.judge_against_base(cases, head, base, samples, 1.15, 0.01)}
+    measured = measurements_of(cases, {"head": head, "base": base}, samples)
+    rows = {r["benchmark"]: r for r in verdict.judge(measured, "base", 1.15, 0.01)}
     assert rows["kan-forward"]["status"] == stats.REGRESSION
     assert rows["kan-forward"]["ratio"] == pytest.approx(1.3)
     assert rows["kan-fast-forward"]["status"] == "new"
     assert rows["rbf-kan-forward"]["status"] == "removed"
     assert rows["mlp-forward"]["status"] == "error" and rows["mlp-forward"]["failed_side"] == "head"
     assert rows["mlp-train"]["status"] == "error" and rows["mlp-train"]["failed_side"] == "base"
-    verdict, status, summary = gate.overall(list(rows.values()))
-    assert (verdict, status) == ("fail", gate.EXIT_REGRESSION)
+    verdict_word, status, summary = gate.overall(list(rows.values()))
+    assert (verdict_word, status) == ("fail", gate.EXIT_REGRESSION)
     assert "kan-forward" in summary and "mlp-forward" in summary
     json.dumps(list(rows.values()))  # gate.json can hold the rows as they are
 
@@ -170,12 +183,13 @@ def test_baseline_ratios_to_the_mlp(tmp_path):
     mlp = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 0.98]
     samples = {"head": {"kan-forward": [6 * t for t in mlp], "kan-fast-forward": [2 * t for t in mlp],
                         "mlp-forward": mlp}}
-    doc = gate.baseline_document(cases, head, samples, threads=1)
+    measured = measurements_of(cases, {"head": head}, samples)
+    doc = gate.baseline_document(verdict.by_side(measured)["head"], threads=1)
     assert doc["ratios"] == {"kan-forward": pytest.approx(6.0), "kan-fast-forward": pytest.approx(2.0)}
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps({**doc, "ratios": {"kan-forward": 4.0, "rbf-kan-forward": 3.0}}))
     baseline = gate.read_baseline(path)
-    rows = {r["benchmark"]: r for r in gate.judge_against_baseline(cases, head, samples, baseline, 1.15, 0.01)}
+    rows = {r["benchmark"]: r for r in verdict.judge(measured, "baseline", 1.15, 0.01, baseline)}
     assert rows["kan-forward"]["status"] == stats.REGRESSION and rows["kan-forward"]["ratio"] == pytest.approx(1.5)
     assert rows["kan-fast-forward"]["status"] == "new"
     assert rows["mlp-forward"]["status"] == "reference"
@@ -232,7 +246,11 @@ def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, mon
     compared = rows["chebyshev-kan-forward"]
     assert compared["status"] == stats.UNCHANGED and compared["n_head"] == compared["n_base"] == 7
     assert compared["test"] == "wilcoxon" and compared["calls_per_sample"] >= protocol.MIN_CALLS
-    assert len(doc["samples"]["chebyshev-kan-forward"]["base"]) == 7
+    from benchmarks.core import record
+
+    measured = {(m.facts["side"], m.name): m for m in record.Run(path.parent).measurements()}
+    assert len(measured["base", "chebyshev-kan-forward"].samples) == 7  # the samples' one home
+    assert measured["head", "mlp-forward"].status == "ok" and measured["base", "mlp-forward"].status == "missing"
     out = capsys.readouterr().out
     assert "chebyshev-kan-forward" in out and "gate: PASS" in out
     assert git(project, "worktree", "list").count("\n") == 0  # the base's worktree is gone
@@ -326,3 +344,139 @@ def test_bad_threads_baseline_folder_and_label_are_one_line_errors_before_any_ti
     err = captured.err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("gate: ") and message in err, captured
     assert "KAN_RESULTS" not in err
+
+
+class ScriptedSide:
+    """Stands in for a side's child process: every case builds, and each call of a turn takes a
+    scripted time (the head's kan-forward 1.3 times the base's), the first call of every third turn
+    disturbed, so that the samples, their pairing and the disturbed turns are known in advance."""
+
+    def __init__(self, label, kan_dir, cases, threads, clock="wall", warmup_s=0.3, cpus=None):
+        self.label, self.names = label, [gate_suite.name(c) for c in cases]
+        self.turn = {name: 0 for name in self.names}
+        self.hello = {}
+
+    def greet(self):
+        self.hello = {"models": ["kan", "mlp"], "kan_file": "kan/__init__.py",
+                      "cases": {n: {"status": "ok", "reason": "", "first_call_s": 0.5} for n in self.names}}
+        return self.hello
+
+    def close(self):
+        pass
+
+    def status(self, name):
+        case = self.hello["cases"].get(name, {"status": "missing", "reason": "not in the suite"})
+        return case["status"], case["reason"]
+
+    def warm_up(self):
+        return {n: 0.001 for n in self.names}
+
+    def take_turns(self, name, count, calls):
+        out = []
+        for _ in range(count):
+            k = self.turn[name] = self.turn[name] + 1
+            seconds = 0.010 * (1 + 0.01 * (k % 5)) * (1.3 if (self.label, name) == ("head", "kan-forward") else 1)
+            out.append([(seconds * (1 + 0.1 * i) + 1e-9 * k, i == 0 and k % 3 == 0) for i in range(calls)])
+        return out
+
+
+@pytest.fixture
+def scripted_gate(tmp_path, monkeypatch):
+    """A gate run against HEAD~1 of a repository with a kan/ package, its sides scripted: (run, stdout)."""
+    path = tmp_path / "scripted"
+    path.mkdir()
+    (path / "kan").mkdir()
+    (path / "kan" / "__init__.py").write_text("")
+    git(path, "init", "-q")
+    git(path, "config", "user.email", "gate@example.com")
+    git(path, "config", "user.name", "gate test")
+    for i in range(2):
+        (path / "file.txt").write_text(f"version {i}\n")
+        git(path, "add", ".")
+        git(path, "commit", "-q", "-m", f"commit {i}")
+    monkeypatch.setattr(gate, "ROOT", path)
+    monkeypatch.setattr(gate, "Side", ScriptedSide)
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+def test_the_gate_keeps_its_samples_once_as_measurements_and_its_table_derives_from_them(scripted_gate, capsys):
+    from benchmarks.core import record
+    from benchmarks.core.measurement import Measurement
+
+    status = gate.main(["--base", "HEAD~1", "--models", "kan,mlp", "--rounds", "8", "--sample-time", "0.003"])
+    out = capsys.readouterr().out
+    assert status == gate.EXIT_REGRESSION, out
+    (run,) = record.runs(scripted_gate)
+    doc = run.read_json("gate.json")
+    assert "samples" not in doc  # the samples are kept in measurements.jsonl, and only there
+
+    measured = [Measurement.from_json(line) for line in run.read_jsonl(record.MEASUREMENTS)]
+    assert sorted((m.facts["side"], m.name) for m in measured) == sorted(
+        (side, f"{model}-{phase}") for side in ("head", "base") for model in ("kan", "mlp")
+        for phase in ("forward", "train"))
+    kan = {m.facts["side"]: m for m in measured if m.name == "kan-forward"}
+    assert len(kan["head"].samples) == len(kan["base"].samples) == 8 and kan["head"].first_call_s == 0.5
+    assert kan["head"].facts["calls_per_sample"] == 3  # 3 ms a sample of calls of at least 1 ms
+    # a sample is the fastest undisturbed call of its turn: the second call where the first was disturbed
+    k = 3
+    expected = 0.010 * (1 + 0.01 * (k % 5)) * 1.3 * 1.1 + 1e-9 * k
+    assert kan["head"].samples[k - 1] == pytest.approx(expected, rel=1e-12)
+    assert not any(kan["head"].disturbed)  # no turn had every call disturbed
+
+    # every sample value is written once in the folder: in measurements.jsonl
+    needle = repr(kan["base"].samples[0])
+    holders = [p.name for p in run.path.iterdir() if p.is_file() and needle in p.read_text()]
+    assert holders == [record.MEASUREMENTS]
+
+    # the verdict table, rebuilt from the measurements read back, is the one the gate wrote and printed
+    settings = doc["settings"]
+    rows = gate.verdict_rows(measured, "base", settings["threshold"], settings["alpha"])
+    assert json.dumps(rows) == json.dumps(doc["benchmarks"])
+    assert gate.format_table(rows) in out
+    by_name = {r["benchmark"]: r for r in rows}
+    assert by_name["kan-forward"]["status"] == stats.REGRESSION
+    assert by_name["kan-forward"]["ratio"] == pytest.approx(1.3, rel=0.02)
+    assert by_name["mlp-train"]["status"] == stats.UNCHANGED
+    assert run.kinds() == ["gate"]  # the measurements do not make it a bench run
+
+
+def test_a_gate_run_with_measurements_renders_as_a_gate_run(scripted_gate, capsys):
+    from benchmarks.core import record
+    from reports.render import render
+
+    gate.main(["--base", "HEAD~1", "--models", "kan,mlp", "--phases", "forward", "--rounds", "8",
+               "--sample-time", "0.003"])
+    (run,) = record.runs(scripted_gate)
+    page = render(str(run.path)).read_text()
+    assert '<span class="slower">FAIL</span>' in page and "regression in kan-forward" in page
+    assert "<h2>Time per model" not in page  # its measurements.jsonl is the gate's, not a bench table
+
+
+def test_a_baseline_gate_rebuilds_its_table_from_its_folder_alone(scripted_gate, tmp_path, capsys):
+    from benchmarks.core import record
+
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"ratios": {"kan-forward": 1.0, "kan-train": 1.0},
+                                "settings": gate_suite.settings()}))
+    status = gate.main(["--baseline", str(path), "--models", "kan", "--rounds", "8", "--sample-time", "0.003"])
+    out = capsys.readouterr().out
+    assert status == gate.EXIT_REGRESSION, out  # kan-forward is 1.3 times the MLP, recorded as 1.0
+    (run,) = record.runs(scripted_gate)
+    doc = run.read_json("gate.json")
+    measured = run.measurements()
+    assert {m.facts["side"] for m in measured} == {"head"}
+    rows = gate.verdict_rows(measured, "baseline", doc["settings"]["threshold"], doc["settings"]["alpha"],
+                             {"ratios": doc["base"]["ratios"]})
+    assert json.dumps(rows) == json.dumps(doc["benchmarks"])
+    assert gate.format_table(rows, baseline_mode=True) in out
+
+
+def test_a_recorded_baseline_holds_the_head_measurements_ratios_and_keeps_no_run(scripted_gate, tmp_path, capsys):
+    path = tmp_path / "baseline.json"
+    status = gate.main(["--write-baseline", str(path), "--models", "kan", "--phases", "forward", "--rounds", "8",
+                        "--sample-time", "0.003"])
+    assert status == gate.EXIT_PASS, capsys.readouterr()
+    ratios = json.loads(path.read_text())["ratios"]
+    assert ratios == {"kan-forward": pytest.approx(1.3, rel=1e-3)}  # the scripted head's kan over its mlp
+    assert not scripted_gate.exists() or not any(scripted_gate.iterdir())  # recording writes no run folder

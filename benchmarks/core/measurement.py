@@ -60,7 +60,10 @@ class Ratio:
 # named as the tidy table names them (benchmarks.core.schema.BENCH_COLUMNS).
 FACTS = ("family", "machine", "package", "parameters", "param_bytes", "saved_bytes", "flops", "peak_bytes",
          "device_s", "math", "peak_flops", "peak_bandwidth", "peak_source", "bytes_moved", "equivalence",
-         "max_rel_difference", "load_before", "load_after")
+         "max_rel_difference", "load_before", "load_after",
+         # the speed gate's: the side whose code was timed ("head", "base"), and how many calls a
+         # sample is the fastest of (benchmarks.gate.verdict)
+         "side", "calls_per_sample")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ module only; every file's name and columns are declared in :mod:`benchmarks.core
 
     results/<run-id>/
         environment.json      what changes numbers: versions, devices, CPU, threads, load, commit
-        measurements.jsonl    one Measurement per finished bench case (its raw samples, the one
+        measurements.jsonl    one Measurement per finished case (its raw samples, the one
                               place they are kept), appended and fsynced as each ends, so that
                               an interrupted run keeps what finished
         benchmark.json        pytest-benchmark's JSON exported from them, valid for
@@ -21,8 +21,8 @@ module only; every file's name and columns are declared in :mod:`benchmarks.core
                               the files under profiles/ per scenario
         profiles/             per scenario, the files of PROFILE_FILES (.pstats, speedscope,
                               flamegraph SVG, chrome trace, top-N tables)
-        gate.json             the speed gate's verdict (rows of GATE_COLUMNS, raw samples)
-        fast_targets.csv, fast_targets_verdicts.csv, fast_targets.json, fast_targets.jsonl
+        gate.json             the speed gate's verdict (rows of GATE_COLUMNS)
+        fast_targets.csv, fast_targets_verdicts.csv, fast_targets.json
                               kan-fast's target study (TABLES)
         fast_crossover.csv    kan-fast's contraction crossover study (TABLES)
         quality.csv, quality_summary.csv, quality.jsonl, quality.json

@@ -92,8 +92,7 @@ TABLES = {
         "median_s", "iqr_s", "first_call_s", "rounds",
         "saved_bytes",  # phase "saved for backward" only
         "reason",  # one line where status is not "ok"
-        "samples_s",  # the timed calls, in order, as a JSON list
-    ],
+    ],  # (older runs' have "samples_s" too, the timed calls; measurements.jsonl keeps them now)
     TARGET_VERDICTS: [
         "target", "phase", "grid_size", "other",
         "ratio",  # other / kan-fast for "x faster" (">="), kan-fast / other for "at most" ("<=")

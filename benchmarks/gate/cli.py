@@ -34,26 +34,29 @@ shallow clone), 1 a regression (or the working tree's model failed to run or gav
 2 the gate could not run (unknown git ref, unreadable baseline file, bad option, a timing
 process that died).
 
-The verdict goes to ``gate.json`` in a new run folder (see ``benchmarks.core.record``)::
+The samples go to ``measurements.jsonl`` in a new run folder (see ``benchmarks.core.record``),
+one :class:`benchmarks.core.measurement.Measurement` per benchmark and side (its ``side`` fact:
+"head" or "base"), the one place they are kept; the verdict derived from them
+(:mod:`benchmarks.gate.verdict`) goes to ``gate.json`` beside them::
 
     {"schema": 1, "mode": "base" | "baseline", "verdict": "pass" | "fail", "exit_status": 0 | 1,
      "summary": "...", "base": {...}, "head": {...}, "settings": {...}, "wall_s": ...,
-     "benchmarks": [{<ROW_COLUMNS>}, ...],        # one flat row per benchmark, for tables
-     "samples": {benchmark: {"head": [seconds, ...], "base": [seconds, ...]}}}   # the raw samples
+     "benchmarks": [{<ROW_COLUMNS>}, ...]}        # one flat row per benchmark, for tables
+
+(gate.json of earlier harnesses held the samples too, under "samples"; nothing reads them.)
 
 A row's status is "regression", "improvement", "unchanged" or "insufficient samples" (a
 comparison was made), "new" / "removed" (the model exists in the working tree / the base
 only), "absent" (on neither side), "error" (``failed_side`` could not import, build or
 run it, or it gave NaN/inf) or "reference" (the MLP, in baseline mode). In baseline mode ``median_head`` is the
-measured ratio to the MLP, ``median_base`` the recorded one, and the base samples are the
-MLP's.
+measured ratio to the MLP and ``median_base`` the recorded one (``base.ratios``: the baseline
+file's ratios, so that the folder holds all its verdict was derived from).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import math
 import os
@@ -71,12 +74,12 @@ from benchmarks.core.cli import Parser, UsageError
 from benchmarks.core.command import Command, run_command
 from benchmarks.core.process import Child
 from benchmarks.core.timer import CLOCKS
-from benchmarks.core.units import format_seconds
-from benchmarks.gate import child as suite
+from benchmarks.gate import child as suite, verdict
+from benchmarks.gate.verdict import EXIT_PASS, EXIT_REGRESSION, format_table, overall  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]  # the working tree: its harness times both sides
 
-EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+EXIT_ERROR = 2
 SCHEMA = 1
 
 
@@ -220,109 +223,6 @@ def started(sides: list[Side]) -> Iterator[list[Side]]:
             side.close()
 
 
-# --- verdicts --------------------------------------------------------------------------------
-
-
-_HEAD_FAILED = ("error", "nonfinite")
-
-
-def judge_against_base(cases, head: Side, base: Side | None, samples, threshold, alpha) -> list[dict]:
-    """One row per benchmark: the comparison, or why there is none ("new", "removed", ...)."""
-    rows = []
-    for case in cases:
-        row = suite.fields(case)
-        hs, hreason = head.status(suite.name(case))
-        bs, breason = base.status(suite.name(case)) if base else ("missing", "the base has no kan package")
-        h = samples.get("head", {}).get(suite.name(case), [])
-        b = samples.get("base", {}).get(suite.name(case), [])
-        if hs == "ok" and bs == "ok":
-            row.update(status=None, **stats.compare(h, b, threshold, alpha, paired=True).to_dict())
-            row["status"] = row.pop("verdict")
-        elif hs == "ok" and bs == "missing":
-            row.update(status="new", reason=breason)
-        elif hs == "missing" and bs == "ok":
-            row.update(status="removed", reason=hreason)
-        elif hs == "missing" and bs == "missing":
-            row.update(status="absent", reason=hreason)
-        else:
-            side, reason = ("head", hreason) if hs in _HEAD_FAILED else ("base", breason)
-            row.update(status="error", reason=f"{side}: {reason}", failed_side=side)
-        row.update(head_samples=h, base_samples=b)
-        rows.append(row)
-    return rows
-
-
-def judge_against_baseline(cases, head: Side, samples, baseline: dict, threshold, alpha) -> list[dict]:
-    """One row per benchmark: its time over the MLP's (same phase, same run) against the baseline's."""
-    ratios = baseline["ratios"]
-    rows = []
-    measured = samples.get("head", {})
-    for case in cases:
-        row = suite.fields(case)
-        hs, hreason = head.status(suite.name(case))
-        reference_name = f"{suite.BASELINE_MODEL}-{case.phase}"
-        h, ref = measured.get(suite.name(case), []), measured.get(reference_name, [])
-        if case.model == suite.BASELINE_MODEL:
-            row.update(status="reference" if hs == "ok" else "error", reason=hreason)
-        elif hs in _HEAD_FAILED:
-            row.update(status="error", reason=f"head: {hreason}", failed_side="head")
-        elif hs == "missing":
-            row.update(status="removed" if suite.name(case) in ratios else "absent", reason=hreason)
-        elif suite.name(case) not in ratios:
-            row.update(status="new", reason="not in the baseline file")
-        elif not ref:
-            row.update(status="error", reason=f"{reference_name} could not be measured", failed_side="head")
-        else:
-            c = stats.compare_to_reference(h, ref, ratios[suite.name(case)], threshold, alpha,
-                                           paired=len(h) == len(ref))  # taken round by round
-            row.update(**c.to_dict())
-            row["status"] = row.pop("verdict")
-        row.update(head_samples=h, base_samples=ref)
-        rows.append(row)
-    return rows
-
-
-def overall(rows: list[dict]) -> tuple[str, int, str]:
-    """(verdict, exit status, one-line summary) of a table of rows."""
-    regressions = [r["benchmark"] for r in rows if r["status"] == stats.REGRESSION]
-    failed = [r["benchmark"] for r in rows if r.get("failed_side") == "head"]
-    improvements = [r["benchmark"] for r in rows if r["status"] == stats.IMPROVEMENT]
-    parts = []
-    if regressions:
-        parts.append(f"regression in {', '.join(regressions)}")
-    if failed:
-        parts.append(f"could not measure {', '.join(failed)} in the working tree")
-    if improvements:
-        parts.append(f"faster: {', '.join(improvements)}")
-    if regressions or failed:
-        return "fail", EXIT_REGRESSION, "; ".join(parts)
-    return "pass", EXIT_PASS, "; ".join(["no regression", *parts])
-
-
-_ms = functools.partial(format_seconds, unit="ms", spec=".3f", missing="-")  # one unit down a column
-
-
-def format_table(rows: list[dict], baseline_mode: bool = False) -> str:
-    """The verdict table, one line per benchmark, for the terminal."""
-    head_col, base_col = ("x mlp", "baseline") if baseline_mode else ("head median", "base median")
-    lines = [f"{'benchmark':<20} {base_col:>13} {head_col:>13} {'head/base':>9} "
-             f"{'95% interval':>15} {'p(slower)':>9}  verdict"]
-    for r in rows:
-        if "ratio" in r:
-            fmt = (lambda v: f"{v:.2f}") if baseline_mode else _ms
-            interval = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-            lines.append(
-                f"{r['benchmark']:<20} {fmt(r['median_base']):>13} {fmt(r['median_head']):>13} "
-                f"{r['ratio']:>9.3f} {interval:>15} "
-                f"{r['p_slower']:>9.2g}  {r['status']}"
-            )
-        else:
-            reason = f" ({r['reason']})" if r.get("reason") and r["status"] != "reference" else ""
-            lines.append(f"{r['benchmark']:<20} {'-':>13} {'-':>13} {'-':>9} {'-':>15} {'-':>9}  "
-                         f"{r['status']}{reason}")
-    return "\n".join(lines)
-
-
 # --- the baseline file -----------------------------------------------------------------------
 
 
@@ -344,17 +244,9 @@ def read_baseline(path: Path) -> dict:
     return doc
 
 
-def baseline_document(cases, head: Side, samples, threads: int) -> dict:
-    """Median time of each KAN case over the MLP's, same phase, from one run of the working tree."""
-    measured = samples["head"]
-    ratios = {}
-    for case in cases:
-        reference = measured.get(f"{suite.BASELINE_MODEL}-{case.phase}")
-        if case.model != suite.BASELINE_MODEL and suite.name(case) in measured and reference:
-            mine = measured[suite.name(case)]
-            ratio = stats.paired_ratio(mine, reference) if len(mine) == len(reference) else \
-                stats.median_ratio(mine, reference)
-            ratios[suite.name(case)] = round(ratio, 4)
+def baseline_document(head: dict, threads: int) -> dict:
+    """Median time of each KAN case over the MLP's, same phase, from one run of the working tree
+    (``head``: its measurements by benchmark name)."""
     env = record.environment()
     return {
         "schema": SCHEMA,
@@ -364,7 +256,7 @@ def baseline_document(cases, head: Side, samples, threads: int) -> dict:
         "recorded": {"commit": env["commit"].get("id"), "dirty": env["commit"].get("dirty"),
                      "machine": env["machine"], "cpu": env["cpu"], "torch": env["torch"]["version"],
                      "threads": threads, "time": env["time"]},
-        "ratios": ratios,
+        "ratios": verdict.baseline_ratios(head),
     }
 
 
@@ -461,9 +353,9 @@ def _settings(args, models: list[str], phases: list[str], cpus: list[int] | None
             "cpus": cpus, "malloc": {k: os.environ.get(k, v) for k, v in KEEP_FREED_MEMORY.items()}}
 
 
-def _record_baseline(path: str, cases: list, head: Side, samples: dict, threads: int) -> int:
+def _record_baseline(path: str, measurements: list, threads: int) -> int:
     """Write the working tree's KAN/MLP ratios to ``path`` (--write-baseline)."""
-    doc = baseline_document(cases, head, samples, threads)
+    doc = baseline_document(verdict.by_side(measurements)[verdict.HEAD], threads)
     if not doc["ratios"]:
         raise GateError("nothing to write: no KAN benchmark and its MLP reference were both measured")
     try:
@@ -472,16 +364,6 @@ def _record_baseline(path: str, cases: list, head: Side, samples: dict, threads:
         raise GateError(f"cannot write the baseline {path}: {e.strerror or e}") from None
     _say(f"wrote {path}: " + ", ".join(f"{k} {v:.2f}x mlp" for k, v in doc["ratios"].items()))
     return EXIT_PASS
-
-
-def _add_turn_counts(rows: list[dict], turns: dict) -> None:
-    """Each row's calls per sample and how many of each side's turns the OS disturbed."""
-    calls = {name: len(ts[0]) for by_name in turns.values() for name, ts in by_name.items() if ts}
-    disturbed = protocol.disturbed_turns(turns)
-    for row in rows:
-        row["calls_per_sample"] = calls.get(row["benchmark"])
-        for side in ("head", "base"):
-            row[f"disturbed_{side}"] = disturbed.get(side, {}).get(row["benchmark"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,10 +386,12 @@ def run(args, cmd: Command) -> int:
     settings = _settings(args, models, args.phases, shared_cpus(args.threads) if args.pin else None)
     try:
         head, base, turns = _time_sides(args, cmd, mode, base_commit, cases, settings)
-        samples = protocol.fastest(turns)
+        measurements = measured(cases, head, base, turns, args, with_base=mode == "base")
         if mode == "record":
-            return _record_baseline(args.write_baseline, cases, head, samples, args.threads)
-        doc, rows = _verdict(args, mode, base_commit, baseline, cases, head, base, samples, turns)
+            return _record_baseline(args.write_baseline, measurements, args.threads)
+        for m in measurements:  # the one place the gate keeps its samples
+            cmd.run.append_jsonl(record.MEASUREMENTS, m.to_json())
+        doc, rows = _verdict(args, mode, base_commit, baseline, head, base, measurements)
         doc.update(settings=settings, wall_s=round(time.perf_counter() - start, 2))
         path = cmd.run.write_json("gate.json", doc)
     finally:
@@ -547,25 +431,38 @@ def _time_sides(args, cmd: Command, mode: str, base_commit: str | None, cases, s
     return head, base, turns
 
 
-def _verdict(args, mode, base_commit, baseline, cases, head: Side, base: Side | None, samples,
-             turns) -> tuple[dict, list[dict]]:
+def measured(cases, head: Side, base: Side | None, turns: dict, args, with_base: bool) -> list:
+    """The measurements of the working tree's side, then (``with_base``: comparing with a base commit,
+    which may have no kan package) the base's: a :class:`benchmarks.core.measurement.Measurement`
+    per case and side (:mod:`benchmarks.gate.verdict`)."""
+    sides = [(verdict.HEAD, head)] + ([(verdict.BASE, base)] if with_base else [])
+    return [m for label, side in sides
+            for m in verdict.side_measurements(cases, label, side, turns.get(label, {}), clock=args.clock,
+                                               threads=args.threads)]
+
+
+def verdict_rows(measurements: list, mode: str, threshold: float, alpha: float, baseline: dict | None = None):
+    """gate.json's rows (ROW_COLUMNS), derived from the measurements."""
+    rows = verdict.judge(measurements, mode, threshold, alpha, baseline)
+    return [{column: row.get(column) for column in ROW_COLUMNS} for row in rows]
+
+
+def _verdict(args, mode, base_commit, baseline, head: Side, base: Side | None,
+             measurements: list) -> tuple[dict, list[dict]]:
     """gate.json's document (its settings and wall time left to the caller), and its rows."""
     ref = args.base or "HEAD"
     if mode == "base":
-        rows = judge_against_base(cases, head, base, samples, args.threshold, args.alpha)
         base_info = {"ref": ref, "commit": base_commit, "kan_file": base.hello.get("kan_file") if base else None}
     else:
-        rows = judge_against_baseline(cases, head, samples, baseline, args.threshold, args.alpha)
         base_info = {"baseline": str(args.baseline), "recorded": baseline.get("recorded"),
-                     "ref": args.base, "note": "the base ref names no commit" if args.base else None}
-    _add_turn_counts(rows, turns)
-    verdict, status, summary = overall(rows)
+                     "ratios": baseline["ratios"], "ref": args.base,
+                     "note": "the base ref names no commit" if args.base else None}
+    rows = verdict_rows(measurements, mode, args.threshold, args.alpha, baseline)
+    said, status, summary = overall(rows)
     doc = {
-        "schema": SCHEMA, "mode": mode, "verdict": verdict, "exit_status": status, "summary": summary,
+        "schema": SCHEMA, "mode": mode, "verdict": said, "exit_status": status, "summary": summary,
         "base": base_info, "head": {**git.commit_info(ROOT), "kan_file": head.hello.get("kan_file")},
-        "settings": None, "wall_s": None,
-        "benchmarks": [{column: row.get(column) for column in ROW_COLUMNS} for row in rows],
-        "samples": {r["benchmark"]: {"head": r["head_samples"], "base": r["base_samples"]} for r in rows},
+        "settings": None, "wall_s": None, "benchmarks": rows,
     }
     return doc, rows
 

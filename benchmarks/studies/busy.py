@@ -14,8 +14,9 @@ user relies on:
 - at most a quarter of the busy run's rows are flagged unstable;
 - the quiet run of the quick suite takes at most 3 minutes.
 
-It writes the comparison (``busy.csv``) and the two runs' folders into a new run folder
-and prints both runs' ratios side by side. Exit status 0 when every check holds, 1 when
+It writes the comparison (``busy.csv``, derived from the two runs' measurements) and the two
+runs' folders (``busy.json``; their samples stay there) into a new run folder and prints both
+runs' ratios side by side. Exit status 0 when every check holds, 1 when
 one does not, 2 on bad input.
 """
 
@@ -52,6 +53,12 @@ def bench(args: list[str]) -> tuple[Path, float]:
         if done.returncode not in (0, 1) or not run_file.exists():
             raise UsageError(f"python -m benchmarks {' '.join(args)} failed (exit {done.returncode})")
         return Path(run_file.read_text().strip()), took
+
+
+def bench_of(path: Path):
+    """The bench table of the run at ``path``, derived from its measurements (measurements.jsonl, where
+    the bench keeps its samples; this study keeps none of its own)."""
+    return record.bench_table(record.Run(path).measurements())
 
 
 def direction(row, side: str) -> str:
@@ -108,7 +115,7 @@ def _busy(args, cmd: Command) -> int:
         for hog in hogs:
             hog.kill()
             hog.wait()
-    quiet, busy = record.Run(quiet_path).read_bench_table(), record.Run(busy_path).read_bench_table()
+    quiet, busy = bench_of(quiet_path), bench_of(busy_path)
     table = compare(quiet, busy)
     run.write_rows(record.BUSY, table.to_dict("records"))
     run.write_json(record.BUSY + ".json", {"quiet": str(quiet_path), "busy": str(busy_path), "quiet_s": quiet_s,

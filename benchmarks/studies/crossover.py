@@ -11,27 +11,32 @@ the two taking turns call by call (:func:`benchmarks.core.protocol.turns`), and 
 the medians and the smallest
 coefficient count (grid_size + spline_order) from which the gather contraction is
 faster at that and every larger grid measured: the value for
-``kan.fast.NATIVE_GATHER_MIN_COEFF`` and ``kan.fast.GATHER_MIN_COEFF``. The rows go to
-a new run folder (``fast_crossover.csv``). Bad input: one line and exit 2.
+``kan.fast.NATIVE_GATHER_MIN_COEFF`` and ``kan.fast.GATHER_MIN_COEFF``. Each contraction's
+timing is a :class:`benchmarks.core.measurement.Measurement` in the run folder's
+``measurements.jsonl`` (the one place its samples are kept); the rows (``fast_crossover.csv``)
+are derived from them, a median being the measurement's. Bad input: one line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
 import torch
 
-from benchmarks.core.case import Case, make_step, zoo
+from benchmarks.core.case import Case, make_step, widths_label, zoo
 from benchmarks.core import cli
 from benchmarks.core.cli import Parser
 from benchmarks.core.command import Command, run_command
+from benchmarks.core.measurement import Measurement
 from benchmarks.core.protocol import Candidate, turns
 
 SPLINE_ORDER = 3
 GRIDS = (2, 3, 5, 8, 12, 20, 30)
 BACKENDS = ("native", "torch")
+MIN_REPEATS = 3  # timed calls per contraction; disturbed ones are left out while at least this many remain
 
 
 def forced(widths: list[int], grid: int, contraction: str, backend: str) -> torch.nn.Module:
@@ -60,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
                description="Time kan-fast's dense and gather contractions against each other over grid sizes.")
     p.add_argument("--grids", type=cli.int_list("--grids"), default=GRIDS, metavar="G,G",
                    help=f"grid sizes (default: {','.join(map(str, GRIDS))})")
-    p.add_argument("--repeats", type=cli.count(3), default=10, metavar="N",
-                   help="timed calls per row, at least 3 (default: 10)")
+    p.add_argument("--repeats", type=cli.count(MIN_REPEATS), default=10, metavar="N",
+                   help=f"timed calls per row, at least {MIN_REPEATS} (default: 10)")
     cli.add_threads(p)
     p.add_argument("--backends", type=cli.names(BACKENDS, "backend"), action=cli.Names, default=list(BACKENDS),
                    metavar="B,B", help="native, torch (default: both)")
@@ -91,12 +96,17 @@ def _crossover(args, cmd: Command) -> int:
         "repeats": args.repeats, "threads": threads})
     print(f"crossover: widths {'x'.join(map(str, widths))}, batch {args.batch}, {threads} threads, "
           f"{args.repeats} repeats; run folder {run.path}", flush=True)
-    rows: list[dict] = []
+    measured: list[Measurement] = []
     started = time.perf_counter()
     with using_threads(threads), cmd.interruptible():  # the run's count while it measures, restored after
         for backend in backends:
             for grid in grids:
-                rows.append(measure(backend, grid, widths, args.batch, args.repeats, threads))
+                pair = measure(backend, grid, widths, args.batch, args.repeats, threads)
+                for m in pair:  # the one place the samples are kept
+                    run.append_jsonl(record.MEASUREMENTS, m.to_json())
+                measured += pair
+                say(row_of(pair))
+    rows = table(measured)
     run.write_rows(record.CROSSOVER, rows)
     print()
     for backend in backends:
@@ -110,25 +120,56 @@ def _crossover(args, cmd: Command) -> int:
     return 0
 
 
-def measure(backend: str, grid: int, widths: tuple[int, ...], batch: int, repeats: int, threads: int) -> dict:
-    """The dense and the gather contraction of ``backend`` at ``grid``, in turns: one row."""
+def name_of(backend: str, contraction: str, case: Case) -> str:
+    """A measurement's name in the run: what the layers were forced to, and the case,
+    ``native dense[kan-fast-forward+backward-...]``."""
+    return f"{backend} {contraction}[{case.id}]"
+
+
+def forced_to(m: Measurement) -> tuple[str, str]:
+    """(backend, contraction) of a measurement named by :func:`name_of`."""
+    backend, contraction = m.name.split("[", 1)[0].split(" ")
+    return backend, contraction
+
+
+def measure(backend: str, grid: int, widths: tuple[int, ...], batch: int, repeats: int,
+            threads: int) -> list[Measurement]:
+    """The dense and the gather contraction of ``backend`` at ``grid``, in turns: a measurement each."""
+    from benchmarks.core.measure import measured
     from benchmarks.core.timer import DeviceTimer
 
     case = Case("kan-fast", "forward+backward", "cpu", "float32", widths, batch, grid)
     group = [Candidate(contraction, make_step(case, model=forced(widths, grid, contraction, backend)))
              for contraction in ("dense", "gather")]
-    turns(group, DeviceTimer("cpu"), repeats, warmup=2)
-    medians = {}
-    for c in group:
-        samples = sorted(c.samples)
-        medians[c.name] = samples[len(samples) // 2] * 1e3 if c.status == "ok" and samples else float("nan")
-    row = {"backend": backend, "grid_size": grid, "coeff": grid + SPLINE_ORDER,
-           "dense_ms": medians["dense"], "gather_ms": medians["gather"], "threads": threads,
-           "widths": "x".join(map(str, widths)), "batch": batch}
+    timer = DeviceTimer("cpu")
+    turns(group, timer, repeats, warmup=2)
+    return [measured(c, case, clock=timer.clock, threads=threads, min_rounds=MIN_REPEATS,
+                     name=name_of(backend, c.name, case)) for c in group]
+
+
+def row_of(pair: list[Measurement]) -> dict:
+    """A row of fast_crossover.csv from one backend's and grid's two measurements: the medians
+    (:class:`benchmarks.core.measurement.Measurement`'s) in milliseconds, NaN where one failed."""
+    by = {forced_to(m)[1]: m for m in pair}
+    case = pair[0].case
+    ms = {c: m.median_s * 1e3 if m.status == "ok" and m.samples else math.nan for c, m in by.items()}
+    return {"backend": forced_to(pair[0])[0], "grid_size": case.grid_size, "coeff": case.grid_size + SPLINE_ORDER,
+            "dense_ms": ms.get("dense", math.nan), "gather_ms": ms.get("gather", math.nan),
+            "threads": pair[0].threads, "widths": widths_label(case.widths), "batch": case.batch}
+
+
+def table(measured: list[Measurement]) -> list[dict]:
+    """fast_crossover.csv's rows, derived from the run's measurements (one row per backend and grid)."""
+    pairs: dict[tuple, list[Measurement]] = {}
+    for m in measured:
+        pairs.setdefault((forced_to(m)[0], m.case.grid_size), []).append(m)
+    return [row_of(pair) for pair in pairs.values()]
+
+
+def say(row: dict) -> None:
     faster = "gather" if row["gather_ms"] < row["dense_ms"] else "dense"
-    print(f"  {backend:<6} grid {grid:<3} coeff {row['coeff']:<3} dense {row['dense_ms']:8.2f} ms  "
+    print(f"  {row['backend']:<6} grid {row['grid_size']:<3} coeff {row['coeff']:<3} dense {row['dense_ms']:8.2f} ms  "
           f"gather {row['gather_ms']:8.2f} ms  faster: {faster}", flush=True)
-    return row
 
 
 if __name__ == "__main__":

@@ -34,20 +34,25 @@ for the device before its stop reading. Each candidate's first call is timed apa
 (``first_call_s``: kan-fast and the peers compile kernels with ``torch.compile`` there;
 a kernel is compiled once per process and shape, so a later phase's first call is
 warmer, and Inductor's on-disk cache makes a second run's first calls shorter), then
-warm-up calls, then ``--repeats`` timed calls: the median and IQR of those. NaN or inf
-in an output or gradient makes the row ``nonfinite``, never a timing.
+warm-up calls, then ``--repeats`` timed calls, which make the row's
+:class:`benchmarks.core.measurement.Measurement`: its median and IQR are the measurement's
+(the samples the machine disturbed left out while enough others remain, as in every table
+of the harness), and a target's interval is the bootstrap interval of the ratio of those
+medians. NaN or inf in an output or gradient makes the row ``nonfinite``, never a timing.
 
 The run folder (``results/<run-id>/``, or under ``$KAN_RESULTS``; :mod:`benchmarks.core.record`):
-``environment.json``; ``fast_targets.jsonl``, one line per finished row as it ends, so
-Ctrl-C keeps what finished (exit 130); ``fast_targets.csv``, the rows (``record.TABLES``, raw
-samples in seconds as a JSON list in ``samples_s``); ``fast_targets_verdicts.csv``,
-one row per target; ``fast_targets.json``, the settings and peers'
+``environment.json``; ``measurements.jsonl``, one measurement per finished row as it ends
+(the saved bytes too, as the ``saved_bytes`` of a measurement without samples), the one place
+the raw samples are kept, so that Ctrl-C keeps what finished (exit 130); ``fast_targets.csv``,
+the rows, and ``fast_targets_verdicts.csv``, one row per target, both derived from the
+measurements (:func:`tables`; ``record.TABLES``); ``fast_targets.json``, the settings and peers'
 versions. Bad input: one line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib
 import math
@@ -56,13 +61,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
 from benchmarks.core.case import Case, make_batch, make_step, zoo
 from benchmarks.core import cli
 from benchmarks.core.cli import Parser, UsageError, one_line
 from benchmarks.core.command import Command, run_command
+from benchmarks.core.measurement import Measurement
 from benchmarks.core.protocol import Candidate, turns
 from benchmarks.core.timer import DEVICE_TYPES
 from benchmarks.core.units import format_seconds
@@ -182,14 +187,28 @@ def dense_floor_case(widths, batch, grid_size, device) -> Case:
     return Case(DENSE_FLOOR, FORWARD, device, DTYPE, (columns, widths[1]), batch, grid_size)
 
 
-def candidate(name: str, phase: str, model, s: Settings, grid_size: int) -> Candidate:
-    """``name`` in ``phase``, as the core's step of that phase (``model``: built, or Unavailable)."""
+def case_of(name: str, phase: str, s: Settings, grid_size: int) -> Case:
+    """The case ``name`` is timed as in ``phase`` (the dense floor's: its own matrix product; the
+    saved bytes are counted on a forward)."""
+    if name == DENSE_FLOOR:
+        return dense_floor_case(s.widths, s.batch, grid_size, s.device)
+    return Case(name, FORWARD if phase == SAVED else phase, s.device, DTYPE, s.widths, s.batch, grid_size)
+
+
+def name_of(phase: str, case: Case) -> str:
+    """A measurement's name in the run: the study's phase and the case, ``forward[kan-fast-forward-...]``
+    (the saved bytes are a forward's: their phase is only in the name)."""
+    return f"{phase}[{case.id}]"
+
+
+def phase_of(m: Measurement) -> str:
+    return m.name.split("[", 1)[0]
+
+
+def candidate(name: str, case: Case, model) -> Candidate:
+    """``name`` as the core's step of ``case`` (``model``: built, or Unavailable)."""
     if isinstance(model, Unavailable):
         return Candidate(name, status=model.status, reason=model.reason)
-    if name == DENSE_FLOOR:
-        case = dense_floor_case(s.widths, s.batch, grid_size, s.device)
-    else:
-        case = Case(name, phase, s.device, DTYPE, s.widths, s.batch, grid_size)
     return Candidate(name, make_step(case, model=model))
 
 
@@ -227,8 +246,10 @@ class Settings:
     threads: int
 
 
-def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[dict], None]) -> None:
-    """Measure every row of ``grid_size`` and ``emit`` each as it finishes."""
+def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[Measurement], None]) -> None:
+    """Measure every row of ``grid_size`` and ``emit`` the measurement of each as it finishes."""
+    from benchmarks.core.measure import measured
+
     plan = models_at(grid_size)
     models: dict[str, torch.nn.Module | Unavailable] = {}
     for name in dict.fromkeys(plan[FORWARD_BACKWARD] + plan[FORWARD] + plan[SAVED]):
@@ -240,105 +261,119 @@ def measure_grid(grid_size: int, s: Settings, timer, emit: Callable[[dict], None
 
     for phase in (FORWARD_BACKWARD, FORWARD):
         if plan[phase]:
-            group = [candidate(name, phase, models[name], s, grid_size) for name in plan[phase]]
+            cases = {name: case_of(name, phase, s, grid_size) for name in plan[phase]}
+            group = [candidate(name, cases[name], models[name]) for name in plan[phase]]
             turns(group, timer, s.repeats, s.warmup)
             for c in group:
-                emit(timing_row(c, phase, grid_size, s))
+                emit(measured(c, cases[c.name], clock=timer.clock, threads=s.threads, min_rounds=MIN_REPEATS,
+                              name=name_of(phase, cases[c.name])))
     inputs, _ = make_batch(Case(FAST, FORWARD, s.device, DTYPE, s.widths, s.batch, grid_size))
     for name in plan[SAVED]:
-        model = models[name]
-        row = {**context(s), "model": name, "phase": SAVED, "grid_size": grid_size}
-        if isinstance(model, Unavailable):
-            row.update(status=model.status, reason=model.reason)
-        else:
-            try:
-                row.update(status="ok", saved_bytes=saved_bytes(model, inputs))
-            except Exception as e:
-                row.update(status="error", reason=one_line(e))
-        emit(row)
+        emit(saved_measurement(name, models[name], case_of(name, SAVED, s, grid_size), inputs, s.threads))
 
 
-def context(s: Settings) -> dict:
+def saved_measurement(name: str, model, case: Case, inputs: torch.Tensor, threads: int) -> Measurement:
+    """The bytes ``model`` (built, or Unavailable) saves for backward after one forward, as a measurement
+    without samples."""
+    m = Measurement(case, name=name_of(SAVED, case), threads=threads)
+    if isinstance(model, Unavailable):
+        return dataclasses.replace(m, status=model.status, reason=model.reason)
+    try:
+        return dataclasses.replace(m, facts={"saved_bytes": saved_bytes(model, inputs)})
+    except Exception as e:
+        return dataclasses.replace(m, status="error", reason=one_line(e))
+
+
+def context(widths: tuple[int, ...], m: Measurement) -> dict:
+    """The columns every row has: the study's widths (the dense floor's case has its own), the case's
+    batch, device and dtype, the run's threads."""
     from benchmarks.core.case import widths_label
 
-    return {"widths": widths_label(s.widths), "batch": s.batch, "device": s.device, "dtype": DTYPE,
-            "threads": s.threads}
+    return {"widths": widths_label(widths), "batch": m.case.batch, "device": m.case.device, "dtype": m.case.dtype,
+            "threads": m.threads}
 
 
-def timing_row(c: Candidate, phase: str, grid_size: int, s: Settings) -> dict:
-    row = {**context(s), "model": c.name, "phase": phase, "grid_size": grid_size,
-           "status": c.status, "reason": c.reason}
-    if not math.isnan(c.first_call_s):
-        row["first_call_s"] = c.first_call_s
-    if c.status == "ok":
-        q1, median, q3 = np.percentile(c.samples, [25, 50, 75])
-        row.update(median_s=float(median), iqr_s=float(q3 - q1), rounds=len(c.samples), samples_s=c.samples)
+def table_row(m: Measurement, widths: tuple[int, ...]) -> dict:
+    """A row of fast_targets.csv, derived from ``m``: its figures are the measurement's (the median
+    and IQR of the samples it uses, :class:`benchmarks.core.measurement.Measurement`)."""
+    row = {**context(widths, m), "model": m.case.model, "phase": phase_of(m), "grid_size": m.case.grid_size,
+           "status": m.status, "reason": m.reason}
+    if m.first_call_s is not None:
+        row["first_call_s"] = m.first_call_s
+    if m.status == "ok" and m.samples:
+        row.update(median_s=m.median_s, iqr_s=m.iqr_s, rounds=len(m.samples))
+    if "saved_bytes" in m.facts:
+        row["saved_bytes"] = m.facts["saved_bytes"]
     return row
 
 
 # --- verdicts -------------------------------------------------------------------------------
 
-def _find(rows: list[dict], model: str, phase: str, grid_size: int) -> dict | None:
-    for r in rows:
-        if r["model"] == model and r["phase"] == phase and r["grid_size"] == grid_size:
-            return r
+def _find(measured: list[Measurement], model: str, phase: str, grid_size: int) -> Measurement | None:
+    for m in measured:
+        if m.case.model == model and phase_of(m) == phase and m.case.grid_size == grid_size:
+            return m
     return None
 
 
-def _ok(row: dict | None) -> bool:
-    return row is not None and row.get("status") == "ok"
+def _ok(m: Measurement | None) -> bool:
+    return m is not None and m.status == "ok"
 
 
-def _value(row: dict) -> float:
-    return float(row["saved_bytes"] if row["phase"] == SAVED else row["median_s"])
+def _value(m: Measurement) -> float:
+    return float(m.facts["saved_bytes"] if phase_of(m) == SAVED else m.median_s)
 
 
-def _why(row: dict | None, name: str) -> str:
-    return f"{name} not measured" if row is None else f"{name} {row['status']}: {row.get('reason', '')}".strip()
+def _why(m: Measurement | None, name: str) -> str:
+    return f"{name} not measured" if m is None else f"{name} {m.status}: {m.reason}".strip()
 
 
-def verdict(target: Target, rows: list[dict], grids: tuple[int, ...]) -> dict:
-    """The verdict row of ``target`` from the measured ``rows``."""
+def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...]) -> dict:
+    """The verdict row of ``target`` from the ``measured`` rows' measurements."""
     out = {"target": target.name, "phase": target.phase, "grid_size": target.grid_size,
            "other": target.other, "bound": target.bound, "direction": target.direction,
            "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "verdict": "not measured", "note": ""}
     if target.grid_size not in grids:
         out["note"] = f"grid {target.grid_size} not in --grids"
         return out
-    fast = _find(rows, FAST, target.phase, target.grid_size)
+    fast = _find(measured, FAST, target.phase, target.grid_size)
     if target.other == FASTER_PEER:
-        peers = {name: _find(rows, name, target.phase, target.grid_size) for name in PEERS}
-        measured = {name: r for name, r in peers.items() if _ok(r)}
+        peers = {name: _find(measured, name, target.phase, target.grid_size) for name in PEERS}
+        ok = {name: m for name, m in peers.items() if _ok(m)}
         if not _ok(fast):
             out["note"] = _why(fast, FAST)
             return out
-        if len(measured) < len(peers):
-            missing = "; ".join(_why(r, name) for name, r in peers.items() if name not in measured)
-            partial = ", ".join(f"x{_ratio(target, fast, r):.2f} against {name} alone"
-                                for name, r in measured.items())
+        if len(ok) < len(peers):
+            missing = "; ".join(_why(m, name) for name, m in peers.items() if name not in ok)
+            partial = ", ".join(f"x{_ratio(target, fast, m):.2f} against {name} alone" for name, m in ok.items())
             out["note"] = missing + (f" ({partial})" if partial else "")
             return out
-        name, other = min(measured.items(), key=lambda item: _value(item[1]))
+        name, other = min(ok.items(), key=lambda item: _value(item[1]))
         out["note"] = f"the faster peer: {name}"
     else:
-        other = _find(rows, target.other, target.phase, target.grid_size)
+        other = _find(measured, target.other, target.phase, target.grid_size)
         if not (_ok(fast) and _ok(other)):
-            out["note"] = "; ".join(_why(r, n) for n, r in ((FAST, fast), (target.other, other)) if not _ok(r))
+            out["note"] = "; ".join(_why(m, n) for n, m in ((FAST, fast), (target.other, other)) if not _ok(m))
             return out
     out["ratio"] = _ratio(target, fast, other)
     if target.phase != SAVED:
         from benchmarks.core.stats import bootstrap_ratio_ci
 
         num, den = (other, fast) if target.direction == ">=" else (fast, other)
-        out["ci_low"], out["ci_high"] = bootstrap_ratio_ci(num["samples_s"], den["samples_s"])
+        out["ci_low"], out["ci_high"] = bootstrap_ratio_ci(num.used, den.used)
     out["verdict"] = "PASS" if target.holds(out["ratio"]) else "MISS"
     return out
 
 
-def _ratio(target: Target, fast: dict, other: dict) -> float:
+def _ratio(target: Target, fast: Measurement, other: Measurement) -> float:
     if target.direction == ">=":
         return _value(other) / _value(fast)
     return _value(fast) / _value(other)
+
+
+def tables(measured: list[Measurement], widths: tuple[int, ...], grids: tuple[int, ...]) -> tuple[list, list]:
+    """(rows, verdicts) of the run, derived from its measurements."""
+    return [table_row(m, widths) for m in measured], [verdict(t, measured, grids) for t in TARGETS]
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -444,11 +479,12 @@ def _targets(args, cmd: Command) -> int:
           f"{','.join(map(str, s.grids))}, {s.repeats} repeats, {s.device}, {s.threads} threads; "
           f"run folder {run.path}", flush=True)
 
-    rows: list[dict] = []
+    measured: list[Measurement] = []
 
-    def emit(row: dict) -> None:
-        rows.append(row)
-        run.append_jsonl(record.TARGETS + ".jsonl", row)
+    def emit(m: Measurement) -> None:
+        measured.append(m)
+        run.append_jsonl(record.MEASUREMENTS, m.to_json())  # the one place the samples are kept
+        row = table_row(m, s.widths)
         print(f"  {row['model']:>11} {row['phase']:<18} grid {row['grid_size']:<3} {_shown(row)}", flush=True)
 
     started = time.perf_counter()
@@ -458,7 +494,7 @@ def _targets(args, cmd: Command) -> int:
             measure_grid(grid_size, s, timer, emit)
     wall = time.perf_counter() - started
 
-    verdicts = [verdict(t, rows, s.grids) for t in TARGETS]
+    rows, verdicts = tables(measured, s.widths, s.grids)
     run.write_rows(record.TARGETS, rows)
     run.write_rows(record.TARGET_VERDICTS, verdicts)
     print()
