@@ -1,5 +1,6 @@
-"""Shared test setup: kan-fast's C++ kernels are built (or found built) once per test session,
-and the large parametrised sweeps are sampled in the quick run.
+"""Shared test setup: kan-fast's C++ kernels are built (or found built) once per test session
+(once per worker process under pytest-xdist, whose build lock lets one of them build), and the
+large parametrised sweeps are sampled in the quick run.
 
 Tests that need their own build use a temporary ``KAN_NATIVE_CACHE`` in a subprocess
 and are marked ``slow`` (``pytest -m "not slow"`` skips them).
