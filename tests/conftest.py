@@ -24,6 +24,17 @@ def native_kernels():
         kan.native.available()  # builds, checks and loads once; a warning says why where it cannot
 
 
+@pytest.fixture(scope="session", autouse=True)
+def commands_are_not_xdist_workers():
+    """pytest-xdist marks its worker processes in the environment (``PYTEST_XDIST_WORKER``), which
+    the processes a test starts inherit: pytest-benchmark, in a bench that a test runs, would take
+    itself for a worker and measure nothing. The commands the tests run are not workers."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 def covering_sample(cases: list[dict[str, str]]) -> list[int]:
     """Indices of a small deterministic subset of ``cases`` (each a {parameter: value} mapping)
     in which every value of every parameter occurs at least once: greedily the case that adds
