@@ -12,6 +12,8 @@ at least one case, chosen the same way on every run), and the other cases are ma
 thing as before.
 """
 
+import os
+
 import pytest
 
 
@@ -24,15 +26,15 @@ def native_kernels():
         kan.native.available()  # builds, checks and loads once; a warning says why where it cannot
 
 
-@pytest.fixture(scope="session", autouse=True)
-def commands_are_not_xdist_workers():
-    """pytest-xdist marks its worker processes in the environment (``PYTEST_XDIST_WORKER``), which
-    the processes a test starts inherit: pytest-benchmark, in a bench that a test runs, would take
-    itself for a worker and measure nothing. The commands the tests run are not workers."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-            patch.delenv(name, raising=False)
-        yield
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Out of the environment: pytest-xdist's marks of a worker process (``PYTEST_XDIST_WORKER``).
+    pytest-benchmark reads them and turns itself off: in this process (the test of its rounds in
+    test_bench_timer.py would skip) and in every bench that a test runs here or in a child that
+    inherits them (which would write no benchmark.json). A worker runs its tests as one process
+    would; xdist itself goes by ``config.workerinput``."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        os.environ.pop(name, None)
 
 
 def covering_sample(cases: list[dict[str, str]]) -> list[int]:
