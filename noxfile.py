@@ -104,7 +104,11 @@ def tests(session: nox.Session) -> None:
     `--pdb`, `-s`)."""
     python = harness_python(session)
     build_kernels(session, python)
-    session.run(python, "-m", "pytest", *parallel(session, python), *session.posargs, external=True)
+    workers = parallel(session, python)
+    # One worker per CPU, each with torch's threads: a thread that spins at an operator's barrier
+    # (OpenMP's default while it waits) takes a CPU that another worker needs.
+    waiting = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")} if workers else {}
+    session.run(python, "-m", "pytest", *workers, *session.posargs, external=True, env=waiting)
 
 
 def parallel(session: nox.Session, python: str) -> list[str]:
