@@ -99,10 +99,28 @@ def tests(session: nox.Session) -> None:
     """Run the project's tests (pytest arguments pass through: `nox -s tests -- -k fast`).
 
     The whole suite by default (what .ci/run runs); `nox -s tests -- -m "not slow"` is the quick
-    run, with a covering sample of each large parametrised sweep (tests/conftest.py)."""
+    run, with a covering sample of each large parametrised sweep (tests/conftest.py). The tests
+    run in one worker process per CPU (pytest-xdist); `-- -n 0` runs them in one process (for
+    `--pdb`, `-s`)."""
     python = harness_python(session)
     build_kernels(session, python)
-    session.run(python, "-m", "pytest", *session.posargs, external=True)
+    workers = parallel(session, python)
+    # One worker per CPU, each with torch's threads: a thread that spins at an operator's barrier
+    # (OpenMP's default while it waits) takes a CPU that another worker needs.
+    waiting = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")} if workers else {}
+    session.run(python, "-m", "pytest", *workers, *session.posargs, external=True, env=waiting)
+
+
+def parallel(session: nox.Session, python: str) -> list[str]:
+    """pytest-xdist's option for one worker process per CPU this process may use, where that
+    environment has pytest-xdist (the test extra); else none, and the tests run in one process."""
+    found = session.run(python, "-c", "import importlib.util as u; print(u.find_spec('xdist') is not None)",
+                        external=True, silent=True)
+    if (found or "").strip() != "True":
+        session.log("pytest-xdist is not installed in that environment (pip install -e '.[test]'): "
+                    "the tests run in one process")
+        return []
+    return ["-n", "auto"]
 
 
 @nox.session

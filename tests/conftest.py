@@ -1,5 +1,6 @@
-"""Shared test setup: kan-fast's C++ kernels are built (or found built) once per test session,
-and the large parametrised sweeps are sampled in the quick run.
+"""Shared test setup: kan-fast's C++ kernels are built (or found built) once per test session
+(once per worker process under pytest-xdist, whose build lock lets one of them build), and the
+large parametrised sweeps are sampled in the quick run.
 
 Tests that need their own build use a temporary ``KAN_NATIVE_CACHE`` in a subprocess
 and are marked ``slow`` (``pytest -m "not slow"`` skips them).
@@ -11,6 +12,8 @@ at least one case, chosen the same way on every run), and the other cases are ma
 thing as before.
 """
 
+import os
+
 import pytest
 
 
@@ -21,6 +24,17 @@ def native_kernels():
 
     if kan.native.ENABLED:
         kan.native.available()  # builds, checks and loads once; a warning says why where it cannot
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Out of the environment: pytest-xdist's marks of a worker process (``PYTEST_XDIST_WORKER``).
+    pytest-benchmark reads them and turns itself off: in this process (the test of its rounds in
+    test_bench_timer.py would skip) and in every bench that a test runs here or in a child that
+    inherits them (which would write no benchmark.json). A worker runs its tests as one process
+    would; xdist itself goes by ``config.workerinput``."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        os.environ.pop(name, None)
 
 
 def covering_sample(cases: list[dict[str, str]]) -> list[int]:

@@ -199,15 +199,16 @@ def each_value_in_each_position(reference, fast, x, upstream, which: str, values
                 assert_same_pattern(actual[name], expected[name], f"{what}, {which}[{position}] = {value}, {name}")
 
 
+@pytest.mark.sweep
+@pytest.mark.parametrize("scaler", [True, False])
 @pytest.mark.parametrize("order", [1, 3, 5])
-def test_every_value_in_every_position_of_a_layer(order):
+def test_every_value_in_every_position_of_a_layer(order, scaler):
     """Layer [3, 2], batch 4: each position takes each special value, alone (no host check on this path:
     the kernels make the reference's NaN and inf themselves)."""
-    for scaler in (True, False):
-        reference, fast = build([3, 2], 4, order, seed=order, scaler=scaler)
-        clean = torch.rand(4, 3, generator=torch.Generator().manual_seed(order)) * 3 - 1.5
-        upstream = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
-        each_value_in_each_position(reference, fast, clean, upstream, "x", VALUES, f"order {order}, scaler {scaler}")
+    reference, fast = build([3, 2], 4, order, seed=order, scaler=scaler)
+    clean = torch.rand(4, 3, generator=torch.Generator().manual_seed(order)) * 3 - 1.5
+    upstream = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
+    each_value_in_each_position(reference, fast, clean, upstream, "x", VALUES, f"order {order}, scaler {scaler}")
 
 
 def test_every_value_in_every_position_of_a_model():
