@@ -265,15 +265,25 @@ def _plan(name: str) -> _Plan:
 def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
     """The operator's arguments ``a`` (by name) with the derived sizes added, and the float
     dtype T, after checking every tensor's presence, dtype, device, shape and contiguity;
-    ValueError naming the first problem."""
+    ValueError naming the first problem.
+
+    Every call of every kernel passes here, so the loops read each tensor once into a local
+    and look up each method once; the checks and their order are those the docstring names."""
     name = plan.name
+    get = a.get
+    Tensor = torch.Tensor
     for tensor, optional, *_ in plan.tensors:  # before the sizes, which read the tensors
-        if a.get(tensor) is None:
+        t = get(tensor)
+        if t is None:
             if not optional:
                 raise ValueError(f"kan_native::{name}: {tensor} is required")
-        elif not isinstance(a[tensor], torch.Tensor):
-            raise ValueError(f"kan_native::{name}: {tensor} must be a tensor, got {type(a[tensor]).__name__}")
-    reference = next((n for n in plan.floats if a[n] is not None), plan.floats[0])
+        elif not isinstance(t, Tensor):
+            raise ValueError(f"kan_native::{name}: {tensor} must be a tensor, got {type(t).__name__}")
+    reference = plan.floats[0]
+    for n in plan.floats:
+        if a[n] is not None:
+            reference = n
+            break
     dtype = None if a[reference] is None else a[reference].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:
         raise ValueError(f"kan_native::{name}: {reference} must be float32 or float64, got {dtype}")
@@ -282,6 +292,7 @@ def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
     problem = plan.rule(a) if plan.rule else None  # first: the shapes below assume a valid order
     if problem:
         raise ValueError(f"kan_native::{name}: {problem}")
+    strided_layout = torch.strided
     for tensor, optional, element, shape, strided in plan.tensors:
         t = a[tensor]
         if t is None:
@@ -289,13 +300,15 @@ def _checked(plan: _Plan, a: dict) -> tuple[dict, torch.dtype]:
                 raise ValueError(f"kan_native::{name}: {tensor} is required")
             continue
         element = element or dtype
-        if t.layout is not torch.strided:
+        if t.layout is not strided_layout:
             raise ValueError(f"kan_native::{name}: {tensor} must be a dense (strided) tensor, got {t.layout}")
         if t.dtype is not element or not (t.is_cpu or t.is_meta):  # meta: the fake kernel's tensors
             raise ValueError(f"kan_native::{name}: {tensor} must be a CPU {element} tensor "
                              f"(as {reference}), got {t.device.type} {t.dtype}")
-        if shape is not None and t.shape != shape(a):
-            raise ValueError(f"kan_native::{name}: {tensor} must be {tuple(shape(a))}, got {tuple(t.shape)}")
+        if shape is not None:
+            expected = shape(a)
+            if t.shape != expected:
+                raise ValueError(f"kan_native::{name}: {tensor} must be {tuple(expected)}, got {tuple(t.shape)}")
         if not strided and not t.is_contiguous():
             raise ValueError(f"kan_native::{name}: {tensor} must be contiguous")
     return a, dtype
