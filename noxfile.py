@@ -289,6 +289,9 @@ def peers(session: nox.Session) -> None:
         print(f"peers: unknown peer {unknown[0]!r}; valid peers: {', '.join(PEERS)}", file=sys.stderr)
         raise SystemExit(2)
     python = harness_python(session)
+    if {"-h", "--help"} & set(session.posargs):  # the choices, without building the peers' environments
+        session.run(python, "-m", "benchmarks.peers", "--help", external=True)
+        return
     build_kernels(session, python)
     interpreters = [f"--python={name}={peer_python(session, name)}" for name in chosen]
     run = run_command(session, python, "benchmarks.peers", *interpreters, *session.posargs, success_codes=(0, 130))
