@@ -306,7 +306,9 @@ def test_a_failed_capture_names_its_first_error():
         except RuntimeError:
             raise RuntimeError("operation failed due to a previous error during capture")
     except RuntimeError as e:
-        assert device._first_cause(e) == "RuntimeError: operation not permitted when stream is capturing"
+        from benchmarks.core.case import _first_cause
+
+        assert _first_cause(e) == "RuntimeError: operation not permitted when stream is capturing"
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="process groups are POSIX")

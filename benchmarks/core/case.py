@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import torch
 
+from benchmarks.core.errors import one_line
 from benchmarks.core.phases import PHASES
 from benchmarks.core.timer import DEVICE_TYPES, device_type, synchronize
 
@@ -119,7 +120,7 @@ class Case:
     batch: int = 64
     grid_size: int | None = 5
     seed: int = field(default=0, compare=False)
-    graph: bool = False  # the step captured in CUDA graphs (benchmarks.core.device.graphed_step)
+    graph: bool = False  # the step captured in CUDA graphs (graphed_step)
 
     def __post_init__(self):
         if self.phase not in PHASES:
@@ -284,11 +285,9 @@ def make_step(case: Case, model: torch.nn.Module | None = None,
     """Build ``case``: its model (``model`` when given, else from the registry), data and step.
 
     ``part``: the context of each part of the step (see the module docstring). A case with
-    ``graph`` set is built by :func:`benchmarks.core.device.graphed_step`.
+    ``graph`` set is built by :func:`graphed_step`.
     """
     if case.graph and model is None:
-        from benchmarks.core.device import graphed_step
-
         return graphed_step(case)
     torch.manual_seed(case.seed)
     if model is None:
@@ -357,3 +356,47 @@ __all__ = [
     "Case", "Step", "make_step", "make_batch", "loss", "optimizer", "train_step", "build_model", "phase_flops", "widths_label", "has_grid",
     "device_unavailable", "dtype_unsupported", "ModelUnavailable", "PHASES", "DTYPES", "DEVICE_TYPES",
 ]
+
+
+# --------------------------------------------------------------------------- CUDA graphs
+
+
+class CaptureFailed(ModelUnavailable):
+    """A model that cannot be captured in a CUDA graph: its row is "skipped" with the reason."""
+
+
+GRAPH_NOTE = ("captured with torch.cuda.make_graphed_callables: the model's forward and backward each "
+              "replay one CUDA graph; the loss and the optimizer step run eagerly")
+
+
+def _first_cause(e: BaseException) -> str:
+    """The first error of a chain, in one line: a failed capture raises again on leaving the
+    capture ("operation failed due to a previous error during capture"), hiding what failed."""
+    while e.__context__ is not None and e.__context__ is not e:
+        e = e.__context__
+    return one_line(e)
+
+
+def graphed_step(case):
+    """The step of ``case`` (``case.graph`` True) with its model captured in CUDA graphs.
+
+    :class:`CaptureFailed` with the reason where the model cannot be captured (a device wait or
+    a host read inside its forward, an unsupported operator): the row says why.
+    """
+    if torch.device(case.device).type != "cuda":
+        raise CaptureFailed(f"CUDA graphs need a CUDA device, not {case.device}")
+    plain = replace(case, graph=False)
+    torch.manual_seed(case.seed)
+    model = build_model(plain).to(device=torch.device(case.device), dtype=DTYPES[case.dtype]).train()
+    inputs, _ = make_batch(plain)  # (batch, in): the graphs' static input takes a copy each call
+    try:
+        graphed = torch.cuda.make_graphed_callables(model, (inputs,), num_warmup_iters=3)
+    except Exception as e:  # noqa: BLE001 - any failure to capture is a row, never a crash
+        try:
+            torch.cuda.synchronize(case.device)
+        except RuntimeError:
+            pass  # the capture's own error, raised again by the wait: the row says the first one
+        raise CaptureFailed(f"cannot be captured in a CUDA graph: {_first_cause(e)}") from None
+    step = make_step(plain, model=graphed)
+    step.case = case
+    return step

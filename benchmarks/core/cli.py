@@ -23,20 +23,9 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-USAGE_ERROR = 2
+from benchmarks.core.errors import USAGE_ERROR, UsageError, one_line  # noqa: F401 - the commands' names for them
+
 RUN_FILE = "KAN_RUN_FILE"  # where a caller asks for the path of the run folder a command writes
-
-
-class UsageError(Exception):
-    """Bad input, or a state the command cannot use (a results folder it cannot write, a child
-    process that died): told in one line, exit status 2."""
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one line for a person: ``Type: the first line of its message`` (the type
-    alone where the message is empty), so that a row's ``reason`` or an error never spans lines."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 class Parser(argparse.ArgumentParser):

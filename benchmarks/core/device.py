@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from benchmarks.core.schema import LAUNCH_BOUND_BELOW  # noqa: F401 - the rule lives with the table
-from benchmarks.core.cli import one_line
+from benchmarks.core.errors import one_line
 PROFILED_CALLS = 5  # calls of the profiler pass after timing
 CALL = "bench.call"  # torch.profiler label of one profiled call (the step and its device wait)
 DEVICE_ACTIVITY = ("kernel", "gpu_memcpy", "gpu_memset")  # device-side work in a Chrome trace
@@ -293,60 +293,6 @@ def bytes_moved(phase: str, param_bytes: int, saved_bytes: int, io_bytes: int) -
     return forward + backward + ADAM_TENSORS_MOVED * param_bytes
 
 
-# --------------------------------------------------------------------------- CUDA graphs
-
-
-def _model_unavailable():
-    from benchmarks.core.case import ModelUnavailable
-
-    return ModelUnavailable
-
-
-class CaptureFailed(_model_unavailable()):
-    """A model that cannot be captured in a CUDA graph: its row is "skipped" with the reason."""
-
-
-GRAPH_NOTE = ("captured with torch.cuda.make_graphed_callables: the model's forward and backward each "
-              "replay one CUDA graph; the loss and the optimizer step run eagerly")
-
-
-def _first_cause(e: BaseException) -> str:
-    """The first error of a chain, in one line: a failed capture raises again on leaving the
-    capture ("operation failed due to a previous error during capture"), hiding what failed."""
-    while e.__context__ is not None and e.__context__ is not e:
-        e = e.__context__
-    return one_line(e)
-
-
-def graphed_step(case):
-    """The step of ``case`` (``case.graph`` True) with its model captured in CUDA graphs.
-
-    :class:`CaptureFailed` with the reason where the model cannot be captured (a device wait or
-    a host read inside its forward, an unsupported operator): the row says why.
-    """
-    import torch
-
-    from benchmarks.core.case import DTYPES, build_model, make_batch, make_step
-
-    if torch.device(case.device).type != "cuda":
-        raise CaptureFailed(f"CUDA graphs need a CUDA device, not {case.device}")
-    plain = replace(case, graph=False)
-    torch.manual_seed(case.seed)
-    model = build_model(plain).to(device=torch.device(case.device), dtype=DTYPES[case.dtype]).train()
-    inputs, _ = make_batch(plain)  # (batch, in): the graphs' static input takes a copy each call
-    try:
-        graphed = torch.cuda.make_graphed_callables(model, (inputs,), num_warmup_iters=3)
-    except Exception as e:  # noqa: BLE001 - any failure to capture is a row, never a crash
-        try:
-            torch.cuda.synchronize(case.device)
-        except RuntimeError:
-            pass  # the capture's own error, raised again by the wait: the row says the first one
-        raise CaptureFailed(f"cannot be captured in a CUDA graph: {_first_cause(e)}") from None
-    step = make_step(plain, model=graphed)
-    step.case = case
-    return step
-
-
 __all__ = ["LAUNCH_BOUND_BELOW", "DATASHEETS", "Peak", "math_of", "datasheet", "peak", "probe", "row_peak",
            "peaks_used", "record_peaks", "merged", "trace_device_seconds", "profile_calls", "device_seconds",
-           "bytes_moved", "graphed_step", "CaptureFailed", "GRAPH_NOTE"]
+           "bytes_moved"]
