@@ -96,9 +96,12 @@ def _quality(args, cmd: Command) -> int:
     run.write_json(record.QUALITY + ".json", run.settings())  # quality.json, as readers of older runs expect
     print(f"quality: {len(tasks)} tasks x {len(models)} models x {len(seeds)} seeds, {budget.describe()}, "
           f"{args.device} {args.dtype}, {args.threads} threads; run folder {run.path}", flush=True)
+    # imported before the training, which Ctrl-C or SIGTERM may stop anywhere: an interrupt in the
+    # middle of a first import would leave the module half made for the ending that needs it
+    from benchmarks.quality import summary, train
+
     with using_threads(args.threads):  # the run's count, applied while it trains and restored after
         rows, wall = _train_all(cmd, run, tasks, models, seeds, budget, args)
-    from benchmarks.quality import summary, train
 
     summary_rows = summary.summarize(rows, {t.name: t.higher_is_better for t in tasks})
     run.write_rows(record.QUALITY, rows)
