@@ -29,6 +29,7 @@ import torch
 import kan.native as native
 from kan.bspline import knot_geometry, local_b_splines
 from kan.fast import FastBSplineKAN
+from kan.native import build
 from kan.native import library as library_module
 from kan.native import selftest
 from kan.reference import KAN
@@ -445,6 +446,25 @@ def planted(folder: Path, name: str, source: str, checksum: bool = True) -> Path
     return library
 
 
+def fake_compiler(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "fake-cxx"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def copying_compiler(tmp_path: Path) -> tuple[Path, str]:
+    """A compiler that "builds" by copying this session's library (made by the real compiler
+    from the same source) to its ``-o`` target, for the tests of what happens around a build
+    without paying for a build each (the real build and its cache: test_the_build_is_cached_and_reused);
+    and the library's name in the cache, as the loader derives it for that compiler."""
+    cxx = fake_compiler(tmp_path, f"""[ "$1" = --version ] && {{ echo copying-compiler 1; exit 0; }}
+while [ $# -gt 1 ]; do [ "$1" = -o ] && exec cp "{the_library()}" "$2"; shift; done
+exit 1""")
+    prefix = "kan_native_asan" if build.sanitized() else "kan_native"
+    return cxx, f"{prefix}_{build._key(str(cxx), build.build_timeout())}.so"
+
+
 AVAILABLE = """
     import warnings
     import kan.native as native
@@ -458,12 +478,14 @@ AVAILABLE = """
 
 @pytest.mark.slow
 def test_a_truncated_library_is_rebuilt_without_a_crash(tmp_path):
-    library = tmp_path / the_library().name
+    cxx, name = copying_compiler(tmp_path)
+    library = tmp_path / name
     shutil.copyfile(the_library(), library)
-    shutil.copyfile(the_library().with_name(library.name + ".sha256"), library.with_name(library.name + ".sha256"))
+    shutil.copyfile(the_library().with_name(the_library().name + ".sha256"), library.with_name(name + ".sha256"))
     with open(library, "r+b") as file:
         file.truncate(library.stat().st_size // 2)
-    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(tmp_path))  # a child: a crash cannot take pytest down
+    # a child: a crash cannot take pytest down
+    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(tmp_path), CXX=str(cxx))
     assert result.returncode == 0, result.stderr
     assert "available True" in result.stdout and "warning" not in result.stdout
     assert library.stat().st_size == the_library().stat().st_size, "rebuilt whole"
@@ -471,8 +493,9 @@ def test_a_truncated_library_is_rebuilt_without_a_crash(tmp_path):
 
 @pytest.mark.slow
 def test_a_library_without_the_kernels_is_removed_and_rebuilt(tmp_path):
-    library = planted(tmp_path, the_library().name, "int kan_something_else(void) { return 1; }")
-    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(tmp_path))
+    cxx, name = copying_compiler(tmp_path)
+    library = planted(tmp_path, name, "int kan_something_else(void) { return 1; }")
+    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(tmp_path), CXX=str(cxx))
     assert result.returncode == 0, result.stderr
     assert "available True" in result.stdout and "warning" not in result.stdout
     assert hasattr(ctypes.CDLL(str(library)), "kan_gather_forward_f32"), "the planted library was replaced"
@@ -493,11 +516,12 @@ def test_a_cache_folder_others_can_write_is_refused_and_its_library_never_runs(t
     folder.mkdir()
     folder.chmod(0o777)
     marker = tmp_path / "marker"
-    library = planted(folder, the_library().name, CONSTRUCTOR.replace("MARKER", str(marker)))
+    cxx, name = copying_compiler(tmp_path)
+    library = planted(folder, name, CONSTRUCTOR.replace("MARKER", str(marker)))
     ctypes.CDLL(str(shutil.copy(library, tmp_path / "probe.so")))  # the plant works: its constructor runs
     assert marker.exists()
     marker.unlink()
-    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(folder))
+    result = run_python(AVAILABLE, KAN_NATIVE_CACHE=str(folder), CXX=str(cxx))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "available True" in lines, result.stdout
@@ -506,11 +530,6 @@ def test_a_cache_folder_others_can_write_is_refused_and_its_library_never_runs(t
     assert not marker.exists(), "the planted library's constructor ran"
 
 
-def fake_compiler(tmp_path: Path, body: str) -> Path:
-    script = tmp_path / "fake-cxx"
-    script.write_text(f"#!/bin/sh\n{body}\n")
-    script.chmod(0o755)
-    return script
 
 
 @pytest.mark.slow
