@@ -903,6 +903,17 @@ CONCURRENT = """
 
 
 @pytest.mark.slow
+def test_a_cache_folder_another_process_makes_between_the_look_and_the_make_is_used(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("KAN_NATIVE_CACHE", str(cache))
+    seen = Path.exists
+    # the look finds no folder; by the make, the other process has made it
+    monkeypatch.setattr(Path, "exists", lambda self: False if self == cache else seen(self))
+    place = build.library_path()
+    assert place.refused is None and place.library.parent == Path(os.path.realpath(cache))
+
+
 def test_processes_that_start_at_once_with_an_empty_cache_build_once(tmp_path):
     builds = tmp_path / "builds"
     # a "compiler" that answers --version, notes each build, and writes the real library where -o says

@@ -409,6 +409,8 @@ def library_path() -> Place:
     if not folder.exists():
         try:
             folder.mkdir(parents=True, mode=0o700)
+        except FileExistsError:
+            pass  # another process made it between the look and the make; its safety is checked below
         except OSError as error:
             raise NativeError(f"cannot create the cache folder {folder}: {error.strerror}") from None
     folder = Path(os.path.realpath(folder))
