@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -164,20 +161,12 @@ sys.exit(run_command("quality", Parser(prog="python -m example"), [], body))
 
 def test_sigterm_is_treated_as_ctrl_c(tmp_path):
     """Stopped as CI stops a job: exit 130, run.json says interrupted, every row written before is kept."""
+    from signals import terminated_after_first_result
+
     env = {**os.environ, "KAN_RESULTS": str(tmp_path / "results"), cli.RUN_FILE: str(tmp_path / "run-file")}
-    child = subprocess.Popen([sys.executable, "-c", SIGTERMED], cwd=ROOT, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "results").glob("*/rows.jsonl")):
-            assert time.monotonic() < deadline and child.poll() is None, "no row written"
-            time.sleep(0.02)
-        child.send_signal(signal.SIGTERM)
-        output, _ = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == 130, output
+    code, output = terminated_after_first_result([sys.executable, "-c", SIGTERMED], tmp_path / "results",
+                                                 "*/rows.jsonl", env, ROOT)
+    assert code == 130, output
     run = record.Run(Path((tmp_path / "run-file").read_text().strip()))
     kept = run.read_jsonl("rows.jsonl")
     assert f"kept {len(kept)}" in output and len(kept) >= 1

@@ -203,29 +203,18 @@ def test_unwritable_results_folder_is_one_line(tmp_path, monkeypatch, capsys):
 def test_sigterm_keeps_the_finished_rows(tmp_path):
     """Stopped as CI stops a job: exit 130, and every row finished before the signal is in quality.csv."""
     import os
-    import signal
-    import subprocess
     import sys
-    import time
     from pathlib import Path
+
+    from signals import terminated_after_first_result
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "KAN_RESULTS": str(tmp_path / "results"), "KAN_RUN_FILE": str(tmp_path / "run-file")}
     seeds = ",".join(str(s) for s in range(500))  # far more than can finish before the signal
-    child = subprocess.Popen([sys.executable, "-m", "benchmarks.quality", "--budget", "quick", "--task", "product",
-                              "--model", "mlp", "--seeds", seeds, "--steps", "5"], cwd=root, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not list((tmp_path / "results").glob("*/quality.jsonl")):
-            assert time.monotonic() < deadline and child.poll() is None, "no row finished"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGTERM)
-        output, _ = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == 130, output
+    code, output = terminated_after_first_result(
+        [sys.executable, "-m", "benchmarks.quality", "--budget", "quick", "--task", "product", "--model", "mlp",
+         "--seeds", seeds, "--steps", "5"], tmp_path / "results", "*/quality.jsonl", env, root)
+    assert code == 130, output
     assert "interrupted: kept the" in output
     run = record.Run(Path((tmp_path / "run-file").read_text().strip()))
     finished = run.read_jsonl(record.QUALITY + ".jsonl")
