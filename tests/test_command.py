@@ -271,3 +271,15 @@ def test_a_folder_without_run_json_is_read_from_its_files_and_keeps_its_kinds_wh
     assert doc(old)["kind"] is None and old.kinds() == ["bench", "profile"]
     old.mark(record.INTERRUPTED)  # the adding command's state: the folder's own is still bench.json's
     assert doc(old)["added"][-1]["state"] == record.INTERRUPTED and old.partial() is None
+
+
+def test_settings_learnt_while_running_go_to_the_command_running(tmp_path):
+    run = record.Run(tmp_path / "run")
+    run.path.mkdir()
+    manifest.begin(run, "bench", ["python", "-m", "benchmarks"], {"suite": "quick"})
+    run.add_settings(ladder={"climbs": []})
+    assert manifest.settings(run) == {"suite": "quick", "ladder": {"climbs": []}}
+    manifest.begin(run, "profile", ["python", "-m", "profiles", "--run", "run"], {"steps": 5})  # added to it
+    run.add_settings(pinned=[0])
+    assert manifest.settings(run) == {"suite": "quick", "ladder": {"climbs": []}}  # the maker's, untouched
+    assert doc(run)["added"][-1]["settings"] == {"steps": 5, "pinned": [0]}

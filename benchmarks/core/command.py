@@ -69,13 +69,6 @@ class Command:
             print(self.warning, flush=True)
         return run
 
-    def settle(self, **settings: Any) -> None:
-        """Add settings that the command learns once it runs (a peer's version, the cores pinned)."""
-        if self.run is not None:
-            doc = manifest.read(self.run) or {}
-            latest = (doc.get("added") or [doc])[-1]
-            manifest.update(self.run, settings={**latest.get("settings", {}), **settings})
-
     def discard(self) -> None:
         """Remove the run folder (it holds nothing worth keeping: a gate that reached no verdict)."""
         if self.run is not None:

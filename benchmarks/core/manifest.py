@@ -84,6 +84,17 @@ def update(run, **fields: Any) -> None:
     run.write_json(FILE, doc)
 
 
+def add_settings(run, more: dict[str, Any]) -> bool:
+    """Add ``more`` to the settings of the latest command's record (what it learns as it runs);
+    False where the run has no manifest."""
+    doc = read(run)
+    if doc is None:
+        return False
+    latest = (doc.get("added") or [doc])[-1]
+    update(run, settings={**(latest.get("settings") or {}), **more})
+    return True
+
+
 def finish(run, state: str, exit_status: int | None) -> None:
     update(run, state=state, exit_status=exit_status, finished=now())
 

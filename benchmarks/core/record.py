@@ -172,11 +172,9 @@ class Run:
         return old if isinstance(old, dict) else {}
 
     def add_settings(self, **more: Any) -> None:
-        """Add to the settings of the command that made the run (what it learns as it runs): in
-        its manifest, or in bench.json for a run without one (a bench run through pytest)."""
-        if manifest.read(self) is not None:
-            manifest.update(self, settings={**self.settings(), **more})
-        else:
+        """Add to the settings of the command running in this folder (what it learns as it runs):
+        in its manifest, or in bench.json for a run without one (a bench run through pytest)."""
+        if not manifest.add_settings(self, more):
             self.write_json(BENCH_SETTINGS, {**self.settings(), **more})
 
     def partial(self) -> str | None:
