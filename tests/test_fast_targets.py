@@ -6,6 +6,7 @@ check the script, not the speed of the models, in seconds.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import sys
@@ -59,12 +60,15 @@ def test_tiny_run_rows_and_ratios(results, capsys):
 
     expected = {("kan-fast", "forward+backward"), ("kan", "forward+backward"), ("flashkan", "forward+backward"),
                 ("inkan", "forward+backward"), ("kan-fast", "forward"), ("dense floor", "forward"),
+                ("kan-fast", "train"), ("mlp-param", "train"),
                 ("kan-fast", "saved for backward"), ("kan", "saved for backward")}
     assert set(zip(rows.model, rows.phase)) == expected
     assert (rows.grid_size == 5).all() and (rows.widths == "6x5x3").all() and (rows.batch == 16).all()
+    counted = rows.phase == "saved for backward"  # counted bytes, not timed: no math ran for them
+    assert (rows[~counted].math == "fp32").all() and rows[counted].math.isna().all()
 
     timed = rows[(rows.status == "ok") & (rows.phase != "saved for backward")]
-    assert {"kan-fast", "kan", "dense floor"} <= set(timed.model)
+    assert {"kan-fast", "kan", "dense floor", "mlp-param"} <= set(timed.model)
     # the samples are in measurements.jsonl, one line per row, and nowhere else
     lines = {(line["case"]["model"], line["name"].split("[")[0]): line
              for line in run.read_jsonl("measurements.jsonl")}
@@ -90,6 +94,9 @@ def test_tiny_run_rows_and_ratios(results, capsys):
     v = by_target[("forward: time / dense floor's", 5)]
     assert v.ratio == pytest.approx(_row(rows, "kan-fast", "forward").median_s
                                     / _row(rows, "dense floor", "forward").median_s)
+    v = by_target[("train: time / the parameter-matched MLP's", 5)]
+    assert v.ratio == pytest.approx(_row(rows, "kan-fast", "train").median_s
+                                    / _row(rows, "mlp-param", "train").median_s)
     v = by_target[("saved bytes / the reference's", 5)]
     assert v.ratio == pytest.approx(_row(rows, "kan-fast", "saved for backward").saved_bytes
                                     / _row(rows, "kan", "saved for backward").saved_bytes)
@@ -107,7 +114,7 @@ def test_tiny_run_rows_and_ratios(results, capsys):
         elif not math.isnan(v.ratio):
             assert v.verdict == ("PASS" if _holds(v.ratio, v.direction, v.bound) else "MISS")
         printed = [line for line in out.splitlines() if line.startswith(f"{v.target}  ") and
-                   line[len(v.target):].split()[0] == str(v.grid_size)]
+                   line[len(v.target):].split()[:3] == ["6x5x3", "16", str(v.grid_size)]]
         assert len(printed) == 1 and v.verdict in printed[0]
 
 
@@ -135,7 +142,10 @@ def test_the_tables_rebuilt_from_the_measurements_read_back_are_the_ones_written
     run, _, _ = _run_tables(results)
     measured = [Measurement.from_json(line) for line in run.read_jsonl(record.MEASUREMENTS)]
     settings = run.settings()
-    rows, verdicts = targets.tables(measured, tuple(settings["widths"]), tuple(settings["grids"]))
+    chosen = targets.targets_for(settings["device"], settings["widths"], settings["batch"])
+    assert [dataclasses.asdict(t) for t in chosen] == [
+        {**t, "shape": {**t["shape"], "widths": tuple(t["shape"]["widths"])}} for t in settings["targets"]]
+    rows, verdicts = targets.tables(measured, chosen, tuple(settings["grids"]))
     again = record.Run(tmp_path / "again")
     again.path.mkdir()
     for name, table in ((record.TARGETS, rows), (record.TARGET_VERDICTS, verdicts)):
@@ -148,34 +158,35 @@ def test_the_tables_rebuilt_from_the_measurements_read_back_are_the_ones_written
 
 
 def test_ctrl_c_keeps_the_finished_rows(results, capsys, no_peers, monkeypatch):
-    measure = targets.measure_grid
+    measure = targets.measure_point
 
-    def interrupted_at_grid_7(grid_size, *args):
-        if grid_size == 7:
+    def interrupted_at_grid_50(shape, grid_size, *args):
+        if grid_size == 50:
             raise KeyboardInterrupt
-        return measure(grid_size, *args)
+        return measure(shape, grid_size, *args)
 
-    monkeypatch.setattr(targets, "measure_grid", interrupted_at_grid_7)
-    assert targets.main(TINY + ["--grids", "5,7"]) == 130
+    monkeypatch.setattr(targets, "measure_point", interrupted_at_grid_50)
+    assert targets.main(TINY + ["--grids", "5,50"]) == 130
     _, rows, _ = _run_tables(results)
-    assert set(rows.grid_size) == {5} and (rows.model == "kan-fast").sum() == 3
-    assert "interrupted: kept the 8 finished rows" in capsys.readouterr().out
+    assert set(rows.grid_size) == {5} and (rows.model == "kan-fast").sum() == 4
+    assert "interrupted: kept the 10 finished rows" in capsys.readouterr().out
     (run,) = record.runs(results)
     said = run.read_json("run.json")  # the frame's manifest: what ran, with what, and how it ended
     assert (said["kind"], said["state"], said["exit_status"]) == ("targets", "interrupted", 130)
-    assert said["settings"]["grids"] == [5, 7] and said["command"][-2:] == ["--grids", "5,7"]
+    assert said["settings"]["grids"] == [5, 50] and said["command"][-2:] == ["--grids", "5,50"]
 
 
-def _rows(**medians):
-    """Hand-made measurements: ``name=(model, phase, grid, value)`` with ten equal samples (or the saved
-    bytes), or a status string."""
+def _rows(shape=targets.Shape((6, 5, 3), 16), device="cpu", **medians):
+    """Hand-made measurements at ``shape``: ``name=(model, phase, grid, value)`` with ten equal samples
+    (or the saved bytes), or a status string."""
     from benchmarks.core.measurement import Measurement
 
-    s = targets.Settings((6, 5, 3), 16, (5, 50), 10, 1, "cpu", 1)
     out = []
     for key, (model, phase, grid, value) in medians.items():
-        case = targets.case_of(model, phase, s, grid)
+        case = targets.case_of(model, phase, shape, grid, device)
         m = Measurement(case, name=targets.name_of(phase, case), threads=1, clock="wall")
+        if model == targets.DENSE_FLOOR:
+            m = dataclasses.replace(m, facts={"stands_for": list(shape.widths)})
         if isinstance(value, str):
             m = dataclasses.replace(m, status=value, reason=f"{model} {value}")
         elif phase == targets.SAVED:
@@ -186,16 +197,21 @@ def _rows(**medians):
     return out
 
 
+TINY_CPU = targets.targets_for("cpu", (6, 5, 3), 16)
+
+
 def test_verdicts_from_hand_made_numbers():
-    fb, fw, saved = targets.FORWARD_BACKWARD, targets.FORWARD, targets.SAVED
+    fb, fw, saved, train = targets.FORWARD_BACKWARD, targets.FORWARD, targets.SAVED, targets.TRAIN
     rows = _rows(
         a=("kan-fast", fb, 5, 0.010), b=("kan", fb, 5, 0.085),
         c=("flashkan", fb, 5, 0.012), d=("inkan", fb, 5, 0.011),
         e=("kan-fast", fw, 5, 0.003), f=("dense floor", fw, 5, 0.002),
         g=("kan-fast", saved, 5, 100), h=("kan", saved, 5, 400),
         i=("kan-fast", fb, 50, 0.050), j=("flashkan", fb, 50, 0.300), k=("inkan", fb, 50, "not installed"),
+        l=("kan-fast", train, 5, 0.019), m=("mlp-param", train, 5, 0.025),
     )
-    got = {(t.name, t.grid_size): targets.verdict(t, rows, (5, 50)) for t in targets.TARGETS}
+    got = {(t.name, t.grid_size): targets.verdict(t, rows, (5, 50)) for t in TINY_CPU}
+    assert len(got) == len(TINY_CPU) == 6
     reference = got[("fwd+bwd: x faster than the reference", 5)]
     assert reference["ratio"] == pytest.approx(8.5) and reference["verdict"] == "PASS"
     assert reference["ci_low"] == pytest.approx(8.5) and reference["ci_high"] == pytest.approx(8.5)
@@ -210,13 +226,64 @@ def test_verdicts_from_hand_made_numbers():
     large = got[("fwd+bwd: x faster than the faster peer", 50)]
     assert large["verdict"] == "not measured" and math.isnan(large["ratio"])
     assert "inkan not installed" in large["note"] and "x6.00 against flashkan alone" in large["note"]
+    mlp = got[("train: time / the parameter-matched MLP's", 5)]
+    assert mlp["ratio"] == pytest.approx(0.76) and mlp["verdict"] == "PASS"
+    assert (mlp["widths"], mlp["batch"]) == ("6x5x3", 16)
 
     slower = _rows(a=("kan-fast", fb, 5, 0.020), b=("kan", fb, 5, 0.085))
-    v = targets.verdict(targets.TARGETS[0], slower, (5,))
+    v = targets.verdict(TINY_CPU[0], slower, (5,))
     assert v["ratio"] == pytest.approx(4.25) and v["verdict"] == "MISS"
     broken = _rows(a=("kan-fast", fb, 5, "error"), b=("kan", fb, 5, 0.085))
-    v = targets.verdict(targets.TARGETS[0], broken, (5,))
+    v = targets.verdict(TINY_CPU[0], broken, (5,))
     assert v["verdict"] == "not measured" and v["note"] == "kan-fast error: kan-fast error"
+
+
+def test_cuda_verdicts_take_each_targets_own_shape():
+    """The same models measured at two batches (and a dense floor standing for each) are never mixed:
+    each target reads the rows of its own widths, batch and grid."""
+    fb, fw, saved = targets.FORWARD_BACKWARD, targets.FORWARD, targets.SAVED
+    small, busy = targets.Shape((784, 64, 10), 256), targets.Shape((784, 64, 10), 4096)
+    large = targets.Shape((1024, 1024, 1024), 8192)
+    rows = (_rows(small, "cuda", a=("kan-fast", fb, 5, 0.005), b=("inkan", fb, 5, 0.002),
+                  c=("flashkan", fb, 5, 0.003), d=("kan-fast", fw, 5, 0.004), e=("dense floor", fw, 5, 0.0001))
+            + _rows(busy, "cuda", a=("kan-fast", fb, 5, 0.001), b=("inkan", fb, 5, 0.003),
+                    c=("flashkan", fb, 5, 0.0025), d=("kan-fast", fw, 5, 0.0003), e=("dense floor", fw, 5, 0.0002),
+                    f=("kan-fast", saved, 5, 100), g=("kan", saved, 5, 250))
+            + _rows(large, "cuda", a=("kan-fast", fb, 20, 0.050), b=("mlp-param", fb, 20, 0.060)))
+    got = {(t.name, str(t.shape), t.grid_size): targets.verdict(t, rows, (5, 20, 50)) for t in targets.TARGETS["cuda"]}
+    peer = "fwd+bwd: x faster than the faster peer"
+    v = got[(peer, "784x64x10 b256", 5)]
+    assert v["ratio"] == pytest.approx(0.4) and v["verdict"] == "MISS" and v["note"] == "the faster peer: inkan"
+    v = got[(peer, "784x64x10 b4096", 5)]
+    assert v["ratio"] == pytest.approx(2.5) and v["verdict"] == "PASS" and v["note"] == "the faster peer: flashkan"
+    assert (v["widths"], v["batch"]) == ("784x64x10", 4096)
+    v = got[("forward: time / dense floor's", "784x64x10 b4096", 5)]
+    assert v["ratio"] == pytest.approx(1.5) and v["verdict"] == "PASS"  # not the b256 floor's 40
+    v = got[("saved bytes / the reference's", "784x64x10 b4096", 5)]
+    assert v["ratio"] == pytest.approx(0.4) and v["verdict"] == "MISS"
+    mlp = "fwd+bwd: x faster than the parameter-matched MLP"
+    v = got[(mlp, "1024x1024x1024 b8192", 20)]
+    assert v["ratio"] == pytest.approx(1.2) and v["verdict"] == "PASS"
+    v = got[(mlp, "1024x1024x1024 b8192", 50)]
+    assert v["verdict"] == "not measured" and v["note"] == "kan-fast not measured; mlp-param not measured"
+    for shape in ("2x5x1 b1024", "256x256x256x256 b4096"):
+        assert got[(peer, shape, 5)]["verdict"] == "not measured"
+
+
+def test_each_device_measures_the_shapes_and_grids_its_targets_name():
+    cuda = targets.settings(argparse.Namespace(device="cuda", threads=1, widths=None, batch=None, grids=None,
+                                               quick=False, repeats=15, backend="auto"))  # no parsing: no GPU needed
+    assert cuda.grids == (5, 20, 50)
+    assert [(str(shape), grid) for shape, grid in targets.points(cuda.targets, cuda.grids)] == [
+        ("2x5x1 b1024", 5), ("784x64x10 b256", 5), ("784x64x10 b4096", 5), ("784x64x10 b4096", 50),
+        ("256x256x256x256 b4096", 5), ("1024x1024x1024 b8192", 5), ("1024x1024x1024 b8192", 20),
+        ("1024x1024x1024 b8192", 50)]
+    plan = targets.models_at(cuda.targets, targets.Shape((1024, 1024, 1024), 8192), 20)
+    assert plan == {targets.FORWARD_BACKWARD: ["kan-fast", *targets.PEERS, "mlp-param"], targets.FORWARD: [],
+                    targets.TRAIN: [], targets.SAVED: []}
+    cpu = targets.settings(targets.parser().parse_args(["--grids", "50", "--batch", "64", "--threads", "1"]))
+    assert cpu.grids == (50,) and {t.shape for t in cpu.targets} == {targets.Shape((784, 64, 10), 64)}
+    assert targets.points(cpu.targets, cpu.grids) == [(targets.Shape((784, 64, 10), 64), 50)]
 
 
 @pytest.mark.parametrize(
@@ -233,6 +300,7 @@ def test_verdicts_from_hand_made_numbers():
         (["--threads", "0"], "threads must be a positive integer"),
         (["--repeats", "many"], "argument --repeats: invalid int value: 'many'"),
         (["--widht", "6,5"], "unrecognized arguments: --widht"),
+        (["--backend", "cuda"], "argument --backend: invalid choice: 'cuda'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, results, capsys):
@@ -247,3 +315,18 @@ def test_cuda_asked_for_but_absent(results, capsys):
     assert targets.main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "device 'cuda' was asked for but cuda is not available" in err[0]
+
+
+def test_kan_fast_is_built_with_the_backend_asked_for(results, monkeypatch, no_peers):
+    built = []
+    build = targets.build_model
+
+    def recording(name, *args):
+        built.append((name, args[-1]))
+        return build(name, *args)
+
+    monkeypatch.setattr(targets, "build_model", recording)
+    assert targets.main(TINY + ["--grids", "5", "--backend", "torch"]) == 0
+    assert ("kan-fast", "torch") in built
+    run, rows, _ = _run_tables(results)
+    assert run.settings()["backend"] == "torch" and (rows[rows.model == "kan-fast"].status == "ok").all()

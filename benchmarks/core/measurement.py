@@ -63,7 +63,9 @@ FACTS = ("family", "machine", "package", "parameters", "param_bytes", "saved_byt
          "max_rel_difference", "load_before", "load_after",
          # the speed gate's: the side whose code was timed ("head", "base"), and how many calls a
          # sample is the fastest of (benchmarks.gate.verdict)
-         "side", "calls_per_sample")
+         "side", "calls_per_sample",
+         # the targets study's dense floor: the widths of the KAN whose first layer's product it stands for
+         "stands_for")
 
 
 @dataclass(frozen=True)

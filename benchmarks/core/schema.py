@@ -87,14 +87,16 @@ TABLES = {
     "benchmarks": BENCH_COLUMNS,
     "attribution": ATTRIBUTION_COLUMNS,
     TARGETS: [
-        "model", "phase", "grid_size", "widths", "batch", "device", "dtype", "threads",
+        "model", "phase", "grid_size", "widths", "batch", "device", "dtype",
+        "math",  # what float32 matrix products ran: "fp32", or "tf32" where torch allowed it on CUDA
+        "threads",
         "status",  # "ok", "not installed", "error", "nonfinite"
         "median_s", "iqr_s", "first_call_s", "rounds",
         "saved_bytes",  # phase "saved for backward" only
         "reason",  # one line where status is not "ok"
     ],  # (older runs' have "samples_s" too, the timed calls; measurements.jsonl keeps them now)
     TARGET_VERDICTS: [
-        "target", "phase", "grid_size", "other",
+        "target", "phase", "widths", "batch", "grid_size", "other",
         "ratio",  # other / kan-fast for "x faster" (">="), kan-fast / other for "at most" ("<=")
         "ci_low", "ci_high",  # 95% bootstrap interval of the ratio of medians (timings only)
         "bound", "direction", "verdict",  # "PASS", "MISS" or "not measured"

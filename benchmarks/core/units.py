@@ -1,5 +1,6 @@
 """Seconds as people read them: the one time formatter that the terminal summaries, the gate's
-table, the studies and the HTML page share, so that a figure reads the same everywhere."""
+table, the studies and the HTML page share, so that a figure reads the same everywhere; and the
+studies' aligned text tables."""
 
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def format_seconds(seconds: object, unit: str | None = None, spec: str = ".3g", 
         return missing
     scale, unit = ({u: s for s, u in UNITS}[unit], unit) if unit else time_unit(value)
     return f"{value * scale:{spec}} {unit}" if suffix else f"{value * scale:{spec}}"
+
+
+def text_table(records: list[dict], right: tuple[str, ...] = ()) -> str:
+    """``records`` (dicts of strings, same keys) as aligned text; columns in ``right`` flush right."""
+    if not records:
+        return "(no rows)"
+    columns = list(records[0])
+    cells = [columns] + [[str(r[c]) for c in columns] for r in records]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.rjust(w) if c in right else cell.ljust(w)
+                       for c, cell, w in zip(columns, row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)

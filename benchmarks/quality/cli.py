@@ -162,7 +162,7 @@ def _best(rows: list[dict], task, seed: int) -> str:
 
 def format_summary(rows: list[dict]) -> str:
     """The summary as aligned text: per task, each model's mean metric, spread, time and front."""
-    from benchmarks.studies.targets import text_table
+    from benchmarks.core.units import text_table
 
     def num(v, fmt="{:.4g}"):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)

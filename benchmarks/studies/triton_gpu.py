@@ -3,9 +3,9 @@
     python -m benchmarks.studies.triton_gpu [--budget-s 220] [--rounds 7] [--round-s 0.02]
                                             [--shapes all|small|big] [--tf32]
 
-For each shape of issue 26 (widths, batch, grid): ``[2,5,1]`` b1024 G5; ``[784,64,10]``
-b256 G5, b4096 G5 and G50; ``[256,256,256,256]`` b4096 G5; ``[1024,1024,1024]`` b8192 G5
-and G20:
+For each shape and grid that kan-fast's CUDA targets name (``benchmarks.studies.targets``,
+``TARGETS["cuda"]``): ``[2,5,1]`` b1024 G5; ``[784,64,10]`` b256 G5, b4096 G5 and G50;
+``[256,256,256,256]`` b4096 G5; ``[1024,1024,1024]`` b8192 G5, G20 and G50:
 
 1. correctness on CUDA: kan-fast with ``backend="triton"`` loaded from the reference's
    state dict (``kan``), its output and the gradients of the input and every parameter
@@ -19,10 +19,10 @@ and G20:
 3. the dense floor (one matrix product per layer, ``h @ W`` of the layers' in and out
    sizes, chained) beside the forward, and the bytes autograd saves for backward
    (``benchmarks.core.memory.saved_tensor_bytes``, parameters left out);
-4. the issue's targets as rows with verdicts (1: fwd+bwd >= 2x faster than the faster
-   peer, 1.2x at [1024,1024,1024] b8192 G5; 2: fwd+bwd faster than mlp-param at
-   [1024,1024,1024] b8192 grid >= 20; 3: forward <= 1.5x the dense floor at [784,64,10]
-   b4096 G5; 4: saved bytes <= 1/3 of the reference's).
+4. those targets as rows with verdicts, kan-fast(triton) in kan-fast's place (fwd+bwd at
+   least 2x faster than the faster peer, 1.2x at [1024,1024,1024] b8192 G5; fwd+bwd faster
+   than mlp-param at [1024,1024,1024] b8192 G20 and G50; forward at most 1.5x the dense
+   floor and saved bytes at most 1/3 of the reference's at [784,64,10] b4096 G5).
 
 TF32 off unless ``--tf32`` (each row says which math the kernels ran: ``math``). Rows are
 JSON lines in ``$OUT/triton_gpu.jsonl`` (``$OUT`` or a new temporary folder); a table at
@@ -47,12 +47,14 @@ from benchmarks.core.command import run_command
 from benchmarks.core.memory import saved_tensor_bytes
 from benchmarks.core.units import format_seconds
 from benchmarks.peers import catalog
+from benchmarks.studies import targets as study
 
-SHAPES = {
-    "small": [([2, 5, 1], 1024, 5), ([784, 64, 10], 256, 5), ([784, 64, 10], 4096, 5), ([784, 64, 10], 4096, 50)],
-    "big": [([256, 256, 256, 256], 4096, 5), ([1024, 1024, 1024], 8192, 5), ([1024, 1024, 1024], 8192, 20)],
-}
-SHAPES["all"] = SHAPES["small"] + SHAPES["big"]
+TARGETS = study.TARGETS["cuda"]
+# (widths, batch, grid) of every target, in their order; "small" those of at most 784 features a layer
+SHAPES = {"all": [(list(shape.widths), shape.batch, grid)
+                  for shape, grid in study.points(TARGETS, tuple(sorted({t.grid_size for t in TARGETS})))]}
+SHAPES["small"] = [point for point in SHAPES["all"] if max(point[0]) <= 784]
+SHAPES["big"] = [point for point in SHAPES["all"] if max(point[0]) > 784]
 # a dry run of the script itself: --device cpu under TRITON_INTERPRET=1 (figures meaningless)
 SHAPES["tiny"] = [([2, 5, 1], 64, 5), ([7, 9, 3], 33, 50)]
 PEERS = catalog.REFERENCE_PEERS  # the pip KANs that compute our reference's function
@@ -252,30 +254,35 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
     return {"medians": medians, "saved": saved}
 
 
+# the targets' phases as this study names them
+PHASES = {study.FORWARD_BACKWARD: "fwd+bwd", study.FORWARD: "forward"}
+MINE = "kan-fast(triton)"
+
+
 def verdicts(run: Run, widths, batch, grid, found: dict) -> None:
+    """A row per target at (widths, batch, grid), kan-fast(triton) judged in kan-fast's place."""
     med, saved = found["medians"], found["saved"]
     shape = shape_id(widths, batch, grid)
-    mine = med.get(("fwd+bwd", "kan-fast(triton)"))
-    peers = [med[("fwd+bwd", p)] for p in PEERS if ("fwd+bwd", p) in med]
-    need = 1.2 if (widths == [1024, 1024, 1024] and grid == 5) else 2.0
-    if mine and peers:
-        ratio = min(peers) / mine
-        run.emit(kind="target", shape=shape, target=1, what=f"fwd+bwd >= {need}x faster than the faster peer",
-                 ratio=ratio, verdict="met" if ratio >= need else "not met",
-                 note="" if len(peers) == len(PEERS) else "only one peer measured")
-    elif mine:
-        run.emit(kind="target", shape=shape, target=1, verdict="not measured", note="no peer imports")
-    if widths == [1024, 1024, 1024] and grid >= 20 and mine and ("fwd+bwd", "mlp-param") in med:
-        ratio = med[("fwd+bwd", "mlp-param")] / mine
-        run.emit(kind="target", shape=shape, target=2, what="fwd+bwd faster than mlp-param", ratio=ratio,
-                 verdict="met" if ratio > 1 else "not met")
-    if widths == [784, 64, 10] and batch == 4096 and grid == 5:
-        ratio = med[("forward", "kan-fast(triton)")] / med[("forward", "dense floor")]
-        run.emit(kind="target", shape=shape, target=3, what="forward <= 1.5x the dense floor", ratio=ratio,
-                 verdict="met" if ratio <= 1.5 else "not met")
-    ratio = saved["kan-fast(triton)"] / max(1, saved["kan"])
-    run.emit(kind="target", shape=shape, target=4, what="saved bytes <= 1/3 of the reference's", ratio=ratio,
-             verdict="met" if ratio <= 1 / 3 else "not met")
+    for t in TARGETS:
+        if (list(t.shape.widths), t.shape.batch, t.grid_size) != (list(widths), batch, grid):
+            continue
+        row = dict(kind="target", shape=shape, target=t.name, what=f"{t.name} {t.describe()}")
+        if t.phase == study.SAVED:
+            mine, others = saved.get(MINE), {t.other: saved.get(t.other)}
+        else:
+            names = PEERS if t.other == study.FASTER_PEER else [t.other]
+            mine, others = med.get((PHASES[t.phase], MINE)), {n: med.get((PHASES[t.phase], n)) for n in names}
+        present = {name: value for name, value in others.items() if value}
+        if not mine or not present:
+            missing = [name for name, value in {MINE: mine, **others}.items() if not value]
+            run.emit(**row, verdict="not measured", note=f"not measured: {', '.join(missing)}")
+            continue
+        name, other = min(present.items(), key=lambda item: item[1])
+        ratio = other / mine if t.direction == ">=" else mine / other
+        note = ""
+        if t.other == study.FASTER_PEER:
+            note = f"the faster peer: {name}" + ("" if len(present) == len(others) else " (only one peer measured)")
+        run.emit(**row, ratio=ratio, verdict="met" if t.holds(ratio) else "not met", note=note)
 
 
 def launch_counts(run: Run) -> None:
@@ -317,8 +324,8 @@ def table(run: Run) -> str:
                          f"  spread {row['spread']:6.1%}" + (f"  math {row['math']}" if row.get("math") else ""))
         elif row["kind"] == "target":
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
-            lines.append(f"target {row.get('shape', ''):28} #{row['target']} {row['verdict']:12} ratio {ratio}"
-                         f"  {row.get('what', '')} {row.get('note', '')}")
+            lines.append(f"target {row.get('shape', ''):28} {row['verdict']:12} ratio {ratio:>6}"
+                         f"  {row.get('what', '')}  {row.get('note', '')}".rstrip())
         elif row["kind"] == "saved":
             lines.append(f"saved  {row['shape']:28} {row['model']:18} {row['saved_bytes'] / 2**20:9.2f} MiB")
         elif row["kind"] in ("error", "skipped", "launches"):

@@ -1,0 +1,57 @@
+"""`python -m benchmarks.studies.triton_gpu`: its shapes and verdicts are those of kan-fast's CUDA targets
+(``benchmarks.studies.targets``), judged from hand-made medians; no GPU needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.studies import targets, triton_gpu
+
+
+def test_the_shapes_are_the_cuda_targets_own():
+    named = {(t.shape.widths, t.shape.batch, t.grid_size) for t in targets.TARGETS["cuda"]}
+    named = [(list(widths), batch, grid) for widths, batch, grid in named]
+    assert sorted(map(str, triton_gpu.SHAPES["all"])) == sorted(map(str, named))
+    assert triton_gpu.SHAPES["small"] + triton_gpu.SHAPES["big"] == triton_gpu.SHAPES["all"]
+
+
+def _verdicts(tmp_path, widths, batch, grid, medians, saved):
+    folder = tmp_path / f"{'x'.join(map(str, widths))}-b{batch}-g{grid}"
+    folder.mkdir()
+    run = triton_gpu.Run(str(folder), 60.0, torch.device("cpu"))
+    triton_gpu.verdicts(run, widths, batch, grid, {"medians": medians, "saved": saved})
+    written = [json.loads(line) for line in open(run.path)]
+    assert written == run.rows
+    return {row["target"]: row for row in run.rows}
+
+
+def test_verdicts_at_the_busy_mnist_shape(tmp_path):
+    mine = triton_gpu.MINE
+    medians = {("fwd+bwd", mine): 0.001, ("fwd+bwd", "inkan"): 0.003, ("fwd+bwd", "flashkan"): 0.0025,
+               ("forward", mine): 0.0004, ("forward", "dense floor"): 0.0002}
+    got = _verdicts(tmp_path, [784, 64, 10], 4096, 5, medians, {mine: 100, "kan": 400})
+    assert set(got) == {"fwd+bwd: x faster than the faster peer", "forward: time / dense floor's",
+                        "saved bytes / the reference's"}
+    peer = got["fwd+bwd: x faster than the faster peer"]
+    assert peer["ratio"] == pytest.approx(2.5) and peer["verdict"] == "met"
+    assert peer["note"] == "the faster peer: flashkan"
+    floor = got["forward: time / dense floor's"]
+    assert floor["ratio"] == pytest.approx(2.0) and floor["verdict"] == "not met"
+    memory = got["saved bytes / the reference's"]
+    assert memory["ratio"] == pytest.approx(0.25) and memory["verdict"] == "met"
+
+
+def test_verdicts_at_the_large_shape_and_what_is_missing(tmp_path):
+    mine = triton_gpu.MINE
+    got = _verdicts(tmp_path, [1024, 1024, 1024], 8192, 5,
+                    {("fwd+bwd", mine): 0.010, ("fwd+bwd", "inkan"): 0.011}, {})
+    peer = got["fwd+bwd: x faster than the faster peer"]
+    assert peer["ratio"] == pytest.approx(1.1) and peer["verdict"] == "not met"  # 1.2x asked here
+    assert peer["note"] == "the faster peer: inkan (only one peer measured)"
+    got = _verdicts(tmp_path, [1024, 1024, 1024], 8192, 20, {("fwd+bwd", "mlp-param"): 0.02}, {})
+    mlp = got["fwd+bwd: x faster than the parameter-matched MLP"]
+    assert mlp["verdict"] == "not measured" and mlp["note"] == f"not measured: {mine}"
+    assert _verdicts(tmp_path, [7, 9, 3], 33, 50, {}, {}) == {}  # no target there
