@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shlex
 import shutil
 import sys
@@ -92,6 +93,27 @@ def sanitize(session: nox.Session) -> None:
     """
     python = harness_python(session)
     session.run("sh", str(ROOT / "tests" / "sanitize.sh"), *session.posargs, external=True, env={"PYTHON": python})
+
+
+# The kernels' own tests (tests/sanitize.sh runs the same ones under the sanitizers).
+KERNEL_TESTS = ("tests/test_native.py", "tests/test_nonfinite.py", "tests/test_native_values.py",
+                "tests/test_native_self_test.py")
+
+
+@nox.session
+def portable(session: nox.Session) -> None:
+    """kan-fast's kernel tests against a build for x86-64 CPUs without AVX-512 (KAN_NATIVE_ARCH=x86-64-v3).
+
+    The default build is for this machine's CPU: where it has AVX-512, the kernels' other vector
+    paths (those of AVX2 CPUs) would otherwise go untested. Pytest arguments pass through.
+    """
+    if platform.machine() not in ("x86_64", "AMD64"):
+        session.skip(f"x86-64 builds only; this machine is {platform.machine()}")
+    python = harness_python(session)
+    env = {"KAN_NATIVE_ARCH": "x86-64-v3"}
+    session.run(python, "-m", "kan.native", "build", external=True, env=env)
+    session.run(python, "-m", "pytest", *KERNEL_TESTS, "-m", "not slow or sweep", "-q", "-p", "no:cacheprovider",
+                *session.posargs, external=True, env=env)
 
 
 @nox.session

@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import stat
@@ -65,9 +66,21 @@ def sanitized() -> bool:
     return os.environ.get("KAN_NATIVE_SANITIZE", "0").lower() not in _NO
 
 
+def arch() -> str:
+    """The CPU the kernels are built for: ``$KAN_NATIVE_ARCH``, else ``native`` (this machine's).
+
+    Another value, such as ``x86-64-v3`` (AVX2 and FMA, no AVX-512), builds the code paths of
+    CPUs without this one's vector extensions, so that they can be tested here."""
+    value = os.environ.get("KAN_NATIVE_ARCH", "") or "native"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", value):
+        raise NativeError(f"KAN_NATIVE_ARCH must name a CPU for the compiler's -march (e.g. x86-64-v3), got {value!r}")
+    return value
+
+
 def flags() -> tuple[str, ...]:
     """The compiler flags of this build."""
-    return SANITIZE_FLAGS if sanitized() else FLAGS
+    chosen = SANITIZE_FLAGS if sanitized() else FLAGS
+    return tuple(f"-march={arch()}" if flag == "-march=native" else flag for flag in chosen)
 
 
 def cache_dir() -> Path:
