@@ -23,7 +23,11 @@ def build() -> Path:
 
 def status() -> tuple[bool, list[str]]:
     """Whether the kernels are usable, and lines saying where the library is and in what state."""
-    lines = [f"source: {SOURCE}", f"compiler: {compiler() or 'none found'}; flags: {' '.join(flags())}"]
+    try:
+        chosen = " ".join(flags())
+    except NativeError as problem:
+        return False, [f"source: {SOURCE}", f"compiler: {compiler() or 'none found'}", f"unusable: {problem}"]
+    lines = [f"source: {SOURCE}", f"compiler: {compiler() or 'none found'}; flags: {chosen}"]
     if not ENABLED:
         return False, lines + ["off: KAN_NATIVE=0"]
     try:
