@@ -135,6 +135,25 @@ struct Simd {
     }
 };
 
+#if defined(__AVX512F__)
+// 64-byte vectors, where the CPU has AVX-512: the gather kernels' widest loops run on
+// them when a whole chunk of outputs fills them. Each output lane gets the same
+// multiply-adds in the same order as on Simd's vectors, so the results are the same bit
+// for bit; what changes is the count of instructions (loads, broadcasts, loop steps) per
+// output, and the register file (32 vectors) holds a whole chunk's accumulators.
+// No masked loads: cut chunks stay on Simd.
+template <typename T>
+struct Wide {
+    typedef T V __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
+    static constexpr int lanes = 64 / sizeof(T);
+    static inline V load(const T* p) { return *reinterpret_cast<const V*>(p); }
+    static inline void store(T* p, V v) { *reinterpret_cast<V*>(p) = v; }
+    template <std::size_t... l>
+    static inline V splat_lanes(T s, std::index_sequence<l...>) { return V{((void)l, s)...}; }
+    static inline V splat(T s) { return splat_lanes(s, std::make_index_sequence<lanes>{}); }
+};
+#endif
+
 // One sample's local bases over features [i0, i0 + n), as structures of arrays with
 // stride = n rounded up to whole vectors: row[d * stride + j] the coefficient index
 // (clamped into [0, coeff)) of basis d of feature i0 + j, value[d * stride + j] its
@@ -882,23 +901,31 @@ constexpr int32_t kPrefetch = 8;
 // span m; value[d * stride + b] is basis d of sample b. The chunk: NV vectors of outputs
 // from o0, the last one cut to its first `tail` lanes when Masked. acc: (coeff + 2K)
 // padded rows of width `width` (at least NV vectors), row c at c + K; spans whose
-// bases do not exist are skipped.
-template <typename T, int K, int NV, bool Masked>
+// bases do not exist are skipped. S: Simd, or Wide for whole chunks (not Masked).
+template <typename T, int K, int NV, bool Masked, typename S = Simd<T>>
 inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* order, const T* value, int64_t stride,
                         const T* grad_out, int64_t out, int64_t o0, int tail, T* acc, int64_t width) {
-    using S = Simd<T>;
+    static_assert(!Masked || std::is_same_v<S, Simd<T>>, "cut chunks are Simd's");
     using V = typename S::V;
     constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
-    const typename S::VM m = S::mask(tail);
+    [[maybe_unused]] const typename Simd<T>::VM m = Simd<T>::mask(tail);
     const int64_t coeff = knots - 1 - K;
     // gv: the chunk of grad_out's row of sample order[p]; and a prefetch of the row
-    // kPrefetch samples on (rows come in no order the hardware could guess)
+    // kPrefetch samples on (rows come in no order the hardware could guess): every cache
+    // line of the chunk (a wide chunk spans several), and its last element, for a chunk
+    // that does not start on a line
     const auto row_chunk = [&](int32_t p, V* gv) {
-        __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
-        __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0 + NV * L - 1);
+        const char* ahead = reinterpret_cast<const char*>(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
+        constexpr int bytes = NV * L * int(sizeof(T));
+        if constexpr (std::is_same_v<S, Simd<T>>) {
+            __builtin_prefetch(ahead);
+        } else {
+            for (int at = 0; at < bytes; at += 64) __builtin_prefetch(ahead + at);
+        }
+        __builtin_prefetch(ahead + bytes - sizeof(T));
         const T* gb = grad_out + int64_t(order[p]) * out + o0;
         for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
-        if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
+        if constexpr (Masked) gv[NV - 1] = Simd<T>::load_first(gb + Whole * L, m);
     };
     for (int64_t span = 0; span + 1 < knots; ++span) {
         const int32_t first = begin[span + 1], last = begin[span + 2];  // the samples of this span
@@ -1083,7 +1110,9 @@ void spline_grads_run(const T* G, int64_t si, int64_t sc, const T* w, const T* s
 // value * grad_out[b]. One feature at a time per thread: its samples' local bases, a
 // counting sort of the sample indices by knot span, then bucket_rows over chunks of three
 // vectors of outputs (twelve accumulators for cubic splines: more than the eight that the
-// multiply-adds' latency and throughput need, so loads of grad_out rows have slack).
+// multiply-adds' latency and throughput need, so loads of grad_out rows have slack), or,
+// with AVX-512, first over wide chunks of four 64-byte vectors (see Wide): fewer passes
+// over each sample's grad_out row, value and order entry for the same multiply-adds.
 // The bases come from x, or, with saved_u given (a uniform grid), from the local
 // coordinates and spans that gather_forward saved: no column of x to gather, no span to find.
 template <typename T, int K>
@@ -1093,7 +1122,17 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
     constexpr int L = S::lanes;
     constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
-    const int64_t chunk = CV * L;  // acc's row width
+#if defined(__AVX512F__)
+    // Wide chunks, where a whole one fits in the outputs left: four 64-byte vectors (K + 1
+    // rows of them, and the grad_out row, in the 32 registers) for orders up to 5, so that
+    // each sample's grad_out row and values are read in fewer passes.
+    constexpr int WV = K <= 5 ? 4 : 2;
+    constexpr int64_t wide = WV * Wide<T>::lanes;
+#else
+    constexpr int64_t wide = 0;
+#endif
+    const int64_t chunk = CV * L;
+    const int64_t width = std::max(chunk, wide);  // acc's row width
     const bool from_saved = saved_u != nullptr && g.origin != nullptr && g.cardinal;
 #pragma omp parallel num_threads(threads)
     {
@@ -1101,7 +1140,7 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
         const int64_t buckets = g.knots + 1;  // span + 1, in [0, knots]
         std::vector<int32_t> start(buckets + 1), cursor(buckets * kSortWays), order(batch + kPrefetch),  // padding: 0
             span(batch);
-        std::vector<T> acc(padded_rows * chunk), column(from_saved ? 0 : batch);
+        std::vector<T> acc(padded_rows * width), column(from_saved ? 0 : batch);
         // with the weights' gradients wanted: the gradient rows of up to kWeightBlock features,
         // feature j's row c at block[(j * coeff + c) * out]
         std::vector<T> block(to.grad_w != nullptr ? kWeightBlock * coeff * out : 0);
@@ -1127,25 +1166,31 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
             const T* value = tile.value.data();
             const int64_t s = tile.stride;
             for (int64_t o = 0, count = 0; o < out; o += count) {
-                // whole chunks; the rest (under one) with its last vector cut
-                count = std::min(out - o, chunk);
+                // whole chunks (wide ones first, where the CPU has them); the rest (under one)
+                // with its last vector cut
+                count = std::min(out - o, out - o >= wide && wide > 0 ? wide : chunk);
                 std::fill(acc.begin(), acc.end(), T(0));
                 const int nv = int((count + L - 1) / L), tail = int(count - (nv - 1) * L);
                 const auto run = [&](auto vectors, auto masked) {
                     bucket_rows<T, K, decltype(vectors)::value, decltype(masked)::value>(
-                        start.data(), g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), chunk);
+                        start.data(), g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), width);
                 };
-                if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
+                if (wide > 0 && count == wide) {
+#if defined(__AVX512F__)
+                    bucket_rows<T, K, WV, false, Wide<T>>(start.data(), g.knots, order.data(), value, s, grad_out,
+                                                          out, o, L, acc.data(), width);
+#endif
+                } else if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
                 else if (tail == L && nv == 2) run(std::integral_constant<int, 2>(), std::false_type());
                 else if (tail == L) run(std::integral_constant<int, 1>(), std::false_type());
                 else if (nv == 3) run(std::integral_constant<int, 3>(), std::true_type());
                 else if (nv == 2) run(std::integral_constant<int, 2>(), std::true_type());
                 else run(std::integral_constant<int, 1>(), std::true_type());
-                const T* rows = acc.data() + K * chunk;  // row c of this chunk at rows + c * chunk
+                const T* rows = acc.data() + K * width;  // row c of this chunk at rows + c * width
                 T* into = to.grad_w == nullptr ? to.grad_table + i * coeff * out
                                                : block.data() + (i - block_first) * coeff * out;
                 for (int64_t c = 0; c < coeff; ++c)
-                    std::memcpy(into + c * out + o, rows + c * chunk, sizeof(T) * count);
+                    std::memcpy(into + c * out + o, rows + c * width, sizeof(T) * count);
             }
             if (to.grad_w != nullptr && (i + 1 == end_feature || i + 1 - block_first == kWeightBlock)) {
                 spline_grads_run(block.data(), coeff * out, out, to.w, to.scaler, out, I, coeff, block_first, i + 1,
