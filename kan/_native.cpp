@@ -629,31 +629,32 @@ inline int64_t feature_block(const Geometry<T>& g, int64_t out) {
 
 // acc[0 .. width) += sum over the tile's features of sum_d value * table row, for the
 // outputs o0 .. o0 + width: NV vectors, all whole (Masked false: width = NV * lanes) or
-// the last one cut to its first `tail` lanes (width = (NV - 1) * lanes + tail).
-template <typename T, int K, int NV, bool Masked>
+// the last one cut to its first `tail` lanes (width = (NV - 1) * lanes + tail). S: Simd,
+// or Wide for whole vectors only (not Masked).
+template <typename T, int K, int NV, bool Masked, typename S = Simd<T>>
 inline void gather_rows(const Tile<T>& tile, const T* table, int64_t coeff, int64_t out, int64_t i0, int64_t o0,
                         int tail, T* acc) {
-    using S = Simd<T>;
+    static_assert(!Masked || std::is_same_v<S, Simd<T>>, "cut vectors are Simd's");
     using V = typename S::V;
     constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
-    const typename S::VM m = S::mask(tail);
+    [[maybe_unused]] const typename Simd<T>::VM m = Simd<T>::mask(tail);
     const int64_t n = tile.n, s = tile.stride;
     const int32_t* rows = tile.row.data();
     const T* values = tile.value.data();
     V a[NV];
     for (int q = 0; q < Whole; ++q) a[q] = S::load(acc + q * L);
-    if (Masked) a[NV - 1] = S::load_first(acc + Whole * L, m);
+    if constexpr (Masked) a[NV - 1] = S::load_first(acc + Whole * L, m);
     for (int64_t j = 0; j < n; ++j) {
         const T* feature = table + (i0 + j) * coeff * out + o0;
         for (int d = 0; d <= K; ++d) {
             const V v = S::splat(values[d * s + j]);
             const T* row = feature + int64_t(rows[d * s + j]) * out;
             for (int q = 0; q < Whole; ++q) a[q] += v * S::load(row + q * L);
-            if (Masked) a[NV - 1] += v * S::load_first(row + Whole * L, m);
+            if constexpr (Masked) a[NV - 1] += v * S::load_first(row + Whole * L, m);
         }
     }
     for (int q = 0; q < Whole; ++q) S::store(acc + q * L, a[q]);
-    if (Masked) S::store_first(acc + Whole * L, a[NV - 1], m);
+    if constexpr (Masked) S::store_first(acc + Whole * L, a[NV - 1], m);
 }
 
 // f(std::integral_constant<int, nv>()) for nv in [1, 8]: a runtime count of vectors
@@ -872,6 +873,15 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
             const Tile<T>& tile = tiles[s];
             T* acc = result + (b0 + s) * out;
             int64_t o = 0;
+#if defined(__AVX512F__)
+            // whole 64-byte vectors first, up to 8 in a pass (see Wide); the rest below
+            constexpr int WL = Wide<T>::lanes;
+            for (int nv; (nv = int(std::min<int64_t>(8, (out - o) / WL))) > 0; o += nv * WL)
+                with_vectors(nv, [&](auto vectors) {
+                    gather_rows<T, K, decltype(vectors)::value, false, Wide<T>>(tile, table, g.coeff, out, i0, o, L,
+                                                                               acc + o);
+                });
+#endif
             for (; o + 8 * L <= out; o += 8 * L)
                 gather_rows<T, K, 8, false>(tile, table, g.coeff, out, i0, o, L, acc + o);
             if (o < out) {  // the rest, in one pass over the tile: whole vectors and a cut last one
