@@ -369,7 +369,15 @@ __attribute__((always_inline)) inline void span_bases(const Geometry<T>& g, int6
         cardinal<T, K>(u, v, below);
         return;
     }
-    de_boor_lanes<T, K, Column>(g, i, valid, xv, knot_index, v, below);
+    // through arrays of its own, copied: were the callers' arrays passed to the out-of-line
+    // call, their address would escape, and they would live in memory on every path, the
+    // cardinal one too, rather than in registers
+    typename Simd<T>::V dv[K + 2], dbelow[K + 2];
+    de_boor_lanes<T, K, Column>(g, i, valid, xv, knot_index, dv, dbelow);
+    for (int d = 0; d < K + 2; ++d) {
+        v[d] = dv[d];
+        below[d] = dbelow[d];
+    }
     inv_step = Simd<T>::splat(T(1));
 }
 
@@ -498,8 +506,10 @@ __attribute__((always_inline)) inline bool interior_bases(const Geometry<T>& g, 
 }
 
 // Uniform grid: a tile of local bases, a vector of lanes at a time (see lane_bases).
+// Inlined into its callers (tile_bases, tile_rows), so that a caller that makes many small
+// tiles sets up the geometry's constants once rather than in a call per tile.
 template <typename T, int K, bool Column>
-void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+__attribute__((always_inline)) inline void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
     using S = Simd<T>;
     using V = typename S::V;
     using VI = typename S::VI;
@@ -610,6 +620,22 @@ inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, 
     tile.resize(n);
     if (g.origin != nullptr) tile_uniform<T, K, Column>(g, x, i0, tile, slopes);
     else tile_general<T, K, Column>(g, x, i0, tile, slopes);
+}
+
+// Row mode, the tiles of `count` samples over features [i0, i0 + n): tiles[s] from the
+// row x + s * row_stride. One call for the group: the sample-major kernels' tiles are
+// a vector or two of features each, too small to pay for a call and its set-up apiece.
+template <typename T, int K>
+__attribute__((noinline)) void tile_rows(const Geometry<T>& g, const T* x, int64_t row_stride, int64_t count,
+                                         int64_t i0, int64_t n, Tile<T>* tiles, bool slopes) {
+    if (g.origin != nullptr) {
+        for (int64_t s = 0; s < count; ++s) {
+            tiles[s].resize(n);
+            tile_uniform<T, K, false>(g, x + s * row_stride, i0, tiles[s], slopes);
+        }
+    } else {
+        for (int64_t s = 0; s < count; ++s) tile_bases<T, K>(g, x + s * row_stride, i0, n, tiles[s], slopes);
+    }
 }
 
 // Table bytes per block of the sample-major kernels: half of a 32 KB L1 data cache, so
@@ -813,7 +839,7 @@ void sample_major(const Geometry<T>& g, const T* x, int64_t batch, int64_t out, 
                     for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(strip + at);
                     __builtin_prefetch(strip + bytes - 1);  // the last line, where the strip is not aligned
                 }
-                for (int64_t s = 0; s < count; ++s) tile_bases<T, K>(g, x + (b0 + s) * I, i0, n, tiles[s], slopes);
+                tile_rows<T, K>(g, x + b0 * I, I, count, i0, n, tiles.data(), slopes);
                 body(b0, count, i0, tiles.data());
             }
         }
