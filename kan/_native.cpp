@@ -1065,6 +1065,55 @@ inline void sort_by_span(const int32_t* span, int64_t batch, int64_t buckets, in
             if (w * part + b < batch) order[cursor[span[w * part + b] * W + w]++] = int32_t(w * part + b);
 }
 
+#if defined(__AVX512F__)
+// Most buckets sort_by_span_wide takes: it passes over the samples once per bucket between
+// the smallest and largest span, so it pays only for few (a trained layer's inputs fill
+// a few spans of a coarse grid).
+constexpr int64_t kWideSortBuckets = 16;
+
+// sort_by_span's result (the same order: each bucket's samples ascending), where the CPU
+// has AVX-512 and the spans cover at most kWideSortBuckets buckets: for each bucket, 16
+// samples at a time, the indices of those in it compressed into the front of a register
+// and stored whole at the bucket's cursor (the lanes past them are overwritten by the
+// next store, or land in order's padding past batch + 16, which the caller resets). No
+// per-sample counters in memory, whose chain of loads and stores bounded the scalar sort.
+// Returns false, with nothing written, where the spans cover more buckets.
+inline bool sort_by_span_wide(const int32_t* span, int64_t batch, int64_t buckets, int32_t* start, int32_t* order) {
+    const int64_t whole = batch / 16 * 16;
+    __m512i low = _mm512_set1_epi32(int32_t(buckets)), high = _mm512_set1_epi32(-1);
+    for (int64_t b = 0; b < whole; b += 16) {
+        const __m512i v = _mm512_loadu_si512(span + b);
+        low = _mm512_min_epi32(low, v);
+        high = _mm512_max_epi32(high, v);
+    }
+    int32_t lo = _mm512_reduce_min_epi32(low), hi = _mm512_reduce_max_epi32(high);
+    for (int64_t b = whole; b < batch; ++b) {
+        lo = std::min(lo, span[b]);
+        hi = std::max(hi, span[b]);
+    }
+    if (batch == 0) lo = hi = 0;
+    if (hi - lo + 1 > kWideSortBuckets) return false;
+    const __m512i step = _mm512_set1_epi32(16), lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                                                           13, 14, 15);
+    int32_t cursor = 0;
+    for (int64_t k = 0; k < buckets; ++k) {
+        start[k] = cursor;
+        if (k < lo || k > hi) continue;
+        const __m512i key = _mm512_set1_epi32(int32_t(k));
+        __m512i index = lanes;
+        for (int64_t b = 0; b < whole; b += 16, index = _mm512_add_epi32(index, step)) {
+            const __mmask16 in = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(span + b), key);
+            _mm512_storeu_si512(order + cursor, _mm512_maskz_compress_epi32(in, index));
+            cursor += __builtin_popcount(unsigned(in));
+        }
+        for (int64_t b = whole; b < batch; ++b)
+            if (span[b] == k) order[cursor++] = int32_t(b);
+    }
+    start[buckets] = cursor;
+    return true;
+}
+#endif
+
 // Where the table gradient goes: grad_table (in, coeff, out), or, with grad_w given, straight
 // to the gradients of the weights the table was scaled from (scale_spline's w and scaler):
 // grad_w[o, i, c] = G[i, c, o] * scaler[o, i] and grad_scaler[o, i] = sum_c G[i, c, o] * w[o, i, c]
@@ -1174,7 +1223,9 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
     {
         Tile<T> tile(batch, K, false);
         const int64_t buckets = g.knots + 1;  // span + 1, in [0, knots]
-        std::vector<int32_t> start(buckets + 1), cursor(buckets * kSortWays), order(batch + kPrefetch),  // padding: 0
+        // order's padding: kPrefetch entries 0 (bucket_rows' prefetches read them), and 16 more
+        // that sort_by_span_wide may write past them
+        std::vector<int32_t> start(buckets + 1), cursor(buckets * kSortWays), order(batch + kPrefetch + 16),
             span(batch);
         std::vector<T> acc(padded_rows * width), column(from_saved ? 0 : batch);
         // with the weights' gradients wanted: the gradient rows of up to kWeightBlock features,
@@ -1198,7 +1249,12 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
                 tile_bases<T, K, true>(g, column.data(), i, batch, tile, false);
                 for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(tile.span[b]) + 1;
             }
-            sort_by_span(span.data(), batch, buckets, cursor.data(), start.data(), order.data());
+#if defined(__AVX512F__)
+            if (sort_by_span_wide(span.data(), batch, buckets, start.data(), order.data()))
+                std::fill(order.begin() + batch, order.end(), 0);
+            else
+#endif
+                sort_by_span(span.data(), batch, buckets, cursor.data(), start.data(), order.data());
             const T* value = tile.value.data();
             const int64_t s = tile.stride;
             for (int64_t o = 0, count = 0; o < out; o += count) {
