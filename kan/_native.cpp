@@ -505,11 +505,10 @@ __attribute__((always_inline)) inline bool interior_bases(const Geometry<T>& g, 
     return true;
 }
 
-// Uniform grid: a tile of local bases, a vector of lanes at a time (see lane_bases).
-// Inlined into its callers (tile_bases, tile_rows), so that a caller that makes many small
-// tiles sets up the geometry's constants once rather than in a call per tile.
+// Uniform grid: the tile's vector of lanes from j (see interior_bases and lane_bases).
 template <typename T, int K, bool Column>
-__attribute__((always_inline)) inline void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+__attribute__((always_inline)) inline void tile_uniform_vector(const Geometry<T>& g, const T* x, int64_t i0, int64_t j,
+                                                               Tile<T>& tile, bool slopes) {
     using S = Simd<T>;
     using V = typename S::V;
     using VI = typename S::VI;
@@ -521,36 +520,42 @@ __attribute__((always_inline)) inline void tile_uniform(const Geometry<T>& g, co
     T* __restrict slope = slopes ? tile.slope.data() : nullptr;
     T* __restrict span_out = tile.span.data();
     T* __restrict u_out = tile.u.data();
-    for (int64_t j = 0; j < stride; j += L) {
-        V span, inv_step, u, v[K + 2], below[K + 2];
-        if (j + L <= n && interior_bases<T, K, Column>(g, x, i0, j, span, inv_step, u, v, below)) {
-            // every lane's K + 1 bases exist: no selects, no clamps
-            S::store(span_out + j, span);
-            S::store(u_out + j, u);
-            const VI first = __builtin_convertvector(span, VI) - K;
-            for (int d = 0; d <= K; ++d) {
-                S::store(value + d * stride + j, v[d + 1]);
-                S::store_index(row + d * stride + j, first + d);
-                if (slope != nullptr) S::store(slope + d * stride + j, K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{});
-            }
-            continue;
-        }
-        lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, u, v, below);
+    V span, inv_step, u, v[K + 2], below[K + 2];
+    if (j + L <= n && interior_bases<T, K, Column>(g, x, i0, j, span, inv_step, u, v, below)) {
+        // every lane's K + 1 bases exist: no selects, no clamps
         S::store(span_out + j, span);
         S::store(u_out + j, u);
-        const V first = span - T(K);
+        const VI first = __builtin_convertvector(span, VI) - K;
         for (int d = 0; d <= K; ++d) {
-            const V c = first + T(d);
-            const auto valid = (c >= T(0)) & (c < coeff);
-            S::store(value + d * stride + j, valid ? v[d + 1] : V{});
-            const V clamped = c < T(0) ? V{} : (c > coeff - T(1) ? V{} + (coeff - T(1)) : c);
-            S::store_index(row + d * stride + j, __builtin_convertvector(clamped, VI));
-            if (slope != nullptr) {
-                const V s = K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{};
-                S::store(slope + d * stride + j, valid ? s : V{});
-            }
+            S::store(value + d * stride + j, v[d + 1]);
+            S::store_index(row + d * stride + j, first + d);
+            if (slope != nullptr) S::store(slope + d * stride + j, K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{});
+        }
+        return;
+    }
+    lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, u, v, below);
+    S::store(span_out + j, span);
+    S::store(u_out + j, u);
+    const V first = span - T(K);
+    for (int d = 0; d <= K; ++d) {
+        const V c = first + T(d);
+        const auto valid = (c >= T(0)) & (c < coeff);
+        S::store(value + d * stride + j, valid ? v[d + 1] : V{});
+        const V clamped = c < T(0) ? V{} : (c > coeff - T(1) ? V{} + (coeff - T(1)) : c);
+        S::store_index(row + d * stride + j, __builtin_convertvector(clamped, VI));
+        if (slope != nullptr) {
+            const V s = K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{};
+            S::store(slope + d * stride + j, valid ? s : V{});
         }
     }
+}
+
+// Uniform grid: a tile of local bases, a vector of lanes at a time.
+// Inlined into its callers (tile_bases, tile_rows), so that a caller that makes many small
+// tiles sets up the geometry's constants once rather than in a call per tile.
+template <typename T, int K, bool Column>
+__attribute__((always_inline)) inline void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+    for (int64_t j = 0; j < tile.stride; j += Simd<T>::lanes) tile_uniform_vector<T, K, Column>(g, x, i0, j, tile, slopes);
 }
 
 // Any grid: binary search for the span and de Boor's triangle (scalar).
@@ -622,6 +627,71 @@ inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, 
     else tile_general<T, K, Column>(g, x, i0, tile, slopes);
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// Row mode, float, a cardinal uniform grid whose knots are shared (in one 64-byte vector):
+// the tiles of samples s and s + 1 over the whole vector of features from j, in one
+// 64-byte vector (lanes 0-7 sample s, 8-15 sample s + 1), with interior_bases'
+// arithmetic, so the results are the same bit for bit; the knots are looked up with one
+// in-register permute. The sample-major kernels' blocks are a vector or two of features,
+// so pairs of samples, not more features, fill the wide vector. Returns false, with
+// nothing written, where either sample's vector is not interior: tile_uniform_vector
+// takes each.
+template <int K>
+__attribute__((always_inline)) inline bool tile_pair_wide(const Geometry<float>& g, const float* x0, const float* x1,
+                                                          int64_t i0, int64_t j, Tile<float>& t0, Tile<float>& t1,
+                                                          bool slopes) {
+    using W = Wide<float>::V;
+    typedef int32_t WI __attribute__((vector_size(64)));
+    constexpr float kNearKnot = 1e-3f;
+    const auto wide = [](__m512 v) { return reinterpret_cast<W>(v); };
+    const auto both = [](const float* p) {  // the 8 floats at p, in both halves
+        return _mm512_broadcast_f32x8(_mm256_loadu_ps(p));
+    };
+    const int64_t i = i0 + j;
+    const W xv = wide(_mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x0 + i)), _mm256_loadu_ps(x1 + i), 1));
+    const W t = (xv - wide(both(g.origin + i))) * wide(both(g.inv_step + i));
+    const WI whole = __builtin_convertvector(t, WI);  // truncation: the floor where t >= 0
+    const W span = __builtin_convertvector(whole, W);
+    const W fraction = t - span;
+    const auto inside = (span >= float(K)) & (span < float(g.coeff)) & (fraction >= kNearKnot) &
+                        (fraction <= 1.0f - kNearKnot);
+    if (_mm512_cmpneq_epi32_mask(reinterpret_cast<__m512i>(inside), _mm512_setzero_si512()) != 0xFFFF) return false;
+    const __m512i knot_index = reinterpret_cast<__m512i>(whole + 1);
+    const __m512 knots = _mm512_loadu_ps(g.shared_knots);
+    const W knot = wide(_mm512_permutexvar_ps(knot_index, knots));
+    const W next = wide(_mm512_permutexvar_ps(_mm512_add_epi32(knot_index, _mm512_set1_epi32(1)), knots));
+    const W inv_step = 1.0f / (next - knot);
+    const W u = (xv - knot) * inv_step;
+    W v[K + 2], below[K + 2];
+    cardinal<float, K>(u, v, below);
+    const WI first = whole - K;
+    Tile<float>* tiles[2] = {&t0, &t1};
+    const auto half = [](W w, int h) {
+        const __m512 m = reinterpret_cast<__m512>(w);
+        return h == 0 ? _mm512_castps512_ps256(m) : _mm512_extractf32x8_ps(m, 1);
+    };
+    const auto half_index = [](WI w, int h) {
+        const __m512i m = reinterpret_cast<__m512i>(w);
+        return h == 0 ? _mm512_castsi512_si256(m) : _mm512_extracti32x8_epi32(m, 1);
+    };
+    for (int h = 0; h < 2; ++h) {
+        Tile<float>& tile = *tiles[h];
+        const int64_t stride = tile.stride;
+        _mm256_storeu_ps(tile.span.data() + j, half(span, h));
+        _mm256_storeu_ps(tile.u.data() + j, half(u, h));
+        for (int d = 0; d <= K; ++d) {
+            _mm256_storeu_ps(tile.value.data() + d * stride + j, half(v[d + 1], h));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile.row.data() + d * stride + j),
+                                half_index(first + d, h));
+            if (slopes)
+                _mm256_storeu_ps(tile.slope.data() + d * stride + j,
+                                 half(K >= 1 ? (below[d] - below[d + 1]) * inv_step : W{}, h));
+        }
+    }
+    return true;
+}
+#endif
+
 // Row mode, the tiles of `count` samples over features [i0, i0 + n): tiles[s] from the
 // row x + s * row_stride. One call for the group: the sample-major kernels' tiles are
 // a vector or two of features each, too small to pay for a call and its set-up apiece.
@@ -629,7 +699,27 @@ template <typename T, int K>
 __attribute__((noinline)) void tile_rows(const Geometry<T>& g, const T* x, int64_t row_stride, int64_t count,
                                          int64_t i0, int64_t n, Tile<T>* tiles, bool slopes) {
     if (g.origin != nullptr) {
-        for (int64_t s = 0; s < count; ++s) {
+        int64_t s = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+        if constexpr (std::is_same_v<T, float>) {
+            if (g.cardinal && g.shared) {  // pairs of samples on wide vectors (tile_pair_wide)
+                for (; s + 2 <= count; s += 2) {
+                    Tile<T>& t0 = tiles[s];
+                    Tile<T>& t1 = tiles[s + 1];
+                    const T* x0 = x + s * row_stride;
+                    const T* x1 = x0 + row_stride;
+                    t0.resize(n);
+                    t1.resize(n);
+                    for (int64_t j = 0; j < t0.stride; j += Simd<T>::lanes) {
+                        if (j + Simd<T>::lanes <= n && tile_pair_wide<K>(g, x0, x1, i0, j, t0, t1, slopes)) continue;
+                        tile_uniform_vector<T, K, false>(g, x0, i0, j, t0, slopes);
+                        tile_uniform_vector<T, K, false>(g, x1, i0, j, t1, slopes);
+                    }
+                }
+            }
+        }
+#endif
+        for (; s < count; ++s) {
             tiles[s].resize(n);
             tile_uniform<T, K, false>(g, x + s * row_stride, i0, tiles[s], slopes);
         }
