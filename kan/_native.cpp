@@ -627,6 +627,17 @@ inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, 
     else tile_general<T, K, Column>(g, x, i0, tile, slopes);
 }
 
+// Whether tile_rows makes this geometry's row tiles two samples at a time (tile_pair_wide).
+template <typename T>
+inline bool pair_tiles(const Geometry<T>& g) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    return std::is_same_v<T, float> && g.origin != nullptr && g.cardinal && g.shared;
+#else
+    (void)g;
+    return false;
+#endif
+}
+
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 // Row mode, float, a cardinal uniform grid whose knots are shared (in one 64-byte vector):
 // the tiles of samples s and s + 1 over the whole vector of features from j, in one
@@ -702,7 +713,7 @@ __attribute__((noinline)) void tile_rows(const Geometry<T>& g, const T* x, int64
         int64_t s = 0;
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
         if constexpr (std::is_same_v<T, float>) {
-            if (g.cardinal && g.shared) {  // pairs of samples on wide vectors (tile_pair_wide)
+            if (pair_tiles(g)) {  // pairs of samples on wide vectors (tile_pair_wide)
                 for (; s + 2 <= count; s += 2) {
                     Tile<T>& t0 = tiles[s];
                     Tile<T>& t1 = tiles[s + 1];
@@ -904,7 +915,7 @@ constexpr int64_t kAheadSamples = 4;
 // before any is used, so that their coordinates and spans go to the feature-major saved
 // arrays a vector of 8 samples per store (save_spans) rather than one value per store
 // (without saving, groups make the forward and the input gradient slower, so those
-// take one sample at a time).
+// take one sample at a time, unless tile_rows makes pairs of tiles: pair_tiles).
 constexpr int64_t kSaveGroup = 8;
 
 // The sample-major loop of the gather kernels: features in blocks (feature_block), and
@@ -1008,7 +1019,7 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
             }
         }
     };
-    sample_major<T, K>(g, x, batch, out, false, save ? kSaveGroup : 1, threads, body);
+    sample_major<T, K>(g, x, batch, out, false, save || pair_tiles(g) ? kSaveGroup : 1, threads, body);
 }
 
 // The basis whose per-span sum bucket_rows takes from the partition of unity rather than
