@@ -135,6 +135,25 @@ struct Simd {
     }
 };
 
+#if defined(__AVX512F__)
+// 64-byte vectors, where the CPU has AVX-512: the gather kernels' widest loops run on
+// them when a whole chunk of outputs fills them. Each output lane gets the same
+// multiply-adds in the same order as on Simd's vectors, so the results are the same bit
+// for bit; what changes is the count of instructions (loads, broadcasts, loop steps) per
+// output, and the register file (32 vectors) holds a whole chunk's accumulators.
+// No masked loads: cut chunks stay on Simd.
+template <typename T>
+struct Wide {
+    typedef T V __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
+    static constexpr int lanes = 64 / sizeof(T);
+    static inline V load(const T* p) { return *reinterpret_cast<const V*>(p); }
+    static inline void store(T* p, V v) { *reinterpret_cast<V*>(p) = v; }
+    template <std::size_t... l>
+    static inline V splat_lanes(T s, std::index_sequence<l...>) { return V{((void)l, s)...}; }
+    static inline V splat(T s) { return splat_lanes(s, std::make_index_sequence<lanes>{}); }
+};
+#endif
+
 // One sample's local bases over features [i0, i0 + n), as structures of arrays with
 // stride = n rounded up to whole vectors: row[d * stride + j] the coefficient index
 // (clamped into [0, coeff)) of basis d of feature i0 + j, value[d * stride + j] its
@@ -350,7 +369,15 @@ __attribute__((always_inline)) inline void span_bases(const Geometry<T>& g, int6
         cardinal<T, K>(u, v, below);
         return;
     }
-    de_boor_lanes<T, K, Column>(g, i, valid, xv, knot_index, v, below);
+    // through arrays of its own, copied: were the callers' arrays passed to the out-of-line
+    // call, their address would escape, and they would live in memory on every path, the
+    // cardinal one too, rather than in registers
+    typename Simd<T>::V dv[K + 2], dbelow[K + 2];
+    de_boor_lanes<T, K, Column>(g, i, valid, xv, knot_index, dv, dbelow);
+    for (int d = 0; d < K + 2; ++d) {
+        v[d] = dv[d];
+        below[d] = dbelow[d];
+    }
     inv_step = Simd<T>::splat(T(1));
 }
 
@@ -478,9 +505,10 @@ __attribute__((always_inline)) inline bool interior_bases(const Geometry<T>& g, 
     return true;
 }
 
-// Uniform grid: a tile of local bases, a vector of lanes at a time (see lane_bases).
+// Uniform grid: the tile's vector of lanes from j (see interior_bases and lane_bases).
 template <typename T, int K, bool Column>
-void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+__attribute__((always_inline)) inline void tile_uniform_vector(const Geometry<T>& g, const T* x, int64_t i0, int64_t j,
+                                                               Tile<T>& tile, bool slopes) {
     using S = Simd<T>;
     using V = typename S::V;
     using VI = typename S::VI;
@@ -492,36 +520,42 @@ void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, b
     T* __restrict slope = slopes ? tile.slope.data() : nullptr;
     T* __restrict span_out = tile.span.data();
     T* __restrict u_out = tile.u.data();
-    for (int64_t j = 0; j < stride; j += L) {
-        V span, inv_step, u, v[K + 2], below[K + 2];
-        if (j + L <= n && interior_bases<T, K, Column>(g, x, i0, j, span, inv_step, u, v, below)) {
-            // every lane's K + 1 bases exist: no selects, no clamps
-            S::store(span_out + j, span);
-            S::store(u_out + j, u);
-            const VI first = __builtin_convertvector(span, VI) - K;
-            for (int d = 0; d <= K; ++d) {
-                S::store(value + d * stride + j, v[d + 1]);
-                S::store_index(row + d * stride + j, first + d);
-                if (slope != nullptr) S::store(slope + d * stride + j, K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{});
-            }
-            continue;
-        }
-        lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, u, v, below);
+    V span, inv_step, u, v[K + 2], below[K + 2];
+    if (j + L <= n && interior_bases<T, K, Column>(g, x, i0, j, span, inv_step, u, v, below)) {
+        // every lane's K + 1 bases exist: no selects, no clamps
         S::store(span_out + j, span);
         S::store(u_out + j, u);
-        const V first = span - T(K);
+        const VI first = __builtin_convertvector(span, VI) - K;
         for (int d = 0; d <= K; ++d) {
-            const V c = first + T(d);
-            const auto valid = (c >= T(0)) & (c < coeff);
-            S::store(value + d * stride + j, valid ? v[d + 1] : V{});
-            const V clamped = c < T(0) ? V{} : (c > coeff - T(1) ? V{} + (coeff - T(1)) : c);
-            S::store_index(row + d * stride + j, __builtin_convertvector(clamped, VI));
-            if (slope != nullptr) {
-                const V s = K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{};
-                S::store(slope + d * stride + j, valid ? s : V{});
-            }
+            S::store(value + d * stride + j, v[d + 1]);
+            S::store_index(row + d * stride + j, first + d);
+            if (slope != nullptr) S::store(slope + d * stride + j, K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{});
+        }
+        return;
+    }
+    lane_bases<T, K, Column>(g, x, i0, j, n, span, inv_step, u, v, below);
+    S::store(span_out + j, span);
+    S::store(u_out + j, u);
+    const V first = span - T(K);
+    for (int d = 0; d <= K; ++d) {
+        const V c = first + T(d);
+        const auto valid = (c >= T(0)) & (c < coeff);
+        S::store(value + d * stride + j, valid ? v[d + 1] : V{});
+        const V clamped = c < T(0) ? V{} : (c > coeff - T(1) ? V{} + (coeff - T(1)) : c);
+        S::store_index(row + d * stride + j, __builtin_convertvector(clamped, VI));
+        if (slope != nullptr) {
+            const V s = K >= 1 ? (below[d] - below[d + 1]) * inv_step : V{};
+            S::store(slope + d * stride + j, valid ? s : V{});
         }
     }
+}
+
+// Uniform grid: a tile of local bases, a vector of lanes at a time.
+// Inlined into its callers (tile_bases, tile_rows), so that a caller that makes many small
+// tiles sets up the geometry's constants once rather than in a call per tile.
+template <typename T, int K, bool Column>
+__attribute__((always_inline)) inline void tile_uniform(const Geometry<T>& g, const T* x, int64_t i0, Tile<T>& tile, bool slopes) {
+    for (int64_t j = 0; j < tile.stride; j += Simd<T>::lanes) tile_uniform_vector<T, K, Column>(g, x, i0, j, tile, slopes);
 }
 
 // Any grid: binary search for the span and de Boor's triangle (scalar).
@@ -593,6 +627,118 @@ inline void tile_bases(const Geometry<T>& g, const T* x, int64_t i0, int64_t n, 
     else tile_general<T, K, Column>(g, x, i0, tile, slopes);
 }
 
+// Whether tile_rows makes this geometry's row tiles two samples at a time (tile_pair_wide).
+template <typename T>
+inline bool pair_tiles(const Geometry<T>& g) {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    return std::is_same_v<T, float> && g.origin != nullptr && g.cardinal && g.shared;
+#else
+    (void)g;
+    return false;
+#endif
+}
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// Row mode, float, a cardinal uniform grid whose knots are shared (in one 64-byte vector):
+// the tiles of samples s and s + 1 over the whole vector of features from j, in one
+// 64-byte vector (lanes 0-7 sample s, 8-15 sample s + 1), with interior_bases'
+// arithmetic, so the results are the same bit for bit; the knots are looked up with one
+// in-register permute. The sample-major kernels' blocks are a vector or two of features,
+// so pairs of samples, not more features, fill the wide vector. Returns false, with
+// nothing written, where either sample's vector is not interior: tile_uniform_vector
+// takes each.
+template <int K>
+__attribute__((always_inline)) inline bool tile_pair_wide(const Geometry<float>& g, const float* x0, const float* x1,
+                                                          int64_t i0, int64_t j, Tile<float>& t0, Tile<float>& t1,
+                                                          bool slopes) {
+    using W = Wide<float>::V;
+    typedef int32_t WI __attribute__((vector_size(64)));
+    constexpr float kNearKnot = 1e-3f;
+    const auto wide = [](__m512 v) { return reinterpret_cast<W>(v); };
+    const auto both = [](const float* p) {  // the 8 floats at p, in both halves
+        return _mm512_broadcast_f32x8(_mm256_loadu_ps(p));
+    };
+    const int64_t i = i0 + j;
+    const W xv = wide(_mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x0 + i)), _mm256_loadu_ps(x1 + i), 1));
+    const W t = (xv - wide(both(g.origin + i))) * wide(both(g.inv_step + i));
+    const WI whole = __builtin_convertvector(t, WI);  // truncation: the floor where t >= 0
+    const W span = __builtin_convertvector(whole, W);
+    const W fraction = t - span;
+    const auto inside = (span >= float(K)) & (span < float(g.coeff)) & (fraction >= kNearKnot) &
+                        (fraction <= 1.0f - kNearKnot);
+    if (_mm512_cmpneq_epi32_mask(reinterpret_cast<__m512i>(inside), _mm512_setzero_si512()) != 0xFFFF) return false;
+    const __m512i knot_index = reinterpret_cast<__m512i>(whole + 1);
+    const __m512 knots = _mm512_loadu_ps(g.shared_knots);
+    const W knot = wide(_mm512_permutexvar_ps(knot_index, knots));
+    const W next = wide(_mm512_permutexvar_ps(_mm512_add_epi32(knot_index, _mm512_set1_epi32(1)), knots));
+    const W inv_step = 1.0f / (next - knot);
+    const W u = (xv - knot) * inv_step;
+    W v[K + 2], below[K + 2];
+    cardinal<float, K>(u, v, below);
+    const WI first = whole - K;
+    Tile<float>* tiles[2] = {&t0, &t1};
+    const auto half = [](W w, int h) {
+        const __m512 m = reinterpret_cast<__m512>(w);
+        return h == 0 ? _mm512_castps512_ps256(m) : _mm512_extractf32x8_ps(m, 1);
+    };
+    const auto half_index = [](WI w, int h) {
+        const __m512i m = reinterpret_cast<__m512i>(w);
+        return h == 0 ? _mm512_castsi512_si256(m) : _mm512_extracti32x8_epi32(m, 1);
+    };
+    for (int h = 0; h < 2; ++h) {
+        Tile<float>& tile = *tiles[h];
+        const int64_t stride = tile.stride;
+        _mm256_storeu_ps(tile.span.data() + j, half(span, h));
+        _mm256_storeu_ps(tile.u.data() + j, half(u, h));
+        for (int d = 0; d <= K; ++d) {
+            _mm256_storeu_ps(tile.value.data() + d * stride + j, half(v[d + 1], h));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile.row.data() + d * stride + j),
+                                half_index(first + d, h));
+            if (slopes)
+                _mm256_storeu_ps(tile.slope.data() + d * stride + j,
+                                 half(K >= 1 ? (below[d] - below[d + 1]) * inv_step : W{}, h));
+        }
+    }
+    return true;
+}
+#endif
+
+// Row mode, the tiles of `count` samples over features [i0, i0 + n): tiles[s] from the
+// row x + s * row_stride. One call for the group: the sample-major kernels' tiles are
+// a vector or two of features each, too small to pay for a call and its set-up apiece.
+template <typename T, int K>
+__attribute__((noinline)) void tile_rows(const Geometry<T>& g, const T* x, int64_t row_stride, int64_t count,
+                                         int64_t i0, int64_t n, Tile<T>* tiles, bool slopes) {
+    if (g.origin != nullptr) {
+        int64_t s = 0;
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+        if constexpr (std::is_same_v<T, float>) {
+            if (pair_tiles(g)) {  // pairs of samples on wide vectors (tile_pair_wide)
+                for (; s + 2 <= count; s += 2) {
+                    Tile<T>& t0 = tiles[s];
+                    Tile<T>& t1 = tiles[s + 1];
+                    const T* x0 = x + s * row_stride;
+                    const T* x1 = x0 + row_stride;
+                    t0.resize(n);
+                    t1.resize(n);
+                    for (int64_t j = 0; j < t0.stride; j += Simd<T>::lanes) {
+                        if (j + Simd<T>::lanes <= n && tile_pair_wide<K>(g, x0, x1, i0, j, t0, t1, slopes)) continue;
+                        tile_uniform_vector<T, K, false>(g, x0, i0, j, t0, slopes);
+                        tile_uniform_vector<T, K, false>(g, x1, i0, j, t1, slopes);
+                    }
+                }
+            }
+        }
+#endif
+        for (; s < count; ++s) {
+            tiles[s].resize(n);
+            tile_uniform<T, K, false>(g, x + s * row_stride, i0, tiles[s], slopes);
+        }
+    } else {
+        for (int64_t s = 0; s < count; ++s) tile_bases<T, K>(g, x + s * row_stride, i0, n, tiles[s], slopes);
+    }
+}
+
 // Table bytes per block of the sample-major kernels: half of a 32 KB L1 data cache, so
 // that the block's rows, the tile and the sample's outputs all stay in it (blocks that
 // live in L2 are slower, and so are blocks of the whole L1).
@@ -610,31 +756,32 @@ inline int64_t feature_block(const Geometry<T>& g, int64_t out) {
 
 // acc[0 .. width) += sum over the tile's features of sum_d value * table row, for the
 // outputs o0 .. o0 + width: NV vectors, all whole (Masked false: width = NV * lanes) or
-// the last one cut to its first `tail` lanes (width = (NV - 1) * lanes + tail).
-template <typename T, int K, int NV, bool Masked>
+// the last one cut to its first `tail` lanes (width = (NV - 1) * lanes + tail). S: Simd,
+// or Wide for whole vectors only (not Masked).
+template <typename T, int K, int NV, bool Masked, typename S = Simd<T>>
 inline void gather_rows(const Tile<T>& tile, const T* table, int64_t coeff, int64_t out, int64_t i0, int64_t o0,
                         int tail, T* acc) {
-    using S = Simd<T>;
+    static_assert(!Masked || std::is_same_v<S, Simd<T>>, "cut vectors are Simd's");
     using V = typename S::V;
     constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
-    const typename S::VM m = S::mask(tail);
+    [[maybe_unused]] const typename Simd<T>::VM m = Simd<T>::mask(tail);
     const int64_t n = tile.n, s = tile.stride;
     const int32_t* rows = tile.row.data();
     const T* values = tile.value.data();
     V a[NV];
     for (int q = 0; q < Whole; ++q) a[q] = S::load(acc + q * L);
-    if (Masked) a[NV - 1] = S::load_first(acc + Whole * L, m);
+    if constexpr (Masked) a[NV - 1] = S::load_first(acc + Whole * L, m);
     for (int64_t j = 0; j < n; ++j) {
         const T* feature = table + (i0 + j) * coeff * out + o0;
         for (int d = 0; d <= K; ++d) {
             const V v = S::splat(values[d * s + j]);
             const T* row = feature + int64_t(rows[d * s + j]) * out;
             for (int q = 0; q < Whole; ++q) a[q] += v * S::load(row + q * L);
-            if (Masked) a[NV - 1] += v * S::load_first(row + Whole * L, m);
+            if constexpr (Masked) a[NV - 1] += v * S::load_first(row + Whole * L, m);
         }
     }
     for (int q = 0; q < Whole; ++q) S::store(acc + q * L, a[q]);
-    if (Masked) S::store_first(acc + Whole * L, a[NV - 1], m);
+    if constexpr (Masked) S::store_first(acc + Whole * L, a[NV - 1], m);
 }
 
 // f(std::integral_constant<int, nv>()) for nv in [1, 8]: a runtime count of vectors
@@ -768,7 +915,7 @@ constexpr int64_t kAheadSamples = 4;
 // before any is used, so that their coordinates and spans go to the feature-major saved
 // arrays a vector of 8 samples per store (save_spans) rather than one value per store
 // (without saving, groups make the forward and the input gradient slower, so those
-// take one sample at a time).
+// take one sample at a time, unless tile_rows makes pairs of tiles: pair_tiles).
 constexpr int64_t kSaveGroup = 8;
 
 // The sample-major loop of the gather kernels: features in blocks (feature_block), and
@@ -793,7 +940,7 @@ void sample_major(const Geometry<T>& g, const T* x, int64_t batch, int64_t out, 
                     for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(strip + at);
                     __builtin_prefetch(strip + bytes - 1);  // the last line, where the strip is not aligned
                 }
-                for (int64_t s = 0; s < count; ++s) tile_bases<T, K>(g, x + (b0 + s) * I, i0, n, tiles[s], slopes);
+                tile_rows<T, K>(g, x + b0 * I, I, count, i0, n, tiles.data(), slopes);
                 body(b0, count, i0, tiles.data());
             }
         }
@@ -853,6 +1000,15 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
             const Tile<T>& tile = tiles[s];
             T* acc = result + (b0 + s) * out;
             int64_t o = 0;
+#if defined(__AVX512F__)
+            // whole 64-byte vectors first, up to 8 in a pass (see Wide); the rest below
+            constexpr int WL = Wide<T>::lanes;
+            for (int nv; (nv = int(std::min<int64_t>(8, (out - o) / WL))) > 0; o += nv * WL)
+                with_vectors(nv, [&](auto vectors) {
+                    gather_rows<T, K, decltype(vectors)::value, false, Wide<T>>(tile, table, g.coeff, out, i0, o, L,
+                                                                               acc + o);
+                });
+#endif
             for (; o + 8 * L <= out; o += 8 * L)
                 gather_rows<T, K, 8, false>(tile, table, g.coeff, out, i0, o, L, acc + o);
             if (o < out) {  // the rest, in one pass over the tile: whole vectors and a cut last one
@@ -863,7 +1019,7 @@ void gather_forward(const Geometry<T>& g, const T* x, int64_t batch, const T* ta
             }
         }
     };
-    sample_major<T, K>(g, x, batch, out, false, save ? kSaveGroup : 1, threads, body);
+    sample_major<T, K>(g, x, batch, out, false, save || pair_tiles(g) ? kSaveGroup : 1, threads, body);
 }
 
 // The basis whose per-span sum bucket_rows takes from the partition of unity rather than
@@ -882,23 +1038,31 @@ constexpr int32_t kPrefetch = 8;
 // span m; value[d * stride + b] is basis d of sample b. The chunk: NV vectors of outputs
 // from o0, the last one cut to its first `tail` lanes when Masked. acc: (coeff + 2K)
 // padded rows of width `width` (at least NV vectors), row c at c + K; spans whose
-// bases do not exist are skipped.
-template <typename T, int K, int NV, bool Masked>
+// bases do not exist are skipped. S: Simd, or Wide for whole chunks (not Masked).
+template <typename T, int K, int NV, bool Masked, typename S = Simd<T>>
 inline void bucket_rows(const int32_t* begin, int64_t knots, const int32_t* order, const T* value, int64_t stride,
                         const T* grad_out, int64_t out, int64_t o0, int tail, T* acc, int64_t width) {
-    using S = Simd<T>;
+    static_assert(!Masked || std::is_same_v<S, Simd<T>>, "cut chunks are Simd's");
     using V = typename S::V;
     constexpr int L = S::lanes, Whole = Masked ? NV - 1 : NV;
-    const typename S::VM m = S::mask(tail);
+    [[maybe_unused]] const typename Simd<T>::VM m = Simd<T>::mask(tail);
     const int64_t coeff = knots - 1 - K;
     // gv: the chunk of grad_out's row of sample order[p]; and a prefetch of the row
-    // kPrefetch samples on (rows come in no order the hardware could guess)
+    // kPrefetch samples on (rows come in no order the hardware could guess): every cache
+    // line of the chunk (a wide chunk spans several), and its last element, for a chunk
+    // that does not start on a line
     const auto row_chunk = [&](int32_t p, V* gv) {
-        __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
-        __builtin_prefetch(grad_out + int64_t(order[p + kPrefetch]) * out + o0 + NV * L - 1);
+        const char* ahead = reinterpret_cast<const char*>(grad_out + int64_t(order[p + kPrefetch]) * out + o0);
+        constexpr int bytes = NV * L * int(sizeof(T));
+        if constexpr (std::is_same_v<S, Simd<T>>) {
+            __builtin_prefetch(ahead);
+        } else {
+            for (int at = 0; at < bytes; at += 64) __builtin_prefetch(ahead + at);
+        }
+        __builtin_prefetch(ahead + bytes - sizeof(T));
         const T* gb = grad_out + int64_t(order[p]) * out + o0;
         for (int q = 0; q < Whole; ++q) gv[q] = S::load(gb + q * L);
-        if (Masked) gv[NV - 1] = S::load_first(gb + Whole * L, m);
+        if constexpr (Masked) gv[NV - 1] = Simd<T>::load_first(gb + Whole * L, m);
     };
     for (int64_t span = 0; span + 1 < knots; ++span) {
         const int32_t first = begin[span + 1], last = begin[span + 2];  // the samples of this span
@@ -1002,6 +1166,55 @@ inline void sort_by_span(const int32_t* span, int64_t batch, int64_t buckets, in
             if (w * part + b < batch) order[cursor[span[w * part + b] * W + w]++] = int32_t(w * part + b);
 }
 
+#if defined(__AVX512F__)
+// Most buckets sort_by_span_wide takes: it passes over the samples once per bucket between
+// the smallest and largest span, so it pays only for few (a trained layer's inputs fill
+// a few spans of a coarse grid).
+constexpr int64_t kWideSortBuckets = 16;
+
+// sort_by_span's result (the same order: each bucket's samples ascending), where the CPU
+// has AVX-512 and the spans cover at most kWideSortBuckets buckets: for each bucket, 16
+// samples at a time, the indices of those in it compressed into the front of a register
+// and stored whole at the bucket's cursor (the lanes past them are overwritten by the
+// next store, or land in order's padding past batch + 16, which the caller resets). No
+// per-sample counters in memory, whose chain of loads and stores bounded the scalar sort.
+// Returns false, with nothing written, where the spans cover more buckets.
+inline bool sort_by_span_wide(const int32_t* span, int64_t batch, int64_t buckets, int32_t* start, int32_t* order) {
+    const int64_t whole = batch / 16 * 16;
+    __m512i low = _mm512_set1_epi32(int32_t(buckets)), high = _mm512_set1_epi32(-1);
+    for (int64_t b = 0; b < whole; b += 16) {
+        const __m512i v = _mm512_loadu_si512(span + b);
+        low = _mm512_min_epi32(low, v);
+        high = _mm512_max_epi32(high, v);
+    }
+    int32_t lo = _mm512_reduce_min_epi32(low), hi = _mm512_reduce_max_epi32(high);
+    for (int64_t b = whole; b < batch; ++b) {
+        lo = std::min(lo, span[b]);
+        hi = std::max(hi, span[b]);
+    }
+    if (batch == 0) lo = hi = 0;
+    if (hi - lo + 1 > kWideSortBuckets) return false;
+    const __m512i step = _mm512_set1_epi32(16), lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                                                           13, 14, 15);
+    int32_t cursor = 0;
+    for (int64_t k = 0; k < buckets; ++k) {
+        start[k] = cursor;
+        if (k < lo || k > hi) continue;
+        const __m512i key = _mm512_set1_epi32(int32_t(k));
+        __m512i index = lanes;
+        for (int64_t b = 0; b < whole; b += 16, index = _mm512_add_epi32(index, step)) {
+            const __mmask16 in = _mm512_cmpeq_epi32_mask(_mm512_loadu_si512(span + b), key);
+            _mm512_storeu_si512(order + cursor, _mm512_maskz_compress_epi32(in, index));
+            cursor += __builtin_popcount(unsigned(in));
+        }
+        for (int64_t b = whole; b < batch; ++b)
+            if (span[b] == k) order[cursor++] = int32_t(b);
+    }
+    start[buckets] = cursor;
+    return true;
+}
+#endif
+
 // Where the table gradient goes: grad_table (in, coeff, out), or, with grad_w given, straight
 // to the gradients of the weights the table was scaled from (scale_spline's w and scaler):
 // grad_w[o, i, c] = G[i, c, o] * scaler[o, i] and grad_scaler[o, i] = sum_c G[i, c, o] * w[o, i, c]
@@ -1083,7 +1296,9 @@ void spline_grads_run(const T* G, int64_t si, int64_t sc, const T* w, const T* s
 // value * grad_out[b]. One feature at a time per thread: its samples' local bases, a
 // counting sort of the sample indices by knot span, then bucket_rows over chunks of three
 // vectors of outputs (twelve accumulators for cubic splines: more than the eight that the
-// multiply-adds' latency and throughput need, so loads of grad_out rows have slack).
+// multiply-adds' latency and throughput need, so loads of grad_out rows have slack), or,
+// with AVX-512, first over wide chunks of four 64-byte vectors (see Wide): fewer passes
+// over each sample's grad_out row, value and order entry for the same multiply-adds.
 // The bases come from x, or, with saved_u given (a uniform grid), from the local
 // coordinates and spans that gather_forward saved: no column of x to gather, no span to find.
 template <typename T, int K>
@@ -1093,15 +1308,27 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
     constexpr int L = S::lanes;
     constexpr int CV = K <= 3 ? 3 : 2;  // vectors per chunk: K + 1 rows of CV accumulators, registers permitting
     const int64_t I = g.in_features, coeff = g.coeff, padded_rows = coeff + 2 * K;
-    const int64_t chunk = CV * L;  // acc's row width
+#if defined(__AVX512F__)
+    // Wide chunks, where a whole one fits in the outputs left: four 64-byte vectors (K + 1
+    // rows of them, and the grad_out row, in the 32 registers) for orders up to 5, so that
+    // each sample's grad_out row and values are read in fewer passes.
+    constexpr int WV = K <= 5 ? 4 : 2;
+    constexpr int64_t wide = WV * Wide<T>::lanes;
+#else
+    constexpr int64_t wide = 0;
+#endif
+    const int64_t chunk = CV * L;
+    const int64_t width = std::max(chunk, wide);  // acc's row width
     const bool from_saved = saved_u != nullptr && g.origin != nullptr && g.cardinal;
 #pragma omp parallel num_threads(threads)
     {
         Tile<T> tile(batch, K, false);
         const int64_t buckets = g.knots + 1;  // span + 1, in [0, knots]
-        std::vector<int32_t> start(buckets + 1), cursor(buckets * kSortWays), order(batch + kPrefetch),  // padding: 0
+        // order's padding: kPrefetch entries 0 (bucket_rows' prefetches read them), and 16 more
+        // that sort_by_span_wide may write past them
+        std::vector<int32_t> start(buckets + 1), cursor(buckets * kSortWays), order(batch + kPrefetch + 16),
             span(batch);
-        std::vector<T> acc(padded_rows * chunk), column(from_saved ? 0 : batch);
+        std::vector<T> acc(padded_rows * width), column(from_saved ? 0 : batch);
         // with the weights' gradients wanted: the gradient rows of up to kWeightBlock features,
         // feature j's row c at block[(j * coeff + c) * out]
         std::vector<T> block(to.grad_w != nullptr ? kWeightBlock * coeff * out : 0);
@@ -1123,29 +1350,40 @@ void gather_table_grad(const Geometry<T>& g, const T* x, const T* saved_u, const
                 tile_bases<T, K, true>(g, column.data(), i, batch, tile, false);
                 for (int64_t b = 0; b < batch; ++b) span[b] = int32_t(tile.span[b]) + 1;
             }
-            sort_by_span(span.data(), batch, buckets, cursor.data(), start.data(), order.data());
+#if defined(__AVX512F__)
+            if (sort_by_span_wide(span.data(), batch, buckets, start.data(), order.data()))
+                std::fill(order.begin() + batch, order.end(), 0);
+            else
+#endif
+                sort_by_span(span.data(), batch, buckets, cursor.data(), start.data(), order.data());
             const T* value = tile.value.data();
             const int64_t s = tile.stride;
             for (int64_t o = 0, count = 0; o < out; o += count) {
-                // whole chunks; the rest (under one) with its last vector cut
-                count = std::min(out - o, chunk);
+                // whole chunks (wide ones first, where the CPU has them); the rest (under one)
+                // with its last vector cut
+                count = std::min(out - o, out - o >= wide && wide > 0 ? wide : chunk);
                 std::fill(acc.begin(), acc.end(), T(0));
                 const int nv = int((count + L - 1) / L), tail = int(count - (nv - 1) * L);
                 const auto run = [&](auto vectors, auto masked) {
                     bucket_rows<T, K, decltype(vectors)::value, decltype(masked)::value>(
-                        start.data(), g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), chunk);
+                        start.data(), g.knots, order.data(), value, s, grad_out, out, o, tail, acc.data(), width);
                 };
-                if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
+                if (wide > 0 && count == wide) {
+#if defined(__AVX512F__)
+                    bucket_rows<T, K, WV, false, Wide<T>>(start.data(), g.knots, order.data(), value, s, grad_out,
+                                                          out, o, L, acc.data(), width);
+#endif
+                } else if (count == chunk) run(std::integral_constant<int, CV>(), std::false_type());
                 else if (tail == L && nv == 2) run(std::integral_constant<int, 2>(), std::false_type());
                 else if (tail == L) run(std::integral_constant<int, 1>(), std::false_type());
                 else if (nv == 3) run(std::integral_constant<int, 3>(), std::true_type());
                 else if (nv == 2) run(std::integral_constant<int, 2>(), std::true_type());
                 else run(std::integral_constant<int, 1>(), std::true_type());
-                const T* rows = acc.data() + K * chunk;  // row c of this chunk at rows + c * chunk
+                const T* rows = acc.data() + K * width;  // row c of this chunk at rows + c * width
                 T* into = to.grad_w == nullptr ? to.grad_table + i * coeff * out
                                                : block.data() + (i - block_first) * coeff * out;
                 for (int64_t c = 0; c < coeff; ++c)
-                    std::memcpy(into + c * out + o, rows + c * chunk, sizeof(T) * count);
+                    std::memcpy(into + c * out + o, rows + c * width, sizeof(T) * count);
             }
             if (to.grad_w != nullptr && (i + 1 == end_feature || i + 1 - block_first == kWeightBlock)) {
                 spline_grads_run(block.data(), coeff * out, out, to.w, to.scaler, out, I, coeff, block_first, i + 1,
