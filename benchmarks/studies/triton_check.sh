@@ -11,7 +11,9 @@
 #    through the harness's measuring core.
 #
 # $KAN_PYTHON is the interpreter (default python3); the peers (flashkan, inkan) must import
-# there for their targets to be judged. Runs go under $KAN_RESULTS (default
+# there for their targets to be judged: on a box without a package index, download their wheels
+# beforehand (pip download --no-deps flashkan==0.2.0 inkan==0.5.2 -d FOLDER) and set
+# $PEER_WHEELS=FOLDER to install them first. Runs go under $KAN_RESULTS (default
 # results/triton-check/); the logs and rows are copied into $OUT when it is set.
 set -u
 PY=${KAN_PYTHON:-python3}
@@ -24,6 +26,9 @@ t0=$(stamp)
 
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'device',
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
+if [ -n "${PEER_WHEELS:-}" ]; then
+  $PY -m pip install --quiet --no-deps "$PEER_WHEELS"/flashkan-*.whl "$PEER_WHEELS"/inkan-*.whl || echo "peers: install failed"
+fi
 for peer in flashkan inkan; do $PY -c "import $peer" 2>/dev/null && echo "$peer: imports" || echo "$peer: missing"; done
 
 echo "== Triton tests on CUDA"
