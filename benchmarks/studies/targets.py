@@ -68,7 +68,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.core.case import Case, make_batch, make_step, zoo
+from benchmarks.core.case import Case, make_batch, make_step, widths_label, zoo
 from benchmarks.core import cli
 from benchmarks.core.cli import Parser, UsageError, one_line
 from benchmarks.core.command import Command, run_command
@@ -110,7 +110,7 @@ class Shape:
     batch: int
 
     def __str__(self) -> str:
-        return f"{'x'.join(map(str, self.widths))} b{self.batch}"
+        return f"{widths_label(self.widths)} b{self.batch}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,11 @@ class Target:
     direction: str  # ">=": other / kan-fast at least bound; "<=": kan-fast / other at most bound
     bound: float
     shape: Shape
+
+    def ratio(self, fast: float, other: float) -> float:
+        """The figure judged, from kan-fast's and the other's: other / kan-fast where "x faster" (">="),
+        kan-fast / other where "at most" ("<=")."""
+        return other / fast if self.direction == ">=" else fast / other
 
     def holds(self, ratio: float) -> bool:
         return ratio >= self.bound if self.direction == ">=" else ratio <= self.bound
@@ -362,8 +367,6 @@ def shape_of(m: Measurement) -> Shape:
 def context(m: Measurement) -> dict:
     """The columns every row has: the widths of the shape measured (the dense floor's, those of the KAN
     it stands for), the case's batch, device and dtype, the math its matrix products ran, the run's threads."""
-    from benchmarks.core.case import widths_label
-
     return {"widths": widths_label(shape_of(m).widths), "batch": m.case.batch, "device": m.case.device,
             "dtype": m.case.dtype, "math": m.facts.get("math", ""), "threads": m.threads}
 
@@ -407,7 +410,7 @@ def _why(m: Measurement | None, name: str) -> str:
 
 def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...]) -> dict:
     """The verdict row of ``target`` from the ``measured`` rows' measurements."""
-    out = {"target": target.name, "phase": target.phase, "widths": "x".join(map(str, target.shape.widths)),
+    out = {"target": target.name, "phase": target.phase, "widths": widths_label(target.shape.widths),
            "batch": target.shape.batch, "grid_size": target.grid_size,
            "other": target.other, "bound": target.bound, "direction": target.direction,
            "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "verdict": "not measured", "note": ""}
@@ -423,7 +426,7 @@ def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...])
             return out
         if len(ok) < len(peers):
             missing = "; ".join(_why(m, name) for name, m in peers.items() if name not in ok)
-            partial = ", ".join(f"x{_ratio(target, fast, m):.2f} against {name} alone" for name, m in ok.items())
+            partial = ", ".join(f"x{target.ratio(_value(fast), _value(m)):.2f} against {name} alone" for name, m in ok.items())
             out["note"] = missing + (f" ({partial})" if partial else "")
             return out
         name, other = min(ok.items(), key=lambda item: _value(item[1]))
@@ -433,7 +436,7 @@ def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...])
         if not (_ok(fast) and _ok(other)):
             out["note"] = "; ".join(_why(m, n) for n, m in ((FAST, fast), (target.other, other)) if not _ok(m))
             return out
-    out["ratio"] = _ratio(target, fast, other)
+    out["ratio"] = target.ratio(_value(fast), _value(other))
     if target.phase != SAVED:
         from benchmarks.core.stats import bootstrap_ratio_ci
 
@@ -441,12 +444,6 @@ def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...])
         out["ci_low"], out["ci_high"] = bootstrap_ratio_ci(num.used, den.used)
     out["verdict"] = "PASS" if target.holds(out["ratio"]) else "MISS"
     return out
-
-
-def _ratio(target: Target, fast: Measurement, other: Measurement) -> float:
-    if target.direction == ">=":
-        return _value(other) / _value(fast)
-    return _value(fast) / _value(other)
 
 
 def tables(measured: list[Measurement], targets: tuple[Target, ...], grids: tuple[int, ...]) -> tuple[list, list]:
@@ -581,7 +578,7 @@ def _targets(args, cmd: Command) -> int:
     print()
     print(format_verdicts(verdicts))
     if args.widths is not None or args.batch is not None:
-        asked = [f"widths {'x'.join(map(str, args.widths))}"] if args.widths else []
+        asked = [f"widths {widths_label(args.widths)}"] if args.widths else []
         asked += [f"batch {args.batch}"] if args.batch else []
         print(f"note: measured at {', '.join(asked)}; each target is defined at its own (see --help)")
     print()

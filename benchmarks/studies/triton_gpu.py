@@ -278,7 +278,7 @@ def verdicts(run: Run, widths, batch, grid, found: dict) -> None:
             run.emit(**row, verdict="not measured", note=f"not measured: {', '.join(missing)}")
             continue
         name, other = min(present.items(), key=lambda item: item[1])
-        ratio = other / mine if t.direction == ">=" else mine / other
+        ratio = t.ratio(mine, other)
         note = ""
         if t.other == study.FASTER_PEER:
             note = f"the faster peer: {name}" + ("" if len(present) == len(others) else " (only one peer measured)")
