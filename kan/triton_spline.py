@@ -24,6 +24,18 @@ Kernels (each launch one of them; ``launches()`` says how many per layer):
   columns needs it); ``grad_out @ W^T`` by ``tl.dot`` over the outputs, times the
   bases' derivatives (and SiLU's), summed per feature.
 
+The gather kernels, for large grids (``gather=True``; the layer's ``contraction``), use that a
+point touches only ``order + 1`` of the ``coeff`` bases. A coefficient table ``(in, coeff, out)``
+(the scaled spline weights, outputs contiguous; one elementwise kernel per call, not saved)
+replaces the dense product:
+
+* ``_gather_forward_kernel``: tiles (rows, outputs); loops over the features; per row
+  the span, the ``order + 1`` local bases, and as many coalesced reads of the table rows
+  the span selects, multiplied and added in registers, plus the base branch;
+* ``_gather_input_grad_kernel``: tiles (rows, one feature); loops over the outputs;
+  ``grad_out`` times the bases' derivatives dotted with the same table rows, plus SiLU's;
+* the weight gradient is the dense ``_weight_grad_kernel``.
+
 No host synchronisation: NaN and infinite inputs are not detected on the host.
 The kernels give a non-finite input all-NaN spline bases (the reference's Cox-de
 Boor recursion does, from order 1 on) and the same SiLU and SiLU derivative as
@@ -69,14 +81,15 @@ INF = tl.constexpr(float("inf"))
 
 def interpreted() -> bool:
     """Whether this module's kernels run in Triton's interpreter (TRITON_INTERPRET=1 when it was imported)."""
-    return type(_forward_kernel).__name__ == "InterpretedFunction"
+    return type(_finite).__name__ == "InterpretedFunction"  # any of the jit functions: all or none are interpreted
 
 
-def math_mode(x: torch.Tensor) -> str:
-    """Which arithmetic the kernels' dot products use for a tensor like ``x``: "fp64", "tf32" or "fp32"."""
+def math_mode(x: torch.Tensor, gather: bool = False) -> str:
+    """Which arithmetic the kernels' products use for a tensor like ``x``: "fp64", "tf32" or "fp32".
+    The gather kernels multiply and add in the tensor's own precision (no ``tl.dot``)."""
     if x.dtype == torch.float64:
         return "fp64"
-    if x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+    if x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 and not gather:
         return "tf32"
     return "fp32"
 
@@ -237,19 +250,9 @@ def _silu_slope(x):
 
 
 @triton.jit
-def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
-             DERIV: tl.constexpr):
-    """Columns of the left operand at inputs xv: basis c of feature feat (c < COEFF) or silu (c == COEFF).
-
-    xv: the input of each element; feat, c: its feature and column (broadcast against
-    xv); inside: which elements exist (the others are 0). Returns the values and, with
-    DERIV, their derivatives by x (else the values again, unused).
-    """
-    finite = (xv == xv) & (tl.abs(xv) < INF)
-    xs = tl.where(finite, xv, 0.0)
-    row = grid_ptr + feat * KNOTS
-    first = tl.load(row, mask=inside, other=0.0)
-    last = tl.load(row + (KNOTS - 1), mask=inside, other=1.0)
+def _locate(xs, row, first, last, inside, KNOTS: tl.constexpr):
+    """The knot span of each finite input xs on the stored knots at ``row`` (-1 below the first knot,
+    KNOTS - 1 from the last on), and the local coordinate and width of that (clamped) interval."""
     t = (xs - first) * ((KNOTS - 1) / (last - first))
     t = tl.minimum(tl.maximum(t, -1.0), KNOTS - 1.0)
     guess = tl.floor(t).to(tl.int32)
@@ -264,6 +267,29 @@ def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.const
     t_n = tl.load(row + clamped + 1, mask=inside, other=1.0)
     width = t_n - t_m
     u = (xs - t_m) / width  # this interval's own stored knots
+    return span, u, width
+
+
+@triton.jit
+def _finite(xv):
+    return (xv == xv) & (tl.abs(xv) < INF)
+
+
+@triton.jit
+def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
+             DERIV: tl.constexpr):
+    """Columns of the left operand at inputs xv: basis c of feature feat (c < COEFF) or silu (c == COEFF).
+
+    xv: the input of each element; feat, c: its feature and column (broadcast against
+    xv); inside: which elements exist (the others are 0). Returns the values and, with
+    DERIV, their derivatives by x (else the values again, unused).
+    """
+    finite = _finite(xv)
+    xs = tl.where(finite, xv, 0.0)
+    row = grid_ptr + feat * KNOTS
+    first = tl.load(row, mask=inside, other=0.0)
+    last = tl.load(row + (KNOTS - 1), mask=inside, other=1.0)
+    span, u, width = _locate(xs, row, first, last, inside, KNOTS)
     value, slope = _local(u, c - span + ORDER, ORDER)  # local basis index d = c - (span - ORDER)
     is_base = c == COEFF
     value = tl.where(is_base, _silu(xv), tl.where(finite, value, NAN))
@@ -384,6 +410,82 @@ def _input_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, gx_ptr, B
 
 
 
+# The gather kernels (large grids): a point touches only its order + 1 local bases, so the
+# contraction reads, per point, the order + 1 rows of a coefficient table (in, coeff, out) that
+# its span selects, instead of multiplying all coeff + 1 columns. The table holds the scaled
+# spline weights with the outputs contiguous, so that each row's read is one coalesced run.
+
+
+@triton.jit
+def _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS: tl.constexpr):
+    """Feature i of the rows: the input, whether it is finite, its span and local coordinate, the interval's width."""
+    xv = tl.load(x_ptr + rows * IN + i, mask=row_in, other=0.0)
+    finite = _finite(xv)
+    xs = tl.where(finite, xv, 0.0)
+    row = grid_ptr + i * KNOTS + tl.zeros_like(rows)
+    first = tl.load(row, mask=row_in, other=0.0)
+    last = tl.load(row + (KNOTS - 1), mask=row_in, other=1.0)
+    span, u, width = _locate(xs, row, first, last, row_in, KNOTS)
+    return xv, finite, span, u, width
+
+
+@triton.jit
+def _gather_forward_kernel(x_ptr, table_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
+                           ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
+                           BM: tl.constexpr, BN: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    outs = pid_n * BN + tl.arange(0, BN)
+    row_in = rows < B
+    out_in = outs < OUT
+    acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
+    for i in range(0, IN):
+        xv, finite, span, u, _ = _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS)
+        for d in tl.static_range(ORDER + 1):
+            c = span - ORDER + d  # the coefficient of local basis d
+            value, _ = _local(u, d, ORDER)
+            value = tl.where(finite, value, NAN)
+            valid = row_in & (c >= 0) & (c < COEFF)
+            w = tl.load(table_ptr + (i * COEFF + c)[:, None] * OUT + outs[None, :],
+                        mask=valid[:, None] & out_in[None, :], other=0.0)
+            acc += value[:, None] * w
+        base = tl.load(bw_ptr + outs * IN + i, mask=out_in, other=0.0)
+        acc += _silu(xv)[:, None] * base[None, :]
+    tl.store(out_ptr + rows[:, None] * OUT + outs[None, :], acc, mask=row_in[:, None] & out_in[None, :])
+
+
+@triton.jit
+def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr, B, IN, OUT,
+                              ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
+                              BM: tl.constexpr, BO: tl.constexpr):
+    pid_m = tl.program_id(0)
+    i = tl.program_id(1)
+    rows = pid_m * BM + tl.arange(0, BM)
+    row_in = rows < B
+    xv, finite, span, u, width = _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS)
+    base_slope = _silu_slope(xv)
+    acc = tl.zeros((BM, BO), dtype=g_ptr.dtype.element_ty)
+    for o0 in range(0, OUT, BO):
+        outs = o0 + tl.arange(0, BO)
+        out_in = outs < OUT
+        g = tl.load(g_ptr + rows[:, None] * OUT + outs[None, :], mask=row_in[:, None] & out_in[None, :], other=0.0)
+        base = tl.load(bw_ptr + outs * IN + i, mask=out_in, other=0.0)
+        e = base_slope[:, None] * base[None, :]  # d out / d x of each (row, output)
+        for d in tl.static_range(ORDER + 1):
+            c = span - ORDER + d
+            _, slope = _local(u, d, ORDER)
+            slope = tl.where(finite, slope / width, NAN)
+            valid = row_in & (c >= 0) & (c < COEFF)
+            w = tl.load(table_ptr + (i * COEFF + c)[:, None] * OUT + outs[None, :],
+                        mask=valid[:, None] & out_in[None, :], other=0.0)
+            e += slope[:, None] * w
+        # g * 0 is NaN where g is not finite: the dense product multiplies such a row of
+        # grad_out into every column, and the columns outside the band (zero slopes) make NaN
+        acc += g * e + g * 0.0
+    tl.store(gx_ptr + rows * IN + i, tl.sum(acc, axis=1), mask=row_in)
+
+
 # --------------------------------------------------------------------------- launches
 
 
@@ -421,17 +523,51 @@ def input_grad_tiles(batch: int, out_features: int, coeff: int) -> tuple[int, in
     return (64, min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
 
 
-def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool = True) -> tuple[int, int]:
-    """Kernel launches of one layer's forward and of its backward (first-order)."""
-    backward = int(needs_input) + (int(needs_weights) * (1 + int(scaler)))  # the scaler's sum is one reduction
-    return 1, backward
+def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
+    """(BM, BN) of the gather kernels: rows, and outputs per tile (the forward) or per step (the input gradient)."""
+    return (64, min(64, max(16, _pow2(out_features))))
 
 
-def _forward(x, spline_weight, scaler, base_weight, grid, order):
+def gathers(coeff: int, order: int, asked: bool) -> bool:
+    """Whether a layer asked for the gather kernels (``asked``) runs them: on a grid of one interval
+    the band of local bases covers every column, which the gather input gradient's NaN rule assumes
+    it does not, so such a layer contracts densely."""
+    return asked and coeff > order + 1
+
+
+def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool = True,
+             gather: bool = False) -> tuple[int, int]:
+    """Kernel launches of one layer's forward and of its backward (first-order). The gather
+    kernels add the coefficient table's one elementwise kernel to the forward, and to the backward
+    where it computes the input gradient."""
+    table = int(gather)
+    backward = int(needs_input) * (1 + table) + (int(needs_weights) * (1 + int(scaler)))  # the scaler's sum: one
+    return 1 + table, backward
+
+
+def _table(spline_weight: torch.Tensor, scaler: Optional[torch.Tensor]) -> torch.Tensor:
+    """The gather kernels' coefficient table (in, coeff, out): spline_weight * scaler, outputs contiguous (one kernel)."""
+    out_features, in_features, coeff = spline_weight.shape
+    table = spline_weight.new_empty(in_features, coeff, out_features)
+    if scaler is None:
+        table.copy_(spline_weight.permute(1, 2, 0))
+    else:
+        torch.mul(spline_weight.permute(1, 2, 0), scaler.t().unsqueeze(1), out=table)
+    return table
+
+
+def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False):
     batch, in_features = x.shape
     out_features = base_weight.size(0)
     coeff, knots = _geometry(grid, order)
     out = x.new_empty(batch, out_features)
+    if gathers(coeff, order, gather):
+        bm, bn = gather_tiles(batch, out_features)
+        _gather_forward_kernel[(triton.cdiv(batch, bm), triton.cdiv(out_features, bn))](
+            x, _table(spline_weight, scaler), base_weight, grid, out, batch, in_features, out_features,
+            ORDER=order, COEFF=coeff, KNOTS=knots, BM=bm, BN=bn, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        )
+        return out
     bm, bn, bk = forward_tiles(batch, out_features)
     launch = (triton.cdiv(batch, bm), triton.cdiv(out_features, bn))
     _forward_kernel[launch](
@@ -443,7 +579,7 @@ def _forward(x, spline_weight, scaler, base_weight, grid, order):
     return out
 
 
-def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights):
+def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False):
     batch, in_features = x.shape
     out_features = base_weight.size(0)
     coeff, knots = _geometry(grid, order)
@@ -465,7 +601,14 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
         )
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
-    if needs_input:
+    if needs_input and gathers(coeff, order, gather):
+        grad_x = torch.empty_like(x)
+        bm, bo = gather_tiles(batch, out_features)
+        _gather_input_grad_kernel[(triton.cdiv(batch, bm), in_features)](
+            x, grad_out, _table(spline_weight, scaler), base_weight, grid, grad_x, batch, in_features, out_features,
+            ORDER=order, COEFF=coeff, KNOTS=knots, BM=bm, BO=bo, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        )
+    elif needs_input:
         grad_x = torch.empty_like(x)
         bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff)
         launch = (triton.cdiv(batch, bm), triton.cdiv(in_features, fb))
@@ -482,31 +625,32 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
 
 @torch.library.custom_op("kan::triton_spline_forward", mutates_args=())
 def spline_forward(x: torch.Tensor, spline_weight: torch.Tensor, scaler: Optional[torch.Tensor],
-                   base_weight: torch.Tensor, grid: torch.Tensor, order: int) -> torch.Tensor:
+                   base_weight: torch.Tensor, grid: torch.Tensor, order: int, gather: bool = False) -> torch.Tensor:
     """One layer's output: x (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None,
     base_weight (out, in), grid (in, coeff + order + 1) uniform, order 1..5 -> (batch, out).
-    Every tensor contiguous, of x's dtype and device."""
-    return _forward(x, spline_weight, scaler, base_weight, grid, order)
+    Every tensor contiguous, of x's dtype and device. ``gather``: the gather kernels (see ``gathers``)."""
+    return _forward(x, spline_weight, scaler, base_weight, grid, order, gather)
 
 
 @spline_forward.register_fake
-def _(x, spline_weight, scaler, base_weight, grid, order):
+def _(x, spline_weight, scaler, base_weight, grid, order, gather=False):
     return x.new_empty(x.size(0), base_weight.size(0))
 
 
 @torch.library.custom_op("kan::triton_spline_backward", mutates_args=())
 def spline_backward(grad_out: torch.Tensor, x: torch.Tensor, spline_weight: torch.Tensor,
                     scaler: Optional[torch.Tensor], base_weight: torch.Tensor, grid: torch.Tensor, order: int,
-                    needs_input: bool, needs_weights: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                     torch.Tensor]:
+                    needs_input: bool, needs_weights: bool, gather: bool = False) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                           torch.Tensor, torch.Tensor]:
     """Gradients of the input, spline weights, scaler and base weights for ``grad_out`` (batch, out);
     an empty tensor for those not asked (``needs_input``, ``needs_weights``) and for a missing scaler."""
     return tuple(t.clone() if t.numel() == 0 else t for t in
-                 _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights))
+                 _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights,
+                           gather))
 
 
 @spline_backward.register_fake
-def _(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights):
+def _(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False):
     empty = x.new_empty(0)
     return (torch.empty_like(x) if needs_input else empty,
             torch.empty_like(spline_weight) if needs_weights else x.new_empty(0),
@@ -523,9 +667,9 @@ def reference_output(x, spline_weight, scaler, base_weight, grid, order):
 
 
 def _setup_context(ctx, inputs, output):
-    x, spline_weight, scaler, base_weight, grid, order = inputs
+    x, spline_weight, scaler, base_weight, grid, order, gather = inputs
     ctx.save_for_backward(x, spline_weight, scaler, base_weight, grid)
-    ctx.order = order
+    ctx.order, ctx.gather = order, gather
 
 
 def _spline_backward(ctx, grad_out):
@@ -533,19 +677,22 @@ def _spline_backward(ctx, grad_out):
     needs = ctx.needs_input_grad[:4]
     if torch.is_grad_enabled():  # this backward is itself differentiated (create_graph=True)
         function = lambda *p: reference_output(*p, grid, ctx.order)  # noqa: E731
-        return (*differentiable_grads(function, (x, spline_weight, scaler, base_weight), needs, grad_out), None, None)
+        return (*differentiable_grads(function, (x, spline_weight, scaler, base_weight), needs, grad_out),
+                None, None, None)
     needs_weights = needs[1] or needs[2] or needs[3]
     grad_x, grad_spline, grad_scaler, grad_base = spline_backward(
-        grad_out.contiguous(), x, spline_weight, scaler, base_weight, grid, ctx.order, needs[0], needs_weights)
+        grad_out.contiguous(), x, spline_weight, scaler, base_weight, grid, ctx.order, needs[0], needs_weights,
+        ctx.gather)
     return (grad_x if needs[0] else None, grad_spline if needs[1] else None,
-            grad_scaler if needs[2] else None, grad_base if needs[3] else None, None, None)
+            grad_scaler if needs[2] else None, grad_base if needs[3] else None, None, None, None)
 
 
 spline_forward.register_autograd(_spline_backward, setup_context=_setup_context)
 
 
-def layer(x, spline_weight, scaler, base_weight, grid, order) -> torch.Tensor:
-    """A layer's output through the operators (differentiable); x (batch, in) any layout."""
+def layer(x, spline_weight, scaler, base_weight, grid, order, gather: bool = False) -> torch.Tensor:
+    """A layer's output through the operators (differentiable); x (batch, in) any layout.
+    ``gather``: contract by the gather kernels rather than densely (see ``gathers``)."""
     return spline_forward(x.contiguous(), spline_weight.contiguous(),
                           None if scaler is None else scaler.contiguous(), base_weight.contiguous(),
-                          grid.contiguous(), order)
+                          grid.contiguous(), order, gather)

@@ -72,19 +72,21 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
             parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
 
 
-def build(widths, grid_size, order, dtype=torch.float32, seed=0, scaler=True, adapted=False):
+def build(widths, grid_size, order, dtype=torch.float32, seed=0, scaler=True, adapted=False, contraction="auto"):
     """A randomised reference (KANLinear for two widths, else KAN), built in ``dtype`` (its knots
-    uniform in that dtype), and kan-fast with backend="triton" loaded from its state dict, on DEVICE."""
+    uniform in that dtype), and kan-fast with backend="triton" (and ``contraction``) loaded from its
+    state dict, on DEVICE."""
     options = dict(grid_size=grid_size, spline_order=order, enable_standalone_scale_spline=scaler)
+    fast_options = dict(backend="triton", contraction=contraction, **EAGER)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         torch.manual_seed(seed)
         if len(widths) == 2:
             reference = KANLinear(*widths, **options)
-            fast = FastBSplineKANLinear(*widths, **options, backend="triton", **EAGER)
+            fast = FastBSplineKANLinear(*widths, **options, **fast_options)
         else:
-            reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options, backend="triton", **EAGER)
+            reference, fast = KAN(widths, **options), FastBSplineKAN(widths, **options, **fast_options)
     finally:
         torch.set_default_dtype(previous)
     randomise(reference, seed)
@@ -136,34 +138,78 @@ def compare(reference, fast, x, upstream, dtype, what):
         assert_close(found[name], truth[name], tolerance, f"{what}, {name}")
 
 
+class Counting:
+    """A Triton kernel whose launches are counted (``kernel[grid](...)`` as the launch code calls it)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, 0
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return launch(*args, **kwargs)
+
+        return counted
+
+
+KERNELS = ("_forward_kernel", "_weight_grad_kernel", "_input_grad_kernel", "_gather_forward_kernel",
+           "_gather_input_grad_kernel")
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """{kernel name: Counting}: every kernel of kan.triton_spline, its launches counted."""
+    counters = {name: Counting(getattr(ts, name)) for name in KERNELS}
+    for name, counter in counters.items():
+        monkeypatch.setattr(ts, name, counter)
+    return counters
+
+
+def ran(launched) -> set:
+    return {name for name, counter in launched.items() if counter.calls}
+
+
+DENSE_KERNELS = {"_forward_kernel", "_weight_grad_kernel", "_input_grad_kernel"}
+GATHER_KERNELS = {"_gather_forward_kernel", "_weight_grad_kernel", "_gather_input_grad_kernel"}
+# both contractions, forced: each kernel is checked at every grid, whichever "auto" would take
+CONTRACTION = pytest.mark.parametrize("contraction", ["dense", "gather"])
+
+
 # --------------------------------------------------------------------------- values and gradients
 
 SHAPES = [(3, 4, 1), (5, 17, 33), (2, 3, 70)]  # (in, out, batch): batch 1, widths off the tile sizes
 
 
+@CONTRACTION
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("grid_size", [3, 5, 50])
-def test_layer_outputs_and_gradients_equal_reference(order, grid_size):
+def test_layer_outputs_and_gradients_equal_reference(order, grid_size, contraction, launched):
     for index, (i, o, b) in enumerate(SHAPES):
-        reference, fast = build([i, o], grid_size, order, seed=order + index)
+        reference, fast = build([i, o], grid_size, order, seed=order + index, contraction=contraction)
         x = probe(reference, b, seed=index)
         upstream = torch.randn(b, o, generator=torch.Generator().manual_seed(index))
-        compare(reference, fast, x, upstream, torch.float32, f"order {order}, grid {grid_size}, [{i}, {o}] b{b}")
+        compare(reference, fast, x, upstream, torch.float32,
+                f"order {order}, grid {grid_size}, [{i}, {o}] b{b}, {contraction}")
+    assert ran(launched) == (GATHER_KERNELS if contraction == "gather" else DENSE_KERNELS)
 
 
+@CONTRACTION
 @pytest.mark.parametrize("scaler", [True, False])
-def test_model_outputs_and_gradients_equal_reference(scaler):
-    reference, fast = build([6, 19, 3], 7, 3, seed=3, scaler=scaler)
+def test_model_outputs_and_gradients_equal_reference(scaler, contraction):
+    reference, fast = build([6, 19, 3], 7, 3, seed=3, scaler=scaler, contraction=contraction)
     x = probe(reference.layers[0], 45, seed=2)
     compare(reference, fast, x, torch.randn(45, 3, generator=torch.Generator().manual_seed(1)), torch.float32,
             f"[6, 19, 3], scaler {scaler}")
 
 
+@CONTRACTION
 @pytest.mark.parametrize("order", [1, 3, 5])
-def test_float64_kernels_equal_reference_to_rounding(order):
+def test_float64_kernels_equal_reference_to_rounding(order, contraction):
     # grid 8 on [-1, 1]: a step of 0.25, so float64 knots evenly spaced exactly (a cardinal grid,
     # which the kernels take; at grid 6 the float64 steps differ by a few ulps and it falls back)
-    reference, fast = build([4, 5], 8, order, dtype=torch.float64, seed=order)
+    reference, fast = build([4, 5], 8, order, dtype=torch.float64, seed=order, contraction=contraction)
     assert fast.uses_triton(torch.zeros(1, 4, dtype=torch.float64, device=DEVICE))
     x = probe(reference, 30, seed=order)
     compare(reference, fast, x, torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4)),
@@ -171,11 +217,12 @@ def test_float64_kernels_equal_reference_to_rounding(order):
 
 
 @pytest.mark.slow
+@CONTRACTION
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("grid_size", [4, 10, 20, 37, 50])
-def test_larger_shapes_sweep(order, grid_size):
+def test_larger_shapes_sweep(order, grid_size, contraction):
     for index, (i, o, b) in enumerate([(40, 70, 130), (65, 33, 257), (1, 1, 1)]):
-        reference, fast = build([i, o], grid_size, order, seed=order + index)
+        reference, fast = build([i, o], grid_size, order, seed=order + index, contraction=contraction)
         x = probe(reference, b, seed=index)
         upstream = torch.randn(b, o, generator=torch.Generator().manual_seed(index))
         compare(reference, fast, x, upstream, torch.float32, f"order {order}, grid {grid_size}, [{i}, {o}] b{b}")
@@ -200,28 +247,31 @@ def each_value_in_each_position(reference, fast, x, upstream, which: str, values
 
 
 @pytest.mark.sweep
+@CONTRACTION
 @pytest.mark.parametrize("scaler", [True, False])
 @pytest.mark.parametrize("order", [1, 3, 5])
-def test_every_value_in_every_position_of_a_layer(order, scaler):
+def test_every_value_in_every_position_of_a_layer(order, scaler, contraction):
     """Layer [3, 2], batch 4: each position takes each special value, alone (no host check on this path:
     the kernels make the reference's NaN and inf themselves)."""
-    reference, fast = build([3, 2], 4, order, seed=order, scaler=scaler)
+    reference, fast = build([3, 2], 4, order, seed=order, scaler=scaler, contraction=contraction)
     clean = torch.rand(4, 3, generator=torch.Generator().manual_seed(order)) * 3 - 1.5
     upstream = torch.randn(4, 2, generator=torch.Generator().manual_seed(7))
     each_value_in_each_position(reference, fast, clean, upstream, "x", VALUES, f"order {order}, scaler {scaler}")
 
 
-def test_every_value_in_every_position_of_a_model():
+@CONTRACTION
+def test_every_value_in_every_position_of_a_model(contraction):
     """Model [3, 4, 2]: the hidden layer's backward receives a non-finite upstream gradient."""
-    reference, fast = build([3, 4, 2], 5, 3, seed=11)
+    reference, fast = build([3, 4, 2], 5, 3, seed=11, contraction=contraction)
     clean = torch.rand(3, 3, generator=torch.Generator().manual_seed(3)) * 3 - 1.5
     upstream = torch.randn(3, 2, generator=torch.Generator().manual_seed(8))
     each_value_in_each_position(reference, fast, clean, upstream, "x", VALUES, "[3, 4, 2]")
 
 
+@CONTRACTION
 @pytest.mark.parametrize("order", [1, 3])
-def test_non_finite_upstream_gradient(order):
-    reference, fast = build([3, 2], 6, order, seed=20 + order, scaler=order == 1)
+def test_non_finite_upstream_gradient(order, contraction):
+    reference, fast = build([3, 2], 6, order, seed=20 + order, scaler=order == 1, contraction=contraction)
     x = torch.rand(4, 3, generator=torch.Generator().manual_seed(5)) * 3 - 1.5
     clean = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
     each_value_in_each_position(reference, fast, x, clean, "upstream", VALUES[:3], f"order {order}")
@@ -274,8 +324,41 @@ def test_zoo_builds_the_triton_backend_and_counts_its_flops():
     assert model(torch.rand(6, 4, device=DEVICE)).shape == (6, 3)
     dense = kan.fast.forward_flops([4, 5, 3], 6, backend="torch", contraction="dense")
     assert kan.fast.forward_flops([4, 5, 3], 6, backend="triton") == dense
+    # grid 50: 53 coefficients per feature, past the Triton crossover: the gather count
     assert kan.fast.forward_flops([4, 5, 3], 6, grid_size=50, backend="triton") == kan.fast.forward_flops(
-        [4, 5, 3], 6, grid_size=50, backend="torch", contraction="dense")
+        [4, 5, 3], 6, grid_size=50, backend="torch", contraction="gather")
+    assert kan.fast.forward_flops([4, 5, 3], 6, grid_size=50, backend="triton", contraction="dense") == (
+        kan.fast.forward_flops([4, 5, 3], 6, grid_size=50, backend="torch", contraction="dense"))
+    # a grid of one interval contracts densely even when gather is asked for
+    assert kan.fast.forward_flops([4, 5, 3], 6, grid_size=1, backend="triton", contraction="gather") == (
+        kan.fast.forward_flops([4, 5, 3], 6, grid_size=1, backend="torch", contraction="dense"))
+
+
+def test_auto_contraction_follows_the_triton_crossover(launched):
+    """contraction="auto": dense below TRITON_GATHER_MIN_COEFF coefficients per feature, gather from it on."""
+    order = 3
+    below = kan.fast.TRITON_GATHER_MIN_COEFF - order - 1  # grid sizes whose coeff is just below and at it
+    for grid_size, expected in ((below, DENSE_KERNELS), (below + 1, GATHER_KERNELS)):
+        for counter in launched.values():
+            counter.calls = 0
+        reference, fast = build([3, 4], grid_size, order, seed=grid_size)
+        assert fast.uses_gather() == (expected == GATHER_KERNELS)
+        compare(reference, fast, probe(reference, 9, seed=1), torch.randn(9, 4, generator=torch.Generator().manual_seed(3)),
+                torch.float32, f"auto, grid {grid_size}")
+        assert ran(launched) == expected, grid_size
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_gather_on_a_grid_of_one_interval_contracts_densely(order, launched):
+    """With one interval the band of local bases is every column: contraction="gather" runs the dense
+    kernels there, and a non-finite upstream gradient gives the reference's pattern."""
+    reference, fast = build([3, 2], 1, order, seed=order, contraction="gather")
+    assert not fast.uses_gather()
+    x = torch.rand(4, 3, generator=torch.Generator().manual_seed(5)) * 1.6 - 0.8  # inside the one interval
+    clean = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
+    compare(reference, fast, x, clean, torch.float32, f"grid 1, order {order}")
+    each_value_in_each_position(reference, fast, x, clean, "upstream", VALUES[:3], f"grid 1, order {order}")
+    assert ran(launched) == DENSE_KERNELS
 
 
 def test_math_mode_follows_torch_tf32_flag():
@@ -284,6 +367,7 @@ def test_math_mode_follows_torch_tf32_flag():
     assert ts.math_mode(x.double()) == "fp64"
     torch.backends.cuda.matmul.allow_tf32 = True
     assert ts.math_mode(x) == ("tf32" if CUDA else "fp32")
+    assert ts.math_mode(x, gather=True) == "fp32"  # no tl.dot in the gather kernels
 
 
 def test_triton_backend_on_cpu_without_the_interpreter_is_one_line_error():
@@ -315,23 +399,26 @@ def operator_args(dtype=torch.float32, scaler=True, batch=5):
     return x, sw, sc, bw, reference.grid.to(DEVICE), 3
 
 
+@pytest.mark.parametrize("gather", [False, True])
 @pytest.mark.parametrize("scaler", [True, False])
-def test_opcheck_forward_and_backward_operators(scaler):
+def test_opcheck_forward_and_backward_operators(scaler, gather):
     x, sw, sc, bw, grid, order = operator_args(scaler=scaler)
     leaves = [x.requires_grad_(), sw.requires_grad_(), sc.requires_grad_() if sc is not None else None,
               bw.requires_grad_()]
-    torch.library.opcheck(ts.spline_forward, (*leaves, grid, order))
+    torch.library.opcheck(ts.spline_forward, (*leaves, grid, order, gather))
     grad_out = torch.randn(x.size(0), bw.size(0), device=DEVICE)
     for needs_input, needs_weights in ((True, True), (True, False), (False, True)):
         torch.library.opcheck(ts.spline_backward, (grad_out, x.detach(), sw.detach(),
                                                    None if sc is None else sc.detach(), bw.detach(), grid, order,
-                                                   needs_input, needs_weights))
+                                                   needs_input, needs_weights, gather))
 
 
 def test_launches_per_layer():
     assert ts.launches() == (1, 3)
     assert ts.launches(scaler=False) == (1, 2)
     assert ts.launches(needs_weights=False) == (1, 1)
+    assert ts.launches(gather=True) == (2, 4)  # the coefficient table: one more kernel in each direction
+    assert ts.launches(needs_input=False, gather=True) == (2, 2)
 
 
 # --------------------------------------------------------------------------- double backward

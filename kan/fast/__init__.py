@@ -29,7 +29,8 @@ the reference's differentiable operations instead (``differentiable_grads``).
 
 Two contractions turn local bases into outputs, chosen by the number of
 coefficients per feature (measured crossovers, ``NATIVE_GATHER_MIN_COEFF`` and
-``GATHER_MIN_COEFF``; ``python -m benchmarks.studies.crossover`` measures them), or
+``GATHER_MIN_COEFF``; ``python -m benchmarks.studies.crossover`` measures them; for the
+Triton kernels ``TRITON_GATHER_MIN_COEFF``, from a count until measured on a GPU), or
 by the layer's ``contraction`` option (``"auto"``, ``"dense"``, ``"gather"``):
 
 * dense (small grids): the layer's combined spline + base product
@@ -83,6 +84,7 @@ from kan.fast.options import (
     CONTRACTIONS,
     GATHER_MIN_COEFF,
     NATIVE_GATHER_MIN_COEFF,
+    TRITON_GATHER_MIN_COEFF,
     check_choice,
     gather_min_coeff,
     triton_kernels,

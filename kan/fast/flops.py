@@ -10,7 +10,7 @@ from kan.fast.options import BACKENDS, CONTRACTIONS, check_choice, gather_min_co
 
 def layer_forward_flops(
     in_features: int, out_features: int, batch: int, grid_size: int, spline_order: int, scaled: bool = True,
-    native_kernels: bool | None = None, contraction: str = "auto",
+    native_kernels: bool | None = None, contraction: str = "auto", triton: bool = False,
 ) -> int:
     """FLOPs of one ``FastBSplineKANLinear.forward`` on ``batch`` rows (kan.zoo's convention).
 
@@ -21,9 +21,10 @@ def layer_forward_flops(
     multiply; then the contraction: dense, one (batch, in * (coeff + 1)) x
     (in * (coeff + 1), out) product, or gathered, ``spline_order + 1`` multiply-adds
     per input, output and sample plus the base product. Which contraction is
-    ``contraction``'s, or with "auto" that of ``native_kernels`` (the C++ kernels or the
-    PyTorch paths); None: the one a float32 CPU input takes in this process (the C++
-    kernels where they are on and can build; counting does not build them).
+    ``contraction``'s, or with "auto" that of ``triton`` (the Triton kernels) or of
+    ``native_kernels`` (the C++ kernels or the PyTorch paths); None: the one a float32 CPU
+    input takes in this process (the C++ kernels where they are on and can build; counting
+    does not build them). The Triton kernels contract a grid of one interval densely.
     """
     b, i, o = batch, in_features, out_features
     coeff = grid_size + spline_order
@@ -32,7 +33,8 @@ def layer_forward_flops(
     scaler = o * i * coeff if scaled else 0
     if native_kernels is None:
         native_kernels = native.expected() and spline_order <= native.MAX_ORDER
-    gather = contraction == "gather" if contraction != "auto" else coeff >= gather_min_coeff(native_kernels)
+    gather = contraction == "gather" if contraction != "auto" else coeff >= gather_min_coeff(native_kernels, triton)
+    gather = gather and not (triton and grid_size < 2)
     if gather:
         product = 2 * b * i * (spline_order + 1) * o + 2 * b * i * o + b * o
     else:
@@ -47,10 +49,8 @@ def forward_flops(widths: Sequence[int], batch: int, grid_size: int = 5, spline_
     check_choice("backend", backend, BACKENDS)
     check_choice("contraction", contraction, CONTRACTIONS)
     native_kernels = {"auto": None, "native": True, "torch": False, "triton": False}[backend]
-    if backend == "triton":  # the Triton kernels contract densely at every grid
-        contraction = "dense"
     return sum(
         layer_forward_flops(i, o, batch, grid_size, spline_order, enable_standalone_scale_spline, native_kernels,
-                            contraction)
+                            contraction, triton=backend == "triton")
         for i, o in zip(widths, widths[1:])
     )

@@ -37,8 +37,10 @@ class FastBSplineKANLinear(KANLinear):
       ``"torch"`` PyTorch (as on CUDA or without a compiler); ``"triton"`` the Triton
       kernels (see ``uses_triton``).
     * ``contraction``: ``"auto"`` (default) dense below the backend's crossover
-      (``NATIVE_GATHER_MIN_COEFF`` or ``GATHER_MIN_COEFF`` coefficients per feature),
-      gather from it on; ``"dense"`` or ``"gather"`` that contraction at any grid.
+      (``NATIVE_GATHER_MIN_COEFF``, ``GATHER_MIN_COEFF`` or, for the Triton kernels,
+      ``TRITON_GATHER_MIN_COEFF`` coefficients per feature), gather from it on; ``"dense"``
+      or ``"gather"`` that contraction at any grid (the Triton kernels contract a grid of
+      one interval densely).
     * ``compile`` (the attribute ``compile_mode``; ``compile`` is ``nn.Module``'s method):
       whether the PyTorch paths' uniform-grid kernels go through ``torch.compile``.
       ``"auto"`` (default) where its toolchain is found (a C++ compiler for the CPU,
@@ -134,14 +136,17 @@ class FastBSplineKANLinear(KANLinear):
         """Whether forward contracts by gathering coefficient rows (large grids) or densely.
 
         ``contraction`` if it names one; else the crossover of the path this layer's
-        tensors take: the C++ kernels on the CPU where they build, else the PyTorch paths.
+        tensors take: the Triton kernels with ``backend="triton"``, the C++ kernels on the CPU
+        where they build, else the PyTorch paths.
         """
-        return self._gathers(self.uses_native(self.grid))
+        return self._gathers(self.uses_native(self.grid), triton=self.backend == "triton")
 
-    def _gathers(self, native_kernels: bool) -> bool:
+    def _gathers(self, native_kernels: bool, triton: bool = False) -> bool:
+        if triton and self.grid_size < 2:  # kan.triton_spline.gathers: one interval contracts densely
+            return False
         if self.contraction != "auto":
             return self.contraction == "gather"
-        return self.grid_size + self.spline_order >= gather_min_coeff(native_kernels)
+        return self.grid_size + self.spline_order >= gather_min_coeff(native_kernels, triton)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""
@@ -154,7 +159,7 @@ class FastBSplineKANLinear(KANLinear):
         if self.uses_triton(flat):  # the kernels give the reference's NaN and inf themselves: no check here
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
             output = triton_kernels().layer(flat, self.spline_weight, scaler, self.base_weight, self.grid,
-                                            self.spline_order)
+                                            self.spline_order, gather=self._gathers(False, triton=True))
             return output.reshape(*original_shape[:-1], self.out_features)
         native_kernels = self.uses_native(flat)
         if native_kernels and type(self.base_activation) is torch.nn.SiLU:

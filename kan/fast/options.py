@@ -12,6 +12,12 @@ from typing import Sequence
 # option forces either contraction.
 GATHER_MIN_COEFF = 24
 NATIVE_GATHER_MIN_COEFF = 5
+# The Triton kernels' crossover is not measured yet (they have not run on a GPU). It comes from
+# a count per (sample, input, output): the dense kernels do coeff + 1 multiply-adds; the gather
+# kernels do order + 2 and read order + 1 table entries, each read taking about four
+# multiply-adds' time at a GPU's L1 bandwidth, so about 5 * order + 6 (21 at order 3). Replace
+# it by python -m benchmarks.studies.triton_gpu's comparison of the two kernels on a GPU.
+TRITON_GATHER_MIN_COEFF = 21
 # Bytes of dense basis per row chunk on the CPU: small enough to stay in the last-level
 # cache between the kernel that writes it and the matrix product that reads it.
 CHUNK_BYTES = 4 << 20
@@ -43,6 +49,8 @@ def triton_kernels():
     return triton_spline
 
 
-def gather_min_coeff(native_kernels: bool) -> int:
-    """The crossover (coefficients per feature) for the C++ kernels or for the PyTorch paths."""
+def gather_min_coeff(native_kernels: bool, triton: bool = False) -> int:
+    """The crossover (coefficients per feature) for the Triton kernels, the C++ kernels or the PyTorch paths."""
+    if triton:
+        return TRITON_GATHER_MIN_COEFF
     return NATIVE_GATHER_MIN_COEFF if native_kernels else GATHER_MIN_COEFF
