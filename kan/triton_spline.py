@@ -67,13 +67,18 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kan.bspline import is_cardinal
 from kan.reference import b_splines, differentiable_grads
 
 MAX_ORDER = 5
-# Launch options of every kernel. One stage: the loop's loads are gathers whose addresses
-# depend on one another (input, span, knots), which the software pipeliner would stage in
-# shared memory several times over (float64 at three stages does not fit an H100's).
-NUM_WARPS = 4
+# Launch options of every kernel. Eight warps: at four, a thread of the tiles below holds more
+# than the 255 registers a thread has (accumulator, basis tile, and the gather kernels' per-row
+# bases), and the kernels spill to local memory; python -m benchmarks.studies.triton_compile
+# shows each kernel's registers and spills without a GPU. One stage: the loop's loads are
+# gathers whose addresses depend on one another (input, span, knots), which the software
+# pipeliner would stage in shared memory several times over (float64 at three stages does not
+# fit an H100's).
+NUM_WARPS = 8
 NUM_STAGES = 1
 NAN = tl.constexpr(float("nan"))
 INF = tl.constexpr(float("inf"))
@@ -102,138 +107,133 @@ def why_not_device(x: torch.Tensor) -> Optional[str]:
             f"kan.triton_spline is imported), not on {x.device.type}")
 
 
-def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, cardinal: bool = True) -> Optional[str]:
+def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool) -> Optional[str]:
     """None if the kernels compute a layer of this spline order, grid and activation on ``x``; else why not.
 
-    ``cardinal``: the grid's steps equal to the dtype's rounding (``kan.fast.is_cardinal``). The
-    kernels evaluate the cardinal recursion, which stands for the B-splines of the stored knots
-    only on such a grid; a uniform grid whose float knots drift (large float32 grids) takes the
-    PyTorch path, which evaluates de Boor's triangle over the stored knots."""
+    Any uniform grid: where its float knots are evenly spaced to rounding (``kan.fast.is_cardinal``)
+    the kernels evaluate the cardinal recursion, elsewhere (large float32 grids) de Boor's triangle
+    over the stored knots, as the reference does."""
     if not silu:
         return "the kernels compute the default SiLU base activation only"
     if not 1 <= order <= MAX_ORDER:
         return f"the kernels take spline orders 1 to {MAX_ORDER}, not {order}"
     if not uniform:
         return "the grid is not uniform (update_grid adapted it)"
-    if not cardinal:
-        return "the grid's knots are not evenly spaced to the dtype's rounding (a large float32 grid)"
     if x.dtype not in (torch.float32, torch.float64):
         return f"the kernels take float32 or float64, not {x.dtype}"
     return None
 
 
-# The cardinal B-splines on one knot interval, u in [0, 1): order k from order k - 1 by the
-# recursion b_k,j = b_k-1,j-1 * (u + k - j) / k + b_k-1,j * (j + 1 - u) / k (terms outside 0..k-1
-# are zero). The slope in u of b_k,j is b_k-1,j-1 - b_k-1,j.
+# The local bases of a point, as tuples (values, x-slopes) over the local index d = 0..ORDER
+# (basis span - ORDER + d). Every loop below is unrolled (static_range): each tuple entry is a
+# register tensor, and an index is a compile-time constant.
 
 
 @triton.jit
-def _up2(u, a0, a1):
-    return a0 * ((1.0 - u) / 2.0), a0 * ((u + 1.0) / 2.0) + a1 * ((2.0 - u) / 2.0), a1 * ((u + 0.0) / 2.0)
+def _cardinal(u, width, ORDER: tl.constexpr):
+    """The cardinal recursion on one knot interval, u in [0, 1): order j from order j - 1 by
+    b_j,r = b_j-1,r-1 * (u + j - r) / j + b_j-1,r * (r + 1 - u) / j (terms outside 0..j-1 are zero);
+    the slope in u of b_k,r is b_k-1,r-1 - b_k-1,r, divided by ``width`` for the slope in x."""
+    a = (1.0 + 0.0 * u,)  # order 0
+    for j in tl.static_range(1, ORDER):
+        n = ()
+        for r in tl.static_range(j + 1):
+            if r == 0:
+                b = a[0] * ((1.0 - u) / j)
+            elif r == j:
+                b = a[r - 1] * ((u + 0.0) / j)
+            else:
+                b = a[r - 1] * ((u + (j - r)) / j) + a[r] * (((r + 1) - u) / j)
+            n = n + (b,)
+        a = n
+    values = ()
+    slopes = ()
+    for r in tl.static_range(ORDER + 1):
+        if r == 0:
+            b = a[0] * ((1.0 - u) / ORDER)
+            slope = -a[0]
+        elif r == ORDER:
+            b = a[r - 1] * ((u + 0.0) / ORDER)
+            slope = a[r - 1]
+        else:
+            b = a[r - 1] * ((u + (ORDER - r)) / ORDER) + a[r] * (((r + 1) - u) / ORDER)
+            slope = a[r - 1] - a[r]
+        values = values + (b,)
+        slopes = slopes + (slope / width,)
+    return values, slopes
+
+
+# De Boor's triangle over the stored knots, for uniform grids whose float knots are not evenly
+# spaced to rounding (kan.fast.is_cardinal): the reference's recursion, B_(i,j) =
+# (x - t_i) / (t_(i+j) - t_i) * B_(i,j-1) + (t_(i+j+1) - x) / (t_(i+j+1) - t_(i+1)) * B_(i+1,j-1),
+# on the j + 1 bases span - j .. span of level j.
 
 
 @triton.jit
-def _up3(u, a0, a1, a2):
-    return (a0 * ((1.0 - u) / 3.0), a0 * ((u + 2.0) / 3.0) + a1 * ((2.0 - u) / 3.0),
-            a1 * ((u + 1.0) / 3.0) + a2 * ((3.0 - u) / 3.0), a2 * ((u + 0.0) / 3.0))
+def _knots(row, span, inside, first, last, ORDER: tl.constexpr, KNOTS: tl.constexpr):
+    """The stored knots span - ORDER .. span + ORDER + 1 of a feature's row (entry o + ORDER is knot
+    span + o). Past the stored ones, the end knot moved on by the mean step: the bases that use those
+    knots do not exist, and this keeps the triangle's divisions finite."""
+    step = (last - first) / (KNOTS - 1)
+    w = ()
+    for o in tl.static_range(2 * ORDER + 2):
+        j = span + (o - ORDER)
+        stored = tl.load(row + tl.minimum(tl.maximum(j, 0), KNOTS - 1), mask=inside, other=0.0)
+        stored = tl.where(inside, stored, j.to(step.dtype))  # distinct knots on rows that do not exist
+        beyond = tl.where(j < 0, first + j.to(step.dtype) * step, last + (j - (KNOTS - 1)).to(step.dtype) * step)
+        w = w + (tl.where((j < 0) | (j > KNOTS - 1), beyond, stored),)
+    return w
 
 
 @triton.jit
-def _up4(u, a0, a1, a2, a3):
-    return (a0 * ((1.0 - u) / 4.0), a0 * ((u + 3.0) / 4.0) + a1 * ((2.0 - u) / 4.0),
-            a1 * ((u + 2.0) / 4.0) + a2 * ((3.0 - u) / 4.0), a2 * ((u + 1.0) / 4.0) + a3 * ((4.0 - u) / 4.0),
-            a3 * ((u + 0.0) / 4.0))
+def _deboor(x, row, span, inside, first, last, ORDER: tl.constexpr, KNOTS: tl.constexpr):
+    """(values, x-slopes) of the local bases by de Boor's triangle over the stored knots; the slope of
+    B_(i,k) is k * (B_(i,k-1) / (t_(i+k) - t_i) - B_(i+1,k-1) / (t_(i+k+1) - t_(i+1)))."""
+    w = _knots(row, span, inside, first, last, ORDER, KNOTS)
+    a = (1.0 + 0.0 * x,)  # order 0: the span's own basis
+    slopes = ()
+    for j in tl.static_range(1, ORDER + 1):
+        n = ()
+        for r in tl.static_range(j + 1):  # basis i = span - j + r: knots t_i, t_(i+j), t_(i+1), t_(i+j+1)
+            t_i = w[r - j + ORDER]
+            t_ij = w[r + ORDER]
+            t_i1 = w[r - j + 1 + ORDER]
+            t_ij1 = w[r + 1 + ORDER]
+            if r == 0:
+                b = (t_ij1 - x) / (t_ij1 - t_i1) * a[0]
+                slope = -a[0] / (t_ij1 - t_i1)
+            elif r == j:
+                b = (x - t_i) / (t_ij - t_i) * a[r - 1]
+                slope = a[r - 1] / (t_ij - t_i)
+            else:
+                b = (x - t_i) / (t_ij - t_i) * a[r - 1] + (t_ij1 - x) / (t_ij1 - t_i1) * a[r]
+                slope = a[r - 1] / (t_ij - t_i) - a[r] / (t_ij1 - t_i1)
+            n = n + (b,)
+            if j == ORDER:
+                slopes = slopes + (slope * ORDER,)
+        a = n
+    return a, slopes
 
 
 @triton.jit
-def _up5(u, a0, a1, a2, a3, a4):
-    return (a0 * ((1.0 - u) / 5.0), a0 * ((u + 4.0) / 5.0) + a1 * ((2.0 - u) / 5.0),
-            a1 * ((u + 3.0) / 5.0) + a2 * ((3.0 - u) / 5.0), a2 * ((u + 2.0) / 5.0) + a3 * ((4.0 - u) / 5.0),
-            a3 * ((u + 1.0) / 5.0) + a4 * ((5.0 - u) / 5.0), a4 * ((u + 0.0) / 5.0))
-
-
-# v_d of the values given, 0 for any other d (d is a tensor of local indices).
-
-
-@triton.jit
-def _pick2(d, v0, v1):
-    return tl.where(d == 0, v0, tl.where(d == 1, v1, 0.0))
+def _pick(d, values, ORDER: tl.constexpr):
+    """values[d] where d (a tensor of local indices) is in 0..ORDER, else 0."""
+    out = tl.where(d == 0, values[0], 0.0)
+    for k in tl.static_range(1, ORDER + 1):
+        out = tl.where(d == k, values[k], out)
+    return out
 
 
 @triton.jit
-def _pick3(d, v0, v1, v2):
-    return tl.where(d == 0, v0, _pick2(d - 1, v1, v2))
-
-
-@triton.jit
-def _pick4(d, v0, v1, v2, v3):
-    return tl.where(d == 0, v0, _pick3(d - 1, v1, v2, v3))
-
-
-@triton.jit
-def _pick5(d, v0, v1, v2, v3, v4):
-    return tl.where(d == 0, v0, _pick4(d - 1, v1, v2, v3, v4))
-
-
-@triton.jit
-def _pick6(d, v0, v1, v2, v3, v4, v5):
-    return tl.where(d == 0, v0, _pick5(d - 1, v1, v2, v3, v4, v5))
-
-
-@triton.jit
-def _local1(u, d):
-    """Order 1: the value and the u-slope of local basis d (0..1) at u; 0 for any other d."""
-    return _pick2(d, 1.0 - u, u), _pick2(d, -1.0 + 0.0 * u, 1.0 + 0.0 * u)
-
-
-@triton.jit
-def _local2(u, d):
-    """Order 2: the value and the u-slope of local basis d (0..2) at u; 0 for any other d."""
-    a0, a1 = 1.0 - u, u
-    b0, b1, b2 = _up2(u, a0, a1)
-    return _pick3(d, b0, b1, b2), _pick3(d, -a0, a0 - a1, a1)
-
-
-@triton.jit
-def _local3(u, d):
-    """Order 3: the value and the u-slope of local basis d (0..3) at u; 0 for any other d."""
-    a0, a1, a2 = _up2(u, 1.0 - u, u)
-    b0, b1, b2, b3 = _up3(u, a0, a1, a2)
-    return _pick4(d, b0, b1, b2, b3), _pick4(d, -a0, a0 - a1, a1 - a2, a2)
-
-
-@triton.jit
-def _local4(u, d):
-    """Order 4: the value and the u-slope of local basis d (0..4) at u; 0 for any other d."""
-    a0, a1, a2 = _up2(u, 1.0 - u, u)
-    a0, a1, a2, a3 = _up3(u, a0, a1, a2)
-    b0, b1, b2, b3, b4 = _up4(u, a0, a1, a2, a3)
-    return _pick5(d, b0, b1, b2, b3, b4), _pick5(d, -a0, a0 - a1, a1 - a2, a2 - a3, a3)
-
-
-@triton.jit
-def _local5(u, d):
-    """Order 5: the value and the u-slope of local basis d (0..5) at u; 0 for any other d."""
-    a0, a1, a2 = _up2(u, 1.0 - u, u)
-    a0, a1, a2, a3 = _up3(u, a0, a1, a2)
-    a0, a1, a2, a3, a4 = _up4(u, a0, a1, a2, a3)
-    b0, b1, b2, b3, b4, b5 = _up5(u, a0, a1, a2, a3, a4)
-    return _pick6(d, b0, b1, b2, b3, b4, b5), _pick6(d, -a0, a0 - a1, a1 - a2, a2 - a3, a3 - a4, a4)
-
-
-@triton.jit
-def _local(u, d, ORDER: tl.constexpr):
-    if ORDER == 1:
-        value, slope = _local1(u, d)
-    elif ORDER == 2:
-        value, slope = _local2(u, d)
-    elif ORDER == 3:
-        value, slope = _local3(u, d)
-    elif ORDER == 4:
-        value, slope = _local4(u, d)
+def _bases(xs, row, span, u, width, inside, first, last, ORDER: tl.constexpr, KNOTS: tl.constexpr,
+           CARDINAL: tl.constexpr):
+    """(values, x-slopes) of the local bases at finite xs: the cardinal recursion on a cardinal grid,
+    else de Boor's triangle over the stored knots."""
+    if CARDINAL:
+        values, slopes = _cardinal(u, width, ORDER)
     else:
-        value, slope = _local5(u, d)
-    return value, slope
+        values, slopes = _deboor(xs, row, span, inside, first, last, ORDER, KNOTS)
+    return values, slopes
 
 
 @triton.jit
@@ -277,7 +277,7 @@ def _finite(xv):
 
 @triton.jit
 def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
-             DERIV: tl.constexpr):
+             DERIV: tl.constexpr, CARDINAL: tl.constexpr):
     """Columns of the left operand at inputs xv: basis c of feature feat (c < COEFF) or silu (c == COEFF).
 
     xv: the input of each element; feat, c: its feature and column (broadcast against
@@ -290,12 +290,16 @@ def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.const
     first = tl.load(row, mask=inside, other=0.0)
     last = tl.load(row + (KNOTS - 1), mask=inside, other=1.0)
     span, u, width = _locate(xs, row, first, last, inside, KNOTS)
-    value, slope = _local(u, c - span + ORDER, ORDER)  # local basis index d = c - (span - ORDER)
+    values, slopes = _bases(xs, row, span, u, width, inside, first, last, ORDER, KNOTS, CARDINAL)
+    d = c - span + ORDER  # the local basis index of column c
+    value = _pick(d, values, ORDER)
+    if DERIV:
+        slope = _pick(d, slopes, ORDER)
     is_base = c == COEFF
     value = tl.where(is_base, _silu(xv), tl.where(finite, value, NAN))
     value = tl.where(inside, value, 0.0)
     if DERIV:
-        slope = tl.where(is_base, _silu_slope(xv), tl.where(finite, slope / width, NAN))
+        slope = tl.where(is_base, _silu_slope(xv), tl.where(finite, slope, NAN))
         slope = tl.where(inside, slope, 0.0)
     else:
         slope = value
@@ -317,7 +321,8 @@ def _weights(sw_ptr, sc_ptr, bw_ptr, out, feat, c, inside, IN, COEFF: tl.constex
 @triton.jit
 def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
                     ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
-                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+                    CARDINAL: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
@@ -333,7 +338,7 @@ def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT
         c = k % (COEFF + 1)
         inside = row_in[:, None] & k_in[None, :]
         xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
-        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False)
+        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False, CARDINAL)
         w = _weights(sw_ptr, sc_ptr, bw_ptr, outs[None, :], feat[:, None], c[:, None],
                      k_in[:, None] & out_in[None, :], IN, COEFF, HAS_SCALER)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
@@ -343,7 +348,8 @@ def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT
 @triton.jit
 def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, gsw_ptr, prod_ptr, gbw_ptr, B, IN, OUT,
                         ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
-                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+                        CARDINAL: tl.constexpr):
     pid_k = tl.program_id(0)
     pid_n = tl.program_id(1)
     k = pid_k * BK + tl.arange(0, BK)
@@ -359,7 +365,7 @@ def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, gsw_ptr, prod_pt
         row_in = rows < B
         inside = row_in[:, None] & k_in[None, :]
         xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
-        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False)
+        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False, CARDINAL)
         g = tl.load(g_ptr + rows[:, None] * OUT + outs[None, :], mask=row_in[:, None] & out_in[None, :], other=0.0)
         acc = tl.dot(tl.trans(a), g, acc, input_precision=PRECISION)
     # acc[(feat, c), out]: the gradient of W; W's spline rows are spline_weight * scaler
@@ -380,7 +386,7 @@ def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, gsw_ptr, prod_pt
 def _input_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, gx_ptr, B, IN, OUT,
                        ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
                        BM: tl.constexpr, BO: tl.constexpr, FB: tl.constexpr, CC: tl.constexpr,
-                       PRECISION: tl.constexpr):
+                       PRECISION: tl.constexpr, CARDINAL: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_f = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
@@ -402,7 +408,7 @@ def _input_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, gx_ptr, B
             h = tl.dot(g, w, h, input_precision=PRECISION)
         inside = row_in[:, None] & col_in[None, :]
         xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
-        _, da = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, True)
+        _, da = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, True, CARDINAL)
         e = tl.where(inside, h * da, 0.0)
         acc += tl.sum(tl.reshape(e, (BM, FB, CC)), axis=2)
     feats = pid_f * FB + tl.arange(0, FB)
@@ -417,8 +423,9 @@ def _input_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, gx_ptr, B
 
 
 @triton.jit
-def _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS: tl.constexpr):
-    """Feature i of the rows: the input, whether it is finite, its span and local coordinate, the interval's width."""
+def _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER: tl.constexpr, KNOTS: tl.constexpr, CARDINAL: tl.constexpr):
+    """Feature i of the rows: the input, whether it is finite, its knot span, and the values and
+    x-slopes of its local bases d = 0..ORDER (bases span - ORDER + d)."""
     xv = tl.load(x_ptr + rows * IN + i, mask=row_in, other=0.0)
     finite = _finite(xv)
     xs = tl.where(finite, xv, 0.0)
@@ -426,13 +433,14 @@ def _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS: tl.constexpr):
     first = tl.load(row, mask=row_in, other=0.0)
     last = tl.load(row + (KNOTS - 1), mask=row_in, other=1.0)
     span, u, width = _locate(xs, row, first, last, row_in, KNOTS)
-    return xv, finite, span, u, width
+    values, slopes = _bases(xs, row, span, u, width, row_in, first, last, ORDER, KNOTS, CARDINAL)
+    return xv, finite, span, values, slopes
 
 
 @triton.jit
 def _gather_forward_kernel(x_ptr, table_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
                            ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
-                           BM: tl.constexpr, BN: tl.constexpr):
+                           BM: tl.constexpr, BN: tl.constexpr, CARDINAL: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
@@ -441,12 +449,12 @@ def _gather_forward_kernel(x_ptr, table_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, O
     out_in = outs < OUT
     acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
     for i in range(0, IN):
-        xv, finite, span, u, _ = _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS)
+        xv, finite, span, values, _ = _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER, KNOTS, CARDINAL)
         for d in tl.static_range(ORDER + 1):
             c = span - ORDER + d  # the coefficient of local basis d
-            value, _ = _local(u, d, ORDER)
-            value = tl.where(finite, value, NAN)
             valid = row_in & (c >= 0) & (c < COEFF)
+            # a basis that does not exist is 0, whatever the recursion made of a point far outside
+            value = tl.where(finite, tl.where(valid, values[d], 0.0), NAN)
             w = tl.load(table_ptr + (i * COEFF + c)[:, None] * OUT + outs[None, :],
                         mask=valid[:, None] & out_in[None, :], other=0.0)
             acc += value[:, None] * w
@@ -458,12 +466,12 @@ def _gather_forward_kernel(x_ptr, table_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, O
 @triton.jit
 def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr, B, IN, OUT,
                               ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
-                              BM: tl.constexpr, BO: tl.constexpr):
+                              BM: tl.constexpr, BO: tl.constexpr, CARDINAL: tl.constexpr):
     pid_m = tl.program_id(0)
     i = tl.program_id(1)
     rows = pid_m * BM + tl.arange(0, BM)
     row_in = rows < B
-    xv, finite, span, u, width = _point(x_ptr, grid_ptr, rows, row_in, i, IN, KNOTS)
+    xv, finite, span, _, slopes = _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER, KNOTS, CARDINAL)
     base_slope = _silu_slope(xv)
     acc = tl.zeros((BM, BO), dtype=g_ptr.dtype.element_ty)
     for o0 in range(0, OUT, BO):
@@ -474,9 +482,8 @@ def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr,
         e = base_slope[:, None] * base[None, :]  # d out / d x of each (row, output)
         for d in tl.static_range(ORDER + 1):
             c = span - ORDER + d
-            _, slope = _local(u, d, ORDER)
-            slope = tl.where(finite, slope / width, NAN)
             valid = row_in & (c >= 0) & (c < COEFF)
+            slope = tl.where(finite, tl.where(valid, slopes[d], 0.0), NAN)
             w = tl.load(table_ptr + (i * COEFF + c)[:, None] * OUT + outs[None, :],
                         mask=valid[:, None] & out_in[None, :], other=0.0)
             e += slope[:, None] * w
@@ -484,7 +491,6 @@ def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr,
         # grad_out into every column, and the columns outside the band (zero slopes) make NaN
         acc += g * e + g * 0.0
     tl.store(gx_ptr + rows * IN + i, tl.sum(acc, axis=1), mask=row_in)
-
 
 # --------------------------------------------------------------------------- launches
 
@@ -524,8 +530,9 @@ def input_grad_tiles(batch: int, out_features: int, coeff: int) -> tuple[int, in
 
 
 def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
-    """(BM, BN) of the gather kernels: rows, and outputs per tile (the forward) or per step (the input gradient)."""
-    return (64, min(64, max(16, _pow2(out_features))))
+    """(BM, BN) of the gather kernels: rows, and outputs per tile (the forward) or per step (the input
+    gradient). Few rows: each thread keeps the bases of every row it covers in registers."""
+    return (16, min(64, max(16, _pow2(out_features))))
 
 
 def gathers(coeff: int, order: int, asked: bool) -> bool:
@@ -556,67 +563,96 @@ def _table(spline_weight: torch.Tensor, scaler: Optional[torch.Tensor]) -> torch
     return table
 
 
-def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False):
+# The kernels by name: ``_<name>_kernel``.
+KERNELS = ("forward", "weight_grad", "input_grad", "gather_forward", "gather_input_grad")
+
+
+def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: int, order: int,
+         cardinal: bool = True, scaler: bool = True, precision: str = "ieee") -> tuple[dict, tuple[int, int], int]:
+    """The compile-time constants, the grid of programs and the warps of one launch of ``kernel``
+    (one of ``KERNELS``) for a layer of this geometry: what the launches below pass, and what
+    ``python -m benchmarks.studies.triton_compile`` compiles without a GPU."""
+    constants, programs = _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler,
+                                     precision)
+    return constants, programs, NUM_WARPS
+
+
+def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision):
+    common = dict(ORDER=order, COEFF=coeff, KNOTS=coeff + order + 1, CARDINAL=cardinal)
+    cdiv = triton.cdiv
+    if kernel == "forward":
+        bm, bn, bk = forward_tiles(batch, out_features)
+        return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
+                (cdiv(batch, bm), cdiv(out_features, bn)))
+    if kernel == "weight_grad":
+        bm, bn, bk = weight_grad_tiles(batch, out_features)
+        return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
+                (cdiv(in_features * (coeff + 1), bk), cdiv(out_features, bn)))
+    if kernel == "input_grad":
+        bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff)
+        return (dict(common, HAS_SCALER=scaler, BM=bm, BO=bo, FB=fb, CC=cc, PRECISION=precision),
+                (cdiv(batch, bm), cdiv(in_features, fb)))
+    bm, bn = gather_tiles(batch, out_features)
+    if kernel == "gather_forward":
+        return dict(common, BM=bm, BN=bn), (cdiv(batch, bm), cdiv(out_features, bn))
+    if kernel == "gather_input_grad":
+        return dict(common, BM=bm, BO=bn), (cdiv(batch, bm), in_features)
+    raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+
+
+def jit_function(kernel: str):
+    """The Triton function of ``kernel`` (one of ``KERNELS``)."""
+    return globals()[f"_{kernel}_kernel"]
+
+
+def _launch(kernel: str, args: tuple, x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int,
+            cardinal: bool, scaler: bool) -> None:
+    coeff, _ = _geometry(grid, order)
+    constants, programs, warps = plan(kernel, x.size(0), x.size(1), out_features, coeff, order, cardinal, scaler,
+                                      _precision(x))
+    jit_function(kernel)[programs](*args, **constants, num_warps=warps, num_stages=NUM_STAGES)
+
+
+def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False, cardinal=True):
     batch, in_features = x.shape
     out_features = base_weight.size(0)
-    coeff, knots = _geometry(grid, order)
+    coeff, _ = _geometry(grid, order)
     out = x.new_empty(batch, out_features)
+    shape = (batch, in_features, out_features)
     if gathers(coeff, order, gather):
-        bm, bn = gather_tiles(batch, out_features)
-        _gather_forward_kernel[(triton.cdiv(batch, bm), triton.cdiv(out_features, bn))](
-            x, _table(spline_weight, scaler), base_weight, grid, out, batch, in_features, out_features,
-            ORDER=order, COEFF=coeff, KNOTS=knots, BM=bm, BN=bn, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-        )
-        return out
-    bm, bn, bk = forward_tiles(batch, out_features)
-    launch = (triton.cdiv(batch, bm), triton.cdiv(out_features, bn))
-    _forward_kernel[launch](
-        x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out,
-        batch, in_features, out_features,
-        ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BN=bn, BK=bk,
-        PRECISION=_precision(x), num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-    )
+        _launch("gather_forward", (x, _table(spline_weight, scaler), base_weight, grid, out, *shape),
+                x, out_features, grid, order, cardinal, scaler is not None)
+    else:
+        _launch("forward", (x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out,
+                            *shape), x, out_features, grid, order, cardinal, scaler is not None)
     return out
 
 
-def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False):
+def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False,
+              cardinal=True):
     batch, in_features = x.shape
     out_features = base_weight.size(0)
-    coeff, knots = _geometry(grid, order)
-    precision = _precision(x)
+    coeff, _ = _geometry(grid, order)
+    shape = (batch, in_features, out_features)
     scaler_arg = scaler if scaler is not None else spline_weight
     empty = x.new_empty(0)
     grad_x = grad_spline = grad_scaler = grad_base = empty
     if needs_weights:
         grad_spline = torch.empty_like(spline_weight)
         grad_base = torch.empty_like(base_weight)
-        product = torch.empty_like(spline_weight) if scaler is not None else empty
-        bm, bn, bk = weight_grad_tiles(batch, out_features)
-        launch = (triton.cdiv(in_features * (coeff + 1), bk), triton.cdiv(out_features, bn))
-        _weight_grad_kernel[launch](
-            x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product if scaler is not None else grad_spline,
-            grad_base, batch, in_features, out_features,
-            ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BN=bn, BK=bk,
-            PRECISION=precision, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-        )
+        product = torch.empty_like(spline_weight) if scaler is not None else grad_spline
+        _launch("weight_grad", (x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base, *shape),
+                x, out_features, grid, order, cardinal, scaler is not None)
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
-    if needs_input and gathers(coeff, order, gather):
+    if needs_input:
         grad_x = torch.empty_like(x)
-        bm, bo = gather_tiles(batch, out_features)
-        _gather_input_grad_kernel[(triton.cdiv(batch, bm), in_features)](
-            x, grad_out, _table(spline_weight, scaler), base_weight, grid, grad_x, batch, in_features, out_features,
-            ORDER=order, COEFF=coeff, KNOTS=knots, BM=bm, BO=bo, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-        )
-    elif needs_input:
-        grad_x = torch.empty_like(x)
-        bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff)
-        launch = (triton.cdiv(batch, bm), triton.cdiv(in_features, fb))
-        _input_grad_kernel[launch](
-            x, grad_out, spline_weight, scaler_arg, base_weight, grid, grad_x, batch, in_features, out_features,
-            ORDER=order, COEFF=coeff, KNOTS=knots, HAS_SCALER=scaler is not None, BM=bm, BO=bo, FB=fb, CC=cc,
-            PRECISION=precision, num_warps=NUM_WARPS, num_stages=NUM_STAGES,
-        )
+        if gathers(coeff, order, gather):
+            _launch("gather_input_grad", (x, grad_out, _table(spline_weight, scaler), base_weight, grid, grad_x, *shape),
+                    x, out_features, grid, order, cardinal, scaler is not None)
+        else:
+            _launch("input_grad", (x, grad_out, spline_weight, scaler_arg, base_weight, grid, grad_x, *shape),
+                    x, out_features, grid, order, cardinal, scaler is not None)
     return grad_x, grad_spline, grad_scaler, grad_base
 
 
@@ -625,32 +661,36 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
 
 @torch.library.custom_op("kan::triton_spline_forward", mutates_args=())
 def spline_forward(x: torch.Tensor, spline_weight: torch.Tensor, scaler: Optional[torch.Tensor],
-                   base_weight: torch.Tensor, grid: torch.Tensor, order: int, gather: bool = False) -> torch.Tensor:
+                   base_weight: torch.Tensor, grid: torch.Tensor, order: int, gather: bool = False,
+                   cardinal: bool = True) -> torch.Tensor:
     """One layer's output: x (batch, in), spline_weight (out, in, coeff), scaler (out, in) or None,
     base_weight (out, in), grid (in, coeff + order + 1) uniform, order 1..5 -> (batch, out).
-    Every tensor contiguous, of x's dtype and device. ``gather``: the gather kernels (see ``gathers``)."""
-    return _forward(x, spline_weight, scaler, base_weight, grid, order, gather)
+    Every tensor contiguous, of x's dtype and device. ``gather``: the gather kernels (see ``gathers``);
+    ``cardinal``: the grid's steps are equal to rounding (``kan.fast.is_cardinal``; else the bases
+    come from de Boor's triangle over the stored knots)."""
+    return _forward(x, spline_weight, scaler, base_weight, grid, order, gather, cardinal)
 
 
 @spline_forward.register_fake
-def _(x, spline_weight, scaler, base_weight, grid, order, gather=False):
+def _(x, spline_weight, scaler, base_weight, grid, order, gather=False, cardinal=True):
     return x.new_empty(x.size(0), base_weight.size(0))
 
 
 @torch.library.custom_op("kan::triton_spline_backward", mutates_args=())
 def spline_backward(grad_out: torch.Tensor, x: torch.Tensor, spline_weight: torch.Tensor,
                     scaler: Optional[torch.Tensor], base_weight: torch.Tensor, grid: torch.Tensor, order: int,
-                    needs_input: bool, needs_weights: bool, gather: bool = False) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                           torch.Tensor, torch.Tensor]:
+                    needs_input: bool, needs_weights: bool, gather: bool = False,
+                    cardinal: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of the input, spline weights, scaler and base weights for ``grad_out`` (batch, out);
     an empty tensor for those not asked (``needs_input``, ``needs_weights``) and for a missing scaler."""
     return tuple(t.clone() if t.numel() == 0 else t for t in
                  _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights,
-                           gather))
+                           gather, cardinal))
 
 
 @spline_backward.register_fake
-def _(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False):
+def _(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False,
+      cardinal=True):
     empty = x.new_empty(0)
     return (torch.empty_like(x) if needs_input else empty,
             torch.empty_like(spline_weight) if needs_weights else x.new_empty(0),
@@ -667,9 +707,9 @@ def reference_output(x, spline_weight, scaler, base_weight, grid, order):
 
 
 def _setup_context(ctx, inputs, output):
-    x, spline_weight, scaler, base_weight, grid, order, gather = inputs
+    x, spline_weight, scaler, base_weight, grid, order, gather, cardinal = inputs
     ctx.save_for_backward(x, spline_weight, scaler, base_weight, grid)
-    ctx.order, ctx.gather = order, gather
+    ctx.order, ctx.gather, ctx.cardinal = order, gather, cardinal
 
 
 def _spline_backward(ctx, grad_out):
@@ -678,21 +718,26 @@ def _spline_backward(ctx, grad_out):
     if torch.is_grad_enabled():  # this backward is itself differentiated (create_graph=True)
         function = lambda *p: reference_output(*p, grid, ctx.order)  # noqa: E731
         return (*differentiable_grads(function, (x, spline_weight, scaler, base_weight), needs, grad_out),
-                None, None, None)
+                None, None, None, None)
     needs_weights = needs[1] or needs[2] or needs[3]
     grad_x, grad_spline, grad_scaler, grad_base = spline_backward(
         grad_out.contiguous(), x, spline_weight, scaler, base_weight, grid, ctx.order, needs[0], needs_weights,
-        ctx.gather)
+        ctx.gather, ctx.cardinal)
     return (grad_x if needs[0] else None, grad_spline if needs[1] else None,
-            grad_scaler if needs[2] else None, grad_base if needs[3] else None, None, None, None)
+            grad_scaler if needs[2] else None, grad_base if needs[3] else None, None, None, None, None)
 
 
 spline_forward.register_autograd(_spline_backward, setup_context=_setup_context)
 
 
-def layer(x, spline_weight, scaler, base_weight, grid, order, gather: bool = False) -> torch.Tensor:
+def layer(x, spline_weight, scaler, base_weight, grid, order, gather: bool = False,
+          cardinal: Optional[bool] = None) -> torch.Tensor:
     """A layer's output through the operators (differentiable); x (batch, in) any layout.
-    ``gather``: contract by the gather kernels rather than densely (see ``gathers``)."""
+    ``gather``: contract by the gather kernels rather than densely (see ``gathers``). ``cardinal``:
+    whether the grid's steps are equal to rounding; None finds out (``kan.bspline.is_cardinal``, a
+    host synchronisation on CUDA: a layer passes the answer it keeps with its knots)."""
+    if cardinal is None:
+        cardinal = is_cardinal(grid)
     return spline_forward(x.contiguous(), spline_weight.contiguous(),
                           None if scaler is None else scaler.contiguous(), base_weight.contiguous(),
-                          grid.contiguous(), order, gather)
+                          grid.contiguous(), order, gather, cardinal)

@@ -293,19 +293,21 @@ def test_adapted_grid_falls_back_with_one_warning_and_equals_reference():
     assert len(said) == 1 and "not uniform" in said[0], said
 
 
-def test_uneven_float32_knots_of_a_uniform_grid_fall_back_with_one_warning():
-    """At grid 1000 the float32 knots of a uniform grid drift from even spacing by more than the
-    cardinal recursion allows (kan.fast.is_cardinal): the layer takes the PyTorch path, which
-    evaluates de Boor's triangle over the stored knots, and says so once."""
-    reference, fast = build([4, 3], 1000, 3, seed=4)
+@CONTRACTION
+@pytest.mark.parametrize("grid_size", [20, 1000])
+def test_uneven_float32_knots_of_a_uniform_grid_take_de_boor_and_equal_reference(grid_size, contraction, launched):
+    """At grids 20 and 1000 the float32 knots of a uniform grid on (-1, 1) drift from even spacing by
+    more than the cardinal recursion allows (kan.fast.is_cardinal): the kernels evaluate de Boor's
+    triangle over the stored knots, as the reference does, with no warning and no fallback."""
+    reference, fast = build([4, 3], grid_size, 3, seed=4, contraction=contraction)
     assert kan.fast.knot_geometry(fast.grid, 3).uniform and not kan.fast.is_cardinal(fast.grid)
-    x = probe(reference, 20, seed=4).to(DEVICE)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert not fast.uses_triton(x)
-        fast(x)
-    said = [str(w.message) for w in caught if "Triton" in str(w.message)]
-    assert len(said) == 1 and "evenly spaced" in said[0], said
+    x = probe(reference, 40, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert fast.uses_triton(x.to(DEVICE))
+        compare(reference, fast, x, torch.randn(40, 3, generator=torch.Generator().manual_seed(4)), torch.float32,
+                f"grid {grid_size}, {contraction}")
+    assert ran(launched) == (GATHER_KERNELS if contraction == "gather" else DENSE_KERNELS)
 
 
 @pytest.mark.parametrize("order", [0, 6])
@@ -356,8 +358,8 @@ def test_gather_on_a_grid_of_one_interval_contracts_densely(order, launched):
     assert not fast.uses_gather()
     x = torch.rand(4, 3, generator=torch.Generator().manual_seed(5)) * 1.6 - 0.8  # inside the one interval
     clean = torch.randn(4, 2, generator=torch.Generator().manual_seed(9))
-    compare(reference, fast, x, clean, torch.float32, f"grid 1, order {order}")
     each_value_in_each_position(reference, fast, x, clean, "upstream", VALUES[:3], f"grid 1, order {order}")
+    compare(reference, fast, x, clean, torch.float32, f"grid 1, order {order}")  # last: it makes reference float64
     assert ran(launched) == DENSE_KERNELS
 
 

@@ -55,3 +55,41 @@ def test_verdicts_at_the_large_shape_and_what_is_missing(tmp_path):
     mlp = got["fwd+bwd: x faster than the parameter-matched MLP"]
     assert mlp["verdict"] == "not measured" and mlp["note"] == f"not measured: {mine}"
     assert _verdicts(tmp_path, [7, 9, 3], 33, 50, {}, {}) == {}  # no target there
+
+
+def test_both_contractions_are_timed_and_the_auto_one_is_judged():
+    """At each grid the study times kan-fast(triton) (contraction "auto", the one the targets judge)
+    and kan-fast(triton) with the other contraction, named after it."""
+    from kan.fast import TRITON_GATHER_MIN_COEFF
+
+    assert triton_gpu.contractions(5) == ("dense", "gather")  # 8 coefficients per feature at order 3
+    assert triton_gpu.contractions(50) == ("gather", "dense")
+    edge = TRITON_GATHER_MIN_COEFF - 3  # the first grid whose coeff reaches the crossover at order 3
+    assert triton_gpu.contractions(edge)[0] == "gather" and triton_gpu.contractions(edge - 1)[0] == "dense"
+    assert triton_gpu.other_name(5) == "kan-fast(triton, gather)"
+    names = set(triton_gpu.builders([2, 3], 50))
+    assert {triton_gpu.MINE, "kan-fast(triton, dense)", "kan", "mlp-param"} <= names
+
+
+def test_dry_run_on_the_cpu_checks_and_times_both_contractions(tmp_path):
+    """--device cpu --shapes tiny under Triton's interpreter: the study's whole path (checks, turns,
+    verdicts, table) on CPU tensors; its times mean nothing, its checks do."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="1", OUT=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "benchmarks.studies.triton_gpu", "--device", "cpu", "--shapes",
+                             "tiny", "--rounds", "1", "--round-s", "0.001"], capture_output=True, text=True,
+                            timeout=600, env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in open(tmp_path / "triton_gpu.jsonl")]
+    checks = [row for row in rows if row["kind"] == "check"]
+    assert len(checks) == 2 and all(row["verdict"] == "ok" for row in checks), checks
+    assert set(checks[1]["errors"]) == {triton_gpu.MINE, "kan-fast(triton, dense)", "kan"}  # grid 50
+    timed = {(row["shape"], row["model"]): row for row in rows if row["kind"] == "time" and row["phase"] == "fwd+bwd"}
+    assert timed[("[2,5,1] b64 G5", triton_gpu.MINE)]["contraction"] == "dense"
+    assert timed[("[2,5,1] b64 G5", "kan-fast(triton, gather)")]["contraction"] == "gather"
+    assert timed[("[7,9,3] b33 G50", triton_gpu.MINE)]["contraction"] == "gather"
+    assert not [row for row in rows if row["kind"] == "error"], [row for row in rows if row["kind"] == "error"]

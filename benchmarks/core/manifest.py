@@ -25,7 +25,7 @@ from typing import Any
 
 FILE = "run.json"
 SCHEMA = 1
-KINDS = ("bench", "peers", "profile", "quality", "gate", "targets", "crossover", "busy")
+KINDS = ("bench", "peers", "profile", "quality", "gate", "targets", "crossover", "busy", "triton-compile")
 RUNNING, COMPLETE, INTERRUPTED = "running", "complete", "interrupted"
 FAILED = "failed"  # a state "failed: <why>"
 

@@ -81,6 +81,9 @@ TARGETS, TARGET_VERDICTS, CROSSOVER = "fast_targets", "fast_targets_verdicts", "
 QUALITY, QUALITY_SUMMARY = "quality", "quality_summary"  # benchmarks.quality
 # The busy-machine study (benchmarks.studies.busy): one row per model, phase and shape of two runs.
 BUSY = "busy"
+# kan-fast's Triton kernels compiled without a GPU (benchmarks.studies.triton_compile): one row per
+# kernel launch of each layer of the CUDA targets.
+TRITON_COMPILE = "triton_compile"
 
 # Every CSV table of a run folder (name without .csv) and its columns, in order.
 TABLES = {
@@ -103,6 +106,14 @@ TABLES = {
         "note",
     ],
     CROSSOVER: ["backend", "grid_size", "coeff", "dense_ms", "gather_ms", "threads", "widths", "batch"],
+    TRITON_COMPILE: [
+        "widths", "batch", "grid_size", "order", "layer", "contraction", "kernel",
+        "cardinal",  # the grid's float32 knots evenly spaced to rounding: the cardinal recursion, else de Boor's
+        "programs", "warps",
+        "registers", "spill_stores", "spill_loads", "stack", "shared", "compile_s",
+        "error",  # one line where the kernel did not compile
+        "constants",  # the launch code's compile-time constants (JSON)
+    ],
     # Accuracy next to training time (benchmarks.quality): one row per task, model, grid-update
     # variant and seed (quality.jsonl holds the same rows, appended as each group of a task and
     # seed finishes), and the summary over seeds with each task's Pareto front.

@@ -13,9 +13,12 @@ For each shape and grid that kan-fast's CUDA targets name (``benchmarks.studies.
    max(1, max |float64 value|), beside the float32 reference's own error;
 2. timing by CUDA events, the models taking turns (order rotated every round, ``--rounds``
    rounds, each of as many calls as fill ``--round-s`` seconds): ``forward`` (no grad) and
-   ``fwd+bwd`` (zero_grad, forward, MSE loss, backward; no optimizer) for kan-fast(triton),
-   kan-fast(backend="torch"; eager unless ``--compile``), kan, mlp-param, and the pip peers inkan and flashkan where
-   they import; medians, and the spread (max - min) / median;
+   ``fwd+bwd`` (zero_grad, forward, MSE loss, backward; no optimizer) for kan-fast(triton)
+   (``contraction="auto"``), kan-fast(triton) with the other contraction (``kan-fast(triton,
+   dense)`` or ``kan-fast(triton, gather)``: the two sets of kernels side by side, which
+   measures ``TRITON_GATHER_MIN_COEFF``), kan-fast(backend="torch"; eager unless
+   ``--compile``), kan, mlp-param, and the pip peers inkan and flashkan where they import;
+   medians, and the spread (max - min) / median;
 3. the dense floor (one matrix product per layer, ``h @ W`` of the layers' in and out
    sizes, chained) beside the forward, and the bytes autograd saves for backward
    (``benchmarks.core.memory.saved_tensor_bytes``, parameters left out);
@@ -58,6 +61,7 @@ SHAPES["big"] = [point for point in SHAPES["all"] if max(point[0]) > 784]
 # a dry run of the script itself: --device cpu under TRITON_INTERPRET=1 (figures meaningless)
 SHAPES["tiny"] = [([2, 5, 1], 64, 5), ([7, 9, 3], 33, 50)]
 PEERS = catalog.REFERENCE_PEERS  # the pip KANs that compute our reference's function
+MINE = "kan-fast(triton)"  # backend="triton", contraction="auto": the model the targets judge
 
 
 def sync(device: torch.device) -> None:
@@ -90,11 +94,27 @@ def shape_id(widths, batch, grid) -> str:
     return f"[{','.join(map(str, widths))}] b{batch} G{grid}"
 
 
+def contractions(grid: int) -> tuple[str, str]:
+    """(the contraction kan-fast(triton) takes at this grid with contraction="auto", the other one)."""
+    from kan.fast import FastBSplineKANLinear
+
+    auto = "gather" if FastBSplineKANLinear(1, 1, grid_size=grid, backend="triton").uses_gather() else "dense"
+    return auto, "dense" if auto == "gather" else "gather"
+
+
+def other_name(grid: int) -> str:
+    """The study's name of kan-fast(triton) with the contraction "auto" does not take at this grid."""
+    return f"kan-fast(triton, {contractions(grid)[1]})"
+
+
 def builders(widths, grid, compile: str = "off") -> dict:
     from kan import zoo
 
+    other = contractions(grid)[1]
     found = {
-        "kan-fast(triton)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="triton", compile=compile),
+        MINE: lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="triton", compile=compile),
+        other_name(grid): lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="triton", contraction=other,
+                                            compile=compile),
         "kan-fast(torch)": lambda: zoo.build("kan-fast", widths, grid_size=grid, backend="torch", compile=compile),
         "kan": lambda: zoo.build("kan", widths, grid_size=grid),
         "mlp-param": lambda: zoo.build("mlp-param", widths, grid_size=grid),
@@ -122,22 +142,25 @@ def outputs_and_gradients(model, x, y) -> dict:
 
 
 def check(run: Run, widths, batch, grid, models, x, y) -> None:
-    """kan-fast(triton) and the float32 reference against the float64 reference, same weights."""
-    reference, fast = models["kan"], models["kan-fast(triton)"]
-    fast.load_state_dict(reference.state_dict(), strict=True)
+    """kan-fast(triton), with either contraction, and the float32 reference against the float64
+    reference, same weights."""
+    reference = models["kan"]
+    mine = [name for name in (MINE, other_name(grid)) if name in models]
+    for name in mine:
+        models[name].load_state_dict(reference.state_dict(), strict=True)
     exact = type(reference)(widths, grid_size=grid).to(x.device, torch.float64)
     exact.load_state_dict(reference.state_dict(), strict=True)
     truth = outputs_and_gradients(exact, x.double(), y.double())
     errors = {}
-    for label, model in (("kan-fast(triton)", fast), ("kan", reference)):
-        found = outputs_and_gradients(model, x, y)
+    for label in (*mine, "kan"):
+        found = outputs_and_gradients(models[label], x, y)
         errors[label] = {k: relative_error(found[k], truth[k]) for k in truth}
     del exact, truth
     worst = {k: max(v.values()) for k, v in errors.items()}
-    out_ok = errors["kan-fast(triton)"]["output"] <= max(1e-5, 4 * errors["kan"]["output"])
-    grads_ok = all(errors["kan-fast(triton)"][k] <= max(1e-4, 4 * errors["kan"][k]) for k in errors["kan"])
+    out_ok = all(errors[name]["output"] <= max(1e-5, 4 * errors["kan"]["output"]) for name in mine)
+    grads_ok = all(errors[name][k] <= max(1e-4, 4 * errors["kan"][k]) for name in mine for k in errors["kan"])
     run.emit(kind="check", shape=shape_id(widths, batch, grid), widths=widths, batch=batch, grid=grid,
-             errors=errors, worst=worst, verdict="ok" if out_ok and grads_ok else "FAIL",
+             errors=errors, worst=worst, verdict="ok" if mine and out_ok and grads_ok else "FAIL",
              rule="output <= max(1e-5, 4x float32 reference), gradients <= max(1e-4, 4x float32 reference), "
                   "relative to max(1, max |float64 reference|)")
 
@@ -228,7 +251,9 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
             run.emit(kind="error", shape=shape_id(widths, batch, grid), model=name,
                      error=one_line(e))
     check(run, widths, batch, grid, models, x, y)
-    math = triton_spline.math_mode(x)
+    auto, other = contractions(grid)
+    math = {MINE: triton_spline.math_mode(x, gather=auto == "gather"),
+            other_name(grid): triton_spline.math_mode(x, gather=other == "gather")}
     medians = {}
     for phase in ("forward", "fwd+bwd"):
         fns = {name: steps(model, x, y)[phase] for name, model in models.items()}
@@ -241,10 +266,11 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
             run.emit(kind="time", shape=shape_id(widths, batch, grid), widths=widths, batch=batch, grid=grid,
                      phase=phase, model=name, median_s=med, min_s=min(samples), max_s=max(samples),
                      spread=(max(samples) - min(samples)) / med, rounds=len(samples), calls_per_round=calls,
-                     first_call_s=first, math=math if name == "kan-fast(triton)" else None,
+                     first_call_s=first, math=math.get(name),
+                     contraction={MINE: auto, other_name(grid): other}.get(name),
                      tf32=torch.backends.cuda.matmul.allow_tf32)
     saved = {}
-    for name in ("kan-fast(triton)", "kan"):
+    for name in (MINE, "kan"):
         model = models[name]
         saved[name] = saved_tensor_bytes(lambda: model(x), exclude=list(model.parameters()))
         run.emit(kind="saved", shape=shape_id(widths, batch, grid), model=name, saved_bytes=saved[name])
@@ -256,7 +282,6 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
 
 # the targets' phases as this study names them
 PHASES = {study.FORWARD_BACKWARD: "fwd+bwd", study.FORWARD: "forward"}
-MINE = "kan-fast(triton)"
 
 
 def verdicts(run: Run, widths, batch, grid, found: dict) -> None:
@@ -286,12 +311,17 @@ def verdicts(run: Run, widths, batch, grid, found: dict) -> None:
 
 
 def launch_counts(run: Run) -> None:
-    """CUDA kernels per forward and per backward of one kan-fast(triton) layer, by the profiler."""
+    """CUDA kernels per forward and per backward of one kan-fast(triton) layer of each contraction, by the profiler."""
+    for contraction in ("dense", "gather"):
+        launch_count(run, contraction)
+
+
+def launch_count(run: Run, contraction: str) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from kan import zoo
 
-    layer = zoo.build("kan-fast", [64, 32], backend="triton").cuda()
+    layer = zoo.build("kan-fast", [64, 32], backend="triton", contraction=contraction).cuda()
     x = torch.rand(256, 64, device="cuda") * 2 - 1
     layer(x).sum().backward()  # compiled, warm
     counts = {}
@@ -308,7 +338,7 @@ def launch_counts(run: Run) -> None:
             torch.cuda.synchronize()
         kernels = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
         counts[phase] = kernels
-    run.emit(kind="launches", forward=len(counts["forward"]), backward=len(counts["backward"]),
+    run.emit(kind="launches", contraction=contraction, forward=len(counts["forward"]), backward=len(counts["backward"]),
              kernels=counts)
 
 
@@ -317,17 +347,18 @@ def table(run: Run) -> str:
     for row in run.rows:
         if row["kind"] == "check":
             e = row["errors"]
-            lines.append(f"check  {row['shape']:28} {row['verdict']:4}  triton worst {row['worst']['kan-fast(triton)']:.2e}"
-                         f"  (kan float32 worst {row['worst']['kan']:.2e})")
+            mine = "  ".join(f"{name} worst {worst:.2e}" for name, worst in row["worst"].items() if name != "kan")
+            lines.append(f"check  {row['shape']:28} {row['verdict']:4}  {mine}  (kan float32 worst {row['worst']['kan']:.2e})")
         elif row["kind"] == "time":
-            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:18} {format_seconds(row['median_s'], unit='ms', spec='.3f'):>12}"
-                         f"  spread {row['spread']:6.1%}" + (f"  math {row['math']}" if row.get("math") else ""))
+            lines.append(f"time   {row['shape']:28} {row['phase']:8} {row['model']:25} {format_seconds(row['median_s'], unit='ms', spec='.3f'):>12}"
+                         f"  spread {row['spread']:6.1%}" + (f"  math {row['math']}" if row.get("math") else "")
+                         + (f"  {row['contraction']}" if row.get("contraction") else ""))
         elif row["kind"] == "target":
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
             lines.append(f"target {row.get('shape', ''):28} {row['verdict']:12} ratio {ratio:>6}"
                          f"  {row.get('what', '')}  {row.get('note', '')}".rstrip())
         elif row["kind"] == "saved":
-            lines.append(f"saved  {row['shape']:28} {row['model']:18} {row['saved_bytes'] / 2**20:9.2f} MiB")
+            lines.append(f"saved  {row['shape']:28} {row['model']:25} {row['saved_bytes'] / 2**20:9.2f} MiB")
         elif row["kind"] in ("error", "skipped", "launches"):
             lines.append(f"{row['kind']:6} " + json.dumps({k: v for k, v in row.items() if k not in ('kind', 'kernels')}))
     return "\n".join(lines)

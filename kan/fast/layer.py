@@ -124,7 +124,7 @@ class FastBSplineKANLinear(KANLinear):
             return False
         geometry = self.knot_geometry()
         reason = kernels.why_not_layer(x, self.spline_order, geometry.uniform,
-                                       type(self.base_activation) is torch.nn.SiLU, geometry.cardinal)
+                                       type(self.base_activation) is torch.nn.SiLU)
         if reason is None:
             return True
         if not self.__dict__.get("_triton_warned"):
@@ -159,7 +159,8 @@ class FastBSplineKANLinear(KANLinear):
         if self.uses_triton(flat):  # the kernels give the reference's NaN and inf themselves: no check here
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
             output = triton_kernels().layer(flat, self.spline_weight, scaler, self.base_weight, self.grid,
-                                            self.spline_order, gather=self._gathers(False, triton=True))
+                                            self.spline_order, gather=self._gathers(False, triton=True),
+                                            cardinal=self.knot_geometry().cardinal)
             return output.reshape(*original_shape[:-1], self.out_features)
         native_kernels = self.uses_native(flat)
         if native_kernels and type(self.base_activation) is torch.nn.SiLU:
