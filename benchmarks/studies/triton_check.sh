@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One check of kan-fast's Triton kernels on a GPU box, run from the repository root:
 #
-#     bash benchmarks/studies/triton_check.sh        # about 8 minutes on an H200
+#     bash benchmarks/studies/triton_check.sh        # at most 9 minutes: the stages' timeouts sum to 520 s
 #
-# 1. the Triton tests on CUDA (tests/test_triton.py, -m "not slow");
+# 1. the Triton tests on CUDA (tests/test_triton.py, -m "not slow", 8 workers: most of their
+#    time is compiling kernels);
 # 2. python -m benchmarks.studies.triton_gpu: correctness against the float64 reference and
-#    kan-fast(triton), kan-fast(torch), kan, mlp-param and the pip peers timed in turns with
-#    CUDA events, with the CUDA targets' verdicts;
+#    kan-fast(triton) with both contractions, kan-fast(torch), kan, mlp-param and the pip peers
+#    timed in turns with CUDA events, with the CUDA targets' verdicts;
 # 3. python -m benchmarks.studies.targets --device cuda --backend triton: the same targets
 #    through the harness's measuring core.
 #
@@ -33,18 +34,18 @@ for peer in flashkan inkan; do $PY -c "import $peer" 2>/dev/null && echo "$peer:
 
 echo "== Triton tests on CUDA"
 t=$(stamp)
-timeout ${TESTS_TIMEOUT:-150} $PY -m pytest tests/test_triton.py -m "not slow" -q -p no:cacheprovider --durations=5 2>&1 | tee "$LOGS/tests.log" | tail -n 15
+timeout ${TESTS_TIMEOUT:-120} $PY -m pytest tests/test_triton.py -m "not slow" -q -p no:cacheprovider -n ${TEST_WORKERS:-8} --durations=5 2>&1 | tee "$LOGS/tests.log" | tail -n 15
 echo "tests: exit ${PIPESTATUS[0]}, $(( $(stamp) - t )) s"
 
 echo "== triton_gpu study"
 t=$(stamp)
 OUT_STUDY=$(mktemp -d)
-OUT=$OUT_STUDY timeout ${STUDY_TIMEOUT:-240} $PY -m benchmarks.studies.triton_gpu --budget-s ${STUDY_BUDGET:-180} 2>&1 | tee "$LOGS/triton_gpu.log" | tail -n 70
+OUT=$OUT_STUDY timeout ${STUDY_TIMEOUT:-220} $PY -m benchmarks.studies.triton_gpu --budget-s ${STUDY_BUDGET:-160} 2>&1 | tee "$LOGS/triton_gpu.log" | tail -n 70
 echo "triton_gpu: exit ${PIPESTATUS[0]}, $(( $(stamp) - t )) s"
 
 echo "== targets study, cuda, backend triton"
 t=$(stamp)
-timeout ${TARGETS_TIMEOUT:-200} $PY -m benchmarks.studies.targets --device cuda --backend triton 2>&1 | tee "$LOGS/targets.log" | tail -n 40
+timeout ${TARGETS_TIMEOUT:-180} $PY -m benchmarks.studies.targets --device cuda --backend triton 2>&1 | tee "$LOGS/targets.log" | tail -n 40
 echo "targets: exit ${PIPESTATUS[0]}, $(( $(stamp) - t )) s"
 echo "total: $(( $(stamp) - t0 )) s"
 
