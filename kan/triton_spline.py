@@ -319,16 +319,19 @@ def _weights(sw_ptr, sc_ptr, bw_ptr, out, feat, c, inside, IN, COEFF: tl.constex
 
 
 @triton.jit
+def _output_tile(B, OUT, BM: tl.constexpr, BN: tl.constexpr):
+    """This program's rows and outputs of a (B, OUT) output tiled BM x BN, and which of them exist."""
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    outs = tl.program_id(1) * BN + tl.arange(0, BN)
+    return rows, outs, rows < B, outs < OUT
+
+
+@triton.jit
 def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
                     ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
                     CARDINAL: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rows = pid_m * BM + tl.arange(0, BM)
-    outs = pid_n * BN + tl.arange(0, BN)
-    row_in = rows < B
-    out_in = outs < OUT
+    rows, outs, row_in, out_in = _output_tile(B, OUT, BM, BN)
     K = IN * (COEFF + 1)
     acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
     for k0 in range(0, K, BK):
@@ -441,12 +444,7 @@ def _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER: tl.constexpr, KNOTS: tl.
 def _gather_forward_kernel(x_ptr, table_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
                            ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
                            BM: tl.constexpr, BN: tl.constexpr, CARDINAL: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    rows = pid_m * BM + tl.arange(0, BM)
-    outs = pid_n * BN + tl.arange(0, BN)
-    row_in = rows < B
-    out_in = outs < OUT
+    rows, outs, row_in, out_in = _output_tile(B, OUT, BM, BN)
     acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
     for i in range(0, IN):
         xv, finite, span, values, _ = _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER, KNOTS, CARDINAL)
