@@ -93,3 +93,18 @@ def test_dry_run_on_the_cpu_checks_and_times_both_contractions(tmp_path):
     assert timed[("[2,5,1] b64 G5", "kan-fast(triton, gather)")]["contraction"] == "gather"
     assert timed[("[7,9,3] b33 G50", triton_gpu.MINE)]["contraction"] == "gather"
     assert not [row for row in rows if row["kind"] == "error"], [row for row in rows if row["kind"] == "error"]
+
+
+def test_the_faster_contraction_is_named_per_phase(tmp_path):
+    run = triton_gpu.Run(str(tmp_path), 60.0, torch.device("cpu"))
+    medians = {("forward", triton_gpu.MINE): 0.004, ("forward", "kan-fast(triton, dense)"): 0.010,
+               ("fwd+bwd", triton_gpu.MINE): 0.030, ("fwd+bwd", "kan-fast(triton, dense)"): 0.024}
+    triton_gpu.contraction_row(run, [1024, 1024, 1024], 8192, 50, {"medians": medians})  # auto: gather at grid 50
+    forward, both = run.rows
+    assert forward["faster"] == "gather" and forward["by"] == pytest.approx(2.5) and forward["auto_faster"]
+    assert both["faster"] == "dense" and both["by"] == pytest.approx(1.25) and not both["auto_faster"]
+    assert (both["dense_s"], both["gather_s"]) == (0.024, 0.030)
+    shown = triton_gpu.table(run).splitlines()
+    assert shown[1].endswith("fwd+bwd  dense by x1.25 (auto chose gather)"), shown
+    triton_gpu.contraction_row(run, [2, 5, 1], 1024, 5, {"medians": {("forward", triton_gpu.MINE): 0.001}})
+    assert len(run.rows) == 2  # the other contraction not timed: no row

@@ -22,7 +22,9 @@ For each shape and grid that kan-fast's CUDA targets name (``benchmarks.studies.
 3. the dense floor (one matrix product per layer, ``h @ W`` of the layers' in and out
    sizes, chained) beside the forward, and the bytes autograd saves for backward
    (``benchmarks.core.memory.saved_tensor_bytes``, parameters left out);
-4. those targets as rows with verdicts, kan-fast(triton) in kan-fast's place (fwd+bwd at
+4. per shape and phase, which contraction of kan-fast(triton) was faster and by how much
+   (rows of kind "contraction": what ``TRITON_GATHER_MIN_COEFF`` is to be set from);
+5. those targets as rows with verdicts, kan-fast(triton) in kan-fast's place (fwd+bwd at
    least 2x faster than the faster peer, 1.2x at [1024,1024,1024] b8192 G5; fwd+bwd faster
    than mlp-param at [1024,1024,1024] b8192 G20 and G50; forward at most 1.5x the dense
    floor and saved bytes at most 1/3 of the reference's at [784,64,10] b4096 G5).
@@ -310,6 +312,23 @@ def verdicts(run: Run, widths, batch, grid, found: dict) -> None:
         run.emit(**row, ratio=ratio, verdict="met" if t.holds(ratio) else "not met", note=note)
 
 
+def contraction_row(run: Run, widths, batch, grid, found: dict) -> None:
+    """Which contraction of kan-fast(triton) was faster at this shape, per phase, and by how much:
+    the measurement that kan.fast.TRITON_GATHER_MIN_COEFF (a count until then) waits for."""
+    auto, other = contractions(grid)
+    med = found["medians"]
+    for phase in ("forward", "fwd+bwd"):
+        mine, theirs = med.get((phase, MINE)), med.get((phase, other_name(grid)))
+        if not mine or not theirs:
+            continue
+        times = {auto: mine, other: theirs}
+        faster = min(times, key=times.get)
+        slower = other if faster == auto else auto
+        run.emit(kind="contraction", shape=shape_id(widths, batch, grid), grid=grid, phase=phase, auto=auto,
+                 faster=faster, by=times[slower] / times[faster], dense_s=times["dense"], gather_s=times["gather"],
+                 auto_faster=faster == auto)
+
+
 def launch_counts(run: Run) -> None:
     """CUDA kernels per forward and per backward of one kan-fast(triton) layer of each contraction, by the profiler."""
     for contraction in ("dense", "gather"):
@@ -357,6 +376,9 @@ def table(run: Run) -> str:
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
             lines.append(f"target {row.get('shape', ''):28} {row['verdict']:12} ratio {ratio:>6}"
                          f"  {row.get('what', '')}  {row.get('note', '')}".rstrip())
+        elif row["kind"] == "contraction":
+            agrees = "as auto chose" if row["auto_faster"] else f"auto chose {row['auto']}"
+            lines.append(f"faster {row['shape']:28} {row['phase']:8} {row['faster']} by x{row['by']:.2f} ({agrees})")
         elif row["kind"] == "saved":
             lines.append(f"saved  {row['shape']:28} {row['model']:25} {row['saved_bytes'] / 2**20:9.2f} MiB")
         elif row["kind"] in ("error", "skipped", "launches"):
@@ -415,6 +437,7 @@ def _study(args, cmd) -> int:
         try:
             found = measure(run, widths, batch, grid, args.rounds, args.round_s)
             verdicts(run, widths, batch, grid, found)
+            contraction_row(run, widths, batch, grid, found)
         except Exception as e:
             run.emit(kind="error", shape=shape_id(widths, batch, grid), error=one_line(e))
         print(f"{shape_id(widths, batch, grid)}: {time.time() - t0:.1f} s", flush=True)
