@@ -507,24 +507,33 @@ def _geometry(grid: torch.Tensor, order: int) -> tuple[int, int]:
     return knots - 1 - order, knots
 
 
-# Tile sizes depend on the output width (and the input gradient's on coeff) only, not on the
-# batch: every distinct tile is one more compilation of a kernel.
+# Tile sizes depend on the output width (and the input gradient's on coeff), the spline order
+# and the precision only, not on the batch: every distinct tile is one more compilation of a
+# kernel. The dense kernels build each element of a basis tile with the whole recursion of its
+# point; from order 4 on, or in float64, a thread's share of that tile is halved, else the
+# recursion's values outgrow its registers (python -m benchmarks.studies.triton_compile).
 
 
-def forward_tiles(batch: int, out_features: int) -> tuple[int, int, int]:
+def _heavy(order: int, double: bool) -> bool:
+    return order >= 4 or double
+
+
+def forward_tiles(batch: int, out_features: int, order: int = 3, double: bool = False) -> tuple[int, int, int]:
     """(BM, BN, BK) of the forward: rows, outputs and contraction columns per tile."""
-    return (64, min(64, max(16, _pow2(out_features))), 32)
+    return (64, min(64, max(16, _pow2(out_features))), 16 if _heavy(order, double) else 32)
 
 
-def weight_grad_tiles(batch: int, out_features: int) -> tuple[int, int, int]:
+def weight_grad_tiles(batch: int, out_features: int, order: int = 3, double: bool = False) -> tuple[int, int, int]:
     """(BM, BN, BK) of the weight gradient: rows per step, outputs and contraction columns per tile."""
-    return (32, min(64, max(16, _pow2(out_features))), 64)
+    return (16 if _heavy(order, double) else 32, min(64, max(16, _pow2(out_features))), 64)
 
 
-def input_grad_tiles(batch: int, out_features: int, coeff: int) -> tuple[int, int, int, int]:
+def input_grad_tiles(batch: int, out_features: int, coeff: int, order: int = 3,
+                     double: bool = False) -> tuple[int, int, int, int]:
     """(BM, BO, FB, CC) of the input gradient: rows, outputs per step, features per tile, columns per step."""
     cc = min(64, _pow2(coeff + 1))
-    return (64, min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
+    rows = 64 >> (int(order >= 4) + int(double))  # halved once for each (it holds bases and slopes)
+    return (rows, min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
 
 
 def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
@@ -566,28 +575,29 @@ KERNELS = ("forward", "weight_grad", "input_grad", "gather_forward", "gather_inp
 
 
 def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: int, order: int,
-         cardinal: bool = True, scaler: bool = True, precision: str = "ieee") -> tuple[dict, tuple[int, int], int]:
+         cardinal: bool = True, scaler: bool = True, precision: str = "ieee",
+         double: bool = False) -> tuple[dict, tuple[int, int], int]:
     """The compile-time constants, the grid of programs and the warps of one launch of ``kernel``
     (one of ``KERNELS``) for a layer of this geometry: what the launches below pass, and what
-    ``python -m benchmarks.studies.triton_compile`` compiles without a GPU."""
+    ``python -m benchmarks.studies.triton_compile`` compiles without a GPU. ``double``: float64 tensors."""
     constants, programs = _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler,
-                                     precision)
+                                     precision, double)
     return constants, programs, NUM_WARPS
 
 
-def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision):
+def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision, double):
     common = dict(ORDER=order, COEFF=coeff, KNOTS=coeff + order + 1, CARDINAL=cardinal)
     cdiv = triton.cdiv
     if kernel == "forward":
-        bm, bn, bk = forward_tiles(batch, out_features)
+        bm, bn, bk = forward_tiles(batch, out_features, order, double)
         return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
                 (cdiv(batch, bm), cdiv(out_features, bn)))
     if kernel == "weight_grad":
-        bm, bn, bk = weight_grad_tiles(batch, out_features)
+        bm, bn, bk = weight_grad_tiles(batch, out_features, order, double)
         return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
                 (cdiv(in_features * (coeff + 1), bk), cdiv(out_features, bn)))
     if kernel == "input_grad":
-        bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff)
+        bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff, order, double)
         return (dict(common, HAS_SCALER=scaler, BM=bm, BO=bo, FB=fb, CC=cc, PRECISION=precision),
                 (cdiv(batch, bm), cdiv(in_features, fb)))
     bm, bn = gather_tiles(batch, out_features)
@@ -607,7 +617,7 @@ def _launch(kernel: str, args: tuple, x: torch.Tensor, out_features: int, grid: 
             cardinal: bool, scaler: bool) -> None:
     coeff, _ = _geometry(grid, order)
     constants, programs, warps = plan(kernel, x.size(0), x.size(1), out_features, coeff, order, cardinal, scaler,
-                                      _precision(x))
+                                      _precision(x), x.dtype == torch.float64)
     jit_function(kernel)[programs](*args, **constants, num_warps=warps, num_stages=NUM_STAGES)
 
 

@@ -135,7 +135,8 @@ def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str) -> list[dict]:
                         continue
                     for kernel in kernels_of(contraction):
                         constants, programs, warps = triton_spline.plan(
-                            kernel, batch, in_features, out_features, coeff, order, knots_cardinal)
+                            kernel, batch, in_features, out_features, coeff, order, knots_cardinal,
+                            double=dtype == "float64")
                         rows.append({"widths": list(widths), "batch": batch, "grid_size": grid_size,
                                      "order": order, "layer": f"{in_features}->{out_features}",
                                      "contraction": contraction, "kernel": kernel, "cardinal": knots_cardinal,
