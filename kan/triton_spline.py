@@ -12,8 +12,9 @@ Kernels (each launch one of them; ``launches()`` says how many per layer):
 * ``_forward_kernel``: tiles (rows, outputs); loops over ``k``; the basis tile is
   built in registers from ``x`` (knot span by ``floor`` against the stored knots,
   corrected by one comparison either side; local coordinate ``u = (x - t_m) /
-  (t_(m+1) - t_m)`` from the stored knots of that interval; the cardinal recursion;
-  zero outside the ``order + 1`` local bases) and the weight tile is read straight
+  (t_(m+1) - t_m)`` from the stored knots of that interval; the cardinal recursion, or
+  on a grid whose float knots are not evenly spaced to rounding de Boor's triangle over
+  the stored knots; zero outside the ``order + 1`` local bases) and the weight tile is read straight
   from ``spline_weight``, ``scaler`` and ``base_weight``; both meet in ``tl.dot``.
 * ``_weight_grad_kernel``: tiles (k, outputs); loops over rows; the same basis tile,
   transposed, times ``grad_out``; writes the spline-weight and base-weight gradients
