@@ -543,10 +543,11 @@ def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
     return (16, min(64, max(16, _pow2(out_features))))
 
 
-def gathers(coeff: int, order: int, asked: bool) -> bool:
-    """Whether a layer asked for the gather kernels (``asked``) runs them: on a grid of one interval
-    the band of local bases covers every column, which the gather input gradient's NaN rule assumes
-    it does not, so such a layer contracts densely."""
+def _gathers(coeff: int, order: int, asked: bool) -> bool:
+    """Whether the operators asked for the gather kernels (``asked``) run them: on a grid of one
+    interval the band of local bases covers every column, which the gather input gradient's NaN rule
+    assumes it does not, so such a layer contracts densely (``kan.fast.gathers``, which layers
+    decide by, says the same)."""
     return asked and coeff > order + 1
 
 
@@ -614,35 +615,41 @@ def jit_function(kernel: str):
     return globals()[f"_{kernel}_kernel"]
 
 
-def _launch(kernel: str, args: tuple, x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int,
-            cardinal: bool, scaler: bool) -> None:
+def kernels_of(gather: bool) -> tuple[str, str, str]:
+    """The kernels of one layer's step, (forward, weight gradient, input gradient), for a contraction."""
+    if gather:
+        return ("gather_forward", "weight_grad", "gather_input_grad")
+    return ("forward", "weight_grad", "input_grad")
+
+
+def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int, cardinal: bool, scaler: bool):
+    """launch(kernel, *args): ``kernel`` (one of ``KERNELS``) on ``args``, planned for this layer and input."""
     coeff, _ = _geometry(grid, order)
-    constants, programs, warps = plan(kernel, x.size(0), x.size(1), out_features, coeff, order, cardinal, scaler,
-                                      _precision(x), x.dtype == torch.float64)
-    jit_function(kernel)[programs](*args, **constants, num_warps=warps, num_stages=NUM_STAGES)
+    shape = (x.size(0), x.size(1), out_features)
+
+    def launch(kernel: str, *args) -> None:
+        constants, programs, warps = plan(kernel, *shape, coeff, order, cardinal, scaler, _precision(x),
+                                          x.dtype == torch.float64)
+        jit_function(kernel)[programs](*args, *shape, **constants, num_warps=warps, num_stages=NUM_STAGES)
+
+    return launch
 
 
 def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False, cardinal=True):
-    batch, in_features = x.shape
-    out_features = base_weight.size(0)
-    coeff, _ = _geometry(grid, order)
-    out = x.new_empty(batch, out_features)
-    shape = (batch, in_features, out_features)
-    if gathers(coeff, order, gather):
-        _launch("gather_forward", (x, _table(spline_weight, scaler), base_weight, grid, out, *shape),
-                x, out_features, grid, order, cardinal, scaler is not None)
+    out = x.new_empty(x.size(0), base_weight.size(0))
+    launch = _launcher(x, out.size(1), grid, order, cardinal, scaler is not None)
+    forward, _, _ = kernels_of(_gathers(_geometry(grid, order)[0], order, gather))
+    if forward == "gather_forward":
+        launch(forward, x, _table(spline_weight, scaler), base_weight, grid, out)
     else:
-        _launch("forward", (x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out,
-                            *shape), x, out_features, grid, order, cardinal, scaler is not None)
+        launch(forward, x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out)
     return out
 
 
 def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False,
               cardinal=True):
-    batch, in_features = x.shape
-    out_features = base_weight.size(0)
-    coeff, _ = _geometry(grid, order)
-    shape = (batch, in_features, out_features)
+    launch = _launcher(x, base_weight.size(0), grid, order, cardinal, scaler is not None)
+    _, weight_grad, input_grad = kernels_of(_gathers(_geometry(grid, order)[0], order, gather))
     scaler_arg = scaler if scaler is not None else spline_weight
     empty = x.new_empty(0)
     grad_x = grad_spline = grad_scaler = grad_base = empty
@@ -650,18 +657,15 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
         grad_spline = torch.empty_like(spline_weight)
         grad_base = torch.empty_like(base_weight)
         product = torch.empty_like(spline_weight) if scaler is not None else grad_spline
-        _launch("weight_grad", (x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base, *shape),
-                x, out_features, grid, order, cardinal, scaler is not None)
+        launch(weight_grad, x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base)
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
     if needs_input:
         grad_x = torch.empty_like(x)
-        if gathers(coeff, order, gather):
-            _launch("gather_input_grad", (x, grad_out, _table(spline_weight, scaler), base_weight, grid, grad_x, *shape),
-                    x, out_features, grid, order, cardinal, scaler is not None)
+        if input_grad == "gather_input_grad":
+            launch(input_grad, x, grad_out, _table(spline_weight, scaler), base_weight, grid, grad_x)
         else:
-            _launch("input_grad", (x, grad_out, spline_weight, scaler_arg, base_weight, grid, grad_x, *shape),
-                    x, out_features, grid, order, cardinal, scaler is not None)
+            launch(input_grad, x, grad_out, spline_weight, scaler_arg, base_weight, grid, grad_x)
     return grad_x, grad_spline, grad_scaler, grad_base
 
 

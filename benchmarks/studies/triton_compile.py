@@ -63,13 +63,6 @@ def cardinal(grid_size: int, order: int) -> bool:
     return FastBSplineKANLinear(1, 1, grid_size=grid_size, spline_order=order).knot_geometry().cardinal
 
 
-def kernels_of(contraction: str) -> tuple[str, ...]:
-    """The kernels a layer launches with this contraction, forward then backward."""
-    if contraction == "gather":
-        return ("gather_forward", "weight_grad", "gather_input_grad")
-    return ("forward", "weight_grad", "input_grad")
-
-
 def parse_ptxas(log: str) -> dict:
     """registers, spill_stores, spill_loads and stack from ``ptxas -v``'s report of one kernel."""
     found = PTXAS_INFO.search(log)
@@ -123,6 +116,7 @@ def compile_kernel(kernel: str, constants: dict, dtype: str, arch: int, num_warp
 def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str) -> list[dict]:
     """One row per (shape, layer, contraction, kernel) to compile, with the launch code's constants."""
     from kan import triton_spline
+    from kan.fast import gathers
 
     rows = []
     for widths, batch, grid_size in points(shapes):
@@ -131,9 +125,9 @@ def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str) -> list[dict]:
             coeff = grid_size + order
             for in_features, out_features in dict.fromkeys(zip(widths, widths[1:])):  # each distinct layer once
                 for contraction in ("dense", "gather"):
-                    if contraction == "gather" and not triton_spline.gathers(coeff, order, True):
+                    if contraction == "gather" and not gathers("gather", grid_size, order, False, triton=True):
                         continue
-                    for kernel in kernels_of(contraction):
+                    for kernel in triton_spline.kernels_of(contraction == "gather"):
                         constants, programs, warps = triton_spline.plan(
                             kernel, batch, in_features, out_features, coeff, order, knots_cardinal,
                             double=dtype == "float64")

@@ -87,6 +87,7 @@ from kan.fast.options import (
     TRITON_GATHER_MIN_COEFF,
     check_choice,
     gather_min_coeff,
+    gathers,
     triton_kernels,
 )
 from kan.fast.uniform import CompiledKernels, can_compile

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kan import native
-from kan.fast.options import BACKENDS, CONTRACTIONS, check_choice, gather_min_coeff
+from kan.fast.options import BACKENDS, CONTRACTIONS, check_choice, gathers
 
 
 def layer_forward_flops(
@@ -33,9 +33,7 @@ def layer_forward_flops(
     scaler = o * i * coeff if scaled else 0
     if native_kernels is None:
         native_kernels = native.expected() and spline_order <= native.MAX_ORDER
-    gather = contraction == "gather" if contraction != "auto" else coeff >= gather_min_coeff(native_kernels, triton)
-    gather = gather and not (triton and grid_size < 2)
-    if gather:
+    if gathers(contraction, grid_size, spline_order, native_kernels, triton):
         product = 2 * b * i * (spline_order + 1) * o + 2 * b * i * o + b * o
     else:
         product = 2 * b * i * (coeff + 1) * o

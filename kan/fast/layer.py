@@ -14,7 +14,7 @@ from kan.bspline import KnotGeometry, knot_geometry
 from kan.fast.dense import DenseSplineProduct
 from kan.fast.gather import GatherSplineProduct
 from kan.fast.native_products import NativeDenseProduct, NativeGatherProduct
-from kan.fast.options import BACKENDS, COMPILES, CONTRACTIONS, check_choice, gather_min_coeff, triton_kernels
+from kan.fast.options import BACKENDS, COMPILES, CONTRACTIONS, check_choice, gathers, triton_kernels
 from kan.fast.shared import all_finite
 from kan.fast.uniform import CompiledKernels, can_compile, eager
 from kan.reference import KAN, KANLinear, check_dtype, check_features, takes_spline_options
@@ -142,11 +142,7 @@ class FastBSplineKANLinear(KANLinear):
         return self._gathers(self.uses_native(self.grid), triton=self.backend == "triton")
 
     def _gathers(self, native_kernels: bool, triton: bool = False) -> bool:
-        if triton and self.grid_size < 2:  # kan.triton_spline.gathers: one interval contracts densely
-            return False
-        if self.contraction != "auto":
-            return self.contraction == "gather"
-        return self.grid_size + self.spline_order >= gather_min_coeff(native_kernels, triton)
+        return gathers(self.contraction, self.grid_size, self.spline_order, native_kernels, triton)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., in) -> (..., out)."""

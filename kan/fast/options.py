@@ -49,6 +49,18 @@ def triton_kernels():
     return triton_spline
 
 
+def gathers(contraction: str, grid_size: int, spline_order: int, native_kernels: bool, triton: bool = False) -> bool:
+    """Whether a layer contracts by gathering coefficient rows: ``contraction`` where it names one,
+    else from the crossover of its path (``gather_min_coeff``). The Triton kernels contract a grid
+    of one interval densely whatever is asked (``kan.triton_spline.gathers``: its band of local
+    bases covers every column)."""
+    if triton and grid_size < 2:
+        return False
+    if contraction != "auto":
+        return contraction == "gather"
+    return grid_size + spline_order >= gather_min_coeff(native_kernels, triton)
+
+
 def gather_min_coeff(native_kernels: bool, triton: bool = False) -> int:
     """The crossover (coefficients per feature) for the Triton kernels, the C++ kernels or the PyTorch paths."""
     if triton:
