@@ -59,6 +59,7 @@ it, so ``import kan`` works without Triton.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -584,9 +585,11 @@ def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: in
     ``python -m benchmarks.studies.triton_compile`` compiles without a GPU. ``double``: float64 tensors."""
     constants, programs = _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler,
                                      precision, double)
-    return constants, programs, NUM_WARPS
+    return dict(constants), programs, NUM_WARPS
 
 
+# Cached: every launch asks, and at small shapes the launches' host time is the step's time.
+@functools.lru_cache(maxsize=4096)
 def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision, double):
     common = dict(ORDER=order, COEFF=coeff, KNOTS=coeff + order + 1, CARDINAL=cardinal)
     cdiv = triton.cdiv
@@ -627,10 +630,11 @@ def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int
     coeff, _ = _geometry(grid, order)
     shape = (x.size(0), x.size(1), out_features)
 
+    precision, double = _precision(x), x.dtype == torch.float64
+
     def launch(kernel: str, *args) -> None:
-        constants, programs, warps = plan(kernel, *shape, coeff, order, cardinal, scaler, _precision(x),
-                                          x.dtype == torch.float64)
-        jit_function(kernel)[programs](*args, *shape, **constants, num_warps=warps, num_stages=NUM_STAGES)
+        constants, programs = _constants(kernel, *shape, coeff, order, cardinal, scaler, precision, double)
+        jit_function(kernel)[programs](*args, *shape, **constants, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
 
     return launch
 
@@ -725,7 +729,10 @@ def _setup_context(ctx, inputs, output):
     ctx.order, ctx.gather, ctx.cardinal = order, gather, cardinal
 
 
-def _spline_backward(ctx, grad_out):
+def _grads(ctx, grad_out, backward):
+    """The gradients an autograd backward returns for ``grad_out``, by ``backward`` (the operator
+    ``spline_backward`` or its implementation ``_backward``); through the reference's operations
+    when this backward is itself differentiated."""
     x, spline_weight, scaler, base_weight, grid = ctx.saved_tensors
     needs = ctx.needs_input_grad[:4]
     if torch.is_grad_enabled():  # this backward is itself differentiated (create_graph=True)
@@ -733,14 +740,40 @@ def _spline_backward(ctx, grad_out):
         return (*differentiable_grads(function, (x, spline_weight, scaler, base_weight), needs, grad_out),
                 None, None, None, None)
     needs_weights = needs[1] or needs[2] or needs[3]
-    grad_x, grad_spline, grad_scaler, grad_base = spline_backward(
+    grad_x, grad_spline, grad_scaler, grad_base = backward(
         grad_out.contiguous(), x, spline_weight, scaler, base_weight, grid, ctx.order, needs[0], needs_weights,
         ctx.gather, ctx.cardinal)
     return (grad_x if needs[0] else None, grad_spline if needs[1] else None,
             grad_scaler if needs[2] else None, grad_base if needs[3] else None, None, None, None, None)
 
 
+def _spline_backward(ctx, grad_out):
+    return _grads(ctx, grad_out, spline_backward)
+
+
 spline_forward.register_autograd(_spline_backward, setup_context=_setup_context)
+
+
+class _Direct(torch.autograd.Function):
+    """The operators' implementations without the dispatcher: the same forward, backward and
+    saved tensors as ``spline_forward`` with its registered autograd. The custom operator's Python
+    autograd wrapper costs several times a launch on every call, and at small shapes the step's
+    time is its host time (``kan.native`` calls its operators the same way)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        _setup_context(ctx, inputs, None)
+        return _forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return _grads(ctx, grad_out, _backward)
+
+
+def _traced() -> bool:
+    """Whether something may trace or fake tensors (torch.compile, export, a dispatch mode such as
+    fake tensors): then the layer calls the operators through the dispatcher, which sees them."""
+    return torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
 
 
 def layer(x, spline_weight, scaler, base_weight, grid, order, gather: bool = False,
@@ -751,6 +784,6 @@ def layer(x, spline_weight, scaler, base_weight, grid, order, gather: bool = Fal
     host synchronisation on CUDA: a layer passes the answer it keeps with its knots)."""
     if cardinal is None:
         cardinal = is_cardinal(grid)
-    return spline_forward(x.contiguous(), spline_weight.contiguous(),
-                          None if scaler is None else scaler.contiguous(), base_weight.contiguous(),
-                          grid.contiguous(), order, gather, cardinal)
+    run = spline_forward if _traced() else _Direct.apply
+    return run(x.contiguous(), spline_weight.contiguous(), None if scaler is None else scaler.contiguous(),
+               base_weight.contiguous(), grid.contiguous(), order, gather, cardinal)

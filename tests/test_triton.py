@@ -417,6 +417,49 @@ def test_opcheck_forward_and_backward_operators(scaler, gather):
                                                    needs_input, needs_weights, gather))
 
 
+def _operator_and_direct(scaler, gather, run):
+    """Output and gradients of one layer call by ``run`` (the operator or the direct path)."""
+    x, sw, sc, bw, grid, order = operator_args(scaler=scaler, batch=9)
+    leaves = [t.clone().requires_grad_() for t in (x, sw, sc, bw) if t is not None]
+    if sc is None:
+        leaves.insert(2, None)
+    out = run(*leaves, grid, order, gather, True)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    out.backward(upstream)
+    return [out.detach()] + [t.grad for t in leaves if t is not None]
+
+
+@pytest.mark.parametrize("gather", [False, True])
+@pytest.mark.parametrize("scaler", [True, False])
+def test_direct_path_equals_the_operators_bit_for_bit(scaler, gather):
+    """Eager layers skip the dispatcher (kan.triton_spline._Direct); the same launches on the same
+    tensors, so the output and every gradient equal the registered operator's exactly."""
+    through_operator = _operator_and_direct(scaler, gather, ts.spline_forward)
+    direct = _operator_and_direct(scaler, gather, ts._Direct.apply)
+    assert len(direct) == len(through_operator) == (5 if scaler else 4)
+    for a, b in zip(direct, through_operator):
+        assert torch.equal(a, b)
+
+
+def test_layers_call_the_operator_where_a_dispatch_mode_watches():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    x, sw, sc, bw, grid, order = operator_args()
+    with Seen() as seen:
+        ts.layer(x, sw, sc, bw, grid, order)
+    assert "kan.triton_spline_forward" in seen.ops
+    assert not ts._traced()
+
+
 def test_launches_per_layer():
     assert ts.launches() == (1, 3)
     assert ts.launches(scaler=False) == (1, 2)

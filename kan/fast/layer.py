@@ -100,14 +100,14 @@ class FastBSplineKANLinear(KANLinear):
             return f"the C++ kernels are unavailable ({native.error()})"
         return f"the C++ kernels take spline orders 0 to {native.MAX_ORDER}, not {self.spline_order}"
 
-    def uses_triton(self, x: torch.Tensor) -> bool:
+    def uses_triton(self, x: torch.Tensor, geometry: KnotGeometry | None = None) -> bool:
         """Whether forward on a tensor like ``x`` runs the Triton kernels (``kan.triton_spline``).
 
         Only ``backend="triton"`` takes them, wherever they can run (CUDA, or CPU tensors
         under ``TRITON_INTERPRET=1``), else a ValueError saying why; ``"auto"`` keeps the
         PyTorch path on CUDA until the kernels' speed has been measured on a GPU. A layer they do not compute (adapted grid, spline order
         outside 1..5, another base activation, a dtype other than float32 and float64) takes the PyTorch path,
-        with a warning said once per layer.
+        with a warning said once per layer. ``geometry``: this layer's ``knot_geometry()``, where the caller has it.
         """
         if self.backend != "triton":
             return False
@@ -122,7 +122,7 @@ class FastBSplineKANLinear(KANLinear):
             if self.backend == "triton":
                 raise ValueError(f"backend='triton' cannot run here: {device_reason}; use backend='auto' or 'torch'")
             return False
-        geometry = self.knot_geometry()
+        geometry = geometry or self.knot_geometry()
         reason = kernels.why_not_layer(x, self.spline_order, geometry.uniform,
                                        type(self.base_activation) is torch.nn.SiLU)
         if reason is None:
@@ -152,11 +152,12 @@ class FastBSplineKANLinear(KANLinear):
             return super().forward(x)
         original_shape = x.shape
         flat = x.reshape(-1, self.in_features)  # (batch, in)
-        if self.uses_triton(flat):  # the kernels give the reference's NaN and inf themselves: no check here
+        geometry = self.knot_geometry() if self.backend == "triton" else None
+        if self.uses_triton(flat, geometry):  # the kernels give the reference's NaN and inf themselves: no check here
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
             output = triton_kernels().layer(flat, self.spline_weight, scaler, self.base_weight, self.grid,
                                             self.spline_order, gather=self._gathers(False, triton=True),
-                                            cardinal=self.knot_geometry().cardinal)
+                                            cardinal=geometry.cardinal)
             return output.reshape(*original_shape[:-1], self.out_features)
         native_kernels = self.uses_native(flat)
         if native_kernels and type(self.base_activation) is torch.nn.SiLU:
