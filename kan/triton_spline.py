@@ -510,8 +510,8 @@ def _geometry(grid: torch.Tensor, order: int) -> tuple[int, int]:
 
 
 # Tile sizes depend on the output width (and the input gradient's on coeff), the spline order
-# and the precision only, not on the batch: every distinct tile is one more compilation of a
-# kernel. The dense kernels build each element of a basis tile with the whole recursion of its
+# and the precision, and take one of three sizes by whether a launch has a program per SM: every
+# distinct tile is one more compilation of a kernel. The dense kernels build each element of a basis tile with the whole recursion of its
 # point; from order 4 on, or in float64, a thread's share of that tile is halved, else the
 # recursion's values outgrow its registers (python -m benchmarks.studies.triton_compile).
 
@@ -520,14 +520,51 @@ def _heavy(order: int, double: bool) -> bool:
     return order >= 4 or double
 
 
-def forward_tiles(batch: int, out_features: int, order: int = 3, double: bool = False) -> tuple[int, int, int]:
-    """(BM, BN, BK) of the forward: rows, outputs and contraction columns per tile."""
-    return (64, min(64, max(16, _pow2(out_features))), 16 if _heavy(order, double) else 32)
+# The SMs a launch is sized for where the device does not say (Triton's interpreter, the compile
+# study): an H100's or H200's.
+SMS = 132
 
 
-def weight_grad_tiles(batch: int, out_features: int, order: int = 3, double: bool = False) -> tuple[int, int, int]:
-    """(BM, BN, BK) of the weight gradient: rows per step, outputs and contraction columns per tile."""
-    return (16 if _heavy(order, double) else 32, min(64, max(16, _pow2(out_features))), 64)
+@functools.lru_cache(maxsize=None)
+def device_sms(index: int) -> int:
+    """The streaming multiprocessors of CUDA device ``index``."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sms_of(x: torch.Tensor) -> int:
+    """The SMs the launches on a tensor like ``x`` are sized for: its CUDA device's, else ``SMS``."""
+    if x.device.type != "cuda":
+        return SMS
+    return device_sms(x.device.index if x.device.index is not None else torch.cuda.current_device())
+
+
+def _filling(n: int, programs_per_unit, sms: int) -> int:
+    """The largest of 64, 32 and 16 (a ``tl.dot`` operand's side) whose tiling of ``n`` gives a launch
+    of at least one program per SM, by ``programs_per_unit(tiles)``; else 16. A launch of fewer
+    programs than SMs leaves SMs idle while the others loop over the whole contraction."""
+    for side in (64, 32):
+        if programs_per_unit(triton.cdiv(n, side)) >= sms:
+            return side
+    return 16
+
+
+def forward_tiles(batch: int, out_features: int, order: int = 3, double: bool = False,
+                  sms: int = SMS) -> tuple[int, int, int]:
+    """(BM, BN, BK) of the forward: rows, outputs and contraction columns per tile. The rows per
+    tile shrink from 64 to 16 where a small batch would leave SMs idle."""
+    bn = min(64, max(16, _pow2(out_features)))
+    bm = _filling(batch, lambda tiles: tiles * triton.cdiv(out_features, bn), sms)
+    return (bm, bn, 16 if _heavy(order, double) else 32)
+
+
+def weight_grad_tiles(batch: int, out_features: int, order: int = 3, double: bool = False,
+                      in_features: int = 1 << 20, coeff: int = 1, sms: int = SMS) -> tuple[int, int, int]:
+    """(BM, BN, BK) of the weight gradient: rows per step, outputs and contraction columns per
+    tile. Each program sums over the whole batch, so the contraction columns per tile shrink from
+    64 to 16 where the weights are few (``in_features * (coeff + 1)`` columns) and would leave SMs idle."""
+    bn = min(64, max(16, _pow2(out_features)))
+    bk = _filling(in_features * (coeff + 1), lambda tiles: tiles * triton.cdiv(out_features, bn), sms)
+    return (16 if _heavy(order, double) else 32, bn, bk)
 
 
 def input_grad_tiles(batch: int, out_features: int, coeff: int, order: int = 3,
@@ -579,26 +616,27 @@ KERNELS = ("forward", "weight_grad", "input_grad", "gather_forward", "gather_inp
 
 def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: int, order: int,
          cardinal: bool = True, scaler: bool = True, precision: str = "ieee",
-         double: bool = False) -> tuple[dict, tuple[int, int], int]:
+         double: bool = False, sms: int = SMS) -> tuple[dict, tuple[int, int], int]:
     """The compile-time constants, the grid of programs and the warps of one launch of ``kernel``
-    (one of ``KERNELS``) for a layer of this geometry: what the launches below pass, and what
-    ``python -m benchmarks.studies.triton_compile`` compiles without a GPU. ``double``: float64 tensors."""
+    (one of ``KERNELS``) for a layer of this geometry on a GPU of ``sms`` SMs: what the launches
+    below pass, and what ``python -m benchmarks.studies.triton_compile`` compiles without a GPU.
+    ``double``: float64 tensors."""
     constants, programs = _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler,
-                                     precision, double)
+                                     precision, double, sms)
     return dict(constants), programs, NUM_WARPS
 
 
 # Cached: every launch asks, and at small shapes the launches' host time is the step's time.
 @functools.lru_cache(maxsize=4096)
-def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision, double):
+def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision, double, sms):
     common = dict(ORDER=order, COEFF=coeff, KNOTS=coeff + order + 1, CARDINAL=cardinal)
     cdiv = triton.cdiv
     if kernel == "forward":
-        bm, bn, bk = forward_tiles(batch, out_features, order, double)
+        bm, bn, bk = forward_tiles(batch, out_features, order, double, sms)
         return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
                 (cdiv(batch, bm), cdiv(out_features, bn)))
     if kernel == "weight_grad":
-        bm, bn, bk = weight_grad_tiles(batch, out_features, order, double)
+        bm, bn, bk = weight_grad_tiles(batch, out_features, order, double, in_features, coeff, sms)
         return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
                 (cdiv(in_features * (coeff + 1), bk), cdiv(out_features, bn)))
     if kernel == "input_grad":
@@ -631,9 +669,10 @@ def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int
     shape = (x.size(0), x.size(1), out_features)
 
     precision, double = _precision(x), x.dtype == torch.float64
+    sms = sms_of(x)
 
     def launch(kernel: str, *args) -> None:
-        constants, programs = _constants(kernel, *shape, coeff, order, cardinal, scaler, precision, double)
+        constants, programs = _constants(kernel, *shape, coeff, order, cardinal, scaler, precision, double, sms)
         jit_function(kernel)[programs](*args, *shape, **constants, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
 
     return launch

@@ -142,13 +142,14 @@ class Counting:
     """A Triton kernel whose launches are counted (``kernel[grid](...)`` as the launch code calls it)."""
 
     def __init__(self, kernel):
-        self.kernel, self.calls = kernel, 0
+        self.kernel, self.calls, self.constants = kernel, 0, []
 
     def __getitem__(self, grid):
         launch = self.kernel[grid]
 
         def counted(*args, **kwargs):
             self.calls += 1
+            self.constants.append(kwargs)
             return launch(*args, **kwargs)
 
         return counted
@@ -180,6 +181,37 @@ CONTRACTION = pytest.mark.parametrize("contraction", ["dense", "gather"])
 # --------------------------------------------------------------------------- values and gradients
 
 SHAPES = [(3, 4, 1), (5, 17, 33), (2, 3, 70)]  # (in, out, batch): batch 1, widths off the tile sizes
+
+
+def test_tiles_shrink_where_a_launch_would_leave_sms_idle():
+    # the forward: 4096 rows in 64-row tiles and one output tile are 64 programs, under 132 SMs;
+    # 32-row tiles 128, still under; so 16-row tiles (256 programs)
+    assert ts.forward_tiles(4096, 64, sms=132)[0] == 16
+    assert ts.forward_tiles(4096, 64, sms=128)[0] == 32
+    assert ts.forward_tiles(4096, 64, sms=64)[0] == 64
+    assert ts.forward_tiles(8192, 1024, sms=132)[0] == 64  # 128 x 16 programs
+    assert ts.forward_tiles(7, 3, sms=132)[0] == 16  # the smallest a product takes
+    # the weight gradient: 784 features x 9 columns in 64-column tiles are 111 programs; 32: 221
+    assert ts.weight_grad_tiles(4096, 64, in_features=784, coeff=8, sms=132)[2] == 32
+    assert ts.weight_grad_tiles(4096, 64, in_features=784, coeff=8, sms=111)[2] == 64
+    assert ts.weight_grad_tiles(4096, 10, in_features=64, coeff=8, sms=132)[2] == 16  # 576 columns
+    constants, programs, _ = ts.plan("weight_grad", 4096, 784, 64, 8, 3, sms=132)
+    assert constants["BK"] == 32 and programs == (221, 1)
+
+
+@pytest.mark.parametrize("sms", [1, 10 ** 6])
+@pytest.mark.parametrize("order", [1, 3, 5])
+def test_layer_equals_reference_with_the_largest_and_smallest_tiles(order, sms, monkeypatch, launched):
+    """sms 1: every launch takes its largest tiles (64 rows, 64 columns); a million: its smallest (16)."""
+    monkeypatch.setattr(ts, "sms_of", lambda x: sms)
+    reference, fast = build([5, 17], 5, order, seed=order)
+    x = probe(reference, 70, seed=order)
+    upstream = torch.randn(70, 17, generator=torch.Generator().manual_seed(order))
+    compare(reference, fast, x, upstream, torch.float32, f"order {order}, sms {sms}")
+    assert ran(launched) == DENSE_KERNELS
+    side = 64 if sms == 1 else 16
+    assert {c["BM"] for c in launched["_forward_kernel"].constants} == {side}
+    assert {c["BK"] for c in launched["_weight_grad_kernel"].constants} == {side}
 
 
 @CONTRACTION

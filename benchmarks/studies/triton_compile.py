@@ -1,14 +1,16 @@
 """``python -m benchmarks.studies.triton_compile``: kan-fast's Triton kernels compiled for a GPU, on any machine.
 
     python -m benchmarks.studies.triton_compile [--arch 90] [--orders 3] [--dtype float32]
-                                                [--shapes all|small|big]
+                                                [--shapes all|small|big] [--sms 132]
 
 Triton's compiler and the ptxas it ships run on the CPU, so what a kernel costs in registers can
 be known without a GPU. For every layer of every shape and grid of kan-fast's CUDA targets
 (``benchmarks.studies.targets``, ``TARGETS["cuda"]``), each kernel that layer launches, for
 both contractions (dense and gather), is compiled for the compute capability ``--arch`` (90:
 H100 and H200) with the constants, tiles and warps of the launch code
-(``kan.triton_spline.plan``). ptxas then reports, per kernel:
+(``kan.triton_spline.plan``), which sizes some tiles by the GPU's SMs (``--sms``). Each row
+gives the launch's ``programs`` (a launch of fewer programs than SMs leaves SMs idle), and ptxas
+reports, per kernel:
 
 - ``registers`` per thread (at most 255);
 - ``spill_stores`` and ``spill_loads``: bytes of registers spilled to local memory. A kernel
@@ -113,7 +115,7 @@ def compile_kernel(kernel: str, constants: dict, dtype: str, arch: int, num_warp
             "compile_s": round(seconds, 2)}
 
 
-def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str) -> list[dict]:
+def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str, sms: int = 132) -> list[dict]:
     """One row per (shape, layer, contraction, kernel) to compile, with the launch code's constants."""
     from kan import triton_spline
     from kan.fast import gathers
@@ -130,7 +132,7 @@ def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str) -> list[dict]:
                     for kernel in triton_spline.kernels_of(contraction == "gather"):
                         constants, programs, warps = triton_spline.plan(
                             kernel, batch, in_features, out_features, coeff, order, knots_cardinal,
-                            double=dtype == "float64")
+                            double=dtype == "float64", sms=sms)
                         rows.append({"widths": list(widths), "batch": batch, "grid_size": grid_size,
                                      "order": order, "layer": f"{in_features}->{out_features}",
                                      "contraction": contraction, "kernel": kernel, "cardinal": knots_cardinal,
@@ -148,6 +150,9 @@ def parser() -> Parser:
                    help="spline orders, 1 to 5 (default 3, the targets')")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     p.add_argument("--shapes", choices=("all", "small", "big"), default="all")
+    p.add_argument("--sms", type=cli.count(), default=132,
+                   help="streaming multiprocessors the launches are sized for, as the launch code sizes them "
+                        "for the GPU it runs on (132: H100 SXM, H200; 108: A100)")
     return p
 
 
@@ -170,11 +175,11 @@ def _study(args, cmd: Command) -> int:
         ptxas_path(args.arch)
     except Exception as e:  # an install without the NVIDIA backend
         raise UsageError(f"Triton's ptxas is not found here ({cli.one_line(e)})")
-    planned = plan_rows(args.shapes, orders, args.dtype)
+    planned = plan_rows(args.shapes, orders, args.dtype, args.sms)
     # a cache of its own, so that compile_s is a compile's time, not a read of an earlier one
     os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="kan-triton-compile-")
     run = cmd.open(label="triton-compile", settings={"arch": args.arch, "orders": list(orders), "dtype": args.dtype,
-                                                    "shapes": args.shapes, "triton": __import__("triton").__version__,
+                                                    "shapes": args.shapes, "sms": args.sms, "triton": __import__("triton").__version__,
                                                     "ptxas": ptxas_version(args.arch)})
     print(f"triton_compile: {len(planned)} kernel launches of kan-fast's CUDA targets, compiled for sm_{args.arch}; "
           f"run folder {run.path}", flush=True)
@@ -195,7 +200,7 @@ def _study(args, cmd: Command) -> int:
                          "constants": row["constants"]})
     run.write_rows(CSV, rows)
     print()
-    print(text_table([_shown(row) for row in rows], right=("registers", "spilled", "shared", "compile_s")))
+    print(text_table([_shown(row) for row in rows], right=("programs", "registers", "spilled", "shared", "compile_s")))
     spilling = sorted({row["kernel"] for row in rows if row.get("spill_stores")})
     failed = [row for row in rows if "error" in row]
     print()
@@ -224,7 +229,7 @@ def _shown(row: dict) -> dict:
     return {"shape": f"[{','.join(map(str, row['widths']))}] b{row['batch']} g{row['grid_size']}",
             "order": str(row["order"]), "layer": row["layer"], "contraction": row["contraction"],
             "kernel": row["kernel"], "knots": "cardinal" if row["cardinal"] else "de Boor",
-            "warps": str(row["warps"]),
+            "programs": str(row["programs"]), "warps": str(row["warps"]),
             "registers": "-" if error else str(row["registers"]),
             "spilled": "-" if error else f"{row['spill_stores']} B",
             "shared": "-" if error else f"{row['shared']} B",
