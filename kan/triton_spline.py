@@ -30,8 +30,11 @@ point touches only ``order + 1`` of the ``coeff`` bases. A coefficient table ``(
 (the scaled spline weights, outputs contiguous; one elementwise kernel per call, not saved)
 replaces the dense product:
 
+* ``_local_bases_kernel``: each point's span, ``order + 1`` local bases and SiLU, evaluated
+  once per point into feature-major buffers (else every thread along a row's outputs in the
+  gather forward would repeat the row's recursion);
 * ``_gather_forward_kernel``: tiles (rows, outputs); loops over the features; per row
-  the span, the ``order + 1`` local bases, and as many coalesced reads of the table rows
+  the span and local bases from those buffers, and as many coalesced reads of the table rows
   the span selects, multiplied and added in registers, plus the base branch;
 * ``_gather_input_grad_kernel``: tiles (rows, one feature); loops over the outputs;
   ``grad_out`` times the bases' derivatives dotted with the same table rows, plus SiLU's;
@@ -443,23 +446,42 @@ def _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER: tl.constexpr, KNOTS: tl.
 
 
 @triton.jit
-def _gather_forward_kernel(x_ptr, table_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
-                           ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr,
-                           BM: tl.constexpr, BN: tl.constexpr, CARDINAL: tl.constexpr):
+def _local_bases_kernel(x_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, B, IN, OUT,
+                        ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, BM: tl.constexpr,
+                        CARDINAL: tl.constexpr):
+    """Programs (rows / BM, features): each point's knot span, the values of its ``ORDER + 1`` local
+    bases and its SiLU, feature-major (span and silu (IN, B), values (IN, ORDER + 1, B)), so that
+    the gather forward reads them instead of evaluating the recursion in every thread of a row."""
+    rows = tl.program_id(0) * BM + tl.arange(0, BM)
+    i = tl.program_id(1)
+    row_in = rows < B
+    xv, finite, span, values, _ = _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER, KNOTS, CARDINAL)
+    tl.store(span_ptr + i * B + rows, span, mask=row_in)
+    for d in tl.static_range(ORDER + 1):
+        c = span - ORDER + d  # the coefficient of local basis d
+        valid = (c >= 0) & (c < COEFF)
+        # a basis that does not exist is 0, whatever the recursion made of a point far outside
+        value = tl.where(finite, tl.where(valid, values[d], 0.0), NAN)
+        tl.store(values_ptr + (i * (ORDER + 1) + d) * B + rows, value, mask=row_in)
+    tl.store(silu_ptr + i * B + rows, _silu(xv), mask=row_in)
+
+
+@triton.jit
+def _gather_forward_kernel(span_ptr, values_ptr, silu_ptr, table_ptr, bw_ptr, out_ptr, B, IN, OUT,
+                           ORDER: tl.constexpr, COEFF: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
     rows, outs, row_in, out_in = _output_tile(B, OUT, BM, BN)
     acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
     for i in range(0, IN):
-        xv, finite, span, values, _ = _point(x_ptr, grid_ptr, rows, row_in, i, IN, ORDER, KNOTS, CARDINAL)
+        span = tl.load(span_ptr + i * B + rows, mask=row_in, other=0)
         for d in tl.static_range(ORDER + 1):
-            c = span - ORDER + d  # the coefficient of local basis d
+            c = span - ORDER + d
             valid = row_in & (c >= 0) & (c < COEFF)
-            # a basis that does not exist is 0, whatever the recursion made of a point far outside
-            value = tl.where(finite, tl.where(valid, values[d], 0.0), NAN)
+            value = tl.load(values_ptr + (i * (ORDER + 1) + d) * B + rows, mask=row_in, other=0.0)
             w = tl.load(table_ptr + (i * COEFF + c)[:, None] * OUT + outs[None, :],
                         mask=valid[:, None] & out_in[None, :], other=0.0)
             acc += value[:, None] * w
         base = tl.load(bw_ptr + outs * IN + i, mask=out_in, other=0.0)
-        acc += _silu(xv)[:, None] * base[None, :]
+        acc += tl.load(silu_ptr + i * B + rows, mask=row_in, other=0.0)[:, None] * base[None, :]
     tl.store(out_ptr + rows[:, None] * OUT + outs[None, :], acc, mask=row_in[:, None] & out_in[None, :])
 
 
@@ -511,9 +533,10 @@ def _geometry(grid: torch.Tensor, order: int) -> tuple[int, int]:
 
 # Tile sizes depend on the output width (and the input gradient's on coeff), the spline order
 # and the precision, and take one of three sizes by whether a launch has a program per SM: every
-# distinct tile is one more compilation of a kernel. The dense kernels build each element of a basis tile with the whole recursion of its
-# point; from order 4 on, or in float64, a thread's share of that tile is halved, else the
-# recursion's values outgrow its registers (python -m benchmarks.studies.triton_compile).
+# distinct tile is one more compilation of a kernel. The dense kernels build each element of a
+# basis tile with the whole recursion of its point; from order 4 on, or in float64, a thread's
+# share of that tile is halved, else the recursion's values outgrow its registers
+# (python -m benchmarks.studies.triton_compile).
 
 
 def _heavy(order: int, double: bool) -> bool:
@@ -575,6 +598,10 @@ def input_grad_tiles(batch: int, out_features: int, coeff: int, order: int = 3,
     return (rows, min(32, max(16, _pow2(out_features))), max(1, 64 // cc), cc)
 
 
+# Rows per program of the local bases' kernel: elementwise work, one feature per program.
+LOCAL_BASES_ROWS = 128
+
+
 def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
     """(BM, BN) of the gather kernels: rows, and outputs per tile (the forward) or per step (the input
     gradient). Few rows: each thread keeps the bases of every row it covers in registers."""
@@ -593,10 +620,10 @@ def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool 
              gather: bool = False) -> tuple[int, int]:
     """Kernel launches of one layer's forward and of its backward (first-order). The gather
     kernels add the coefficient table's one elementwise kernel to the forward, and to the backward
-    where it computes the input gradient."""
+    where it computes the input gradient; and the local bases' kernel to the forward."""
     table = int(gather)
     backward = int(needs_input) * (1 + table) + (int(needs_weights) * (1 + int(scaler)))  # the scaler's sum: one
-    return 1 + table, backward
+    return 1 + 2 * table, backward
 
 
 def _table(spline_weight: torch.Tensor, scaler: Optional[torch.Tensor]) -> torch.Tensor:
@@ -611,7 +638,7 @@ def _table(spline_weight: torch.Tensor, scaler: Optional[torch.Tensor]) -> torch
 
 
 # The kernels by name: ``_<name>_kernel``.
-KERNELS = ("forward", "weight_grad", "input_grad", "gather_forward", "gather_input_grad")
+KERNELS = ("forward", "weight_grad", "input_grad", "local_bases", "gather_forward", "gather_input_grad")
 
 
 def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: int, order: int,
@@ -644,8 +671,10 @@ def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal,
         return (dict(common, HAS_SCALER=scaler, BM=bm, BO=bo, FB=fb, CC=cc, PRECISION=precision),
                 (cdiv(batch, bm), cdiv(in_features, fb)))
     bm, bn = gather_tiles(batch, out_features)
+    if kernel == "local_bases":
+        return dict(common, BM=LOCAL_BASES_ROWS), (cdiv(batch, LOCAL_BASES_ROWS), in_features)
     if kernel == "gather_forward":
-        return dict(common, BM=bm, BN=bn), (cdiv(batch, bm), cdiv(out_features, bn))
+        return dict(ORDER=order, COEFF=coeff, BM=bm, BN=bn), (cdiv(batch, bm), cdiv(out_features, bn))
     if kernel == "gather_input_grad":
         return dict(common, BM=bm, BO=bn), (cdiv(batch, bm), in_features)
     raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
@@ -654,6 +683,11 @@ def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal,
 def jit_function(kernel: str):
     """The Triton function of ``kernel`` (one of ``KERNELS``)."""
     return globals()[f"_{kernel}_kernel"]
+
+
+def launched(gather: bool) -> tuple[str, ...]:
+    """Every kernel a layer's first-order step launches, for a contraction."""
+    return ("local_bases",) + kernels_of(True) if gather else kernels_of(False)
 
 
 def kernels_of(gather: bool) -> tuple[str, str, str]:
@@ -683,7 +717,11 @@ def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False, c
     launch = _launcher(x, out.size(1), grid, order, cardinal, scaler is not None)
     forward, _, _ = kernels_of(_gathers(_geometry(grid, order)[0], order, gather))
     if forward == "gather_forward":
-        launch(forward, x, _table(spline_weight, scaler), base_weight, grid, out)
+        batch, in_features = x.shape
+        span = torch.empty(in_features, batch, dtype=torch.int32, device=x.device)
+        values, silu = x.new_empty(in_features, order + 1, batch), x.new_empty(in_features, batch)
+        launch("local_bases", x, grid, span, values, silu)
+        launch(forward, span, values, silu, _table(spline_weight, scaler), base_weight, out)
     else:
         launch(forward, x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out)
     return out

@@ -70,15 +70,57 @@ def test_a_kernel_compiles_for_sm_90_and_reports_its_registers(cardinal):
         "import json\n"
         "from kan import triton_spline\n"
         "from benchmarks.studies import triton_compile\n"
-        f"constants, _, warps = triton_spline.plan('gather_forward', 64, 3, 5, 8, 3, cardinal={cardinal})\n"
-        "found = triton_compile.compile_kernel('gather_forward', constants, 'float32', 90, warps, "
-        "triton_spline.NUM_STAGES)\n"
+        f"constants, _, warps = triton_spline.plan('local_bases', 64, 3, 5, 8, 3, cardinal={cardinal})\n"
+        "found = triton_compile.compile_kernel('local_bases', constants, 'float32', 90, warps, "
+        "triton_spline.NUM_STAGES, {'B': 64, 'IN': 3, 'OUT': 5})\n"
         "print(json.dumps(found))\n")
     done = child(code)
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 < found["registers"] <= 255 and found["spill_stores"] >= 0 and found["shared"] >= 0
     assert found["compile_s"] > 0
+    assert found["loop_instructions"] is None  # the local bases: no loop
+
+
+def test_a_kernels_main_loop_is_counted_from_its_machine_code():
+    code = (
+        "import json\n"
+        "from kan import triton_spline\n"
+        "from benchmarks.studies import triton_compile\n"
+        "constants, _, warps = triton_spline.plan('gather_forward', 64, 3, 64, 8, 3)\n"
+        "found = triton_compile.compile_kernel('gather_forward', constants, 'float32', 90, warps, "
+        "triton_spline.NUM_STAGES, {'B': 64, 'IN': 3, 'OUT': 64})\n"
+        "print(json.dumps(found))\n")
+    done = child(code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    # a 16 x 64 tile over 256 threads: 4 outputs a thread, order + 1 = 4 bases and SiLU each
+    assert found["loop_fma"] == 4 * 5
+    assert found["loop_instructions"] > found["loop_fma"] and found["loop_loads"] > 0
+
+
+SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_0:
+        /*0010*/                   LDG.E R2, desc[UR4][R4.64] ;
+        /*0020*/                   FFMA R3, R2, R2, R3 ;
+        /*0030*/                   DFMA R6, R8, R8, R6 ;
+        /*0040*/               @P0 BRA `(.L_x_0) ;
+        /*0050*/                   ISETP.GE.AND P1, PT, R0, 0x10, PT ;
+.L_x_1:
+        /*0060*/                   LDG.E.128 R8, desc[UR4][R10.64] ;
+        /*0070*/              @!P1 BRA `(.L_x_1) ;
+        /*0080*/                   EXIT ;
+.L_x_2:
+        /*0090*/                   BRA `(.L_x_2);
+"""
+
+
+def test_main_loop_is_the_longest_backward_branch():
+    assert triton_compile.main_loop(SASS) == {"loop_instructions": 4, "loop_fma": 2, "loop_loads": 1}
+    no_loop = SASS.split(".L_x_1:")[0].replace("@P0 BRA `(.L_x_0)", "NOP")
+    assert triton_compile.main_loop(no_loop + ".L_x_2:\n        /*0090*/                   BRA `(.L_x_2);\n") == \
+        {"loop_instructions": None, "loop_fma": None, "loop_loads": None}
 
 
 def test_bad_input_is_one_line_errors(capsys):

@@ -17,6 +17,10 @@ reports, per kernel:
   that spills waits on memory for its own variables, and is slow on any GPU;
 - ``stack``: the stack frame, in bytes;
 - ``shared``: the shared memory Triton allocated, in bytes;
+- ``loop_instructions``, ``loop_fma``, ``loop_loads``: the kernel's main loop in its machine code
+  (nvdisasm, which ships beside ptxas), per thread and iteration: all its instructions, its
+  multiply-adds and its loads from global memory. A warp issues every instruction of the loop,
+  so where multiply-adds are a small share of them, the loop costs that many times its arithmetic;
 - ``compile_s``: the compile time on this machine (a cache of the study's own, so nothing is
   read from an earlier compile), which a GPU run pays once per kernel and constants.
 
@@ -46,6 +50,7 @@ from benchmarks.core.units import text_table
 ARCHES = (80, 86, 89, 90)
 DTYPES = {"float32": "fp32", "float64": "fp64"}
 CSV = "triton_compile"
+INDEX_POINTERS = ("span_ptr",)  # the kernels' int32 tensors; every other pointer is of the layer's dtype
 PTXAS_INFO = re.compile(
     r"(?P<stack>\d+) bytes stack frame, (?P<spill_stores>\d+) bytes spill stores, "
     r"(?P<spill_loads>\d+) bytes spill loads.*?Used (?P<registers>\d+) registers", re.S)
@@ -81,8 +86,12 @@ def ptxas_path(arch: int) -> str:
 
 
 def compile_kernel(kernel: str, constants: dict, dtype: str, arch: int, num_warps: int,
-                   num_stages: int) -> dict:
-    """Compile one kernel for ``arch``; its resources (``parse_ptxas``), shared memory and compile time."""
+                   num_stages: int, sizes: Optional[dict] = None) -> dict:
+    """Compile one kernel for ``arch``; its resources (``parse_ptxas``), shared memory and compile time.
+
+    ``sizes``: the launch's B, IN and OUT. As Triton specialises a launch (its pointers are 16-byte
+    aligned, as torch allocates them; an integer that 16 divides), the compile is told so, which
+    lets it vectorise loads; without ``sizes`` no integer is taken as divisible."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -90,14 +99,18 @@ def compile_kernel(kernel: str, constants: dict, dtype: str, arch: int, num_warp
     from kan import triton_spline
 
     function = triton_spline.jit_function(kernel)
-    signature = {}
-    for name in inspect.signature(function.fn).parameters:
+    signature, attrs = {}, {}
+    for index, name in enumerate(inspect.signature(function.fn).parameters):
+        if name.endswith("_ptr") or (sizes or {}).get(name, 1) % 16 == 0:
+            attrs[(index,)] = [["tt.divisibility", 16]]
         if name in constants:
             signature[name] = "constexpr"
+        elif name in INDEX_POINTERS:
+            signature[name] = "*i32"
         else:  # the kernels' pointers end in _ptr, their other arguments are 32-bit sizes
             signature[name] = f"*{DTYPES[dtype]}" if name.endswith("_ptr") else "i32"
     started = time.perf_counter()
-    compiled = triton.compile(ASTSource(fn=function, signature=signature, constexprs=constants),
+    compiled = triton.compile(ASTSource(fn=function, signature=signature, constexprs=constants, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
     seconds = time.perf_counter() - started
@@ -109,10 +122,56 @@ def compile_kernel(kernel: str, constants: dict, dtype: str, arch: int, num_warp
             f.write(ptx)
         done = subprocess.run([ptxas_path(arch), "-v", f"--gpu-name={gpu}", source, "-o",
                                os.path.join(folder, "kernel.cubin")], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"ptxas failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        if done.returncode != 0:
+            raise RuntimeError(f"ptxas failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        machine_code = disassemble(os.path.join(folder, "kernel.cubin"), arch)
     return {**parse_ptxas(done.stderr + done.stdout), "shared": int(compiled.metadata.shared),
-            "compile_s": round(seconds, 2)}
+            "compile_s": round(seconds, 2), **main_loop(machine_code)}
+
+
+def disassemble(cubin: str, arch: int) -> str:
+    """The machine code (SASS) of a cubin, by the nvdisasm that ships beside Triton's ptxas."""
+    tool = os.path.join(os.path.dirname(ptxas_path(arch)), "nvdisasm")
+    done = subprocess.run([tool, "-c", cubin], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"nvdisasm failed: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout
+
+
+SASS_LABEL = re.compile(r"^\s*\.(L_x_\d+):")
+SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+SASS_TARGET = re.compile(r"`\(\.(L_x_\d+)\)")
+
+
+def main_loop(sass: str) -> dict:
+    """The instructions of a kernel's main loop: the longest range of machine code that a branch
+    jumps back to the start of. ``loop_instructions`` in all, ``loop_fma`` multiply-adds (FFMA,
+    DFMA) and ``loop_loads`` loads from global memory (LDG), each per thread and iteration; None
+    for a kernel without a loop. Every thread of a warp issues the same instructions, so what a loop
+    costs is its instructions, not its multiply-adds alone."""
+    opcodes: list[str] = []
+    labels: dict[str, int] = {}
+    loops = []
+    for line in sass.splitlines():
+        label = SASS_LABEL.match(line)
+        if label:
+            labels[label.group(1)] = len(opcodes)
+            continue
+        instruction = SASS_INSTRUCTION.match(line)
+        if instruction is None:
+            continue
+        opcode, operands = instruction.groups()
+        target = SASS_TARGET.search(operands) if opcode.startswith("BRA") else None
+        # a branch to itself is the trap that ends every kernel, not a loop
+        if target and labels.get(target.group(1), len(opcodes)) < len(opcodes):
+            loops.append((labels[target.group(1)], len(opcodes)))
+        opcodes.append(opcode.split(".")[0])
+    if not loops:
+        return {"loop_instructions": None, "loop_fma": None, "loop_loads": None}
+    start, end = max(loops, key=lambda loop: loop[1] - loop[0])
+    body = opcodes[start:end + 1]
+    return {"loop_instructions": len(body), "loop_fma": sum(op in ("FFMA", "DFMA") for op in body),
+            "loop_loads": body.count("LDG")}
 
 
 def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str, sms: int = 132) -> list[dict]:
@@ -129,7 +188,7 @@ def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str, sms: int = 132) 
                 for contraction in ("dense", "gather"):
                     if contraction == "gather" and not gathers("gather", grid_size, order, False, triton=True):
                         continue
-                    for kernel in triton_spline.kernels_of(contraction == "gather"):
+                    for kernel in triton_spline.launched(contraction == "gather"):
                         constants, programs, warps = triton_spline.plan(
                             kernel, batch, in_features, out_features, coeff, order, knots_cardinal,
                             double=dtype == "float64", sms=sms)
@@ -187,11 +246,14 @@ def _study(args, cmd: Command) -> int:
     rows = []
     with cmd.interruptible():
         for row in planned:
-            key = (row["kernel"], row["warps"], tuple(sorted(row["constants"].items())))
+            in_features, out_features = map(int, row["layer"].split("->"))
+            sizes = {"B": row["batch"], "IN": in_features, "OUT": out_features}
+            key = (row["kernel"], row["warps"], tuple(sorted(row["constants"].items())),
+                   tuple(size % 16 == 0 for size in sizes.values()))
             if key not in compiled:
                 try:
                     compiled[key] = compile_kernel(row["kernel"], row["constants"], args.dtype, args.arch,
-                                                   row["warps"], kernels.NUM_STAGES)
+                                                   row["warps"], kernels.NUM_STAGES, sizes)
                 except Exception as e:  # one kernel's failure is its row, not the end of the study
                     compiled[key] = {"error": cli.one_line(e)}
                 print(f"  {row['kernel']:>17} {row['layer']:>11} grid {row['grid_size']:<3} order {row['order']} "
@@ -200,7 +262,7 @@ def _study(args, cmd: Command) -> int:
                          "constants": row["constants"]})
     run.write_rows(CSV, rows)
     print()
-    print(text_table([_shown(row) for row in rows], right=("programs", "registers", "spilled", "shared", "compile_s")))
+    print(text_table([_shown(row) for row in rows], right=("programs", "registers", "spilled", "shared", "compile_s", "loop")))
     spilling = sorted({row["kernel"] for row in rows if row.get("spill_stores")})
     failed = [row for row in rows if "error" in row]
     print()
@@ -220,8 +282,10 @@ def ptxas_version(arch: int) -> str:
 def _resources(found: dict) -> str:
     if "error" in found:
         return f"error: {found['error']}"
+    loop = "" if found.get("loop_instructions") is None else \
+        f", loop {found['loop_instructions']} instructions ({found['loop_fma']} fma, {found['loop_loads']} loads)"
     return (f"{found['registers']} registers, {found['spill_stores']} B spilled, {found['shared']} B shared, "
-            f"{found['compile_s']:.1f} s")
+            f"{found['compile_s']:.1f} s{loop}")
 
 
 def _shown(row: dict) -> dict:
@@ -234,6 +298,8 @@ def _shown(row: dict) -> dict:
             "spilled": "-" if error else f"{row['spill_stores']} B",
             "shared": "-" if error else f"{row['shared']} B",
             "compile_s": "-" if error else f"{row['compile_s']:.1f}",
+            "loop": "-" if error or row.get("loop_instructions") is None else
+            f"{row['loop_instructions']} ({row['loop_fma']} fma, {row['loop_loads']} ld)",
             "note": f"error: {error}" if error else ""}
 
 
