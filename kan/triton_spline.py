@@ -38,7 +38,13 @@ replaces the dense product:
   the span selects, multiplied and added in registers, plus the base branch;
 * ``_gather_input_grad_kernel``: tiles (rows, one feature); loops over the outputs;
   ``grad_out`` times the bases' derivatives dotted with the same table rows, plus SiLU's;
-* the weight gradient is the dense ``_weight_grad_kernel``.
+* ``_gather_weight_grad_kernel``: programs (features x coefficients, outputs); each feature's
+  points sorted by span (``torch.sort``), so that coefficient c sums, in order, the contiguous
+  range of points whose span lies in [c, c + order] (the only ones its basis touches), found by
+  ``torch.searchsorted``; no atomics. SiLU's column is one ``torch`` matrix product. Where the
+  rows summed do not make the dense product's NaN themselves (a non-finite input elsewhere in the
+  feature; a non-finite ``grad_out`` entry in a row not summed, which the dense product meets
+  with an exact 0), it is set from two counts.
 
 No host synchronisation: NaN and infinite inputs are not detected on the host.
 The kernels give a non-finite input all-NaN spline bases (the reference's Cox-de
@@ -514,6 +520,51 @@ def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr,
         acc += g * e + g * 0.0
     tl.store(gx_ptr + rows * IN + i, tl.sum(acc, axis=1), mask=row_in)
 
+@triton.jit
+def _gather_weight_grad_kernel(span_ptr, rows_ptr, starts_ptr, values_ptr, g_ptr, sw_ptr, sc_ptr,
+                               finite_in_ptr, finite_out_ptr, gsw_ptr, prod_ptr, B, IN, OUT,
+                               ORDER: tl.constexpr, COEFF: tl.constexpr, HAS_SCALER: tl.constexpr,
+                               BM: tl.constexpr, BN: tl.constexpr):
+    """Programs (features x coefficients, outputs / BN): the gradient of coefficient c of feature i,
+    the sum over the points whose span lies in [c, c + ORDER] (the only ones whose basis c is not
+    zero) of that basis times grad_out. Each feature's points are sorted by span (span_ptr, rows_ptr:
+    (IN, B), sorted spans and the rows they came from), so those points are the range
+    [first, end) of its sorted rows (starts_ptr: (IN, COEFF + ORDER + 1), where each feature's
+    first point of each span or more is), read in order: no atomics, the same sum on every run.
+    finite_in (IN,): whether a feature's inputs are all finite; finite_out (OUT,): how many of an
+    output's grad_out entries are."""
+    pid = tl.program_id(0)
+    i = pid // COEFF
+    c = pid % COEFF
+    outs = tl.program_id(1) * BN + tl.arange(0, BN)
+    out_in = outs < OUT
+    first = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c)
+    end = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c + ORDER + 1)
+    acc = tl.zeros((BM, BN), dtype=g_ptr.dtype.element_ty)
+    seen = tl.zeros((BM, BN), dtype=tl.int32)  # non-finite grad_out entries among the rows summed
+    for j0 in range(first, end, BM):
+        j = j0 + tl.arange(0, BM)
+        j_in = j < end
+        row = tl.load(rows_ptr + i * B + j, mask=j_in, other=0)
+        d = c - tl.load(span_ptr + i * B + j, mask=j_in, other=0) + ORDER  # the local index of basis c
+        value = tl.load(values_ptr + (i * (ORDER + 1) + d) * B + row, mask=j_in, other=0.0)
+        g = tl.load(g_ptr + row[:, None] * OUT + outs[None, :], mask=j_in[:, None] & out_in[None, :], other=0.0)
+        acc += value[:, None] * g
+        seen += (~_finite(g)).to(tl.int32)
+    grad = tl.sum(acc, axis=0)
+    # The dense product's NaN, where the rows summed here do not make it themselves: a non-finite
+    # input makes every basis of its feature NaN; a non-finite grad_out entry in a row not summed
+    # here meets this basis's exact 0 (0 * inf).
+    unseen = B - tl.load(finite_out_ptr + outs, mask=out_in, other=B) - tl.sum(seen, axis=0)
+    grad = tl.where((tl.load(finite_in_ptr + i) != 0) & (unseen == 0), grad, NAN)
+    at = (outs * IN + i) * COEFF + c
+    if HAS_SCALER:
+        tl.store(gsw_ptr + at, grad * tl.load(sc_ptr + outs * IN + i, mask=out_in, other=0.0), mask=out_in)
+        tl.store(prod_ptr + at, grad * tl.load(sw_ptr + at, mask=out_in, other=0.0), mask=out_in)
+    else:
+        tl.store(gsw_ptr + at, grad, mask=out_in)
+
+
 # --------------------------------------------------------------------------- launches
 
 
@@ -608,6 +659,11 @@ def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
     return (16, min(64, max(16, _pow2(out_features))))
 
 
+def gather_weight_grad_tiles(out_features: int) -> tuple[int, int]:
+    """(BM, BN) of the gather weight gradient: sorted rows per step, and outputs per tile."""
+    return (32, min(64, max(16, _pow2(out_features))))
+
+
 def _gathers(coeff: int, order: int, asked: bool) -> bool:
     """Whether the operators asked for the gather kernels (``asked``) run them: on a grid of one
     interval the band of local bases covers every column, which the gather input gradient's NaN rule
@@ -616,13 +672,21 @@ def _gathers(coeff: int, order: int, asked: bool) -> bool:
     return asked and coeff > order + 1
 
 
+# The gather weight gradient's operations besides its kernel and the scaler's sum: the local bases'
+# kernel, the sort by span, the span bounds (arange, expand, searchsorted), the inputs' and
+# grad_out's finiteness (isfinite and a reduction each), SiLU's column (one matrix product).
+GATHER_WEIGHT_GRAD_OPERATIONS = 10
+
+
 def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool = True,
              gather: bool = False) -> tuple[int, int]:
-    """Kernel launches of one layer's forward and of its backward (first-order). The gather
-    kernels add the coefficient table's one elementwise kernel to the forward, and to the backward
-    where it computes the input gradient; and the local bases' kernel to the forward."""
+    """Kernel launches of one layer's forward and of its backward (first-order), a torch operation
+    counted as one. The gather kernels add the coefficient table's one elementwise kernel to the
+    forward, and to the backward where it computes the input gradient; the local bases' kernel to
+    the forward; and to the weight gradient ``GATHER_WEIGHT_GRAD_OPERATIONS``."""
     table = int(gather)
-    backward = int(needs_input) * (1 + table) + (int(needs_weights) * (1 + int(scaler)))  # the scaler's sum: one
+    weights = 1 + int(scaler) + table * GATHER_WEIGHT_GRAD_OPERATIONS  # the scaler's sum: one
+    backward = int(needs_input) * (1 + table) + int(needs_weights) * weights
     return 1 + 2 * table, backward
 
 
@@ -638,7 +702,8 @@ def _table(spline_weight: torch.Tensor, scaler: Optional[torch.Tensor]) -> torch
 
 
 # The kernels by name: ``_<name>_kernel``.
-KERNELS = ("forward", "weight_grad", "input_grad", "local_bases", "gather_forward", "gather_input_grad")
+KERNELS = ("forward", "weight_grad", "input_grad", "local_bases", "gather_forward", "gather_weight_grad",
+           "gather_input_grad")
 
 
 def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: int, order: int,
@@ -677,6 +742,10 @@ def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal,
         return dict(ORDER=order, COEFF=coeff, BM=bm, BN=bn), (cdiv(batch, bm), cdiv(out_features, bn))
     if kernel == "gather_input_grad":
         return dict(common, BM=bm, BO=bn), (cdiv(batch, bm), in_features)
+    if kernel == "gather_weight_grad":
+        rows, outs = gather_weight_grad_tiles(out_features)
+        return (dict(ORDER=order, COEFF=coeff, HAS_SCALER=scaler, BM=rows, BN=outs),
+                (in_features * coeff, cdiv(out_features, outs)))
     raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
 
 
@@ -693,7 +762,7 @@ def launched(gather: bool) -> tuple[str, ...]:
 def kernels_of(gather: bool) -> tuple[str, str, str]:
     """The kernels of one layer's step, (forward, weight gradient, input gradient), for a contraction."""
     if gather:
-        return ("gather_forward", "weight_grad", "gather_input_grad")
+        return ("gather_forward", "gather_weight_grad", "gather_input_grad")
     return ("forward", "weight_grad", "input_grad")
 
 
@@ -712,15 +781,41 @@ def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int
     return launch
 
 
+def _local_bases(launch, x, grid, order):
+    """Each point's span (int32), local bases and SiLU, feature-major: (in, batch), (in, order + 1,
+    batch) and (in, batch), by ``_local_bases_kernel``."""
+    batch, in_features = x.shape
+    span = torch.empty(in_features, batch, dtype=torch.int32, device=x.device)
+    values, silu = x.new_empty(in_features, order + 1, batch), x.new_empty(in_features, batch)
+    launch("local_bases", x, grid, span, values, silu)
+    return span, values, silu
+
+
+def _gather_weight_grads(launch, grad_out, x, spline_weight, scaler_arg, grid, order, grad_spline, product):
+    """The spline weights' gradient (and ``product``, its elementwise product with them where there
+    is a scaler) by ``_gather_weight_grad_kernel``; returns the base weights' gradient. Each
+    feature's points are sorted by span (stable), and coefficient c sums the range of them whose
+    span lies in [c, c + order], found by binary search."""
+    coeff, _ = _geometry(grid, order)
+    span, values, silu = _local_bases(launch, x, grid, order)
+    spans, rows = torch.sort(span, dim=1, stable=True)
+    # starts[i, s]: where feature i's first point of span s or more is; coefficient c sums
+    # [starts[i, c], starts[i, c + order + 1]) (spans are integers)
+    spans_from = torch.arange(coeff + order + 1, dtype=torch.int32, device=x.device)
+    starts = torch.searchsorted(spans, spans_from.expand(x.size(1), -1).contiguous(), out_int32=True)
+    finite_in = torch.isfinite(x).all(dim=0)
+    finite_out = torch.isfinite(grad_out).sum(dim=0, dtype=torch.int32)
+    launch("gather_weight_grad", spans, rows, starts, values, grad_out, spline_weight, scaler_arg,
+           finite_in, finite_out, grad_spline, product)
+    return grad_out.t().mm(silu.t())  # (out, in): SiLU's column, a matrix product as torch's own
+
+
 def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False, cardinal=True):
     out = x.new_empty(x.size(0), base_weight.size(0))
     launch = _launcher(x, out.size(1), grid, order, cardinal, scaler is not None)
     forward, _, _ = kernels_of(_gathers(_geometry(grid, order)[0], order, gather))
     if forward == "gather_forward":
-        batch, in_features = x.shape
-        span = torch.empty(in_features, batch, dtype=torch.int32, device=x.device)
-        values, silu = x.new_empty(in_features, order + 1, batch), x.new_empty(in_features, batch)
-        launch("local_bases", x, grid, span, values, silu)
+        span, values, silu = _local_bases(launch, x, grid, order)
         launch(forward, span, values, silu, _table(spline_weight, scaler), base_weight, out)
     else:
         launch(forward, x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out)
@@ -738,7 +833,11 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
         grad_spline = torch.empty_like(spline_weight)
         grad_base = torch.empty_like(base_weight)
         product = torch.empty_like(spline_weight) if scaler is not None else grad_spline
-        launch(weight_grad, x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base)
+        if weight_grad == "gather_weight_grad":
+            grad_base = _gather_weight_grads(launch, grad_out, x, spline_weight, scaler_arg, grid, order,
+                                             grad_spline, product)
+        else:
+            launch(weight_grad, x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base)
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
     if needs_input:

@@ -156,7 +156,7 @@ class Counting:
 
 
 KERNELS = ("_forward_kernel", "_weight_grad_kernel", "_input_grad_kernel", "_local_bases_kernel",
-           "_gather_forward_kernel", "_gather_input_grad_kernel")
+           "_gather_forward_kernel", "_gather_weight_grad_kernel", "_gather_input_grad_kernel")
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def ran(launched) -> set:
 
 
 DENSE_KERNELS = {"_forward_kernel", "_weight_grad_kernel", "_input_grad_kernel"}
-GATHER_KERNELS = {"_local_bases_kernel", "_gather_forward_kernel", "_weight_grad_kernel",
+GATHER_KERNELS = {"_local_bases_kernel", "_gather_forward_kernel", "_gather_weight_grad_kernel",
                   "_gather_input_grad_kernel"}
 # both contractions, forced: each kernel is checked at every grid, whichever "auto" would take
 CONTRACTION = pytest.mark.parametrize("contraction", ["dense", "gather"])
@@ -497,9 +497,11 @@ def test_launches_per_layer():
     assert ts.launches() == (1, 3)
     assert ts.launches(scaler=False) == (1, 2)
     assert ts.launches(needs_weights=False) == (1, 1)
-    # the coefficient table: one more kernel in each direction; the local bases one more in the forward
-    assert ts.launches(gather=True) == (3, 4)
-    assert ts.launches(needs_input=False, gather=True) == (3, 2)
+    # the coefficient table: one more kernel in each direction; the local bases one more in the forward;
+    # the gather weight gradient's sort, span bounds, finiteness counts, local bases and SiLU product
+    operations = ts.GATHER_WEIGHT_GRAD_OPERATIONS
+    assert ts.launches(gather=True) == (3, 2 + 2 + operations)
+    assert ts.launches(needs_input=False, gather=True) == (3, 2 + operations)
 
 
 # --------------------------------------------------------------------------- double backward

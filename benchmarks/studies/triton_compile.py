@@ -50,7 +50,9 @@ from benchmarks.core.units import text_table
 ARCHES = (80, 86, 89, 90)
 DTYPES = {"float32": "fp32", "float64": "fp64"}
 CSV = "triton_compile"
-INDEX_POINTERS = ("span_ptr",)  # the kernels' int32 tensors; every other pointer is of the layer's dtype
+# the kernels' index and count tensors; every other pointer is of the layer's dtype
+INDEX_POINTERS = {"span_ptr": "*i32", "starts_ptr": "*i32", "rows_ptr": "*i64",
+                  "finite_in_ptr": "*i1", "finite_out_ptr": "*i32"}
 PTXAS_INFO = re.compile(
     r"(?P<stack>\d+) bytes stack frame, (?P<spill_stores>\d+) bytes spill stores, "
     r"(?P<spill_loads>\d+) bytes spill loads.*?Used (?P<registers>\d+) registers", re.S)
@@ -106,7 +108,7 @@ def compile_kernel(kernel: str, constants: dict, dtype: str, arch: int, num_warp
         if name in constants:
             signature[name] = "constexpr"
         elif name in INDEX_POINTERS:
-            signature[name] = "*i32"
+            signature[name] = INDEX_POINTERS[name]
         else:  # the kernels' pointers end in _ptr, their other arguments are 32-bit sizes
             signature[name] = f"*{DTYPES[dtype]}" if name.endswith("_ptr") else "i32"
     started = time.perf_counter()
