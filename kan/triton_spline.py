@@ -118,12 +118,19 @@ def why_not_device(x: torch.Tensor) -> Optional[str]:
             f"kan.triton_spline is imported), not on {x.device.type}")
 
 
-def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool) -> Optional[str]:
-    """None if the kernels compute a layer of this spline order, grid and activation on ``x``; else why not.
+# The kernels index their tensors with 32-bit integers.
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, out_features: int = 1,
+                  coeff: int = 1) -> Optional[str]:
+    """None if the kernels compute a layer of this spline order, grid and activation on ``x`` (batch,
+    in); else why not.
 
     Any uniform grid: where its float knots are evenly spaced to rounding (``kan.fast.is_cardinal``)
     the kernels evaluate the cardinal recursion, elsewhere (large float32 grids) de Boor's triangle
-    over the stored knots, as the reference does."""
+    over the stored knots, as the reference does. No tensor the kernels read or write may hold more
+    than ``MAX_ELEMENTS`` (the input, the output, the weights, the local bases' buffer)."""
     if not silu:
         return "the kernels compute the default SiLU base activation only"
     if not 1 <= order <= MAX_ORDER:
@@ -132,6 +139,10 @@ def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool) -> Opt
         return "the grid is not uniform (update_grid adapted it)"
     if x.dtype not in (torch.float32, torch.float64):
         return f"the kernels take float32 or float64, not {x.dtype}"
+    batch, in_features = x.shape
+    largest = max(batch * in_features * (order + 1), batch * out_features, out_features * in_features * (coeff + 1))
+    if largest > MAX_ELEMENTS:
+        return f"a tensor of {largest} elements, more than the kernels' 32-bit indices reach ({MAX_ELEMENTS})"
     return None
 
 

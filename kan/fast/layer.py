@@ -124,7 +124,7 @@ class FastBSplineKANLinear(KANLinear):
             return False
         geometry = geometry or self.knot_geometry()
         reason = kernels.why_not_layer(x, self.spline_order, geometry.uniform,
-                                       type(self.base_activation) is torch.nn.SiLU)
+                                       type(self.base_activation) is torch.nn.SiLU, self.out_features, geometry.coeff)
         if reason is None:
             return True
         if not self.__dict__.get("_triton_warned"):
