@@ -552,7 +552,6 @@ def _gather_weight_grad_kernel(span_ptr, rows_ptr, starts_ptr, values_ptr, g_ptr
     first = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c)
     end = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c + ORDER + 1)
     acc = tl.zeros((BM, BN), dtype=g_ptr.dtype.element_ty)
-    seen = tl.zeros((BM, BN), dtype=tl.int32)  # non-finite grad_out entries among the rows summed
     for j0 in range(first, end, BM):
         j = j0 + tl.arange(0, BM)
         j_in = j < end
@@ -561,12 +560,20 @@ def _gather_weight_grad_kernel(span_ptr, rows_ptr, starts_ptr, values_ptr, g_ptr
         value = tl.load(values_ptr + (i * (ORDER + 1) + d) * B + row, mask=j_in, other=0.0)
         g = tl.load(g_ptr + row[:, None] * OUT + outs[None, :], mask=j_in[:, None] & out_in[None, :], other=0.0)
         acc += value[:, None] * g
-        seen += (~_finite(g)).to(tl.int32)
     grad = tl.sum(acc, axis=0)
     # The dense product's NaN, where the rows summed here do not make it themselves: a non-finite
     # input makes every basis of its feature NaN; a non-finite grad_out entry in a row not summed
-    # here meets this basis's exact 0 (0 * inf).
-    unseen = B - tl.load(finite_out_ptr + outs, mask=out_in, other=B) - tl.sum(seen, axis=0)
+    # here meets this basis's exact 0 (0 * inf). Where an output has such entries (rare), a second
+    # pass counts those among the rows summed, out of the hot loop.
+    unseen = B - tl.load(finite_out_ptr + outs, mask=out_in, other=B)
+    if tl.max(unseen, axis=0) > 0:
+        for j0 in range(first, end, BM):
+            j = j0 + tl.arange(0, BM)
+            j_in = j < end
+            row = tl.load(rows_ptr + i * B + j, mask=j_in, other=0)
+            g = tl.load(g_ptr + row[:, None] * OUT + outs[None, :], mask=j_in[:, None] & out_in[None, :],
+                        other=0.0)
+            unseen -= tl.sum((~_finite(g)).to(tl.int32), axis=0)
     grad = tl.where((tl.load(finite_in_ptr + i) != 0) & (unseen == 0), grad, NAN)
     at = (outs * IN + i) * COEFF + c
     if HAS_SCALER:

@@ -116,8 +116,23 @@ SASS = """
 """
 
 
-def test_main_loop_is_the_longest_backward_branch():
+OUTER = """
+.L_x_5:
+        /*0000*/                   LDG.E R2, desc[UR4][R4.64] ;
+.L_x_6:
+        /*0010*/                   FFMA R3, R2, R2, R3 ;
+        /*0020*/               @P0 BRA `(.L_x_6) ;
+        /*0030*/                   FFMA R3, R2, R2, R3 ;
+        /*0040*/                   MOV R1, R2 ;
+        /*0050*/               @P1 BRA `(.L_x_5) ;
+"""
+
+
+def test_main_loop_is_the_innermost_loop_with_the_most_multiply_adds():
+    # two innermost loops: 4 instructions with 2 multiply-adds, 2 with none
     assert triton_compile.main_loop(SASS) == {"loop_instructions": 4, "loop_fma": 2, "loop_loads": 1}
+    # a loop around another is not innermost, though it holds more multiply-adds
+    assert triton_compile.main_loop(OUTER) == {"loop_instructions": 2, "loop_fma": 1, "loop_loads": 0}
     no_loop = SASS.split(".L_x_1:")[0].replace("@P0 BRA `(.L_x_0)", "NOP")
     assert triton_compile.main_loop(no_loop + ".L_x_2:\n        /*0090*/                   BRA `(.L_x_2);\n") == \
         {"loop_instructions": None, "loop_fma": None, "loop_loads": None}

@@ -111,7 +111,8 @@ TABLES = {
         "cardinal",  # the grid's float32 knots evenly spaced to rounding: the cardinal recursion, else de Boor's
         "programs", "warps",
         "registers", "spill_stores", "spill_loads", "stack", "shared", "compile_s",
-        # the kernel's main loop, per thread and iteration, from its machine code (empty: no loop)
+        # the kernel's main loop (its innermost loop with the most multiply-adds), per thread and
+        # iteration, from its machine code (empty: no loop)
         "loop_instructions", "loop_fma", "loop_loads",
         "error",  # one line where the kernel did not compile
         "constants",  # the launch code's compile-time constants (JSON)

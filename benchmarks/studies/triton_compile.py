@@ -18,7 +18,8 @@ reports, per kernel:
 - ``stack``: the stack frame, in bytes;
 - ``shared``: the shared memory Triton allocated, in bytes;
 - ``loop_instructions``, ``loop_fma``, ``loop_loads``: the kernel's main loop in its machine code
-  (nvdisasm, which ships beside ptxas), per thread and iteration: all its instructions, its
+  (nvdisasm, which ships beside ptxas; of the innermost loops, the one with the most
+  multiply-adds), per thread and iteration: all its instructions, its
   multiply-adds and its loads from global memory. A warp issues every instruction of the loop,
   so where multiply-adds are a small share of them, the loop costs that many times its arithmetic;
 - ``compile_s``: the compile time on this machine (a cache of the study's own, so nothing is
@@ -146,11 +147,12 @@ SASS_TARGET = re.compile(r"`\(\.(L_x_\d+)\)")
 
 
 def main_loop(sass: str) -> dict:
-    """The instructions of a kernel's main loop: the longest range of machine code that a branch
-    jumps back to the start of. ``loop_instructions`` in all, ``loop_fma`` multiply-adds (FFMA,
-    DFMA) and ``loop_loads`` loads from global memory (LDG), each per thread and iteration; None
-    for a kernel without a loop. Every thread of a warp issues the same instructions, so what a loop
-    costs is its instructions, not its multiply-adds alone."""
+    """The instructions of a kernel's main loop: of the innermost loops (ranges of machine code that
+    a branch jumps back to the start of, holding no other), the one with the most multiply-adds,
+    then the longest. ``loop_instructions`` in all, ``loop_fma`` multiply-adds (FFMA, DFMA) and
+    ``loop_loads`` loads from global memory (LDG), each per thread and iteration; None for a kernel
+    without a loop. Every thread of a warp issues the same instructions, so what a loop costs is its
+    instructions, not its multiply-adds alone."""
     opcodes: list[str] = []
     labels: dict[str, int] = {}
     loops = []
@@ -170,10 +172,11 @@ def main_loop(sass: str) -> dict:
         opcodes.append(opcode.split(".")[0])
     if not loops:
         return {"loop_instructions": None, "loop_fma": None, "loop_loads": None}
-    start, end = max(loops, key=lambda loop: loop[1] - loop[0])
+    innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
+    fma = {loop: sum(op in ("FFMA", "DFMA") for op in opcodes[loop[0]:loop[1] + 1]) for loop in innermost}
+    start, end = max(innermost, key=lambda loop: (fma[loop], loop[1] - loop[0]))
     body = opcodes[start:end + 1]
-    return {"loop_instructions": len(body), "loop_fma": sum(op in ("FFMA", "DFMA") for op in body),
-            "loop_loads": body.count("LDG")}
+    return {"loop_instructions": len(body), "loop_fma": fma[(start, end)], "loop_loads": body.count("LDG")}
 
 
 def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str, sms: int = 132) -> list[dict]:
