@@ -38,7 +38,7 @@ replaces the dense product:
   the span selects, multiplied and added in registers, plus the base branch;
 * ``_gather_input_grad_kernel``: tiles (rows, one feature); loops over the outputs;
   ``grad_out`` times the bases' derivatives dotted with the same table rows, plus SiLU's;
-* ``_gather_weight_grad_kernel``: programs (features x coefficients, outputs); each feature's
+* ``_gather_weight_grad_kernel``: programs (features x blocks of coefficients, outputs); each feature's
   points sorted by span (``torch.sort``), so that coefficient c sums, in order, the contiguous
   range of points whose span lies in [c, c + order] (the only ones its basis touches), found by
   ``torch.searchsorted``; no atomics. SiLU's column is one ``torch`` matrix product. Where the
@@ -535,52 +535,56 @@ def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr,
 def _gather_weight_grad_kernel(span_ptr, rows_ptr, starts_ptr, values_ptr, g_ptr, sw_ptr, sc_ptr,
                                finite_in_ptr, finite_out_ptr, gsw_ptr, prod_ptr, B, IN, OUT,
                                ORDER: tl.constexpr, COEFF: tl.constexpr, HAS_SCALER: tl.constexpr,
-                               BM: tl.constexpr, BN: tl.constexpr):
-    """Programs (features x coefficients, outputs / BN): the gradient of coefficient c of feature i,
-    the sum over the points whose span lies in [c, c + ORDER] (the only ones whose basis c is not
-    zero) of that basis times grad_out. Each feature's points are sorted by span (span_ptr, rows_ptr:
-    (IN, B), sorted spans and the rows they came from), so those points are the range
-    [first, end) of its sorted rows (starts_ptr: (IN, COEFF + ORDER + 1), where each feature's
-    first point of each span or more is), read in order: no atomics, the same sum on every run.
-    finite_in (IN,): whether a feature's inputs are all finite; finite_out (OUT,): how many of an
-    output's grad_out entries are."""
-    pid = tl.program_id(0)
-    i = pid // COEFF
-    c = pid % COEFF
+                               CB: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """Programs (features x blocks of CB coefficients, outputs / BN): the gradient of each
+    coefficient c of feature i, the sum over the points whose span lies in [c, c + ORDER] (the only
+    ones whose basis c is not zero) of that basis times grad_out. Each feature's points are sorted
+    by span (span_ptr, rows_ptr: (IN, B), sorted spans and the rows they came from), so those
+    points are the range [first, end) of its sorted rows (starts_ptr: (IN, COEFF + ORDER + 1),
+    where each feature's first point of each span or more is), read in order: no atomics, the same
+    sum on every run. finite_in (IN,): whether a feature's inputs are all finite; finite_out (OUT,):
+    how many of an output's grad_out entries are."""
+    blocks = tl.cdiv(COEFF, CB)
+    i = tl.program_id(0) // blocks
+    c_first = tl.program_id(0) % blocks * CB
     outs = tl.program_id(1) * BN + tl.arange(0, BN)
     out_in = outs < OUT
-    first = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c)
-    end = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c + ORDER + 1)
-    acc = tl.zeros((BM, BN), dtype=g_ptr.dtype.element_ty)
-    for j0 in range(first, end, BM):
-        j = j0 + tl.arange(0, BM)
-        j_in = j < end
-        row = tl.load(rows_ptr + i * B + j, mask=j_in, other=0)
-        d = c - tl.load(span_ptr + i * B + j, mask=j_in, other=0) + ORDER  # the local index of basis c
-        value = tl.load(values_ptr + (i * (ORDER + 1) + d) * B + row, mask=j_in, other=0.0)
-        g = tl.load(g_ptr + row[:, None] * OUT + outs[None, :], mask=j_in[:, None] & out_in[None, :], other=0.0)
-        acc += value[:, None] * g
-    grad = tl.sum(acc, axis=0)
-    # The dense product's NaN, where the rows summed here do not make it themselves: a non-finite
-    # input makes every basis of its feature NaN; a non-finite grad_out entry in a row not summed
-    # here meets this basis's exact 0 (0 * inf). Where an output has such entries (rare), a second
-    # pass counts those among the rows summed, out of the hot loop.
-    unseen = B - tl.load(finite_out_ptr + outs, mask=out_in, other=B)
-    if tl.max(unseen, axis=0) > 0:
+    finite_feature = tl.load(finite_in_ptr + i) != 0
+    non_finite = B - tl.load(finite_out_ptr + outs, mask=out_in, other=B)  # each output's, in all rows
+    for c in range(c_first, tl.minimum(c_first + CB, COEFF)):
+        first = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c)
+        end = tl.load(starts_ptr + i * (COEFF + ORDER + 1) + c + ORDER + 1)
+        acc = tl.zeros((BM, BN), dtype=g_ptr.dtype.element_ty)
         for j0 in range(first, end, BM):
             j = j0 + tl.arange(0, BM)
             j_in = j < end
             row = tl.load(rows_ptr + i * B + j, mask=j_in, other=0)
+            d = c - tl.load(span_ptr + i * B + j, mask=j_in, other=0) + ORDER  # the local index of basis c
+            value = tl.load(values_ptr + (i * (ORDER + 1) + d) * B + row, mask=j_in, other=0.0)
             g = tl.load(g_ptr + row[:, None] * OUT + outs[None, :], mask=j_in[:, None] & out_in[None, :],
                         other=0.0)
-            unseen -= tl.sum((~_finite(g)).to(tl.int32), axis=0)
-    grad = tl.where((tl.load(finite_in_ptr + i) != 0) & (unseen == 0), grad, NAN)
-    at = (outs * IN + i) * COEFF + c
-    if HAS_SCALER:
-        tl.store(gsw_ptr + at, grad * tl.load(sc_ptr + outs * IN + i, mask=out_in, other=0.0), mask=out_in)
-        tl.store(prod_ptr + at, grad * tl.load(sw_ptr + at, mask=out_in, other=0.0), mask=out_in)
-    else:
-        tl.store(gsw_ptr + at, grad, mask=out_in)
+            acc += value[:, None] * g
+        grad = tl.sum(acc, axis=0)
+        # The dense product's NaN, where the rows summed here do not make it themselves: a
+        # non-finite input makes every basis of its feature NaN; a non-finite grad_out entry in a
+        # row not summed here meets this basis's exact 0 (0 * inf). Where an output has such
+        # entries (rare), a second pass counts those among the rows summed, out of the hot loop.
+        unseen = non_finite
+        if tl.max(unseen, axis=0) > 0:
+            for j0 in range(first, end, BM):
+                j = j0 + tl.arange(0, BM)
+                j_in = j < end
+                row = tl.load(rows_ptr + i * B + j, mask=j_in, other=0)
+                g = tl.load(g_ptr + row[:, None] * OUT + outs[None, :], mask=j_in[:, None] & out_in[None, :],
+                            other=0.0)
+                unseen -= tl.sum((~_finite(g)).to(tl.int32), axis=0)
+        grad = tl.where(finite_feature & (unseen == 0), grad, NAN)
+        at = (outs * IN + i) * COEFF + c
+        if HAS_SCALER:
+            tl.store(gsw_ptr + at, grad * tl.load(sc_ptr + outs * IN + i, mask=out_in, other=0.0), mask=out_in)
+            tl.store(prod_ptr + at, grad * tl.load(sw_ptr + at, mask=out_in, other=0.0), mask=out_in)
+        else:
+            tl.store(gsw_ptr + at, grad, mask=out_in)
 
 
 # --------------------------------------------------------------------------- launches
@@ -612,8 +616,8 @@ def _heavy(order: int, double: bool) -> bool:
     return order >= 4 or double
 
 
-# The SMs a launch is sized for where the device does not say (Triton's interpreter, the compile
-# study): an H100's or H200's.
+# The SMs a launch is planned for where no device is given (``plan``, the compile study): an
+# H100's or H200's.
 SMS = 132
 
 
@@ -624,9 +628,10 @@ def device_sms(index: int) -> int:
 
 
 def sms_of(x: torch.Tensor) -> int:
-    """The SMs the launches on a tensor like ``x`` are sized for: its CUDA device's, else ``SMS``."""
+    """The SMs the launches on a tensor like ``x`` are sized for: its CUDA device's; 1 for CPU
+    tensors, which Triton's interpreter runs one program at a time (so the largest tiles)."""
     if x.device.type != "cuda":
-        return SMS
+        return 1
     return device_sms(x.device.index if x.device.index is not None else torch.cuda.current_device())
 
 
@@ -677,9 +682,13 @@ def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
     return (16, min(64, max(16, _pow2(out_features))))
 
 
-def gather_weight_grad_tiles(out_features: int) -> tuple[int, int]:
-    """(BM, BN) of the gather weight gradient: sorted rows per step, and outputs per tile."""
-    return (32, min(64, max(16, _pow2(out_features))))
+def gather_weight_grad_tiles(in_features: int, out_features: int, coeff: int,
+                             sms: int = SMS) -> tuple[int, int, int]:
+    """(BM, BN, CB) of the gather weight gradient: sorted rows per step, outputs per tile, and
+    coefficients per program: all of a feature's where that still gives a program per SM (fewer,
+    longer programs), else one."""
+    bn = min(64, max(16, _pow2(out_features)))
+    return (32, bn, coeff if in_features * triton.cdiv(out_features, bn) >= sms else 1)
 
 
 def _gathers(coeff: int, order: int, asked: bool) -> bool:
@@ -761,9 +770,9 @@ def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal,
     if kernel == "gather_input_grad":
         return dict(common, BM=bm, BO=bn), (cdiv(batch, bm), in_features)
     if kernel == "gather_weight_grad":
-        rows, outs = gather_weight_grad_tiles(out_features)
-        return (dict(ORDER=order, COEFF=coeff, HAS_SCALER=scaler, BM=rows, BN=outs),
-                (in_features * coeff, cdiv(out_features, outs)))
+        rows, outs, block = gather_weight_grad_tiles(in_features, out_features, coeff, sms)
+        return (dict(ORDER=order, COEFF=coeff, HAS_SCALER=scaler, CB=block, BM=rows, BN=outs),
+                (in_features * cdiv(coeff, block), cdiv(out_features, outs)))
     raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
 
 

@@ -200,15 +200,23 @@ def test_tiles_shrink_where_a_launch_would_leave_sms_idle():
     assert constants["BK"] == 32 and programs == (221, 1)
 
 
+@CONTRACTION
 @pytest.mark.parametrize("sms", [1, 10 ** 6])
 @pytest.mark.parametrize("order", [1, 3, 5])
-def test_layer_equals_reference_with_the_largest_and_smallest_tiles(order, sms, monkeypatch, launched):
-    """sms 1: every launch takes its largest tiles (64 rows, 64 columns); a million: its smallest (16)."""
+def test_layer_equals_reference_with_the_largest_and_smallest_tiles(order, sms, contraction, monkeypatch,
+                                                                    launched):
+    """sms 1: every launch takes its largest tiles (64 rows, 64 columns; the gather weight gradient
+    all of a feature's coefficients per program); a million: its smallest (16; one coefficient)."""
     monkeypatch.setattr(ts, "sms_of", lambda x: sms)
-    reference, fast = build([5, 17], 5, order, seed=order)
+    reference, fast = build([5, 17], 5, order, seed=order, contraction=contraction)
     x = probe(reference, 70, seed=order)
     upstream = torch.randn(70, 17, generator=torch.Generator().manual_seed(order))
-    compare(reference, fast, x, upstream, torch.float32, f"order {order}, sms {sms}")
+    compare(reference, fast, x, upstream, torch.float32, f"order {order}, sms {sms}, {contraction}")
+    if contraction == "gather":
+        assert ran(launched) == GATHER_KERNELS
+        block = {c["CB"] for c in launched["_gather_weight_grad_kernel"].constants}
+        assert block == ({5 + order} if sms == 1 else {1})
+        return
     assert ran(launched) == DENSE_KERNELS
     side = 64 if sms == 1 else 16
     assert {c["BM"] for c in launched["_forward_kernel"].constants} == {side}
