@@ -118,8 +118,10 @@ def why_not_device(x: torch.Tensor) -> Optional[str]:
             f"kan.triton_spline is imported), not on {x.device.type}")
 
 
-# The kernels index their tensors with 32-bit integers.
+# The kernels index their tensors with 32-bit integers; the gather input gradient launches one
+# program per feature in the grid's second dimension, which CUDA bounds.
 MAX_ELEMENTS = 2 ** 31 - 1
+MAX_FEATURES = 65535
 
 
 def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, out_features: int = 1,
@@ -130,7 +132,8 @@ def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, out_fe
     Any uniform grid: where its float knots are evenly spaced to rounding (``kan.fast.is_cardinal``)
     the kernels evaluate the cardinal recursion, elsewhere (large float32 grids) de Boor's triangle
     over the stored knots, as the reference does. No tensor the kernels read or write may hold more
-    than ``MAX_ELEMENTS`` (the input, the output, the weights, the local bases' buffer)."""
+    than ``MAX_ELEMENTS`` (the input, the output, the weights, the local bases' buffer), and the
+    input at most ``MAX_FEATURES`` features."""
     if not silu:
         return "the kernels compute the default SiLU base activation only"
     if not 1 <= order <= MAX_ORDER:
@@ -140,6 +143,8 @@ def why_not_layer(x: torch.Tensor, order: int, uniform: bool, silu: bool, out_fe
     if x.dtype not in (torch.float32, torch.float64):
         return f"the kernels take float32 or float64, not {x.dtype}"
     batch, in_features = x.shape
+    if in_features > MAX_FEATURES:
+        return f"{in_features} input features, more than the kernels launch ({MAX_FEATURES})"
     largest = max(batch * in_features * (order + 1), batch * out_features, out_features * in_features * (coeff + 1))
     if largest > MAX_ELEMENTS:
         return f"a tensor of {largest} elements, more than the kernels' 32-bit indices reach ({MAX_ELEMENTS})"
@@ -530,6 +535,7 @@ def _gather_input_grad_kernel(x_ptr, g_ptr, table_ptr, bw_ptr, grid_ptr, gx_ptr,
         # grad_out into every column, and the columns outside the band (zero slopes) make NaN
         acc += g * e + g * 0.0
     tl.store(gx_ptr + rows * IN + i, tl.sum(acc, axis=1), mask=row_in)
+
 
 @triton.jit
 def _gather_weight_grad_kernel(span_ptr, rows_ptr, starts_ptr, values_ptr, g_ptr, sw_ptr, sc_ptr,

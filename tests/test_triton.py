@@ -501,7 +501,7 @@ def test_layers_call_the_operator_where_a_dispatch_mode_watches():
     assert not ts._traced()
 
 
-def test_tensors_beyond_32_bit_indices_take_the_pytorch_path():
+def test_layers_beyond_the_kernels_indices_take_the_pytorch_path():
     fits = torch.empty(2 ** 20, 64, device="meta")  # 2^26 inputs, 2^28 local bases at order 3
     assert ts.why_not_layer(fits, 3, True, True, out_features=1024, coeff=8) is None
     # 2^21 rows x 256 features x 4 local bases = 2^31 elements of the local bases' buffer
@@ -510,6 +510,7 @@ def test_tensors_beyond_32_bit_indices_take_the_pytorch_path():
     # the weights: 2^12 outputs x 2^12 inputs x 2^7 columns
     assert ts.why_not_layer(torch.empty(4, 2 ** 12, device="meta"), 3, True, True, out_features=2 ** 12,
                             coeff=127) is not None
+    assert "65536 input features" in ts.why_not_layer(torch.empty(2, 2 ** 16, device="meta"), 3, True, True)
 
 
 def test_launches_per_layer():

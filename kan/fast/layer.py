@@ -122,7 +122,7 @@ class FastBSplineKANLinear(KANLinear):
             if self.backend == "triton":
                 raise ValueError(f"backend='triton' cannot run here: {device_reason}; use backend='auto' or 'torch'")
             return False
-        geometry = geometry or self.knot_geometry()
+        geometry = self.knot_geometry() if geometry is None else geometry
         reason = kernels.why_not_layer(x, self.spline_order, geometry.uniform,
                                        type(self.base_activation) is torch.nn.SiLU, self.out_features, geometry.coeff)
         if reason is None:
