@@ -660,8 +660,8 @@ def forward_tiles(batch: int, out_features: int, order: int = 3, double: bool = 
     return (bm, bn, 16 if _heavy(order, double) else 32)
 
 
-def weight_grad_tiles(batch: int, out_features: int, order: int = 3, double: bool = False,
-                      in_features: int = 1 << 20, coeff: int = 1, sms: int = SMS) -> tuple[int, int, int]:
+def weight_grad_tiles(batch: int, out_features: int, order: int = 3, double: bool = False, *,
+                      in_features: int, coeff: int, sms: int = SMS) -> tuple[int, int, int]:
     """(BM, BN, BK) of the weight gradient: rows per step, outputs and contraction columns per
     tile. Each program sums over the whole batch, so the contraction columns per tile shrink from
     64 to 16 where the weights are few (``in_features * (coeff + 1)`` columns) and would leave SMs idle."""
@@ -761,7 +761,8 @@ def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal,
         return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
                 (cdiv(batch, bm), cdiv(out_features, bn)))
     if kernel == "weight_grad":
-        bm, bn, bk = weight_grad_tiles(batch, out_features, order, double, in_features, coeff, sms)
+        bm, bn, bk = weight_grad_tiles(batch, out_features, order, double, in_features=in_features, coeff=coeff,
+                                       sms=sms)
         return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
                 (cdiv(in_features * (coeff + 1), bk), cdiv(out_features, bn)))
     if kernel == "input_grad":
@@ -803,9 +804,7 @@ def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int
     """launch(kernel, *args): ``kernel`` (one of ``KERNELS``) on ``args``, planned for this layer and input."""
     coeff, _ = _geometry(grid, order)
     shape = (x.size(0), x.size(1), out_features)
-
-    precision, double = _precision(x), x.dtype == torch.float64
-    sms = sms_of(x)
+    precision, double, sms = _precision(x), x.dtype == torch.float64, sms_of(x)
 
     def launch(kernel: str, *args) -> None:
         constants, programs = _constants(kernel, *shape, coeff, order, cardinal, scaler, precision, double, sms)

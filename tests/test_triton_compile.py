@@ -64,36 +64,31 @@ def child(code: str, interpret: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
-@pytest.mark.parametrize("cardinal", [True, False])
-def test_a_kernel_compiles_for_sm_90_and_reports_its_registers(cardinal):
-    code = (
+def compiled(kernel: str, batch: int, in_features: int, out_features: int, cardinal: bool = True) -> dict:
+    """``triton_compile.compile_kernel`` of one launch (coeff 8, order 3), in a child without the interpreter."""
+    done = child(
         "import json\n"
         "from kan import triton_spline\n"
         "from benchmarks.studies import triton_compile\n"
-        f"constants, _, warps = triton_spline.plan('local_bases', 64, 3, 5, 8, 3, cardinal={cardinal})\n"
-        "found = triton_compile.compile_kernel('local_bases', constants, 'float32', 90, warps, "
-        "triton_spline.NUM_STAGES, {'B': 64, 'IN': 3, 'OUT': 5})\n"
+        f"constants, _, warps = triton_spline.plan({kernel!r}, {batch}, {in_features}, {out_features}, 8, 3, "
+        f"cardinal={cardinal})\n"
+        f"found = triton_compile.compile_kernel({kernel!r}, constants, 'float32', 90, warps, "
+        f"triton_spline.NUM_STAGES, {{'B': {batch}, 'IN': {in_features}, 'OUT': {out_features}}})\n"
         "print(json.dumps(found))\n")
-    done = child(code)
     assert done.returncode == 0, done.stderr[-2000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("cardinal", [True, False])
+def test_a_kernel_compiles_for_sm_90_and_reports_its_registers(cardinal):
+    found = compiled("local_bases", 64, 3, 5, cardinal)
     assert 0 < found["registers"] <= 255 and found["spill_stores"] >= 0 and found["shared"] >= 0
     assert found["compile_s"] > 0
     assert found["loop_instructions"] is None  # the local bases: no loop
 
 
 def test_a_kernels_main_loop_is_counted_from_its_machine_code():
-    code = (
-        "import json\n"
-        "from kan import triton_spline\n"
-        "from benchmarks.studies import triton_compile\n"
-        "constants, _, warps = triton_spline.plan('gather_forward', 64, 3, 64, 8, 3)\n"
-        "found = triton_compile.compile_kernel('gather_forward', constants, 'float32', 90, warps, "
-        "triton_spline.NUM_STAGES, {'B': 64, 'IN': 3, 'OUT': 64})\n"
-        "print(json.dumps(found))\n")
-    done = child(code)
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = compiled("gather_forward", 64, 3, 64)
     # a 16 x 64 tile over 256 threads: 4 outputs a thread, order + 1 = 4 bases and SiLU each
     assert found["loop_fma"] == 4 * 5
     assert found["loop_instructions"] > found["loop_fma"] and found["loop_loads"] > 0
