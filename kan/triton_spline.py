@@ -863,12 +863,12 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
     grad_x = grad_spline = grad_scaler = grad_base = empty
     if needs_weights:
         grad_spline = torch.empty_like(spline_weight)
-        grad_base = torch.empty_like(base_weight)
         product = torch.empty_like(spline_weight) if scaler is not None else grad_spline
         if weight_grad == "gather_weight_grad":
             grad_base = _gather_weight_grads(launch, grad_out, x, spline_weight, scaler_arg, grid, order,
                                              grad_spline, product)
         else:
+            grad_base = torch.empty_like(base_weight)
             launch(weight_grad, x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base)
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
@@ -986,7 +986,8 @@ def _traced() -> bool:
 
 def layer(x, spline_weight, scaler, base_weight, grid, order, gather: bool = False,
           cardinal: Optional[bool] = None) -> torch.Tensor:
-    """A layer's output through the operators (differentiable); x (batch, in) any layout.
+    """A layer's output through the operators (differentiable; in eager mode their implementations,
+    ``_Direct``, where nothing traces); x (batch, in) any layout.
     ``gather``: contract by the gather kernels rather than densely (see ``gathers``). ``cardinal``:
     whether the grid's steps are equal to rounding; None finds out (``kan.bspline.is_cardinal``, a
     host synchronisation on CUDA: a layer passes the answer it keeps with its knots)."""
