@@ -977,7 +977,15 @@ AMBIENT = """
         except Exception as error:  # whether kan-fast exports is not the question here
             print("export:", type(error).__name__)
 
-    for scenario in (autocast, default_device_meta, export):
+    def torch_func():
+        def summed(v):
+            native.available()  # the first use inside the transform: loads and self-tests the library
+            return model(v).sum()
+        expected = torch.autograd.functional.jacobian(lambda v: reference(v).sum(), x)
+        assert torch.allclose(torch.func.grad(summed)(x), expected, atol=1e-5)
+        torch.func.vmap(summed)(x)
+
+    for scenario in (autocast, default_device_meta, export, torch_func):
         native.library._state.update(functions=None, error=None, path=None)  # a first use again
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -997,7 +1005,7 @@ def test_a_first_use_under_the_callers_state_keeps_the_library_and_the_kernels(t
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "CXX": str(cxx), "KAN_NATIVE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
-    for scenario in ("autocast", "default_device_meta", "export"):
+    for scenario in ("autocast", "default_device_meta", "export", "torch_func"):
         assert f"{scenario} True True []" in result.stdout.splitlines(), result.stdout + result.stderr[-3000:]
 
 
@@ -1026,6 +1034,20 @@ def test_the_self_test_runs_in_a_clean_state():
     finally:
         torch.set_default_dtype(previous)
     assert seen == dict(autocast=False, device="cpu", dtype=torch.float32, grad=True, inference=False, modes=0)
+
+
+@pytest.mark.parametrize("transform", ["grad", "vmap"])
+def test_the_self_test_passes_inside_a_torch_func_transform(transform):
+    # inside grad, the results of operations are functorch's wrappers, which have no storage
+    # for the kernels' pointers; inside vmap, random numbers are refused
+    found = {}
+
+    def function(v):
+        found["problem"] = library_module._self_test_clean()
+        return v.sum()
+
+    getattr(torch.func, transform)(function)(torch.rand(2, 3))
+    assert found == {"problem": None}
 
 
 @pytest.fixture

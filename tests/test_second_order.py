@@ -123,3 +123,47 @@ def test_second_derivative_of_the_input_is_connected_to_the_parameters(path):
         results.append(torch.autograd.grad(g.sum(), list(model.parameters())))
     for expected, actual in zip(*results):
         assert (actual - expected).abs().max() <= 1e-10 * max(1.0, expected.abs().max().item())
+
+
+# torch.func's transforms: kan-fast takes the reference's operations inside them (its autograd
+# Functions do not compose with functorch). The truths: the reference's derivatives by plain
+# autograd (torch.autograd), outside any transform.
+
+
+def test_torch_func_transforms_equal_reference_autograd(path):
+    reference, fast = model_pair([2, 5, 1], path, seed=6)
+    x = inputs(6, 2, seed=6)
+    jacobian = torch.autograd.functional.jacobian(reference, x)  # (6, 1, 6, 2): rows are independent
+    rows = torch.arange(6)
+    expected = {
+        "grad": torch.autograd.functional.jacobian(lambda v: reference(v).sum(), x),
+        "vmap(jacrev)": jacobian[rows, :, rows, :],
+        "jvp": (jacobian.sum(dim=(0, 1)) * torch.linspace(-1, 1, 12, dtype=x.dtype).view(6, 2)).sum(),
+        "hessian": torch.autograd.functional.hessian(lambda v: reference(v[None]).sum(), x[0]),
+        "grad of parameters": torch.autograd.grad(reference(x).sum(), list(reference.parameters())),
+    }
+    parameters = dict(fast.named_parameters())
+    actual = {
+        "grad": torch.func.grad(lambda v: fast(v).sum())(x),
+        "vmap(jacrev)": torch.func.vmap(torch.func.jacrev(lambda v: fast(v[None])[0]))(x),
+        "jvp": torch.func.jvp(lambda v: fast(v).sum(), (x,), (torch.linspace(-1, 1, 12, dtype=x.dtype).view(6, 2),))[1],
+        "hessian": torch.func.hessian(lambda v: fast(v[None]).sum())(x[0]),
+        "grad of parameters": tuple(torch.func.grad(
+            lambda p: torch.func.functional_call(fast, p, (x,)).sum())(parameters).values()),
+    }
+    assert expected["hessian"].abs().max() > 1e-3  # not trivially zero
+    for name, truth in expected.items():
+        for e, a in zip(truth if isinstance(truth, tuple) else (truth,), actual[name] if isinstance(truth, tuple)
+                        else (actual[name],)):
+            assert a.shape == e.shape, name
+            assert (a - e).abs().max() <= 1e-10 * max(1.0, e.abs().max().item()), name
+
+
+def test_torch_func_leaves_the_fast_paths_to_plain_calls(path):
+    # a transform does not turn the kernels off for the calls after it
+    reference, fast = model_pair([2, 5, 1], path, seed=7)
+    x = inputs(4, 2, seed=7)
+    torch.func.grad(lambda v: fast(v).sum())(x)
+    layer = fast.layers[0]
+    assert layer.uses_native(x) == (path["backend"] == "native")
+    assert (fast(x) - reference(x)).abs().max() <= 1e-10

@@ -562,3 +562,21 @@ def test_hessian_of_a_physics_loss_equals_reference():
     actual = second_order(fast, x, torch.float32, DEVICE)
     for a, e, name in zip(actual, expected, ["input"] + [n for n, _ in fast.named_parameters()]):
         assert_close(a, e, GRADIENT_TOLERANCE, f"second order, {name}")
+
+
+def test_torch_func_transforms_take_the_reference_and_leave_the_kernels_to_plain_calls(launched):
+    """Inside torch.func's transforms the layer runs the reference's operations (the kernels'
+    autograd Function does not compose with functorch): the input's gradient by torch.func.grad
+    and the per-row Jacobian by vmap(jacrev) against the float64 reference's autograd."""
+    reference, fast = build([2, 5, 1], 5, 3, seed=10)
+    x = torch.rand(6, 2, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
+    truth = torch.autograd.functional.jacobian(reference.double(), x.double())  # (6, 1, 6, 2)
+    rows = torch.arange(6)
+    xd = x.to(DEVICE)
+    grad = torch.func.grad(lambda v: fast(v).sum())(xd)
+    per_row = torch.func.vmap(torch.func.jacrev(lambda v: fast(v[None])[0]))(xd)
+    assert ran(launched) == set(), "no kernel inside a transform"
+    assert_close(grad.cpu(), truth.sum(dim=(0, 1)), GRADIENT_TOLERANCE, "torch.func.grad")
+    assert_close(per_row.cpu(), truth[rows, :, rows, :], GRADIENT_TOLERANCE, "vmap(jacrev)")
+    fast(xd).sum().backward()
+    assert ran(launched) == DENSE_KERNELS, "a plain call after the transforms takes the kernels"

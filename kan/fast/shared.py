@@ -1,5 +1,5 @@
 """What kan-fast's PyTorch and C++ paths share: the reference's operations for non-finite
-values, the base branch, and row chunks sized to the CPU's cache."""
+values and under ``torch.func`` transforms, the base branch, and row chunks sized to the CPU's cache."""
 
 from __future__ import annotations
 
@@ -30,6 +30,14 @@ def all_finite(t: torch.Tensor) -> bool:
     half-precision tensors are summed in float32, whose range their sums stay within."""
     wide = t.dtype in (torch.float32, torch.float64)
     return bool(torch.isfinite(t.sum() if wide else t.sum(dtype=torch.float32)))
+
+
+def under_func_transform() -> bool:
+    """Whether this call runs inside a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``,
+    ``jacrev``, ``hessian``, ``functional_call`` under one of them). The reference's operations
+    compose with every transform; kan-fast's autograd Functions, which call kernels on the
+    tensors' storage and decide paths by their values, do not."""
+    return torch._C._functorch.maybe_current_level() is not None
 
 
 def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometry, activation) -> torch.Tensor:

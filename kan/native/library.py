@@ -102,7 +102,8 @@ def _bind(library: ctypes.CDLL) -> dict:
 def _clean_state() -> Iterator[None]:
     """The state the self-test runs in, whatever the caller's: no autocast, no dispatch
     modes (fake tensors, export's and make_fx's tracing), no torch-function modes (a
-    default device set by ``torch.set_default_device``, export's non-strict tracing),
+    default device set by ``torch.set_default_device``, export's non-strict tracing), no
+    ``torch.func`` transform (``grad``, ``vmap``, ``jvp``: a first call may come inside one),
     grad mode on outside inference mode, float32 as the default dtype. The self-test makes
     its own tensors on the CPU; under the caller's state it would fail for reasons that
     are not the library's (and a failed self-test removes the library)."""
@@ -112,6 +113,7 @@ def _clean_state() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(_disable_current_modes())
         stack.enter_context(torch._C.DisableTorchFunction())
+        stack.enter_context(torch._C._DisableFuncTorch())
         stack.enter_context(torch.autocast("cpu", enabled=False))
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
