@@ -125,9 +125,9 @@ def test_second_derivative_of_the_input_is_connected_to_the_parameters(path):
         assert (actual - expected).abs().max() <= 1e-10 * max(1.0, expected.abs().max().item())
 
 
-# torch.func's transforms: kan-fast takes the reference's operations inside them (its autograd
-# Functions do not compose with functorch). The truths: the reference's derivatives by plain
-# autograd (torch.autograd), outside any transform.
+# torch.func's transforms and forward-mode differentiation: kan-fast takes the reference's
+# operations there (its autograd Functions compose with neither). The truths: the reference's
+# derivatives by plain reverse-mode autograd, outside any transform.
 
 
 def test_torch_func_transforms_equal_reference_autograd(path):
@@ -167,3 +167,33 @@ def test_torch_func_leaves_the_fast_paths_to_plain_calls(path):
     layer = fast.layers[0]
     assert layer.uses_native(x) == (path["backend"] == "native")
     assert (fast(x) - reference(x)).abs().max() <= 1e-10
+
+
+def test_forward_mode_tangents_equal_reference_autograd(path):
+    import torch.autograd.forward_ad as forward_ad
+
+    reference, fast = model_pair([2, 5, 1], path, seed=8)
+    x = inputs(6, 2, seed=8)
+    tangent = torch.linspace(-1, 1, 12, dtype=x.dtype).view(6, 2)
+    jacobian = torch.autograd.functional.jacobian(reference, x)  # (6, 1, 6, 2)
+    expected = torch.einsum("bokj,kj->bo", jacobian, tangent)
+    with forward_ad.dual_level():
+        found = forward_ad.unpack_dual(fast(forward_ad.make_dual(x, tangent))).tangent
+    assert found is not None and found.shape == expected.shape
+    assert (found - expected).abs().max() <= 1e-10 * max(1.0, expected.abs().max().item())
+
+
+def test_a_dual_level_without_tangents_keeps_the_fast_path(path, monkeypatch):
+    # the reference's operations only where this layer's tensors carry a tangent
+    import torch.autograd.forward_ad as forward_ad
+
+    reference, fast = model_pair([2, 5, 1], path, seed=9)
+    x = inputs(4, 2, seed=9)
+    calls = []
+    plain = KANLinear.forward
+    monkeypatch.setattr(KANLinear, "forward", lambda self, v: calls.append(v.shape) or plain(self, v))
+    with forward_ad.dual_level():
+        fast(x)
+        assert calls == []
+        fast(forward_ad.make_dual(x, torch.ones_like(x)))
+    assert len(calls) == 2  # both layers: the first layer's tangent reaches the second's input

@@ -15,7 +15,7 @@ from kan.fast.dense import DenseSplineProduct
 from kan.fast.gather import GatherSplineProduct
 from kan.fast.native_products import NativeDenseProduct, NativeGatherProduct
 from kan.fast.options import BACKENDS, COMPILES, CONTRACTIONS, check_choice, gathers, triton_kernels
-from kan.fast.shared import all_finite, under_func_transform
+from kan.fast.shared import all_finite, transformed
 from kan.fast.uniform import CompiledKernels, can_compile, eager
 from kan.reference import KAN, KANLinear, check_dtype, check_features, takes_spline_options
 from kan.regions import BASE_BRANCH, region
@@ -27,10 +27,10 @@ class FastBSplineKANLinear(KANLinear):
     Construction, ``update_grid``, ``curve2coeff``, ``regularization_loss`` and the
     dense ``b_splines`` are the reference's own; only ``forward`` differs, and it too is
     the reference's on an input with NaN or inf (whose pattern of NaN and inf in outputs
-    and gradients the local bases would not reproduce), with no rows, or inside a
-    ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, ``jvp``, ``hessian``), at the
-    reference's speed. Three options choose how forward computes, and are not part of the
-    state dict:
+    and gradients the local bases would not reproduce), with no rows, inside a ``torch.func``
+    transform (``grad``, ``vmap``, ``jacrev``, ``jvp``, ``hessian``) or with forward-mode
+    tangents (``torch.autograd.forward_ad``), at the reference's speed. Three options choose
+    how forward computes, and are not part of the state dict:
 
     * ``backend``: ``"auto"`` (default) the C++ kernels of ``kan.native`` where they are
       available (built, not turned off by ``KAN_NATIVE=0``) and take the input (CPU,
@@ -150,8 +150,8 @@ class FastBSplineKANLinear(KANLinear):
         """x: (..., in) -> (..., out)."""
         check_features(x, self.in_features)
         check_dtype(x, self.spline_weight)
-        if x.numel() == 0 or under_func_transform():  # the reference's operations: its empty batch, and
-            return super().forward(x)  # torch.func's transforms, which compose with them (not with our Functions)
+        if x.numel() == 0 or transformed(x, self.parameters(recurse=False)):
+            return super().forward(x)  # the reference's operations: its empty batch, and what composes with them
         original_shape = x.shape
         flat = x.reshape(-1, self.in_features)  # (batch, in)
         geometry = self.knot_geometry() if self.backend == "triton" else None

@@ -1,11 +1,13 @@
 """What kan-fast's PyTorch and C++ paths share: the reference's operations for non-finite
-values and under ``torch.func`` transforms, the base branch, and row chunks sized to the CPU's cache."""
+values, under ``torch.func`` transforms and in forward-mode differentiation, the base branch,
+and row chunks sized to the CPU's cache."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 from kan import native
@@ -32,12 +34,17 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum() if wide else t.sum(dtype=torch.float32)))
 
 
-def under_func_transform() -> bool:
-    """Whether this call runs inside a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``,
-    ``jacrev``, ``hessian``, ``functional_call`` under one of them). The reference's operations
-    compose with every transform; kan-fast's autograd Functions, which call kernels on the
-    tensors' storage and decide paths by their values, do not."""
-    return torch._C._functorch.maybe_current_level() is not None
+def transformed(x: torch.Tensor, parameters: Iterable[torch.Tensor]) -> bool:
+    """Whether a layer's call runs inside a ``torch.func`` transform (``grad``, ``vmap``,
+    ``jvp``, ``jacrev``, ``hessian``, ``functional_call`` under one of them) or differentiates
+    in forward mode (``torch.autograd.forward_ad``: a tangent on ``x`` or on one of
+    ``parameters``). The reference's operations compose with both; kan-fast's autograd
+    Functions, which call kernels on the tensors' storage, decide paths by their values and
+    define no ``jvp``, do not."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        return True
+    return forward_ad._current_level >= 0 and any(
+        forward_ad.unpack_dual(t).tangent is not None for t in (x, *parameters))
 
 
 def reference_layer(x, spline_weight, scaler, base_weight, geometry: KnotGeometry, activation) -> torch.Tensor:
