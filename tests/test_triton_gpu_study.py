@@ -108,3 +108,52 @@ def test_the_faster_contraction_is_named_per_phase(tmp_path):
     assert shown[1].endswith("fwd+bwd  dense by x1.25 (auto chose gather)"), shown
     triton_gpu.contraction_row(run, [2, 5, 1], 1024, 5, {"medians": {("forward", triton_gpu.MINE): 0.001}})
     assert len(run.rows) == 2  # the other contraction not timed: no row
+
+
+GRAPHS = """
+import json, sys, torch
+from benchmarks.studies import triton_gpu
+
+def capture(model, inputs, num_warmup_iters):  # make_graphed_callables' stand-in on the CPU
+    print("captured", type(model).__name__, tuple(inputs[0].shape), num_warmup_iters)
+    return model
+
+def refuse(model, inputs, num_warmup_iters):
+    raise RuntimeError("operation not permitted when stream is capturing")
+
+for folder, how in zip(sys.argv[1:], (capture, refuse)):
+    run = triton_gpu.Run(folder, 60.0, torch.device("cpu"))
+    triton_gpu.graphs(run, 2, 0.001, shapes=[([2, 5, 1], 16, 5)], capture=how)
+    print(triton_gpu.table(run))
+"""
+
+
+def test_the_graphs_probe_times_eager_and_captured_and_says_what_failed(tmp_path):
+    """``graphs`` under Triton's interpreter, a stand-in capture: the rows it writes (the sync debug
+    mode and the capture itself are CUDA's, so not what is checked here)."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    folders = [tmp_path / "captured", tmp_path / "refused"]
+    for folder in folders:
+        folder.mkdir()
+    result = subprocess.run([sys.executable, "-c", GRAPHS, *map(str, folders)], capture_output=True, text=True,
+                            timeout=600, env=dict(os.environ, TRITON_INTERPRET="1"),
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "captured FastBSplineKAN (16, 2) 3" in result.stdout and "captured ParamMatchedMLP (16, 2) 3" in result.stdout
+    captured, refused = ([json.loads(line) for line in open(folder / "triton_gpu.jsonl")] for folder in folders)
+    mine = triton_gpu.MINE
+    assert [row["host_waits"] for row in captured if row["kind"] == "sync"] == ["not checked (CUDA only)"]
+    timed = {row["model"]: row for row in captured if row["kind"] == "time"}
+    assert set(timed) == {mine, f"{mine} graphed", "mlp-param", "mlp-param graphed"}
+    assert all(row["phase"] == "fwd+bwd graphs" and row["rounds"] == 2 and row["shape"] == "[2,5,1] b16 G5"
+               for row in timed.values())
+    assert not [row for row in captured if row["kind"] == "error"]
+    errors = [row for row in refused if row["kind"] == "error"]
+    assert [(row["model"], row["error"]) for row in errors] == [
+        (mine, "RuntimeError: operation not permitted when stream is capturing"),
+        ("mlp-param", "RuntimeError: operation not permitted when stream is capturing")]
+    assert {row["model"] for row in refused if row["kind"] == "time"} == {mine, "mlp-param"}  # eager still timed

@@ -27,7 +27,12 @@ For each shape and grid that kan-fast's CUDA targets name (``benchmarks.studies.
 5. those targets as rows with verdicts, kan-fast(triton) in kan-fast's place (fwd+bwd at
    least 2x faster than the faster peer, 1.2x at [1024,1024,1024] b8192 G5; fwd+bwd faster
    than mlp-param at [1024,1024,1024] b8192 G20 and G50; forward at most 1.5x the dense
-   floor and saved bytes at most 1/3 of the reference's at [784,64,10] b4096 G5).
+   floor and saved bytes at most 1/3 of the reference's at [784,64,10] b4096 G5);
+6. at the launch-bound shapes ``[2,5,1]`` b1024 and ``[784,64,10]`` b4096 (G5): whether
+   kan-fast(triton)'s fwd+bwd makes the host wait for the device (``torch.cuda``'s sync debug
+   mode), and kan-fast(triton) and mlp-param timed eager and captured in CUDA graphs
+   (``make_graphed_callables``, as the bench's ``--graphs``), in turns: how much of the step
+   is the host's (skipped with ``--shapes big``).
 
 TF32 off unless ``--tf32`` (each row says which math the kernels ran: ``math``). Rows are
 JSON lines in ``$OUT/triton_gpu.jsonl`` (``$OUT`` or a new temporary folder); a table at
@@ -361,6 +366,73 @@ def launch_count(run: Run, contraction: str) -> None:
              kernels=counts)
 
 
+# The launch-bound shapes of the targets: where a step's time may be the host's rather than the kernels'
+GRAPHED_SHAPES = [([2, 5, 1], 1024, 5), ([784, 64, 10], 4096, 5)]
+
+
+def graphs(run: Run, rounds: int, round_s: float, shapes=GRAPHED_SHAPES, capture=None) -> None:
+    """Per shape: whether kan-fast(triton)'s fwd+bwd makes the host wait for the device (a row
+    "sync", by ``host_waits``), and whether its model can be captured in CUDA graphs as the
+    bench's ``--graphs`` does (``torch.cuda.make_graphed_callables``, or ``capture``); then
+    kan-fast(triton) and mlp-param, eager and graphed (a model of its own), timed in turns (rows
+    "time", phase "fwd+bwd graphs"): how much of the step is the host's. Failures are rows."""
+    from kan import zoo
+
+    capture = capture or torch.cuda.make_graphed_callables
+    device = run.device
+    for widths, batch, grid in shapes:
+        shape = shape_id(widths, batch, grid)
+        torch.manual_seed(0)
+        x = torch.rand(batch, widths[0], device=device) * 2 - 1
+        y = torch.randn(batch, widths[-1], device=device)
+        fns = {}
+        for name, registered, options in ((MINE, "kan-fast", {"backend": "triton"}), ("mlp-param", "mlp-param", {})):
+            try:
+                eager = steps(zoo.build(registered, widths, grid_size=grid, **options).to(device), x, y)["fwd+bwd"]
+                eager()  # compiled, warm
+                if name == MINE:
+                    run.emit(kind="sync", shape=shape, model=name, host_waits=host_waits(eager, device))
+                fns[name] = eager
+                model = zoo.build(registered, widths, grid_size=grid, **options).to(device)  # captured in place
+                fns[f"{name} graphed"] = steps(capture(model, (x,), num_warmup_iters=3), x, y)["fwd+bwd"]
+            except Exception as e:  # a capture that fails is a finding: the row says why
+                _settle(device)
+                run.emit(kind="error", shape=shape, phase="fwd+bwd graphs", model=name, error=one_line(e))
+        for name, (samples, calls, first) in time_in_turns(run, "fwd+bwd graphs", fns, rounds, round_s).items():
+            med = median(samples)
+            run.emit(kind="time", shape=shape, widths=widths, batch=batch, grid=grid, phase="fwd+bwd graphs",
+                     model=name, median_s=med, min_s=min(samples), max_s=max(samples),
+                     spread=(max(samples) - min(samples)) / med, rounds=len(samples), calls_per_round=calls,
+                     first_call_s=first)
+
+
+def _settle(device: torch.device) -> None:
+    """Wait for the device after a failure; a failed capture's error, raised again by the wait, is already in its row."""
+    if device.type == "cuda":
+        try:
+            torch.cuda.synchronize()
+        except RuntimeError:
+            pass
+
+
+def host_waits(step, device: torch.device) -> str:
+    """"none" where ``step`` makes the host wait for the device nowhere (torch's sync debug mode
+    raises at the first such call: an ``.item()``, a ``bool`` of a tensor, a copy to the host),
+    else that error in one line; "not checked (CUDA only)" elsewhere."""
+    if device.type != "cuda":
+        return "not checked (CUDA only)"
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+        return "none"
+    except RuntimeError as e:
+        return one_line(e)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        _settle(device)
+
+
 def table(run: Run) -> str:
     lines = []
     for row in run.rows:
@@ -381,7 +453,7 @@ def table(run: Run) -> str:
             lines.append(f"faster {row['shape']:28} {row['phase']:8} {row['faster']} by x{row['by']:.2f} ({agrees})")
         elif row["kind"] == "saved":
             lines.append(f"saved  {row['shape']:28} {row['model']:25} {row['saved_bytes'] / 2**20:9.2f} MiB")
-        elif row["kind"] in ("error", "skipped", "launches"):
+        elif row["kind"] in ("error", "skipped", "launches", "sync"):
             lines.append(f"{row['kind']:6} " + json.dumps({k: v for k, v in row.items() if k not in ('kind', 'kernels')}))
     return "\n".join(lines)
 
@@ -429,6 +501,8 @@ def _study(args, cmd) -> int:
             launch_counts(run)
     except Exception as e:
         run.emit(kind="error", model="launch count", error=one_line(e))
+    if device.type == "cuda" and args.shapes != "big":
+        graphs(run, args.rounds, args.round_s)
     for widths, batch, grid in SHAPES[args.shapes]:
         if run.left() <= 0:
             run.emit(kind="skipped", shape=shape_id(widths, batch, grid), reason="time budget spent")
