@@ -157,3 +157,14 @@ def test_the_graphs_probe_times_eager_and_captured_and_says_what_failed(tmp_path
         (mine, "RuntimeError: operation not permitted when stream is capturing"),
         ("mlp-param", "RuntimeError: operation not permitted when stream is capturing")]
     assert {row["model"] for row in refused if row["kind"] == "time"} == {mine, "mlp-param"}  # eager still timed
+
+
+def test_the_forward_is_judged_against_the_targets_studys_dense_floor():
+    """One product of (batch, in x (coeff + 1)) by (in x (coeff + 1), out) of the first layer, as
+    ``python -m benchmarks.studies.targets`` times it: 2 x 8 x (784 x 9) x 64 FLOPs at grid 5."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step = triton_gpu.floor_step([784, 64, 10], 8, 5, torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:
+        step()
+    assert counter.get_total_flops() == 2 * 8 * (784 * 9) * 64

@@ -19,9 +19,10 @@ For each shape and grid that kan-fast's CUDA targets name (``benchmarks.studies.
    measures ``TRITON_GATHER_MIN_COEFF``), kan-fast(backend="torch"; eager unless
    ``--compile``), kan, mlp-param, and the pip peers inkan and flashkan where they import;
    medians, and the spread (max - min) / median;
-3. the dense floor (one matrix product per layer, ``h @ W`` of the layers' in and out
-   sizes, chained) beside the forward, and the bytes autograd saves for backward
-   (``benchmarks.core.memory.saved_tensor_bytes``, parameters left out);
+3. the dense floor beside the forward (the targets study's: one matrix product at the
+   operand sizes of the first layer's combined spline + base product), and the bytes
+   autograd saves for backward (``benchmarks.core.memory.saved_tensor_bytes``, parameters
+   left out);
 4. per shape and phase, which contraction of kan-fast(triton) was faster and by how much
    (rows of kind "contraction": what ``TRITON_GATHER_MIN_COEFF`` is to be set from);
 5. those targets as rows with verdicts, kan-fast(triton) in kan-fast's place (fwd+bwd at
@@ -199,17 +200,19 @@ def steps(model, x, y) -> dict:
     return {"forward": forward, "fwd+bwd": fwd_bwd}
 
 
-def floor_step(widths, x) -> callable:
-    """One matrix product per layer, of the layers' in and out sizes, chained: the dense floor."""
-    weights = [torch.randn(i, o, device=x.device) / i ** 0.5 for i, o in zip(widths, widths[1:])]
+def floor_step(widths, batch, grid, device: torch.device) -> callable:
+    """The targets' dense floor (``benchmarks.studies.targets.DenseFloor``), which the forward's
+    target is judged against: one matrix product at the operand sizes of the first layer's
+    combined spline + base product, (batch, in * (coeff + 1)) by (in * (coeff + 1), out)."""
+    columns, hidden = study.dense_floor_case(widths, batch, grid, device).widths
+    floor = study.DenseFloor(columns, hidden).to(device)
+    operand = torch.rand(batch, columns, device=device)
 
-    def floor():
+    def step():
         with torch.no_grad():
-            h = x
-            for w in weights:
-                h = h @ w
+            floor(operand)
 
-    return floor
+    return step
 
 
 def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) -> dict:
@@ -265,7 +268,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
     for phase in ("forward", "fwd+bwd"):
         fns = {name: steps(model, x, y)[phase] for name, model in models.items()}
         if phase == "forward":
-            fns["dense floor"] = floor_step(widths, x)
+            fns["dense floor"] = floor_step(widths, batch, grid, device)
         timed = time_in_turns(run, phase, fns, rounds, round_s)
         for name, (samples, calls, first) in timed.items():
             med = median(samples)
