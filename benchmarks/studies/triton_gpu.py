@@ -21,7 +21,7 @@ For each shape and grid that kan-fast's CUDA targets name (``benchmarks.studies.
    medians, and the spread (max - min) / median;
 3. the dense floor beside the forward (the targets study's: one matrix product at the
    operand sizes of the first layer's combined spline + base product), and the bytes
-   autograd saves for backward (``benchmarks.core.memory.saved_tensor_bytes``, parameters
+   autograd saves for backward (the targets study's ``saved_bytes``, parameters
    left out);
 4. per shape and phase, which contraction of kan-fast(triton) was faster and by how much
    (rows of kind "contraction": what ``TRITON_GATHER_MIN_COEFF`` is to be set from);
@@ -55,7 +55,6 @@ import torch
 from benchmarks.core import cli
 from benchmarks.core.cli import Parser, UsageError, one_line
 from benchmarks.core.command import run_command
-from benchmarks.core.memory import saved_tensor_bytes
 from benchmarks.core.units import format_seconds
 from benchmarks.peers import catalog
 from benchmarks.studies import targets as study
@@ -282,7 +281,7 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
     saved = {}
     for name in (MINE, "kan"):
         model = models[name]
-        saved[name] = saved_tensor_bytes(lambda: model(x), exclude=list(model.parameters()))
+        saved[name] = study.saved_bytes(model, x)
         run.emit(kind="saved", shape=shape_id(widths, batch, grid), model=name, saved_bytes=saved[name])
     del models
     if device.type == "cuda":
