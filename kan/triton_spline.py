@@ -15,9 +15,12 @@ Kernels (each launch one of them; ``launches()`` says how many per layer):
   (t_(m+1) - t_m)`` from the stored knots of that interval; the cardinal recursion, or
   on a grid whose float knots are not evenly spaced to rounding de Boor's triangle over
   the stored knots; zero outside the ``order + 1`` local bases) and the weight tile is read straight
-  from ``spline_weight``, ``scaler`` and ``base_weight``; both meet in ``tl.dot``.
-* ``_weight_grad_kernel``: tiles (k, outputs); loops over rows; the same basis tile,
-  transposed, times ``grad_out``; writes the spline-weight and base-weight gradients
+  from ``spline_weight``, ``scaler`` and ``base_weight``; both meet in ``tl.dot``. At large
+  shapes (``stores_bases``) the basis tile is read instead from the buffers of
+  ``_local_bases_kernel`` (below), launched once before it: each point's recursion is then
+  evaluated once, not once per column of its feature and per tile of outputs.
+* ``_weight_grad_kernel``: tiles (k, outputs); loops over rows; the same basis tile
+  (evaluated or read, as the forward's), transposed, times ``grad_out``; writes the spline-weight and base-weight gradients
   and, with a scaler, ``grad * spline_weight`` whose sum over ``c`` (one reduction
   launch) is the scaler's gradient.
 * ``_input_grad_kernel``: tiles (rows, features); for a block of features the
@@ -334,6 +337,37 @@ def _columns(xv, feat, c, inside, grid_ptr, ORDER: tl.constexpr, COEFF: tl.const
 
 
 @triton.jit
+def _stored_columns(span_ptr, values_ptr, silu_ptr, rows, feat, c, inside, B, ORDER: tl.constexpr,
+                    COEFF: tl.constexpr):
+    """The values ``_columns`` computes, read from the local bases' buffers (``_local_bases_kernel``:
+    span and silu (IN, B), values (IN, ORDER + 1, B)) instead of evaluated for every column of
+    the point. Outside the point's band a basis is 0, or NaN where the point is not finite: its
+    stored values are then all NaN, and ``v * 0`` is NaN for those and 0 for finite ones."""
+    at = feat * B + rows
+    span = tl.load(span_ptr + at, mask=inside, other=0)
+    d = c - span + ORDER  # the local basis index of column c
+    band = (d >= 0) & (d <= ORDER)
+    stored = (feat * (ORDER + 1) + tl.minimum(tl.maximum(d, 0), ORDER)) * B + rows
+    v = tl.load(values_ptr + stored, mask=inside & (c < COEFF), other=0.0)
+    silu = tl.load(silu_ptr + at, mask=inside & (c == COEFF), other=0.0)
+    return tl.where(c == COEFF, silu, tl.where(band, v, v * 0.0))
+
+
+@triton.jit
+def _basis_tile(x_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, rows, feat, c, inside, B, IN,
+                ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, CARDINAL: tl.constexpr,
+                STORED: tl.constexpr):
+    """The dense kernels' basis tile at (rows, columns (feat, c)): read from the local bases' buffers
+    (STORED), or evaluated from x for every element."""
+    if STORED:
+        a = _stored_columns(span_ptr, values_ptr, silu_ptr, rows, feat, c, inside, B, ORDER, COEFF)
+    else:
+        xv = tl.load(x_ptr + rows * IN + feat, mask=inside, other=0.0)
+        a, _ = _columns(xv, feat, c, inside, grid_ptr, ORDER, COEFF, KNOTS, False, CARDINAL)
+    return a
+
+
+@triton.jit
 def _weights(sw_ptr, sc_ptr, bw_ptr, out, feat, c, inside, IN, COEFF: tl.constexpr, HAS_SCALER: tl.constexpr):
     """W[(feat, c), out]: spline_weight[out, feat, c] * scaler[out, feat] for c < COEFF, base_weight[out, feat]
     for c == COEFF, 0 elsewhere (all broadcast together)."""
@@ -354,10 +388,10 @@ def _output_tile(B, OUT, BM: tl.constexpr, BN: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT,
+def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, out_ptr, B, IN, OUT,
                     ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
                     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
-                    CARDINAL: tl.constexpr):
+                    CARDINAL: tl.constexpr, STORED: tl.constexpr):
     rows, outs, row_in, out_in = _output_tile(B, OUT, BM, BN)
     K = IN * (COEFF + 1)
     acc = tl.zeros((BM, BN), dtype=out_ptr.dtype.element_ty)
@@ -367,8 +401,8 @@ def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT
         feat = k // (COEFF + 1)
         c = k % (COEFF + 1)
         inside = row_in[:, None] & k_in[None, :]
-        xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
-        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False, CARDINAL)
+        a = _basis_tile(x_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, rows[:, None], feat[None, :], c[None, :],
+                        inside, B, IN, ORDER, COEFF, KNOTS, CARDINAL, STORED)
         w = _weights(sw_ptr, sc_ptr, bw_ptr, outs[None, :], feat[:, None], c[:, None],
                      k_in[:, None] & out_in[None, :], IN, COEFF, HAS_SCALER)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
@@ -376,10 +410,11 @@ def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, out_ptr, B, IN, OUT
 
 
 @triton.jit
-def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, gsw_ptr, prod_ptr, gbw_ptr, B, IN, OUT,
+def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, gsw_ptr, prod_ptr,
+                        gbw_ptr, B, IN, OUT,
                         ORDER: tl.constexpr, COEFF: tl.constexpr, KNOTS: tl.constexpr, HAS_SCALER: tl.constexpr,
                         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
-                        CARDINAL: tl.constexpr):
+                        CARDINAL: tl.constexpr, STORED: tl.constexpr):
     pid_k = tl.program_id(0)
     pid_n = tl.program_id(1)
     k = pid_k * BK + tl.arange(0, BK)
@@ -394,8 +429,8 @@ def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, gsw_ptr, prod_pt
         rows = m0 + tl.arange(0, BM)
         row_in = rows < B
         inside = row_in[:, None] & k_in[None, :]
-        xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
-        a, _ = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, False, CARDINAL)
+        a = _basis_tile(x_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, rows[:, None], feat[None, :], c[None, :],
+                        inside, B, IN, ORDER, COEFF, KNOTS, CARDINAL, STORED)
         g = tl.load(g_ptr + rows[:, None] * OUT + outs[None, :], mask=row_in[:, None] & out_in[None, :], other=0.0)
         acc = tl.dot(tl.trans(a), g, acc, input_precision=PRECISION)
     # acc[(feat, c), out]: the gradient of W; W's spline rows are spline_weight * scaler
@@ -681,6 +716,21 @@ def input_grad_tiles(batch: int, out_features: int, coeff: int, order: int = 3,
 # Rows per program of the local bases' kernel: elementwise work, one feature per program.
 LOCAL_BASES_ROWS = 128
 
+# The dense kernels evaluate each element of their basis tile from x: a point's recursion once
+# for every one of its feature's coeff + 1 columns, in every program along the outputs (64 per
+# tile). Where those evaluations reach this many, the layer launches the local bases' kernel
+# once (span, order + 1 bases and SiLU per point, as the gather kernels read them) and the dense
+# kernels read the tile from its buffers: one launch more in the forward and in the weight
+# gradient, which costs host time at small shapes, against the recursion's work at large ones.
+# A count of the evaluations, standing until a GPU times both.
+STORED_BASES_MIN = 2 ** 22
+
+
+def stores_bases(batch: int, in_features: int, out_features: int, coeff: int) -> bool:
+    """Whether the dense kernels of a layer of this shape read their basis tiles from the local bases'
+    buffers rather than evaluate them (``STORED_BASES_MIN``)."""
+    return batch * in_features * (coeff + 1) * triton.cdiv(out_features, 64) >= STORED_BASES_MIN
+
 
 def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
     """(BM, BN) of the gather kernels: rows, and outputs per tile (the forward) or per step (the input
@@ -712,15 +762,18 @@ GATHER_WEIGHT_GRAD_OPERATIONS = 10
 
 
 def launches(needs_input: bool = True, needs_weights: bool = True, scaler: bool = True,
-             gather: bool = False) -> tuple[int, int]:
+             gather: bool = False, stored: bool = False) -> tuple[int, int]:
     """Kernel launches of one layer's forward and of its backward (first-order), a torch operation
     counted as one. The gather kernels add the coefficient table's one elementwise kernel to the
     forward, and to the backward where it computes the input gradient; the local bases' kernel to
-    the forward; and to the weight gradient ``GATHER_WEIGHT_GRAD_OPERATIONS``."""
+    the forward; and to the weight gradient ``GATHER_WEIGHT_GRAD_OPERATIONS``. The dense kernels
+    reading stored bases (``stored``, see ``stores_bases``) add the local bases' kernel to the
+    forward and to the weight gradient."""
     table = int(gather)
-    weights = 1 + int(scaler) + table * GATHER_WEIGHT_GRAD_OPERATIONS  # the scaler's sum: one
+    local = int(stored and not gather)
+    weights = 1 + int(scaler) + table * GATHER_WEIGHT_GRAD_OPERATIONS + local  # the scaler's sum: one
     backward = int(needs_input) * (1 + table) + int(needs_weights) * weights
-    return 1 + 2 * table, backward
+    return 1 + 2 * table + local, backward
 
 
 def _table(spline_weight: torch.Tensor, scaler: Optional[torch.Tensor]) -> torch.Tensor:
@@ -746,24 +799,26 @@ def plan(kernel: str, batch: int, in_features: int, out_features: int, coeff: in
     (one of ``KERNELS``) for a layer of this geometry on a GPU of ``sms`` SMs: what the launches
     below pass, and what ``python -m benchmarks.studies.triton_compile`` compiles without a GPU.
     ``double``: float64 tensors."""
+    stored = stores_bases(batch, in_features, out_features, coeff)
     constants, programs = _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler,
-                                     precision, double, sms)
+                                     precision, double, sms, stored)
     return dict(constants), programs, NUM_WARPS
 
 
 # Cached: every launch asks, and at small shapes the launches' host time is the step's time.
 @functools.lru_cache(maxsize=4096)
-def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision, double, sms):
+def _constants(kernel, batch, in_features, out_features, coeff, order, cardinal, scaler, precision, double, sms,
+               stored):
     common = dict(ORDER=order, COEFF=coeff, KNOTS=coeff + order + 1, CARDINAL=cardinal)
     cdiv = triton.cdiv
     if kernel == "forward":
         bm, bn, bk = forward_tiles(batch, out_features, order, double, sms)
-        return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
+        return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision, STORED=stored),
                 (cdiv(batch, bm), cdiv(out_features, bn)))
     if kernel == "weight_grad":
         bm, bn, bk = weight_grad_tiles(batch, out_features, order, double, in_features=in_features, coeff=coeff,
                                        sms=sms)
-        return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision),
+        return (dict(common, HAS_SCALER=scaler, BM=bm, BN=bn, BK=bk, PRECISION=precision, STORED=stored),
                 (cdiv(in_features * (coeff + 1), bk), cdiv(out_features, bn)))
     if kernel == "input_grad":
         bm, bo, fb, cc = input_grad_tiles(batch, out_features, coeff, order, double)
@@ -788,9 +843,10 @@ def jit_function(kernel: str):
     return globals()[f"_{kernel}_kernel"]
 
 
-def launched(gather: bool) -> tuple[str, ...]:
-    """Every kernel a layer's first-order step launches, for a contraction."""
-    return ("local_bases",) + kernels_of(True) if gather else kernels_of(False)
+def launched(gather: bool, stored: bool = False) -> tuple[str, ...]:
+    """Every kernel a layer's first-order step launches, for a contraction (and for the dense one,
+    whether it reads stored bases: ``stores_bases``)."""
+    return ("local_bases",) + kernels_of(gather) if gather or stored else kernels_of(False)
 
 
 def kernels_of(gather: bool) -> tuple[str, str, str]:
@@ -800,17 +856,27 @@ def kernels_of(gather: bool) -> tuple[str, str, str]:
     return ("forward", "weight_grad", "input_grad")
 
 
-def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int, cardinal: bool, scaler: bool):
-    """launch(kernel, *args): ``kernel`` (one of ``KERNELS``) on ``args``, planned for this layer and input."""
+def _launcher(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int, cardinal: bool, scaler: bool,
+              stored: bool):
+    """launch(kernel, *args): ``kernel`` (one of ``KERNELS``) on ``args``, planned for this layer and input
+    (``stored``: the dense kernels read stored bases)."""
     coeff, _ = _geometry(grid, order)
     shape = (x.size(0), x.size(1), out_features)
     precision, double, sms = _precision(x), x.dtype == torch.float64, sms_of(x)
 
     def launch(kernel: str, *args) -> None:
-        constants, programs = _constants(kernel, *shape, coeff, order, cardinal, scaler, precision, double, sms)
+        constants, programs = _constants(kernel, *shape, coeff, order, cardinal, scaler, precision, double, sms,
+                                         stored)
         jit_function(kernel)[programs](*args, *shape, **constants, num_warps=NUM_WARPS, num_stages=NUM_STAGES)
 
     return launch
+
+
+def _contraction(x: torch.Tensor, out_features: int, grid: torch.Tensor, order: int, gather: bool):
+    """(the kernels of this layer's step (``kernels_of``), whether its dense kernels read stored bases)."""
+    coeff, _ = _geometry(grid, order)
+    gathers = _gathers(coeff, order, gather)
+    return kernels_of(gathers), not gathers and stores_bases(x.size(0), x.size(1), out_features, coeff)
 
 
 def _local_bases(launch, x, grid, order):
@@ -842,22 +908,29 @@ def _gather_weight_grads(launch, grad_out, x, spline_weight, scaler_arg, grid, o
     return grad_out.t().mm(silu.t())  # (out, in): SiLU's column, a matrix product as torch's own
 
 
+def _dense_bases(launch, x, grid, order, stored):
+    """The dense kernels' basis arguments (span, values, silu): the local bases' buffers where they
+    read stored bases, else ``x`` three times (unread)."""
+    return _local_bases(launch, x, grid, order) if stored else (x, x, x)
+
+
 def _forward(x, spline_weight, scaler, base_weight, grid, order, gather=False, cardinal=True):
     out = x.new_empty(x.size(0), base_weight.size(0))
-    launch = _launcher(x, out.size(1), grid, order, cardinal, scaler is not None)
-    forward, _, _ = kernels_of(_gathers(_geometry(grid, order)[0], order, gather))
+    (forward, _, _), stored = _contraction(x, out.size(1), grid, order, gather)
+    launch = _launcher(x, out.size(1), grid, order, cardinal, scaler is not None, stored)
     if forward == "gather_forward":
         span, values, silu = _local_bases(launch, x, grid, order)
         launch(forward, span, values, silu, _table(spline_weight, scaler), base_weight, out)
     else:
-        launch(forward, x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid, out)
+        launch(forward, x, spline_weight, scaler if scaler is not None else spline_weight, base_weight, grid,
+               *_dense_bases(launch, x, grid, order, stored), out)
     return out
 
 
 def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, needs_input, needs_weights, gather=False,
               cardinal=True):
-    launch = _launcher(x, base_weight.size(0), grid, order, cardinal, scaler is not None)
-    _, weight_grad, input_grad = kernels_of(_gathers(_geometry(grid, order)[0], order, gather))
+    (_, weight_grad, input_grad), stored = _contraction(x, base_weight.size(0), grid, order, gather)
+    launch = _launcher(x, base_weight.size(0), grid, order, cardinal, scaler is not None, stored)
     scaler_arg = scaler if scaler is not None else spline_weight
     empty = x.new_empty(0)
     grad_x = grad_spline = grad_scaler = grad_base = empty
@@ -869,7 +942,8 @@ def _backward(grad_out, x, spline_weight, scaler, base_weight, grid, order, need
                                              grad_spline, product)
         else:
             grad_base = torch.empty_like(base_weight)
-            launch(weight_grad, x, grad_out, spline_weight, scaler_arg, grid, grad_spline, product, grad_base)
+            bases = _dense_bases(launch, x, grid, order, stored)
+            launch(weight_grad, x, grad_out, spline_weight, scaler_arg, grid, *bases, grad_spline, product, grad_base)
         if scaler is not None:
             grad_scaler = product.sum(dim=2)
     if needs_input:

@@ -74,10 +74,10 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
 
 def build(widths, grid_size, order, dtype=torch.float32, seed=0, scaler=True, adapted=False, contraction="auto"):
     """A randomised reference (KANLinear for two widths, else KAN), built in ``dtype`` (its knots
-    uniform in that dtype), and kan-fast with backend="triton" (and ``contraction``) loaded from its
-    state dict, on DEVICE."""
+    uniform in that dtype), and kan-fast with backend="triton" (and ``contraction``; "stored" is
+    "dense", see ``stored_bases``) loaded from its state dict, on DEVICE."""
     options = dict(grid_size=grid_size, spline_order=order, enable_standalone_scale_spline=scaler)
-    fast_options = dict(backend="triton", contraction=contraction, **EAGER)
+    fast_options = dict(backend="triton", contraction="dense" if contraction == "stored" else contraction, **EAGER)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -175,8 +175,24 @@ def ran(launched) -> set:
 DENSE_KERNELS = {"_forward_kernel", "_weight_grad_kernel", "_input_grad_kernel"}
 GATHER_KERNELS = {"_local_bases_kernel", "_gather_forward_kernel", "_gather_weight_grad_kernel",
                   "_gather_input_grad_kernel"}
-# both contractions, forced: each kernel is checked at every grid, whichever "auto" would take
-CONTRACTION = pytest.mark.parametrize("contraction", ["dense", "gather"])
+# both contractions, forced, and the dense one reading stored bases ("stored"): each kernel is
+# checked at every grid, whichever "auto" would take
+CONTRACTION = pytest.mark.parametrize("contraction", ["dense", "stored", "gather"])
+KERNELS_OF = {"dense": DENSE_KERNELS, "stored": DENSE_KERNELS | {"_local_bases_kernel"}, "gather": GATHER_KERNELS}
+
+
+def store_bases(monkeypatch, contraction: str) -> None:
+    """The dense kernels read stored bases at every shape for contraction "stored"; else none does
+    (the tests' shapes are below ``STORED_BASES_MIN``, and a test keeps them so)."""
+    monkeypatch.setattr(ts, "STORED_BASES_MIN", 0 if contraction == "stored" else 2 ** 62)
+
+
+@pytest.fixture(autouse=True)
+def stored_bases(request, monkeypatch):
+    """``store_bases`` for a test's ``contraction`` parameter, if it has one."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "contraction" in callspec.params:
+        store_bases(monkeypatch, callspec.params["contraction"])
 
 
 # --------------------------------------------------------------------------- values and gradients
@@ -212,12 +228,13 @@ def test_layer_equals_reference_with_the_largest_and_smallest_tiles(order, sms, 
     x = probe(reference, 70, seed=order)
     upstream = torch.randn(70, 17, generator=torch.Generator().manual_seed(order))
     compare(reference, fast, x, upstream, torch.float32, f"order {order}, sms {sms}, {contraction}")
+    assert ran(launched) == KERNELS_OF[contraction]
     if contraction == "gather":
-        assert ran(launched) == GATHER_KERNELS
         block = {c["CB"] for c in launched["_gather_weight_grad_kernel"].constants}
         assert block == ({5 + order} if sms == 1 else {1})
         return
-    assert ran(launched) == DENSE_KERNELS
+    assert {c["STORED"] for c in launched["_forward_kernel"].constants + launched["_weight_grad_kernel"].constants} \
+        == {contraction == "stored"}
     side = 64 if sms == 1 else 16
     assert {c["BM"] for c in launched["_forward_kernel"].constants} == {side}
     assert {c["BK"] for c in launched["_weight_grad_kernel"].constants} == {side}
@@ -233,7 +250,7 @@ def test_layer_outputs_and_gradients_equal_reference(order, grid_size, contracti
         upstream = torch.randn(b, o, generator=torch.Generator().manual_seed(index))
         compare(reference, fast, x, upstream, torch.float32,
                 f"order {order}, grid {grid_size}, [{i}, {o}] b{b}, {contraction}")
-    assert ran(launched) == (GATHER_KERNELS if contraction == "gather" else DENSE_KERNELS)
+    assert ran(launched) == KERNELS_OF[contraction]
 
 
 @CONTRACTION
@@ -260,10 +277,11 @@ def test_float64_kernels_equal_reference_to_rounding(order, contraction):
 @pytest.mark.slow
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("grid_size", [4, 10, 20, 37, 50])
-def test_larger_shapes_sweep(order, grid_size):
+def test_larger_shapes_sweep(order, grid_size, monkeypatch):
     # The contractions take turns, so that each checks every grid and every order across the sweep
-    # (both at every point would double the interpreter's time); widths and batches off every tile.
-    contraction = "gather" if (order + grid_size) % 2 else "dense"
+    # (each at every point would treble the interpreter's time); widths and batches off every tile.
+    contraction = ("dense", "stored", "gather")[(order + grid_size) % 3]
+    store_bases(monkeypatch, contraction)
     for index, (i, o, b) in enumerate([(40, 70, 33), (65, 33, 40), (1, 1, 1)]):
         reference, fast = build([i, o], grid_size, order, seed=order + index, contraction=contraction)
         x = probe(reference, b, seed=index)
@@ -350,7 +368,7 @@ def test_uneven_float32_knots_of_a_uniform_grid_take_de_boor_and_equal_reference
         assert fast.uses_triton(x.to(DEVICE))
         compare(reference, fast, x, torch.randn(40, 3, generator=torch.Generator().manual_seed(4)), torch.float32,
                 f"grid {grid_size}, {contraction}")
-    assert ran(launched) == (GATHER_KERNELS if contraction == "gather" else DENSE_KERNELS)
+    assert ran(launched) == KERNELS_OF[contraction]
 
 
 @pytest.mark.parametrize("order", [0, 6])
@@ -522,6 +540,23 @@ def test_launches_per_layer():
     operations = ts.GATHER_WEIGHT_GRAD_OPERATIONS
     assert ts.launches(gather=True) == (3, 2 + 2 + operations)
     assert ts.launches(needs_input=False, gather=True) == (3, 2 + operations)
+    # stored bases: the local bases' kernel before the forward and before the weight gradient
+    assert ts.launches(stored=True) == (2, 4)
+    assert ts.launches(needs_weights=False, stored=True) == (2, 1)
+    assert ts.launches(gather=True, stored=True) == ts.launches(gather=True)
+
+
+def test_the_dense_kernels_store_bases_where_their_evaluations_reach_the_minimum():
+    # a point's recursion per column of its feature (coeff + 1) and per 64 outputs
+    evaluations = lambda batch, i, o, coeff: batch * i * (coeff + 1) * -(-o // 64)  # noqa: E731
+    assert evaluations(4096, 784, 64, 8) == 4096 * 784 * 9 >= ts.STORED_BASES_MIN
+    assert ts.stores_bases(4096, 784, 64, 8) and ts.stores_bases(8192, 1024, 1024, 8)
+    assert evaluations(1024, 2, 5, 8) < ts.STORED_BASES_MIN and not ts.stores_bases(1024, 2, 5, 8)
+    assert not ts.stores_bases(4096, 64, 10, 8)  # [784, 64, 10]'s second layer: 2.4 million
+    assert ts.stores_bases(4096, 64, 65, 8) == (4096 * 64 * 9 * 2 >= ts.STORED_BASES_MIN)
+    assert ts.plan("forward", 4096, 784, 64, 8, 3)[0]["STORED"]
+    assert not ts.plan("weight_grad", 1024, 2, 5, 8, 3)[0]["STORED"]
+    assert ts.launched(False, stored=True) == ("local_bases", "forward", "weight_grad", "input_grad")
 
 
 # --------------------------------------------------------------------------- double backward

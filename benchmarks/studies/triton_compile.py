@@ -193,7 +193,8 @@ def plan_rows(shapes: str, orders: tuple[int, ...], dtype: str, sms: int = 132) 
                 for contraction in ("dense", "gather"):
                     if contraction == "gather" and not gathers("gather", grid_size, order, False, triton=True):
                         continue
-                    for kernel in triton_spline.launched(contraction == "gather"):
+                    stored = triton_spline.stores_bases(batch, in_features, out_features, coeff)
+                    for kernel in triton_spline.launched(contraction == "gather", stored):
                         constants, programs, warps = triton_spline.plan(
                             kernel, batch, in_features, out_features, coeff, order, knots_cardinal,
                             double=dtype == "float64", sms=sms)
