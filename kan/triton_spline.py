@@ -729,7 +729,7 @@ STORED_BASES_MIN = 2 ** 22
 def stores_bases(batch: int, in_features: int, out_features: int, coeff: int) -> bool:
     """Whether the dense kernels of a layer of this shape read their basis tiles from the local bases'
     buffers rather than evaluate them (``STORED_BASES_MIN``)."""
-    return batch * in_features * (coeff + 1) * triton.cdiv(out_features, 64) >= STORED_BASES_MIN
+    return batch * in_features * (coeff + 1) * -(-out_features // 64) >= STORED_BASES_MIN  # asked every call
 
 
 def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
