@@ -20,9 +20,9 @@ Kernels (each launch one of them; ``launches()`` says how many per layer):
   ``_local_bases_kernel`` (below), launched once before it: each point's recursion is then
   evaluated once, not once per column of its feature and per tile of outputs.
 * ``_weight_grad_kernel``: tiles (k, outputs); loops over rows; the same basis tile
-  (evaluated or read, as the forward's), transposed, times ``grad_out``; writes the spline-weight and base-weight gradients
-  and, with a scaler, ``grad * spline_weight`` whose sum over ``c`` (one reduction
-  launch) is the scaler's gradient.
+  (evaluated or read, as the forward's), transposed, times ``grad_out``; writes the
+  spline-weight and base-weight gradients and, with a scaler, ``grad * spline_weight`` whose
+  sum over ``c`` (one reduction launch) is the scaler's gradient.
 * ``_input_grad_kernel``: tiles (rows, features); for a block of features the
   columns are padded to a power of two (the reshape that sums each feature's
   columns needs it); ``grad_out @ W^T`` by ``tl.dot`` over the outputs, times the
@@ -729,7 +729,8 @@ STORED_BASES_MIN = 2 ** 22
 def stores_bases(batch: int, in_features: int, out_features: int, coeff: int) -> bool:
     """Whether the dense kernels of a layer of this shape read their basis tiles from the local bases'
     buffers rather than evaluate them (``STORED_BASES_MIN``)."""
-    return batch * in_features * (coeff + 1) * -(-out_features // 64) >= STORED_BASES_MIN  # asked every call
+    # every call asks: an integer ceiling, where triton.cdiv would cost microseconds
+    return batch * in_features * (coeff + 1) * -(-out_features // 64) >= STORED_BASES_MIN
 
 
 def gather_tiles(batch: int, out_features: int) -> tuple[int, int]:
