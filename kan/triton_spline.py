@@ -405,7 +405,7 @@ def _forward_kernel(x_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, span_ptr, values_pt
                         inside, B, IN, ORDER, COEFF, KNOTS, CARDINAL, STORED)
         w = _weights(sw_ptr, sc_ptr, bw_ptr, outs[None, :], feat[:, None], c[:, None],
                      k_in[:, None] & out_in[None, :], IN, COEFF, HAS_SCALER)
-        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION, out_dtype=acc.dtype)
     tl.store(out_ptr + rows[:, None] * OUT + outs[None, :], acc, mask=row_in[:, None] & out_in[None, :])
 
 
@@ -432,7 +432,7 @@ def _weight_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, grid_ptr, span_ptr, values
         a = _basis_tile(x_ptr, grid_ptr, span_ptr, values_ptr, silu_ptr, rows[:, None], feat[None, :], c[None, :],
                         inside, B, IN, ORDER, COEFF, KNOTS, CARDINAL, STORED)
         g = tl.load(g_ptr + rows[:, None] * OUT + outs[None, :], mask=row_in[:, None] & out_in[None, :], other=0.0)
-        acc = tl.dot(tl.trans(a), g, acc, input_precision=PRECISION)
+        acc = tl.dot(tl.trans(a), g, acc, input_precision=PRECISION, out_dtype=acc.dtype)
     # acc[(feat, c), out]: the gradient of W; W's spline rows are spline_weight * scaler
     both = k_in[:, None] & out_in[None, :]
     spline = both & (c < COEFF)[:, None]
@@ -470,7 +470,7 @@ def _input_grad_kernel(x_ptr, g_ptr, sw_ptr, sc_ptr, bw_ptr, grid_ptr, gx_ptr, B
                         other=0.0)
             w = _weights(sw_ptr, sc_ptr, bw_ptr, outs[:, None], feat[None, :], c[None, :],
                          out_in[:, None] & col_in[None, :], IN, COEFF, HAS_SCALER)
-            h = tl.dot(g, w, h, input_precision=PRECISION)
+            h = tl.dot(g, w, h, input_precision=PRECISION, out_dtype=h.dtype)
         inside = row_in[:, None] & col_in[None, :]
         xv = tl.load(x_ptr + rows[:, None] * IN + feat[None, :], mask=inside, other=0.0)
         _, da = _columns(xv, feat[None, :], c[None, :], inside, grid_ptr, ORDER, COEFF, KNOTS, True, CARDINAL)

@@ -64,19 +64,22 @@ def child(code: str, interpret: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
-def compiled(kernel: str, batch: int, in_features: int, out_features: int, cardinal: bool = True) -> dict:
+def compiled(kernel: str, batch: int, in_features: int, out_features: int, cardinal: bool = True,
+             dtype: str = "float32") -> dict:
     """``triton_compile.compile_kernel`` of one launch (coeff 8, order 3), in a child without the interpreter."""
     done = child(
         "import json\n"
         "from kan import triton_spline\n"
         "from benchmarks.studies import triton_compile\n"
         f"constants, _, warps = triton_spline.plan({kernel!r}, {batch}, {in_features}, {out_features}, 8, 3, "
-        f"cardinal={cardinal})\n"
-        f"found = triton_compile.compile_kernel({kernel!r}, constants, 'float32', 90, warps, "
+        f"cardinal={cardinal}, double={dtype == 'float64'})\n"
+        "print(json.dumps(constants.get('STORED')))\n"
+        f"found = triton_compile.compile_kernel({kernel!r}, constants, {dtype!r}, 90, warps, "
         f"triton_spline.NUM_STAGES, {{'B': {batch}, 'IN': {in_features}, 'OUT': {out_features}}})\n"
         "print(json.dumps(found))\n")
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    stored, found = done.stdout.strip().splitlines()[-2:]
+    return dict(json.loads(found), stored=json.loads(stored))
 
 
 @pytest.mark.parametrize("cardinal", [True, False])
@@ -85,6 +88,18 @@ def test_a_kernel_compiles_for_sm_90_and_reports_its_registers(cardinal):
     assert 0 < found["registers"] <= 255 and found["spill_stores"] >= 0 and found["shared"] >= 0
     assert found["compile_s"] > 0
     assert found["loop_instructions"] is None  # the local bases: no loop
+
+
+@pytest.mark.parametrize("kernel,shape,stored", [("forward", (64, 64, 64), False),
+                                                 ("forward", (8192, 1024, 1024), True),
+                                                 ("weight_grad", (8192, 1024, 1024), True),
+                                                 ("input_grad", (64, 64, 64), None)])
+def test_the_dense_kernels_compile_in_float64(kernel, shape, stored):
+    """tl.dot of float64 tiles into a float64 accumulator: the product's type is the accumulator's
+    (Triton 3.6 takes float32 unless told, and refuses the pair); evaluated and stored bases."""
+    found = compiled(kernel, *shape, dtype="float64")
+    assert found["stored"] is stored
+    assert 0 < found["registers"] <= 255 and found["loop_instructions"] > 0
 
 
 def test_a_kernels_main_loop_is_counted_from_its_machine_code():
