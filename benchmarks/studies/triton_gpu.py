@@ -240,6 +240,16 @@ def time_in_turns(run: Run, phase: str, fns: dict, rounds: int, round_s: float) 
     return {n: (samples[n], calls[n], first[n]) for n in names}
 
 
+def time_row(run: Run, widths, batch, grid, phase: str, name: str, samples, calls, first, **extra) -> dict:
+    """The row of one model's times in one phase (``time_in_turns``' samples, calls per round and first
+    call): median, extremes and spread (max - min) / median, and ``extra``."""
+    med = median(samples)
+    return run.emit(kind="time", shape=shape_id(widths, batch, grid), widths=widths, batch=batch, grid=grid,
+                    phase=phase, model=name, median_s=med, min_s=min(samples), max_s=max(samples),
+                    spread=(max(samples) - min(samples)) / med, rounds=len(samples), calls_per_round=calls,
+                    first_call_s=first, **extra)
+
+
 def median(values):
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
@@ -268,16 +278,11 @@ def measure(run: Run, widths, batch, grid, rounds: int, round_s: float) -> dict:
         fns = {name: steps(model, x, y)[phase] for name, model in models.items()}
         if phase == "forward":
             fns["dense floor"] = floor_step(widths, batch, grid, device)
-        timed = time_in_turns(run, phase, fns, rounds, round_s)
-        for name, (samples, calls, first) in timed.items():
-            med = median(samples)
-            medians[(phase, name)] = med
-            run.emit(kind="time", shape=shape_id(widths, batch, grid), widths=widths, batch=batch, grid=grid,
-                     phase=phase, model=name, median_s=med, min_s=min(samples), max_s=max(samples),
-                     spread=(max(samples) - min(samples)) / med, rounds=len(samples), calls_per_round=calls,
-                     first_call_s=first, math=math.get(name),
-                     contraction={MINE: auto, other_name(grid): other}.get(name),
-                     tf32=torch.backends.cuda.matmul.allow_tf32)
+        for name, timed in time_in_turns(run, phase, fns, rounds, round_s).items():
+            row = time_row(run, widths, batch, grid, phase, name, *timed, math=math.get(name),
+                           contraction={MINE: auto, other_name(grid): other}.get(name),
+                           tf32=torch.backends.cuda.matmul.allow_tf32)
+            medians[(phase, name)] = row["median_s"]
     saved = {}
     for name in (MINE, "kan"):
         model = models[name]
@@ -400,12 +405,8 @@ def graphs(run: Run, rounds: int, round_s: float, shapes=GRAPHED_SHAPES, capture
             except Exception as e:  # a capture that fails is a finding: the row says why
                 _settle(device)
                 run.emit(kind="error", shape=shape, phase="fwd+bwd graphs", model=name, error=one_line(e))
-        for name, (samples, calls, first) in time_in_turns(run, "fwd+bwd graphs", fns, rounds, round_s).items():
-            med = median(samples)
-            run.emit(kind="time", shape=shape, widths=widths, batch=batch, grid=grid, phase="fwd+bwd graphs",
-                     model=name, median_s=med, min_s=min(samples), max_s=max(samples),
-                     spread=(max(samples) - min(samples)) / med, rounds=len(samples), calls_per_round=calls,
-                     first_call_s=first)
+        for name, timed in time_in_turns(run, "fwd+bwd graphs", fns, rounds, round_s).items():
+            time_row(run, widths, batch, grid, "fwd+bwd graphs", name, *timed)
 
 
 def _settle(device: torch.device) -> None:

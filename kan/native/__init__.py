@@ -24,8 +24,9 @@ descriptors opened one folder at a time without following links, and the library
 loaded from the very descriptor whose bytes were hashed (``/proc/self/fd/N``), so no path
 is resolved twice. After loading, a self-test compares every kernel with the PyTorch
 formulas on a small input, in a clean state (no autocast, dispatch or torch-function
-modes, no torch.func transform, grad mode on, float32 default): a library that fails it in a fresh process as well
-is removed and rebuilt once; one that fails only in this process is kept. A build lock
+modes, no torch.func transform, grad mode on, float32 default): a library that fails it in
+a fresh process as well is removed and rebuilt once; one that fails only in this process is
+kept. A build lock
 (``flock`` on a file in the cache folder) makes processes that start together build once.
 A folder that is not safe is refused with a warning, and the library is built into a
 fresh private temporary folder instead. A build that outlasts
