@@ -113,6 +113,8 @@ def test_tiny_run_rows_and_ratios(results, capsys):
             assert v.verdict == "not measured" and v.note == "grid 50 not in --grids"
         elif not math.isnan(v.ratio):
             assert v.verdict == ("PASS" if _holds(v.ratio, v.direction, v.bound) else "MISS")
+            sides = {_holds(v.ci_low, v.direction, v.bound), _holds(v.ci_high, v.direction, v.bound)}
+            assert v.clear == ("exact" if math.isnan(v.ci_low) else "yes" if len(sides) == 1 else "no")
         printed = [line for line in out.splitlines() if line.startswith(f"{v.target}  ") and
                    line[len(v.target):].split()[:3] == ["6x5x3", "16", str(v.grid_size)]]
         assert len(printed) == 1 and v.verdict in printed[0]
@@ -230,12 +232,39 @@ def test_verdicts_from_hand_made_numbers():
     assert mlp["ratio"] == pytest.approx(0.76) and mlp["verdict"] == "PASS"
     assert (mlp["widths"], mlp["batch"]) == ("6x5x3", 16)
 
+    assert {k: v["clear"] for k, v in got.items()} == {
+        ("fwd+bwd: x faster than the reference", 5): "yes", ("fwd+bwd: x faster than the faster peer", 5): "yes",
+        ("forward: time / dense floor's", 5): "yes", ("saved bytes / the reference's", 5): "exact",
+        ("fwd+bwd: x faster than the faster peer", 50): "", ("train: time / the parameter-matched MLP's", 5): "yes"}
+
     slower = _rows(a=("kan-fast", fb, 5, 0.020), b=("kan", fb, 5, 0.085))
     v = targets.verdict(TINY_CPU[0], slower, (5,))
     assert v["ratio"] == pytest.approx(4.25) and v["verdict"] == "MISS"
     broken = _rows(a=("kan-fast", fb, 5, "error"), b=("kan", fb, 5, 0.085))
     v = targets.verdict(TINY_CPU[0], broken, (5,))
     assert v["verdict"] == "not measured" and v["note"] == "kan-fast error: kan-fast error"
+
+
+@pytest.mark.parametrize("reference_samples, verdict, clear", [
+    ((0.060, 0.070, 0.080, 0.090, 0.100), "PASS", "no"),  # ratios 6 to 10 about a median of 8: the bound 8 inside
+    ((0.066, 0.072, 0.078, 0.084, 0.090), "MISS", "no"),  # median 7.8, the interval reaching past 8
+    ((0.110, 0.115, 0.120, 0.125, 0.130), "PASS", "yes"),  # 11 to 13: wholly above 8
+    ((0.040, 0.042, 0.044, 0.046, 0.048), "MISS", "yes"),  # 4 to 4.8: wholly below
+])
+def test_a_verdict_whose_interval_holds_the_bound_says_it_is_not_clear(reference_samples, verdict, clear):
+    target = TINY_CPU[0]  # the reference / kan-fast >= 8, forward+backward, grid 5
+    assert (target.name, target.bound) == ("fwd+bwd: x faster than the reference", 8)
+    fast, reference = _rows(a=("kan-fast", targets.FORWARD_BACKWARD, 5, 0.010),
+                            b=("kan", targets.FORWARD_BACKWARD, 5, 0.0))
+    samples = reference_samples * 2  # ten samples, the spread each given twice
+    reference = dataclasses.replace(reference, samples=samples, rounds=tuple(range(10)), disturbed=(False,) * 10)
+    v = targets.verdict(target, [fast, reference], (5,))
+    assert (v["verdict"], v["clear"]) == (verdict, clear)
+    assert v["ci_low"] <= v["ratio"] <= v["ci_high"]
+    assert (v["ci_low"] < 8 < v["ci_high"]) == (clear == "no")  # the rule, from the interval itself
+    assert ("not clear: the 95% interval holds 8" in v["note"]) == (clear == "no")
+    printed = targets.format_verdicts([v])
+    assert verdict in printed and ("not clear" in printed) == (clear == "no")
 
 
 def test_cuda_verdicts_take_each_targets_own_shape():

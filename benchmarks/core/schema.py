@@ -103,6 +103,7 @@ TABLES = {
         "ratio",  # other / kan-fast for "x faster" (">="), kan-fast / other for "at most" ("<=")
         "ci_low", "ci_high",  # 95% bootstrap interval of the ratio of medians (timings only)
         "bound", "direction", "verdict",  # "PASS", "MISS" or "not measured"
+        "clear",  # "yes": the interval lies on the verdict's side of the bound; "no": it holds it; "exact": bytes
         "note",
     ],
     CROSSOVER: ["backend", "grid_size", "coeff", "dense_ms", "gather_ms", "threads", "widths", "batch"],

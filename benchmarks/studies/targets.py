@@ -23,7 +23,9 @@ The dense floor is one ``torch.mm`` of a (batch, in * (grid_size + spline_order 
 combined spline + base product.
 
 A "x faster" ratio is other's median / kan-fast's median; an "at most" ratio is kan-fast's
-figure / other's. A target on the faster peer needs both peers measured; with one missing
+figure / other's. The verdict (PASS or MISS) judges that ratio; beside it, ``clear`` says
+whether the ratio's 95% interval lies wholly on the verdict's side of the bound ("no": the
+interval holds the bound, and another run may judge the other way; the note says so). A target on the faster peer needs both peers measured; with one missing
 it says "not measured" and notes the ratio to the other.
 
 Phases are the core's (:mod:`benchmarks.core.case`): ``forward+backward`` is the forward,
@@ -413,7 +415,8 @@ def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...])
     out = {"target": target.name, "phase": target.phase, "widths": widths_label(target.shape.widths),
            "batch": target.shape.batch, "grid_size": target.grid_size,
            "other": target.other, "bound": target.bound, "direction": target.direction,
-           "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "verdict": "not measured", "note": ""}
+           "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "verdict": "not measured", "clear": "",
+           "note": ""}
     if target.grid_size not in grids:
         out["note"] = f"grid {target.grid_size} not in --grids"
         return out
@@ -443,7 +446,20 @@ def verdict(target: Target, measured: list[Measurement], grids: tuple[int, ...])
         num, den = (other, fast) if target.direction == ">=" else (fast, other)
         out["ci_low"], out["ci_high"] = bootstrap_ratio_ci(num.used, den.used)
     out["verdict"] = "PASS" if target.holds(out["ratio"]) else "MISS"
+    out["clear"] = clear(target, out)
+    if out["clear"] == "no":
+        out["note"] = "; ".join(filter(None, (out["note"], f"not clear: the 95% interval holds {target.bound:.3g}")))
     return out
+
+
+def clear(target: Target, row: dict) -> str:
+    """Whether ``row``'s verdict holds across the ratio's 95% interval: "yes" where the whole
+    interval lies on the verdict's side of the bound, "no" where it holds the bound (a rerun may
+    judge the other way), "exact" for a figure without sampling noise (bytes saved)."""
+    low, high = row["ci_low"], row["ci_high"]
+    if math.isnan(low) or math.isnan(high):
+        return "exact"
+    return "yes" if target.holds(low) == target.holds(high) else "no"
 
 
 def tables(measured: list[Measurement], targets: tuple[Target, ...], grids: tuple[int, ...]) -> tuple[list, list]:
