@@ -34,6 +34,7 @@ from kan import zoo  # noqa: E402
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear  # noqa: E402
 from kan.reference import KAN, KANLinear  # noqa: E402
 from nonfinite_patterns import VALUES, assert_same_pattern  # noqa: E402
+from random_configurations import CASES, check  # noqa: E402
 
 ts = kan.fast.triton_kernels()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -615,3 +616,13 @@ def test_torch_func_transforms_take_the_reference_and_leave_the_kernels_to_plain
     assert_close(per_row.cpu(), truth[rows, :, rows, :], GRADIENT_TOLERANCE, "vmap(jacrev)")
     fast(xd).sum().backward()
     assert ran(launched) == DENSE_KERNELS, "a plain call after the transforms takes the kernels"
+
+
+# compiled anew for most cases on a GPU (orders, grids and widths differ), and half a minute
+# in all under the interpreter: slow, out of the quick run and of triton_check.sh's
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(CASES))
+def test_random_configuration_equals_reference(seed):
+    """The seeded random configurations of tests/random_configurations.py (every option of the
+    reference drawn together) with the Triton kernels, against the reference."""
+    check(seed, "triton", DEVICE)
