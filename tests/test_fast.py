@@ -478,6 +478,19 @@ def test_an_input_of_another_dtype_than_the_layer_is_told_in_the_users_terms(dty
         assert model(torch.zeros(3, 4)).shape == (3, 2)
 
 
+def test_under_autocast_the_output_is_in_the_parameters_dtype_and_equals_float32(contraction):
+    """kan-fast's kernels take no part in autocast (docs/kan-fast-numerics.md): the reference's
+    products run in bfloat16 there, kan-fast's in float32, equal to its output outside autocast."""
+    reference, fast = model_pair([4, 5, 2], forced=contraction)
+    x = torch.rand(16, 4, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        plain = fast(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cast, reference_cast = fast(x), reference(x)
+    assert reference_cast.dtype == torch.bfloat16  # what autocast does to the reference
+    assert cast.dtype == torch.float32 and torch.equal(cast, plain)
+
+
 # --------------------------------------------------------------------------- compiled kernels, CUDA
 
 

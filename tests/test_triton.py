@@ -618,6 +618,18 @@ def test_torch_func_transforms_take_the_reference_and_leave_the_kernels_to_plain
     assert ran(launched) == DENSE_KERNELS, "a plain call after the transforms takes the kernels"
 
 
+@CONTRACTION
+def test_under_autocast_the_output_is_in_the_parameters_dtype(contraction):
+    """The kernels take no part in autocast (docs/kan-fast-numerics.md): float32 out, equal to
+    the output outside autocast."""
+    _, fast = build([3, 4, 2], 5, 3, seed=4, contraction=contraction)
+    x = (torch.rand(9, 3, generator=torch.Generator().manual_seed(4)) * 2 - 1).to(DEVICE)
+    with torch.no_grad():
+        plain = fast(x)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            cast = fast(x)
+    assert cast.dtype == torch.float32 and torch.equal(cast, plain)
+
 # compiled anew for most cases on a GPU (orders, grids and widths differ), and half a minute
 # in all under the interpreter: slow, out of the quick run and of triton_check.sh's
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from typing import Callable, Sequence
@@ -183,7 +184,11 @@ class FastBSplineKANLinear(KANLinear):
             product = NativeGatherProduct if gather else NativeDenseProduct
             output = product.apply(x, self.spline_weight, scaler, self.base_weight, geometry, self.base_activation)
         elif gather:
-            with region(BASE_BRANCH):
+            # in the parameters' dtype under autocast too, as every other path and the spline part
+            # (autocast left only where it is on: leaving it costs microseconds a call)
+            kind = x.device.type
+            with region(BASE_BRANCH), (torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind)
+                                       else contextlib.nullcontext()):
                 base_output = F.linear(self.base_activation(x), self.base_weight)  # (batch, out)
             table = self.scaled_spline_weight.permute(1, 2, 0).contiguous()  # (in, coeff, out)
             output = base_output + GatherSplineProduct.apply(x, table.view(-1, self.out_features), geometry,
