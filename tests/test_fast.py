@@ -491,6 +491,51 @@ def test_under_autocast_the_output_is_in_the_parameters_dtype_and_equals_float32
     assert cast.dtype == torch.float32 and torch.equal(cast, plain)
 
 
+# --------------------------------------------------------------------------- torch.compile, torch.export
+
+
+def test_under_torch_compile_each_layer_runs_eagerly_and_equals_eager(contraction, monkeypatch):
+    """torch.compile compiles the model around kan-fast's layers, which run as they do eagerly
+    (traced, their choices by the values of the input and the knots would break the graph many
+    times): outputs and every gradient equal the eager model's to the bit."""
+    _, fast = model_pair([4, 5, 2], forced=contraction)
+    x = torch.rand(16, 4, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    upstream = torch.randn(16, 2, generator=torch.Generator().manual_seed(6))
+    expected = gradients(fast, x, upstream)
+    eager = FastBSplineKANLinear._forward
+    traced = []
+
+    def spy(layer, inputs):
+        traced.append(torch.compiler.is_compiling())
+        return eager(layer, inputs)
+
+    monkeypatch.setattr(FastBSplineKANLinear, "_forward", spy)
+    torch._dynamo.reset()
+    compiled = torch.compile(fast, backend="eager")
+    leaf = x.clone().requires_grad_(True)
+    fast.zero_grad(set_to_none=True)
+    compiled(leaf).backward(upstream)
+    assert traced == [False, False], "each layer's fast path ran once, outside the trace"
+    found = {"input": leaf.grad, **{name: p.grad for name, p in fast.named_parameters()}}
+    assert set(found) == set(expected)
+    for name in expected:
+        assert torch.equal(found[name], expected[name]), name
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "non-strict"])
+def test_torch_export_holds_the_reference_operations(contraction, strict):
+    """An exported kan-fast model is the reference's operations (the fast paths choose by values,
+    which a traced program cannot): no kan-fast kernel in its graph, its outputs the reference's."""
+    reference, fast = model_pair([4, 5, 2], forced=contraction)
+    x = torch.rand(16, 4, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    program = torch.export.export(fast, (x,), strict=strict)
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert not any("kan_native" in target for target in targets), targets
+    other = torch.rand(16, 4, generator=torch.Generator().manual_seed(8)) * 3 - 1.5  # another batch, beyond the knots
+    with torch.no_grad():
+        for inputs in (x, other):
+            assert_close(program.module()(inputs), reference(inputs), FLOAT32_TOLERANCE, "exported")
+
 # --------------------------------------------------------------------------- compiled kernels, CUDA
 
 

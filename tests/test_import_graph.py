@@ -134,3 +134,17 @@ def test_a_circle_is_found_however_it_is_written(tmp_path):
     for name, text in files.items():
         (package / name).write_text(text)
     assert circles(graph_of(tmp_path, ("pkg",))) == [["pkg", "pkg.sub.helper"], ["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_importing_the_models_leaves_dynamo_and_triton_unimported():
+    """``import kan`` and its models stay light: torch.compile's machinery (torch._dynamo, seconds
+    to import, and Triton with it) loads only where a model is compiled or the Triton kernels are
+    asked for. Imported in a fresh interpreter, as a user's script would."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kan, kan.fast, kan.zoo; kan.zoo.build('kan-fast', [3, 4, 2]); "
+            "print(sorted(m for m in ('torch._dynamo', 'triton') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

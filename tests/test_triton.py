@@ -630,6 +630,22 @@ def test_under_autocast_the_output_is_in_the_parameters_dtype(contraction):
             cast = fast(x)
     assert cast.dtype == torch.float32 and torch.equal(cast, plain)
 
+def test_torch_compile_launches_the_kernels_and_export_holds_the_reference(launched):
+    """Under torch.compile each layer runs as it does eagerly, its kernels launched; an exported
+    program holds the reference's operations, which a traced program can (see test_fast.py)."""
+    reference, fast = build([3, 4, 2], 5, 3, seed=12)
+    x = (torch.rand(8, 3, generator=torch.Generator().manual_seed(12)) * 2 - 1).to(DEVICE)
+    with torch.no_grad():
+        eager = fast(x)
+        torch._dynamo.reset()
+        assert ran(launched) == {"_forward_kernel"}
+        launched["_forward_kernel"].calls = 0
+        assert torch.equal(torch.compile(fast, backend="eager")(x), eager)
+        assert launched["_forward_kernel"].calls == 2, "one forward launch a layer, under compile"
+        program = torch.export.export(fast, (x,))
+        assert launched["_forward_kernel"].calls == 2, "no launch while exporting"
+        assert_close(program.module()(x).cpu(), reference(x.cpu()), FLOAT32_TOLERANCE, "exported")
+
 # compiled anew for most cases on a GPU (orders, grids and widths differ), and half a minute
 # in all under the interpreter: slow, out of the quick run and of triton_check.sh's
 @pytest.mark.slow

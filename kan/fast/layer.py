@@ -29,8 +29,9 @@ class FastBSplineKANLinear(KANLinear):
     dense ``b_splines`` are the reference's own; only ``forward`` differs, and it too is
     the reference's on an input with NaN or inf (whose pattern of NaN and inf in outputs
     and gradients the local bases would not reproduce), with no rows, inside a ``torch.func``
-    transform (``grad``, ``vmap``, ``jacrev``, ``jvp``, ``hessian``) or with forward-mode
-    tangents (``torch.autograd.forward_ad``), at the reference's speed. Three options choose
+    transform (``grad``, ``vmap``, ``jacrev``, ``jvp``, ``hessian``), with forward-mode
+    tangents (``torch.autograd.forward_ad``) or under ``torch.export``, at the reference's speed
+    (under ``torch.compile`` it runs as it does eagerly: see ``forward``). Three options choose
     how forward computes, and are not part of the state dict:
 
     * ``backend``: ``"auto"`` (default) the C++ kernels of ``kan.native`` where they are
@@ -148,9 +149,22 @@ class FastBSplineKANLinear(KANLinear):
         return gathers(self.contraction, self.grid_size, self.spline_order, native_kernels, triton)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., in) -> (..., out)."""
+        """x: (..., in) -> (..., out).
+
+        Under ``torch.export`` the reference's operations, which a traced program can hold (the
+        fast paths choose by the values of the input and of the knots); under ``torch.compile``
+        this layer runs eagerly, one graph break, the rest of the model compiled around it
+        (traced, those choices would break its graph many times, at a cost of their own)."""
         check_features(x, self.in_features)
         check_dtype(x, self.spline_weight)
+        if _is_exporting():
+            return super().forward(x)
+        if torch.compiler.is_compiling():
+            return _eager_forward()(self, x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """forward, eagerly, after the checks of the input."""
         if x.numel() == 0 or transformed(x, self.parameters(recurse=False)):
             return super().forward(x)  # the reference's operations: its empty batch, and what composes with them
         original_shape = x.shape
@@ -210,6 +224,21 @@ class FastBSplineKANLinear(KANLinear):
             name = f"{type(self).__name__}(in_features={self.in_features}, out_features={self.out_features})"
             compiled = self.__dict__["_compiled_kernels"] = CompiledKernels(name)
         return compiled
+
+
+# torch.compiler.is_exporting is newer than the oldest torch the project takes; without it, export
+# traces what torch.compile does (and fails on the layers)
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+_EAGER_FORWARD: list[Callable] = []
+
+
+def _eager_forward() -> Callable:
+    """(layer, x) -> ``layer._forward(x)`` behind ``torch.compiler.disable``: torch.compile calls
+    it without tracing it. Made on first need, as the disabling imports dynamo, which takes
+    seconds that ``import kan`` should not."""
+    if not _EAGER_FORWARD:
+        _EAGER_FORWARD.append(torch.compiler.disable(lambda layer, x: layer._forward(x)))
+    return _EAGER_FORWARD[0]
 
 
 class FastBSplineKAN(KAN):
