@@ -172,12 +172,12 @@ def _profile(args, cmd: Command) -> int:
         under.update(profile_in_process(todo, args, out, found.note_for(run), found.failures))
         if "py-spy" in args.profiler:
             profile_with_pyspy(todo, args, out, found.note_for(run), found.failures, found.unavailable, notes,
-                               found.coverage)
-        for stem, said in found.coverage.items():
-            under[stem]["py-spy"] = said.get("measured_s")
+                               found.coverage, found.samples)
+        for stem, said in found.coverage.items():  # py-spy's child ran more steps where they were short
+            under[stem]["py-spy"] = said["measured_s"] * args.steps / said["steps"]
         bare = {} if args.no_overhead else time_bare([s for s in todo if not s.repeat], found.failures)
     _write_table(run, found.table)
-    noise = loop_noise(found.table, found.repeats)
+    noise = loop_noise(found.table, found.repeats, found.samples)
     run.write_json("profile.json", {
         "settings": everything, "load_average": {"before": load_before, "after": machine.load_average()},
         "profilers": {name: found.unavailable.get(name, "ok") for name in args.profiler},
@@ -201,6 +201,7 @@ class Found:
     table: list[dict] = field(default_factory=list)  # the attribution rows
     repeats: dict[tuple, dict] = field(default_factory=dict)  # (profiler, model, device) -> the repeated loop
     coverage: dict[str, dict] = field(default_factory=dict)  # py-spy's sampled time against the measured time
+    samples: dict[tuple, int] = field(default_factory=dict)  # (model, device, synchronized, repeat) -> py-spy's
     files: dict[str, dict[str, list[str]]] = field(default_factory=lambda: defaultdict(dict))
     failures: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # profiler -> why it could not run
@@ -282,6 +283,13 @@ def size_for_devices(args) -> str | None:
 # A scenario whose measured steps last fewer sample periods than this may well get no sample
 # (a forward of a few milliseconds on a GPU): a note, not a failure.
 TOO_SHORT_TO_SAMPLE = 5
+# Samples a py-spy scenario is sized for: its child runs measured steps until they have taken
+# MIN_PYSPY_SAMPLES sample periods and a fifth more (py-spy takes a little under its rate even
+# when it keeps up). A part's share then has a standard error of at most 5 points (a share of
+# one half, from 100 independent samples); a scenario left with fewer (py-spy fell behind) has
+# a note saying so.
+MIN_PYSPY_SAMPLES = 100
+PYSPY_HEADROOM = 1.2
 EAGER_NOTE = ("kan-fast ran its eager kernels in this profile (torch.compile off, --compile keeps it on): on "
               "CUDA each process would compile them again, a warm-up far longer than the few steps profiled. "
               "The bench times the compiled kernels.")
@@ -302,6 +310,7 @@ def _pyspy_child_args(args, model: str, device: str, group: Sequence[Scenario]) 
     return ["--model", model, "--device", device, "--phase", *phases,
             "--widths", ",".join(map(str, args.widths)), "--batch", str(args.batch),
             "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--min-seconds", str(PYSPY_HEADROOM * MIN_PYSPY_SAMPLES / args.rate),
             *(["--threads", str(args.threads)] if args.threads else []),
             *(["--repeat"] if any(s.repeat for s in group) else []),
             *(["--eager"] if any(s.eager for s in group) else [])]
@@ -325,8 +334,8 @@ def _read_pyspy_output(done, where: str, failures: list[str], notes: list[str]) 
         print(f"  py-spy   note: {notes[-1]}")
 
 
-def _measured_seconds(stdout: str) -> dict[str, float]:
-    """Each scenario's measured wall time, as the child reports it (stem -> seconds)."""
+def _measured(stdout: str) -> dict[str, tuple[float, int]]:
+    """Each scenario's measured wall time and steps, as the child reports them (stem -> (seconds, steps))."""
     from profiles.scenario import MEASURED_LINE
 
     measured = {}
@@ -334,14 +343,14 @@ def _measured_seconds(stdout: str) -> dict[str, float]:
         if line.startswith(MEASURED_LINE):
             try:
                 said = json.loads(line[len(MEASURED_LINE):])
-                measured[said["stem"]] = float(said["seconds"])
+                measured[said["stem"]] = (float(said["seconds"]), int(said["steps"]))
             except (ValueError, KeyError, TypeError):
                 pass
     return measured
 
 
 def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str],
-                       notes: list[str], coverage: dict[str, dict]) -> None:
+                       notes: list[str], coverage: dict[str, dict], taken_by: dict[tuple, int] | None = None) -> None:
     """One py-spy child per model and device, running all its phases; split per scenario.
 
     py-spy weighs every sample 1/rate seconds, but it takes fewer than ``rate`` a second
@@ -377,19 +386,29 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
                 continue
         _read_pyspy_output(done, f"{model} on {device}", failures, notes)
         took = time.perf_counter() - started
-        measured = _measured_seconds(done.stdout or "")
+        reported = _measured(done.stdout or "")
+        measured = {stem: seconds for stem, (seconds, _) in reported.items()}
         for s in group:
             mine = pyspy.select(samples, s.step_function.__name__)
+            taken = round(mine.seconds * args.rate)  # each sample weighs one period
+            if taken_by is not None:
+                taken_by[(s.model, s.device, s.synchronized, s.repeat)] = taken
             if s.stem in measured:
                 coverage[s.stem] = {"sampled_s": round(mine.seconds, 4), "measured_s": round(measured[s.stem], 4),
                                     "coverage": round(mine.seconds / measured[s.stem], 3)
-                                    if measured[s.stem] > 0 else None}
+                                    if measured[s.stem] > 0 else None, "samples": taken,
+                                    "steps": reported[s.stem][1]}
                 if measured[s.stem] > 0 and mine.seconds < 0.8 * measured[s.stem]:
                     notes.append(f"py-spy sampled {mine.seconds:.2f} s of {s.stem}'s {measured[s.stem]:.2f} s "
                                  f"measured ({mine.seconds / measured[s.stem]:.0%}): it fell behind its rate, so "
                                  f"fewer samples stand behind these shares (a lower --rate, or --threads 1, "
                                  f"is steadier)")
                     print(f"  py-spy   note: {notes[-1]}")
+            if 0 < taken < MIN_PYSPY_SAMPLES:
+                notes.append(f"py-spy took {taken} samples of {s.stem}: a share of one half from that many is "
+                             f"within {100 * math.sqrt(0.25 / taken):.0f} points (one standard error); "
+                             f"a lower --rate, or --threads 1, keeps it from falling behind")
+                print(f"  py-spy   note: {notes[-1]}")
             if not mine.stacks:
                 expected = measured.get(s.stem, math.inf) * args.rate
                 if expected < TOO_SHORT_TO_SAMPLE:  # short steps on a GPU: no failure of the scenario
@@ -451,13 +470,25 @@ NOISE_NOTE = ("The loop as it is was profiled twice by each profiler. 'noise_poi
               "shares of each part differ (percentage points), 'synchronized_points' how far the synchronized "
               "loop's differ from the first run's. On the CPU the two loops are the same computation, so a "
               "difference no larger than the noise is noise between profiled runs; one repeat is a single "
-              "draw of the noise, not a bound. 'seconds' is the time each run attributed: where it differs "
-              "much between runs of one computation, the machine's load moved between them.")
+              "draw of the noise, not a bound. For py-spy, 'sampling_points' is two standard errors of the "
+              "difference of two shares of one half from the two loops' sample counts, what sampling alone "
+              "moves a share by nineteen times in twenty; a difference within it is noise too. 'seconds' is "
+              "the time each run attributed: where it differs much between runs of one computation, the "
+              "machine's load moved between them.")
 
 
-def loop_noise(table: list[dict], repeats: dict[tuple, dict]) -> dict:
+def sampling_points(*samples: int) -> float:
+    """Two standard errors, in points, of the difference between two shares of one half sampled
+    ``samples`` times each (independently): the most that sampling alone moves a share by,
+    nineteen times in twenty."""
+    return 200 * math.sqrt(sum(0.25 / n for n in samples))
+
+
+def loop_noise(table: list[dict], repeats: dict[tuple, dict], samples: dict[tuple, int] | None = None) -> dict:
     """Per profiler, model and device: the repeated loop against the first, and the synchronized
-    loop against the first, part by part in percentage points."""
+    loop against the first, part by part in percentage points. A sampler's (py-spy's, whose
+    sample counts ``samples`` gives by (model, device, synchronized, repeat)) difference is
+    within the noise where it is within the repeat's or within its sampling error."""
     shares: dict[tuple, dict[str, float]] = defaultdict(dict)
     seconds: dict[tuple, float] = defaultdict(float)
     for r in table:
@@ -477,11 +508,14 @@ def loop_noise(table: list[dict], repeats: dict[tuple, dict]) -> dict:
             if synced else {}
         largest = max(noise.values())
         largest_moved = max(moved.values()) if moved else None
+        counts = [(samples or {}).get((model, device, synced_, False)) for synced_ in (False, True)]
+        sampling = round(sampling_points(*counts), 2) if profiler == "py-spy" and all(counts) else None
         out.append({
             "profiler": profiler, "model": model, "device": device,
             "noise_points": noise, "largest_noise_points": largest,
             "synchronized_points": moved, "largest_synchronized_points": largest_moved,
-            "within_noise": (largest_moved <= largest) if moved else None,
+            "sampling_points": sampling,
+            "within_noise": (largest_moved <= max(largest, sampling or 0)) if moved else None,
             "seconds": {"first": round(seconds[(profiler, model, device, False)], 4),
                         "synchronized": round(seconds[(profiler, model, device, True)], 4) if synced else None,
                         "repeat": round(repeat["seconds"], 4)},
@@ -496,7 +530,8 @@ def print_noise(noise: dict) -> None:
     for r in noise["profiles"]:
         moved = r["largest_synchronized_points"]
         verdict = "" if moved is None else ("  within the noise" if r["within_noise"] else "  beyond the noise")
-        print(f"  {r['profiler']:8} {r['model']}-{r['device']}: noise {r['largest_noise_points']:.1f}, "
+        sampling = "" if r.get("sampling_points") is None else f", sampling {r['sampling_points']:.1f}"
+        print(f"  {r['profiler']:8} {r['model']}-{r['device']}: noise {r['largest_noise_points']:.1f}{sampling}, "
               f"synchronized {'-' if moved is None else f'{moved:.1f}'}{verdict}")
 
 

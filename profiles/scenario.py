@@ -6,7 +6,9 @@ runs the scenarios with no profiler attached; it is the child that ``py-spy reco
 samples. cProfile and torch.profiler call :func:`run` in-process.
 
 A scenario is a :class:`benchmarks.core.case.Case` (model, phase, device, shapes) and how
-it is profiled: steps, warm-up, synchronisation, threads. Its step is the core's own
+it is profiled: steps, warm-up, synchronisation, threads, and for a sampler a minimum
+measured time (``min_seconds``: more steps than ``steps`` where they are short, so that
+enough samples stand behind the shares). Its step is the core's own
 (:func:`benchmarks.core.case.make_step`), the same loss and optimizer as the bench:
 
     forward    model(x), autograd recording as in training        x: (batch, in) on the device
@@ -33,8 +35,8 @@ finds on the sampled stacks (then the step function of its phase: ``forward_step
 ``loop_step``, ...). Warm-up steps and the backward phase's forward setup stay outside it.
 Garbage is collected before the measured steps, so that what earlier work left is not
 collected (and charged to whichever call allocates) inside them. Each scenario's
-measured wall time is kept (:attr:`Workload.measured_s`); the py-spy child prints it,
-so that the sampled time can be compared with it.
+measured wall time and steps are kept (:attr:`Workload.measured_s`, ``measured_steps``);
+the py-spy child prints them, so that the sampled time can be compared with them.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Scenario:
     threads: int | None = None  # torch's intra-op threads; None leaves torch's default
     repeat: bool = False  # the loop as it is, profiled again: the noise between two profiled runs
     eager: bool = False  # kan-fast's layers with compile="off": their uniform-grid kernels not compiled
+    min_seconds: float = 0.0  # measured steps beyond ``steps`` until they have taken this long (a sampler's)
 
     @property
     def model(self) -> str:
@@ -190,6 +193,7 @@ class Workload:
     logged: list = field(default_factory=list)  # the loop's logged losses (floats)
     steps_done: int = 0
     measured_s: float = 0.0  # wall time of the measured steps, profiler included
+    measured_steps: int = 0
 
     @property
     def device(self) -> str:
@@ -311,13 +315,14 @@ def run(s: Scenario, section: Callable[[], ContextManager] = contextlib.nullcont
         # model) now, so that the collector's pause is not charged to whichever call of a
         # measured step happens to allocate when it runs
         gc.collect()
-        for _ in range(s.steps):
+        while w.measured_steps < s.steps or w.measured_s < s.min_seconds:
             w.step.setup()
             started = time.perf_counter()
             with section():
                 measured(step, w)
             w.measured_s += time.perf_counter() - started
             w.steps_done += 1
+            w.measured_steps += 1
     bad = w.step.nonfinite()
     if bad:
         raise NonFinite(f"{s.model} on {s.device}, {s.phase}: {bad}")
@@ -338,6 +343,8 @@ def parser() -> Parser:
     p.add_argument("--threads", type=cli.count(1), default=None)
     p.add_argument("--repeat", action="store_true", help="profile the loop as it is a second time")
     p.add_argument("--eager", action="store_true", help="kan-fast's layers with compile=\"off\"")
+    p.add_argument("--min-seconds", type=cli.seconds, default=0.0,
+                   help="measured steps beyond --steps until they have taken this long (for a sampler)")
     return p
 
 
@@ -349,7 +356,7 @@ def _scenarios(args, cmd) -> int:
     failed = 0
     for s in expand([args.model], [args.device], args.phase,
                     widths=args.widths, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                    threads=args.threads, repeat=args.repeat, eager=args.eager):
+                    threads=args.threads, repeat=args.repeat, eager=args.eager, min_seconds=args.min_seconds):
         try:
             w = run(s)
         except Exception as e:  # one line per failed scenario; the others still run
@@ -357,7 +364,8 @@ def _scenarios(args, cmd) -> int:
             failed += 1
             continue
         # the wall time of the measured steps, for the sampler's coverage of them
-        print(MEASURED_LINE + json.dumps({"stem": s.stem, "seconds": w.measured_s}), flush=True)
+        print(MEASURED_LINE + json.dumps({"stem": s.stem, "seconds": w.measured_s, "steps": w.measured_steps}),
+              flush=True)
     return 1 if failed else 0
 
 

@@ -48,6 +48,8 @@ def noise_sentence(noise: list[dict]) -> str:
     for n in noise:
         moved = n.get("largest_synchronized_points")
         said = f"{n['profiler']}: the same loop profiled twice moved a part's share by up to {n['largest_noise_points']:.0f} points"
+        if n.get("sampling_points") is not None:
+            said += f" (sampling alone moves one by up to {n['sampling_points']:.0f})"
         if moved is not None:
             said += (f", the synchronised loop by up to {moved:.0f}, "
                      + ("within that noise" if n.get("within_noise") else "more than that noise (the load moved between the runs)"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import stat
 
+from types import SimpleNamespace
+
 import pytest
 
 from benchmarks.core import record, schema
@@ -166,6 +168,10 @@ def test_tiny_pyspy_profile_end_to_end(results, capsys):
     coverage = run.read_json("profile.json")["py_spy_coverage"]["kan-cpu-train"]
     assert coverage["measured_s"] > 0
     assert coverage["sampled_s"] == pytest.approx(samples.seconds, abs=1e-4)
+    # the child ran its 60 steps and more, until they had taken 1.2 x MIN_PYSPY_SAMPLES periods at 100/s
+    assert coverage["steps"] >= 60
+    assert coverage["measured_s"] >= cli.PYSPY_HEADROOM * cli.MIN_PYSPY_SAMPLES / 100 - 1e-4
+    assert coverage["samples"] == round(samples.seconds * 100)
 
 
 def test_loop_noise_compares_the_repeat_and_the_synchronized_loop_with_the_first():
@@ -180,7 +186,29 @@ def test_loop_noise_compares_the_repeat_and_the_synchronized_loop_with_the_first
     assert r["noise_points"]["basis"] == pytest.approx(30) and r["noise_points"]["autograd"] == pytest.approx(30)
     assert r["synchronized_points"]["basis"] == pytest.approx(10)
     assert (r["largest_noise_points"], r["largest_synchronized_points"], r["within_noise"]) == (30, 10, True)
+    assert r["sampling_points"] is None  # torch.profiler does not sample
     assert cli.loop_noise(table, {}) == {}
+
+
+def test_a_samplers_loop_difference_within_its_sampling_error_is_noise():
+    """py-spy's shares rest on samples: two loops of 100 samples each differ by up to 14 points
+    (two standard errors of a difference of shares of one half) by sampling alone."""
+    def rows(synchronized, shares):
+        return attribution.rows("py-spy", {"scenario": "loop", "model": "kan", "device": "cpu", "phase": "loop",
+                                           "synchronized": synchronized}, shares)
+
+    table = rows(False, {"basis": 50, "autograd": 50}) + rows(True, {"basis": 62, "autograd": 38})
+    repeats = {("py-spy", "kan", "cpu"): {"shares": attribution.shares({"basis": 53, "autograd": 47}), "seconds": 1.0}}
+    samples = {("kan", "cpu", False, False): 100, ("kan", "cpu", True, False): 100}
+    (r,) = cli.loop_noise(table, repeats, samples)["profiles"]
+    assert r["sampling_points"] == pytest.approx(200 * (0.25 / 100 * 2) ** 0.5, abs=0.01)  # 14.14
+    assert (r["largest_noise_points"], r["largest_synchronized_points"]) == (pytest.approx(3), pytest.approx(12))
+    assert r["within_noise"] is True  # 12 points: beyond the repeat's 3, within sampling's 14
+    many = {key: 10_000 for key in samples}  # 1.4 points of sampling error: 12 is beyond it
+    (r,) = cli.loop_noise(table, repeats, many)["profiles"]
+    assert r["within_noise"] is False
+    (r,) = cli.loop_noise(table, repeats)["profiles"]  # counts unknown: the repeat alone judges
+    assert r["sampling_points"] is None and r["within_noise"] is False
 
 
 def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(results):
@@ -200,18 +228,34 @@ def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(re
         assert not list(results.iterdir()), "no run folder"
 
 
+def test_a_scenario_runs_its_steps_and_more_until_its_minimum_time():
+    """A sampler's scenario (``min_seconds``) runs steps beyond ``steps`` until they have taken that
+    long, so that enough samples stand behind its shares; without it, exactly ``steps``."""
+    from profiles import scenario
+
+    (short,) = scenario.expand(["kan"], ["cpu"], ["forward"], widths=(4, 3), batch=8, steps=2, warmup=0)
+    done = scenario.run(short)
+    assert done.measured_steps == 2 and done.steps_done == 2
+    (sampled,) = scenario.expand(["kan"], ["cpu"], ["forward"], widths=(4, 3), batch=8, steps=2, warmup=0,
+                                 min_seconds=0.2)
+    done = scenario.run(sampled)
+    assert done.measured_s >= 0.2 and done.measured_steps > 2  # a forward of 8 rows takes far under 0.1 s
+    args = SimpleNamespace(widths=(4, 3), batch=8, steps=2, warmup=0, threads=None, rate=50)
+    child = cli._pyspy_child_args(args, "kan", "cpu", [short])
+    assert child[child.index("--min-seconds") + 1] == str(cli.PYSPY_HEADROOM * cli.MIN_PYSPY_SAMPLES / 50)
+    assert scenario.parser().parse_args(["--model", "kan", "--min-seconds", "0.5"]).min_seconds == 0.5
+
+
 def test_an_eager_scenario_builds_kan_fast_with_compile_off_here_and_in_the_pyspy_child():
     """Where CUDA is profiled without --compile, the scenarios are eager: kan-fast's layers run
     with compile="off" in this process, and the py-spy child is told so on its command line."""
-    from types import SimpleNamespace
-
     from profiles import scenario
 
     (eager,) = scenario.expand(["kan-fast"], ["cpu"], ["forward"], widths=(4, 3), batch=8, eager=True)
     (plain,) = scenario.expand(["kan-fast"], ["cpu"], ["forward"], widths=(4, 3), batch=8)
     assert {layer.compile_mode for layer in scenario.prepare(eager).step.model.layers} == {"off"}
     assert {layer.compile_mode for layer in scenario.prepare(plain).step.model.layers} == {"auto"}
-    args = SimpleNamespace(widths=(4, 3), batch=8, steps=1, warmup=0, threads=None)
+    args = SimpleNamespace(widths=(4, 3), batch=8, steps=1, warmup=0, threads=None, rate=100)
     assert "--eager" in cli._pyspy_child_args(args, "kan-fast", "cpu", [eager])
     assert "--eager" not in cli._pyspy_child_args(args, "kan-fast", "cpu", [plain])
     assert cli.eager_on_cuda(["cuda"], keep_compile=False) == cli.EAGER_NOTE

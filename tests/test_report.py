@@ -923,6 +923,9 @@ def test_the_cpu_lesson_says_how_large_the_noise_between_profiled_runs_was():
     assert "moved a part's share by up to 7 points, the synchronised loop by up to 18, more than that noise" in said
     (without,), _ = profile_tables.sync_lesson(pairs)
     assert "profile the loop again" in without and table is not None
+    sampled = [{**noise[0], "sampling_points": 21.2, "within_noise": True}]  # py-spy's few samples
+    (said,), _ = profile_tables.sync_lesson(pairs, sampled)
+    assert "up to 7 points (sampling alone moves one by up to 21), the synchronised loop by up to 18, within" in said
 
 
 def test_every_chart_has_a_key_and_no_section_is_an_empty_heading(pages):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -100,6 +101,19 @@ def count(minimum: int = 1) -> Callable[[str], int]:
         return value
 
     return _type(parse, "int")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise Unreadable(text) from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a finite, non-negative number of seconds, got {text!r}")
+    return value
+
+
+seconds = _type(_seconds, "seconds")  # an argparse type: a finite, non-negative number of seconds
 
 
 def int_list(what: str, minimum: int = 1) -> Callable[[str], tuple[int, ...]]:
