@@ -405,9 +405,9 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
                                  f"is steadier)")
                     print(f"  py-spy   note: {notes[-1]}")
             if 0 < taken < MIN_PYSPY_SAMPLES:
-                notes.append(f"py-spy took {taken} samples of {s.stem}: a share of one half from that many is "
-                             f"within {100 * math.sqrt(0.25 / taken):.0f} points (one standard error); "
-                             f"a lower --rate, or --threads 1, keeps it from falling behind")
+                notes.append(f"py-spy took {taken} samples of {s.stem}: a share of one half from that many has "
+                             f"a standard error of {100 * math.sqrt(0.25 / taken):.0f} points; a lower --rate, "
+                             f"or --threads 1, keeps it from falling behind")
                 print(f"  py-spy   note: {notes[-1]}")
             if not mine.stacks:
                 expected = measured.get(s.stem, math.inf) * args.rate
