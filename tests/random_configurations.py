@@ -26,6 +26,7 @@ import torch
 
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear
 from kan.reference import KAN, KANLinear
+from nonfinite_patterns import outputs_and_gradients
 
 CASES = 64
 ACTIVATIONS = (torch.nn.SiLU, torch.nn.SiLU, torch.nn.SiLU, torch.nn.GELU, torch.nn.Tanh, torch.nn.Identity)
@@ -108,17 +109,6 @@ def build(case: Case, generator: torch.Generator):
     return reference, reference.state_dict()
 
 
-def outputs_and_gradients(model: torch.nn.Module, x: torch.Tensor, upstream: torch.Tensor) -> dict:
-    x = x.detach().clone().requires_grad_(True)
-    model.zero_grad(set_to_none=True)
-    out = model(x)
-    out.backward(upstream)
-    found = {"output": out.detach(), "input": x.grad}
-    found.update({name: parameter.grad for name, parameter in model.named_parameters()})
-    # copies: converting the model to another dtype later converts its gradients in place
-    return {name: None if value is None else value.clone() for name, value in found.items()}
-
-
 def error(actual: torch.Tensor, truth: torch.Tensor) -> float:
     """max |actual - truth| over the finite entries of truth, relative to max(1, max |truth|)."""
     finite = truth.isfinite()
@@ -144,7 +134,6 @@ def check(seed: int, backend: str, device: torch.device | str = "cpu") -> Case:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a layer told once that it takes the PyTorch path
         found = outputs_and_gradients(fast, x.to(device, case.dtype), upstream.to(device, case.dtype))
-    found = {name: None if value is None else value.cpu() for name, value in found.items()}
     same_dtype = outputs_and_gradients(reference, x.to(case.dtype), upstream.to(case.dtype))
     truth = outputs_and_gradients(reference.double(), x, upstream)
     assert set(found) == set(truth), case

@@ -24,7 +24,7 @@ import kan.fast
 import kan.native
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear
 from kan.reference import KAN, KANLinear
-from nonfinite_patterns import VALUES, assert_same_pattern
+from nonfinite_patterns import VALUES, assert_same_pattern, outputs_and_gradients
 
 PATHS = ["dense-native", "dense-torch", "gather-native", "gather-torch"]
 
@@ -81,17 +81,6 @@ def pair(path, widths, grid_size, order, adapted, scaler, seed=0):
         first.update_grid(data)
     fast.load_state_dict(reference.state_dict(), strict=True)
     return reference, fast
-
-
-def outputs_and_gradients(model, x, upstream) -> dict:
-    """Output, and the gradients of sum(upstream * output) by the input and every parameter."""
-    x = x.detach().clone().requires_grad_(True)
-    model.zero_grad(set_to_none=True)
-    out = model(x)
-    out.backward(upstream)
-    found = {"output": out.detach(), "input": x.grad}
-    found.update({name: p.grad for name, p in model.named_parameters()})
-    return found
 
 
 def assert_matches_reference(reference, fast, x, upstream, what) -> None:

@@ -33,7 +33,7 @@ import kan.fast  # noqa: E402
 from kan import zoo  # noqa: E402
 from kan.fast import FastBSplineKAN, FastBSplineKANLinear  # noqa: E402
 from kan.reference import KAN, KANLinear  # noqa: E402
-from nonfinite_patterns import VALUES, assert_same_pattern  # noqa: E402
+from nonfinite_patterns import VALUES, assert_same_pattern, outputs_and_gradients  # noqa: E402
 from random_configurations import CASES, check  # noqa: E402
 
 ts = kan.fast.triton_kernels()
@@ -110,16 +110,6 @@ def probe(layer: KANLinear, batch: int, seed: int) -> torch.Tensor:
     pick = torch.randint(0, special.size(0), (batch, grid.size(0)), generator=generator)
     use = torch.rand(batch, grid.size(0), generator=generator) < 0.3
     return torch.where(use, special.gather(0, pick), across).contiguous()
-
-
-def outputs_and_gradients(model, x, upstream) -> dict:
-    x = x.detach().clone().requires_grad_(True)
-    model.zero_grad(set_to_none=True)
-    out = model(x)
-    out.backward(upstream)
-    found = {"output": out.detach(), "input": x.grad}
-    found.update({name: p.grad for name, p in model.named_parameters()})
-    return {k: v.detach().cpu() for k, v in found.items()}
 
 
 def assert_close(actual, expected, tolerance, what):
