@@ -102,7 +102,10 @@ def parser() -> argparse.ArgumentParser:
                    help="layer widths, input first (default 784,64,10; 1024,1024,1024 where every device is a GPU)")
     p.add_argument("--batch", type=cli.count(1), default=None,
                    help="default 1024; 8192 where every device is a GPU")
-    p.add_argument("--steps", type=cli.count(1), default=5, help="measured steps per scenario")
+    p.add_argument("--steps", type=cli.count(1), default=5,
+                   help="measured steps per scenario; py-spy's child runs more where they are short, until "
+                        f"they have taken {PYSPY_HEADROOM * MIN_PYSPY_SAMPLES:.0f} sample periods (about "
+                        f"{MIN_PYSPY_SAMPLES} samples behind each share)")
     p.add_argument("--warmup", type=cli.count(0), default=1, help="unmeasured steps before them")
     cli.add_threads(p, help="torch's intra-op threads (default: torch's own choice); on a machine shared "
                     "with other work, 1 keeps the shares from moving with the load")
