@@ -283,9 +283,6 @@ def size_for_devices(args) -> str | None:
             f"kernel launches, and little device work is queued for a synchronising call to absorb")
 
 
-# A scenario whose measured steps last fewer sample periods than this may well get no sample
-# (a forward of a few milliseconds on a GPU): a note, not a failure.
-TOO_SHORT_TO_SAMPLE = 5
 # Samples a py-spy scenario is sized for: its child runs measured steps until they have taken
 # MIN_PYSPY_SAMPLES sample periods and a fifth more (py-spy takes a little under its rate even
 # when it keeps up). A part's share then has a standard error of at most 5 points (a share of
@@ -353,7 +350,7 @@ def _measured(stdout: str) -> dict[str, tuple[float, int]]:
 
 
 def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavailable: dict[str, str],
-                       notes: list[str], coverage: dict[str, dict], taken_by: dict[tuple, int] | None = None) -> None:
+                       notes: list[str], coverage: dict[str, dict], taken_by: dict[tuple, int]) -> None:
     """One py-spy child per model and device, running all its phases; split per scenario.
 
     py-spy weighs every sample 1/rate seconds, but it takes fewer than ``rate`` a second
@@ -394,8 +391,7 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
         for s in group:
             mine = pyspy.select(samples, s.step_function.__name__)
             taken = round(mine.seconds * args.rate)  # each sample weighs one period
-            if taken_by is not None:
-                taken_by[(s.model, s.device, s.synchronized, s.repeat)] = taken
+            taken_by[(s.model, s.device, s.synchronized, s.repeat)] = taken
             if s.stem in measured:
                 coverage[s.stem] = {"sampled_s": round(mine.seconds, 4), "measured_s": round(measured[s.stem], 4),
                                     "coverage": round(mine.seconds / measured[s.stem], 3)
@@ -412,16 +408,8 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
                              f"a standard error of {100 * math.sqrt(0.25 / taken):.0f} points; a lower --rate, "
                              f"or --threads 1, keeps it from falling behind")
                 print(f"  py-spy   note: {notes[-1]}")
-            if not mine.stacks:
-                expected = measured.get(s.stem, math.inf) * args.rate
-                if expected < TOO_SHORT_TO_SAMPLE:  # short steps on a GPU: no failure of the scenario
-                    notes.append(f"py-spy took no sample of {s.stem}: its measured steps took "
-                                 f"{measured[s.stem] * 1e3:.1f} ms, {expected:.1f} sample periods at "
-                                 f"{args.rate}/s (raise --steps)")
-                    print(f"  py-spy   note: {notes[-1]}")
-                else:
-                    failures.append(f"{s.stem} (py-spy): no samples in the measured steps "
-                                    f"(raise --steps or --rate)")
+            if not mine.stacks:  # the child ran the scenario for many sample periods: something failed
+                failures.append(f"{s.stem} (py-spy): no samples in the measured steps")
                 continue
             made = [out / f"{s.stem}{suffix}" for suffix in profile_files("py-spy")]  # speedscope, flamegraph
             pyspy.write_speedscope(mine, made[0], f"{s.stem} (py-spy)")
