@@ -15,6 +15,14 @@ thing as before.
 import os
 
 import pytest
+import torch
+
+# Where there is no GPU, the Triton kernels' tests (test_triton.py) run them in Triton's
+# interpreter, which kan.triton_spline chooses when it is first imported: set before any test
+# module is collected, so that no module imported earlier can choose otherwise (test_triton.py
+# would then skip every test).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
