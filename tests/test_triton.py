@@ -1,8 +1,8 @@
 """kan-fast's Triton kernels (kan.triton_spline, ``backend="triton"``) against the reference.
 
 Where CUDA is present the kernels are compiled and run on the GPU; elsewhere Triton's
-interpreter runs them on CPU tensors (``TRITON_INTERPRET=1``, set below before
-``kan.triton_spline`` is first imported; numpy underneath, so the cases are small).
+interpreter runs them on CPU tensors (``TRITON_INTERPRET=1``, set by conftest.py before
+any test module is collected, and below for a run without it; numpy underneath, so the cases are small).
 Skipped where Triton does not import.
 
 The truth is the reference (kan.reference, efficient-kan semantics) in float64 on the
