@@ -296,6 +296,25 @@ def test_multilayer_model_equals_reference(dtype, contraction):
         assert_close(fast(pool), reference(pool), tolerance, "model outputs")
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_forward_without_grad_mode_is_the_forward_with_it(mode, contraction):
+    """Where autograd records nothing, the C++ products run their forward without the autograd
+    Function: the same outputs, to the bit, as the recorded forward (which saves for backward),
+    and no graph."""
+    reference, fast = model_pair([4, 7, 3], grid_size=8, order=3, seed=5, forced=contraction)
+    pool = probe_inputs(reference.layers[0], torch.Generator().manual_seed(5))
+    recorded = fast(pool)
+    assert recorded.requires_grad
+    with getattr(torch, mode)():
+        unrecorded = fast(pool)
+        nonfinite = fast(torch.cat([pool, torch.full_like(pool[:2], float("nan"))]))
+    assert not unrecorded.requires_grad and unrecorded.grad_fn is None
+    assert torch.equal(unrecorded, recorded.detach())
+    assert torch.isnan(nonfinite[-2:]).all()  # the reference's operations, for a batch with NaN
+    with torch.no_grad():
+        assert_close(nonfinite[:-2], reference(pool), FLOAT32_TOLERANCE, "the finite rows beside them")
+
+
 # --------------------------------------------------------------------------- gradients
 
 

@@ -14,7 +14,7 @@ from kan import native
 from kan.bspline import KnotGeometry, knot_geometry
 from kan.fast.dense import DenseSplineProduct
 from kan.fast.gather import GatherSplineProduct
-from kan.fast.native_products import NativeDenseProduct, NativeGatherProduct
+from kan.fast.native_products import NativeDenseProduct, NativeGatherProduct, native_product
 from kan.fast.options import BACKENDS, COMPILES, CONTRACTIONS, check_choice, gathers, triton_kernels
 from kan.fast.shared import all_finite, transformed
 from kan.fast.uniform import CompiledKernels, can_compile, eager
@@ -196,7 +196,8 @@ class FastBSplineKANLinear(KANLinear):
         if native_kernels:
             scaler = self.spline_scaler if self.enable_standalone_scale_spline else None
             product = NativeGatherProduct if gather else NativeDenseProduct
-            output = product.apply(x, self.spline_weight, scaler, self.base_weight, geometry, self.base_activation)
+            output = native_product(product, x, self.spline_weight, scaler, self.base_weight, geometry,
+                                    self.base_activation)
         elif gather:
             # in the parameters' dtype under autocast too, as every other path and the spline part
             # (autocast left only where it is on: leaving it costs microseconds a call)

@@ -19,6 +19,25 @@ from kan.reference import differentiable_grads
 from kan.regions import BASE_BRANCH, BASIS, SPLINE_PRODUCT, region
 
 
+class _Unrecorded:
+    """The context a native product's forward is given where autograd records nothing (grad
+    mode off): no input needs a gradient, and nothing is saved."""
+
+    needs_input_grad = (False,) * 6
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
+
+
+def native_product(product: type[torch.autograd.Function], *args) -> torch.Tensor:
+    """``product.apply(*args)`` (``NativeDenseProduct`` or ``NativeGatherProduct``); with grad mode
+    off, its forward alone, the same operations without the autograd Function's own per-call
+    cost, which small layers feel."""
+    if torch.is_grad_enabled():
+        return product.apply(*args)
+    return product.forward(_Unrecorded(), *args)
+
+
 def _remember(ctx, geometry: KnotGeometry, activation: torch.nn.Module) -> None:
     """What a native product's backward reads besides its saved tensors; inputs 1 and 2 are
     spline_weight and its scaler."""
