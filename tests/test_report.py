@@ -392,6 +392,18 @@ def test_the_page_says_how_it_judged_and_that_the_commit_is_the_same(tmp_path):
     assert "conditions match" in page and "absolute times are judged too" in page
 
 
+def test_a_run_against_itself_on_a_busy_machine_is_not_said_to_differ_in_conditions(tmp_path):
+    """Both sides alike but each with more work than cores: the absolute times are not judged, and the page
+    says why (the load) without calling the conditions different, which they are not."""
+    busy = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=3.5, **BUSY)
+    page = render(str(busy.path), against=str(busy.path)).read_text()
+    assert "Absolute times are shown but <strong>not judged</strong>" in page
+    assert "more work than cores in both runs" in page
+    assert "different conditions" not in page
+    frame = compare.compare_runs(data.load(busy), data.load(busy), threshold=1.10)
+    assert set(frame["verdict"]) <= {"no significant change", "not judged"}
+
+
 def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_path):
     run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
     bench = pd.read_csv(run.file("benchmarks.csv"))
