@@ -291,7 +291,7 @@ def timings(rows: pd.DataFrame, where: str) -> list[Table]:
             if row.status != "ok":
                 cell_of[(shape, row.model)] = Cell(str(row.status), cls="bad", title=_reason(row))
                 continue
-            sub = f"±{fmt_time(row.iqr_s)}" if np.isfinite(row.iqr_s) else ""
+            sub = f"IQR {fmt_time(row.iqr_s)}" if np.isfinite(row.iqr_s) else ""
             if row.family == "kan" and np.isfinite(row.x_mlp):
                 sub += f" · {fmt_times(row.x_mlp)} MLP"
             cell_of[(shape, row.model)] = Cell(fmt_time(row.median_s), sub.strip(" ·"), "num", str(row.benchmark))
@@ -306,7 +306,9 @@ def timings(rows: pd.DataFrame, where: str) -> list[Table]:
                         key=lambda s: shape_sort_key(*s))
         table_rows = [[Cell(shape_label(*s))] + [cell_of.get((s, m), Cell("")) for m in models] for s in shapes]
         tables.append(Table(f"{where} · {phase}", ["shape"] + models, table_rows,
-                            note="median time; ± the interquartile range; × MLP: KAN time / width-matched MLP time"))
+                            note="median time; IQR: the interquartile range (the middle half of the samples spans it); "
+                                 "× MLP: the median of the paired per-round ratios, KAN time / width-matched "
+                                 "MLP time"))
     return tables
 
 

@@ -416,6 +416,19 @@ def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_pat
     assert [r[0].text for r in tables.headline(rows, "cpu").rows] == ["kan-fast"]
 
 
+def test_a_timing_cell_names_its_spread_the_interquartile_range_not_a_plus_minus(tmp_path):
+    """The IQR is the width of the middle half of the samples: "324 µs ± 53.3 µs" would read as a range twice
+    as wide. The ×MLP figure is the median of the paired per-round ratios, not the ratio of the medians."""
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    rows = data.load(run).benchmarks
+    forward = tables.timings(rows, "cpu")[0]
+    fast = forward.columns.index("kan-fast")
+    row = rows[(rows.model == "kan-fast") & (rows.phase == "forward")].iloc[0]
+    cell = next(r[fast] for r in forward.rows if r[0].text == tables.shape_label(row.widths, row.batch, row.grid_size))
+    assert cell.sub == f"IQR {tables.fmt_time(row.iqr_s)} · {tables.fmt_times(row.x_mlp)} MLP"
+    assert "±" not in forward.note and "paired" in forward.note
+
+
 def test_sync_lesson_compares_shares_with_and_without_synchronisation():
     attribution = data._tidy_attribution(attribution_rows(), record.Run(Path("x")))
     pairs = profile_tables.sync_pairs(attribution.assign(machine="m"))
