@@ -326,7 +326,7 @@ DETAIL_COLUMNS = [
     ("model", "model", str), ("shape", "shape", str), ("median", "median_s", fmt_time),
     ("IQR", "iqr_s", fmt_time), ("rounds", "rounds", fmt_number), ("first call", "first_call_s", fmt_time),
     ("samples/s", "throughput", fmt_number), ("GFLOP/s", "gflops", fmt_number),
-    ("parameters", "param_bytes", fmt_bytes), ("saved", "saved_bytes", fmt_bytes),
+    ("parameter bytes", "param_bytes", fmt_bytes), ("saved", "saved_bytes", fmt_bytes),
     ("peak", "peak_bytes", fmt_bytes), ("× MLP", "x_mlp", fmt_number),
     ("× param-MLP", "x_mlp_param", fmt_number), ("status", "status", str), ("reason", "reason", str),
 ]

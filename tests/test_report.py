@@ -429,6 +429,17 @@ def test_a_timing_cell_names_its_spread_the_interquartile_range_not_a_plus_minus
     assert "±" not in forward.note and "paired" in forward.note
 
 
+def test_the_every_figure_table_says_parameter_bytes_where_it_shows_bytes(tmp_path):
+    """benchmarks.csv's `parameters` counts scalars; the page's column of param_bytes must not take that name."""
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    rows = data.load(run).benchmarks
+    table = tables.details(rows, "cpu")
+    assert "parameters" not in table.columns
+    column = table.columns.index("parameter bytes")
+    first = rows.sort_values(["model"]).iloc[0]
+    assert any(r[column].text == tables.fmt_bytes(first.param_bytes) for r in table.rows)
+
+
 def test_sync_lesson_compares_shares_with_and_without_synchronisation():
     attribution = data._tidy_attribution(attribution_rows(), record.Run(Path("x")))
     pairs = profile_tables.sync_pairs(attribution.assign(machine="m"))
