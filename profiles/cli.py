@@ -419,7 +419,8 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
 
 OVERHEAD_NOTE = ("Each scenario's measured steps timed without a profiler ('bare_s') and under each profiler "
                  "('seconds'; 'factor' = seconds / bare_s), one run after another: on a busy machine a factor "
-                 "moves with the load between the runs, so read it as a rough size. py-spy with --native pauses "
+                 "moves with the load between the runs, so read it as a rough size (a factor below 1 is the load's, "
+                 "not the profiler's: no profiler speeds the steps up). py-spy with --native pauses "
                  "the process it samples to unwind native stacks, which slows that process most. The profilers' "
                  "shares of one computation compare with each other; their times do not.")
 
