@@ -44,6 +44,16 @@ def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
 
 
 @pytest.mark.slow
+def test_help_names_the_phases_and_every_default():
+    """--help is where a user learns the phases and how many steps a profile takes without the docs."""
+    text = " ".join(cli.parser().format_help().split()).split(" options: ", 1)[1]
+    assert "one or more of forward, backward, train, loop" in text
+    for option, default in (("--steps", 5), ("--warmup", 1), ("--rate", 100), ("--top", 30)):
+        assert cli.parser().parse_args([]).__dict__[option[2:]] == default
+        said = text.split(f"{option} {option[2:].upper()}", 1)[1].split(" --", 1)[0]
+        assert f"default {default}" in said, (option, said)
+
+
 def test_tiny_profile_end_to_end(results, capsys):
     """cProfile and torch.profiler in-process; the loop both as it is and synchronized."""
     import torch
