@@ -523,6 +523,10 @@ def print_noise(noise: dict) -> None:
     for r in noise["profiles"]:
         moved = r["largest_synchronized_points"]
         verdict = "" if moved is None else ("  within the noise" if r["within_noise"] else "  beyond the noise")
+        if moved is not None and not r["within_noise"] and str(r.get("device", "")).startswith("cpu"):
+            # one computation twice: what the repeat did not show is more noise, not synchronisation's effect
+            verdict = ("  beyond this one repeat's noise: on the CPU the two loops are one computation, so the "
+                       "load moved between the runs")
         sampling = "" if r.get("sampling_points") is None else f", sampling {r['sampling_points']:.1f}"
         print(f"  {r['profiler']:8} {r['model']}-{r['device']}: noise {r['largest_noise_points']:.1f}{sampling}, "
               f"synchronized {'-' if moved is None else f'{moved:.1f}'}{verdict}")

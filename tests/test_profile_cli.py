@@ -224,6 +224,17 @@ def test_a_samplers_loop_difference_within_its_sampling_error_is_noise():
     assert r["sampling_points"] is None and r["within_noise"] is False
 
 
+def test_on_the_cpu_a_loop_beyond_the_noise_is_not_said_to_be_the_synchronisation(capsys):
+    """On the CPU the synchronized loop is the same computation as the first: a larger difference than the one
+    repeat is more noise (the load moved), never an effect of synchronising. The terminal says so, as the page."""
+    r = {"profiler": "cprofile", "model": "kan-fast", "device": "cpu", "largest_noise_points": 46.9,
+         "largest_synchronized_points": 49.4, "within_noise": False}
+    cli.print_noise({"profiles": [r, {**r, "device": "cuda", "largest_synchronized_points": 60.0}]})
+    cpu, cuda = capsys.readouterr().out.strip().splitlines()[1:]
+    assert "beyond" in cpu and "on the CPU" in cpu and "load moved" in cpu
+    assert cuda.endswith("beyond the noise")
+
+
 def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(results):
     """In a child: torch takes any thread count, and segfaults on absurd ones."""
     import os
