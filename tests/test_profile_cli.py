@@ -235,6 +235,20 @@ def test_on_the_cpu_a_loop_beyond_the_noise_is_not_said_to_be_the_synchronisatio
     assert cuda.endswith("beyond the noise")
 
 
+def test_each_scenarios_line_says_what_its_seconds_and_its_share_are(tmp_path, capsys):
+    """The seconds are the whole scenario (building the model, warm-up, profiler, files), not its measured steps,
+    and the share is its largest part's: the line says both rather than leaving bare figures."""
+    made = tmp_path / "profiles" / "kan-cpu-forward.pstats"
+    made.parent.mkdir()
+    made.write_text("")
+    s = SimpleNamespace(stem="kan-cpu-forward", repeat=False,
+                        key={"scenario": "forward", "model": "kan", "device": "cpu", "phase": "forward",
+                             "synchronized": True})
+    cli.Found().note_for(SimpleNamespace(path=tmp_path))(s, "cprofile", {"basis": 3.0, "matmul": 1.0}, [made], 5.5)
+    line = capsys.readouterr().out
+    assert "5.5 s in all" in line and "largest part basis 75.0%" in line
+
+
 def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(results):
     """In a child: torch takes any thread count, and segfaults on absurd ones."""
     import os
