@@ -66,3 +66,7 @@ def test_busy_machine_warning():
     assert busy_warning([0.3, 0.2, 0.1], 2) is None
     assert busy_warning(None, 2) is None
     assert "load average 4.8 on 2 cores" in busy_warning([4.8, 4.0, 3.0], 2)
+    assert "--threads 1 helps" in busy_warning([4.8, 4.0, 3.0], 2)
+    # a run already on one thread is not told to take one
+    said = busy_warning([4.8, 4.0, 3.0], 2, threads=1)
+    assert "load average 4.8 on 2 cores" in said and "--threads 1" not in said
