@@ -60,6 +60,24 @@ def test_help_lists_the_choices(capsys):
         assert word in out
 
 
+def test_the_first_line_counts_the_cases_this_machine_times_and_the_absent_devices_apart():
+    """On a laptop without a GPU the quick suite's first line said "168 cases (126 on devices not present here,
+    skipped)" and then timed 42: it names the number timed here, and which devices the rest were for."""
+    from benchmarks.suite import cli, suites
+
+    selection = suites.select("quick", ["kan", "mlp", "mlp-param"])
+    cases, present = selection.cases(), selection.present_devices()
+    here = sum(1 for c in cases if c.device in present)
+    missing = [d for d in selection.devices if d not in present]
+    line = cli.opening(selection, here, 0, [], "1 (--threads)", "results/x")
+    if missing:
+        assert line.startswith(f"bench: suite quick, {here} cases on {', '.join(present)} ({len(cases) - here} more "
+                               f"on {', '.join(missing)}, not present here: skipped); threads 1 (--threads)")
+    else:
+        assert line.startswith(f"bench: suite quick, {here} cases; threads")
+    assert line.endswith("run folder results/x")
+
+
 def test_busy_machine_warning():
     from benchmarks.core.cli import busy_warning
 
