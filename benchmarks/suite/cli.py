@@ -98,7 +98,7 @@ def body(args, cmd: Command) -> int:
 
 
 def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
-    from benchmarks.core import device, record
+    from benchmarks.core import device, record, schema
     from benchmarks.suite import export, runner
 
     cases = selection.cases()
@@ -122,8 +122,8 @@ def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
     path = run.write_table("benchmarks", frame)
     exported = export.write(run, measurements, selection.suite)
     _ending(frame, why, cmd.interrupted, run.settings())
-    print(f"tidy table {path.name}" + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "")
-          + ", environment.json, run.json")
+    print(f"raw samples {schema.MEASUREMENTS}, tidy table {path.name}"
+          + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "") + ", environment.json, run.json")
     return 1 if runner.failed(measurements) else 0
 
 
