@@ -26,6 +26,7 @@ def _error(capsys) -> str:
     [
         (["--model", "kan,nope"], "unknown model 'nope'", "valid models: kan, kan-fast, fourier-kan"),
         (["--device", "tpu"], "unknown device 'tpu'", "valid devices: cpu, cuda, mps"),
+        (["--device", "cuda:1"], "a device type, not an index: 'cuda:1'", "CUDA_VISIBLE_DEVICES=1"),
         (["--suite", "huge"], "unknown suite 'huge'", "valid suites: smoke, quick, full"),
         (["--dtype", "float8"], "unknown dtype 'float8'", "valid dtypes: float32, bfloat16"),
         (["--threads", "0"], "threads must be a positive integer", ""),
