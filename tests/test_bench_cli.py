@@ -79,6 +79,15 @@ def test_the_first_line_counts_the_cases_this_machine_times_and_the_absent_devic
     assert line.endswith("run folder results/x")
 
 
+def test_the_clock_is_said_once_with_what_it_counts():
+    from benchmarks.suite.cli import clock_words
+
+    assert clock_words(["cpu"]) == ("; clock: cpu, the process's CPU time (one thread on the CPU: time the OS gave "
+                                    "other processes is not counted)")
+    assert clock_words(["cpu", "wall"]).endswith("is not counted); wall")
+    assert clock_words([]) == ""
+
+
 def test_busy_machine_warning():
     from benchmarks.core.cli import busy_warning
 

@@ -144,6 +144,13 @@ def opening(selection, planned: int, on_rungs: int, only: list[str], why: str, p
             f"run folder {path}")
 
 
+def clock_words(clocks: list[str]) -> str:
+    """The clocks the rows were timed on, each said once: "; clock: cpu, the process's CPU time (...)"."""
+    said = {"cpu": "cpu, the process's CPU time (one thread on the CPU: time the OS gave other processes is not "
+                   "counted)", "wall": "wall"}
+    return f"; clock: {'; '.join(said.get(c, c) for c in clocks)}" if clocks else ""
+
+
 def _ending(frame, why: str, interrupted: bool, settings: dict | None = None) -> None:
     """The summary, the ladder's climbs, the threads and clock, and what an interrupt kept."""
     from benchmarks.suite import ladder, summary
@@ -153,9 +160,7 @@ def _ending(frame, why: str, interrupted: bool, settings: dict | None = None) ->
     for line in ladder.lines(settings):
         print(line)
     print()
-    clocks = sorted(set(frame["clock"].dropna()))
-    print(f"threads: {why}" + (f"; clock: {', '.join(clocks)}" if clocks else "")
-          + (" (cpu: the process's CPU time, one thread on the CPU)" if "cpu" in clocks else ""))
+    print(f"threads: {why}" + clock_words(sorted(set(frame["clock"].dropna()))))
     if interrupted:
         print(f"interrupted: kept the {len(frame)} finished measurements; the run is marked partial")
 
