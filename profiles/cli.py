@@ -96,20 +96,21 @@ def parser() -> argparse.ArgumentParser:
                            + "; the backward by the forward part whose gradient it computes).")
     cli.add_models(p, default=["kan"], nargs="+", help="registered model names (kan.zoo); default: kan")
     cli.add_devices(p, default=["cpu"], nargs="+", help="cpu, cuda, cuda:1, mps; default: cpu")
-    cli.add_phases(p, PHASES, default=list(PHASES), nargs="+", help="default: all")
+    cli.add_phases(p, PHASES, default=list(PHASES), nargs="+",
+                   help=f"one or more of {', '.join(PHASES)} (default: all)")
     p.add_argument("--profiler", nargs="+", choices=PROFILERS, default=PROFILERS, help="default: all")
     p.add_argument("--widths", type=cli.widths, default=None,
                    help="layer widths, input first (default 784,64,10; 1024,1024,1024 where every device is a GPU)")
     p.add_argument("--batch", type=cli.count(1), default=None,
                    help="default 1024; 8192 where every device is a GPU")
     p.add_argument("--steps", type=cli.count(1), default=5,
-                   help="measured steps per scenario; py-spy's child runs more where they are short, until "
-                        f"they have taken {PYSPY_HEADROOM * MIN_PYSPY_SAMPLES:.0f} sample periods (about "
+                   help="measured steps per scenario (default 5); py-spy's child runs more where they are "
+                        f"short, until they have taken {PYSPY_HEADROOM * MIN_PYSPY_SAMPLES:.0f} sample periods (about "
                         f"{MIN_PYSPY_SAMPLES} samples behind each share)")
-    p.add_argument("--warmup", type=cli.count(0), default=1, help="unmeasured steps before them")
+    p.add_argument("--warmup", type=cli.count(0), default=1, help="unmeasured steps before them (default 1)")
     cli.add_threads(p, help="torch's intra-op threads (default: torch's own choice); on a machine shared "
                     "with other work, 1 keeps the shares from moving with the load")
-    p.add_argument("--rate", type=cli.count(1), default=100, help="py-spy samples per second")
+    p.add_argument("--rate", type=cli.count(1), default=100, help="py-spy samples per second (default 100)")
     p.add_argument("--no-native", action="store_true",
                    help="py-spy without --native: starts much faster, but sees no C++ frames, so "
                         "matmul and the like are not told apart from the Python line calling them")
@@ -120,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-overhead", action="store_true",
                    help="do not time each scenario's steps without a profiler; by default they are, so that "
                         "profile.json can say how much each profiler slowed the same steps ('overhead')")
-    p.add_argument("--top", type=cli.count(1), default=30, help="rows of the top-N tables")
+    p.add_argument("--top", type=cli.count(1), default=30, help="rows of the top-N tables (default 30)")
     p.add_argument("--pyspy-timeout", type=cli.count(1), default=None, metavar="SECONDS",
                    help="stop a py-spy child (one per model and device) that runs longer, and say so; "
                         "default: no limit")
@@ -223,8 +224,9 @@ class Found:
                 self.failures.append(f"{s.stem} ({profiler}): {e}")
                 return
             largest = max(seconds, key=seconds.get)
-            print(f"  {profiler:8} {s.stem:40} {took:6.1f} s   {largest} "
-                  f"{seconds[largest] / sum(seconds.values()):6.1%}")
+            # the whole scenario (model, warm-up, profiler, files), not its measured steps: profile.json has those
+            print(f"  {profiler:8} {s.stem:40} {took:6.1f} s in all   largest part {largest} "
+                  f"{seconds[largest] / sum(seconds.values()):.1%}")
 
         return note
 
@@ -419,7 +421,8 @@ def profile_with_pyspy(todo, args, out: Path, note, failures: list[str], unavail
 
 OVERHEAD_NOTE = ("Each scenario's measured steps timed without a profiler ('bare_s') and under each profiler "
                  "('seconds'; 'factor' = seconds / bare_s), one run after another: on a busy machine a factor "
-                 "moves with the load between the runs, so read it as a rough size. py-spy with --native pauses "
+                 "moves with the load between the runs, so read it as a rough size (a factor below 1 is the load's, "
+                 "not the profiler's: no profiler speeds the steps up). py-spy with --native pauses "
                  "the process it samples to unwind native stacks, which slows that process most. The profilers' "
                  "shares of one computation compare with each other; their times do not.")
 
@@ -521,6 +524,10 @@ def print_noise(noise: dict) -> None:
     for r in noise["profiles"]:
         moved = r["largest_synchronized_points"]
         verdict = "" if moved is None else ("  within the noise" if r["within_noise"] else "  beyond the noise")
+        if moved is not None and not r["within_noise"] and str(r.get("device", "")).startswith("cpu"):
+            # one computation twice: what the repeat did not show is more noise, not synchronisation's effect
+            verdict = ("  beyond this one repeat's noise: on the CPU the two loops are one computation, so the "
+                       "load moved between the runs")
         sampling = "" if r.get("sampling_points") is None else f", sampling {r['sampling_points']:.1f}"
         print(f"  {r['profiler']:8} {r['model']}-{r['device']}: noise {r['largest_noise_points']:.1f}{sampling}, "
               f"synchronized {'-' if moved is None else f'{moved:.1f}'}{verdict}")

@@ -126,7 +126,11 @@ def overhead_table(overhead: dict, caption: str = "") -> Table | None:
                 cells.append(Cell("–", cls="num"))
                 continue
             factor = under.get("factor")
-            cells.append(Cell(fmt_time(under.get("seconds")), f"{factor:.3g}× the bare time" if factor else "", "num"))
+            if factor and factor < 1:  # no profiler speeds the steps up: the load moved more than it costs
+                cost = "faster than without a profiler: the load moved between the runs, no cost measured"
+            else:
+                cost = f"{factor:.3g}× the bare time" if factor else ""
+            cells.append(Cell(fmt_time(under.get("seconds")), cost, "num"))
         rows.append(cells)
     return Table(caption, ["scenario", "no profiler"] + names, rows,
                  note="the same measured steps, timed without a profiler and under each, one run after another")

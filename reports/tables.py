@@ -291,7 +291,7 @@ def timings(rows: pd.DataFrame, where: str) -> list[Table]:
             if row.status != "ok":
                 cell_of[(shape, row.model)] = Cell(str(row.status), cls="bad", title=_reason(row))
                 continue
-            sub = f"±{fmt_time(row.iqr_s)}" if np.isfinite(row.iqr_s) else ""
+            sub = f"IQR {fmt_time(row.iqr_s)}" if np.isfinite(row.iqr_s) else ""
             if row.family == "kan" and np.isfinite(row.x_mlp):
                 sub += f" · {fmt_times(row.x_mlp)} MLP"
             cell_of[(shape, row.model)] = Cell(fmt_time(row.median_s), sub.strip(" ·"), "num", str(row.benchmark))
@@ -306,7 +306,9 @@ def timings(rows: pd.DataFrame, where: str) -> list[Table]:
                         key=lambda s: shape_sort_key(*s))
         table_rows = [[Cell(shape_label(*s))] + [cell_of.get((s, m), Cell("")) for m in models] for s in shapes]
         tables.append(Table(f"{where} · {phase}", ["shape"] + models, table_rows,
-                            note="median time; ± the interquartile range; × MLP: KAN time / width-matched MLP time"))
+                            note="median time; IQR: the interquartile range (the middle half of the samples spans it); "
+                                 "× MLP: the median of the paired per-round ratios, KAN time / width-matched "
+                                 "MLP time"))
     return tables
 
 
@@ -324,7 +326,7 @@ DETAIL_COLUMNS = [
     ("model", "model", str), ("shape", "shape", str), ("median", "median_s", fmt_time),
     ("IQR", "iqr_s", fmt_time), ("rounds", "rounds", fmt_number), ("first call", "first_call_s", fmt_time),
     ("samples/s", "throughput", fmt_number), ("GFLOP/s", "gflops", fmt_number),
-    ("parameters", "param_bytes", fmt_bytes), ("saved", "saved_bytes", fmt_bytes),
+    ("parameter bytes", "param_bytes", fmt_bytes), ("saved", "saved_bytes", fmt_bytes),
     ("peak", "peak_bytes", fmt_bytes), ("× MLP", "x_mlp", fmt_number),
     ("× param-MLP", "x_mlp_param", fmt_number), ("status", "status", str), ("reason", "reason", str),
 ]

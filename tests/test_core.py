@@ -296,6 +296,8 @@ def test_threads_follow_the_idle_cores():
     assert n == 1 and "0.18 cores were idle" in why
     assert default_threads(7.6, 4)[0] == 4  # never more than torch's own default
     assert default_threads(None, 4) == (4, "4 (torch's default; idle cores unknown here)")
+    # a machine with more work than cores has no idle core, not "only 0 cores"
+    assert default_threads(0.0, 2) == (1, "1, not torch's 2: no core was idle at the start (--threads to choose)")
 
 
 @pytest.mark.parametrize("ratio, low, high, unstable, said", [

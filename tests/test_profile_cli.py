@@ -44,6 +44,16 @@ def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
 
 
 @pytest.mark.slow
+def test_help_names_the_phases_and_every_default():
+    """--help is where a user learns the phases and how many steps a profile takes without the docs."""
+    text = " ".join(cli.parser().format_help().split()).split(" options: ", 1)[1]
+    assert "one or more of forward, backward, train, loop" in text
+    for option, default in (("--steps", 5), ("--warmup", 1), ("--rate", 100), ("--top", 30)):
+        assert cli.parser().parse_args([]).__dict__[option[2:]] == default
+        said = text.split(f"{option} {option[2:].upper()}", 1)[1].split(" --", 1)[0]
+        assert f"default {default}" in said, (option, said)
+
+
 def test_tiny_profile_end_to_end(results, capsys):
     """cProfile and torch.profiler in-process; the loop both as it is and synchronized."""
     import torch
@@ -212,6 +222,31 @@ def test_a_samplers_loop_difference_within_its_sampling_error_is_noise():
     assert r["within_noise"] is False
     (r,) = cli.loop_noise(table, repeats)["profiles"]  # counts unknown: the repeat alone judges
     assert r["sampling_points"] is None and r["within_noise"] is False
+
+
+def test_on_the_cpu_a_loop_beyond_the_noise_is_not_said_to_be_the_synchronisation(capsys):
+    """On the CPU the synchronized loop is the same computation as the first: a larger difference than the one
+    repeat is more noise (the load moved), never an effect of synchronising. The terminal says so, as the page."""
+    r = {"profiler": "cprofile", "model": "kan-fast", "device": "cpu", "largest_noise_points": 46.9,
+         "largest_synchronized_points": 49.4, "within_noise": False}
+    cli.print_noise({"profiles": [r, {**r, "device": "cuda", "largest_synchronized_points": 60.0}]})
+    cpu, cuda = capsys.readouterr().out.strip().splitlines()[1:]
+    assert "beyond" in cpu and "on the CPU" in cpu and "load moved" in cpu
+    assert cuda.endswith("beyond the noise")
+
+
+def test_each_scenarios_line_says_what_its_seconds_and_its_share_are(tmp_path, capsys):
+    """The seconds are the whole scenario (building the model, warm-up, profiler, files), not its measured steps,
+    and the share is its largest part's: the line says both rather than leaving bare figures."""
+    made = tmp_path / "profiles" / "kan-cpu-forward.pstats"
+    made.parent.mkdir()
+    made.write_text("")
+    s = SimpleNamespace(stem="kan-cpu-forward", repeat=False,
+                        key={"scenario": "forward", "model": "kan", "device": "cpu", "phase": "forward",
+                             "synchronized": True})
+    cli.Found().note_for(SimpleNamespace(path=tmp_path))(s, "cprofile", {"basis": 3.0, "matmul": 1.0}, [made], 5.5)
+    line = capsys.readouterr().out
+    assert "5.5 s in all" in line and "largest part basis 75.0%" in line
 
 
 def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(results):

@@ -392,6 +392,18 @@ def test_the_page_says_how_it_judged_and_that_the_commit_is_the_same(tmp_path):
     assert "conditions match" in page and "absolute times are judged too" in page
 
 
+def test_a_run_against_itself_on_a_busy_machine_is_not_said_to_differ_in_conditions(tmp_path):
+    """Both sides alike but each with more work than cores: the absolute times are not judged, and the page
+    says why (the load) without calling the conditions different, which they are not."""
+    busy = make_run(tmp_path, "20250601T120000-aaaaaaa", seed=1, load=3.5, **BUSY)
+    page = render(str(busy.path), against=str(busy.path)).read_text()
+    assert "Absolute times are shown but <strong>not judged</strong>" in page
+    assert "more work than cores in both runs" in page
+    assert "different conditions" not in page
+    frame = compare.compare_runs(data.load(busy), data.load(busy), threshold=1.10)
+    assert set(frame["verdict"]) <= {"no significant change", "not judged"}
+
+
 def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_path):
     run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
     bench = pd.read_csv(run.file("benchmarks.csv"))
@@ -402,6 +414,30 @@ def test_failed_measurements_show_in_tables_and_stay_out_of_the_headline(tmp_pat
     assert forward.columns == ["shape", "kan", "kan-fast", "mlp", "mlp-param"]
     assert [(r[1].text, r[1].cls) for r in forward.rows] == [("nonfinite", "bad")] * 2
     assert [r[0].text for r in tables.headline(rows, "cpu").rows] == ["kan-fast"]
+
+
+def test_a_timing_cell_names_its_spread_the_interquartile_range_not_a_plus_minus(tmp_path):
+    """The IQR is the width of the middle half of the samples: "324 µs ± 53.3 µs" would read as a range twice
+    as wide. The ×MLP figure is the median of the paired per-round ratios, not the ratio of the medians."""
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    rows = data.load(run).benchmarks
+    forward = tables.timings(rows, "cpu")[0]
+    fast = forward.columns.index("kan-fast")
+    row = rows[(rows.model == "kan-fast") & (rows.phase == "forward")].iloc[0]
+    cell = next(r[fast] for r in forward.rows if r[0].text == tables.shape_label(row.widths, row.batch, row.grid_size))
+    assert cell.sub == f"IQR {tables.fmt_time(row.iqr_s)} · {tables.fmt_times(row.x_mlp)} MLP"
+    assert "±" not in forward.note and "paired" in forward.note
+
+
+def test_the_every_figure_table_says_parameter_bytes_where_it_shows_bytes(tmp_path):
+    """benchmarks.csv's `parameters` counts scalars; the page's column of param_bytes must not take that name."""
+    run = make_run(tmp_path, "20250601T120000-aaaaaaa", **SMALL)
+    rows = data.load(run).benchmarks
+    table = tables.details(rows, "cpu")
+    assert "parameters" not in table.columns
+    column = table.columns.index("parameter bytes")
+    first = rows.sort_values(["model"]).iloc[0]
+    assert any(r[column].text == tables.fmt_bytes(first.param_bytes) for r in table.rows)
 
 
 def test_sync_lesson_compares_shares_with_and_without_synchronisation():
@@ -1131,6 +1167,18 @@ def test_a_profile_run_shows_its_noise_backward_notes_and_each_profilers_cost(tm
     assert "500 ms" in page and "1.17× the bare time" in page
     assert "py-spy ran with --native" in page and "pauses the process it samples" in page
     assert "compare by their shares of the time, never by their times" in page
+
+
+def test_a_profiler_that_seems_to_speed_the_steps_up_is_not_given_a_cost_below_one():
+    """Measured on a busy machine with --steps 2: cProfile's run 0.026 s, the bare run 0.22 s after it. No profiler
+    makes the steps 8x faster: the load moved between the runs, and the cell says so instead of a factor."""
+    table = profile_tables.overhead_table({"scenarios": {"kan-fast-cpu-backward": {"steps": 2, "bare_s": 0.2212,
+                                                         "profilers": {"cprofile": {"seconds": 0.02596, "factor": 0.12}}},
+                                                         "kan-fast-cpu-forward": {"steps": 2, "bare_s": 0.1408,
+                                                         "profilers": {"cprofile": {"seconds": 0.2164, "factor": 1.54}}}}})
+    backward, forward = table.rows
+    assert "0.12×" not in backward[2].sub and "faster than without a profiler" in backward[2].sub
+    assert forward[2].sub == "1.54× the bare time"
 
 
 # --- what a user looks for next to the headline -----------------------------------------------------

@@ -290,13 +290,15 @@ def add_label(p: argparse.ArgumentParser, default: str | None = None, help: str 
 # --- what a command says around its work ------------------------------------------------------
 
 
-def busy_warning(load: list[float] | None, cores: int | None) -> str | None:
-    """A warning when other processes were keeping the CPU busy as the run began."""
+def busy_warning(load: list[float] | None, cores: int | None, threads: int | None = None) -> str | None:
+    """A warning when other processes were keeping the CPU busy as the run began; ``threads``: the
+    run's own count, where known (a run already on one thread is not advised to take one)."""
     cores = cores or 1
     if not load or load[0] < cores / 2:
         return None
+    advice = "" if threads == 1 else "; --threads 1 helps"
     return (f"warning: load average {load[0]:.1f} on {cores} cores before the run: other processes compete "
-            "for the CPU, so CPU timings are noisy (multi-threaded ones most; --threads 1 helps)")
+            f"for the CPU, so CPU timings are noisy (multi-threaded ones most{advice})")
 
 
 @contextlib.contextmanager

@@ -64,7 +64,8 @@ class Command:
         self.run = run
         # as the run began: the new folder's environment.json, or now for a folder added to
         env = {} if existing else run.environment()
-        self.warning = busy_warning(env.get("load_average", load_average()), env.get("cpu_count", os.cpu_count()))
+        self.warning = busy_warning(env.get("load_average", load_average()), env.get("cpu_count", os.cpu_count()),
+                                    env.get("threads"))
         if self.warning:
             print(self.warning, flush=True)
         return run

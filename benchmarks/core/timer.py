@@ -199,4 +199,5 @@ def default_threads(idle: float | None, torch_default: int) -> tuple[int, str]:
     n = max(1, min(torch_default, int(idle + 0.5)))
     if n == torch_default:
         return n, f"{n} (torch's default; {idle:g} cores idle at the start)"
-    return n, f"{n}, not torch's {torch_default}: only {idle:g} cores were idle at the start (--threads to choose)"
+    idle_said = "no core was" if idle <= 0 else f"only {idle:g} cores were"
+    return n, f"{n}, not torch's {torch_default}: {idle_said} idle at the start (--threads to choose)"

@@ -98,11 +98,10 @@ def body(args, cmd: Command) -> int:
 
 
 def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
-    from benchmarks.core import device, record
+    from benchmarks.core import device, record, schema
     from benchmarks.suite import export, runner
 
     cases = selection.cases()
-    absent = sum(1 for c in cases if c.device not in selection.present_devices())
     planned = sum(1 for c in cases if runner.wanted(c, args.only))
     ladder = selection.suite.ladder
     on_rungs = sum(1 for c in cases if ladder and ladder.index(c) is not None and runner.wanted(c, args.only))
@@ -114,13 +113,7 @@ def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
         "cases": planned,  # what a partial run is measured against ("after N of M cases")
         **({"ladder_cases": on_rungs} if on_rungs else {}),  # of "cases", those on ladder rungs: at most these run
     })
-    skipped = f" ({absent} on devices not present here, skipped)" if absent else ""
-    shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
-    only = f", {planned} with {' or '.join(map(repr, args.only))} in the id" if args.only else ""
-    climbed = (f" ({on_rungs} of them on ladder rungs, climbed until the device is busy: the rungs above "
-               f"are not run)") if on_rungs else ""
-    print(f"bench: suite {selection.suite.name}{shard}, {len(cases)} cases{skipped}{only}{climbed}; threads {why}; "
-          f"run folder {run.path}", flush=True)
+    print(opening(selection, planned, on_rungs, args.only, why, run.path), flush=True)
     with cmd.interruptible():  # Ctrl-C or SIGTERM: keep and table what finished
         runner.run_suite(selection, run, threads, args.only)
     device.record_peaks(run, device.peaks_used())  # device.json: the peaks the rows were set against
@@ -129,9 +122,33 @@ def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
     path = run.write_table("benchmarks", frame)
     exported = export.write(run, measurements, selection.suite)
     _ending(frame, why, cmd.interrupted, run.settings())
-    print(f"tidy table {path.name}" + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "")
-          + ", environment.json, run.json")
+    print(f"raw samples {schema.MEASUREMENTS}, tidy table {path.name}"
+          + (f", pytest-benchmark JSON {run.benchmark_json.name}" if exported else "") + ", environment.json, run.json")
     return 1 if runner.failed(measurements) else 0
+
+
+def opening(selection, planned: int, on_rungs: int, only: list[str], why: str, path) -> str:
+    """The run's first line: the suite, the cases this machine will time (those on devices it lacks counted
+    apart, by device), the threads and the run folder."""
+    cases = selection.cases()
+    present = selection.present_devices()
+    absent = [c for c in cases if c.device not in present]
+    here = len(cases) - len(absent)
+    missing = ", ".join(d for d in selection.devices if d not in present)
+    skipped = f" on {', '.join(present)} ({len(absent)} more on {missing}, not present here: skipped)" if absent else ""
+    shard = f", shard {selection.shard[0]}/{selection.shard[1]}" if selection.shard else ""
+    kept = f", {planned} with {' or '.join(map(repr, only))} in the id" if only else ""
+    climbed = (f" ({on_rungs} of them on ladder rungs, climbed until the device is busy: the rungs above "
+               f"are not run)") if on_rungs else ""
+    return (f"bench: suite {selection.suite.name}{shard}, {here} cases{skipped}{kept}{climbed}; threads {why}; "
+            f"run folder {path}")
+
+
+def clock_words(clocks: list[str]) -> str:
+    """The clocks the rows were timed on, each said once: "; clock: cpu, the process's CPU time (...)"."""
+    said = {"cpu": "cpu, the process's CPU time (one thread on the CPU: time the OS gave other processes is not "
+                   "counted)", "wall": "wall"}
+    return f"; clock: {'; '.join(said.get(c, c) for c in clocks)}" if clocks else ""
 
 
 def _ending(frame, why: str, interrupted: bool, settings: dict | None = None) -> None:
@@ -143,9 +160,7 @@ def _ending(frame, why: str, interrupted: bool, settings: dict | None = None) ->
     for line in ladder.lines(settings):
         print(line)
     print()
-    clocks = sorted(set(frame["clock"].dropna()))
-    print(f"threads: {why}" + (f"; clock: {', '.join(clocks)}" if clocks else "")
-          + (" (cpu: the process's CPU time, one thread on the CPU)" if "cpu" in clocks else ""))
+    print(f"threads: {why}" + clock_words(sorted(set(frame["clock"].dropna()))))
     if interrupted:
         print(f"interrupted: kept the {len(frame)} finished measurements; the run is marked partial")
 

@@ -211,6 +211,12 @@ def select(suite: str = "quick", models=None, devices=None, dtypes=None, shard: 
         raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
     all_models = list(zoo().available())
     model_list = choices(models, all_models, "model")
+    for d in (n.strip() for g in devices or () for n in str(g).split(",")):
+        kind, _, index = d.partition(":")
+        if index and kind in DEVICE_TYPES:  # the bench runs on the current device of each type
+            pick = f"; CUDA_VISIBLE_DEVICES={index} makes that GPU the current one" if kind == "cuda" else ""
+            raise ValueError(f"the bench takes a device type, not an index: {d!r}; valid devices: "
+                             f"{', '.join(DEVICE_TYPES)} (it times the current device of each type{pick})")
     device_list = choices(devices, DEVICE_TYPES, "device")
     dtype_list = choices(dtypes, DTYPES, "dtype")
     for d in device_list:
