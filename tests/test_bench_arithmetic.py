@@ -156,3 +156,20 @@ def test_an_older_tables_unstable_rows_read_as_imprecise_or_disturbed():
     assert kan["imprecise"] == "interval to mlp ±15%" and kan["interference"] == "8 of 10 samples disturbed"
     fast = frame[frame.model == "kan-fast"].iloc[0]
     assert fast["imprecise"] is None and fast["interference"] is None
+
+
+def test_a_ratio_from_too_few_rounds_says_so_and_keeps_its_size():
+    """Two rounds give a ratio and no interval (stats.MIN_INTERVAL_PAIRS): the row says how many
+    rounds it had and how many an interval takes, the reference's line still gives the ratio, and
+    nothing is counted as imprecise (there is no interval to be wide)."""
+    nan = float("nan")
+    rows = [_row("kan", 0.004, x_mlp=4.0, x_mlp_low=nan, x_mlp_high=nan, used_rounds=2, rounds=2,
+                 stable="unstable", unstable_reason="no interval (under 6 rounds)"),
+            _row("mlp", 0.001, grid=None, family="mlp", x_mlp=1.0, x_mlp_low=1.0, x_mlp_high=1.0, used_rounds=2,
+                 rounds=2)]
+    text = summary(tidy(rows))
+    lines = text.splitlines()
+    assert lines[0] == "2 measurements: 2 ok"
+    assert lines[1] == "forward, the reference KAN (kan): 4.00x the width-matched MLP's time, no interval measured"
+    row = next(" ".join(l.split()) for l in lines if l.split()[1:2] == ["kan"])
+    assert row.endswith("4.00 no interval from 2 rounds (it takes 6)"), row

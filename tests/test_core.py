@@ -361,6 +361,28 @@ def test_a_paired_interval_is_clear_within_five_percent():
     assert not noisy.clear() and noisy.ci_low < 2.0 < noisy.ci_high
 
 
+def test_a_paired_ratio_from_too_few_rounds_has_no_interval():
+    """The widest interval that assumes nothing, [smallest, largest] of n ratios, misses their
+    median when all n fall on one side of it: probability 2 * 0.5^n (scipy's binomial). Below the
+    n where that is at most 5%, no 95% interval is claimed (the ratio itself is kept)."""
+    from scipy.stats import binom
+
+    from benchmarks.core import stats
+
+    def covered(n):
+        return 1 - 2 * binom.pmf(0, n, 0.5)
+    assert covered(stats.MIN_INTERVAL_PAIRS) >= 0.95 > covered(stats.MIN_INTERVAL_PAIRS - 1)
+    base = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98]
+    few = stats.paired_ratio_interval([11 * b for b in base[:stats.MIN_INTERVAL_PAIRS - 1]],
+                                      base[:stats.MIN_INTERVAL_PAIRS - 1])
+    assert few.ratio == pytest.approx(11) and math.isnan(few.ci_low) and math.isnan(few.ci_high)
+    assert not few.clear() and stats.words(few.ratio, few.ci_low, few.ci_high) == "no interval measured"
+    enough = stats.paired_ratio_interval([11 * b for b in base[:stats.MIN_INTERVAL_PAIRS]],
+                                         base[:stats.MIN_INTERVAL_PAIRS])
+    assert enough.ci_low == pytest.approx(11) and enough.ci_high == pytest.approx(11)
+    assert stats.words(enough.ratio, enough.ci_low, enough.ci_high, than="X") == "11.0x slower than X"
+
+
 def test_one_thread_on_the_cpu_is_timed_by_cpu_time_and_keeps_disturbed_samples():
     import time
 

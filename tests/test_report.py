@@ -242,6 +242,10 @@ def test_the_headline_says_direction_and_size_and_precision_apart(tmp_path):
     assert "kan-fast: " in sentences[0] and "x slower than the width-matched MLP (95% interval" in sentences[0]
     assert sentences[1].startswith("cpu, backward: the reference KAN (kan): ") and "x slower than the width" in sentences[1]
     assert "95% interval" in sentences[1]
+    # no interval: no verdict, and the ratio measured is still said
+    train = math.exp(np.mean(np.log(bench[(bench.model == "kan") & (bench.phase == "train")]["x_mlp"])))
+    assert sentences[2].startswith(f"cpu, train: the reference KAN (kan): {stats.plain(train)}x the width-matched "
+                                   "MLP's time, no interval measured")
 
 
 def test_fmt_ratio_reads_slower_faster_and_same():

@@ -170,11 +170,14 @@ class Measurement:
                    if column in self.ratios and not (self.case and self.case.model == model)}
         if not spreads:
             spreads["of the median"] = own_spread(self.used)
-        reasons, imprecise = [], [f"interval {what} {_reach(s)}" for what, s in spreads.items()
-                                  if not s <= stats.CLEAR_WITHIN]
-        what, spread = max(spreads.items(), key=lambda item: item[1])
-        if not spread <= stats.CLEAR_WITHIN:
-            reasons.append(f"interval {what} {_reach(spread)}")
+        # NaN: no interval at all, from fewer rounds than one needs (the verdict says so), not a wide one
+        had = {what: s for what, s in spreads.items() if not math.isnan(s)}
+        reasons = [] if len(had) == len(spreads) else [f"no interval (under {stats.MIN_INTERVAL_PAIRS} rounds)"]
+        imprecise = [f"interval {what} {_reach(s)}" for what, s in had.items() if not s <= stats.CLEAR_WITHIN]
+        if had:
+            what, spread = max(had.items(), key=lambda item: item[1])
+            if not spread <= stats.CLEAR_WITHIN:
+                reasons.append(f"interval {what} {_reach(spread)}")
         counted = self.disturbed_count if self.clock == "wall" else 0
         n, used = len(self.samples), len(self.used_rounds())
         interference = None
@@ -247,17 +250,17 @@ def _from_row(row: Mapping[str, Any]) -> Measurement:
 
 
 def own_spread(samples, resamples: int = 2000) -> float:
-    """The reach of the median's 95% bootstrap interval, relative to the median (inf with under 2 samples)."""
+    """The reach of the median's 95% bootstrap interval, relative to the median (NaN, no interval, from
+    fewer than ``stats.MIN_INTERVAL_PAIRS`` samples, as for a paired ratio)."""
     s = np.asarray(samples, dtype=float)
-    if s.size < 2:
-        return math.inf
+    if s.size < stats.MIN_INTERVAL_PAIRS:
+        return math.nan
     low, high = stats.bootstrap_ratio_ci(s, [float(np.median(s))], resamples=resamples)
     return stats.PairedRatio(1.0, low, high, s.size).spread
 
 
 def _reach(spread: float) -> str:
     return "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"
-
 
 def samples_by_name(measurements) -> dict[str, list[float]]:
     """Raw samples (seconds) per benchmark name, of the measurements that have them."""

@@ -277,7 +277,10 @@ def _split_stability(frame):
     by an older harness has only those: "interval ..." is imprecision, "... disturbed" interference."""
     old = frame["imprecise"].isna() & frame["interference"].isna() & (frame["stable"] == "unstable")
     for i in frame.index[old]:
-        reasons = [r.strip() for r in str(frame.at[i, "unstable_reason"] or "").split(";") if r.strip()]
+        said = [r.strip() for r in str(frame.at[i, "unstable_reason"] or "").split(";") if r.strip()]
+        reasons = [r for r in said if not r.startswith("no interval")]  # none had, from too few rounds: not a flag
+        if said and not reasons:
+            continue
         disturbed = [r for r in reasons if "disturbed" in r]
         frame.at[i, "interference"] = "; ".join(disturbed) or None
         frame.at[i, "imprecise"] = "; ".join(r for r in reasons if r not in disturbed) or \

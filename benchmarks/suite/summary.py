@@ -50,6 +50,10 @@ def verdict(row) -> str:
     said = stats.words(_number(row["x_mlp"]), _number(row.get("x_mlp_low")), _number(row.get("x_mlp_high")),
                        stats.imprecision_of(_text(row, "imprecise"), "mlp"), than="the MLP",
                        disturbed=_text(row, "interference"))
+    pairs = _number(row.get("used_rounds"))
+    if said.startswith("no interval measured") and pairs < stats.MIN_INTERVAL_PAIRS:
+        said = said.replace("no interval measured", f"no interval from {pairs:.0f} rounds (it takes "
+                                                    f"{stats.MIN_INTERVAL_PAIRS})", 1)
     return launch_bound_words(row, said)
 
 
@@ -113,9 +117,11 @@ def reference_lines(frame: pd.DataFrame) -> list[str]:
         imprecise = int(at["imprecise"].map(lambda v: stats.imprecision_of(v, "mlp") is not None).sum()) \
             if "imprecise" in at else 0
         over = f", geometric mean over {len(values)} workloads" if len(values) > 1 else ""
-        lines.append(f"{phase}, the reference KAN ({REFERENCE}){over}: "
-                     + stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
-                                   than="the width-matched MLP", interval=True))
+        said = stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
+                           than="the width-matched MLP", interval=True)
+        if math.isnan(low):  # no verdict without an interval, but the ratio measured is still said
+            said = f"{stats.plain(ratio)}x the width-matched MLP's time, {said}"
+        lines.append(f"{phase}, the reference KAN ({REFERENCE}){over}: {said}")
     return lines
 
 
