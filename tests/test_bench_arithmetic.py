@@ -134,7 +134,8 @@ def test_the_summary_counts_kan_rows_and_states_the_reference_kan_first():
     ]
     text = summary(tidy(rows))
     first = text.splitlines()[0]
-    assert first == "4 measurements: 4 ok; of the 2 KAN rows, 2 imprecise (their direction and size are still said)"
+    assert first == ("4 measurements: 4 ok; of the 2 KAN rows, 2 imprecise (1 in the ratio to the MLP, 1 to mlp-param); "
+                     "their direction and size are still said")
     assert text.splitlines()[1] == ("forward, the reference KAN (kan): 67.5x slower than the width-matched MLP "
                                     "(95% interval 65.3\u201371.7); imprecise (1 of 1 workloads)")
     line = next(" ".join(l.split()) for l in text.splitlines() if l.split()[1:2] == ["mlp-param"])

@@ -86,12 +86,19 @@ def counts_line(frame: pd.DataFrame) -> str:
     counts = frame["status"].value_counts()
     line = f"{len(frame)} measurements: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     kan = frame[(frame["status"] == "ok") & (frame["family"] == "kan")] if "family" in frame else frame.iloc[:0]
-    flags = [f"{int(kan[c].notna().sum())} {word}" for c, word in (("imprecise", "imprecise"),
-                                                                    ("interference", "disturbed"))
-             if c in kan and kan[c].notna().any()]
+    flags = []
+    if "imprecise" in kan and kan["imprecise"].notna().any():
+        # by the ratio each concerns: the table below shows the ratio to the MLP, the page both
+        by = {name: int(kan["imprecise"].map(lambda v, b=baseline: stats.imprecision_of(v, b) is not None).sum())
+              for name, baseline in (("the MLP", "mlp"), ("mlp-param", "mlp-param"))}
+        where = ", ".join(f"{n} {'in the ratio ' if not i else ''}to {name}"
+                          for i, (name, n) in enumerate((k, v) for k, v in by.items() if v))
+        flags.append(f"{int(kan['imprecise'].notna().sum())} imprecise" + (f" ({where})" if where else ""))
+    if "interference" in kan and kan["interference"].notna().any():
+        flags.append(f"{int(kan['interference'].notna().sum())} disturbed")
     if len(kan) and flags:
         line += (f"; of the {len(kan)} KAN rows, " + ", ".join(flags)
-                 + " (their direction and size are still said)")
+                 + "; their direction and size are still said")
     return line
 
 
