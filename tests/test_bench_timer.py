@@ -137,9 +137,13 @@ def test_the_clock_follows_device_and_threads_and_is_made_from_its_name():
 
 
 def test_the_cpu_clock_leaves_out_a_sleep_and_the_wall_clock_counts_it():
-    """The independent truth: a sleep takes wall time and next to no CPU time."""
-    for clock, counted in ((make_clock("wall", "cpu"), True), (make_clock("cpu", "cpu"), False)):
+    """The independent truth: a sleep takes wall time and next to no CPU time. The CPU clock counts
+    all the process's threads, and an OpenMP team that an operator woke just before spins for some
+    milliseconds a thread before it sleeps: spent once, so the least of three sleeps is free of it."""
+    def slept(clock) -> float:
         start = clock()
         time.sleep(0.05)
-        took = clock() - start
-        assert (took >= 0.05) if counted else (took < 0.025)
+        return clock() - start
+
+    assert slept(make_clock("wall", "cpu")) >= 0.05
+    assert min(slept(make_clock("cpu", "cpu")) for _ in range(3)) < 0.025
