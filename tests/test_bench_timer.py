@@ -37,11 +37,11 @@ def test_queued_work_is_measured_not_its_launch():
     timer = DeviceTimer("fake", sync=device.sync)
     start = timer()
     device.launch(0.03)
-    launch_only = time.perf_counter() - start  # what a host clock alone would report
+    # the launch returned with its work still queued: a host clock read now would see the launch only
+    assert (device.syncs, device.queued) == (0, 0.03)
     seconds = timer() - start
-    assert launch_only < 0.01
-    assert seconds >= 0.03
-    assert device.syncs == 1
+    assert seconds >= 0.03  # the sleep through the queue: never shorter than asked
+    assert device.syncs == 1 and device.queued == 0
 
 
 def test_a_reading_waits_only_when_a_measurement_ends():
@@ -137,9 +137,13 @@ def test_the_clock_follows_device_and_threads_and_is_made_from_its_name():
 
 
 def test_the_cpu_clock_leaves_out_a_sleep_and_the_wall_clock_counts_it():
-    """The independent truth: a sleep takes wall time and next to no CPU time."""
-    for clock, counted in ((make_clock("wall", "cpu"), True), (make_clock("cpu", "cpu"), False)):
+    """The independent truth: a sleep takes wall time and next to no CPU time. The CPU clock counts
+    all the process's threads, and an OpenMP team that an operator woke just before spins for some
+    milliseconds a thread before it sleeps: spent once, so the least of three sleeps is free of it."""
+    def slept(clock) -> float:
         start = clock()
         time.sleep(0.05)
-        took = clock() - start
-        assert (took >= 0.05) if counted else (took < 0.025)
+        return clock() - start
+
+    assert slept(make_clock("wall", "cpu")) >= 0.05
+    assert min(slept(make_clock("cpu", "cpu")) for _ in range(3)) < 0.025

@@ -392,9 +392,17 @@ def test_one_thread_on_the_cpu_is_timed_by_cpu_time_and_keeps_disturbed_samples(
 
     clock, name = clock_for("cpu", 1)
     assert isinstance(clock, CpuTimer) and name == "cpu"
-    start = clock()
-    time.sleep(0.05)  # waiting is not CPU time
-    assert clock() - start < 0.02
+
+    def slept() -> float:
+        start = clock()
+        time.sleep(0.05)  # waiting is not CPU time
+        return clock() - start
+
+    # The clock counts all the process's threads: the OpenMP team of an operator that ran just
+    # before (the previous test's) spins for some milliseconds a thread before it sleeps (OpenMP's
+    # default wait), which a first sleep can take in. That CPU time is spent once, so the least of
+    # three sleeps is free of it; a clock that counted waiting would read 0.05 s in all three.
+    assert min(slept() for _ in range(3)) < 0.02
     assert isinstance(clock_for("cpu", 2)[0], DeviceTimer) and clock_for("cpu", 2)[1] == "wall"
     c = protocol.Candidate("a", samples=[0.01, 0.01, 0.01, 0.01], rounds=[0, 1, 2, 3],
                            switches=[0, 3, 0, 1], cpu_s=[0.01] * 4)

@@ -228,11 +228,15 @@ def project(tmp_path, monkeypatch):
 def test_a_whole_gate_times_each_side_with_its_own_models(project, tmp_path, monkeypatch, capsys):
     """The base's kan comes first on its child's import path, ahead of the working tree and of
     the editable install: a module the base lacks is missing there (the MLP is "new"), never
-    borrowed from the working tree. Nothing else changed, and five pairs can never be
-    significant: the gate passes and writes its verdict."""
+    borrowed from the working tree. Nothing else changed: the gate passes and writes its verdict.
+
+    Seven pairs of one code's timings on a busy machine can be slower on one side every time, by a
+    median beyond the default 1.15 (the gate's false alarms, about as often as alpha allows), so the
+    threshold here is one no two sides of the same code come near; the verdicts on real slowdowns
+    are tested on scripted sides below."""
     monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
     status = gate.main(["--base", "HEAD~1", "--models", "chebyshev-kan,mlp", "--phases", "forward",
-                        "--rounds", "7", "--sample-time", "0.001"])
+                        "--rounds", "7", "--sample-time", "0.001", "--threshold", "100"])
     assert status == gate.EXIT_PASS
     (path,) = (tmp_path / "results").glob("*/gate.json")
     doc = json.loads(path.read_text())

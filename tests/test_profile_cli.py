@@ -266,7 +266,7 @@ def test_more_threads_than_usable_cores_is_refused_before_a_run_folder_exists(re
         assert not list(results.iterdir()), "no run folder"
 
 
-def test_a_scenario_runs_its_steps_and_more_until_its_minimum_time():
+def test_a_scenario_runs_its_steps_and_more_until_its_minimum_time(monkeypatch):
     """A sampler's scenario (``min_seconds``) runs steps beyond ``steps`` until they have taken that
     long, so that enough samples stand behind its shares; without it, exactly ``steps``."""
     from profiles import scenario
@@ -274,10 +274,16 @@ def test_a_scenario_runs_its_steps_and_more_until_its_minimum_time():
     (short,) = scenario.expand(["kan"], ["cpu"], ["forward"], widths=(4, 3), batch=8, steps=2, warmup=0)
     done = scenario.run(short)
     assert done.measured_steps == 2 and done.steps_done == 2
+    # The scenario's clock made to read 1/16 s later at each reading, so that each measured step
+    # takes 1/16 s (exact in binary): how many steps reach min_seconds is then known, where on the
+    # wall clock two steps of a busy machine (an OpenMP team waiting for a descheduled thread)
+    # can take all of it.
+    readings = iter(range(1000))
+    monkeypatch.setattr(scenario, "time", SimpleNamespace(perf_counter=lambda: next(readings) / 16))
     (sampled,) = scenario.expand(["kan"], ["cpu"], ["forward"], widths=(4, 3), batch=8, steps=2, warmup=0,
-                                 min_seconds=0.2)
+                                 min_seconds=0.25)
     done = scenario.run(sampled)
-    assert done.measured_s >= 0.2 and done.measured_steps > 2  # a forward of 8 rows takes far under 0.1 s
+    assert (done.measured_steps, done.steps_done, done.measured_s) == (4, 4, 0.25)  # the first step to reach it
     args = SimpleNamespace(widths=(4, 3), batch=8, steps=2, warmup=0, threads=None, rate=50)
     child = cli._pyspy_child_args(args, "kan", "cpu", [short])
     assert child[child.index("--min-seconds") + 1] == str(cli.PYSPY_HEADROOM * cli.MIN_PYSPY_SAMPLES / 50)
