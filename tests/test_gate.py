@@ -384,20 +384,50 @@ class ScriptedSide:
         return out
 
 
-@pytest.fixture
-def scripted_gate(tmp_path, monkeypatch):
-    """A gate run against HEAD~1 of a repository with a kan/ package, its sides scripted: (run, stdout)."""
-    path = tmp_path / "scripted"
+def scripted_repo(path: Path, kan_changes: bool) -> Path:
+    """A two-commit repository with a kan/ package, which the second commit changes or not."""
     path.mkdir()
     (path / "kan").mkdir()
-    (path / "kan" / "__init__.py").write_text("")
     git(path, "init", "-q")
     git(path, "config", "user.email", "gate@example.com")
     git(path, "config", "user.name", "gate test")
     for i in range(2):
+        (path / "kan" / "__init__.py").write_text(f"# version {i if kan_changes else 0}\n")
         (path / "file.txt").write_text(f"version {i}\n")
         git(path, "add", ".")
         git(path, "commit", "-q", "-m", f"commit {i}")
+    return path
+
+
+def test_an_unchanged_kan_passes_without_timing_and_a_change_anywhere_in_it_is_timed(tmp_path, monkeypatch, capsys):
+    """The sides share the working tree's harness and differ only by kan/: where kan/ is the same
+    at the base, a verdict could only be the machine's noise."""
+    path = scripted_repo(tmp_path / "same", kan_changes=False)
+    monkeypatch.setattr(gate, "ROOT", path)
+    monkeypatch.setattr(gate, "Side", ScriptedSide)
+    monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))
+    args = ["--base", "HEAD~1", "--models", "kan,mlp", "--rounds", "8", "--sample-time", "0.003"]
+    assert gate.main(args) == gate.EXIT_PASS
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("gate: kan/ is the same at HEAD~1") and "passing" in out[0]
+    assert not (tmp_path / "results").exists()  # nothing timed, no run folder
+    # --even-if-unchanged times them (the scripted head side is slower)
+    assert gate.main([*args, "--even-if-unchanged"]) == gate.EXIT_REGRESSION
+    capsys.readouterr()
+    # an untracked file in kan/ and an edit of a tracked one are changes of the models
+    (path / "kan" / "new.py").write_text("x = 1\n")
+    assert not gate.same_models(git(path, "rev-parse", "HEAD~1"))
+    (path / "kan" / "new.py").unlink()
+    assert gate.same_models(git(path, "rev-parse", "HEAD~1"))
+    (path / "kan" / "__init__.py").write_text("# edited\n")
+    assert not gate.same_models(git(path, "rev-parse", "HEAD~1"))
+    assert gate.main(args) == gate.EXIT_REGRESSION
+
+
+@pytest.fixture
+def scripted_gate(tmp_path, monkeypatch):
+    """A gate run against HEAD~1 of a repository with a kan/ package, its sides scripted: (run, stdout)."""
+    path = scripted_repo(tmp_path / "scripted", kan_changes=True)
     monkeypatch.setattr(gate, "ROOT", path)
     monkeypatch.setattr(gate, "Side", ScriptedSide)
     monkeypatch.setenv("KAN_RESULTS", str(tmp_path / "results"))

@@ -29,8 +29,12 @@ With ``--baseline FILE`` (alone, or as the fallback when the base commit does no
 only the working tree is timed and each KAN's time over the MLP's, measured in the same run,
 is judged against the ratio recorded in FILE by :func:`benchmarks.core.stats.compare_to_reference`.
 
+Where ``kan/`` is the same at the base commit and in the working tree (tracked and untracked
+files), the two sides would run the same models, and any verdict would be the machine's noise:
+the gate says so and passes without timing (``--even-if-unchanged`` times them anyway).
+
 Exit status: 0 pass (also when there is no base commit to compare with: first commit,
-shallow clone), 1 a regression (or the working tree's model failed to run or gave NaN/inf),
+shallow clone; or kan/ is unchanged), 1 a regression (or the working tree's model failed to run or gave NaN/inf),
 2 the gate could not run (unknown git ref, unreadable baseline file, bad option, a timing
 process that died).
 
@@ -112,6 +116,17 @@ def resolve_base(ref: str) -> str | None:
         f"unknown git ref {ref!r}: not a branch, tag or commit of {ROOT} "
         f"(try --base HEAD~1, --base main or a commit id)"
     )
+
+
+def same_models(commit: str) -> bool:
+    """Whether ``kan/`` in the working tree is ``commit``'s, tracked files and untracked ones alike:
+    the only code the two sides do not share (each side imports its own ``kan`` and the working
+    tree's harness), so that the gate would time one code against itself."""
+    diff = git.run("diff", "--quiet", commit, "--", "kan", cwd=ROOT, error=GateError)
+    if diff.returncode != 0:
+        return False  # a difference (1), or git could not tell (>1): time them
+    untracked = git.run("ls-files", "--others", "--exclude-standard", "--", "kan", cwd=ROOT, error=GateError)
+    return untracked.returncode == 0 and not untracked.stdout.strip()
 
 
 def is_shallow() -> bool:
@@ -285,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clock", choices=CLOCKS, default="wall",
                    help="wall: elapsed time (the harness's timer); cpu: this process's CPU time, "
                         "steadier on a machine shared with other work (default %(default)s)")
+    p.add_argument("--even-if-unchanged", action="store_true",
+                   help="time both sides even where kan/ is the same at the base and in the working tree "
+                        "(by default the gate then passes without timing: the sides would run the same models)")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
                    help="run both sides on the same core(s) (Linux; default: pinned)")
     cli.add_threads(p, default=1, help="torch threads in each side (default %(default)s)")
@@ -379,6 +397,10 @@ def run(args, cmd: Command) -> int:
     if mode == "none":
         why = "this is a shallow clone" if is_shallow() else "it reaches before the first commit"
         _say(f"no base commit to compare with: {args.base or 'HEAD'!r} names none ({why}); passing")
+        return EXIT_PASS
+    if mode == "base" and not args.even_if_unchanged and same_models(base_commit):
+        _say(f"kan/ is the same at {args.base or 'HEAD'} ({base_commit[:9]}) and in the working tree: the two sides "
+             "would time the same models, so there is nothing to judge; passing (--even-if-unchanged to time them)")
         return EXIT_PASS
     if mode in ("baseline", "record") and suite.BASELINE_MODEL not in models:
         models.append(suite.BASELINE_MODEL)
