@@ -35,6 +35,7 @@ def test_smoke_suite_end_to_end(tmp_path):
     (run,) = record.runs(tmp_path)
     assert run.name.endswith("-e2e") and f"run folder: {run.path}" in out
     assert "measurements.jsonl" in out  # the files it names include the raw samples
+    assert run.settings()["devices"] == ["cpu"] and run.settings()["devices_absent"] == []  # the devices timed
 
     table = run.read_table("benchmarks")
     assert list(table.columns) == record.BENCH_COLUMNS
