@@ -100,7 +100,8 @@ def sync_lesson(pairs: pd.DataFrame, noise: list[dict] | None = None) -> tuple[l
         rows.append(cells)
     names = [" · ".join(str(v) for v in (p[0] if several_machines else "", p[2], p[3], p[4], p[1]) if v)
              for p in profiles]
-    table = Table("Share of time per part, without and with synchronisation", ["part"] + ["async", "synced"] * len(profiles),
+    table = Table("Share of time per part, without and with synchronisation",
+                  ["part"] + ["as written", "synchronized"] * len(profiles),
                   rows, groups=[("", 1)] + [(n, 2) for n in names])
     return [example], table
 
