@@ -43,7 +43,6 @@ def test_bad_values_get_one_line_and_status_2(argv, says, results, capsys):
     assert says in err and err.count("\n") == 1, err
 
 
-@pytest.mark.slow
 def test_help_names_the_phases_and_every_default():
     """--help is where a user learns the phases and how many steps a profile takes without the docs."""
     text = " ".join(cli.parser().format_help().split()).split(" options: ", 1)[1]
@@ -54,6 +53,7 @@ def test_help_names_the_phases_and_every_default():
         assert f"default {default}" in said, (option, said)
 
 
+@pytest.mark.slow
 def test_tiny_profile_end_to_end(results, capsys):
     """cProfile and torch.profiler in-process; the loop both as it is and synchronized."""
     import torch
