@@ -25,6 +25,7 @@ from benchmarks.core.case import Case
 from benchmarks.core.measure import Group, build_candidates, measure_group
 from benchmarks.suite import summary
 from benchmarks.suite.suites import SUITES
+from processes import wait_until_gone
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRACES = sorted(FIXTURES.glob("h200-*.trace.json.gz"))
@@ -313,9 +314,7 @@ def test_a_failed_capture_names_its_first_error():
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="process groups are POSIX")
 def test_a_pyspy_child_past_its_time_is_stopped_with_its_own_child(tmp_path):
-    import os
     import sys
-    import time
 
     from profiles import pyspy
 
@@ -325,11 +324,5 @@ def test_a_pyspy_child_past_its_time_is_stopped_with_its_own_child(tmp_path):
     with pytest.raises(RuntimeError, match="ran past 2 s and were stopped"):
         pyspy._run_in_own_group([sys.executable, "-c", script], timeout=2)
     grandchild = int(pid_file.read_text())
-    for _ in range(50):  # the kill is sent; the process table may take a moment to say so
-        try:
-            os.kill(grandchild, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the scenario child outlived py-spy's timeout")
+    # the kill is sent; the process table may take a moment to say so
+    assert wait_until_gone(grandchild, seconds=5), "the scenario child outlived py-spy's timeout"

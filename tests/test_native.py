@@ -31,6 +31,7 @@ from kan.bspline import knot_geometry, local_b_splines
 from kan.fast import FastBSplineKAN
 from kan.native import build
 from kan.native import library as library_module
+from processes import wait_until_gone
 from kan.native import selftest
 from kan.reference import KAN
 
@@ -830,23 +831,6 @@ def test_an_infinite_build_timeout_is_refused_in_one_line():
                             env=environment, timeout=600)
     assert status.returncode == 1 and "Traceback" not in status.stderr, status.stderr
     assert "unusable: KAN_NATIVE_BUILD_TIMEOUT must be" in status.stdout
-
-
-def gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (absent, or a zombie its new parent has yet to reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-
-
-def wait_until_gone(pid: int, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def in_a_thread(function, seconds: float):
