@@ -363,18 +363,21 @@ def interval_words(ratio: float, ci_low: float, ci_high: float) -> str:
 
 
 def words(ratio: float, ci_low: float, ci_high: float, imprecise: str | None = None,
-          than: str = "", disturbed: str | None = None, interval: bool = False) -> str:
+          than: str = "", disturbed: str | None = None, interval: bool = False, rounds: float = math.nan) -> str:
     """What may be said of a time ratio (this / other), by direction and size:
 
     "2.77x slower than X" or "2.00x faster than X" where the 95% interval excludes 1, "no clear
     difference from X" where it holds 1. ``imprecise`` (why the interval is wider than the
     precision asked for) and ``disturbed`` (the OS evidence of interference) are said after it,
     as separate words: they never hide the direction and size. ``interval``: the interval too.
+    ``rounds``: how many the ratio was paired over, where known, to say why it has no interval
+    when they were too few (:data:`MIN_INTERVAL_PAIRS`).
     """
     if not math.isfinite(ratio):
         return "not measured"
     if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
-        said = "no interval measured"
+        said = (f"no interval from {rounds:.0f} rounds (it takes {MIN_INTERVAL_PAIRS})"
+                if rounds < MIN_INTERVAL_PAIRS else "no interval measured")
     elif ci_low <= 1 <= ci_high:
         said = "no clear difference" + (f" from {than}" if than else "")
     else:

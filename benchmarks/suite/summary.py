@@ -49,11 +49,7 @@ def verdict(row) -> str:
         return "the baseline"
     said = stats.words(_number(row["x_mlp"]), _number(row.get("x_mlp_low")), _number(row.get("x_mlp_high")),
                        stats.imprecision_of(_text(row, "imprecise"), "mlp"), than="the MLP",
-                       disturbed=_text(row, "interference"))
-    pairs = _number(row.get("used_rounds"))
-    if said.startswith("no interval measured") and pairs < stats.MIN_INTERVAL_PAIRS:
-        said = said.replace("no interval measured", f"no interval from {pairs:.0f} rounds (it takes "
-                                                    f"{stats.MIN_INTERVAL_PAIRS})", 1)
+                       disturbed=_text(row, "interference"), rounds=_number(row.get("used_rounds")))
     return launch_bound_words(row, said)
 
 
