@@ -184,11 +184,8 @@ def headline_sentences(rows: pd.DataFrame, where: str) -> list[str]:
 
         def say(model: str) -> str:
             c = combined(at[at["model"] == model], "x_mlp")
-            text = stats.words(c.ratio, c.low, c.high, c.imprecise, than="the width-matched MLP",
+            return stats.words(c.ratio, c.low, c.high, c.imprecise, than="the width-matched MLP",
                                disturbed=c.disturbed, interval=True)
-            if np.isfinite(c.ratio) and not np.isfinite(c.low):  # no verdict without an interval; the ratio still
-                text = f"{stats.plain(c.ratio)}x the width-matched MLP's time, {text}"
-            return text
 
         parts = []
         if REFERENCE in by_model.index:

@@ -378,6 +378,8 @@ def test_a_paired_ratio_from_too_few_rounds_has_no_interval():
     assert few.ratio == pytest.approx(11) and math.isnan(few.ci_low) and math.isnan(few.ci_high)
     assert not few.clear() and stats.words(few.ratio, few.ci_low, few.ci_high) == "no interval measured"
     assert stats.words(few.ratio, few.ci_low, few.ci_high, rounds=few.pairs) == "no interval from 5 rounds (it takes 6)"
+    assert stats.words(few.ratio, few.ci_low, few.ci_high, than="X", interval=True, rounds=few.pairs) == \
+        "11.0x X's time, no interval from 5 rounds (it takes 6)"  # a sentence standing alone keeps the ratio
     enough = stats.paired_ratio_interval([11 * b for b in base[:stats.MIN_INTERVAL_PAIRS]],
                                          base[:stats.MIN_INTERVAL_PAIRS])
     assert enough.ci_low == pytest.approx(11) and enough.ci_high == pytest.approx(11)

@@ -262,6 +262,7 @@ def own_spread(samples, resamples: int = 2000) -> float:
 def _reach(spread: float) -> str:
     return "wider than ±5%" if not math.isfinite(spread) else f"±{spread:.1%}" if spread < 0.1 else f"±{spread:.0%}"
 
+
 def samples_by_name(measurements) -> dict[str, list[float]]:
     """Raw samples (seconds) per benchmark name, of the measurements that have them."""
     return {m.name: list(m.samples) for m in measurements if m.status == "ok" and m.samples}

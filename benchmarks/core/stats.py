@@ -369,15 +369,18 @@ def words(ratio: float, ci_low: float, ci_high: float, imprecise: str | None = N
     "2.77x slower than X" or "2.00x faster than X" where the 95% interval excludes 1, "no clear
     difference from X" where it holds 1. ``imprecise`` (why the interval is wider than the
     precision asked for) and ``disturbed`` (the OS evidence of interference) are said after it,
-    as separate words: they never hide the direction and size. ``interval``: the interval too.
-    ``rounds``: how many the ratio was paired over, where known, to say why it has no interval
-    when they were too few (:data:`MIN_INTERVAL_PAIRS`).
+    as separate words: they never hide the direction and size. ``interval``: the interval too,
+    and where there is none the ratio itself (a sentence standing alone; a table shows the ratio
+    in a column of its own). ``rounds``: how many the ratio was paired over, where known, to say
+    why it has no interval when they were too few (:data:`MIN_INTERVAL_PAIRS`).
     """
     if not math.isfinite(ratio):
         return "not measured"
     if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
         said = (f"no interval from {rounds:.0f} rounds (it takes {MIN_INTERVAL_PAIRS})"
                 if rounds < MIN_INTERVAL_PAIRS else "no interval measured")
+        if interval:  # no verdict without an interval, but the ratio measured is still said
+            said = f"{plain(ratio)}x" + (f" {than}'s time" if than else "") + f", {said}"
     elif ci_low <= 1 <= ci_high:
         said = "no clear difference" + (f" from {than}" if than else "")
     else:

@@ -120,11 +120,9 @@ def reference_lines(frame: pd.DataFrame) -> list[str]:
         imprecise = int(at["imprecise"].map(lambda v: stats.imprecision_of(v, "mlp") is not None).sum()) \
             if "imprecise" in at else 0
         over = f", geometric mean over {len(values)} workloads" if len(values) > 1 else ""
-        said = stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
-                           than="the width-matched MLP", interval=True)
-        if math.isnan(low):  # no verdict without an interval, but the ratio measured is still said
-            said = f"{stats.plain(ratio)}x the width-matched MLP's time, {said}"
-        lines.append(f"{phase}, the reference KAN ({REFERENCE}){over}: {said}")
+        lines.append(f"{phase}, the reference KAN ({REFERENCE}){over}: "
+                     + stats.words(ratio, low, high, f"{imprecise} of {len(values)} workloads" if imprecise else None,
+                                   than="the width-matched MLP", interval=True))
     return lines
 
 
