@@ -105,10 +105,11 @@ def _run(args, cmd: Command, selection, threads: int, why: str) -> int:
     planned = sum(1 for c in cases if runner.wanted(c, args.only))
     ladder = selection.suite.ladder
     on_rungs = sum(1 for c in cases if ladder and ladder.index(c) is not None and runner.wanted(c, args.only))
+    present = selection.present_devices()
     run = cmd.open(label=args.label, settings={
         # the devices timed; those asked for (or the default's) that this machine lacks, apart
-        "suite": selection.suite.name, "models": list(selection.models), "devices": selection.present_devices(),
-        "devices_absent": [d for d in selection.devices if d not in selection.present_devices()],
+        "suite": selection.suite.name, "models": list(selection.models), "devices": present,
+        "devices_absent": [d for d in selection.devices if d not in present],
         "dtypes": list(selection.dtypes or selection.suite.dtypes), "threads": threads, "threads_choice": why,
         "shard": None if selection.shard is None else f"{selection.shard[0]}/{selection.shard[1]}",
         "graphs": selection.graphs, "only": list(args.only),
